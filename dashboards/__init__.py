@@ -1,0 +1,1 @@
+"""Grafana dashboards as code and the static report (planned: issue 5)."""

@@ -1,0 +1,43 @@
+"""A fitted signal: the trained parameters of one spec version, bound to one embedder."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from signals.spec import SignalSpec
+
+__all__ = ["FittedSignal"]
+
+
+class FittedSignal(BaseModel):
+    """Everything needed to score embeddings, and how good the signal was when trained.
+
+    ``probability = sigmoid(embedding · weights + bias)``; an event is flagged when the
+    probability reaches ``threshold``. ``metrics`` are stratified k-fold estimates.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spec: SignalSpec
+    version: int
+    embedder_id: str
+    kind: Literal["few_shot", "zero_shot"]
+    weights: tuple[float, ...]
+    bias: float
+    threshold: float
+    metrics: dict[str, float]
+    n_positive: int
+    n_negative: int
+    trained_at: datetime
+    train_ms: float
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def field(self) -> str:
+        return self.spec.field

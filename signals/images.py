@@ -1,0 +1,107 @@
+"""Load an image reference from an event: a file path, ``file://`` URL, base64 / ``data:`` URI,
+or an ``http(s)`` URL on an allow-listed host, with size and time limits."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from PIL import Image
+
+from signals.errors import ImageError
+
+__all__ = ["ImagePolicy", "load_image"]
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """Where images may come from and how large they may be."""
+
+    max_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    allowed_schemes: frozenset[str] = frozenset({"file", "data", "https"})
+    allowed_hosts: frozenset[str] = field(default_factory=frozenset)
+    fetch_timeout_s: float = 5.0
+    allow_local_files: bool = True
+
+
+def load_image(ref: str, policy: ImagePolicy | None = None) -> Image.Image:
+    """Decode ``ref`` into an RGB image or raise :class:`ImageError` saying why."""
+    policy = policy or ImagePolicy()
+    data = _read_bytes(ref.strip(), policy)
+    if len(data) > policy.max_bytes:
+        raise ImageError(f"image of {len(data)} bytes exceeds {policy.max_bytes}")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            if width * height > policy.max_pixels:
+                raise ImageError(f"image of {width}x{height} pixels exceeds {policy.max_pixels}")
+            return img.convert("RGB")
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"image rejected as a decompression bomb: {exc}") from exc
+    except Exception as exc:
+        raise ImageError(f"not a readable image: {type(exc).__name__}: {exc}") from exc
+
+
+def _read_bytes(ref: str, policy: ImagePolicy) -> bytes:
+    parts = urlsplit(ref)
+    scheme = parts.scheme.lower()
+    if scheme == "data":
+        if "data" not in policy.allowed_schemes:
+            raise ImageError("data: URIs are not allowed")
+        header, _, payload = ref.partition(",")
+        if ";base64" not in header:
+            raise ImageError("data: URI must be base64-encoded")
+        return _b64(payload)
+    if scheme == "file" or (scheme == "" and _looks_like_path(ref)):
+        if not policy.allow_local_files or ("file" not in policy.allowed_schemes and scheme):
+            raise ImageError("local image files are not allowed")
+        path = Path(unquote(parts.path) if scheme == "file" else ref)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise ImageError(f"cannot read image file {path}: {exc.strerror}") from exc
+        if size > policy.max_bytes:
+            raise ImageError(f"image file of {size} bytes exceeds {policy.max_bytes}")
+        return path.read_bytes()
+    if scheme in ("http", "https"):
+        return _fetch(ref, scheme, parts.hostname or "", policy)
+    if scheme:
+        raise ImageError(f"image URL scheme {scheme!r} is not allowed")
+    return _b64(ref)
+
+
+def _looks_like_path(ref: str) -> bool:
+    return ref.startswith(("/", "./", "../")) or (len(ref) < 4096 and Path(ref).suffix != "" and (
+        Path(ref).exists()
+    ))
+
+
+def _b64(payload: str) -> bytes:
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ImageError(f"invalid base64 image: {exc}") from exc
+
+
+def _fetch(url: str, scheme: str, host: str, policy: ImagePolicy) -> bytes:
+    if scheme not in policy.allowed_schemes:
+        raise ImageError(f"image URL scheme {scheme!r} is not allowed")
+    if host.lower() not in policy.allowed_hosts:
+        raise ImageError(f"image host {host!r} is not on the allow-list")
+    request = urllib.request.Request(url, headers={"User-Agent": "telltale"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=policy.fetch_timeout_s) as response:  # noqa: S310
+            data: bytes = response.read(policy.max_bytes + 1)
+    except OSError as exc:
+        raise ImageError(f"cannot fetch image from {host}: {exc}") from exc
+    if len(data) > policy.max_bytes:
+        raise ImageError(f"image at {host} exceeds {policy.max_bytes} bytes")
+    return data

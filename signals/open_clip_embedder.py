@@ -1,0 +1,155 @@
+"""The open_clip embedder: text and images in one CLIP space, batched, on a configurable device.
+
+Weights come from open_clip's pretrained tag (downloaded on first use), from a local checkpoint
+file, or, for tests and offline use, from a seeded random initialisation. The id records which,
+so signals trained on one set of weights are never applied to another.
+
+>>> embedder = OpenClipEmbedder(model_name="telltale-tiny", seed=0)  # doctest: +SKIP
+>>> embedder.embed_texts(["hello"]).shape  # doctest: +SKIP
+(1, 128)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from signals._torchvision_fix import import_torchvision
+from signals.errors import EmbedderError
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+    from PIL import Image
+
+__all__ = ["BUNDLED_CONFIGS", "EmbedderConfig", "OpenClipEmbedder"]
+
+log = logging.getLogger(__name__)
+
+BUNDLED_CONFIGS = Path(__file__).parent / "model_configs"
+"""Model configs shipped with telltale (``telltale-tiny``: a 4-layer, width-256 test model)."""
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    model_name: str = "ViT-B-32"
+    pretrained: str | None = "laion2b_s34b_b79k"
+    checkpoint_path: str | None = None
+    device: str = "cpu"
+    threads: int | None = None
+    batch_size: int = 64
+    seed: int = 0
+    quantize: bool = False
+
+
+class OpenClipEmbedder:
+    """An :class:`~signals.base.Embedder` backed by open_clip."""
+
+    def __init__(self, config: EmbedderConfig | None = None, **overrides: Any) -> None:
+        cfg = config or EmbedderConfig()
+        if overrides:
+            cfg = EmbedderConfig(**{**cfg.__dict__, **overrides})
+        self.config = cfg
+        torch, open_clip = _import_backends()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        open_clip.add_model_config(BUNDLED_CONFIGS)
+        if cfg.model_name not in open_clip.list_models():
+            raise EmbedderError(f"unknown open_clip model {cfg.model_name!r}")
+        weights: str | None = cfg.checkpoint_path or cfg.pretrained
+        try:
+            if weights is None:
+                torch.manual_seed(cfg.seed)  # random weights, identical in every process
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                cfg.model_name, pretrained=weights, device=cfg.device
+            )
+        except Exception as exc:
+            raise EmbedderError(
+                f"cannot load open_clip {cfg.model_name} with weights {weights!r}: {exc}"
+            ) from exc
+        model.eval()
+        if cfg.quantize:
+            model = torch.ao.quantization.quantize_dynamic(
+                model, {torch.nn.Linear}, dtype=torch.qint8
+            )
+        self._torch = torch
+        self._model = model
+        self._preprocess = preprocess
+        self._tokenizer = open_clip.get_tokenizer(cfg.model_name)
+        self._dim = int(model.text_projection.shape[1]) if hasattr(model, "text_projection") \
+            else int(self.embed_texts(["x"]).shape[1])
+        self._id = _embedder_id(cfg)
+        # torch releases the GIL but one model must not run two batches at once.
+        self._lock = threading.Lock()
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def embed_texts(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        return self._run(list(texts), self._encode_texts)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
+        return self._run(list(images), self._encode_images)
+
+    def _run(self, items: list[Any], encode: Any) -> NDArray[np.float32]:
+        if not items:
+            return np.zeros((0, getattr(self, "_dim", 0)), dtype=np.float32)
+        parts = []
+        with self._lock, self._torch.inference_mode():
+            for start in range(0, len(items), self.config.batch_size):
+                features = encode(items[start : start + self.config.batch_size])
+                features = features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                parts.append(features.float().cpu().numpy())
+        return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
+
+    def _encode_texts(self, texts: list[str]) -> Any:
+        tokens = self._tokenizer(texts).to(self.config.device)
+        return self._model.encode_text(tokens)
+
+    def _encode_images(self, images: list[Image.Image]) -> Any:
+        batch = self._torch.stack([self._preprocess(img) for img in images])
+        return self._model.encode_image(batch.to(self.config.device))
+
+
+def _embedder_id(cfg: EmbedderConfig) -> str:
+    if cfg.checkpoint_path:
+        digest = _file_digest(Path(cfg.checkpoint_path))
+        weights = f"checkpoint-{digest}"
+    elif cfg.pretrained:
+        weights = cfg.pretrained
+    else:
+        weights = f"random-seed{cfg.seed}"
+    suffix = "+int8" if cfg.quantize else ""
+    return f"open_clip/{cfg.model_name}/{weights}{suffix}"
+
+
+def _file_digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()[:16]
+
+
+def _import_backends() -> tuple[Any, Any]:
+    try:
+        import torch
+
+        import_torchvision()
+        import open_clip
+    except ImportError as exc:  # pragma: no cover - install problem
+        raise EmbedderError(
+            "the embedder needs torch and open_clip: pip install torch open_clip_torch"
+        ) from exc
+    return torch, open_clip

@@ -1,0 +1,133 @@
+"""Signal specifications: what a failure mode is, as a frozen, validated, serialisable object.
+
+A spec is usually written in YAML and loaded with :func:`load_spec`:
+
+.. code-block:: yaml
+
+    name: stock_advice
+    description: The answer recommends buying or selling specific stocks.
+    target: output            # prompt | output
+    modality: text            # text | image
+    kind: few_shot            # few_shot | zero_shot
+    examples:
+      positive: ["You should buy ACME shares today.", ...]
+      negative: ["Diversified index funds suit most savers.", ...]
+    threshold: auto           # or a probability in (0, 1)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from signals.base import Modality, Target
+from signals.errors import SpecError
+
+__all__ = ["Examples", "SignalSpec", "field_key", "load_spec", "parse_spec"]
+
+
+def field_key(target: Target, modality: Modality) -> str:
+    """The embedding field a signal reads: ``prompt.text``, ``output.text`` or ``output.image``."""
+    return f"{target}.{modality}"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Examples(_Frozen):
+    """Labelled examples: texts, image references (path, URL, base64), depending on modality."""
+
+    positive: tuple[str, ...] = ()
+    negative: tuple[str, ...] = ()
+
+
+class SignalSpec(_Frozen):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    target: Target = "output"
+    modality: Modality = "text"
+    kind: Literal["few_shot", "zero_shot"] = "few_shot"
+    classifier: Literal["logistic"] = "logistic"
+    examples: Examples = Examples()
+    query: str | None = None
+    threshold: float | Literal["auto"] = "auto"
+    beta: float = Field(default=0.5, gt=0, description="F-beta used to pick an auto threshold")
+    regularization: float = Field(default=10.0, gt=0, description="inverse strength C")
+    seed: int = 0
+    owner: str = ""
+    severity: Literal["info", "warning", "critical"] = "warning"
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, value: str) -> str:
+        if not value.isprintable():
+            raise ValueError("name must not contain control characters")
+        return value
+
+    @field_validator("threshold")
+    @classmethod
+    def _probability(cls, value: float | str) -> float | str:
+        if isinstance(value, float) and not 0.0 < value < 1.0:
+            raise ValueError("threshold must be 'auto' or a probability strictly between 0 and 1")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SignalSpec:
+        if self.target == "prompt" and self.modality == "image":
+            raise ValueError("target 'prompt' has no image modality; use modality: text")
+        if self.kind == "zero_shot" and not self.query:
+            raise ValueError("kind 'zero_shot' needs a query text")
+        if self.kind == "few_shot" and self.query:
+            raise ValueError("query is only used by kind 'zero_shot'")
+        return self
+
+    @property
+    def field(self) -> str:
+        return field_key(self.target, self.modality)
+
+    def resolve_paths(self, base_dir: Path) -> SignalSpec:
+        """Return a copy whose relative image paths are resolved against ``base_dir``."""
+        if self.modality != "image":
+            return self
+
+        def fix(ref: str) -> str:
+            if "://" in ref or ref.startswith("data:") or Path(ref).is_absolute():
+                return ref
+            candidate = base_dir / ref
+            return str(candidate) if candidate.exists() else ref
+
+        examples = Examples(
+            positive=tuple(fix(r) for r in self.examples.positive),
+            negative=tuple(fix(r) for r in self.examples.negative),
+        )
+        return self.model_copy(update={"examples": examples})
+
+
+def parse_spec(data: Any, source: str = "spec") -> SignalSpec:
+    """Validate a mapping as a spec; errors name the offending field."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a signal spec must be a mapping, got {type(data).__name__}")
+    try:
+        return SignalSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise SpecError(f"{source}: {problems}") from exc
+
+
+def load_spec(path: str | Path) -> SignalSpec:
+    """Read a YAML spec (``yaml.safe_load``), validate it, and resolve relative image paths."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SpecError(f"cannot read {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_spec(data, source=str(path)).resolve_paths(path.parent)

@@ -1,0 +1,73 @@
+"""A ClickHouse client from a DSN: embedded chDB (default) or a ClickHouse server.
+
+``chdb:///path`` or ``chdb://./relative/path`` opens the real ClickHouse engine in-process
+(one process per data path); ``http(s)://`` and ``clickhouse://`` reach a server through
+clickhouse-connect's HTTP interface.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import SecretStr
+
+from storage.errors import StorageError, StorageUnavailable
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
+__all__ = ["connect", "redact_dsn"]
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any password replaced by ``***``, safe to log."""
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _chdb_path(dsn: str) -> str:
+    rest = dsn[len("chdb://") :]
+    path = rest.split("?", 1)[0]
+    if path in ("", "memory", ":memory:"):
+        return ":memory:"
+    return os.path.abspath(path)
+
+
+def connect(dsn: str, password: SecretStr | None = None, database: str | None = None) -> Client:
+    """Open a client for ``dsn``; raise :class:`StorageUnavailable` if it cannot be reached."""
+    try:
+        import clickhouse_connect
+    except ImportError as exc:  # pragma: no cover - install problem
+        raise StorageError(
+            "clickhouse-connect is missing: pip install 'clickhouse-connect[chdb]'"
+        ) from exc
+    try:
+        if dsn.startswith("chdb:"):
+            path = _chdb_path(dsn)
+            if path != ":memory:":
+                os.makedirs(path, exist_ok=True)
+            return clickhouse_connect.get_client(
+                interface="chdb", path=path, database=database, tz_mode="aware"
+            )
+        parts = urlsplit(dsn)
+        secure = parts.scheme == "https"
+        secret = password.get_secret_value() if password else (parts.password or "")
+        clean = urlunsplit(parts._replace(scheme="https" if secure else "http"))
+        return clickhouse_connect.get_client(
+            dsn=clean,
+            password=secret,
+            database=database or None,
+            secure=secure,
+            tz_mode="aware",
+        )
+    except StorageError:
+        raise
+    except Exception as exc:
+        raise StorageUnavailable(
+            f"cannot open ClickHouse at {redact_dsn(dsn)}: {type(exc).__name__}"
+        ) from exc

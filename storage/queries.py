@@ -1,0 +1,121 @@
+"""Read queries. Every user-supplied value is a bound parameter, never formatted into SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
+__all__ = ["Bucket", "RateRow", "TableCounts", "failure_rates", "table_counts"]
+
+Bucket = Literal["total", "minute", "hour", "day"]
+
+_BUCKET_EXPR: dict[str, str] = {
+    "minute": "minute",
+    "hour": "toStartOfHour(minute)",
+    "day": "toStartOfDay(minute)",
+}
+
+
+@dataclass(frozen=True)
+class RateRow:
+    signal: str
+    model: str
+    model_version: str
+    bucket: datetime | None
+    events: int
+    failures: int
+
+    @property
+    def rate(self) -> float:
+        return self.failures / self.events if self.events else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "signal": self.signal,
+            "model": self.model,
+            "model_version": self.model_version,
+            "bucket": self.bucket.isoformat() if self.bucket else None,
+            "events": self.events,
+            "failures": self.failures,
+            "rate": self.rate,
+        }
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def failure_rates(
+    client: Client,
+    *,
+    signal: str | None = None,
+    model: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    bucket: Bucket = "total",
+) -> list[RateRow]:
+    """Failure rates per (signal, model, model_version), optionally per time bucket.
+
+    Versions of one signal are merged: their ``uniqExact`` states count each event once.
+    """
+    where = ["1"]
+    params: dict[str, Any] = {}
+    if signal is not None:
+        where.append("signal = {signal:String}")
+        params["signal"] = signal
+    if model is not None:
+        where.append("model = {model:String}")
+        params["model"] = model
+    if since is not None:
+        where.append("minute >= toStartOfMinute({since:DateTime64(3, 'UTC')})")
+        params["since"] = _aware(since)
+    if until is not None:
+        where.append("minute < {until:DateTime64(3, 'UTC')}")
+        params["until"] = _aware(until)
+    bucket_sql = _BUCKET_EXPR.get(bucket, "toDateTime(0, 'UTC')")
+    sql = f"""
+        SELECT signal, model, model_version, {bucket_sql} AS bucket,
+               uniqExactMerge(events) AS n, uniqExactIfMerge(failures) AS k
+        FROM failure_rates_1m
+        WHERE {" AND ".join(where)}
+        GROUP BY signal, model, model_version, bucket
+        ORDER BY signal, model, model_version, bucket
+    """  # noqa: S608 - only fixed fragments are formatted; values are bound parameters
+    rows = client.query(sql, parameters=params).result_rows
+    return [
+        RateRow(
+            signal=str(r[0]),
+            model=str(r[1]),
+            model_version=str(r[2]),
+            bucket=None if bucket == "total" else _aware(r[3]),
+            events=int(r[4]),
+            failures=int(r[5]),
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class TableCounts:
+    events: int
+    distinct_events: int
+    embeddings: int
+    scores: int
+
+
+def table_counts(client: Client) -> TableCounts:
+    """Exact row counts after deduplication (``FINAL``), for tests and ``telltale status``."""
+
+    def one(sql: str) -> int:
+        return int(client.query(sql).result_rows[0][0])
+
+    return TableCounts(
+        events=one("SELECT count() FROM events FINAL"),
+        distinct_events=one("SELECT uniqExact(event_id) FROM events"),
+        embeddings=one("SELECT count() FROM embeddings FINAL"),
+        scores=one("SELECT count() FROM signal_scores FINAL"),
+    )

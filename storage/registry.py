@@ -1,0 +1,95 @@
+"""Signal records in ClickHouse: immutable versions of a signal's definition and fitted model.
+
+Storage keeps them as JSON documents; the ``signals`` package owns their meaning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
+__all__ = ["SignalRecord", "delete_signal", "latest_signals", "next_version", "save_signal"]
+
+
+@dataclass(frozen=True)
+class SignalRecord:
+    name: str
+    version: int
+    kind: str
+    embedder_id: str
+    definition: str
+    fitted: str
+    author: str
+    created_at: datetime
+
+
+_COLUMNS = ("name", "version", "kind", "embedder_id", "definition", "fitted", "author", "deleted")
+
+
+def next_version(client: Client, name: str) -> int:
+    rows = client.query(
+        "SELECT max(version) FROM signals WHERE name = {name:String}", parameters={"name": name}
+    ).result_rows
+    return int(rows[0][0] or 0) + 1
+
+
+def save_signal(client: Client, record: SignalRecord) -> None:
+    """Store a new version. Versions are immutable: saving an existing one is refused."""
+    exists = client.query(
+        "SELECT count() FROM signals WHERE name = {name:String} AND version = {version:UInt32}",
+        parameters={"name": record.name, "version": record.version},
+    ).result_rows[0][0]
+    if exists:
+        raise ValueError(f"signal {record.name!r} version {record.version} already exists")
+    client.insert(
+        "signals",
+        [[
+            record.name, record.version, record.kind, record.embedder_id,
+            record.definition, record.fitted, record.author, 0,
+        ]],
+        column_names=list(_COLUMNS),
+    )  # fmt: skip
+
+
+def delete_signal(client: Client, name: str, author: str = "") -> bool:
+    """Mark a signal deleted by storing a tombstone version; history stays queryable."""
+    current = [r for r in latest_signals(client) if r.name == name]
+    if not current:
+        return False
+    last = current[0]
+    client.insert(
+        "signals",
+        [[name, last.version + 1, last.kind, last.embedder_id, last.definition, "", author, 1]],
+        column_names=list(_COLUMNS),
+    )
+    return True
+
+
+def latest_signals(client: Client) -> list[SignalRecord]:
+    """The newest version of every signal that is not deleted, by name."""
+    rows = client.query(
+        """
+        SELECT name, version, kind, embedder_id, definition, fitted, author, created_at
+        FROM signals FINAL
+        WHERE (name, version) IN (SELECT name, max(version) FROM signals GROUP BY name)
+          AND deleted = 0
+        ORDER BY name
+        """
+    ).result_rows
+    return [
+        SignalRecord(
+            name=str(r[0]),
+            version=int(r[1]),
+            kind=str(r[2]),
+            embedder_id=str(r[3]),
+            definition=str(r[4]),
+            fitted=str(r[5]),
+            author=str(r[6]),
+            created_at=r[7] if r[7].tzinfo else r[7].replace(tzinfo=UTC),
+        )
+        for r in rows
+    ]

@@ -1,0 +1,87 @@
+"""Plain row types the writer accepts. Vectors are sequences of floats: storage knows no torch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+__all__ = ["EmbeddingRow", "EventRow", "ScoreRow", "WriteBatch"]
+
+
+@dataclass(frozen=True)
+class EventRow:
+    event_id: str
+    timestamp: datetime
+    model: str
+    model_version: str
+    app: str = ""
+    release: str = ""
+    prompt_text: str = ""
+    output_text: str = ""
+    output_image: str = ""
+    latency_ms: float | None = None
+    feedback: int | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+    embedder_id: str = ""
+
+    COLUMNS = (
+        "event_id", "timestamp", "model", "model_version", "app", "release", "prompt_text",
+        "output_text", "output_image", "latency_ms", "feedback", "attributes", "embedder_id",
+    )  # fmt: skip
+
+    def values(self) -> list[object]:
+        return [getattr(self, name) for name in self.COLUMNS]
+
+
+@dataclass(frozen=True)
+class EmbeddingRow:
+    event_id: str
+    field: str
+    embedder_id: str
+    timestamp: datetime
+    model: str
+    model_version: str
+    vector: Sequence[float]
+
+    COLUMNS = ("event_id", "field", "embedder_id", "timestamp", "model", "model_version", "vector")
+
+    def values(self) -> list[object]:
+        return [getattr(self, name) for name in self.COLUMNS]
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    event_id: str
+    signal: str
+    signal_version: int
+    timestamp: datetime
+    model: str
+    model_version: str
+    score: float
+    flagged: bool
+
+    COLUMNS = (
+        "event_id", "signal", "signal_version", "timestamp", "model", "model_version", "score",
+        "flagged",
+    )  # fmt: skip
+
+    def values(self) -> list[object]:
+        return [getattr(self, name) for name in self.COLUMNS]
+
+
+@dataclass
+class WriteBatch:
+    """Everything one pipeline batch writes. Events are written last: see ``writer``."""
+
+    events: list[EventRow] = field(default_factory=list)
+    embeddings: list[EmbeddingRow] = field(default_factory=list)
+    scores: list[ScoreRow] = field(default_factory=list)
+
+    def extend(self, other: WriteBatch) -> None:
+        self.events.extend(other.events)
+        self.embeddings.extend(other.embeddings)
+        self.scores.extend(other.scores)
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.embeddings) + len(self.scores)

@@ -1,0 +1,147 @@
+"""The ClickHouse schema, as an ordered list of versioned migrations.
+
+How a re-delivered event is counted once
+----------------------------------------
+Kafka delivers at least once, and replays send old events again. Three layers keep counts exact:
+
+1. The pipeline asks ``events`` which ids of a batch are already stored and skips them, so a
+   replay neither re-embeds nor re-inserts (the common case, and the cheap one).
+2. The base tables are ``ReplacingMergeTree`` keyed on the event (plus signal and version for
+   scores). A crash between two inserts of one batch can still leave a physical duplicate until
+   a merge removes it; reads that need exact rows use ``FINAL``.
+3. The per-minute failure-rate view aggregates ``uniqExact(event_id)`` states rather than row
+   counts, so a duplicate row that has not been merged away yet is still counted once. Insert
+   deduplication by block hash was rejected: a redelivered event arrives in a different batch,
+   so its block hash differs and it would not be deduplicated.
+
+Migrations are append-only: never edit a released one, add a new one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["MIGRATIONS", "Migration"]
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+_EVENTS = """
+CREATE TABLE IF NOT EXISTS events (
+    event_id      String,
+    timestamp     DateTime64(3, 'UTC'),
+    model         LowCardinality(String),
+    model_version LowCardinality(String),
+    app           LowCardinality(String),
+    release       LowCardinality(String),
+    prompt_text   String,
+    output_text   String,
+    output_image  String,
+    latency_ms    Nullable(Float64),
+    feedback      Nullable(Int8),
+    attributes    Map(String, String),
+    embedder_id   LowCardinality(String),
+    ingested_at   DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(ingested_at)
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (event_id)
+"""
+
+_EMBEDDINGS = """
+CREATE TABLE IF NOT EXISTS embeddings (
+    event_id      String,
+    field         LowCardinality(String),
+    embedder_id   LowCardinality(String),
+    timestamp     DateTime64(3, 'UTC'),
+    model         LowCardinality(String),
+    model_version LowCardinality(String),
+    vector        Array(Float32),
+    ingested_at   DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(ingested_at)
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (embedder_id, field, event_id)
+"""
+
+_SCORES = """
+CREATE TABLE IF NOT EXISTS signal_scores (
+    event_id       String,
+    signal         LowCardinality(String),
+    signal_version UInt32,
+    timestamp      DateTime64(3, 'UTC'),
+    model          LowCardinality(String),
+    model_version  LowCardinality(String),
+    score          Float32,
+    flagged        UInt8,
+    scored_at      DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(scored_at)
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (signal, signal_version, event_id)
+"""
+
+_RATES = """
+CREATE TABLE IF NOT EXISTS failure_rates_1m (
+    minute         DateTime('UTC'),
+    model          LowCardinality(String),
+    model_version  LowCardinality(String),
+    signal         LowCardinality(String),
+    signal_version UInt32,
+    events         AggregateFunction(uniqExact, String),
+    failures       AggregateFunction(uniqExactIf, String, UInt8)
+) ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(minute)
+ORDER BY (signal, model, model_version, minute, signal_version)
+"""
+
+_RATES_MV = """
+CREATE MATERIALIZED VIEW IF NOT EXISTS failure_rates_1m_mv TO failure_rates_1m AS
+SELECT
+    toStartOfMinute(timestamp) AS minute,
+    model,
+    model_version,
+    signal,
+    signal_version,
+    uniqExactState(event_id) AS events,
+    uniqExactIfState(event_id, flagged) AS failures
+FROM signal_scores
+GROUP BY minute, model, model_version, signal, signal_version
+"""
+
+_RELEASES = """
+CREATE TABLE IF NOT EXISTS releases (
+    model         LowCardinality(String),
+    model_version String,
+    released_at   DateTime64(3, 'UTC'),
+    source        LowCardinality(String),
+    note          String,
+    recorded_at   DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(recorded_at)
+ORDER BY (model, model_version)
+"""
+
+_SIGNALS = """
+CREATE TABLE IF NOT EXISTS signals (
+    name        String,
+    version     UInt32,
+    kind        LowCardinality(String),
+    embedder_id LowCardinality(String),
+    definition  String,
+    fitted      String,
+    author      String,
+    deleted     UInt8 DEFAULT 0,
+    created_at  DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(created_at)
+ORDER BY (name, version)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "events, embeddings, scores, per-minute failure rates, releases, signals",
+        (_EVENTS, _EMBEDDINGS, _SCORES, _RATES, _RATES_MV, _RELEASES, _SIGNALS),
+    ),
+)

@@ -1,0 +1,93 @@
+"""The batching ClickHouse sink: buffer rows, insert them on ``flush()``, idempotent on event_id.
+
+Order of inserts matters. Embeddings and scores go first and ``events`` last, so a stored
+``events`` row means the whole event is stored: :meth:`ClickHouseWriter.existing_event_ids`
+lets the pipeline skip those on redelivery, and anything written before a crash is re-written
+harmlessly (see ``storage.schema`` for why duplicates never change counts).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from storage.errors import BackPressure, StorageUnavailable
+from storage.rows import EmbeddingRow, EventRow, ScoreRow, WriteBatch
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
+__all__ = ["ClickHouseWriter"]
+
+log = logging.getLogger(__name__)
+
+_ID_CHUNK = 5_000
+
+
+class ClickHouseWriter:
+    """Buffer rows and insert them in large blocks.
+
+    ``add`` raises :class:`BackPressure` once ``max_rows`` are buffered; ``flush`` raises
+    :class:`StorageUnavailable` when the insert fails and keeps the buffer, so the caller can
+    retry the same rows (and must not commit its Kafka offsets meanwhile).
+    """
+
+    def __init__(self, client: Client, max_rows: int = 200_000) -> None:
+        self._client = client
+        self._max_rows = max_rows
+        self._buffer = WriteBatch()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def add(self, batch: WriteBatch) -> None:
+        if self.pending + len(batch) > self._max_rows:
+            raise BackPressure(
+                f"writer holds {self.pending} rows; adding {len(batch)} exceeds {self._max_rows}"
+            )
+        self._buffer.extend(batch)
+
+    def flush(self) -> int:
+        """Insert everything buffered; return the number of events written."""
+        batch = self._buffer
+        if not len(batch):
+            return 0
+        try:
+            self._insert("embeddings", EmbeddingRow.COLUMNS, (r.values() for r in batch.embeddings))
+            self._insert("signal_scores", ScoreRow.COLUMNS, (r.values() for r in batch.scores))
+            self._insert("events", EventRow.COLUMNS, (r.values() for r in batch.events))
+        except Exception as exc:
+            raise StorageUnavailable(
+                f"insert of {len(batch.events)} events failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        self._buffer = WriteBatch()
+        return len(batch.events)
+
+    def write(self, batch: WriteBatch) -> int:
+        """``add`` then ``flush``: the common case for a pipeline batch."""
+        self.add(batch)
+        return self.flush()
+
+    def existing_event_ids(self, event_ids: Iterable[str]) -> set[str]:
+        """Which of ``event_ids`` are already stored (fully: their ``events`` row exists)."""
+        ids = list(dict.fromkeys(event_ids))
+        found: set[str] = set()
+        for start in range(0, len(ids), _ID_CHUNK):
+            chunk = ids[start : start + _ID_CHUNK]
+            try:
+                rows = self._client.query(
+                    "SELECT DISTINCT event_id FROM events WHERE event_id IN {ids:Array(String)}",
+                    parameters={"ids": chunk},
+                ).result_rows
+            except Exception as exc:
+                raise StorageUnavailable(f"lookup of stored events failed: {exc}") from exc
+            found.update(str(row[0]) for row in rows)
+        return found
+
+    def _insert(self, table: str, columns: tuple[str, ...], rows: Iterable[list[object]]) -> None:
+        data = list(rows)
+        if data:
+            self._client.insert(table, data, column_names=list(columns))
+            log.debug("inserted %d rows into %s", len(data), table)

@@ -1,0 +1,160 @@
+"""The generation event: the one message applications send per model call.
+
+Validation happens here, at the edge. :func:`decode_event` turns raw Kafka bytes into a
+:class:`GenerationEvent` or raises :class:`InvalidEvent` with a reason that a person can act on;
+the caller dead-letters the payload with that reason instead of dropping it.
+
+>>> event = decode_event(b'{"event_id": "e1", "timestamp": "2026-01-01T00:00:00Z",'
+...                      b' "model": "m", "model_version": "v1", "output": {"text": "hi"}}')
+>>> event.output.text
+'hi'
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from streams.errors import InvalidEvent
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "GenerationEvent",
+    "Output",
+    "Prompt",
+    "decode_event",
+    "encode_event",
+]
+
+MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
+"""Default largest accepted payload; a base64 image of a few megapixels fits."""
+
+MAX_TEXT_CHARS = 200_000
+EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_FUTURE_SKEW = timedelta(days=1)
+
+# OpenTelemetry GenAI attribute names accepted as aliases of the contract's fields.
+_OTEL_ALIASES = {
+    "gen_ai.request.model": "model",
+    "gen_ai.response.model": "model",
+}
+_KNOWN_FIELDS = {
+    "event_id", "timestamp", "model", "model_version", "prompt", "output",
+    "app", "release", "latency_ms", "feedback", "attributes",
+}  # fmt: skip
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=MAX_TEXT_CHARS)
+
+
+class Prompt(_Strict):
+    text: str | None = None
+
+
+class Output(_Strict):
+    text: str | None = None
+    image: str | None = Field(
+        default=None, description="http(s) or file:// URL, a file path, or base64 / data: URI"
+    )
+
+
+class GenerationEvent(_Strict):
+    """One model call. Unknown top-level fields are kept in ``attributes``."""
+
+    event_id: str = Field(min_length=1, max_length=256)
+    timestamp: AwareDatetime
+    model: str = Field(min_length=1, max_length=512)
+    model_version: str = Field(min_length=1, max_length=512)
+    prompt: Prompt = Prompt()
+    output: Output = Output()
+    app: str = Field(default="", max_length=512)
+    release: str = Field(default="", max_length=512)
+    latency_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    feedback: Literal[-1, 0, 1] | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_unknown_fields(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)  # never mutate the caller's dict
+        for alias, name in _OTEL_ALIASES.items():
+            if alias in data and name not in data:
+                data[name] = data.pop(alias)
+        extra = {k: data.pop(k) for k in list(data) if k not in _KNOWN_FIELDS}
+        if extra:
+            attributes = dict(data.get("attributes") or {})
+            for key, value in extra.items():
+                attributes.setdefault(
+                    str(key), value if isinstance(value, str) else json.dumps(value)
+                )
+            data["attributes"] = attributes
+        return data
+
+    @field_validator("timestamp")
+    @classmethod
+    def _plausible_utc(cls, value: datetime) -> datetime:
+        value = value.astimezone(UTC)
+        if value < EARLIEST_TIMESTAMP:
+            raise ValueError(f"timestamp {value.isoformat()} is before {EARLIEST_TIMESTAMP.date()}")
+        if value > datetime.now(UTC) + MAX_FUTURE_SKEW:
+            raise ValueError(f"timestamp {value.isoformat()} is more than a day in the future")
+        return value
+
+    @model_validator(mode="after")
+    def _has_content(self) -> GenerationEvent:
+        if not (self.prompt.text or self.output.text or self.output.image):
+            raise ValueError("at least one of prompt.text, output.text, output.image is required")
+        return self
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_event(raw: bytes | str, max_bytes: int = MAX_PAYLOAD_BYTES) -> GenerationEvent:
+    """Parse and validate one JSON payload, or raise :class:`InvalidEvent` with the reason."""
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > max_bytes:
+        raise InvalidEvent(f"payload of {size} bytes exceeds the limit of {max_bytes} bytes")
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"payload is not valid UTF-8: {exc}") from exc
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidEvent(f"payload is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"payload must be a JSON object, got {type(data).__name__}")
+    return validate_event(data)
+
+
+def validate_event(data: dict[str, Any]) -> GenerationEvent:
+    """Validate an already-parsed mapping, raising :class:`InvalidEvent` with every problem."""
+    try:
+        return GenerationEvent.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'event'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise InvalidEvent(f"invalid event: {problems}") from exc
+
+
+def encode_event(event: GenerationEvent) -> bytes:
+    """Serialise an event to the wire format (compact JSON, RFC 3339 UTC timestamp)."""
+    return event.model_dump_json(exclude_defaults=True).encode()

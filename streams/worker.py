@@ -1,0 +1,150 @@
+"""The stream worker: a faust-streaming agent that consumes ``generations`` in batches.
+
+For each batch (``noack_take``: up to ``batch_size`` events or ``batch_timeout_s``):
+
+1. decode and validate every payload; invalid ones go to the dead-letter topic with the reason,
+   the original bytes and their topic/partition/offset;
+2. run the :class:`~streams.pipeline.Pipeline` (embed → score → write) in an executor thread,
+   off the event loop, so heartbeats keep flowing while torch and ClickHouse work;
+3. only then acknowledge the events, so faust commits their offsets.
+
+When storage is unavailable the batch is retried with bounded exponential back-off and nothing
+is acknowledged: on restart the uncommitted events are delivered again and, because writes are
+idempotent on ``event_id``, stored once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from storage.errors import StorageUnavailable
+from streams.dead_letter import DeadLetter
+from streams.errors import InvalidEvent
+from streams.events import GenerationEvent, decode_event
+from streams.pipeline import BatchResult, Pipeline
+
+__all__ = ["WorkerConfig", "build_app"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    bootstrap: str
+    topic: str = "generations"
+    dlq_topic: str = "generations.dlq"
+    group_id: str = "telltale-worker"
+    partitions: int = 3
+    batch_size: int = 256
+    batch_timeout_s: float = 1.0
+    session_timeout_s: float = 30.0
+    commit_interval_s: float = 1.0
+    max_payload_bytes: int = 4 * 1024 * 1024
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 30.0
+
+
+def build_app(config: WorkerConfig, pipeline_factory: Callable[[], Pipeline]) -> Any:
+    """Create the faust app with its agent. The pipeline is built when the worker starts."""
+    import faust
+
+    app = faust.App(
+        config.group_id,
+        broker=f"kafka://{config.bootstrap}",
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=config.partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=config.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, config.session_timeout_s / 3),
+        broker_commit_interval=config.commit_interval_s,
+        producer_acks=-1,
+        web_enabled=False,
+    )
+    source = app.topic(config.topic, partitions=config.partitions)
+    dead_letters = app.topic(config.dlq_topic, partitions=config.partitions)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telltale-pipeline")
+    state: dict[str, Pipeline] = {}
+
+    def pipeline() -> Pipeline:
+        if "pipeline" not in state:
+            state["pipeline"] = pipeline_factory()
+        return state["pipeline"]
+
+    async def dead_letter(event: Any, reason: str) -> None:
+        message = event.message
+        record = DeadLetter.of(
+            bytes(message.value or b""), reason, message.topic, message.partition, message.offset
+        )
+        log.warning("dead-lettered %s[%d]@%d: %s",
+                    message.topic, message.partition, message.offset, reason)
+        future = await dead_letters.send(key=message.key, value=record.to_json())
+        await future  # delivered before the source offset may be committed
+
+    async def run_pipeline(events: Sequence[GenerationEvent]) -> BatchResult:
+        loop = asyncio.get_running_loop()
+        delay = config.retry_initial_s
+        while True:
+            try:
+                return await loop.run_in_executor(executor, pipeline().process, events)
+            except StorageUnavailable as exc:
+                log.warning("storage unavailable, retrying in %.1fs (offsets held): %s",
+                            delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, config.retry_max_s)
+
+    async def handle(batch: Sequence[Any]) -> None:
+        valid: list[tuple[Any, GenerationEvent]] = []
+        for event in batch:
+            try:
+                valid.append((event, decode_event(event.message.value or b"",
+                                                  config.max_payload_bytes)))
+            except InvalidEvent as exc:
+                await dead_letter(event, exc.reason)
+        if not valid:
+            return
+        try:
+            result = await run_pipeline([e for _, e in valid])
+        except Exception:
+            log.exception("batch of %d failed; retrying event by event", len(valid))
+            result = await _one_by_one(valid)
+        by_id = {parsed.event_id: raw for raw, parsed in valid}
+        for parsed, reason in result.rejected:
+            await dead_letter(by_id[parsed.event_id], reason)
+        log.info("batch: %d written, %d already stored, %d rejected, %d scores",
+                 result.written, result.skipped_existing, len(result.rejected), result.scores)
+
+    async def _one_by_one(valid: list[tuple[Any, GenerationEvent]]) -> BatchResult:
+        total = BatchResult()
+        for raw, parsed in valid:
+            try:
+                one = await run_pipeline([parsed])
+            except Exception as exc:
+                await dead_letter(raw, f"processing failed: {type(exc).__name__}: {exc}")
+                continue
+            total.written += one.written
+            total.skipped_existing += one.skipped_existing
+            total.scores += one.scores
+            total.rejected.extend(one.rejected)
+        return total
+
+    @app.agent(source)
+    async def process(stream: Any) -> None:
+        async for batch in stream.noack_take(config.batch_size, within=config.batch_timeout_s):
+            await handle(batch)
+            for event in batch:  # only now may faust commit these offsets
+                await stream.ack(event)
+
+    @app.task
+    async def warm_up() -> None:
+        # Load the model before the first batch arrives, without blocking the event loop.
+        await asyncio.get_running_loop().run_in_executor(executor, pipeline)
+
+    return app

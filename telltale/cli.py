@@ -1,0 +1,285 @@
+"""The ``telltale`` command line: one Typer app, a subcommand per job.
+
+Every command takes ``--clickhouse DSN`` (env ``TELLTALE_CLICKHOUSE_DSN``); those that use Kafka
+take ``--kafka HOST:PORT`` (env ``TELLTALE_KAFKA_BOOTSTRAP``); those that report take
+``--format json`` and then print exactly one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from signals.errors import SignalError
+from storage.errors import StorageError
+from streams.errors import StreamError
+from telltale.settings import ClickHouseSettings, KafkaSettings, Settings
+
+app = typer.Typer(
+    name="telltale",
+    help="Monitor the quality of generative-AI products in production.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+signals_app = typer.Typer(help="Define, inspect and back-fill quality signals.", no_args_is_help=True)
+releases_app = typer.Typer(help="Record model releases.", no_args_is_help=True)
+app.add_typer(signals_app, name="signals")
+app.add_typer(releases_app, name="releases")
+
+console = Console(stderr=True)
+
+ClickHouseOpt = Annotated[
+    str | None,
+    typer.Option("--clickhouse", help="ClickHouse DSN [env TELLTALE_CLICKHOUSE_DSN]",
+                 show_default="chdb://./.telltale/db"),
+]
+KafkaOpt = Annotated[
+    str | None,
+    typer.Option("--kafka", help="Kafka bootstrap HOST:PORT [env TELLTALE_KAFKA_BOOTSTRAP]"),
+]
+FormatOpt = Annotated[
+    Literal["text", "json"], typer.Option("--format", help="text for people, json for scripts")
+]
+Bucket = Literal["total", "minute", "hour", "day"]
+
+_ERRORS = (SignalError, StorageError, StreamError)
+
+
+def _settings(clickhouse: str | None = None, kafka: str | None = None) -> Settings:
+    ch = ClickHouseSettings(**({"dsn": clickhouse} if clickhouse else {}))
+    kf = KafkaSettings(**({"bootstrap": kafka} if kafka else {}))
+    return Settings(kafka=kf, clickhouse=ch)
+
+
+def _fail(exc: BaseException) -> typer.Exit:
+    console.print(f"[red]error:[/red] {exc}")
+    return typer.Exit(code=1)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not an RFC 3339 timestamp") from exc
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(document, default=str) + "\n")
+
+
+@app.callback()
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def migrate(clickhouse: ClickHouseOpt = None, fmt: FormatOpt = "text") -> None:
+    """Create or update the ClickHouse schema (idempotent)."""
+    from storage.migrate import migrate as run_migrations
+    from telltale.wiring import make_client
+
+    try:
+        client = make_client(_settings(clickhouse).clickhouse, migrated=False)
+        applied = run_migrations(client)
+    except _ERRORS as exc:
+        raise _fail(exc) from exc
+    if fmt == "json":
+        _print_json({"applied": [m.version for m in applied]})
+    else:
+        console.print(f"applied {len(applied)} migration(s)" if applied else "schema is current")
+
+
+@app.command()
+def worker(clickhouse: ClickHouseOpt = None, kafka: KafkaOpt = None) -> None:
+    """Run the stream worker: Kafka topic → embed → signals → ClickHouse."""
+    import faust
+
+    from telltale.wiring import make_worker_app
+
+    settings = _settings(clickhouse, kafka)
+    faust_app = make_worker_app(settings)
+    faust.Worker(faust_app, loglevel=settings.worker.log_level.upper()).execute_from_commandline()
+
+
+@app.command()
+def rates(
+    signal: Annotated[str | None, typer.Option(help="only this signal")] = None,
+    model: Annotated[str | None, typer.Option(help="only this model")] = None,
+    since: Annotated[str | None, typer.Option(help="RFC 3339, inclusive")] = None,
+    until: Annotated[str | None, typer.Option(help="RFC 3339, exclusive")] = None,
+    bucket: Annotated[Bucket, typer.Option(help="total, or a series by minute/hour/day")] = "total",
+    clickhouse: ClickHouseOpt = None,
+    fmt: FormatOpt = "text",
+) -> None:
+    """Failure rates per signal, model and model version."""
+    from storage.queries import failure_rates
+    from telltale.wiring import make_client
+
+    try:
+        client = make_client(_settings(clickhouse).clickhouse)
+        rows = failure_rates(
+            client, signal=signal, model=model, since=_parse_time(since),
+            until=_parse_time(until), bucket=bucket,
+        )  # fmt: skip
+    except _ERRORS as exc:
+        raise _fail(exc) from exc
+    if fmt == "json":
+        _print_json({"rates": [r.as_dict() for r in rows]})
+        return
+    table = Table("signal", "model", "version", "bucket", "events", "failures", "rate")
+    for r in rows:
+        table.add_row(r.signal, r.model, r.model_version,
+                      r.bucket.isoformat() if r.bucket else "all", str(r.events),
+                      str(r.failures), f"{r.rate:.2%}")
+    Console().print(table)
+
+
+@signals_app.command("add")
+def signals_add(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", exists=True, dir_okay=False)],
+    author: Annotated[str, typer.Option(help="recorded with the version")] = "",
+    clickhouse: ClickHouseOpt = None,
+    fmt: FormatOpt = "text",
+) -> None:
+    """Train a signal from its spec and store it as a new version."""
+    from signals.spec import load_spec
+    from signals.training import train_signal
+    from streams.signal_store import save_fitted
+    from telltale.settings import EmbedderSettings
+    from telltale.wiring import make_client, make_embedder
+
+    try:
+        spec = load_spec(spec_path)
+        client = make_client(_settings(clickhouse).clickhouse)
+        fitted = train_signal(spec, make_embedder(EmbedderSettings()))
+        fitted = save_fitted(client, fitted, author=author)
+    except _ERRORS as exc:
+        raise _fail(exc) from exc
+    summary = {
+        "name": fitted.name, "version": fitted.version, "embedder_id": fitted.embedder_id,
+        "threshold": fitted.threshold, "metrics": fitted.metrics, "train_ms": fitted.train_ms,
+    }  # fmt: skip
+    if fmt == "json":
+        _print_json(summary)
+    else:
+        console.print(f"signal {fitted.name!r} v{fitted.version}: threshold "
+                      f"{fitted.threshold:.3f}, cv F1 {fitted.metrics.get('f1', 0):.2f}")
+
+
+@signals_app.command("list")
+def signals_list(clickhouse: ClickHouseOpt = None, fmt: FormatOpt = "text") -> None:
+    """The newest version of every signal."""
+    from streams.signal_store import load_fitted
+    from telltale.wiring import make_client
+
+    try:
+        fitted = load_fitted(make_client(_settings(clickhouse).clickhouse))
+    except _ERRORS as exc:
+        raise _fail(exc) from exc
+    rows = [{
+        "name": s.name, "version": s.version, "kind": s.kind, "field": s.field,
+        "embedder_id": s.embedder_id, "threshold": s.threshold, "metrics": s.metrics,
+        "trained_at": s.trained_at.isoformat(),
+    } for s in fitted]  # fmt: skip
+    if fmt == "json":
+        _print_json({"signals": rows})
+        return
+    table = Table("name", "version", "kind", "field", "threshold", "cv F1", "embedder")
+    for r in rows:
+        table.add_row(str(r["name"]), str(r["version"]), str(r["kind"]), str(r["field"]),
+                      f"{r['threshold']:.3f}", f"{r['metrics'].get('f1', 0):.2f}",
+                      str(r["embedder_id"]))
+    Console().print(table)
+
+
+@releases_app.command("add")
+def releases_add(
+    model: Annotated[str, typer.Argument()],
+    version: Annotated[str, typer.Argument()],
+    at: Annotated[str, typer.Option("--at", help="RFC 3339 time of the release")],
+    note: Annotated[str, typer.Option(help="free text")] = "",
+    clickhouse: ClickHouseOpt = None,
+    fmt: FormatOpt = "text",
+) -> None:
+    """Record that MODEL VERSION was released at a time."""
+    from storage.releases import add_release
+    from telltale.wiring import make_client
+
+    when = _parse_time(at)
+    assert when is not None
+    try:
+        add_release(make_client(_settings(clickhouse).clickhouse), model, version, when,
+                    source="manual", note=note)
+    except _ERRORS as exc:
+        raise _fail(exc) from exc
+    if fmt == "json":
+        _print_json({"model": model, "model_version": version, "released_at": when.isoformat()})
+    else:
+        console.print(f"release {model} {version} recorded at {when.isoformat()}")
+
+
+@app.command()
+def replay(
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", exists=True, dir_okay=False)],
+    to_kafka: Annotated[bool, typer.Option("--to-kafka", help="send through Kafka")] = False,
+    speed: Annotated[str, typer.Option(help="'max' or N times real time")] = "max",
+    reject_file: Annotated[Path | None, typer.Option(help="where invalid lines go")] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    clickhouse: ClickHouseOpt = None,
+    kafka: KafkaOpt = None,
+    fmt: FormatOpt = "text",
+) -> None:
+    """Replay JSONL logs (plain or gzip) through the pipeline, keeping their timestamps."""
+    from telltale.replay import replay_files
+
+    settings = _settings(clickhouse, kafka)
+    try:
+        report = replay_files(
+            settings, files, to_kafka=to_kafka, speed=speed,
+            reject_file=reject_file or Path("replay.rejects.jsonl"), batch_size=batch_size,
+        )  # fmt: skip
+    except _ERRORS as exc:
+        raise _fail(exc) from exc
+    if fmt == "json":
+        _print_json(report)
+    else:
+        console.print(report)
+
+
+@app.command()
+def demo(
+    clickhouse: ClickHouseOpt = None,
+    events: Annotated[int, typer.Option(help="events per model version", min=20)] = 150,
+    fmt: FormatOpt = "text",
+) -> None:
+    """The whole job on embedded defaults and generated sample data."""
+    from telltale.demo import run_demo
+
+    dsn = clickhouse or "chdb://./.telltale/demo-db"
+    try:
+        report = run_demo(dsn, events_per_version=events, console=console)
+    except _ERRORS as exc:
+        raise _fail(exc) from exc
+    if fmt == "json":
+        _print_json(report)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

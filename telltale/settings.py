@@ -1,0 +1,93 @@
+"""Settings, one pydantic-settings class per external system, read from the environment.
+
+Nothing is read at import time: the CLI builds a :class:`Settings` once and passes its parts
+down. Every field can be set with an environment variable named after its prefix and field,
+for example ``TELLTALE_CLICKHOUSE_DSN`` or ``TELLTALE_EMBEDDER_MODEL_NAME``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "ClickHouseSettings",
+    "EmbedderSettings",
+    "KafkaSettings",
+    "Settings",
+    "WorkerSettings",
+]
+
+
+class KafkaSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_KAFKA_", extra="ignore")
+
+    bootstrap: str = Field(default="127.0.0.1:9092", description="host:port of a Kafka broker")
+    topic: str = "generations"
+    dlq_topic: str = "generations.dlq"
+    group_id: str = "telltale-worker"
+    partitions: int = Field(default=3, ge=1)
+    session_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class ClickHouseSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_CLICKHOUSE_", extra="ignore")
+
+    dsn: str = Field(
+        default="chdb://./.telltale/db",
+        description="chdb://PATH (embedded engine), http(s)://host:port or clickhouse://host",
+    )
+    password: SecretStr | None = None
+    database: str | None = None
+
+
+class EmbedderSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_EMBEDDER_", extra="ignore")
+
+    model_name: str = "ViT-B-32"
+    pretrained: str | None = Field(
+        default="laion2b_s34b_b79k",
+        description="open_clip pretrained tag; empty or 'none' for seeded random weights",
+    )
+    checkpoint_path: str | None = None
+    device: str = "cpu"
+    threads: int | None = None
+    batch_size: int = Field(default=64, ge=1)
+    seed: int = 0
+    quantize: bool = False
+
+    @field_validator("pretrained", "checkpoint_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "random"):
+            return None
+        return value
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_WORKER_", extra="ignore")
+
+    batch_size: int = Field(default=256, ge=1)
+    batch_timeout_s: float = Field(default=1.0, gt=0)
+    signal_refresh_s: float = Field(default=10.0, ge=0)
+    max_payload_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    retry_max_s: float = Field(default=30.0, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class Settings:
+    """All settings, built once in the composition root."""
+
+    def __init__(
+        self,
+        kafka: KafkaSettings | None = None,
+        clickhouse: ClickHouseSettings | None = None,
+        embedder: EmbedderSettings | None = None,
+        worker: WorkerSettings | None = None,
+    ) -> None:
+        self.kafka = kafka or KafkaSettings()
+        self.clickhouse = clickhouse or ClickHouseSettings()
+        self.embedder = embedder or EmbedderSettings()
+        self.worker = worker or WorkerSettings()

@@ -1,0 +1,58 @@
+"""Wiring: build the parts of telltale from settings. The only place that knows all packages."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from signals.open_clip_embedder import EmbedderConfig, OpenClipEmbedder
+from storage.client import connect
+from storage.migrate import migrate
+from storage.writer import ClickHouseWriter
+from streams.pipeline import Pipeline
+from streams.signal_store import LiveSignals
+from streams.worker import WorkerConfig, build_app
+from telltale.settings import ClickHouseSettings, EmbedderSettings, Settings
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
+__all__ = ["make_client", "make_embedder", "make_pipeline", "make_worker_app"]
+
+
+def make_client(settings: ClickHouseSettings, *, migrated: bool = True) -> Client:
+    client = connect(settings.dsn, settings.password, settings.database)
+    if migrated:
+        migrate(client)
+    return client
+
+
+def make_embedder(settings: EmbedderSettings) -> OpenClipEmbedder:
+    return OpenClipEmbedder(EmbedderConfig(
+        model_name=settings.model_name, pretrained=settings.pretrained,
+        checkpoint_path=settings.checkpoint_path, device=settings.device,
+        threads=settings.threads, batch_size=settings.batch_size, seed=settings.seed,
+        quantize=settings.quantize,
+    ))  # fmt: skip
+
+
+def make_pipeline(settings: Settings, client: Client | None = None) -> Pipeline:
+    client = client or make_client(settings.clickhouse)
+    embedder = make_embedder(settings.embedder)
+    signals = LiveSignals(client, embedder.id, settings.worker.signal_refresh_s)
+    return Pipeline(embedder, signals, ClickHouseWriter(client))
+
+
+def make_worker_app(settings: Settings) -> Any:
+    config = WorkerConfig(
+        bootstrap=settings.kafka.bootstrap,
+        topic=settings.kafka.topic,
+        dlq_topic=settings.kafka.dlq_topic,
+        group_id=settings.kafka.group_id,
+        partitions=settings.kafka.partitions,
+        batch_size=settings.worker.batch_size,
+        batch_timeout_s=settings.worker.batch_timeout_s,
+        session_timeout_s=settings.kafka.session_timeout_s,
+        max_payload_bytes=settings.worker.max_payload_bytes,
+        retry_max_s=settings.worker.retry_max_s,
+    )
+    return build_app(config, lambda: make_pipeline(settings))
