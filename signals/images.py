@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import re
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,9 @@ from PIL import Image
 from signals.errors import ImageError
 
 __all__ = ["ImagePolicy", "load_image"]
+
+_BASE64 = re.compile(r"[A-Za-z0-9+/\s]+={0,2}")
+_MIN_BASE64 = 256  # shorter strings are paths; no real image encodes to fewer characters
 
 
 @dataclass(frozen=True)
@@ -60,33 +64,32 @@ def _read_bytes(ref: str, policy: ImagePolicy) -> bytes:
         if ";base64" not in header:
             raise ImageError("data: URI must be base64-encoded")
         return _b64(payload)
-    if scheme == "file" or (scheme == "" and _looks_like_path(ref)):
-        if not policy.allow_local_files or ("file" not in policy.allowed_schemes and scheme):
-            raise ImageError("local image files are not allowed")
-        path = Path(unquote(parts.path) if scheme == "file" else ref)
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise ImageError(f"cannot read image file {path}: {exc.strerror}") from exc
-        if size > policy.max_bytes:
-            raise ImageError(f"image file of {size} bytes exceeds {policy.max_bytes}")
-        return path.read_bytes()
     if scheme in ("http", "https"):
         return _fetch(ref, scheme, parts.hostname or "", policy)
-    if scheme:
+    if scheme not in ("", "file"):
         raise ImageError(f"image URL scheme {scheme!r} is not allowed")
-    return _b64(ref)
+    if scheme == "" and _BASE64.fullmatch(ref) and len(ref) >= _MIN_BASE64:
+        return _b64(ref)  # checked before paths: JPEG base64 starts with "/9j/"
+    if not policy.allow_local_files or "file" not in policy.allowed_schemes:
+        raise ImageError("local image files are not allowed")
+    path = Path(unquote(parts.path) if scheme == "file" else ref)
+    try:
+        size = path.stat().st_size
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise ImageError(f"cannot read image file {_short(str(path))}: {reason}") from exc
+    if size > policy.max_bytes:
+        raise ImageError(f"image file of {size} bytes exceeds {policy.max_bytes}")
+    return path.read_bytes()
 
 
-def _looks_like_path(ref: str) -> bool:
-    return ref.startswith(("/", "./", "../")) or (len(ref) < 4096 and Path(ref).suffix != "" and (
-        Path(ref).exists()
-    ))
+def _short(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars)"
 
 
 def _b64(payload: str) -> bytes:
     try:
-        return base64.b64decode(payload, validate=True)
+        return base64.b64decode("".join(payload.split()), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ImageError(f"invalid base64 image: {exc}") from exc
 

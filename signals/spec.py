@@ -56,7 +56,7 @@ class SignalSpec(_Frozen):
     query: str | None = None
     threshold: float | Literal["auto"] = "auto"
     beta: float = Field(default=0.5, gt=0, description="F-beta used to pick an auto threshold")
-    regularization: float = Field(default=10.0, gt=0, description="inverse strength C")
+    regularization: float = Field(default=1.0, gt=0, description="inverse strength C")
     seed: int = 0
     owner: str = ""
     severity: Literal["info", "warning", "critical"] = "warning"

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["MIN_EXAMPLES_PER_CLASS", "embed_examples", "fit_signal", "train_signal"]
 
 MIN_EXAMPLES_PER_CLASS = 2
+_MIN_SCALE = 1e-3
 # Zero-shot without labels: CLIP's logit scale, and a cosine at which the probability is 0.5.
 _ZERO_SHOT_SCALE = 100.0
 _ZERO_SHOT_COSINE = 0.25
@@ -115,12 +116,17 @@ def _fit_few_shot(
             random_state=spec.seed,
         )  # fmt: skip
 
-    cv_probs = _cross_val_probs(make, x, y, spec.seed)
+    cv_probs = _cross_val_probs(make, x, y, spec.seed, standardize=True)
     threshold = _pick_threshold(cv_probs, y, spec.beta) if spec.threshold == "auto" \
         else float(spec.threshold)
-    model = make().fit(x, y)
+    mean, scale = _standardizer(x)
+    model = make().fit((x - mean) / scale, y)
+    # Fold the standardisation into the linear model so scoring stays one matrix product:
+    # w·(e - mean)/scale + b  ==  (w/scale)·e + (b - w·mean/scale)
+    weights = model.coef_[0] / scale
+    bias = float(model.intercept_[0] - np.dot(weights, mean))
     metrics = _metrics(cv_probs, y, threshold)
-    return model.coef_[0], float(model.intercept_[0]), threshold, metrics
+    return weights, bias, threshold, metrics
 
 
 def _fit_zero_shot(
@@ -153,24 +159,45 @@ def _fit_zero_shot(
     return q * scale, float(model.intercept_[0]), threshold, metrics
 
 
-def _cross_val_probs(make: Any, x: NDArray[np.float64], y: NDArray[np.float64], seed: int
-                     ) -> NDArray[np.float64]:
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+def _standardizer(x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per-dimension mean and spread. Embeddings of one model share a large common component;
+    standardising lets a few examples find the directions that differ (AUC 0.87 → 0.999 on the
+    watermark set with random weights, 16+16 examples)."""
+    return x.mean(axis=0), np.maximum(x.std(axis=0), _MIN_SCALE)
 
-    folds = int(min(5, y.sum(), len(y) - y.sum()))
-    cv = StratifiedKFold(n_splits=max(folds, 2), shuffle=True, random_state=seed)
-    probs: NDArray[np.float64] = cross_val_predict(make(), x, y, cv=cv, method="predict_proba")
-    return probs[:, 1]
+
+def _cross_val_probs(
+    make: Any, x: NDArray[np.float64], y: NDArray[np.float64], seed: int,
+    *, standardize: bool = False,
+) -> NDArray[np.float64]:
+    """Held-out probabilities from stratified k-fold (k = min(5, smallest class))."""
+    from sklearn.model_selection import StratifiedKFold
+
+    folds = max(int(min(5, y.sum(), len(y) - y.sum())), 2)
+    probs = np.zeros(len(y))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for train, test in splitter.split(x, y):
+        mean, scale = _standardizer(x[train]) if standardize else (0.0, 1.0)
+        model = make().fit((x[train] - mean) / scale, y[train])
+        probs[test] = model.predict_proba((x[test] - mean) / scale)[:, 1]
+    return probs
 
 
 def _pick_threshold(probs: NDArray[np.float64], y: NDArray[np.float64], beta: float) -> float:
-    """The probability cut that maximises F-beta on held-out predictions (ties: the higher)."""
-    best_score, best = -1.0, 0.5
-    for candidate in sorted(set(np.round(probs, 6).tolist())):
+    """The probability cut that maximises F-beta on held-out predictions.
+
+    Among equally good cuts the highest is taken (precision first), and the threshold is placed
+    midway between it and the next lower held-out probability, not on a training point.
+    """
+    candidates = sorted(set(np.round(probs, 6).tolist()))
+    best_score, best_index = -1.0, 0
+    for index, candidate in enumerate(candidates):
         score = _fbeta(probs >= candidate, y, beta)
         if score >= best_score:
-            best_score, best = score, float(candidate)
-    return min(max(best, 1e-6), 1 - 1e-6)
+            best_score, best_index = score, index
+    upper = candidates[best_index]
+    lower = candidates[best_index - 1] if best_index > 0 else upper / 2
+    return float(min(max((upper + lower) / 2, 1e-6), 1 - 1e-6))
 
 
 def _fbeta(predicted: NDArray[np.bool_], y: NDArray[np.float64], beta: float) -> float:

@@ -1,0 +1,165 @@
+"""``telltale demo``: the whole job on embedded defaults, offline, in a minute or two.
+
+1. opens the embedded ClickHouse engine (chDB) and migrates it;
+2. loads the small bundled open_clip config with seeded random weights (model hubs may be out
+   of reach; pass real weights with ``TELLTALE_EMBEDDER_*`` to use them instead);
+3. trains two signals from a handful of examples: ``stock_advice`` (chat answers giving stock
+   picks) and ``stock_watermark`` (images with a stock-photo watermark);
+4. generates two releases of a chat model and of an image model, the second release of each
+   failing more often, and runs every event through the same pipeline the worker uses;
+5. prints failure rates per signal and model version next to the planted ground truth.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from signals.errors import SpecError
+from signals.fitted import FittedSignal
+from signals.spec import Examples, SignalSpec
+from signals.training import train_signal
+from storage.queries import failure_rates
+from storage.releases import add_release
+from storage.writer import ClickHouseWriter
+from streams.events import validate_event
+from streams.pipeline import Pipeline
+from streams.signal_store import LiveSignals, load_fitted, save_fitted
+from telltale.sample_data import (
+    SampleEvent,
+    advice_text,
+    image_base64,
+    neutral_text,
+    render_image,
+    sample_events,
+)
+from telltale.settings import ClickHouseSettings, EmbedderSettings
+from telltale.wiring import make_client, make_embedder
+
+__all__ = ["DEMO_EMBEDDER", "run_demo"]
+
+DEMO_EMBEDDER = EmbedderSettings(model_name="telltale-tiny", pretrained=None, seed=0)
+
+# (model, version, kind, planted failure rate)
+_RELEASES = [
+    ("chat-assistant", "2026.10", "chat", 0.03),
+    ("chat-assistant", "2026.11", "chat", 0.15),
+    ("image-gen", "v5", "image", 0.05),
+    ("image-gen", "v6", "image", 0.30),
+]
+
+
+def _specs(rng: random.Random) -> list[SignalSpec]:
+    advice = SignalSpec(
+        name="stock_advice",
+        description="The answer recommends buying or selling specific stocks.",
+        target="output", modality="text", owner="trust-and-safety", severity="critical",
+        examples=Examples(
+            positive=tuple(advice_text(rng) for _ in range(12)),
+            negative=tuple(neutral_text(rng) for _ in range(12)),
+        ),
+    )  # fmt: skip
+    watermark = SignalSpec(
+        name="stock_watermark",
+        description="The generated image carries a stock-photo watermark.",
+        target="output", modality="image", owner="image-quality",
+        examples=Examples(
+            positive=tuple(image_base64(render_image(rng, True)) for _ in range(32)),
+            negative=tuple(image_base64(render_image(rng, False)) for _ in range(32)),
+        ),
+    )  # fmt: skip
+    return [advice, watermark]
+
+
+def run_demo(
+    dsn: str,
+    events_per_version: int = 150,
+    console: Console | None = None,
+    embedder_settings: EmbedderSettings = DEMO_EMBEDDER,
+) -> dict[str, Any]:
+    console = console or Console(stderr=True)
+    rng = random.Random(20261126)
+    client = make_client(ClickHouseSettings(dsn=dsn))
+    console.print(f"[bold]telltale demo[/bold] — ClickHouse: {dsn}")
+    embedder = make_embedder(embedder_settings)
+    console.print(f"embedder: {embedder.id} (dim {embedder.dim})")
+
+    stored = {s.name: s for s in load_fitted(client)}
+    signals: list[FittedSignal] = []
+    for spec in _specs(rng):
+        known = stored.get(spec.name)
+        if known and known.spec == spec and known.embedder_id == embedder.id:
+            signals.append(known)  # same definition and weights: no new version
+            continue
+        try:
+            fitted = save_fitted(client, train_signal(spec, embedder), author="demo")
+        except SpecError as exc:  # pragma: no cover - the demo specs are valid
+            raise RuntimeError(f"demo spec invalid: {exc}") from exc
+        signals.append(fitted)
+    for s in signals:
+        console.print(
+            f"signal [cyan]{s.name}[/cyan] v{s.version}: {s.n_positive}+{s.n_negative} examples, "
+            f"threshold {s.threshold:.2f}, cross-validated F1 {s.metrics['f1']:.2f}, "
+            f"trained in {s.train_ms:.0f} ms"
+        )
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    generated: list[SampleEvent] = []
+    for index, (model, version, kind, rate) in enumerate(_RELEASES):
+        start = now - timedelta(hours=2) + timedelta(hours=1) * (index % 2)
+        if index % 2:
+            add_release(client, model, version, start, source="manual", note="demo release")
+        generated += sample_events(
+            rng, model=model, model_version=version, count=events_per_version,
+            failure_rate=rate, start=start, kind=kind,
+            spacing=timedelta(seconds=3600 / events_per_version),
+        )  # fmt: skip
+
+    pipeline = Pipeline(embedder, LiveSignals(client, embedder.id, 0), ClickHouseWriter(client))
+    written = skipped = 0
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("pipeline", total=len(generated))
+        for start_at in range(0, len(generated), 64):
+            chunk = generated[start_at : start_at + 64]
+            result = pipeline.process([validate_event(e.payload) for e in chunk])
+            written += result.written
+            skipped += result.skipped_existing
+            progress.advance(task, len(chunk))
+
+    planted: dict[tuple[str, str], int] = {}
+    totals: dict[tuple[str, str], int] = {}
+    for e in generated:
+        key = (str(e.payload["model"]), str(e.payload["model_version"]))
+        planted[key] = planted.get(key, 0) + int(e.planted)
+        totals[key] = totals.get(key, 0) + 1
+    rates = failure_rates(client, since=now - timedelta(hours=3))
+    table = Table(title="failure rates (last 3 hours)")
+    for column in ("signal", "model", "version", "events", "flagged", "rate", "planted"):
+        table.add_column(column)
+    rows = []
+    for r in rates:
+        key = (r.model, r.model_version)
+        row = {**r.as_dict(), "planted": planted.get(key, 0)}
+        rows.append(row)
+        table.add_row(r.signal, r.model, r.model_version, str(r.events), str(r.failures),
+                      f"{r.rate:.1%}", f"{planted.get(key, 0)} ({planted.get(key, 0) / max(totals.get(key, 1), 1):.1%})")
+    console.print(table)
+    console.print(
+        f"{written} events written, {skipped} already stored (re-running the demo is idempotent). "
+        "Query again with: telltale rates --clickhouse " + dsn
+    )
+    client.close()
+    return {
+        "embedder_id": embedder.id,
+        "written": written,
+        "skipped_existing": skipped,
+        "signals": [{"name": s.name, "version": s.version, "metrics": s.metrics} for s in signals],
+        "rates": rows,
+    }
