@@ -32,6 +32,8 @@ __all__ = ["BUNDLED_CONFIGS", "EmbedderConfig", "OpenClipEmbedder"]
 
 log = logging.getLogger(__name__)
 
+_INIT_LOCK = threading.Lock()
+
 BUNDLED_CONFIGS = Path(__file__).parent / "model_configs"
 """Model configs shipped with telltale (``telltale-tiny``: a 4-layer, width-256 test model)."""
 
@@ -64,11 +66,14 @@ class OpenClipEmbedder:
             raise EmbedderError(f"unknown open_clip model {cfg.model_name!r}")
         weights: str | None = cfg.checkpoint_path or cfg.pretrained
         try:
-            if weights is None:
-                torch.manual_seed(cfg.seed)  # random weights, identical in every process
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                cfg.model_name, pretrained=weights, device=cfg.device
-            )
+            # Random weights must be identical in every process (a signal trained in the CLI is
+            # applied by the worker), so initialisation runs seeded, serialised, and on a forked
+            # RNG that leaves the caller's random state alone.
+            with _INIT_LOCK, torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    cfg.model_name, pretrained=weights, device=cfg.device
+                )
         except Exception as exc:
             raise EmbedderError(
                 f"cannot load open_clip {cfg.model_name} with weights {weights!r}: {exc}"

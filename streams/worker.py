@@ -74,9 +74,13 @@ def build_app(config: WorkerConfig, pipeline_factory: Callable[[], Pipeline]) ->
     state: dict[str, Pipeline] = {}
 
     def pipeline() -> Pipeline:
+        # Only ever called on the executor's single thread, so the model is built once.
         if "pipeline" not in state:
             state["pipeline"] = pipeline_factory()
         return state["pipeline"]
+
+    def process_batch(events: Sequence[GenerationEvent]) -> BatchResult:
+        return pipeline().process(events)
 
     async def dead_letter(event: Any, reason: str) -> None:
         message = event.message
@@ -93,7 +97,7 @@ def build_app(config: WorkerConfig, pipeline_factory: Callable[[], Pipeline]) ->
         delay = config.retry_initial_s
         while True:
             try:
-                return await loop.run_in_executor(executor, pipeline().process, events)
+                return await loop.run_in_executor(executor, process_batch, events)
             except StorageUnavailable as exc:
                 log.warning("storage unavailable, retrying in %.1fs (offsets held): %s",
                             delay, exc)

@@ -255,3 +255,18 @@ def test_image_size_limits() -> None:
         load_image(big, ImagePolicy(max_bytes=100))
     with pytest.raises(ImageError, match="not allowed"):
         load_image("/etc/hostname", ImagePolicy(allow_local_files=False))
+
+
+def test_random_weights_are_identical_when_built_concurrently() -> None:
+    # Regression: the worker once built two models at once on two threads, interleaving the
+    # global RNG, so its weights differed from the CLI's and every signal misfired.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def build() -> np.ndarray:
+        return OpenClipEmbedder(model_name="telltale-tiny", pretrained=None, seed=0).embed_texts(
+            ["Paris is the capital of France."])
+
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.submit(build), pool.submit(build)
+        np.testing.assert_array_equal(a.result(), b.result())
+    np.testing.assert_array_equal(a.result(), build())
