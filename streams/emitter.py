@@ -4,7 +4,8 @@
 ...     emitter.emit(event)
 ... # leaving the block flushes; undelivered events raise EmitError
 
-Events are keyed by ``event_id`` so a re-sent event lands on the same partition as the first
+An event the producer refuses outright (larger than ``max_request_size``, say) raises
+:class:`EmitError` from ``emit`` at once. Events are keyed by ``event_id`` so a re-sent event lands on the same partition as the first
 copy and is handled by the same worker, in order. The producer batches (``linger_ms``,
 ``batch_size``); ``flush()`` waits for every send and raises :class:`EmitError` listing the
 events that could not be delivered, so an application never loses one silently.
@@ -55,9 +56,14 @@ class Emitter:
 
     def emit_raw(self, payload: bytes, key: str | None = None) -> None:
         """Queue pre-serialised bytes (replay of logs, tests of the dead-letter path)."""
-        future = self._producer.send(
-            self.topic, value=payload, key=key.encode() if key is not None else None
-        )
+        from kafka.errors import KafkaError
+
+        try:
+            future = self._producer.send(
+                self.topic, value=payload, key=key.encode() if key is not None else None
+            )
+        except KafkaError as exc:  # refused before queuing (too large, no metadata, ...)
+            raise EmitError(f"event {key!r} was not queued: {exc}", [(key or "", exc)]) from exc
         future.add_errback(self._record_failure, key or "")
         self._sent += 1
 

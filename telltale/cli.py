@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -59,6 +61,18 @@ def _settings(clickhouse: str | None = None, kafka: str | None = None) -> Settin
     return Settings(kafka=kf, clickhouse=ch)
 
 
+@contextmanager
+def _client(clickhouse: str | None, *, migrated: bool = True) -> Iterator[Any]:
+    """A ClickHouse client for one command, closed afterwards (chDB allows one path per process)."""
+    from telltale.wiring import make_client
+
+    client = make_client(_settings(clickhouse).clickhouse, migrated=migrated)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 def _fail(exc: BaseException) -> typer.Exit:
     console.print(f"[red]error:[/red] {exc}")
     return typer.Exit(code=1)
@@ -93,11 +107,10 @@ def _main(
 def migrate(clickhouse: ClickHouseOpt = None, fmt: FormatOpt = "text") -> None:
     """Create or update the ClickHouse schema (idempotent)."""
     from storage.migrate import migrate as run_migrations
-    from telltale.wiring import make_client
 
     try:
-        client = make_client(_settings(clickhouse).clickhouse, migrated=False)
-        applied = run_migrations(client)
+        with _client(clickhouse, migrated=False) as client:
+            applied = run_migrations(client)
     except _ERRORS as exc:
         raise _fail(exc) from exc
     if fmt == "json":
@@ -130,14 +143,13 @@ def rates(
 ) -> None:
     """Failure rates per signal, model and model version."""
     from storage.queries import failure_rates
-    from telltale.wiring import make_client
 
     try:
-        client = make_client(_settings(clickhouse).clickhouse)
-        rows = failure_rates(
-            client, signal=signal, model=model, since=_parse_time(since),
-            until=_parse_time(until), bucket=bucket,
-        )  # fmt: skip
+        with _client(clickhouse) as client:
+            rows = failure_rates(
+                client, signal=signal, model=model, since=_parse_time(since),
+                until=_parse_time(until), bucket=bucket,
+            )  # fmt: skip
     except _ERRORS as exc:
         raise _fail(exc) from exc
     if fmt == "json":
@@ -163,13 +175,13 @@ def signals_add(
     from signals.training import train_signal
     from streams.signal_store import save_fitted
     from telltale.settings import EmbedderSettings
-    from telltale.wiring import make_client, make_embedder
+    from telltale.wiring import make_embedder
 
     try:
         spec = load_spec(spec_path)
-        client = make_client(_settings(clickhouse).clickhouse)
         fitted = train_signal(spec, make_embedder(EmbedderSettings()))
-        fitted = save_fitted(client, fitted, author=author)
+        with _client(clickhouse) as client:
+            fitted = save_fitted(client, fitted, author=author)
     except _ERRORS as exc:
         raise _fail(exc) from exc
     summary = {
@@ -187,10 +199,10 @@ def signals_add(
 def signals_list(clickhouse: ClickHouseOpt = None, fmt: FormatOpt = "text") -> None:
     """The newest version of every signal."""
     from streams.signal_store import load_fitted
-    from telltale.wiring import make_client
 
     try:
-        fitted = load_fitted(make_client(_settings(clickhouse).clickhouse))
+        with _client(clickhouse) as client:
+            fitted = load_fitted(client)
     except _ERRORS as exc:
         raise _fail(exc) from exc
     rows = [{
@@ -220,13 +232,13 @@ def releases_add(
 ) -> None:
     """Record that MODEL VERSION was released at a time."""
     from storage.releases import add_release
-    from telltale.wiring import make_client
 
     when = _parse_time(at)
-    assert when is not None
+    if when is None:  # pragma: no cover - typer requires --at
+        raise typer.BadParameter("--at is required")
     try:
-        add_release(make_client(_settings(clickhouse).clickhouse), model, version, when,
-                    source="manual", note=note)
+        with _client(clickhouse) as client:
+            add_release(client, model, version, when, source="manual", note=note)
     except _ERRORS as exc:
         raise _fail(exc) from exc
     if fmt == "json":

@@ -11,7 +11,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from streams.emitter import Emitter
 from streams.replay import RejectWriter, ReplayStats, batched, chain_logs, paced
 from telltale.settings import Settings
-from telltale.wiring import make_pipeline
+from telltale.wiring import make_client, make_pipeline
 
 __all__ = ["replay_files"]
 
@@ -41,15 +41,19 @@ def replay_files(
                         stats.written += 1
                         progress.advance(task)
             else:
-                pipeline = make_pipeline(settings)
-                for batch in batched(events, batch_size):
-                    result = pipeline.process(batch)
-                    stats.written += result.written
-                    stats.skipped_existing += result.skipped_existing
-                    for event, reason in result.rejected:
-                        stats.rejected += 1
-                        rejects.reject("pipeline", 0, reason, event.model_dump_json())
-                    progress.advance(task, len(batch))
+                client = make_client(settings.clickhouse)
+                try:
+                    pipeline = make_pipeline(settings, client)
+                    for batch in batched(events, batch_size):
+                        result = pipeline.process(batch)
+                        stats.written += result.written
+                        stats.skipped_existing += result.skipped_existing
+                        for event, reason in result.rejected:
+                            stats.rejected += 1
+                            rejects.reject("pipeline", 0, reason, event.model_dump_json())
+                        progress.advance(task, len(batch))
+                finally:
+                    client.close()
     finally:
         rejects.close()
     return {
