@@ -27,7 +27,7 @@ def import_torchvision() -> Any:
 
     missing = [name for name in _SCHEMAS if not _has_op(torch, name)]
     if missing and _library is None:
-        _library = torch.library.Library("torchvision", "DEF")
+        _library = torch.library.Library("torchvision", "DEF")  # type: ignore[no-untyped-call]
         for name in missing:
             _library.define(_SCHEMAS[name])
     import torchvision

@@ -87,8 +87,11 @@ class OpenClipEmbedder:
         self._model = model
         self._preprocess = preprocess
         self._tokenizer = open_clip.get_tokenizer(cfg.model_name)
-        self._dim = int(model.text_projection.shape[1]) if hasattr(model, "text_projection") \
+        self._dim = (
+            int(model.text_projection.shape[1])
+            if hasattr(model, "text_projection")
             else int(self.embed_texts(["x"]).shape[1])
+        )
         self._id = _embedder_id(cfg)
         # torch releases the GIL but one model must not run two batches at once.
         self._lock = threading.Lock()

@@ -12,7 +12,7 @@ __all__ = ["SignalRegistry"]
 
 
 class SignalRegistry:
-    """Fitted signals by name. ``register`` refuses a duplicate name; ``replace`` swaps a version."""
+    """Fitted signals by name: ``register`` refuses a duplicate, ``replace`` swaps a version."""
 
     def __init__(self, signals: Iterable[FittedSignal] = ()) -> None:
         self._signals: dict[str, FittedSignal] = {}

@@ -54,8 +54,9 @@ def train_signal(
 ) -> FittedSignal:
     """Embed the spec's examples (and query) and fit the signal."""
     positives, negatives = embed_examples(spec, embedder, policy)
-    query = embedder.embed_texts([spec.query])[0] if spec.kind == "zero_shot" and spec.query \
-        else None
+    query = (
+        embedder.embed_texts([spec.query])[0] if spec.kind == "zero_shot" and spec.query else None
+    )
     return fit_signal(spec, positives, negatives, embedder.id, version, query=query)
 
 
@@ -117,8 +118,11 @@ def _fit_few_shot(
         )  # fmt: skip
 
     cv_probs = _cross_val_probs(make, x, y, spec.seed, standardize=True)
-    threshold = _pick_threshold(cv_probs, y, spec.beta) if spec.threshold == "auto" \
+    threshold = (
+        _pick_threshold(cv_probs, y, spec.beta)
+        if spec.threshold == "auto"
         else float(spec.threshold)
+    )
     mean, scale = _standardizer(x)
     model = make().fit((x - mean) / scale, y)
     # Fold the standardisation into the linear model so scoring stays one matrix product:
@@ -151,8 +155,11 @@ def _fit_zero_shot(
         return LogisticRegression(C=1e4, class_weight="balanced", random_state=spec.seed)
 
     cv_probs = _cross_val_probs(make, cos[:, None], y, spec.seed)
-    threshold = _pick_threshold(cv_probs, y, spec.beta) if spec.threshold == "auto" \
+    threshold = (
+        _pick_threshold(cv_probs, y, spec.beta)
+        if spec.threshold == "auto"
         else float(spec.threshold)
+    )
     model = make().fit(cos[:, None], y)
     metrics = {**_metrics(cv_probs, y, threshold), "calibrated": 1.0}
     scale = float(model.coef_[0][0])
@@ -167,8 +174,12 @@ def _standardizer(x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[
 
 
 def _cross_val_probs(
-    make: Any, x: NDArray[np.float64], y: NDArray[np.float64], seed: int,
-    *, standardize: bool = False,
+    make: Any,
+    x: NDArray[np.float64],
+    y: NDArray[np.float64],
+    seed: int,
+    *,
+    standardize: bool = False,
 ) -> NDArray[np.float64]:
     """Held-out probabilities from stratified k-fold (k = min(5, smallest class))."""
     from sklearn.model_selection import StratifiedKFold
@@ -208,8 +219,9 @@ def _fbeta(predicted: NDArray[np.bool_], y: NDArray[np.float64], beta: float) ->
     return (1 + beta**2) * tp / denom if denom else 0.0
 
 
-def _metrics(probs: NDArray[np.float64], y: NDArray[np.float64], threshold: float
-             ) -> dict[str, float]:
+def _metrics(
+    probs: NDArray[np.float64], y: NDArray[np.float64], threshold: float
+) -> dict[str, float]:
     from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
     predicted = probs >= threshold

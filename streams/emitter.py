@@ -4,10 +4,10 @@
 ...     emitter.emit(event)
 ... # leaving the block flushes; undelivered events raise EmitError
 
-An event the producer refuses outright (larger than ``max_request_size``, say) raises
-:class:`EmitError` from ``emit`` at once. Events are keyed by ``event_id`` so a re-sent event lands on the same partition as the first
-copy and is handled by the same worker, in order. The producer batches (``linger_ms``,
-``batch_size``); ``flush()`` waits for every send and raises :class:`EmitError` listing the
+Events are keyed by ``event_id`` so a re-sent event lands on the same partition as the first
+copy and is handled by the same worker, in order. An event the producer refuses outright
+(larger than ``max_request_size``, say) raises :class:`EmitError` from ``emit`` at once.
+The producer batches (``linger_ms``, ``batch_size``); ``flush()`` waits for every send and raises :class:`EmitError` listing the
 events that could not be delivered, so an application never loses one silently.
 """
 
@@ -94,7 +94,9 @@ class Emitter:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()

@@ -102,15 +102,18 @@ class Pipeline:
         with_image = [e for e in events if e.event_id in images]
         if with_prompt:
             fields["prompt.text"] = (
-                with_prompt, self._embedder.embed_texts([e.prompt.text or "" for e in with_prompt])
+                with_prompt,
+                self._embedder.embed_texts([e.prompt.text or "" for e in with_prompt]),
             )
         if with_text:
             fields["output.text"] = (
-                with_text, self._embedder.embed_texts([e.output.text or "" for e in with_text])
+                with_text,
+                self._embedder.embed_texts([e.output.text or "" for e in with_text]),
             )
         if with_image:
             fields["output.image"] = (
-                with_image, self._embedder.embed_images([images[e.event_id] for e in with_image])
+                with_image,
+                self._embedder.embed_images([images[e.event_id] for e in with_image]),
             )
         batch = WriteBatch()
         for name, (owners, vectors) in fields.items():

@@ -52,7 +52,9 @@ class RejectWriter:
 def _open(path: Path) -> IO[bytes]:
     with path.open("rb") as probe:
         magic = probe.read(2)
-    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else path.open("rb")
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile is an IO[bytes]
+    return path.open("rb")
 
 
 def read_log(path: Path, rejects: RejectWriter, stats: ReplayStats) -> Iterator[GenerationEvent]:
@@ -99,7 +101,8 @@ def paced(
         yield event
 
 
-def chain_logs(paths: Sequence[Path], rejects: RejectWriter, stats: ReplayStats
-               ) -> Iterator[GenerationEvent]:
+def chain_logs(
+    paths: Sequence[Path], rejects: RejectWriter, stats: ReplayStats
+) -> Iterator[GenerationEvent]:
     for path in paths:
         yield from read_log(path, rejects, stats)

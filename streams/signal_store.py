@@ -68,7 +68,10 @@ class LiveSignals:
                 self._skipped.add((fitted.name, fitted.version))
                 log.warning(
                     "signal %r v%d was trained on %s, not %s: not applied until retrained",
-                    fitted.name, fitted.version, fitted.embedder_id, self._embedder_id,
+                    fitted.name,
+                    fitted.version,
+                    fitted.embedder_id,
+                    self._embedder_id,
                 )
         before = {(s.name, s.version) for s in self._bank.signals}
         self._bank = SignalBank(usable, self._embedder_id)

@@ -87,8 +87,9 @@ def build_app(config: WorkerConfig, pipeline_factory: Callable[[], Pipeline]) ->
         record = DeadLetter.of(
             bytes(message.value or b""), reason, message.topic, message.partition, message.offset
         )
-        log.warning("dead-lettered %s[%d]@%d: %s",
-                    message.topic, message.partition, message.offset, reason)
+        log.warning(
+            "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
+        )
         future = await dead_letters.send(key=message.key, value=record.to_json())
         await future  # delivered before the source offset may be committed
 
@@ -99,8 +100,7 @@ def build_app(config: WorkerConfig, pipeline_factory: Callable[[], Pipeline]) ->
             try:
                 return await loop.run_in_executor(executor, process_batch, events)
             except StorageUnavailable as exc:
-                log.warning("storage unavailable, retrying in %.1fs (offsets held): %s",
-                            delay, exc)
+                log.warning("storage unavailable, retrying in %.1fs (offsets held): %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, config.retry_max_s)
 
@@ -108,8 +108,9 @@ def build_app(config: WorkerConfig, pipeline_factory: Callable[[], Pipeline]) ->
         valid: list[tuple[Any, GenerationEvent]] = []
         for event in batch:
             try:
-                valid.append((event, decode_event(event.message.value or b"",
-                                                  config.max_payload_bytes)))
+                valid.append(
+                    (event, decode_event(event.message.value or b"", config.max_payload_bytes))
+                )
             except InvalidEvent as exc:
                 await dead_letter(event, exc.reason)
         if not valid:
@@ -122,8 +123,13 @@ def build_app(config: WorkerConfig, pipeline_factory: Callable[[], Pipeline]) ->
         by_id = {parsed.event_id: raw for raw, parsed in valid}
         for parsed, reason in result.rejected:
             await dead_letter(by_id[parsed.event_id], reason)
-        log.info("batch: %d written, %d already stored, %d rejected, %d scores",
-                 result.written, result.skipped_existing, len(result.rejected), result.scores)
+        log.info(
+            "batch: %d written, %d already stored, %d rejected, %d scores",
+            result.written,
+            result.skipped_existing,
+            len(result.rejected),
+            result.scores,
+        )
 
     async def _one_by_one(valid: list[tuple[Any, GenerationEvent]]) -> BatchResult:
         total = BatchResult()
@@ -146,7 +152,7 @@ def build_app(config: WorkerConfig, pipeline_factory: Callable[[], Pipeline]) ->
             for event in batch:  # only now may faust commit these offsets
                 await stream.ack(event)
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]
     async def warm_up() -> None:
         # Load the model before the first batch arrives, without blocking the event loop.
         await asyncio.get_running_loop().run_in_executor(executor, pipeline)

@@ -31,7 +31,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-signals_app = typer.Typer(help="Define, inspect and back-fill quality signals.", no_args_is_help=True)
+signals_app = typer.Typer(
+    help="Define, inspect and back-fill quality signals.", no_args_is_help=True
+)
 releases_app = typer.Typer(help="Record model releases.", no_args_is_help=True)
 app.add_typer(signals_app, name="signals")
 app.add_typer(releases_app, name="releases")
@@ -40,8 +42,11 @@ console = Console(stderr=True)
 
 ClickHouseOpt = Annotated[
     str | None,
-    typer.Option("--clickhouse", help="ClickHouse DSN [env TELLTALE_CLICKHOUSE_DSN]",
-                 show_default="chdb://./.telltale/db"),
+    typer.Option(
+        "--clickhouse",
+        help="ClickHouse DSN [env TELLTALE_CLICKHOUSE_DSN]",
+        show_default="chdb://./.telltale/db",
+    ),
 ]
 KafkaOpt = Annotated[
     str | None,
@@ -56,8 +61,8 @@ _ERRORS = (SignalError, StorageError, StreamError)
 
 
 def _settings(clickhouse: str | None = None, kafka: str | None = None) -> Settings:
-    ch = ClickHouseSettings(**({"dsn": clickhouse} if clickhouse else {}))
-    kf = KafkaSettings(**({"bootstrap": kafka} if kafka else {}))
+    ch = ClickHouseSettings(dsn=clickhouse) if clickhouse else ClickHouseSettings()
+    kf = KafkaSettings(bootstrap=kafka) if kafka else KafkaSettings()
     return Settings(kafka=kf, clickhouse=ch)
 
 
@@ -157,9 +162,15 @@ def rates(
         return
     table = Table("signal", "model", "version", "bucket", "events", "failures", "rate")
     for r in rows:
-        table.add_row(r.signal, r.model, r.model_version,
-                      r.bucket.isoformat() if r.bucket else "all", str(r.events),
-                      str(r.failures), f"{r.rate:.2%}")
+        table.add_row(
+            r.signal,
+            r.model,
+            r.model_version,
+            r.bucket.isoformat() if r.bucket else "all",
+            str(r.events),
+            str(r.failures),
+            f"{r.rate:.2%}",
+        )
     Console().print(table)
 
 
@@ -191,8 +202,10 @@ def signals_add(
     if fmt == "json":
         _print_json(summary)
     else:
-        console.print(f"signal {fitted.name!r} v{fitted.version}: threshold "
-                      f"{fitted.threshold:.3f}, cv F1 {fitted.metrics.get('f1', 0):.2f}")
+        console.print(
+            f"signal {fitted.name!r} v{fitted.version}: threshold "
+            f"{fitted.threshold:.3f}, cv F1 {fitted.metrics.get('f1', 0):.2f}"
+        )
 
 
 @signals_app.command("list")
@@ -214,10 +227,12 @@ def signals_list(clickhouse: ClickHouseOpt = None, fmt: FormatOpt = "text") -> N
         _print_json({"signals": rows})
         return
     table = Table("name", "version", "kind", "field", "threshold", "cv F1", "embedder")
-    for r in rows:
-        table.add_row(str(r["name"]), str(r["version"]), str(r["kind"]), str(r["field"]),
-                      f"{r['threshold']:.3f}", f"{r['metrics'].get('f1', 0):.2f}",
-                      str(r["embedder_id"]))
+    for s in fitted:
+        f1 = s.metrics.get("f1")
+        table.add_row(
+            s.name, str(s.version), s.kind, s.field, f"{s.threshold:.3f}",
+            "n/a" if f1 is None else f"{f1:.2f}", s.embedder_id,
+        )  # fmt: skip
     Console().print(table)
 
 

@@ -122,8 +122,12 @@ def run_demo(
 
     pipeline = Pipeline(embedder, LiveSignals(client, embedder.id, 0), ClickHouseWriter(client))
     written = skipped = 0
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("pipeline", total=len(generated))
         for start_at in range(0, len(generated), 64):
@@ -148,8 +152,15 @@ def run_demo(
         key = (r.model, r.model_version)
         row = {**r.as_dict(), "planted": planted.get(key, 0)}
         rows.append(row)
-        table.add_row(r.signal, r.model, r.model_version, str(r.events), str(r.failures),
-                      f"{r.rate:.1%}", f"{planted.get(key, 0)} ({planted.get(key, 0) / max(totals.get(key, 1), 1):.1%})")
+        table.add_row(
+            r.signal,
+            r.model,
+            r.model_version,
+            str(r.events),
+            str(r.failures),
+            f"{r.rate:.1%}",
+            f"{planted.get(key, 0)} ({planted.get(key, 0) / max(totals.get(key, 1), 1):.1%})",
+        )
     console.print(table)
     console.print(
         f"{written} events written, {skipped} already stored (re-running the demo is idempotent). "

@@ -29,8 +29,12 @@ def replay_files(
     stats = ReplayStats()
     rejects = RejectWriter(reject_file)
     events = paced(chain_logs(files, rejects, stats), pace)
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed} events"),
-               TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed} events"),
+        TimeElapsedColumn(),
+    )
     try:
         with Progress(*columns, transient=True) as progress:
             task = progress.add_task("replaying", total=None)

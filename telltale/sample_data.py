@@ -65,8 +65,10 @@ def render_image(rng: random.Random, watermark: bool, size: int = 224) -> Image.
     draw = ImageDraw.Draw(img)
     for y in range(size):
         f = y / size
-        draw.line([(0, y), (size, y)], fill=tuple(int(a + (b - a) * f) for a, b in
-                                                  zip(top, bottom, strict=True)))
+        draw.line(
+            [(0, y), (size, y)],
+            fill=tuple(int(a + (b - a) * f) for a, b in zip(top, bottom, strict=True)),
+        )
     for _ in range(rng.randint(2, 6)):
         x, y = rng.randint(0, size), rng.randint(size // 3, size)
         r = rng.randint(size // 10, size // 3)

@@ -36,8 +36,9 @@ def test_migrate_then_current(run) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_signals_add_list_and_versions(run) -> None:  # type: ignore[no-untyped-def]
-    added = json.loads(run("signals", "add", str(EXAMPLES / "stock_advice.yaml"),
-                           "--format", "json"))
+    added = json.loads(
+        run("signals", "add", str(EXAMPLES / "stock_advice.yaml"), "--format", "json")
+    )
     assert added["name"] == "stock_advice" and added["version"] == 1
     assert added["embedder_id"] == "open_clip/telltale-tiny/random-seed0"
     assert set(added["metrics"]) >= {"precision", "recall", "f1", "roc_auc"}
@@ -45,7 +46,9 @@ def test_signals_add_list_and_versions(run) -> None:  # type: ignore[no-untyped-
     run("signals", "add", str(EXAMPLES / "jailbreak.yaml"))
     listed = json.loads(run("signals", "list", "--format", "json"))["signals"]
     assert [(s["name"], s["version"], s["field"]) for s in listed] == [
-        ("jailbreak_attempt", 1, "prompt.text"), ("stock_advice", 2, "output.text")]
+        ("jailbreak_attempt", 1, "prompt.text"),
+        ("stock_advice", 2, "output.text"),
+    ]
 
 
 def test_signals_add_reports_spec_errors(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -60,10 +63,18 @@ def test_signals_add_reports_spec_errors(run, tmp_path: Path) -> None:  # type: 
 def test_replay_is_idempotent_and_rejects_bad_lines(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     run("signals", "add", str(EXAMPLES / "stock_advice.yaml"))
     log = tmp_path / "log.jsonl.gz"
-    lines = [json.dumps({"event_id": f"r{i}", "timestamp": f"2026-10-01T10:{i:02d}:00Z",
-                         "model": "chat", "model_version": "v1",
-                         "output": {"text": "Buy NVDA stock now." if i < 3 else "Rain is wet."}})
-             for i in range(10)]
+    lines = [
+        json.dumps(
+            {
+                "event_id": f"r{i}",
+                "timestamp": f"2026-10-01T10:{i:02d}:00Z",
+                "model": "chat",
+                "model_version": "v1",
+                "output": {"text": "Buy NVDA stock now." if i < 3 else "Rain is wet."},
+            }
+        )
+        for i in range(10)
+    ]
     lines.insert(4, "{not json")
     log.write_bytes(gzip.compress("\n".join(lines).encode()))
     rejects = tmp_path / "rejects.jsonl"
@@ -75,13 +86,18 @@ def test_replay_is_idempotent_and_rejects_bad_lines(run, tmp_path: Path) -> None
     assert (again["written"], again["skipped_existing"]) == (0, 10)
     rates = json.loads(run("rates", "--format", "json", "--bucket", "hour"))["rates"]
     assert [(r["events"], r["bucket"]) for r in rates] == [(10, "2026-10-01T10:00:00+00:00")]
-    assert json.loads(run("rates", "--format", "json", "--since", "2026-10-02T00:00:00Z"))[
-        "rates"] == []
+    assert (
+        json.loads(run("rates", "--format", "json", "--since", "2026-10-02T00:00:00Z"))["rates"]
+        == []
+    )
 
 
 def test_releases_add_and_bad_time(run) -> None:  # type: ignore[no-untyped-def]
-    out = json.loads(run("releases", "add", "chat", "v2", "--at", "2026-11-20T09:00:00+01:00",
-                         "--format", "json"))
+    out = json.loads(
+        run(
+            "releases", "add", "chat", "v2", "--at", "2026-11-20T09:00:00+01:00", "--format", "json"
+        )
+    )
     assert out["released_at"] == "2026-11-20T08:00:00+00:00"
     run("releases", "add", "chat", "v3", "--at", "last tuesday", ok=False)
 

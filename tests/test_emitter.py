@@ -18,8 +18,15 @@ pytestmark = pytest.mark.integration
 
 
 def event(i: int):  # type: ignore[no-untyped-def]
-    return validate_event({"event_id": f"em-{i}", "timestamp": "2026-11-01T00:00:00Z",
-                           "model": "m", "model_version": "v", "output": {"text": f"t{i}"}})
+    return validate_event(
+        {
+            "event_id": f"em-{i}",
+            "timestamp": "2026-11-01T00:00:00Z",
+            "model": "m",
+            "model_version": "v",
+            "output": {"text": f"t{i}"},
+        }
+    )
 
 
 def test_emitter_delivers_keyed_by_event_id(kafka_bootstrap: str, topic_name: str) -> None:
@@ -30,8 +37,12 @@ def test_emitter_delivers_keyed_by_event_id(kafka_bootstrap: str, topic_name: st
         for i in range(30):
             emitter.emit(event(i))
         assert emitter.flush() == 30
-    consumer = KafkaConsumer(topic_name, bootstrap_servers=kafka_bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    consumer = KafkaConsumer(
+        topic_name,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
     received = []
     deadline = time.monotonic() + 20
     while len(received) < 30 and time.monotonic() < deadline:
@@ -58,14 +69,30 @@ def test_undelivered_events_raise_on_flush(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"tcp://127.0.0.1:{port}"
-    broker = subprocess.Popen([str(binary), "broker", "--listener-url", url,
-                               "--advertised-listener-url", url, "--storage-engine",
-                               "memory://tansu/"], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    broker = subprocess.Popen(
+        [
+            str(binary),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         time.sleep(0.5)
-        emitter = Emitter(f"127.0.0.1:{port}", "lost", request_timeout_ms=1500,
-                          delivery_timeout_ms=3000, retries=1, reconnect_backoff_max_ms=200)
+        emitter = Emitter(
+            f"127.0.0.1:{port}",
+            "lost",
+            request_timeout_ms=1500,
+            delivery_timeout_ms=3000,
+            retries=1,
+            reconnect_backoff_max_ms=200,
+        )
         emitter.emit(event(1))
         assert emitter.flush(timeout=20) == 1
         broker.kill()

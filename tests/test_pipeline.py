@@ -19,25 +19,43 @@ POSITIVE = ("Buy ACME shares now.", "Put your savings into TSLA stock.", "Sell b
 NEGATIVE = ("Paris is the capital of France.", "Boil pasta for ten minutes.", "Rain is water.")
 
 
-def event(i: int, text: str | None = None, image: str | None = None, prompt: str = "hi",
-          version: str = "v1") -> GenerationEvent:
+def event(
+    i: int,
+    text: str | None = None,
+    image: str | None = None,
+    prompt: str = "hi",
+    version: str = "v1",
+) -> GenerationEvent:
     output: dict[str, str] = {}
     if text is not None:
         output["text"] = text
     if image is not None:
         output["image"] = image
-    return validate_event({"event_id": f"e{i}", "timestamp": (T0 + timedelta(seconds=i)).isoformat(),
-                           "model": "m", "model_version": version, "prompt": {"text": prompt},
-                           "output": output})
+    return validate_event(
+        {
+            "event_id": f"e{i}",
+            "timestamp": (T0 + timedelta(seconds=i)).isoformat(),
+            "model": "m",
+            "model_version": version,
+            "prompt": {"text": prompt},
+            "output": output,
+        }
+    )
 
 
 def make_pipeline(ch: Any, embedder: OpenClipEmbedder) -> Pipeline:
-    advice = SignalSpec(name="advice", threshold=0.5,
-                        examples=Examples(positive=POSITIVE, negative=NEGATIVE))
+    advice = SignalSpec(
+        name="advice", threshold=0.5, examples=Examples(positive=POSITIVE, negative=NEGATIVE)
+    )
     rng = random.Random(0)
-    watermark = SignalSpec(name="watermark", modality="image", examples=Examples(
-        positive=tuple(image_base64(render_image(rng, True, 96)) for _ in range(6)),
-        negative=tuple(image_base64(render_image(rng, False, 96)) for _ in range(6))))
+    watermark = SignalSpec(
+        name="watermark",
+        modality="image",
+        examples=Examples(
+            positive=tuple(image_base64(render_image(rng, True, 96)) for _ in range(6)),
+            negative=tuple(image_base64(render_image(rng, False, 96)) for _ in range(6)),
+        ),
+    )
     for s in (advice, watermark):
         save_fitted(ch, train_signal(s, embedder))
     return Pipeline(embedder, LiveSignals(ch, embedder.id, refresh_s=0), ClickHouseWriter(ch))
@@ -49,8 +67,9 @@ def test_pipeline_writes_events_embeddings_and_scores_once(
     pipeline = make_pipeline(ch, tiny_embedder)
     rng = random.Random(1)
     events = [event(i, text=POSITIVE[i % 3] if i % 4 == 0 else NEGATIVE[i % 3]) for i in range(40)]
-    events += [event(100 + i, image=image_base64(render_image(rng, i % 2 == 0, 96)))
-               for i in range(6)]
+    events += [
+        event(100 + i, image=image_base64(render_image(rng, i % 2 == 0, 96))) for i in range(6)
+    ]
     result = pipeline.process(events)
     assert (result.written, result.skipped_existing, result.rejected) == (46, 0, [])
     counts = table_counts(ch)
@@ -60,7 +79,7 @@ def test_pipeline_writes_events_embeddings_and_scores_once(
     assert (rates["advice"].events, rates["advice"].failures) == (40, 10)
     assert rates["watermark"].events == 6
 
-    again = pipeline.process(events + [events[0]])
+    again = pipeline.process([*events, events[0]])
     assert (again.written, again.skipped_existing, again.duplicates_in_batch) == (0, 46, 1)
     assert table_counts(ch) == counts
 
@@ -84,9 +103,13 @@ def test_new_signal_applies_from_next_batch_with_its_version(
     pipeline.process([event(1, text="first")])
     assert failure_rates(ch) == []
     rng = random.Random(3)
-    spec = SignalSpec(name="advice", examples=Examples(
-        positive=tuple(advice_text(rng) for _ in range(4)),
-        negative=tuple(neutral_text(rng) for _ in range(4))))
+    spec = SignalSpec(
+        name="advice",
+        examples=Examples(
+            positive=tuple(advice_text(rng) for _ in range(4)),
+            negative=tuple(neutral_text(rng) for _ in range(4)),
+        ),
+    )
     save_fitted(ch, train_signal(spec, tiny_embedder))
     save_fitted(ch, train_signal(spec, tiny_embedder))  # version 2
     pipeline.process([event(2, text="second")])

@@ -40,6 +40,7 @@ def clusters(n: int, dim: int = 16, shift: float = 1.0) -> tuple[np.ndarray, np.
 
 # --- spec -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("data", "field"),
     [
@@ -77,6 +78,7 @@ def test_load_spec_rejects_bad_yaml_and_python_tags(tmp_path: Path) -> None:
 
 
 # --- training ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(("n_pos", "n_neg", "label"), [(1, 5, "positive"), (5, 0, "negative")])
 def test_too_few_examples_is_a_clear_error(n_pos: int, n_neg: int, label: str) -> None:
@@ -116,17 +118,24 @@ def test_zero_shot_signal_scores_by_cosine_to_query(tiny_embedder: OpenClipEmbed
 
 def test_zero_shot_is_calibrated_when_labels_exist(tiny_embedder: OpenClipEmbedder) -> None:
     rng = random.Random(2)
-    calibrated = spec(kind="zero_shot", query="buy this stock now", examples=Examples(
-        positive=tuple(advice_text(rng) for _ in range(6)),
-        negative=tuple(neutral_text(rng) for _ in range(6))))
+    calibrated = spec(
+        kind="zero_shot",
+        query="buy this stock now",
+        examples=Examples(
+            positive=tuple(advice_text(rng) for _ in range(6)),
+            negative=tuple(neutral_text(rng) for _ in range(6)),
+        ),
+    )
     fitted = train_signal(calibrated, tiny_embedder)
     assert fitted.metrics["calibrated"] == 1.0 and "f1" in fitted.metrics
     scores = SignalBank([fitted], tiny_embedder.id).score(
-        "output.text", tiny_embedder.embed_texts([advice_text(rng), neutral_text(rng)]))
+        "output.text", tiny_embedder.embed_texts([advice_text(rng), neutral_text(rng)])
+    )
     assert 0 < scores.probabilities[1, 0] < scores.probabilities[0, 0] < 1
 
 
 # --- bank and registry ------------------------------------------------------------------
+
 
 def test_bank_equals_per_signal_logistic_scores() -> None:
     signals = []
@@ -140,7 +149,9 @@ def test_bank_equals_per_signal_logistic_scores() -> None:
     for j, s in enumerate(scored.signals):
         expected = 1 / (1 + np.exp(-(x.astype(np.float64) @ np.array(s.weights) + s.bias)))
         np.testing.assert_allclose(scored.probabilities[:, j], expected, rtol=1e-4, atol=1e-6)
-        np.testing.assert_array_equal(scored.flagged[:, j], scored.probabilities[:, j] >= s.threshold)
+        np.testing.assert_array_equal(
+            scored.flagged[:, j], scored.probabilities[:, j] >= s.threshold
+        )
     assert bank.score("output.image", x).probabilities.shape == (20, 0)
 
 
@@ -169,6 +180,7 @@ def test_fitted_signal_round_trips_through_json() -> None:
 
 # --- embedder ---------------------------------------------------------------------------
 
+
 def test_embedder_is_normalised_deterministic_and_identified(
     tiny_embedder: OpenClipEmbedder,
 ) -> None:
@@ -185,33 +197,43 @@ def test_embedder_is_normalised_deterministic_and_identified(
     assert tiny_embedder.embed_texts([]).shape == (0, tiny_embedder.dim)
 
 
-def test_checkpoint_path_is_loaded_and_hashed_into_the_id(tmp_path: Path,
-                                                          tiny_embedder: OpenClipEmbedder) -> None:
+def test_checkpoint_path_is_loaded_and_hashed_into_the_id(
+    tmp_path: Path, tiny_embedder: OpenClipEmbedder
+) -> None:
     import torch
 
     path = tmp_path / "tiny.pt"
     torch.save(tiny_embedder._model.state_dict(), path)
-    loaded = OpenClipEmbedder(model_name="telltale-tiny", pretrained=None, checkpoint_path=str(path))
+    loaded = OpenClipEmbedder(
+        model_name="telltale-tiny", pretrained=None, checkpoint_path=str(path)
+    )
     assert loaded.id.startswith("open_clip/telltale-tiny/checkpoint-")
-    np.testing.assert_allclose(loaded.embed_texts(["x"]), tiny_embedder.embed_texts(["x"]),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        loaded.embed_texts(["x"]), tiny_embedder.embed_texts(["x"]), atol=1e-5
+    )
 
 
 def test_few_shot_separates_synthetic_failure_modes(tiny_embedder: OpenClipEmbedder) -> None:
     rng = random.Random(5)
-    text = SignalSpec(name="advice", examples=Examples(
-        positive=tuple(advice_text(rng) for _ in range(8)),
-        negative=tuple(neutral_text(rng) for _ in range(8))))
+    text = SignalSpec(
+        name="advice",
+        examples=Examples(
+            positive=tuple(advice_text(rng) for _ in range(8)),
+            negative=tuple(neutral_text(rng) for _ in range(8)),
+        ),
+    )
     fitted = train_signal(text, tiny_embedder)
     held_out = [advice_text(rng) for _ in range(20)] + [neutral_text(rng) for _ in range(20)]
     scores = SignalBank([fitted], tiny_embedder.id).score(
-        "output.text", tiny_embedder.embed_texts(held_out))
+        "output.text", tiny_embedder.embed_texts(held_out)
+    )
     truth = np.array([True] * 20 + [False] * 20)
     accuracy = float(np.mean(scores.flagged[:, 0] == truth))
     assert accuracy >= 0.85, accuracy
 
 
 # --- images -----------------------------------------------------------------------------
+
 
 def png_bytes(size: tuple[int, int] = (8, 8)) -> bytes:
     buffer = io.BytesIO()
@@ -225,8 +247,12 @@ def test_image_references_load(tmp_path: Path) -> None:
     b64 = base64.b64encode(data).decode()
     jpeg = image_base64(render_image(random.Random(0), False, 32))
     assert jpeg.startswith("/9j/")  # looks like a path; must still decode as base64
-    for ref in (str(tmp_path / "a.png"), f"file://{tmp_path}/a.png",
-                f"data:image/png;base64,{b64}", jpeg):
+    for ref in (
+        str(tmp_path / "a.png"),
+        f"file://{tmp_path}/a.png",
+        f"data:image/png;base64,{b64}",
+        jpeg,
+    ):
         assert load_image(ref).mode == "RGB"
 
 
@@ -264,7 +290,8 @@ def test_random_weights_are_identical_when_built_concurrently() -> None:
 
     def build() -> np.ndarray:
         return OpenClipEmbedder(model_name="telltale-tiny", pretrained=None, seed=0).embed_texts(
-            ["Paris is the capital of France."])
+            ["Paris is the capital of France."]
+        )
 
     with ThreadPoolExecutor(2) as pool:
         a, b = pool.submit(build), pool.submit(build)

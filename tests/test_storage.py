@@ -17,16 +17,33 @@ from storage.writer import BackPressure, ClickHouseWriter
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
-def batch(ids: list[str], flagged: set[str], signal: str = "sig", model: str = "m",
-          version: str = "v1", when: datetime = T0) -> WriteBatch:
+def batch(
+    ids: list[str],
+    flagged: set[str],
+    signal: str = "sig",
+    model: str = "m",
+    version: str = "v1",
+    when: datetime = T0,
+) -> WriteBatch:
     b = WriteBatch()
     for i, event_id in enumerate(ids):
         ts = when + timedelta(seconds=i)
         b.events.append(EventRow(event_id, ts, model, version, output_text="x"))
-        b.embeddings.append(EmbeddingRow(event_id, "output.text", "emb", ts, model, version,
-                                         [0.1, 0.2]))
-        b.scores.append(ScoreRow(event_id, signal, 1, ts, model, version, 0.9 if event_id in
-                                 flagged else 0.1, event_id in flagged))
+        b.embeddings.append(
+            EmbeddingRow(event_id, "output.text", "emb", ts, model, version, [0.1, 0.2])
+        )
+        b.scores.append(
+            ScoreRow(
+                event_id,
+                signal,
+                1,
+                ts,
+                model,
+                version,
+                0.9 if event_id in flagged else 0.1,
+                event_id in flagged,
+            )
+        )
     return b
 
 
@@ -52,8 +69,11 @@ def test_writer_counts_redelivered_events_once(ch: Any) -> None:
 def test_failure_rates_filter_and_bucket(ch: Any) -> None:
     writer = ClickHouseWriter(ch)
     writer.write(batch(["a1", "a2"], {"a1"}, model="m1", when=T0))
-    writer.write(batch(["b1", "b2", "b3"], {"b1", "b2"}, model="m2", version="v2",
-                       when=T0 + timedelta(hours=2)))
+    writer.write(
+        batch(
+            ["b1", "b2", "b3"], {"b1", "b2"}, model="m2", version="v2", when=T0 + timedelta(hours=2)
+        )
+    )
     only_m2 = failure_rates(ch, model="m2")
     assert [(r.model_version, r.events, r.failures) for r in only_m2] == [("v2", 3, 2)]
     early = failure_rates(ch, until=T0 + timedelta(hours=1))
@@ -84,7 +104,7 @@ def test_signal_versions_are_immutable_and_deletion_is_a_tombstone(ch: Any) -> N
     save_signal(ch, record)
     with pytest.raises(ValueError, match="already exists"):
         save_signal(ch, record)
-    save_signal(ch, SignalRecord("s", 2, "few_shot", "emb", "{}", "{\"v\": 2}", "me", T0))
+    save_signal(ch, SignalRecord("s", 2, "few_shot", "emb", "{}", '{"v": 2}', "me", T0))
     assert [(r.name, r.version) for r in latest_signals(ch)] == [("s", 2)]
     assert delete_signal(ch, "s")
     assert latest_signals(ch) == []
@@ -96,7 +116,7 @@ def test_releases_round_trip_in_utc(ch: Any) -> None:
     [release] = list_releases(ch, "m")
     assert release.released_at == T0 and release.released_at.tzinfo is not None
     with pytest.raises(ValueError):
-        add_release(ch, "m", "v3", datetime(2026, 1, 1))  # noqa: DTZ001 - naive on purpose
+        add_release(ch, "m", "v3", datetime(2026, 1, 1))
 
 
 def test_redact_dsn_hides_password() -> None:
