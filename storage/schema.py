@@ -138,10 +138,84 @@ CREATE TABLE IF NOT EXISTS signals (
 ORDER BY (name, version)
 """
 
+_DETECTIONS = """
+CREATE TABLE IF NOT EXISTS detections (
+    detection_id  String,
+    detector      LowCardinality(String),
+    key           String,
+    model         LowCardinality(String),
+    model_version String,
+    signal        LowCardinality(String),
+    state         LowCardinality(String),
+    opened_at     DateTime64(3, 'UTC'),
+    resolved_at   Nullable(DateTime64(3, 'UTC')),
+    statistic     Float64,
+    threshold     Float64,
+    p_value       Nullable(Float64),
+    e_value       Nullable(Float64),
+    effect        Nullable(Float64),
+    effect_low    Nullable(Float64),
+    effect_high   Nullable(Float64),
+    details       String,
+    notified      LowCardinality(String),
+    updated_at    DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY (detector, key, detection_id)
+"""
+
+_DRIFT_WINDOWS = """
+CREATE TABLE IF NOT EXISTS drift_windows (
+    model          LowCardinality(String),
+    window_start   DateTime64(3, 'UTC'),
+    window_end     DateTime64(3, 'UTC'),
+    statistic      Float64,
+    threshold      Float64,
+    p_value        Float64,
+    reference_size UInt32,
+    recent_size    UInt32,
+    clusters       String,
+    computed_at    DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(computed_at)
+ORDER BY (model, window_end)
+"""
+
+_EVENTS_1M = """
+CREATE TABLE IF NOT EXISTS events_1m (
+    minute        DateTime('UTC'),
+    app           LowCardinality(String),
+    model         LowCardinality(String),
+    model_version LowCardinality(String),
+    events        AggregateFunction(uniqExact, String),
+    latency_ms    AggregateFunction(quantiles(0.5, 0.95, 0.99), Float64),
+    feedback_neg  AggregateFunction(uniqExactIf, String, UInt8)
+) ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(minute)
+ORDER BY (model, model_version, app, minute)
+"""
+
+_EVENTS_1M_MV = """
+CREATE MATERIALIZED VIEW IF NOT EXISTS events_1m_mv TO events_1m AS
+SELECT
+    toStartOfMinute(timestamp) AS minute,
+    app,
+    model,
+    model_version,
+    uniqExactState(event_id) AS events,
+    quantilesState(0.5, 0.95, 0.99)(ifNull(latency_ms, nan)) AS latency_ms,
+    uniqExactIfState(event_id, ifNull(feedback, 0) < 0) AS feedback_neg
+FROM events
+GROUP BY minute, app, model, model_version
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "events, embeddings, scores, per-minute failure rates, releases, signals",
         (_EVENTS, _EMBEDDINGS, _SCORES, _RATES, _RATES_MV, _RELEASES, _SIGNALS),
+    ),
+    Migration(
+        2,
+        "detections, drift windows, per-minute event volume and latency",
+        (_DETECTIONS, _DRIFT_WINDOWS, _EVENTS_1M, _EVENTS_1M_MV),
     ),
 )
