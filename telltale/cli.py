@@ -7,23 +7,27 @@ take ``--kafka HOST:PORT`` (env ``TELLTALE_KAFKA_BOOTSTRAP``); those that report
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from signals.errors import SignalError
-from storage.errors import StorageError
-from streams.errors import StreamError
-from telltale.settings import ClickHouseSettings, KafkaSettings, Settings
+from telltale.cli_common import (
+    CLI_ERRORS,
+    ClickHouseOpt,
+    FormatOpt,
+    KafkaOpt,
+    console,
+    fail,
+    open_client,
+    parse_time,
+    print_json,
+    settings_for,
+)
 
 app = typer.Typer(
     name="telltale",
@@ -38,63 +42,7 @@ releases_app = typer.Typer(help="Record model releases.", no_args_is_help=True)
 app.add_typer(signals_app, name="signals")
 app.add_typer(releases_app, name="releases")
 
-console = Console(stderr=True)
-
-ClickHouseOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--clickhouse",
-        help="ClickHouse DSN [env TELLTALE_CLICKHOUSE_DSN]",
-        show_default="chdb://./.telltale/db",
-    ),
-]
-KafkaOpt = Annotated[
-    str | None,
-    typer.Option("--kafka", help="Kafka bootstrap HOST:PORT [env TELLTALE_KAFKA_BOOTSTRAP]"),
-]
-FormatOpt = Annotated[
-    Literal["text", "json"], typer.Option("--format", help="text for people, json for scripts")
-]
 Bucket = Literal["total", "minute", "hour", "day"]
-
-_ERRORS = (SignalError, StorageError, StreamError)
-
-
-def _settings(clickhouse: str | None = None, kafka: str | None = None) -> Settings:
-    ch = ClickHouseSettings(dsn=clickhouse) if clickhouse else ClickHouseSettings()
-    kf = KafkaSettings(bootstrap=kafka) if kafka else KafkaSettings()
-    return Settings(kafka=kf, clickhouse=ch)
-
-
-@contextmanager
-def _client(clickhouse: str | None, *, migrated: bool = True) -> Iterator[Any]:
-    """A ClickHouse client for one command, closed afterwards (chDB allows one path per process)."""
-    from telltale.wiring import make_client
-
-    client = make_client(_settings(clickhouse).clickhouse, migrated=migrated)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-def _fail(exc: BaseException) -> typer.Exit:
-    console.print(f"[red]error:[/red] {exc}")
-    return typer.Exit(code=1)
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise typer.BadParameter(f"{value!r} is not an RFC 3339 timestamp") from exc
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _print_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, default=str) + "\n")
 
 
 @app.callback()
@@ -114,12 +62,12 @@ def migrate(clickhouse: ClickHouseOpt = None, fmt: FormatOpt = "text") -> None:
     from storage.migrate import migrate as run_migrations
 
     try:
-        with _client(clickhouse, migrated=False) as client:
+        with open_client(clickhouse, migrated=False) as client:
             applied = run_migrations(client)
-    except _ERRORS as exc:
-        raise _fail(exc) from exc
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
     if fmt == "json":
-        _print_json({"applied": [m.version for m in applied]})
+        print_json({"applied": [m.version for m in applied]})
     else:
         console.print(f"applied {len(applied)} migration(s)" if applied else "schema is current")
 
@@ -131,7 +79,7 @@ def worker(clickhouse: ClickHouseOpt = None, kafka: KafkaOpt = None) -> None:
 
     from telltale.wiring import make_worker_app
 
-    settings = _settings(clickhouse, kafka)
+    settings = settings_for(clickhouse, kafka)
     faust_app = make_worker_app(settings)
     faust.Worker(faust_app, loglevel=settings.worker.log_level.upper()).execute_from_commandline()
 
@@ -150,15 +98,15 @@ def rates(
     from storage.queries import failure_rates
 
     try:
-        with _client(clickhouse) as client:
+        with open_client(clickhouse) as client:
             rows = failure_rates(
-                client, signal=signal, model=model, since=_parse_time(since),
-                until=_parse_time(until), bucket=bucket,
+                client, signal=signal, model=model, since=parse_time(since),
+                until=parse_time(until), bucket=bucket,
             )  # fmt: skip
-    except _ERRORS as exc:
-        raise _fail(exc) from exc
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
     if fmt == "json":
-        _print_json({"rates": [r.as_dict() for r in rows]})
+        print_json({"rates": [r.as_dict() for r in rows]})
         return
     table = Table("signal", "model", "version", "bucket", "events", "failures", "rate")
     for r in rows:
@@ -191,16 +139,16 @@ def signals_add(
     try:
         spec = load_spec(spec_path)
         fitted = train_signal(spec, make_embedder(EmbedderSettings()))
-        with _client(clickhouse) as client:
+        with open_client(clickhouse) as client:
             fitted = save_fitted(client, fitted, author=author)
-    except _ERRORS as exc:
-        raise _fail(exc) from exc
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
     summary = {
         "name": fitted.name, "version": fitted.version, "embedder_id": fitted.embedder_id,
         "threshold": fitted.threshold, "metrics": fitted.metrics, "train_ms": fitted.train_ms,
     }  # fmt: skip
     if fmt == "json":
-        _print_json(summary)
+        print_json(summary)
     else:
         console.print(
             f"signal {fitted.name!r} v{fitted.version}: threshold "
@@ -214,17 +162,17 @@ def signals_list(clickhouse: ClickHouseOpt = None, fmt: FormatOpt = "text") -> N
     from streams.signal_store import load_fitted
 
     try:
-        with _client(clickhouse) as client:
+        with open_client(clickhouse) as client:
             fitted = load_fitted(client)
-    except _ERRORS as exc:
-        raise _fail(exc) from exc
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
     rows = [{
         "name": s.name, "version": s.version, "kind": s.kind, "field": s.field,
         "embedder_id": s.embedder_id, "threshold": s.threshold, "metrics": s.metrics,
         "trained_at": s.trained_at.isoformat(),
     } for s in fitted]  # fmt: skip
     if fmt == "json":
-        _print_json({"signals": rows})
+        print_json({"signals": rows})
         return
     table = Table("name", "version", "kind", "field", "threshold", "cv F1", "embedder")
     for s in fitted:
@@ -248,16 +196,16 @@ def releases_add(
     """Record that MODEL VERSION was released at a time."""
     from storage.releases import add_release
 
-    when = _parse_time(at)
+    when = parse_time(at)
     if when is None:  # pragma: no cover - typer requires --at
         raise typer.BadParameter("--at is required")
     try:
-        with _client(clickhouse) as client:
+        with open_client(clickhouse) as client:
             add_release(client, model, version, when, source="manual", note=note)
-    except _ERRORS as exc:
-        raise _fail(exc) from exc
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
     if fmt == "json":
-        _print_json({"model": model, "model_version": version, "released_at": when.isoformat()})
+        print_json({"model": model, "model_version": version, "released_at": when.isoformat()})
     else:
         console.print(f"release {model} {version} recorded at {when.isoformat()}")
 
@@ -276,16 +224,16 @@ def replay(
     """Replay JSONL logs (plain or gzip) through the pipeline, keeping their timestamps."""
     from telltale.replay import replay_files
 
-    settings = _settings(clickhouse, kafka)
+    settings = settings_for(clickhouse, kafka)
     try:
         report = replay_files(
             settings, files, to_kafka=to_kafka, speed=speed,
             reject_file=reject_file or Path("replay.rejects.jsonl"), batch_size=batch_size,
         )  # fmt: skip
-    except _ERRORS as exc:
-        raise _fail(exc) from exc
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
     if fmt == "json":
-        _print_json(report)
+        print_json(report)
     else:
         console.print(report)
 
@@ -302,10 +250,10 @@ def demo(
     dsn = clickhouse or "chdb://./.telltale/demo-db"
     try:
         report = run_demo(dsn, events_per_version=events, console=console)
-    except _ERRORS as exc:
-        raise _fail(exc) from exc
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
     if fmt == "json":
-        _print_json(report)
+        print_json(report)
 
 
 if __name__ == "__main__":  # pragma: no cover
