@@ -1,8 +1,10 @@
 """Apply every signal at once: one matrix product per embedding field.
 
-All fitted signals that read the same field (``output.text`` say) are stacked into one weight
-matrix ``W`` (signals × dim) and bias vector, so scoring a batch of ``n`` embeddings against
-``S`` signals is a single ``(n × dim) · (dim × S)`` product, whatever ``S`` is.
+All logistic signals that read the same field (``output.text`` say) are stacked into one weight
+matrix ``W`` (dim × signals) and bias vector, so scoring a batch of ``n`` embeddings against
+``S`` signals is a single ``(n × dim) · (dim × S)`` product, whatever ``S`` is. MLP signals are
+batched the same way: their hidden layers are concatenated into one ``(dim × S·h)`` matrix, and
+their output layers form one block-diagonal ``(S·h × S)`` matrix.
 """
 
 from __future__ import annotations
@@ -33,10 +35,51 @@ class FieldScores:
 
 @dataclass(frozen=True)
 class _Stack:
-    signals: tuple[FittedSignal, ...]
-    weights: NDArray[np.float32]  # (dim, S)
-    bias: NDArray[np.float32]  # (S,)
+    signals: tuple[FittedSignal, ...]  # logistic signals first, then MLP signals
+    weights: NDArray[np.float32]  # (dim, S_linear)
+    bias: NDArray[np.float32]  # (S_linear,)
+    hidden: NDArray[np.float32]  # (dim, sum of hidden widths)
+    hidden_bias: NDArray[np.float32]
+    output: NDArray[np.float32]  # block-diagonal (sum of hidden widths, S_mlp)
+    output_bias: NDArray[np.float32]  # (S_mlp,)
     thresholds: NDArray[np.float32]  # (S,)
+
+    @classmethod
+    def of(cls, group: list[FittedSignal], dim: int) -> _Stack:
+        linear = [s for s in group if not s.is_mlp]
+        mlp = [s for s in group if s.is_mlp]
+        widths = [len(s.hidden_bias) for s in mlp]
+        output = np.zeros((sum(widths), len(mlp)), dtype=np.float32)
+        row = 0
+        for j, (signal, width) in enumerate(zip(mlp, widths, strict=True)):
+            output[row : row + width, j] = signal.weights
+            row += width
+        hidden = (
+            np.concatenate([np.array(s.hidden_weights, dtype=np.float32) for s in mlp], axis=1)
+            if mlp
+            else np.zeros((dim, 0), dtype=np.float32)
+        )
+        ordered = (*linear, *mlp)
+        return cls(
+            signals=ordered,
+            weights=np.array([s.weights for s in linear], dtype=np.float32).reshape(
+                len(linear), dim).T.copy(),
+            bias=np.array([s.bias for s in linear], dtype=np.float32),
+            hidden=hidden,
+            hidden_bias=np.concatenate(
+                [np.array(s.hidden_bias, dtype=np.float32) for s in mlp]
+            ) if mlp else np.zeros(0, dtype=np.float32),
+            output=output,
+            output_bias=np.array([s.bias for s in mlp], dtype=np.float32),
+            thresholds=np.array([s.threshold for s in ordered], dtype=np.float32),
+        )  # fmt: skip
+
+    def logits(self, embeddings: NDArray[np.float32]) -> NDArray[np.float32]:
+        linear = embeddings @ self.weights + self.bias
+        if not self.output_bias.size:
+            return linear
+        hidden = np.maximum(embeddings @ self.hidden + self.hidden_bias, 0.0)
+        return np.concatenate([linear, hidden @ self.output + self.output_bias], axis=1)
 
 
 class SignalBank:
@@ -55,18 +98,12 @@ class SignalBank:
         for signal in self.signals:
             by_field.setdefault(signal.field, []).append(signal)
         self._stacks = {
-            name: _Stack(
-                signals=tuple(group),
-                weights=np.array([s.weights for s in group], dtype=np.float32).T.copy(),
-                bias=np.array([s.bias for s in group], dtype=np.float32),
-                thresholds=np.array([s.threshold for s in group], dtype=np.float32),
-            )
-            for name, group in by_field.items()
+            name: _Stack.of(group, _input_dim(group[0])) for name, group in by_field.items()
         }
 
     @property
     def fields(self) -> tuple[str, ...]:
-        """The embedding fields some signal reads; the pipeline embeds only these (and prompts)."""
+        """The embedding fields some signal reads."""
         return tuple(self._stacks)
 
     def __len__(self) -> int:
@@ -78,6 +115,10 @@ class SignalBank:
         if stack is None:
             empty = np.zeros((len(embeddings), 0), dtype=np.float32)
             return FieldScores((), empty, empty.astype(bool))
-        logits = embeddings @ stack.weights + stack.bias
+        logits = stack.logits(embeddings)
         probabilities = (1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))).astype(np.float32)
         return FieldScores(stack.signals, probabilities, probabilities >= stack.thresholds)
+
+
+def _input_dim(signal: FittedSignal) -> int:
+    return len(signal.hidden_weights) if signal.is_mlp else len(signal.weights)

@@ -15,8 +15,10 @@ __all__ = ["FittedSignal"]
 class FittedSignal(BaseModel):
     """Everything needed to score embeddings, and how good the signal was when trained.
 
-    ``probability = sigmoid(embedding · weights + bias)``; an event is flagged when the
-    probability reaches ``threshold``. ``metrics`` are stratified k-fold estimates.
+    Logistic: ``probability = sigmoid(embedding · weights + bias)``. MLP: the embedding first
+    goes through one ReLU layer, ``h = relu(embedding · hidden_weights + hidden_bias)``, and
+    ``weights``/``bias`` apply to ``h``. An event is flagged when the probability reaches
+    ``threshold``. ``metrics`` are stratified k-fold estimates.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -27,6 +29,8 @@ class FittedSignal(BaseModel):
     kind: Literal["few_shot", "zero_shot"]
     weights: tuple[float, ...]
     bias: float
+    hidden_weights: tuple[tuple[float, ...], ...] = ()  # (dim, hidden) for the MLP classifier
+    hidden_bias: tuple[float, ...] = ()
     threshold: float
     metrics: dict[str, float]
     n_positive: int
@@ -41,3 +45,7 @@ class FittedSignal(BaseModel):
     @property
     def field(self) -> str:
         return self.spec.field
+
+    @property
+    def is_mlp(self) -> bool:
+        return bool(self.hidden_bias)

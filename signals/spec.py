@@ -10,7 +10,7 @@ A spec is usually written in YAML and loaded with :func:`load_spec`:
     modality: text            # text | image
     kind: few_shot            # few_shot | zero_shot
     examples:
-      positive: ["You should buy ACME shares today.", ...]
+      positive: ["You should buy ACME shares today.", {event_id: "a1b2"}, ...]
       negative: ["Diversified index funds suit most savers.", ...]
     threshold: auto           # or a probability in (0, 1)
 """
@@ -26,7 +26,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from signals.base import Modality, Target
 from signals.errors import SpecError
 
-__all__ = ["Examples", "SignalSpec", "field_key", "load_spec", "parse_spec"]
+__all__ = [
+    "EventRef",
+    "Example",
+    "Examples",
+    "SignalSpec",
+    "field_key",
+    "load_spec",
+    "parse_spec",
+]
 
 
 def field_key(target: Target, modality: Modality) -> str:
@@ -38,11 +46,29 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class Examples(_Frozen):
-    """Labelled examples: texts, image references (path, URL, base64), depending on modality."""
+class EventRef(_Frozen):
+    """An example that is an event already stored: its embedding is reused, not recomputed."""
 
-    positive: tuple[str, ...] = ()
-    negative: tuple[str, ...] = ()
+    event_id: str = Field(min_length=1, max_length=256)
+
+
+Example = str | EventRef
+"""Inline text, an image reference (path, URL, base64), or ``{event_id: ...}``."""
+
+
+class Examples(_Frozen):
+    """Labelled examples. Inline ones must match the spec's modality."""
+
+    positive: tuple[Example, ...] = ()
+    negative: tuple[Example, ...] = ()
+
+    def with_example(self, example: Example, positive: bool) -> Examples:
+        """A copy with ``example`` added to one class and removed from the other."""
+        pos = tuple(e for e in self.positive if e != example)
+        neg = tuple(e for e in self.negative if e != example)
+        if positive:
+            return Examples(positive=(*pos, example), negative=neg)
+        return Examples(positive=pos, negative=(*neg, example))
 
 
 class SignalSpec(_Frozen):
@@ -51,7 +77,8 @@ class SignalSpec(_Frozen):
     target: Target = "output"
     modality: Modality = "text"
     kind: Literal["few_shot", "zero_shot"] = "few_shot"
-    classifier: Literal["logistic"] = "logistic"
+    classifier: Literal["logistic", "mlp"] = "logistic"
+    hidden_units: int = Field(default=8, ge=1, le=256, description="MLP hidden layer width")
     examples: Examples = Examples()
     query: str | None = None
     threshold: float | Literal["auto"] = "auto"
@@ -83,6 +110,8 @@ class SignalSpec(_Frozen):
             raise ValueError("kind 'zero_shot' needs a query text")
         if self.kind == "few_shot" and self.query:
             raise ValueError("query is only used by kind 'zero_shot'")
+        if self.kind == "zero_shot" and self.classifier != "logistic":
+            raise ValueError("classifier 'mlp' applies to kind 'few_shot' only")
         return self
 
     @property
@@ -94,8 +123,15 @@ class SignalSpec(_Frozen):
         if self.modality != "image":
             return self
 
-        def fix(ref: str) -> str:
-            if "://" in ref or ref.startswith("data:") or Path(ref).is_absolute():
+        def fix(ref: Example) -> Example:
+            if isinstance(ref, EventRef):
+                return ref
+            if (
+                "://" in ref
+                or ref.startswith("data:")
+                or len(ref) > 1024
+                or Path(ref).is_absolute()
+            ):
                 return ref
             candidate = base_dir / ref
             return str(candidate) if candidate.exists() else ref

@@ -1,4 +1,5 @@
-"""Training signals from examples: few-shot logistic regression and zero-shot text queries.
+"""Training signals from examples: few-shot logistic regression or a one-hidden-layer MLP, and
+zero-shot text queries.
 
 Few-shot follows the practice that makes these signals useful: ``class_weight="balanced"``,
 seeded randomness, stratified k-fold estimates of precision/recall/F1/ROC-AUC stored with the
@@ -9,23 +10,29 @@ cross-validated F-beta (beta < 1 favours precision, which is what an alerting si
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from signals.errors import TrainingError
+from signals.base import Embedder
+from signals.errors import ImageError, TrainingError
 from signals.fitted import FittedSignal
 from signals.images import ImagePolicy, load_image
-from signals.spec import SignalSpec
+from signals.spec import EventRef, Example, SignalSpec
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from signals.base import Embedder
-
-__all__ = ["MIN_EXAMPLES_PER_CLASS", "embed_examples", "fit_signal", "train_signal"]
+__all__ = [
+    "MIN_EXAMPLES_PER_CLASS",
+    "ExampleLookup",
+    "embed_examples",
+    "fit_signal",
+    "train_signal",
+]
 
 MIN_EXAMPLES_PER_CLASS = 2
 _MIN_SCALE = 1e-3
@@ -34,26 +41,99 @@ _ZERO_SHOT_SCALE = 100.0
 _ZERO_SHOT_COSINE = 0.25
 
 
+class ExampleLookup(Protocol):
+    """Embeddings of stored events, for examples given as ``{event_id: ...}``.
+
+    Implemented where storage is known (``streams.signal_store``); returns the vector of
+    ``field`` for each id it knows, in ``embedder``'s space, and leaves unknown ids out.
+    """
+
+    def vectors(
+        self, event_ids: Sequence[str], field: str, embedder: Embedder
+    ) -> dict[str, NDArray[np.float32]]: ...
+
+
+@dataclass(frozen=True)
+class _Fit:
+    weights: NDArray[np.float64]
+    bias: float
+    threshold: float
+    metrics: dict[str, float]
+    hidden_weights: NDArray[np.float64] | None = None
+    hidden_bias: NDArray[np.float64] | None = None
+
+
 def embed_examples(
-    spec: SignalSpec, embedder: Embedder, policy: ImagePolicy | None = None
+    spec: SignalSpec,
+    embedder: Embedder,
+    policy: ImagePolicy | None = None,
+    lookup: ExampleLookup | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Embed the spec's positive and negative examples with ``embedder``."""
+    """Embed the spec's positive and negative examples with ``embedder``.
 
-    def embed(refs: Sequence[str]) -> NDArray[np.float32]:
-        if not refs:
+    Inline examples are embedded; ``EventRef`` examples come from ``lookup``. An unknown
+    event id, a missing lookup, or an inline example of the wrong modality is a
+    :class:`TrainingError` naming the example.
+    """
+    refs = [e.event_id for e in (*spec.examples.positive, *spec.examples.negative)
+            if isinstance(e, EventRef)]  # fmt: skip
+    stored: dict[str, NDArray[np.float32]] = {}
+    if refs:
+        if lookup is None:
+            raise TrainingError(
+                f"signal {spec.name!r} uses stored events as examples; no event store was given"
+            )
+        stored = lookup.vectors(refs, spec.field, embedder)
+        unknown = [r for r in refs if r not in stored]
+        if unknown:
+            raise TrainingError(
+                f"signal {spec.name!r}: unknown event id(s) or no {spec.field} in them: "
+                + ", ".join(repr(u) for u in unknown[:5])
+            )
+
+    def embed(examples: Sequence[Example], label: str) -> NDArray[np.float32]:
+        rows: list[NDArray[np.float32] | None] = [
+            stored[e.event_id] if isinstance(e, EventRef) else None for e in examples
+        ]
+        inline = [(i, e) for i, e in enumerate(examples) if isinstance(e, str)]
+        if inline:
+            vectors = _embed_inline(spec, embedder, [e for _, e in inline], label, policy)
+            for (i, _), vector in zip(inline, vectors, strict=True):
+                rows[i] = vector
+        if not rows:
             return np.zeros((0, embedder.dim), dtype=np.float32)
-        if spec.modality == "text":
-            return embedder.embed_texts(list(refs))
-        return embedder.embed_images([load_image(ref, policy) for ref in refs])
+        return np.stack([r for r in rows if r is not None]).astype(np.float32)
 
-    return embed(spec.examples.positive), embed(spec.examples.negative)
+    return embed(spec.examples.positive, "positive"), embed(spec.examples.negative, "negative")
+
+
+def _embed_inline(
+    spec: SignalSpec, embedder: Embedder, refs: list[str], label: str,
+    policy: ImagePolicy | None,
+) -> NDArray[np.float32]:  # fmt: skip
+    if spec.modality == "text":
+        return embedder.embed_texts(refs)
+    images = []
+    for number, ref in enumerate(refs, start=1):
+        try:
+            images.append(load_image(ref, policy))
+        except ImageError as exc:
+            raise TrainingError(
+                f"signal {spec.name!r} has modality image, but {label} example {number} is not "
+                f"a loadable image: {exc}"
+            ) from exc
+    return embedder.embed_images(images)
 
 
 def train_signal(
-    spec: SignalSpec, embedder: Embedder, version: int = 1, policy: ImagePolicy | None = None
+    spec: SignalSpec,
+    embedder: Embedder,
+    version: int = 1,
+    policy: ImagePolicy | None = None,
+    lookup: ExampleLookup | None = None,
 ) -> FittedSignal:
     """Embed the spec's examples (and query) and fit the signal."""
-    positives, negatives = embed_examples(spec, embedder, policy)
+    positives, negatives = embed_examples(spec, embedder, policy, lookup)
     query = (
         embedder.embed_texts([spec.query])[0] if spec.kind == "zero_shot" and spec.query else None
     )
@@ -74,18 +154,23 @@ def fit_signal(
     if spec.kind == "zero_shot":
         if query is None:
             raise TrainingError(f"signal {spec.name!r}: zero_shot needs the query embedding")
-        weights, bias, threshold, metrics = _fit_zero_shot(spec, positives, negatives, query)
+        fit = _fit_zero_shot(spec, positives, negatives, query)
     else:
-        weights, bias, threshold, metrics = _fit_few_shot(spec, positives, negatives)
+        _check_counts(spec, len(positives), len(negatives))
+        fit = _fit_few_shot(spec, positives, negatives)
+    hidden_w = () if fit.hidden_weights is None else tuple(map(tuple, fit.hidden_weights.tolist()))
+    hidden_b = () if fit.hidden_bias is None else tuple(fit.hidden_bias.tolist())
     return FittedSignal(
         spec=spec,
         version=version,
         embedder_id=embedder_id,
         kind=spec.kind,
-        weights=tuple(float(w) for w in weights),
-        bias=float(bias),
-        threshold=float(threshold),
-        metrics=metrics,
+        weights=tuple(float(w) for w in fit.weights),
+        bias=float(fit.bias),
+        hidden_weights=hidden_w,
+        hidden_bias=hidden_b,
+        threshold=float(fit.threshold),
+        metrics=fit.metrics,
         n_positive=len(positives),
         n_negative=len(negatives),
         trained_at=datetime.now(UTC),
@@ -102,35 +187,77 @@ def _check_counts(spec: SignalSpec, n_pos: int, n_neg: int) -> None:
             )
 
 
+FitPredict = Callable[
+    ["NDArray[np.float64]", "NDArray[np.float64]", "NDArray[np.float64]"], "NDArray[np.float64]"
+]
+
+
 def _fit_few_shot(
     spec: SignalSpec, positives: NDArray[np.float32], negatives: NDArray[np.float32]
-) -> tuple[NDArray[np.float64], float, float, dict[str, float]]:
-    from sklearn.linear_model import LogisticRegression
-
-    _check_counts(spec, len(positives), len(negatives))
+) -> _Fit:
     x = np.concatenate([positives, negatives]).astype(np.float64)
     y = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
+    make = _logistic(spec) if spec.classifier == "logistic" else _mlp(spec)
 
-    def make() -> Any:
-        return LogisticRegression(
-            C=spec.regularization, class_weight="balanced", max_iter=1000,
-            random_state=spec.seed,
-        )  # fmt: skip
+    def fit_predict(
+        x_train: NDArray[np.float64], y_train: NDArray[np.float64], x_test: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        mean, scale = _standardizer(x_train)
+        xb, yb = _balanced(x_train, y_train) if spec.classifier == "mlp" else (x_train, y_train)
+        model = make().fit((xb - mean) / scale, yb)
+        probs: NDArray[np.float64] = model.predict_proba((x_test - mean) / scale)[:, 1]
+        return probs
 
-    cv_probs = _cross_val_probs(make, x, y, spec.seed, standardize=True)
+    cv_probs = _cross_val_probs(fit_predict, x, y, spec.seed)
     threshold = (
         _pick_threshold(cv_probs, y, spec.beta)
         if spec.threshold == "auto"
         else float(spec.threshold)
     )
-    mean, scale = _standardizer(x)
-    model = make().fit((x - mean) / scale, y)
-    # Fold the standardisation into the linear model so scoring stays one matrix product:
-    # w·(e - mean)/scale + b  ==  (w/scale)·e + (b - w·mean/scale)
-    weights = model.coef_[0] / scale
-    bias = float(model.intercept_[0] - np.dot(weights, mean))
     metrics = _metrics(cv_probs, y, threshold)
-    return weights, bias, threshold, metrics
+    mean, scale = _standardizer(x)
+    # The standardisation is folded into the first layer so scoring stays one matrix product:
+    # w·(e - mean)/scale + b  ==  (w/scale)·e + (b - w·mean/scale)
+    if spec.classifier == "logistic":
+        model = make().fit((x - mean) / scale, y)
+        weights = model.coef_[0] / scale
+        return _Fit(weights, float(model.intercept_[0] - weights @ mean), threshold, metrics)
+    xb, yb = _balanced(x, y)
+    model = make().fit((xb - mean) / scale, yb)
+    hidden = model.coefs_[0] / scale[:, None]
+    hidden_bias = model.intercepts_[0] - mean @ hidden
+    return _Fit(model.coefs_[1][:, 0], float(model.intercepts_[1][0]), threshold, metrics,
+                hidden, hidden_bias)  # fmt: skip
+
+
+def _logistic(spec: SignalSpec) -> Callable[[], Any]:
+    from sklearn.linear_model import LogisticRegression
+
+    return lambda: LogisticRegression(
+        C=spec.regularization, class_weight="balanced", max_iter=1000, random_state=spec.seed
+    )
+
+
+def _mlp(spec: SignalSpec) -> Callable[[], Any]:
+    from sklearn.neural_network import MLPClassifier
+
+    # lbfgs suits a few dozen examples; alpha is the L2 penalty, the MLP's regulariser.
+    return lambda: MLPClassifier(
+        hidden_layer_sizes=(spec.hidden_units,), activation="relu", solver="lbfgs",
+        alpha=1.0 / spec.regularization, max_iter=2000, random_state=spec.seed,
+    )  # fmt: skip
+
+
+def _balanced(
+    x: NDArray[np.float64], y: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Repeat the minority class until the classes are even (the MLP has no class weights)."""
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    small, large = (pos, neg) if len(pos) < len(neg) else (neg, pos)
+    if len(small) == len(large) or len(small) == 0:
+        return x, y
+    index = np.concatenate([large, np.resize(small, len(large))])
+    return x[index], y[index]
 
 
 def _fit_zero_shot(
@@ -138,32 +265,37 @@ def _fit_zero_shot(
     positives: NDArray[np.float32],
     negatives: NDArray[np.float32],
     query: NDArray[np.float32],
-) -> tuple[NDArray[np.float64], float, float, dict[str, float]]:
+) -> _Fit:
     """Cosine to the query, mapped to a probability; Platt-calibrated when labels exist."""
     q = query.astype(np.float64)
     q = q / max(float(np.linalg.norm(q)), 1e-12)
     if len(positives) < MIN_EXAMPLES_PER_CLASS or len(negatives) < MIN_EXAMPLES_PER_CLASS:
         threshold = 0.5 if spec.threshold == "auto" else float(spec.threshold)
-        weights = q * _ZERO_SHOT_SCALE
-        return weights, -_ZERO_SHOT_SCALE * _ZERO_SHOT_COSINE, threshold, {"calibrated": 0.0}
+        bias = -_ZERO_SHOT_SCALE * _ZERO_SHOT_COSINE
+        return _Fit(q * _ZERO_SHOT_SCALE, bias, threshold, {"calibrated": 0.0})
     from sklearn.linear_model import LogisticRegression
 
-    cos = np.concatenate([positives, negatives]).astype(np.float64) @ q
+    cos = (np.concatenate([positives, negatives]).astype(np.float64) @ q)[:, None]
     y = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
 
     def make() -> Any:
         return LogisticRegression(C=1e4, class_weight="balanced", random_state=spec.seed)
 
-    cv_probs = _cross_val_probs(make, cos[:, None], y, spec.seed)
+    def fit_predict(
+        x_train: NDArray[np.float64], y_train: NDArray[np.float64], x_test: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        probs: NDArray[np.float64] = make().fit(x_train, y_train).predict_proba(x_test)[:, 1]
+        return probs
+
+    cv_probs = _cross_val_probs(fit_predict, cos, y, spec.seed)
     threshold = (
         _pick_threshold(cv_probs, y, spec.beta)
         if spec.threshold == "auto"
         else float(spec.threshold)
     )
-    model = make().fit(cos[:, None], y)
+    model = make().fit(cos, y)
     metrics = {**_metrics(cv_probs, y, threshold), "calibrated": 1.0}
-    scale = float(model.coef_[0][0])
-    return q * scale, float(model.intercept_[0]), threshold, metrics
+    return _Fit(q * float(model.coef_[0][0]), float(model.intercept_[0]), threshold, metrics)
 
 
 def _standardizer(x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
@@ -174,12 +306,7 @@ def _standardizer(x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[
 
 
 def _cross_val_probs(
-    make: Any,
-    x: NDArray[np.float64],
-    y: NDArray[np.float64],
-    seed: int,
-    *,
-    standardize: bool = False,
+    fit_predict: FitPredict, x: NDArray[np.float64], y: NDArray[np.float64], seed: int
 ) -> NDArray[np.float64]:
     """Held-out probabilities from stratified k-fold (k = min(5, smallest class))."""
     from sklearn.model_selection import StratifiedKFold
@@ -188,9 +315,7 @@ def _cross_val_probs(
     probs = np.zeros(len(y))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for train, test in splitter.split(x, y):
-        mean, scale = _standardizer(x[train]) if standardize else (0.0, 1.0)
-        model = make().fit((x[train] - mean) / scale, y[train])
-        probs[test] = model.predict_proba((x[test] - mean) / scale)[:, 1]
+        probs[test] = fit_predict(x[train], y[train], x[test])
     return probs
 
 

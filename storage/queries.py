@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-__all__ = ["Bucket", "RateRow", "TableCounts", "failure_rates", "table_counts"]
+__all__ = [
+    "Bucket",
+    "RateRow",
+    "TableCounts",
+    "failure_rates",
+    "score_quantiles",
+    "table_counts",
+]
 
 Bucket = Literal["total", "minute", "hour", "day"]
 
@@ -119,3 +126,31 @@ def table_counts(client: Client) -> TableCounts:
         embeddings=one("SELECT count() FROM embeddings FINAL"),
         scores=one("SELECT count() FROM signal_scores FINAL"),
     )
+
+
+def score_quantiles(
+    client: Client,
+    signal: str,
+    version: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, float]:
+    """Score distribution of one signal version over stored events (p10, p50, p90, p99)."""
+    rows = client.query(
+        """
+        SELECT quantilesExact(0.1, 0.5, 0.9, 0.99)(score), count()
+        FROM signal_scores FINAL
+        WHERE signal = {signal:String} AND signal_version = {version:UInt32}
+          AND timestamp >= {since:DateTime64(3, 'UTC')} AND timestamp < {until:DateTime64(3, 'UTC')}
+        """,
+        parameters={
+            "signal": signal,
+            "version": version,
+            "since": _aware(since or datetime(1970, 1, 1, tzinfo=UTC)),
+            "until": _aware(until or datetime(2200, 1, 1, tzinfo=UTC)),
+        },
+    ).result_rows
+    values, count = rows[0]
+    if not count:
+        return {}
+    return {name: float(v) for name, v in zip(("p10", "p50", "p90", "p99"), values, strict=True)}

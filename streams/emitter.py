@@ -7,8 +7,9 @@
 Events are keyed by ``event_id`` so a re-sent event lands on the same partition as the first
 copy and is handled by the same worker, in order. An event the producer refuses outright
 (larger than ``max_request_size``, say) raises :class:`EmitError` from ``emit`` at once.
-The producer batches (``linger_ms``, ``batch_size``); ``flush()`` waits for every send and raises :class:`EmitError` listing the
-events that could not be delivered, so an application never loses one silently.
+The producer batches (``linger_ms``, ``batch_size``); ``flush()`` waits for every send and
+raises :class:`EmitError` listing the events that could not be delivered, so an application
+never loses one silently.
 """
 
 from __future__ import annotations

@@ -2,7 +2,9 @@
 
 A worker asks :class:`LiveSignals` for the current :class:`~signals.bank.SignalBank` before
 each batch; it re-reads the registry at most every ``refresh_s`` seconds, so a signal added or
-changed with ``telltale signals add`` is picked up without a restart.
+changed with ``telltale signals add`` is picked up without a restart. A signal trained on
+another embedder is never applied; when a ``retrain`` function is given, it is retrained from
+its stored examples on the current embedder and published as a new version.
 """
 
 from __future__ import annotations
@@ -10,16 +12,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from signals.bank import SignalBank
+from signals.base import Embedder
+from signals.errors import ImageError, SignalError
 from signals.fitted import FittedSignal
+from signals.images import ImagePolicy, load_image
+from signals.training import train_signal
+from storage.embeddings import event_contents, vectors_by_event
 from storage.registry import SignalRecord, latest_signals, next_version, save_signal
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
+    from numpy.typing import NDArray
 
-__all__ = ["LiveSignals", "load_fitted", "save_fitted"]
+__all__ = ["LiveSignals", "StoredExamples", "load_fitted", "retrainer", "save_fitted"]
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +52,70 @@ def load_fitted(client: Client) -> list[FittedSignal]:
     return [FittedSignal.model_validate_json(r.fitted) for r in latest_signals(client)]
 
 
+class StoredExamples:
+    """Examples given as stored event ids: their stored vectors, or their content re-embedded
+    when they were embedded by another model."""
+
+    def __init__(self, client: Client, policy: ImagePolicy | None = None) -> None:
+        self._client = client
+        self._policy = policy
+
+    def vectors(
+        self, event_ids: Sequence[str], field: str, embedder: Embedder
+    ) -> dict[str, NDArray[np.float32]]:
+        found = {
+            k: np.asarray(v, dtype=np.float32)
+            for k, v in vectors_by_event(self._client, event_ids, field, embedder.id).items()
+        }
+        missing = [e for e in event_ids if e not in found]
+        if not missing:
+            return found
+        contents = event_contents(self._client, missing, field)
+        ids = list(contents)
+        vectors: NDArray[np.float32] | list[NDArray[np.float32]] = []
+        if field.endswith(".image"):
+            images, kept = [], []
+            for event_id in ids:
+                try:
+                    images.append(load_image(contents[event_id], self._policy))
+                    kept.append(event_id)
+                except ImageError:
+                    continue  # reported as unknown by the caller
+            vectors = embedder.embed_images(images) if images else []
+            ids = kept
+        else:
+            vectors = embedder.embed_texts([contents[e] for e in ids]) if ids else []
+        found.update(zip(ids, vectors, strict=True))
+        return found
+
+
+Retrain = Callable[[FittedSignal], FittedSignal]
+
+
+def retrainer(client: Client, embedder: Embedder) -> Retrain:
+    """Retrain a signal's stored spec on ``embedder`` and store it as a new version."""
+
+    def retrain(old: FittedSignal) -> FittedSignal:
+        fitted = train_signal(old.spec, embedder, lookup=StoredExamples(client))
+        return save_fitted(client, fitted, author=f"auto-retrain from v{old.version}")
+
+    return retrain
+
+
 class LiveSignals:
     """A :class:`SignalBank` for one embedder, refreshed from storage every ``refresh_s``."""
 
-    def __init__(self, client: Client, embedder_id: str, refresh_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        client: Client,
+        embedder_id: str,
+        refresh_s: float = 10.0,
+        retrain: Retrain | None = None,
+    ) -> None:
         self._client = client
         self._embedder_id = embedder_id
         self._refresh_s = refresh_s
+        self._retrain = retrain
         self._lock = threading.Lock()
         self._bank = SignalBank([], embedder_id)
         self._loaded_at = float("-inf")
@@ -59,11 +127,33 @@ class LiveSignals:
                 self._reload()
             return self._bank
 
+    def invalidate(self) -> None:
+        """Re-read the registry before the next batch."""
+        with self._lock:
+            self._loaded_at = float("-inf")
+
     def _reload(self) -> None:
         usable = []
         for fitted in load_fitted(self._client):
             if fitted.embedder_id == self._embedder_id:
                 usable.append(fitted)
+            elif self._retrain is not None and (fitted.name, fitted.version) not in self._skipped:
+                try:
+                    new = self._retrain(fitted)
+                except (SignalError, ValueError) as exc:
+                    self._skipped.add((fitted.name, fitted.version))
+                    log.error(
+                        "cannot retrain signal %r v%d on %s: %s",
+                        fitted.name,
+                        fitted.version,
+                        self._embedder_id,
+                        exc,
+                    )
+                    continue
+                log.warning("signal %r v%d was trained on %s; retrained as v%d on %s",
+                            fitted.name, fitted.version, fitted.embedder_id, new.version,
+                            self._embedder_id)  # fmt: skip
+                usable.append(new)
             elif (fitted.name, fitted.version) not in self._skipped:
                 self._skipped.add((fitted.name, fitted.version))
                 log.warning(

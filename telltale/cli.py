@@ -28,15 +28,13 @@ from telltale.cli_common import (
     print_json,
     settings_for,
 )
+from telltale.cli_signals import signals_app
 
 app = typer.Typer(
     name="telltale",
     help="Monitor the quality of generative-AI products in production.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-)
-signals_app = typer.Typer(
-    help="Define, inspect and back-fill quality signals.", no_args_is_help=True
 )
 releases_app = typer.Typer(help="Record model releases.", no_args_is_help=True)
 app.add_typer(signals_app, name="signals")
@@ -119,68 +117,6 @@ def rates(
             str(r.failures),
             f"{r.rate:.2%}",
         )
-    Console().print(table)
-
-
-@signals_app.command("add")
-def signals_add(
-    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", exists=True, dir_okay=False)],
-    author: Annotated[str, typer.Option(help="recorded with the version")] = "",
-    clickhouse: ClickHouseOpt = None,
-    fmt: FormatOpt = "text",
-) -> None:
-    """Train a signal from its spec and store it as a new version."""
-    from signals.spec import load_spec
-    from signals.training import train_signal
-    from streams.signal_store import save_fitted
-    from telltale.settings import EmbedderSettings
-    from telltale.wiring import make_embedder
-
-    try:
-        spec = load_spec(spec_path)
-        fitted = train_signal(spec, make_embedder(EmbedderSettings()))
-        with open_client(clickhouse) as client:
-            fitted = save_fitted(client, fitted, author=author)
-    except CLI_ERRORS as exc:
-        raise fail(exc) from exc
-    summary = {
-        "name": fitted.name, "version": fitted.version, "embedder_id": fitted.embedder_id,
-        "threshold": fitted.threshold, "metrics": fitted.metrics, "train_ms": fitted.train_ms,
-    }  # fmt: skip
-    if fmt == "json":
-        print_json(summary)
-    else:
-        console.print(
-            f"signal {fitted.name!r} v{fitted.version}: threshold "
-            f"{fitted.threshold:.3f}, cv F1 {fitted.metrics.get('f1', 0):.2f}"
-        )
-
-
-@signals_app.command("list")
-def signals_list(clickhouse: ClickHouseOpt = None, fmt: FormatOpt = "text") -> None:
-    """The newest version of every signal."""
-    from streams.signal_store import load_fitted
-
-    try:
-        with open_client(clickhouse) as client:
-            fitted = load_fitted(client)
-    except CLI_ERRORS as exc:
-        raise fail(exc) from exc
-    rows = [{
-        "name": s.name, "version": s.version, "kind": s.kind, "field": s.field,
-        "embedder_id": s.embedder_id, "threshold": s.threshold, "metrics": s.metrics,
-        "trained_at": s.trained_at.isoformat(),
-    } for s in fitted]  # fmt: skip
-    if fmt == "json":
-        print_json({"signals": rows})
-        return
-    table = Table("name", "version", "kind", "field", "threshold", "cv F1", "embedder")
-    for s in fitted:
-        f1 = s.metrics.get("f1")
-        table.add_row(
-            s.name, str(s.version), s.kind, s.field, f"{s.threshold:.3f}",
-            "n/a" if f1 is None else f"{f1:.2f}", s.embedder_id,
-        )  # fmt: skip
     Console().print(table)
 
 

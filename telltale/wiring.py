@@ -9,7 +9,7 @@ from storage.client import connect
 from storage.migrate import migrate
 from storage.writer import ClickHouseWriter
 from streams.pipeline import Pipeline
-from streams.signal_store import LiveSignals
+from streams.signal_store import LiveSignals, retrainer
 from streams.worker import WorkerConfig, build_app
 from telltale.settings import ClickHouseSettings, EmbedderSettings, Settings
 
@@ -38,7 +38,9 @@ def make_embedder(settings: EmbedderSettings) -> OpenClipEmbedder:
 def make_pipeline(settings: Settings, client: Client | None = None) -> Pipeline:
     client = client or make_client(settings.clickhouse)
     embedder = make_embedder(settings.embedder)
-    signals = LiveSignals(client, embedder.id, settings.worker.signal_refresh_s)
+    signals = LiveSignals(
+        client, embedder.id, settings.worker.signal_refresh_s, retrain=retrainer(client, embedder)
+    )
     return Pipeline(embedder, signals, ClickHouseWriter(client))
 
 

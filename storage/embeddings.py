@@ -1,0 +1,126 @@
+"""Reading stored embeddings: by event id (examples, labeling) and in chunks (back-fill)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
+__all__ = [
+    "StoredEmbedding",
+    "count_embeddings",
+    "event_contents",
+    "iter_embeddings",
+    "vectors_by_event",
+]
+
+_FIELD_COLUMN = {"prompt.text": "prompt_text", "output.text": "output_text",
+                 "output.image": "output_image"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class StoredEmbedding:
+    event_id: str
+    timestamp: datetime
+    model: str
+    model_version: str
+    vector: list[float]
+
+
+def vectors_by_event(
+    client: Client, event_ids: Sequence[str], field: str, embedder_id: str
+) -> dict[str, list[float]]:
+    """The stored vectors of ``field`` for the given events under one embedder."""
+    rows = client.query(
+        """
+        SELECT event_id, any(vector) FROM embeddings
+        WHERE event_id IN {ids:Array(String)} AND field = {field:String}
+          AND embedder_id = {embedder:String}
+        GROUP BY event_id
+        """,
+        parameters={"ids": list(event_ids), "field": field, "embedder": embedder_id},
+    ).result_rows
+    return {str(r[0]): list(r[1]) for r in rows}
+
+
+def event_contents(client: Client, event_ids: Sequence[str], field: str) -> dict[str, str]:
+    """The raw content of ``field`` (text or image reference) for the given events, non-empty."""
+    column = _FIELD_COLUMN[field]  # a fixed column name, never user input
+    rows = client.query(
+        f"SELECT event_id, any({column}) FROM events "  # noqa: S608 - fixed column name
+        "WHERE event_id IN {ids:Array(String)} GROUP BY event_id",
+        parameters={"ids": list(event_ids)},
+    ).result_rows
+    return {str(r[0]): str(r[1]) for r in rows if r[1]}
+
+
+def iter_embeddings(
+    client: Client,
+    field: str,
+    embedder_id: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    skip_scored: tuple[str, int] | None = None,
+    chunk: int = 5_000,
+) -> Iterator[list[StoredEmbedding]]:
+    """Stored embeddings in chunks, paged by event id (keyset pagination: bounded memory).
+
+    ``skip_scored=(signal, version)`` leaves out events that already have that score.
+    """
+    where = ["field = {field:String}", "embedder_id = {embedder:String}",
+             "event_id > {after:String}"]  # fmt: skip
+    params: dict[str, Any] = {"field": field, "embedder": embedder_id, "chunk": chunk}
+    if since is not None:
+        where.append("timestamp >= {since:DateTime64(3, 'UTC')}")
+        params["since"] = since.astimezone(UTC)
+    if until is not None:
+        where.append("timestamp < {until:DateTime64(3, 'UTC')}")
+        params["until"] = until.astimezone(UTC)
+    if skip_scored is not None:
+        where.append(
+            "event_id NOT IN (SELECT event_id FROM signal_scores "
+            "WHERE signal = {signal:String} AND signal_version = {version:UInt32})"
+        )
+        params["signal"], params["version"] = skip_scored
+    # Only the fixed fragments above are joined in; every value is a bound parameter.
+    conditions = " AND ".join(where)
+    sql = f"""
+        SELECT event_id, any(timestamp), any(model), any(model_version), any(vector)
+        FROM embeddings WHERE {conditions}
+        GROUP BY event_id ORDER BY event_id LIMIT {{chunk:UInt32}}
+    """  # noqa: S608
+    after = ""
+    while True:
+        rows = client.query(sql, parameters={**params, "after": after}).result_rows
+        if not rows:
+            return
+        yield [
+            StoredEmbedding(str(r[0]), r[1].astimezone(UTC), str(r[2]), str(r[3]), list(r[4]))
+            for r in rows
+        ]
+        after = str(rows[-1][0])
+
+
+def count_embeddings(
+    client: Client, field: str, embedder_id: str, since: datetime | None = None,
+    until: datetime | None = None,
+) -> int:  # fmt: skip
+    """How many events have an embedding of ``field`` (for progress bars)."""
+    rows = client.query(
+        """
+        SELECT uniqExact(event_id) FROM embeddings
+        WHERE field = {field:String} AND embedder_id = {embedder:String}
+          AND timestamp >= {since:DateTime64(3, 'UTC')} AND timestamp < {until:DateTime64(3, 'UTC')}
+        """,
+        parameters={
+            "field": field, "embedder": embedder_id,
+            "since": (since or datetime(1970, 1, 1, tzinfo=UTC)).astimezone(UTC),
+            "until": (until or datetime(2200, 1, 1, tzinfo=UTC)).astimezone(UTC),
+        },
+    ).result_rows  # fmt: skip
+    return int(rows[0][0])

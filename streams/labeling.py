@@ -1,0 +1,97 @@
+"""Labeling help: which stored events are worth a human look for a signal.
+
+* *uncertain*: events whose score is closest to the signal's threshold (uncertainty sampling),
+  the labels that move the decision boundary most;
+* *similar to positives*: nearest neighbours (centred cosine) of the positive examples that are not
+  examples yet, likely misses or duplicates of a known failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from signals.bank import SignalBank
+from signals.fitted import FittedSignal
+from signals.spec import EventRef
+from signals.training import embed_examples
+from storage.embeddings import event_contents, iter_embeddings
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+    from numpy.typing import NDArray
+
+    from signals.base import Embedder
+    from streams.signal_store import StoredExamples
+
+__all__ = ["Suggestion", "suggest"]
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    reason: str  # "uncertain" or "similar_to_positive"
+    event_id: str
+    score: float
+    similarity: float | None
+    content: str
+
+
+def suggest(
+    client: Client,
+    signal: FittedSignal,
+    embedder: Embedder,
+    lookup: StoredExamples,
+    *,
+    limit: int = 10,
+    since: datetime | None = None,
+    pool: int = 20_000,
+) -> list[Suggestion]:
+    """Up to ``limit`` uncertain events and ``limit`` neighbours of positives."""
+    ids: list[str] = []
+    chunks = []
+    for rows in iter_embeddings(client, signal.field, signal.embedder_id, since=since):
+        ids += [r.event_id for r in rows]
+        chunks.append(np.array([r.vector for r in rows], dtype=np.float32))
+        if len(ids) >= pool:
+            break
+    if not ids:
+        return []
+    vectors = np.concatenate(chunks)
+    scores = SignalBank([signal], signal.embedder_id).score(signal.field, vectors).probabilities
+    examples = (*signal.spec.examples.positive, *signal.spec.examples.negative)
+    known = {e.event_id for e in examples if isinstance(e, EventRef)}
+    candidates = np.array([i not in known for i in ids])
+    margin = np.where(candidates, np.abs(scores[:, 0] - signal.threshold), np.inf)
+    uncertain = [int(i) for i in np.argsort(margin, kind="stable")[:limit] if candidates[i]]
+    positives, _ = embed_examples(signal.spec, embedder, lookup=lookup)
+    similar: list[tuple[int, float]] = []
+    if len(positives):
+        # Cosine after removing the pool's mean: embeddings of one model share a large common
+        # component that would otherwise make every event look alike.
+        centre = vectors.mean(axis=0)
+        pool_dirs = _unit(vectors - centre)
+        similarity = (pool_dirs @ _unit(positives - centre).T).max(axis=1)
+        similarity = np.where(candidates, similarity, -np.inf)
+        order = np.argsort(-similarity, kind="stable")
+        similar = [(int(i), float(similarity[i])) for i in order[:limit] if candidates[i]]
+    wanted = [ids[i] for i in uncertain] + [ids[i] for i, _ in similar]
+    contents = event_contents(client, wanted, signal.field) if wanted else {}
+    result = [
+        Suggestion("uncertain", ids[i], float(scores[i, 0]), None, contents.get(ids[i], ""))
+        for i in uncertain
+    ]
+    result += [
+        Suggestion("similar_to_positive", ids[i], float(scores[i, 0]), sim,
+                   contents.get(ids[i], ""))
+        for i, sim in similar
+    ]  # fmt: skip
+    return result
+
+
+def _unit(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    unit: NDArray[np.float32] = (x / np.maximum(norms, 1e-12)).astype(np.float32)
+    return unit

@@ -1,0 +1,286 @@
+"""``telltale signals ...``: define, inspect, label and back-fill quality signals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from telltale.cli_common import (
+    CLI_ERRORS,
+    ClickHouseOpt,
+    FormatOpt,
+    console,
+    fail,
+    open_client,
+    parse_time,
+    print_json,
+)
+
+if TYPE_CHECKING:
+    from signals.fitted import FittedSignal
+
+__all__ = ["signals_app"]
+
+signals_app = typer.Typer(
+    help="Define, inspect, label and back-fill quality signals.", no_args_is_help=True
+)
+
+SinceOpt = Annotated[str | None, typer.Option(help="RFC 3339, inclusive")]
+UntilOpt = Annotated[str | None, typer.Option(help="RFC 3339, exclusive")]
+
+
+def _current(client: Any, name: str) -> FittedSignal:
+    from streams.signal_store import load_fitted
+
+    for fitted in load_fitted(client):
+        if fitted.name == name:
+            return fitted
+    raise typer.BadParameter(f"no signal named {name!r}; see `telltale signals list`")
+
+
+def _embedder() -> Any:
+    from telltale.settings import EmbedderSettings
+    from telltale.wiring import make_embedder
+
+    return make_embedder(EmbedderSettings())
+
+
+def _summary(fitted: FittedSignal) -> dict[str, Any]:
+    return {
+        "name": fitted.name, "version": fitted.version, "kind": fitted.kind,
+        "classifier": fitted.spec.classifier, "field": fitted.field,
+        "embedder_id": fitted.embedder_id, "threshold": fitted.threshold,
+        "metrics": fitted.metrics, "n_positive": fitted.n_positive,
+        "n_negative": fitted.n_negative, "train_ms": fitted.train_ms,
+        "trained_at": fitted.trained_at.isoformat(),
+    }  # fmt: skip
+
+
+@signals_app.command("add")
+def add(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", exists=True, dir_okay=False)],
+    author: Annotated[str, typer.Option(help="recorded with the version")] = "",
+    clickhouse: ClickHouseOpt = None,
+    fmt: FormatOpt = "text",
+) -> None:
+    """Train a signal from its spec and store it as a new, immutable version."""
+    from signals.spec import load_spec
+    from signals.training import train_signal
+    from streams.signal_store import StoredExamples, save_fitted
+
+    try:
+        spec = load_spec(spec_path)
+        embedder = _embedder()
+        with open_client(clickhouse) as client:
+            fitted = train_signal(spec, embedder, lookup=StoredExamples(client))
+            fitted = save_fitted(client, fitted, author=author)
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
+    if fmt == "json":
+        print_json(_summary(fitted))
+        return
+    console.print(
+        f"signal {fitted.name!r} v{fitted.version}: threshold {fitted.threshold:.3f}, "
+        f"cv F1 {fitted.metrics.get('f1', float('nan')):.2f}, trained in {fitted.train_ms:.0f} ms"
+    )
+
+
+@signals_app.command("list")
+def list_signals(clickhouse: ClickHouseOpt = None, fmt: FormatOpt = "text") -> None:
+    """The newest version of every signal."""
+    from streams.signal_store import load_fitted
+
+    try:
+        with open_client(clickhouse) as client:
+            fitted = load_fitted(client)
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
+    if fmt == "json":
+        print_json({"signals": [_summary(s) for s in fitted]})
+        return
+    table = Table("name", "version", "kind", "field", "threshold", "cv F1", "embedder")
+    for s in fitted:
+        f1 = s.metrics.get("f1")
+        table.add_row(
+            s.name, str(s.version), s.kind, s.field, f"{s.threshold:.3f}",
+            "n/a" if f1 is None else f"{f1:.2f}", s.embedder_id,
+        )  # fmt: skip
+    Console().print(table)
+
+
+@signals_app.command("rm")
+def remove(
+    name: str, author: str = "", clickhouse: ClickHouseOpt = None, fmt: FormatOpt = "text"
+) -> None:
+    """Stop applying a signal (a tombstone version; its history stays)."""
+    from storage.registry import delete_signal
+
+    try:
+        with open_client(clickhouse) as client:
+            removed = delete_signal(client, name, author=author)
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
+    if not removed:
+        raise fail(ValueError(f"no signal named {name!r}"))
+    if fmt == "json":
+        print_json({"removed": name})
+    else:
+        console.print(f"signal {name!r} removed")
+
+
+@signals_app.command("eval")
+def evaluate(
+    name: str,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    clickhouse: ClickHouseOpt = None,
+    fmt: FormatOpt = "text",
+) -> None:
+    """Cross-validated metrics of the current version, and how it behaves on stored events."""
+    from storage.queries import failure_rates, score_quantiles
+
+    try:
+        with open_client(clickhouse) as client:
+            fitted = _current(client, name)
+            rates = failure_rates(
+                client, signal=name, since=parse_time(since), until=parse_time(until)
+            )
+            quantiles = score_quantiles(
+                client, name, fitted.version, parse_time(since), parse_time(until)
+            )
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
+    events = sum(r.events for r in rates)
+    flagged = sum(r.failures for r in rates)
+    report = {
+        **_summary(fitted),
+        "observed": {
+            "events": events, "flagged": flagged,
+            "flag_rate": flagged / events if events else None,
+            "score_quantiles": quantiles,
+            "by_model_version": [r.as_dict() for r in rates],
+        },
+    }  # fmt: skip
+    if fmt == "json":
+        print_json(report)
+        return
+    m = fitted.metrics
+    console.print(
+        f"{name} v{fitted.version} ({fitted.spec.classifier}, {fitted.n_positive}+"
+        f"{fitted.n_negative} examples, threshold {fitted.threshold:.3f})\n"
+        f"  cross-validated: precision {m.get('precision', float('nan')):.2f}  "
+        f"recall {m.get('recall', float('nan')):.2f}  F1 {m.get('f1', float('nan')):.2f}  "
+        f"ROC-AUC {m.get('roc_auc', float('nan')):.2f}\n"
+        f"  on stored events: {flagged} of {events} flagged, score quantiles {quantiles}"
+    )
+
+
+@signals_app.command("backfill")
+def backfill(
+    name: str,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    clickhouse: ClickHouseOpt = None,
+    fmt: FormatOpt = "text",
+) -> None:
+    """Score stored embeddings with the current version; idempotent, no re-embedding."""
+    from streams.backfill import backfill as run_backfill
+    from streams.backfill import backfill_total
+
+    start, end = parse_time(since), parse_time(until)
+    columns = (TextColumn("back-fill {task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())  # fmt: skip
+    try:
+        with open_client(clickhouse) as client:
+            fitted = _current(client, name)
+            total = backfill_total(client, fitted, start, end)
+            with Progress(*columns, console=console, disable=fmt == "json") as progress:
+                task = progress.add_task(f"{name} v{fitted.version}", total=total)
+                result = run_backfill(
+                    client, fitted, since=start, until=end,
+                    progress=lambda n: progress.advance(task, n),
+                )  # fmt: skip
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
+    document = {"name": name, "version": fitted.version, "scored": result.scored,
+                "flagged": result.flagged}  # fmt: skip
+    if fmt == "json":
+        print_json(document)
+    else:
+        console.print(f"scored {result.scored} stored events ({result.flagged} flagged)")
+
+
+@signals_app.command("suggest")
+def suggest(
+    name: str,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 10,
+    since: SinceOpt = None,
+    clickhouse: ClickHouseOpt = None,
+    fmt: FormatOpt = "text",
+) -> None:
+    """Events worth labelling: nearest the decision boundary, and nearest the positives."""
+    from streams.labeling import suggest as run_suggest
+    from streams.signal_store import StoredExamples
+
+    try:
+        embedder = _embedder()
+        with open_client(clickhouse) as client:
+            fitted = _current(client, name)
+            found = run_suggest(
+                client, fitted, embedder, StoredExamples(client), limit=limit,
+                since=parse_time(since),
+            )  # fmt: skip
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
+    rows = [
+        {"reason": s.reason, "event_id": s.event_id, "score": s.score,
+         "similarity": s.similarity, "content": s.content[:500]}
+        for s in found
+    ]  # fmt: skip
+    if fmt == "json":
+        print_json({"name": name, "version": fitted.version, "suggestions": rows})
+        return
+    table = Table("reason", "event_id", "score", "content")
+    for r in rows:
+        table.add_row(str(r["reason"]), str(r["event_id"]), f"{r['score']:.3f}",
+                      str(r["content"])[:80])  # fmt: skip
+    Console().print(table)
+    console.print(f"label one with: telltale signals label {name} EVENT_ID --positive|--negative")
+
+
+@signals_app.command("label")
+def label(
+    name: str,
+    event_id: str,
+    positive: Annotated[bool, typer.Option("--positive/--negative", help="the label")],
+    author: str = "",
+    clickhouse: ClickHouseOpt = None,
+    fmt: FormatOpt = "text",
+) -> None:
+    """Add a stored event as an example and publish a retrained version."""
+    from signals.spec import EventRef
+    from signals.training import train_signal
+    from streams.signal_store import StoredExamples, save_fitted
+
+    try:
+        embedder = _embedder()
+        with open_client(clickhouse) as client:
+            current = _current(client, name)
+            examples = current.spec.examples.with_example(EventRef(event_id=event_id), positive)
+            spec = current.spec.model_copy(update={"examples": examples})
+            fitted = train_signal(spec, embedder, lookup=StoredExamples(client))
+            fitted = save_fitted(client, fitted, author=author or "label")
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
+    if fmt == "json":
+        print_json(_summary(fitted))
+    else:
+        console.print(
+            f"{name} v{fitted.version}: {fitted.n_positive}+{fitted.n_negative} examples, "
+            f"cv F1 {fitted.metrics.get('f1', float('nan')):.2f}"
+        )
