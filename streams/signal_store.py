@@ -9,10 +9,12 @@ its stored examples on the current embedder and published as a new version.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,9 +32,34 @@ if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
     from numpy.typing import NDArray
 
-__all__ = ["LiveSignals", "StoredExamples", "load_fitted", "retrainer", "save_fitted"]
+__all__ = [
+    "LiveSignals",
+    "PublishedSignal",
+    "StoredExamples",
+    "load_fitted",
+    "retrainer",
+    "save_fitted",
+]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PublishedSignal:
+    """A fitted signal sent to running workers over the control topic."""
+
+    fitted: FittedSignal
+    author: str = ""
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {"fitted": self.fitted.model_dump(mode="json"), "author": self.author}
+        ).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes) -> PublishedSignal:
+        data = json.loads(payload)
+        return cls(FittedSignal.model_validate(data["fitted"]), str(data.get("author", "")))
 
 
 def save_fitted(client: Client, fitted: FittedSignal, author: str = "") -> FittedSignal:

@@ -47,10 +47,21 @@ class WorkerConfig:
     max_payload_bytes: int = 4 * 1024 * 1024
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
+    control_topic: str = "telltale.signals"
 
 
-def build_app(config: WorkerConfig, pipeline_factory: Callable[[], Pipeline]) -> Any:
-    """Create the faust app with its agent. The pipeline is built when the worker starts."""
+def build_app(
+    config: WorkerConfig,
+    pipeline_factory: Callable[[], Pipeline],
+    accept_signal: Callable[[bytes], str] | None = None,
+) -> Any:
+    """Create the faust app with its agents. The pipeline is built when the worker starts.
+
+    With ``accept_signal``, a second agent reads fitted signals published to
+    ``config.control_topic`` (``telltale signals add --publish``), stores each as a new
+    version and applies it from the next batch: the way to change the signals of a running
+    worker that owns its embedded database.
+    """
     import faust
 
     app = faust.App(
@@ -151,6 +162,29 @@ def build_app(config: WorkerConfig, pipeline_factory: Callable[[], Pipeline]) ->
             await handle(batch)
             for event in batch:  # only now may faust commit these offsets
                 await stream.ack(event)
+
+    if accept_signal is not None:
+        control = app.topic(config.control_topic, partitions=1)
+
+        @app.agent(control)
+        async def signals(stream: Any) -> None:
+            loop = asyncio.get_running_loop()
+            async for payload in stream:
+                delay = config.retry_initial_s
+                while True:
+                    try:
+                        outcome = await loop.run_in_executor(executor, accept_signal, payload)
+                    except StorageUnavailable as exc:
+                        log.warning("storage unavailable, retrying signal in %.1fs: %s",
+                                    delay, exc)  # fmt: skip
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, config.retry_max_s)
+                        continue
+                    except Exception:
+                        log.exception("a published signal is invalid and was skipped")
+                        break
+                    log.info("published signal stored: %s", outcome)
+                    break
 
     @app.task  # type: ignore[untyped-decorator]
     async def warm_up() -> None:

@@ -14,11 +14,13 @@ from telltale.cli_common import (
     CLI_ERRORS,
     ClickHouseOpt,
     FormatOpt,
+    KafkaOpt,
     console,
     fail,
     open_client,
     parse_time,
     print_json,
+    settings_for,
 )
 
 if TYPE_CHECKING:
@@ -65,27 +67,48 @@ def _summary(fitted: FittedSignal) -> dict[str, Any]:
 def add(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", exists=True, dir_okay=False)],
     author: Annotated[str, typer.Option(help="recorded with the version")] = "",
+    publish: Annotated[
+        bool,
+        typer.Option(
+            "--publish",
+            help="send to running workers over Kafka (they store it); for a worker that owns "
+            "an embedded chDB, whose database no other process may open",
+        ),
+    ] = False,
     clickhouse: ClickHouseOpt = None,
+    kafka: KafkaOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
     """Train a signal from its spec and store it as a new, immutable version."""
     from signals.spec import load_spec
     from signals.training import train_signal
-    from streams.signal_store import StoredExamples, save_fitted
+    from streams.emitter import Emitter
+    from streams.signal_store import PublishedSignal, StoredExamples, save_fitted
 
     try:
         spec = load_spec(spec_path)
         embedder = _embedder()
-        with open_client(clickhouse) as client:
-            fitted = train_signal(spec, embedder, lookup=StoredExamples(client))
-            fitted = save_fitted(client, fitted, author=author)
+        if publish:
+            fitted = train_signal(spec, embedder)
+            kafka_settings = settings_for(clickhouse, kafka).kafka
+            with Emitter(kafka_settings.bootstrap, kafka_settings.control_topic) as emitter:
+                emitter.emit_raw(PublishedSignal(fitted, author).to_json(), key=fitted.name)
+        else:
+            with open_client(clickhouse) as client:
+                fitted = train_signal(spec, embedder, lookup=StoredExamples(client))
+                fitted = save_fitted(client, fitted, author=author)
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
+    summary = _summary(fitted)
+    if publish:
+        summary["version"] = None  # assigned by the worker that stores it
+        summary["published_to"] = kafka_settings.control_topic
     if fmt == "json":
-        print_json(_summary(fitted))
+        print_json(summary)
         return
+    where = f"published to {kafka_settings.control_topic}" if publish else f"v{fitted.version}"
     console.print(
-        f"signal {fitted.name!r} v{fitted.version}: threshold {fitted.threshold:.3f}, "
+        f"signal {fitted.name!r} {where}: threshold {fitted.threshold:.3f}, "
         f"cv F1 {fitted.metrics.get('f1', float('nan')):.2f}, trained in {fitted.train_ms:.0f} ms"
     )
 

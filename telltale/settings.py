@@ -27,6 +27,9 @@ class KafkaSettings(BaseSettings):
     bootstrap: str = Field(default="127.0.0.1:9092", description="host:port of a Kafka broker")
     topic: str = "generations"
     dlq_topic: str = "generations.dlq"
+    control_topic: str = Field(
+        default="telltale.signals", description="fitted signals published to running workers"
+    )
     group_id: str = "telltale-worker"
     partitions: int = Field(default=3, ge=1)
     session_timeout_s: float = Field(default=30.0, gt=0)

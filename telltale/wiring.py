@@ -9,7 +9,7 @@ from storage.client import connect
 from storage.migrate import migrate
 from storage.writer import ClickHouseWriter
 from streams.pipeline import Pipeline
-from streams.signal_store import LiveSignals, retrainer
+from streams.signal_store import LiveSignals, PublishedSignal, retrainer, save_fitted
 from streams.worker import WorkerConfig, build_app
 from telltale.settings import ClickHouseSettings, EmbedderSettings, Settings
 
@@ -44,6 +44,36 @@ def make_pipeline(settings: Settings, client: Client | None = None) -> Pipeline:
     return Pipeline(embedder, signals, ClickHouseWriter(client))
 
 
+class _WorkerParts:
+    """What one worker process builds once, on its pipeline thread: client, model, signals."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._pipeline: Pipeline | None = None
+        self._client: Client | None = None
+        self._signals: LiveSignals | None = None
+
+    def pipeline(self) -> Pipeline:
+        if self._pipeline is None:
+            self._client = make_client(self._settings.clickhouse)
+            embedder = make_embedder(self._settings.embedder)
+            self._signals = LiveSignals(
+                self._client, embedder.id, self._settings.worker.signal_refresh_s,
+                retrain=retrainer(self._client, embedder),
+            )  # fmt: skip
+            self._pipeline = Pipeline(embedder, self._signals, ClickHouseWriter(self._client))
+        return self._pipeline
+
+    def accept_signal(self, payload: bytes) -> str:
+        """Store a signal published on the control topic; apply it from the next batch."""
+        self.pipeline()
+        assert self._client is not None and self._signals is not None
+        published = PublishedSignal.from_json(payload)
+        stored = save_fitted(self._client, published.fitted, author=published.author)
+        self._signals.invalidate()
+        return f"{stored.name} v{stored.version}"
+
+
 def make_worker_app(settings: Settings) -> Any:
     config = WorkerConfig(
         bootstrap=settings.kafka.bootstrap,
@@ -56,5 +86,7 @@ def make_worker_app(settings: Settings) -> Any:
         session_timeout_s=settings.kafka.session_timeout_s,
         max_payload_bytes=settings.worker.max_payload_bytes,
         retry_max_s=settings.worker.retry_max_s,
+        control_topic=settings.kafka.control_topic,
     )
-    return build_app(config, lambda: make_pipeline(settings))
+    parts = _WorkerParts(settings)
+    return build_app(config, parts.pipeline, parts.accept_signal)
