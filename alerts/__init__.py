@@ -14,7 +14,12 @@ snapshots and :class:`Detection` records; the monitor loop that reads ClickHouse
 from __future__ import annotations
 
 from alerts.base import Detection, Detector
-from alerts.degradation import BernoulliCusum, CusumState, calibrate_cusum_threshold
+from alerts.degradation import (
+    BernoulliCusum,
+    CusumState,
+    calibrate_cusum_threshold,
+    crossover_rate,
+)
 from alerts.drift import (
     ClusterShift,
     DriftState,
@@ -42,6 +47,7 @@ __all__ = [
     "ReleaseSpikeState",
     "ZTestState",
     "calibrate_cusum_threshold",
+    "crossover_rate",
     "explain_drift",
     "median_heuristic_bandwidth",
     "mmd2_unbiased",

@@ -24,9 +24,14 @@ the smallest threshold whose estimated ``ARL0`` reaches the target is returned. 
 ``ARL0(h) >= exp(h)`` for a likelihood-ratio CUSUM (Lorden), the grid never needs to go beyond
 ``log(arl0)``.
 
-``p0`` is estimated from a warm-up window, which the calibration treats as known; a short warm-up
-makes the real ``ARL0`` shorter than the target (Jones, Champ and Rigdon 2004). Traffic per minute
-is taken as the warm-up mean; if it changes by a large factor, recalibrate (``reset``).
+``p0`` is estimated from a warm-up window. Treating the estimate as the truth makes the real
+``ARL0`` much shorter than the target (Jones, Champ and Rigdon 2004: an underestimated ``p0`` makes
+the sum drift upwards), so :class:`BernoulliCusum` calibrates for a true rate at an upper
+confidence bound of the estimate, in the spirit of the guaranteed conditional performance of
+Gandy and Kvaløy (2013). The same importance sampler handles any true rate below the chart's
+crossover: the tilt ``theta`` with ``E[exp(theta * llr)] = 1`` replaces ``theta = 1``, and the
+weight becomes ``exp(-theta * S)``. Traffic per minute is taken as the warm-up mean; if it changes
+by a large factor, recalibrate (``reset``).
 """
 
 from __future__ import annotations
@@ -34,13 +39,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from statistics import NormalDist
 
 import numpy as np
 from numpy.typing import NDArray
 
 from alerts.base import Detection
 
-__all__ = ["BernoulliCusum", "CusumState", "calibrate_cusum_threshold"]
+__all__ = ["BernoulliCusum", "CusumState", "calibrate_cusum_threshold", "crossover_rate"]
 
 _GRID_LEVELS = 1024
 
@@ -52,14 +58,16 @@ def calibrate_cusum_threshold(
     seed: int,
     *,
     events_per_step: int = 1,
-    n_excursions: int = 50_000,
+    true_rate: float | None = None,
+    n_excursions: int = 20_000,
 ) -> float:
     """Threshold ``h`` for a Bernoulli CUSUM of ``p1`` vs ``p0`` with in-control ARL ``arl0``.
 
     Each step observes ``events_per_step`` events (one minute of traffic), so ``arl0`` is in
-    steps. The result is random only through ``seed``; ``n_excursions`` excursions are simulated
-    under each of ``p0`` and ``p1`` (the relative error of the estimated ``ARL0`` at the returned
-    ``h`` is about ``1/sqrt(n_excursions)`` times a small constant).
+    steps. The ARL is computed for failures at ``true_rate`` (default ``p0``): pass a rate above
+    ``p0`` to keep the target even if ``p0`` was underestimated. The result is random only through
+    ``seed``; ``n_excursions`` excursions are simulated under each of two measures (the relative
+    error of the estimated ``ARL0`` is a small multiple of ``1/sqrt(n_excursions)``).
 
     >>> h = calibrate_cusum_threshold(0.02, 0.03, arl0=1_000, seed=0, events_per_step=200)
     >>> 3.0 < h < math.log(1_000)
@@ -71,19 +79,43 @@ def calibrate_cusum_threshold(
         raise ValueError("arl0 must exceed one step")
     if events_per_step < 1 or n_excursions < 100:
         raise ValueError("events_per_step must be >= 1 and n_excursions >= 100")
+    rate = p0 if true_rate is None else true_rate
+    if not 0.0 < rate < crossover_rate(p0, p1):
+        raise ValueError(
+            f"true_rate must be in (0, {crossover_rate(p0, p1):.4g}): at or above it the CUSUM "
+            "drifts upwards and alarms within a few excursions whatever the threshold"
+        )
+    fail, ok = _llr_per_event(p0, p1)
+    theta = _tilt(rate, fail, ok)
+    tilted = rate * math.exp(theta * fail)  # failure rate under the exponentially tilted measure
     llr = _llr_table(p0, p1, events_per_step)
-    levels = np.linspace(0.0, math.log(arl0), _GRID_LEVELS + 1)[1:]
+    # exp(theta * S) is a martingale under `rate`, so ARL0(h) >= exp(theta * h) (Lorden):
+    # the threshold never needs to exceed log(arl0) / theta.
+    levels = np.linspace(0.0, math.log(arl0) / theta, _GRID_LEVELS + 1)[1:]
     rng = np.random.default_rng(seed)
-    length_sum, _, _ = _excursions(llr, p0, events_per_step, levels, n_excursions, rng)
-    _, reached, weight_sum = _excursions(llr, p1, events_per_step, levels, n_excursions, rng)
+    length_sum, _, _ = _excursions(llr, rate, events_per_step, levels, n_excursions, theta, rng)
+    _, reached, weight_sum = _excursions(
+        llr, tilted, events_per_step, levels, n_excursions, theta, rng
+    )
     mean_length = length_sum / n_excursions
     p_alarm = weight_sum / n_excursions
     with np.errstate(divide="ignore"):
         arl = np.where(p_alarm > 0, mean_length / p_alarm, np.inf)
-    # Estimates are noisy only where few excursions reached the level; demand a few dozen.
-    ok = (arl >= arl0) & (reached >= 30)
-    index = int(np.argmax(ok)) if ok.any() else _GRID_LEVELS - 1
+    # Estimates are noisy only where few excursions reached the level; demand a few dozen. If no
+    # level qualifies, the top one is safe by the bound above.
+    enough = (arl >= arl0) & (reached >= 30)
+    index = int(np.argmax(enough)) if enough.any() else _GRID_LEVELS - 1
     return float(levels[index])
+
+
+def crossover_rate(p0: float, p1: float) -> float:
+    """The failure rate at which the CUSUM's expected increment is zero (between p0 and p1).
+
+    Below it the sum drifts down and false alarms are rare events; above it the chart alarms
+    quickly. A shift to ``p1`` is detected because ``p1`` lies above it.
+    """
+    fail, ok = _llr_per_event(p0, p1)
+    return -ok / (fail - ok)
 
 
 @dataclass(frozen=True)
@@ -117,6 +149,12 @@ class BernoulliCusum:
     sets ``p1 = p0 + delta`` and calibrates ``h`` to the target ``arl0_minutes`` (see the module
     docstring). Pass ``p0`` to skip the warm-up, and ``threshold`` to skip the calibration.
 
+    ``arl_guarantee`` protects the target from the warm-up's estimation error: ``h`` is calibrated
+    for a true rate at that upper confidence level of the estimate (0.9: the target holds unless
+    ``p0`` was underestimated by more than a one-in-ten chance allows). ``None`` calibrates for
+    the estimate itself, which makes false alarms several times more frequent than the target
+    after a one-hour warm-up.
+
     >>> det = BernoulliCusum(delta=0.01, arl0_minutes=10_000, p0=0.02, events_per_minute=200)
     >>> fired = [det.update(200, 12).fired for _ in range(20)]
     >>> any(fired)
@@ -134,17 +172,23 @@ class BernoulliCusum:
         p0: float | None = None,
         events_per_minute: int | None = None,
         threshold: float | None = None,
+        arl_guarantee: float | None = 0.9,
         seed: int = 0,
     ) -> None:
         if not 0.0 < delta < 1.0:
             raise ValueError("delta must be in (0, 1)")
+        if arl_guarantee is not None and not 0.5 <= arl_guarantee < 1.0:
+            raise ValueError("arl_guarantee must be in [0.5, 1)")
         if warmup_minutes < 1:
             raise ValueError("warmup_minutes must be >= 1")
         if p0 is not None and not 0.0 < p0 < 1.0 - delta:
             raise ValueError("p0 must be in (0, 1 - delta)")
+        if p0 is not None and threshold is None and events_per_minute is None:
+            raise ValueError("with p0 and no threshold, give events_per_minute to calibrate for")
         self.delta = delta
         self.arl0_minutes = arl0_minutes
         self.warmup_minutes = warmup_minutes
+        self.arl_guarantee = arl_guarantee
         self.seed = seed
         self._given_p0 = p0
         self._given_rate = events_per_minute
@@ -165,7 +209,7 @@ class BernoulliCusum:
         self._excursion_n = 0
         self._excursion_k = 0
         if self._given_p0 is not None:
-            self._start(self._given_p0, self._given_rate or 1)
+            self._start(self._given_p0, self._given_rate or 1, self._given_p0)
         self._state = self._snapshot()
 
     @property
@@ -185,7 +229,7 @@ class BernoulliCusum:
                 # Jeffreys-style estimate: never exactly zero, so log(p1/p0) stays finite.
                 p0 = min((self._warm_k + 0.5) / (self._warm_n + 1.0), 1.0 - 2.0 * self.delta)
                 per_minute = max(1, round(self._warm_n / self._minute))
-                self._start(p0, self._given_rate or per_minute)
+                self._start(p0, self._given_rate or per_minute, self._guarded_rate(p0))
         else:
             self._step(n, k)
         self._state = self._snapshot()
@@ -214,13 +258,27 @@ class BernoulliCusum:
             },
         )
 
-    def _start(self, p0: float, events_per_minute: int) -> None:
+    def _guarded_rate(self, p0: float) -> float:
+        """Upper confidence bound of the warm-up estimate, kept below the chart's crossover."""
+        if self.arl_guarantee is None:
+            return p0
+        z = NormalDist().inv_cdf(self.arl_guarantee)
+        upper = p0 + z * math.sqrt(p0 * (1.0 - p0) / self._warm_n)
+        # Past the crossover no threshold reaches the target; stop halfway (a very short warm-up).
+        return min(upper, p0 + 0.5 * (crossover_rate(p0, p0 + self.delta) - p0))
+
+    def _start(self, p0: float, events_per_minute: int, true_rate: float) -> None:
         self._p0 = p0
         self._p1 = p0 + self.delta
         self._h = self._given_threshold
         if self._h is None:
             self._h = calibrate_cusum_threshold(
-                p0, self._p1, self.arl0_minutes, self.seed, events_per_step=events_per_minute
+                p0,
+                self._p1,
+                self.arl0_minutes,
+                self.seed,
+                events_per_step=events_per_minute,
+                true_rate=true_rate,
             )
         log_fail = math.log(self._p1 / p0)
         log_pass = math.log((1.0 - self._p1) / (1.0 - p0))
@@ -263,11 +321,42 @@ class BernoulliCusum:
         return state
 
 
+def _llr_per_event(p0: float, p1: float) -> tuple[float, float]:
+    """Log-likelihood ratio of one failure and of one success, ``p1`` against ``p0``."""
+    return math.log(p1 / p0), math.log((1.0 - p1) / (1.0 - p0))
+
+
 def _llr_table(p0: float, p1: float, n: int) -> NDArray[np.float64]:
     """Log-likelihood ratio of one step with ``k = 0..n`` failures among ``n`` events."""
+    fail, ok = _llr_per_event(p0, p1)
     k = np.arange(n + 1, dtype=np.float64)
-    table: NDArray[np.float64] = k * math.log(p1 / p0) + (n - k) * math.log((1 - p1) / (1 - p0))
+    table: NDArray[np.float64] = k * fail + (n - k) * ok
     return table
+
+
+def _tilt(rate: float, fail: float, ok: float) -> float:
+    """The ``theta > 0`` with ``E[exp(theta * llr)] = 1`` for one event failing at ``rate``.
+
+    Under the measure tilted by ``exp(theta * llr)`` the CUSUM drifts upwards, and the likelihood
+    ratio back to ``rate`` along a path is exactly ``exp(-theta * S)``; at ``rate = p0`` the root
+    is ``theta = 1`` and the tilted measure is ``p1`` itself. The function is convex in ``theta``
+    with value 0 at 0 and a negative slope there, so bisection on a doubling bracket finds it.
+    """
+
+    def excess(theta: float) -> float:
+        return rate * math.exp(theta * fail) + (1.0 - rate) * math.exp(theta * ok) - 1.0
+
+    high = 1.0
+    while excess(high) < 0.0:
+        high *= 2.0
+    low = 0.0
+    for _ in range(100):
+        mid = 0.5 * (low + high)
+        if excess(mid) < 0.0:
+            low = mid
+        else:
+            high = mid
+    return 0.5 * (low + high)
 
 
 def _excursions(
@@ -276,6 +365,7 @@ def _excursions(
     n: int,
     levels: NDArray[np.float64],
     count: int,
+    theta: float,
     rng: np.random.Generator,
 ) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.float64]]:
     """Simulate ``count`` CUSUM excursions from 0 under failure rate ``p``, for every level.
@@ -283,7 +373,8 @@ def _excursions(
     An excursion ends when the sum falls to 0 or below or reaches the top level. For each level
     ``h`` it returns: the total length of the excursions *as if stopped at* ``h`` (the crossing
     step for those that reached ``h``, the full length for the others), how many reached ``h``,
-    and the sum over those of ``exp(-S)`` at the crossing (the importance weight ``dP0/dP1``).
+    and the sum over those of ``exp(-theta * S)`` at the crossing (the importance weight back to
+    the in-control measure, when ``p`` is the tilted rate).
     Crossings are recorded in difference arrays, so the cost does not grow with the grid.
     """
     size = len(levels) + 1
@@ -303,7 +394,7 @@ def _excursions(
         if up.any():
             lo = np.searchsorted(levels, peak[up], side="right")
             hi = np.searchsorted(levels, s[up], side="right")
-            weight = np.exp(-s[up])
+            weight = np.exp(-theta * s[up])
             for target, values in ((cross_steps, float(step)), (cross_count, 1.0)):
                 target += np.bincount(lo, minlength=size) * values
                 target -= np.bincount(hi, minlength=size) * values

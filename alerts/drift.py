@@ -86,13 +86,7 @@ class DriftState:
 def median_heuristic_bandwidth(x: ArrayLike) -> float:
     """Median Euclidean distance between distinct rows of ``x`` (the kernel's length scale)."""
     points = _as_matrix(x, "x")
-    if len(points) < 2:
-        raise ValueError("need at least two points")
-    sq = _squared_distances(points)
-    upper = sq[np.triu_indices(len(points), k=1)]
-    bandwidth = math.sqrt(float(np.median(upper)))
-    # All-identical samples would give zero; any positive scale then yields a constant kernel.
-    return bandwidth if bandwidth > 0.0 else 1.0
+    return _median_bandwidth(_squared_distances(points))
 
 
 def mmd2_unbiased(reference: ArrayLike, recent: ArrayLike, bandwidth: float | None = None) -> float:
@@ -143,23 +137,24 @@ def mmd_permutation_test(
     n, m = len(x), len(y)
     observed_in_x = np.zeros(n + m)
     observed_in_x[:n] = 1.0
-    observed = float(_mmd2_from_indicators(kernel, observed_in_x[:, None], n, m)[0])
+    row_sums = kernel.sum(axis=1)
+    observed = float(_mmd2_from_indicators(kernel, observed_in_x[:, None], n, m, row_sums)[0])
     # A tiny tolerance keeps exact ties (e.g. the identity permutation) from being lost to rounding.
     bar = observed - 1e-12 * max(1.0, abs(observed))
     rng = np.random.default_rng(seed)
-    # Under stop_after, the first chunk is small: similar samples are settled within it.
-    chunk = _PERMUTATION_CHUNK if stop_after is None else min(_PERMUTATION_CHUNK, 8 * stop_after)
+    # Under stop_after, chunks start small and grow: similar samples settle in the first one.
+    chunk = _PERMUTATION_CHUNK if stop_after is None else min(_PERMUTATION_CHUNK, 3 * stop_after)
     done = exceed = 0
     while done < n_permutations:
         size = min(chunk, n_permutations - done)
         indicators = rng.permuted(np.tile(observed_in_x, (size, 1)), axis=1).T
-        hits = _mmd2_from_indicators(kernel, indicators, n, m) >= bar
+        hits = _mmd2_from_indicators(kernel, indicators, n, m, row_sums) >= bar
         if stop_after is not None and exceed + int(hits.sum()) >= stop_after:
             used = done + int(np.flatnonzero(hits)[stop_after - exceed - 1]) + 1
             return MMDTestResult(observed, stop_after / used, used_bandwidth, used)
         exceed += int(hits.sum())
         done += size
-        chunk = _PERMUTATION_CHUNK
+        chunk = min(4 * chunk, _PERMUTATION_CHUNK)
     return MMDTestResult(
         mmd2=observed,
         p_value=(1.0 + exceed) / (1.0 + n_permutations),
@@ -337,8 +332,32 @@ def _as_matrix(data: ArrayLike, name: str) -> NDArray[np.float64]:
 
 def _squared_distances(points: NDArray[np.float64]) -> NDArray[np.float64]:
     norms = np.einsum("ij,ij->i", points, points)
-    sq: NDArray[np.float64] = norms[:, None] + norms[None, :] - 2.0 * points @ points.T
-    return np.maximum(sq, 0.0)
+    # In place: these matrices are (n, n) with n in the thousands, and temporaries dominate.
+    sq: NDArray[np.float64] = points @ points.T
+    sq *= -2.0
+    sq += norms[:, None]
+    sq += norms[None, :]
+    np.maximum(sq, 0.0, out=sq)
+    np.fill_diagonal(sq, 0.0)  # exact zeros, which the median's order statistics rely on
+    return sq
+
+
+def _median_bandwidth(sq: NDArray[np.float64]) -> float:
+    """Median distance over pairs ``i < j``, from a squared-distance matrix with a zero diagonal.
+
+    The full matrix holds every pair twice plus ``n`` zeros, the smallest values, so the pairs'
+    median is the mean of its two middle order statistics after those zeros: one partial sort of
+    the flat matrix, without materialising the upper triangle.
+    """
+    n = len(sq)
+    pairs = n * (n - 1) // 2
+    # One kth value is several times faster than two in np.partition; the other middle order
+    # statistic is then the largest value left of it.
+    ordered = np.partition(sq.ravel(), n + pairs)
+    middle = 0.5 * (float(ordered[n + pairs]) + float(ordered[: n + pairs].max()))
+    bandwidth = math.sqrt(middle)
+    # All-identical samples would give zero; any positive scale then yields a constant kernel.
+    return bandwidth if bandwidth > 0.0 else 1.0
 
 
 def _pooled_kernel(
@@ -350,25 +369,30 @@ def _pooled_kernel(
     pooled = np.vstack([x, y])
     sq = _squared_distances(pooled)
     if bandwidth is None:
-        median_sq = float(np.median(sq[np.triu_indices(len(pooled), k=1)]))
-        bandwidth = math.sqrt(median_sq) if median_sq > 0.0 else 1.0
+        bandwidth = _median_bandwidth(sq)
     elif not bandwidth > 0.0:
         raise ValueError("bandwidth must be positive")
-    kernel = np.exp(-sq / (2.0 * bandwidth**2))
+    sq *= -1.0 / (2.0 * bandwidth**2)
+    kernel = np.exp(sq, out=sq)
     np.fill_diagonal(kernel, 0.0)  # the unbiased estimator leaves out the i == j terms
     return kernel, bandwidth
 
 
 def _mmd2_from_indicators(
-    kernel: NDArray[np.float64], in_x: NDArray[np.float64], n: int, m: int
+    kernel: NDArray[np.float64],
+    in_x: NDArray[np.float64],
+    n: int,
+    m: int,
+    row_sums: NDArray[np.float64] | None = None,
 ) -> NDArray[np.float64]:
     """Unbiased ``MMD^2`` for each column of ``in_x`` (1 marks the rows assigned to ``x``).
 
     With ``K`` the zero-diagonal kernel, ``a`` an indicator and ``r = K 1``: the within-x sum is
     ``a'Ka``, the cross sum ``a'r - a'Ka`` and the within-y sum ``1'r - 2a'r + a'Ka``, so all
-    permutations cost one matrix product.
+    permutations cost one matrix product. Pass ``row_sums`` (``r``) when calling repeatedly.
     """
-    row_sums = kernel.sum(axis=1)
+    if row_sums is None:
+        row_sums = kernel.sum(axis=1)
     total = float(row_sums.sum())
     within_x = np.einsum("ip,ip->p", in_x, kernel @ in_x)
     to_rest = row_sums @ in_x

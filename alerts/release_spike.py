@@ -29,8 +29,10 @@ The confidence sequence
 -----------------------
 The failure-rate difference gets an always-valid confidence sequence from one beta-binomial
 mixture martingale per version (Robbins' method; Jeffreys prior), each at level ``alpha/2``,
-combined by a union bound. It assumes each version's rate is constant while monitored and is
-conservative; it is reported for sizing the effect, the alarm comes from the e-process.
+combined by a union bound. It assumes each version's rate is constant while monitored. It is
+conservative: it spends ``alpha`` on two separate rates and ignores the pairing by minute, so at
+the moment of an alarm it may still reach below zero (it excludes zero some minutes later). It is
+reported for sizing the effect; the decision is the e-process's.
 """
 
 from __future__ import annotations

@@ -149,7 +149,7 @@ def main() -> None:
         print(
             f"   {row['signals']:>5} signals {row['ms']:8.3f} ms = "
             f"{row['of_text_embedding']:.1e} × text embedding, "
-            f"{row['of_image_embedding']:.4f} × image embedding"
+            f"{row['of_image_embedding']:.1e} × image embedding"
         )
     print("\n3. held-out F1 (200+200) by labelled examples per class, mean [min, max] of 3 draws")
     for name, curve in curves.items():
