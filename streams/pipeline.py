@@ -8,7 +8,7 @@ executor thread, off the event loop.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -60,11 +60,22 @@ class Pipeline:
         self._writer = writer
         self._image_policy = image_policy or ImagePolicy()
 
-    def process(self, events: Sequence[GenerationEvent]) -> BatchResult:
+    @property
+    def embedder_id(self) -> str:
+        return self._embedder.id
+
+    def process(
+        self,
+        events: Sequence[GenerationEvent],
+        precomputed: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+    ) -> BatchResult:
         """Store ``events`` exactly once; return what happened to each.
 
-        Raises :class:`storage.errors.StorageUnavailable` when nothing could be written; the
-        caller retries the whole batch (which is safe: stored events are skipped).
+        ``precomputed`` maps an event id to vectors already computed by this pipeline's
+        embedder (``{"output.text": [...]}``): those fields skip the model (the replay fast
+        path for logs that carry embeddings). Raises :class:`storage.errors.StorageUnavailable`
+        when nothing could be written; the caller retries the whole batch (which is safe:
+        stored events are skipped).
         """
         result = BatchResult()
         unique: dict[str, GenerationEvent] = {}
@@ -75,48 +86,68 @@ class Pipeline:
                 unique[event.event_id] = event
         stored = self._writer.existing_event_ids(unique)
         result.skipped_existing = len(stored)
-        fresh = [e for e in unique.values() if e.event_id not in stored]
+        given = precomputed or {}
         images: dict[str, Image.Image] = {}
         accepted: list[GenerationEvent] = []
-        for event in fresh:
-            if event.output.image:
+        for event in unique.values():
+            if event.event_id in stored:
+                continue
+            needs_image = event.output.image and "output.image" not in given.get(event.event_id, {})
+            if needs_image:
                 try:
-                    images[event.event_id] = load_image(event.output.image, self._image_policy)
+                    images[event.event_id] = load_image(event.output.image or "",
+                                                        self._image_policy)  # fmt: skip
                 except ImageError as exc:
                     result.rejected.append((event, f"output.image: {exc}"))
                     continue
             accepted.append(event)
         if not accepted:
             return result
-        batch = self._build(accepted, images)
+        batch = self._build(accepted, images, given)
         result.scores = len(batch.scores)
         result.written = self._writer.write(batch)
         return result
 
-    def _build(self, events: list[GenerationEvent], images: dict[str, Image.Image]) -> WriteBatch:
+    def _embed_field(
+        self,
+        name: str,
+        owners: list[GenerationEvent],
+        images: dict[str, Image.Image],
+        given: Mapping[str, Mapping[str, Sequence[float]]],
+    ) -> NDArray[np.float32]:
+        """Vectors of one field: precomputed where given, the model for the rest."""
+        vectors = np.zeros((len(owners), self._embedder.dim), dtype=np.float32)
+        missing = []
+        for i, event in enumerate(owners):
+            vector = given.get(event.event_id, {}).get(name)
+            if vector is None:
+                missing.append(i)
+            else:
+                vectors[i] = np.asarray(vector, dtype=np.float32)
+        if missing:
+            if name == "output.image":
+                computed = self._embedder.embed_images([images[owners[i].event_id]
+                                                        for i in missing])  # fmt: skip
+            else:
+                computed = self._embedder.embed_texts([_CONTENT[name](owners[i]) or ""
+                                                       for i in missing])  # fmt: skip
+            vectors[missing] = computed
+        return vectors
+
+    def _build(
+        self,
+        events: list[GenerationEvent],
+        images: dict[str, Image.Image],
+        given: Mapping[str, Mapping[str, Sequence[float]]],
+    ) -> WriteBatch:
         bank = self._bank()
         embedder_id = self._embedder.id
-        fields: dict[str, tuple[list[GenerationEvent], NDArray[np.float32]]] = {}
-        with_prompt = [e for e in events if e.prompt.text]
-        with_text = [e for e in events if e.output.text]
-        with_image = [e for e in events if e.event_id in images]
-        if with_prompt:
-            fields["prompt.text"] = (
-                with_prompt,
-                self._embedder.embed_texts([e.prompt.text or "" for e in with_prompt]),
-            )
-        if with_text:
-            fields["output.text"] = (
-                with_text,
-                self._embedder.embed_texts([e.output.text or "" for e in with_text]),
-            )
-        if with_image:
-            fields["output.image"] = (
-                with_image,
-                self._embedder.embed_images([images[e.event_id] for e in with_image]),
-            )
         batch = WriteBatch()
-        for name, (owners, vectors) in fields.items():
+        for name, content in _CONTENT.items():
+            owners = [e for e in events if content(e)]
+            if not owners:
+                continue
+            vectors = self._embed_field(name, owners, images, given)
             for event, vector in zip(owners, vectors, strict=True):
                 batch.embeddings.append(EmbeddingRow(
                     event.event_id, name, embedder_id, event.timestamp, event.model,
@@ -132,6 +163,14 @@ class Pipeline:
                     ))  # fmt: skip
         batch.events.extend(_event_row(e, embedder_id) for e in events)
         return batch
+
+
+_CONTENT: dict[str, Callable[[GenerationEvent], str | None]] = {
+    "prompt.text": lambda e: e.prompt.text,
+    "output.text": lambda e: e.output.text,
+    "output.image": lambda e: e.output.image,
+}
+"""The embedding fields and where each one's content is in an event."""
 
 
 def _event_row(event: GenerationEvent, embedder_id: str) -> EventRow:

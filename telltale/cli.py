@@ -151,20 +151,46 @@ def replay(
     files: Annotated[list[Path], typer.Argument(metavar="FILE...", exists=True, dir_okay=False)],
     to_kafka: Annotated[bool, typer.Option("--to-kafka", help="send through Kafka")] = False,
     speed: Annotated[str, typer.Option(help="'max' or N times real time")] = "max",
-    reject_file: Annotated[Path | None, typer.Option(help="where invalid lines go")] = None,
+    since: Annotated[str | None, typer.Option(help="RFC 3339, inclusive")] = None,
+    until: Annotated[str | None, typer.Option(help="RFC 3339, exclusive")] = None,
+    mapping: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="FIELD=SOURCE.PATH for logs with other field names"),
+    ] = None,
+    reject_file: Annotated[Path, typer.Option(help="where invalid records go")] = Path(
+        "replay.rejects.jsonl"
+    ),
+    checkpoint: Annotated[
+        Path, typer.Option(help="resume point per file, written after each batch")
+    ] = Path(".telltale/replay.checkpoint.json"),
+    restart: Annotated[bool, typer.Option(help="ignore the checkpoint")] = False,
     batch_size: Annotated[int, typer.Option(min=1)] = 256,
     clickhouse: ClickHouseOpt = None,
     kafka: KafkaOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
-    """Replay JSONL logs (plain or gzip) through the pipeline, keeping their timestamps."""
+    """Replay JSONL (plain or gzip) and Parquet logs through the pipeline, keeping timestamps."""
+    from streams.replay import parse_mapping
     from telltale.replay import replay_files
 
-    settings = settings_for(clickhouse, kafka)
+    if speed != "max":
+        try:
+            if float(speed) <= 0:
+                raise ValueError
+        except ValueError as exc:
+            raise typer.BadParameter("--speed must be 'max' or a positive number") from exc
+    try:
+        fields = parse_mapping(mapping or [])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if restart and checkpoint.exists():
+        checkpoint.unlink()
     try:
         report = replay_files(
-            settings, files, to_kafka=to_kafka, speed=speed,
-            reject_file=reject_file or Path("replay.rejects.jsonl"), batch_size=batch_size,
+            settings_for(clickhouse, kafka), files, to_kafka=to_kafka, speed=speed,
+            reject_file=reject_file, checkpoint_file=checkpoint, mapping=fields,
+            since=parse_time(since), until=parse_time(until), batch_size=batch_size,
+            console=console, show_progress=fmt != "json",
         )  # fmt: skip
     except CLI_ERRORS as exc:
         raise fail(exc) from exc

@@ -1,15 +1,19 @@
-"""``telltale replay``: logs → (Kafka or the in-process pipeline) → ClickHouse."""
+"""``telltale replay``: logs → (the in-process pipeline, or Kafka) → ClickHouse."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from streams.emitter import Emitter
-from streams.replay import RejectWriter, ReplayStats, batched, chain_logs, paced
+from streams.events import GenerationEvent
+from streams.replay import Checkpoint, RejectWriter, Replayer, ReplayStats, Vectors
 from telltale.settings import Settings
 from telltale.wiring import make_client, make_pipeline
 
@@ -23,45 +27,90 @@ def replay_files(
     to_kafka: bool = False,
     speed: str = "max",
     reject_file: Path,
+    checkpoint_file: Path | None = None,
+    mapping: dict[str, str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     batch_size: int = 256,
+    console: Console | None = None,
+    show_progress: bool = True,
 ) -> dict[str, Any]:
+    """Replay ``files``; return a summary. Safe to interrupt and run again."""
     pace = None if speed == "max" else float(speed)
-    stats = ReplayStats()
     rejects = RejectWriter(reject_file)
-    events = paced(chain_logs(files, rejects, stats), pace)
+    checkpoint = Checkpoint(checkpoint_file) if checkpoint_file else None
+    started = time.monotonic()
     columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TextColumn("{task.completed} events"),
-        TimeElapsedColumn(),
-    )
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[events]} events"),
+        TextColumn("{task.fields[rate]:.0f}/s"), TimeRemainingColumn(),
+    )  # fmt: skip
+    progress = Progress(*columns, console=console, transient=True, disable=not show_progress)
+    task = progress.add_task("replay", total=float(len(files)), events=0, rate=0.0)
+    done_files: list[str] = []
+
+    def on_progress(source: str, fraction: float, stats: ReplayStats) -> None:
+        if fraction >= 1.0 and source not in done_files:
+            done_files.append(source)
+        elapsed = max(time.monotonic() - started, 1e-9)
+        handled = stats.written + stats.skipped_existing
+        progress.update(task, completed=len(done_files) + (0 if fraction >= 1.0 else fraction),
+                        description=Path(source).name, events=handled,
+                        rate=handled / elapsed)  # fmt: skip
+
+    client = None
     try:
-        with Progress(*columns, transient=True) as progress:
-            task = progress.add_task("replaying", total=None)
+        with progress:
             if to_kafka:
                 with Emitter(settings.kafka.bootstrap, settings.kafka.topic) as emitter:
-                    for event in events:
-                        emitter.emit(event)
-                        stats.written += 1
-                        progress.advance(task)
+
+                    def send(
+                        batch: list[GenerationEvent], _: Vectors
+                    ) -> tuple[int, int, list[tuple[str, str]]]:
+                        for event in batch:
+                            emitter.emit(event)
+                        emitter.flush()  # delivered before the checkpoint moves on
+                        return len(batch), 0, []
+
+                    stats = _run(send, None, rejects, checkpoint, mapping, since, until, pace,
+                                 batch_size, settings, on_progress, files)  # fmt: skip
             else:
                 client = make_client(settings.clickhouse)
-                try:
-                    pipeline = make_pipeline(settings, client)
-                    for batch in batched(events, batch_size):
-                        result = pipeline.process(batch)
-                        stats.written += result.written
-                        stats.skipped_existing += result.skipped_existing
-                        for event, reason in result.rejected:
-                            stats.rejected += 1
-                            rejects.reject("pipeline", 0, reason, event.model_dump_json())
-                        progress.advance(task, len(batch))
-                finally:
-                    client.close()
+                pipeline = make_pipeline(settings, client)
+                embedder_id = pipeline.embedder_id
+
+                def store(
+                    batch: list[GenerationEvent], vectors: Vectors
+                ) -> tuple[int, int, list[tuple[str, str]]]:
+                    result = pipeline.process(batch, vectors)
+                    rejected = [(e.event_id, reason) for e, reason in result.rejected]
+                    return result.written, result.skipped_existing, rejected
+
+                stats = _run(store, embedder_id, rejects, checkpoint, mapping, since, until, pace,
+                             batch_size, settings, on_progress, files)  # fmt: skip
     finally:
         rejects.close()
+        if client is not None:
+            client.close()
+    elapsed = time.monotonic() - started
     return {
-        "read": stats.read, "rejected": stats.rejected,
+        "read": stats.read, "rejected": stats.rejected, "filtered_out": stats.filtered_out,
         "sent_to_kafka" if to_kafka else "written": stats.written,
-        "skipped_existing": stats.skipped_existing, "reject_file": str(reject_file),
+        "skipped_existing": stats.skipped_existing, "pre_embedded": stats.pre_embedded,
+        "resumed_after": stats.resumed_after, "seconds": round(elapsed, 3),
+        "events_per_s": round((stats.written + stats.skipped_existing) / max(elapsed, 1e-9), 1),
+        "reject_file": str(reject_file),
     }  # fmt: skip
+
+
+def _run(
+    sink: Any, embedder_id: str | None, rejects: RejectWriter, checkpoint: Checkpoint | None,
+    mapping: dict[str, str] | None, since: datetime | None, until: datetime | None,
+    pace: float | None, batch_size: int, settings: Settings, on_progress: Any,
+    files: Sequence[Path],
+) -> ReplayStats:  # fmt: skip
+    replayer = Replayer(
+        sink, rejects, embedder_id=embedder_id, checkpoint=checkpoint, mapping=mapping,
+        since=since, until=until, speed=pace, batch_size=batch_size,
+        max_payload_bytes=settings.worker.max_payload_bytes, on_progress=on_progress,
+    )  # fmt: skip
+    return replayer.replay(files)

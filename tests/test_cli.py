@@ -78,12 +78,50 @@ def test_replay_is_idempotent_and_rejects_bad_lines(run, tmp_path: Path) -> None
     lines.insert(4, "{not json")
     log.write_bytes(gzip.compress("\n".join(lines).encode()))
     rejects = tmp_path / "rejects.jsonl"
-    first = json.loads(run("replay", str(log), "--reject-file", str(rejects), "--format", "json"))
+    checkpoint = str(tmp_path / "checkpoint.json")
+    first = json.loads(
+        run(
+            "replay",
+            str(log),
+            "--reject-file",
+            str(rejects),
+            "--checkpoint",
+            checkpoint,
+            "--format",
+            "json",
+        )
+    )
     assert (first["read"], first["written"], first["rejected"]) == (11, 10, 1)
     [reject] = [json.loads(line) for line in rejects.read_text().splitlines()]
     assert reject["line"] == 5 and "not valid JSON" in reject["reason"]
-    again = json.loads(run("replay", str(log), "--reject-file", str(rejects), "--format", "json"))
+    resumed = json.loads(
+        run(
+            "replay",
+            str(log),
+            "--reject-file",
+            str(rejects),
+            "--checkpoint",
+            checkpoint,
+            "--format",
+            "json",
+        )
+    )
+    assert (resumed["resumed_after"], resumed["read"]) == (11, 0)  # the checkpoint says done
+    again = json.loads(
+        run(
+            "replay",
+            str(log),
+            "--reject-file",
+            str(rejects),
+            "--checkpoint",
+            checkpoint,
+            "--restart",
+            "--format",
+            "json",
+        )
+    )
     assert (again["written"], again["skipped_existing"]) == (0, 10)
+    assert len(rejects.read_text().splitlines()) == 2  # the re-read bad line, once per full run
     rates = json.loads(run("rates", "--format", "json", "--bucket", "hour"))["rates"]
     assert [(r["events"], r["bucket"]) for r in rates] == [(10, "2026-10-01T10:00:00+00:00")]
     assert (
