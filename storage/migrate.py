@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from storage.cluster import render
 from storage.errors import MigrationError
 from storage.schema import MIGRATIONS, Migration
 
@@ -22,25 +23,30 @@ ORDER BY version
 """
 
 
-def applied_versions(client: Client) -> set[int]:
-    client.command(_LEDGER)
+def applied_versions(client: Client, cluster: str | None = None) -> set[int]:
+    for statement in render(_LEDGER, cluster):
+        client.command(statement)
     rows = client.query("SELECT version FROM schema_migrations FINAL").result_rows
     return {int(row[0]) for row in rows}
 
 
-def migrate(client: Client, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[Migration]:
+def migrate(
+    client: Client, migrations: tuple[Migration, ...] = MIGRATIONS, cluster: str | None = None
+) -> list[Migration]:
     """Bring the schema up to date; return the migrations applied now (empty when current).
 
     Every statement is ``IF NOT EXISTS``, so a migration interrupted half-way is re-run safely.
+    With ``cluster``, tables are created as replicated shards behind Distributed tables.
     """
-    done = applied_versions(client)
+    done = applied_versions(client, cluster)
     applied = []
     for migration in sorted(migrations, key=lambda m: m.version):
         if migration.version in done:
             continue
         try:
             for statement in migration.statements:
-                client.command(statement)
+                for rendered in render(statement, cluster):
+                    client.command(rendered)
         except Exception as exc:
             raise MigrationError(
                 f"migration {migration.version} ({migration.name}) failed: {exc}"

@@ -44,6 +44,10 @@ class ClickHouseSettings(BaseSettings):
     )
     password: SecretStr | None = None
     database: str | None = None
+    cluster: str | None = Field(
+        default=None,
+        description="ClickHouse cluster name: replicated shards behind Distributed tables",
+    )
 
 
 class EmbedderSettings(BaseSettings):

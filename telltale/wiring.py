@@ -22,7 +22,7 @@ __all__ = ["make_client", "make_embedder", "make_pipeline", "make_worker_app"]
 def make_client(settings: ClickHouseSettings, *, migrated: bool = True) -> Client:
     client = connect(settings.dsn, settings.password, settings.database)
     if migrated:
-        migrate(client)
+        migrate(client, cluster=settings.cluster)
     return client
 
 
