@@ -16,36 +16,41 @@ warmed up (model loaded, group joined) before the clock starts.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import random
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
-from kafka.admin import KafkaAdminClient, NewTopic
+# bench/ holds scripts named like the packages they measure (signals.py, alerts.py): keep this
+# folder off the import path so `import signals` finds the package, not the script.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from signals.open_clip_embedder import OpenClipEmbedder
-from signals.spec import Examples, SignalSpec
-from signals.training import train_signal
-from storage.client import connect
-from storage.migrate import migrate
-from storage.queries import table_counts
-from storage.writer import ClickHouseWriter
-from streams.emitter import Emitter
-from streams.events import GenerationEvent, validate_event
-from streams.pipeline import Pipeline
-from streams.signal_store import LiveSignals, save_fitted
-from telltale.sample_data import advice_text, neutral_text
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import random  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from datetime import UTC, datetime, timedelta  # noqa: E402
+from typing import Any  # noqa: E402
+
+from kafka import KafkaConsumer, TopicPartition  # noqa: E402
+from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
+
+from signals.open_clip_embedder import OpenClipEmbedder  # noqa: E402
+from signals.spec import Examples, SignalSpec  # noqa: E402
+from signals.training import train_signal  # noqa: E402
+from storage.client import connect  # noqa: E402
+from storage.migrate import migrate  # noqa: E402
+from storage.queries import table_counts  # noqa: E402
+from storage.writer import ClickHouseWriter  # noqa: E402
+from streams.emitter import Emitter  # noqa: E402
+from streams.events import GenerationEvent, validate_event  # noqa: E402
+from streams.pipeline import Pipeline  # noqa: E402
+from streams.signal_store import LiveSignals, save_fitted  # noqa: E402
+from telltale.sample_data import advice_text, neutral_text  # noqa: E402
 
 
 def make_events(n: int, prefix: str, rng: random.Random) -> list[GenerationEvent]:

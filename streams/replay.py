@@ -212,6 +212,8 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
+        if value and not isinstance(value[0], dict | list | datetime):
+            return value  # a vector or a list of scalars: nothing to convert
         return [_plain(v) for v in value]
     return value
 
