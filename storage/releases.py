@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-__all__ = ["Release", "add_release", "list_releases"]
+__all__ = ["Release", "add_release", "list_releases", "unreleased_versions"]
 
 
 @dataclass(frozen=True)
@@ -50,3 +50,36 @@ def list_releases(client: Client, model: str | None = None) -> list[Release]:
         parameters=params,
     ).result_rows
     return [Release(str(r[0]), str(r[1]), r[2].astimezone(UTC), str(r[3]), str(r[4])) for r in rows]
+
+
+def unreleased_versions(client: Client) -> list[Release]:
+    """Versions seen in ``events`` without a ``releases`` row, each at its first event's time.
+
+    Candidates come from the small per-minute ``events_1m`` table; the exact first timestamp is
+    then read from ``events`` inside that version's first minute only, so this stays cheap on a
+    large ``events`` table. The returned records have ``source='auto'``; nothing is written.
+    """
+    candidates = client.query(
+        """
+        SELECT model, model_version, min(minute) FROM events_1m
+        WHERE (model, model_version) NOT IN (SELECT model, model_version FROM releases FINAL)
+        GROUP BY model, model_version
+        ORDER BY model, model_version
+        """
+    ).result_rows
+    found = []
+    for model, version, minute in candidates:
+        first = client.query(
+            """
+            SELECT min(timestamp) FROM events
+            WHERE model = {model:String} AND model_version = {version:String}
+              AND timestamp >= {minute:DateTime64(3, 'UTC')}
+              AND timestamp < {minute:DateTime64(3, 'UTC')} + INTERVAL 1 MINUTE
+            """,
+            parameters={"model": model, "version": version, "minute": minute.astimezone(UTC)},
+        ).result_rows[0][0]
+        # min() over no rows is the epoch, not NULL: fall back to the minute itself.
+        at = first if first is not None and first >= minute else minute
+        at = at.astimezone(UTC)
+        found.append(Release(str(model), str(version), at, "auto", "first event of the version"))
+    return found
