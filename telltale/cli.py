@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from telltale.cli_alerts import alerts_app, monitor
 from telltale.cli_common import (
     CLI_ERRORS,
     ClickHouseOpt,
@@ -39,6 +40,8 @@ app = typer.Typer(
 releases_app = typer.Typer(help="Record model releases.", no_args_is_help=True)
 app.add_typer(signals_app, name="signals")
 app.add_typer(releases_app, name="releases")
+app.add_typer(alerts_app, name="alerts")
+app.command()(monitor)
 
 Bucket = Literal["total", "minute", "hour", "day"]
 
