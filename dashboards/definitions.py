@@ -1,0 +1,261 @@
+"""The four telltale dashboards, built with grafana-foundation-sdk on the ClickHouse source.
+
+* **Overview** — failure rate per signal and model version, release annotations, the signals
+  that changed most since each model's last release, open detections.
+* **Signal drill-down** — rate, score distribution, threshold, recent flagged events.
+* **Prompt drift** — drift statistic against threshold per window, prompt-cluster shares.
+* **Pipeline health** — events/s, write latency (ingest lag), generation latency, time since
+  the last event, drift-detector delay. Consumer lag and the dead-letter rate live in Kafka,
+  not ClickHouse, and a panel says so.
+
+Every dashboard shares the template variables ``app``, ``model``, ``version``, ``signal``
+(multi-value, with "All"), the release annotations and links to its siblings.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as sdk
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.models import dashboard as models
+
+from dashboards import queries as q
+from dashboards.clickhouse import ClickHouseAnnotationTargetBuilder, datasource_ref
+from dashboards.panels import bar_panel, stat_panel, table_panel, text_panel, timeseries_panel
+
+__all__ = ["TAG", "VARIABLES", "build_dashboards"]
+
+TAG = "telltale"
+
+# Template variable name -> (label, the query listing its values).
+VARIABLES: dict[str, tuple[str, q.NamedQuery]] = {
+    "app": ("App", q.VARIABLE_APP),
+    "model": ("Model", q.VARIABLE_MODEL),
+    "version": ("Model version", q.VARIABLE_VERSION),
+    "signal": ("Signal", q.VARIABLE_SIGNAL),
+}
+
+_NOT_IN_CLICKHOUSE = """\
+**Consumer lag and dead letters are not in ClickHouse.** Invalid events go to the Kafka topic
+`generations.dlq` and consumer-group lag is a Kafka metric; read both from your Kafka
+monitoring. Here, *write latency* (event time to stored row) rises when the worker falls
+behind, and *time since the last event* shows a stalled pipeline: both have alert rules."""
+
+
+def _variable(name: str) -> sdk.QueryVariable:
+    label, query = VARIABLES[name]
+    return (
+        sdk.QueryVariable(name)
+        .label(label)
+        .datasource(datasource_ref())
+        .query({"editorType": "sql", "rawSql": query.sql})
+        .multi(True)
+        .include_all(True)
+        .current(models.VariableOption(selected=True, text=["All"], value=["$__all"]))
+        .refresh(models.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(models.VariableSort.ALPHABETICAL_ASC)
+    )
+
+
+def _base(uid: str, title: str, description: str) -> sdk.Dashboard:
+    releases = (
+        sdk.AnnotationQuery()
+        .name("Releases")
+        .datasource(datasource_ref())
+        .enable(True)
+        .icon_color("#8F3BB8")
+        .target(ClickHouseAnnotationTargetBuilder(q.ANNOTATION_RELEASES))
+    )
+    siblings = (
+        sdk.DashboardLink("Telltale")
+        .type(models.DashboardLinkType.DASHBOARDS)
+        .tags([TAG])
+        .as_dropdown(True)
+        .include_vars(True)
+        .keep_time(True)
+    )
+    variables: list[cogbuilder.Builder[models.VariableModel]] = [
+        _variable(name) for name in VARIABLES
+    ]
+    return (
+        sdk.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags([TAG])
+        .timezone("utc")
+        .time("now-24h", "now")
+        .refresh("1m")
+        .tooltip(models.DashboardCursorSync.CROSSHAIR)
+        .variables(variables)
+        .annotation(releases)
+        .link(siblings)
+    )
+
+
+def overview() -> sdk.Dashboard:
+    return (
+        _base(
+            "telltale-overview", "Telltale · Overview", "Which failure mode got worse, since when."
+        )
+        .with_panel(
+            timeseries_panel(
+                "Failure rate by signal and model version",
+                q.OVERVIEW_FAILURE_RATE,
+                description="Share of events each signal flagged, per model version. "
+                "Purple markers are releases.",
+                unit="percentunit",
+                span=24,
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Signals that changed most since the last release",
+                q.RELEASE_CHANGES,
+                description="Per model's newest release: the released version's rate since "
+                "the release against the model's rate in the day before it.",
+                span=12,
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Open detections",
+                q.OPEN_DETECTIONS,
+                description="Detections the monitor opened and has not resolved.",
+                span=12,
+            )
+        )
+    )
+
+
+def signal_drilldown() -> sdk.Dashboard:
+    return (
+        _base(
+            "telltale-signal",
+            "Telltale · Signal drill-down",
+            "One signal in depth: pick it in the Signal variable.",
+        )
+        .with_panel(
+            timeseries_panel(
+                "Failure rate by model version",
+                q.SIGNAL_FAILURE_RATE,
+                description="Share of events the selected signals flagged.",
+                unit="percentunit",
+            )
+        )
+        .with_panel(
+            bar_panel(
+                "Score distribution",
+                q.SCORE_DISTRIBUTION,
+                description="Events per score bucket of width 0.05, flagged or not.",
+                unit="short",
+                x_field="score_bucket",
+                stacked=True,
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Threshold",
+                q.SIGNAL_THRESHOLD,
+                description="Current version of each signal and the score that flags an event.",
+                span=8,
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Recent flagged events",
+                q.FLAGGED_EVENTS,
+                description="Newest flagged events with their prompt, output and image link.",
+                link_column="image",
+                span=16,
+                height=12,
+            )
+        )
+    )
+
+
+def prompt_drift() -> sdk.Dashboard:
+    return (
+        _base(
+            "telltale-drift",
+            "Telltale · Prompt drift",
+            "Are users sending prompts the model did not see before?",
+        )
+        .with_panel(
+            timeseries_panel(
+                "Drift statistic and threshold per window",
+                q.DRIFT_STATISTIC,
+                description="Per window, the drift test's statistic (its p-value) and the "
+                "per-look level it must fall to for a detection (the threshold).",
+                unit="short",
+            )
+        )
+        .with_panel(
+            bar_panel(
+                "Prompt-cluster shares (newest window)",
+                q.DRIFT_CLUSTER_SHARES,
+                description="Share of reference and recent prompts per cluster; clusters "
+                "that grew explain the drift.",
+                unit="percentunit",
+                x_field="cluster",
+            )
+        )
+    )
+
+
+def pipeline_health() -> sdk.Dashboard:
+    return (
+        _base(
+            "telltale-pipeline",
+            "Telltale · Pipeline health",
+            "Is the pipeline keeping up?",
+        )
+        .with_panel(
+            timeseries_panel(
+                "Events per second",
+                q.EVENTS_PER_SECOND,
+                description="Events stored per second, by model.",
+                unit="reqps",
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Write latency (event time to stored row)",
+                q.INGEST_LAG,
+                description="Ingest lag: how long after its own timestamp an event was "
+                "stored. Replayed history (over a day late) is left out.",
+                unit="s",
+            )
+        )
+        .with_panel(
+            stat_panel(
+                "Seconds since the last event",
+                q.SECONDS_SINCE_LAST_EVENT,
+                description="Red after 10 minutes without a stored event: the stall alert.",
+                unit="s",
+                red_from=600,
+            )
+        )
+        .with_panel(text_panel("Consumer lag and dead letters", _NOT_IN_CLICKHOUSE))
+        .with_panel(
+            timeseries_panel(
+                "Generation latency reported by the apps",
+                q.GENERATION_LATENCY,
+                description="latency_ms of the events: p50, p95, p99.",
+                unit="ms",
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Drift detector delay",
+                q.DRIFT_DETECTOR_DELAY,
+                description="How long after a window closed its drift test was stored. The "
+                "monitor stores no run times; this is the nearest measure.",
+                unit="s",
+            )
+        )
+    )
+
+
+def build_dashboards() -> list[models.Dashboard]:
+    """The dashboard models, in display order."""
+    builders = (overview(), signal_drilldown(), prompt_drift(), pipeline_health())
+    return [b.build() for b in builders]

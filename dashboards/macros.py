@@ -1,0 +1,220 @@
+"""Grafana's ClickHouse macros turned into parameter-bound SQL, so dashboard SQL runs anywhere.
+
+Dashboard SQL is written for Grafana (``$__timeFilter(ts)``, ``${model:singlequote}``, ...).
+The static report, the alert-rule tests and the panel tests execute that *same* text; this
+module is the one place that turns it into ClickHouse SQL. Values never enter the SQL text:
+the time range, the interval and every template-variable value become bound parameters
+(``{tt_from:DateTime64(3, 'UTC')}``, ``{var_model:Array(String)}``), and anything this module
+does not understand raises :class:`MacroError` instead of reaching ClickHouse half-rendered.
+
+Supported, with the plugin's meaning:
+
+* ``$__timeFilter(expr)`` (second precision), ``$__timeFilter_ms(expr)``
+* ``$__fromTime`` / ``$__toTime`` (DateTime), ``$__fromTime_ms`` / ``$__toTime_ms`` (DateTime64)
+* ``$__timeInterval(expr)`` and ``$__interval_s``
+* ``$__conditionalAll(condition, $var)``: ``1=1`` when ``var`` is "All", else the condition
+* ``(${var:singlequote})``, i.e. a variable as the right-hand side of ``IN (...)``
+
+Example::
+
+    >>> ctx = QueryContext(start, end, variables={"model": ("chat",), "app": None})
+    >>> render("SELECT 1 WHERE $__conditionalAll(model IN (${model:singlequote}), $model)", ctx)
+    BoundQuery(sql='SELECT 1 WHERE (model IN {var_model:Array(String)})', parameters={...})
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from dashboards.errors import MacroError
+
+__all__ = ["BoundQuery", "MacroError", "QueryContext", "interval_for", "render"]
+
+_TIME_TYPE = "DateTime64(3, 'UTC')"
+_FROM = f"{{tt_from:{_TIME_TYPE}}}"
+_TO = f"{{tt_to:{_TIME_TYPE}}}"
+_INTERVAL = "{tt_interval_s:UInt32}"
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_VARIABLE_IN = re.compile(r"\(\s*\$\{(" + _NAME + r"):singlequote\}\s*\)")
+_VARIABLE_REF = re.compile(r"^\s*\$(?:(" + _NAME + r")|\{(" + _NAME + r")\})\s*$")
+
+
+@dataclass(frozen=True)
+class QueryContext:
+    """What Grafana would supply: the time range, the interval and the variable values.
+
+    A variable mapped to ``None`` is "All"; a tuple is the selected values.
+    """
+
+    start: datetime
+    end: datetime
+    interval_s: int = 60
+    variables: Mapping[str, tuple[str, ...] | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            value: datetime = getattr(self, name)
+            if value.tzinfo is None or value.utcoffset() is None:
+                raise ValueError(f"{name} must be timezone-aware")
+            object.__setattr__(self, name, value.astimezone(UTC))
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        if self.interval_s < 1:
+            raise ValueError("interval_s must be at least 1 second")
+
+
+# Grafana rounds its interval to such steps; a minute is the resolution of the rate tables.
+_NICE_INTERVALS_S = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+
+
+def interval_for(start: datetime, end: datetime, points: int = 120) -> int:
+    """The interval (seconds) giving about ``points`` buckets over the range, at least 1 min."""
+    wanted = (end - start).total_seconds() / max(points, 1)
+    return next((s for s in _NICE_INTERVALS_S if s >= wanted), _NICE_INTERVALS_S[-1])
+
+
+@dataclass(frozen=True)
+class BoundQuery:
+    """ClickHouse SQL with server-side ``{name:Type}`` placeholders and their values."""
+
+    sql: str
+    parameters: dict[str, object]
+
+
+def render(sql: str, ctx: QueryContext) -> BoundQuery:
+    """Expand every Grafana macro in ``sql`` into bound parameters; see the module docstring."""
+    params: dict[str, object] = {}
+
+    def conditional_all(args: str) -> str:
+        condition, variable = _split_last_argument(args)
+        match = _VARIABLE_REF.match(variable)
+        if match is None:
+            raise MacroError(f"$__conditionalAll needs a variable as its second argument: {args!r}")
+        name = match.group(1) or match.group(2)
+        if name not in ctx.variables:
+            raise MacroError(f"variable ${name} is not defined in the query context")
+        return "1=1" if ctx.variables[name] is None else f"({condition.strip()})"
+
+    def time_filter(column: str, precise: bool) -> str:
+        params["tt_from"], params["tt_to"] = ctx.start, ctx.end
+        low, high = (_FROM, _TO) if precise else (f"toDateTime({_FROM})", f"toDateTime({_TO})")
+        expr = _required(column, "$__timeFilter")
+        return f"({expr} >= {low} AND {expr} <= {high})"
+
+    def time_interval(column: str) -> str:
+        params["tt_interval_s"] = ctx.interval_s
+        expr = _required(column, "$__timeInterval")
+        return f"toStartOfInterval(toDateTime({expr}), toIntervalSecond({_INTERVAL}))"
+
+    out = _replace_calls(sql, "$__conditionalAll", conditional_all)
+    out = _replace_calls(out, "$__timeFilter_ms", lambda a: time_filter(a, precise=True))
+    out = _replace_calls(out, "$__timeFilter", lambda a: time_filter(a, precise=False))
+    out = _replace_calls(out, "$__timeInterval", time_interval)
+    values = {"tt_from": ctx.start, "tt_to": ctx.end, "tt_interval_s": ctx.interval_s}
+    for macro, text, key in (
+        ("$__fromTime_ms", _FROM, "tt_from"),
+        ("$__toTime_ms", _TO, "tt_to"),
+        ("$__fromTime", f"toDateTime({_FROM})", "tt_from"),
+        ("$__toTime", f"toDateTime({_TO})", "tt_to"),
+        ("$__interval_s", _INTERVAL, "tt_interval_s"),
+    ):
+        pattern = re.compile(re.escape(macro) + r"(?![A-Za-z0-9_])")
+        out, count = pattern.subn(_constant(text), out)
+        if count:
+            params[key] = values[key]
+
+    def variable(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in ctx.variables:
+            raise MacroError(f"variable ${name} is not defined in the query context")
+        chosen = ctx.variables[name]
+        if chosen is None:
+            raise MacroError(f"variable ${name} is 'All' outside $__conditionalAll")
+        params[f"var_{name}"] = list(chosen)
+        return f"{{var_{name}:Array(String)}}"
+
+    out = _VARIABLE_IN.sub(variable, out)
+    if "$" in out:
+        at = out.index("$")
+        raise MacroError(f"unsupported macro or variable form near {out[at : at + 40]!r}")
+    return BoundQuery(sql=out, parameters=params)
+
+
+def _constant(text: str) -> Callable[[re.Match[str]], str]:
+    """A replacement function for ``re.sub`` that inserts ``text`` literally."""
+    return lambda _match: text
+
+
+def _required(argument: str, macro: str) -> str:
+    expr = argument.strip()
+    if not expr:
+        raise MacroError(f"{macro}() needs a column expression")
+    return expr
+
+
+def _replace_calls(sql: str, macro: str, replace: Callable[[str], str]) -> str:
+    """Replace every ``macro(args)`` in ``sql`` by ``replace(args)``; parentheses may nest."""
+    opener = macro + "("
+    out: list[str] = []
+    position = 0
+    while (start := sql.find(opener, position)) >= 0:
+        end = _closing_paren(sql, start + len(opener) - 1)
+        out.append(sql[position:start])
+        out.append(replace(sql[start + len(opener) : end]))
+        position = end + 1
+    out.append(sql[position:])
+    return "".join(out)
+
+
+def _closing_paren(sql: str, open_at: int) -> int:
+    """Index of the parenthesis closing the one at ``open_at``; quotes are skipped."""
+    depth = 0
+    quote: str | None = None
+    index = open_at
+    while index < len(sql):
+        char = sql[index]
+        if quote:
+            if char == "\\":
+                index += 1
+            elif char == quote:
+                quote = None
+        elif char in "'`\"":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0:
+                return index
+        index += 1
+    raise MacroError(f"unbalanced parentheses after {sql[max(0, open_at - 20) : open_at + 1]!r}")
+
+
+def _split_last_argument(args: str) -> tuple[str, str]:
+    """Split ``args`` at its last top-level comma (the condition itself may contain commas)."""
+    depth = 0
+    quote: str | None = None
+    split_at = -1
+    index = 0
+    while index < len(args):
+        char = args[index]
+        if quote:
+            if char == "\\":
+                index += 1
+            elif char == quote:
+                quote = None
+        elif char in "'`\"":
+            quote = char
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            split_at = index
+        index += 1
+    if split_at < 0:
+        raise MacroError(f"$__conditionalAll needs two arguments: {args!r}")
+    return args[:split_at], args[split_at + 1 :]

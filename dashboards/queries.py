@@ -1,0 +1,426 @@
+"""Every SQL statement behind a panel, a template variable, an annotation or a guard alert.
+
+One named query per statement, written once in Grafana's ClickHouse dialect (macros and
+``${var:singlequote}``). Grafana receives the text as is; the static report and the tests run
+it through :func:`dashboards.macros.render`. ``columns`` is the statement's result contract:
+the tests check it against ClickHouse and the report uses it to read the rows.
+
+Only fixed fragments are composed here (filters on the template variables); values never are.
+Tables and views are documented in ``storage.schema``.
+"""
+
+# ruff: noqa: S608 - only fixed fragments (columns, the variable filters) are composed into
+# SQL here; every value is bound as a parameter by dashboards.macros or by Grafana.
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ANNOTATION_RELEASES",
+    "DRIFT_CLUSTER_SHARES",
+    "DRIFT_DETECTOR_DELAY",
+    "DRIFT_STATISTIC",
+    "EVENTS_PER_SECOND",
+    "FLAGGED_EVENTS",
+    "GENERATION_LATENCY",
+    "INGEST_LAG",
+    "INGEST_LAG_RECENT",
+    "OPEN_DETECTIONS",
+    "OVERVIEW_FAILURE_RATE",
+    "RELEASE_CHANGES",
+    "SCORE_DISTRIBUTION",
+    "SECONDS_SINCE_LAST_EVENT",
+    "SIGNAL_FAILURE_RATE",
+    "SIGNAL_THRESHOLD",
+    "VARIABLE_APP",
+    "VARIABLE_MODEL",
+    "VARIABLE_SIGNAL",
+    "VARIABLE_VERSION",
+    "NamedQuery",
+    "open_detections_for",
+]
+
+
+@dataclass(frozen=True)
+class NamedQuery:
+    """A SQL statement, its stable name, and the columns it returns, in order."""
+
+    name: str
+    sql: str
+    columns: tuple[str, ...]
+
+
+def _any(column: str, variable: str) -> str:
+    """``column`` restricted to the selected values of ``variable``; no restriction on All."""
+    return f"$__conditionalAll({column} IN (${{{variable}:singlequote}}), ${variable})"
+
+
+def _app(model_column: str) -> str:
+    """Restrict models to those an app served (tables without an ``app`` column)."""
+    sub = "SELECT DISTINCT model FROM events_1m WHERE app IN (${app:singlequote})"
+    return f"$__conditionalAll({model_column} IN ({sub}), $app)"
+
+
+def _rate_filters(prefix: str = "") -> str:
+    return " AND ".join(
+        (
+            _any(f"{prefix}model", "model"),
+            _any(f"{prefix}model_version", "version"),
+            _any(f"{prefix}signal", "signal"),
+            _app(f"{prefix}model"),
+        )
+    )
+
+
+_EVENT_FILTERS = " AND ".join(
+    (_any("app", "app"), _any("model", "model"), _any("model_version", "version"))
+)
+
+# --- template variables ---------------------------------------------------------------------
+
+VARIABLE_APP = NamedQuery(
+    "variable_app",
+    "SELECT DISTINCT app FROM events_1m WHERE $__timeFilter(minute) ORDER BY app",
+    ("app",),
+)
+VARIABLE_MODEL = NamedQuery(
+    "variable_model",
+    "SELECT DISTINCT model FROM events_1m\n"
+    f"WHERE $__timeFilter(minute) AND {_any('app', 'app')}\nORDER BY model",
+    ("model",),
+)
+VARIABLE_VERSION = NamedQuery(
+    "variable_version",
+    "SELECT DISTINCT model_version FROM events_1m\n"
+    f"WHERE $__timeFilter(minute) AND {_any('app', 'app')} AND {_any('model', 'model')}\n"
+    "ORDER BY model_version",
+    ("model_version",),
+)
+# A signal is deleted by a tombstone version: its newest version decides.
+VARIABLE_SIGNAL = NamedQuery(
+    "variable_signal",
+    "SELECT name FROM signals GROUP BY name HAVING argMax(deleted, version) = 0 ORDER BY name",
+    ("name",),
+)
+
+# --- annotations ----------------------------------------------------------------------------
+
+ANNOTATION_RELEASES = NamedQuery(
+    "annotation_releases",
+    "SELECT released_at AS time, concat(model, ' ', model_version, ' released') AS text,\n"
+    "       model AS tags\n"
+    "FROM releases FINAL\n"
+    f"WHERE $__timeFilter(released_at) AND {_any('model', 'model')} AND {_app('model')}\n"
+    "ORDER BY time",
+    ("time", "text", "tags"),
+)
+
+# --- overview -------------------------------------------------------------------------------
+
+OVERVIEW_FAILURE_RATE = NamedQuery(
+    "overview_failure_rate",
+    "SELECT $__timeInterval(minute) AS time,\n"
+    "       concat(signal, ' · ', model, ' ', model_version) AS series,\n"
+    "       uniqExactIfMerge(failures) / uniqExactMerge(events) AS failure_rate\n"
+    "FROM failure_rates_1m\n"
+    f"WHERE $__timeFilter(minute) AND {_rate_filters()}\n"
+    "GROUP BY time, series\n"
+    "ORDER BY time, series",
+    ("time", "series", "failure_rate"),
+)
+
+# Per model, the newest release up to the end of the range; per signal, the rate of the
+# released version since the release against the rate of the model in the day before it.
+# Per-minute counts add up exactly: an event falls into exactly one minute.
+RELEASE_CHANGES = NamedQuery(
+    "release_changes",
+    """SELECT model, release, released_at, signal,
+       sumIf(k, NOT is_after) / greatest(sumIf(n, NOT is_after), 1) AS rate_before,
+       sumIf(k, is_after) / greatest(sumIf(n, is_after), 1) AS rate_after,
+       rate_after - rate_before AS change,
+       sumIf(n, is_after) AS events_after
+FROM (
+    SELECT r.model AS model, r.last_version AS release, r.last_released_at AS released_at,
+           s.signal AS signal, s.n AS n, s.k AS k, s.minute >= r.last_released_at AS is_after
+    FROM (
+        SELECT model, argMax(model_version, released_at) AS last_version,
+               max(released_at) AS last_released_at
+        FROM releases FINAL
+        WHERE released_at <= $__toTime_ms
+        GROUP BY model
+    ) AS r
+    INNER JOIN (
+        SELECT model, model_version, signal, minute,
+               uniqExactMerge(events) AS n, uniqExactIfMerge(failures) AS k
+        FROM failure_rates_1m
+        WHERE minute <= $__toTime AND """
+    + _rate_filters()
+    + """
+        GROUP BY model, model_version, signal, minute
+    ) AS s ON s.model = r.model
+    WHERE s.minute >= r.last_released_at - INTERVAL 1 DAY
+      AND (s.minute < r.last_released_at OR s.model_version = r.last_version)
+)
+GROUP BY model, release, released_at, signal
+HAVING events_after > 0
+ORDER BY abs(change) DESC, model, signal
+LIMIT 20""",
+    (
+        "model",
+        "release",
+        "released_at",
+        "signal",
+        "rate_before",
+        "rate_after",
+        "change",
+        "events_after",
+    ),
+)
+
+_DETECTION_COLUMNS = (
+    "opened_at",
+    "detector",
+    "model",
+    "model_version",
+    "signal",
+    "statistic",
+    "threshold",
+    "p_value",
+    "effect",
+    "key",
+)
+# A detection is open until the monitor stores a row with ``resolved_at``; FINAL keeps the
+# newest row of each detection (ReplacingMergeTree on ``updated_at``).
+OPEN_DETECTIONS = NamedQuery(
+    "open_detections",
+    f"SELECT {', '.join(_DETECTION_COLUMNS)}\n"
+    "FROM detections FINAL\n"
+    "WHERE resolved_at IS NULL\n"
+    f"  AND {_any('model', 'model')} AND {_any('model_version', 'version')}\n"
+    f"  AND {_any('signal', 'signal')} AND {_app('model')}\n"
+    "ORDER BY opened_at DESC\n"
+    "LIMIT 100",
+    _DETECTION_COLUMNS,
+)
+
+
+def open_detections_for(detector: str) -> NamedQuery:
+    """Open detections of one detector, one row per (model, version, signal): an alert query.
+
+    Grafana alerting reads a table with one numeric column as one alert instance per row,
+    labelled by the string columns. ``detector`` is a fixed name from code, never user input.
+    """
+    if not detector.replace("_", "").isalnum():
+        raise ValueError(f"detector name {detector!r} must be an identifier")
+    return NamedQuery(
+        f"open_detections_{detector}",
+        "SELECT model, model_version, signal, toFloat64(count()) AS open_detections\n"
+        "FROM detections FINAL\n"
+        f"WHERE detector = '{detector}' AND resolved_at IS NULL\n"
+        "GROUP BY model, model_version, signal\n"
+        "ORDER BY model, model_version, signal",
+        ("model", "model_version", "signal", "open_detections"),
+    )
+
+
+# --- signal drill-down ----------------------------------------------------------------------
+
+SIGNAL_FAILURE_RATE = NamedQuery(
+    "signal_failure_rate",
+    "SELECT $__timeInterval(minute) AS time,\n"
+    "       concat(model, ' ', model_version) AS series,\n"
+    "       uniqExactIfMerge(failures) / uniqExactMerge(events) AS failure_rate\n"
+    "FROM failure_rates_1m\n"
+    f"WHERE $__timeFilter(minute) AND {_rate_filters()}\n"
+    "GROUP BY time, series\n"
+    "ORDER BY time, series",
+    ("time", "series", "failure_rate"),
+)
+
+SCORE_DISTRIBUTION = NamedQuery(
+    "score_distribution",
+    "SELECT toString(floor(score * 20) / 20) AS score_bucket,\n"
+    "       uniqExactIf(event_id, flagged = 0) AS passed_events,\n"
+    "       uniqExactIf(event_id, flagged = 1) AS flagged_events\n"
+    "FROM signal_scores\n"
+    f"WHERE $__timeFilter(timestamp) AND {_rate_filters()}\n"
+    "GROUP BY score_bucket\n"
+    "ORDER BY toFloat64(score_bucket)",
+    ("score_bucket", "passed_events", "flagged_events"),
+)
+
+SIGNAL_THRESHOLD = NamedQuery(
+    "signal_threshold",
+    "SELECT name AS signal, max(version) AS latest_version,\n"
+    "       argMax(JSONExtractFloat(fitted, 'threshold'), version) AS threshold,\n"
+    "       argMax(kind, version) AS kind, argMax(embedder_id, version) AS embedder_id\n"
+    "FROM signals\n"
+    f"WHERE {_any('name', 'signal')}\n"
+    "GROUP BY name\n"
+    "HAVING argMax(deleted, version) = 0\n"
+    "ORDER BY signal",
+    ("signal", "latest_version", "threshold", "kind", "embedder_id"),
+)
+
+# Images are linked only when they are URLs; inline (base64) images would bloat the table.
+FLAGGED_EVENTS = NamedQuery(
+    "flagged_events",
+    """WITH flagged AS (
+    SELECT timestamp, signal, model, model_version, score, event_id
+    FROM signal_scores
+    WHERE flagged = 1 AND $__timeFilter(timestamp) AND """
+    + _rate_filters()
+    + """
+    ORDER BY timestamp DESC
+    LIMIT 1 BY event_id, signal
+    LIMIT 50
+)
+SELECT f.timestamp AS time, f.signal AS signal, f.model AS model,
+       f.model_version AS model_version, round(toFloat64(f.score), 4) AS score,
+       substring(e.prompt_text, 1, 200) AS prompt, substring(e.output_text, 1, 200) AS output,
+       multiIf(e.output_image = '', '',
+               match(e.output_image, '^(https?|file)://'), e.output_image,
+               '(inline image)') AS image,
+       f.event_id AS event_id
+FROM flagged AS f
+LEFT JOIN (
+    SELECT event_id, any(prompt_text) AS prompt_text, any(output_text) AS output_text,
+           any(output_image) AS output_image
+    FROM events
+    WHERE event_id IN (SELECT event_id FROM flagged)
+    GROUP BY event_id
+) AS e ON e.event_id = f.event_id
+ORDER BY time DESC, signal""",
+    (
+        "time",
+        "signal",
+        "model",
+        "model_version",
+        "score",
+        "prompt",
+        "output",
+        "image",
+        "event_id",
+    ),
+)
+
+# --- prompt drift ---------------------------------------------------------------------------
+
+DRIFT_STATISTIC = NamedQuery(
+    "drift_statistic",
+    "SELECT window_end AS time, model, statistic, threshold\n"
+    "FROM drift_windows FINAL\n"
+    f"WHERE $__timeFilter(window_end) AND {_any('model', 'model')} AND {_app('model')}\n"
+    "ORDER BY time, model",
+    ("time", "model", "statistic", "threshold"),
+)
+
+# ``clusters`` holds a JSON array of {"cluster", "reference_share", "recent_share", ...}
+# objects (the shape of ``alerts.drift`` explanations); the newest window per model is shown.
+DRIFT_CLUSTER_SHARES = NamedQuery(
+    "drift_cluster_shares",
+    """SELECT concat(model, ' #', toString(JSONExtractInt(c, 'cluster'))) AS cluster,
+       JSONExtractFloat(c, 'reference_share') AS reference_share,
+       JSONExtractFloat(c, 'recent_share') AS recent_share
+FROM (
+    SELECT model, window_end, clusters
+    FROM drift_windows FINAL
+    WHERE $__timeFilter(window_end) AND """
+    + f"{_any('model', 'model')} AND {_app('model')}"
+    + """
+    ORDER BY window_end DESC
+    LIMIT 1 BY model
+)
+ARRAY JOIN JSONExtractArrayRaw(clusters) AS c
+ORDER BY model, recent_share - reference_share DESC""",
+    ("cluster", "reference_share", "recent_share"),
+)
+
+# --- pipeline health ------------------------------------------------------------------------
+
+# An interval shorter than a minute would split the per-minute counts unevenly.
+EVENTS_PER_SECOND = NamedQuery(
+    "events_per_second",
+    "SELECT $__timeInterval(minute) AS time, model,\n"
+    "       uniqExactMerge(events) / greatest($__interval_s, 60) AS events_per_s\n"
+    "FROM events_1m\n"
+    f"WHERE $__timeFilter(minute) AND {_EVENT_FILTERS}\n"
+    "GROUP BY time, model\n"
+    "ORDER BY time, model",
+    ("time", "model", "events_per_s"),
+)
+
+# Write latency: from the event's own timestamp to its row in ClickHouse. Events that arrive
+# more than a day late are replayed history, not lag, and are left out.
+INGEST_LAG = NamedQuery(
+    "ingest_lag",
+    """SELECT $__timeInterval(ingested_at) AS time,
+       quantile(0.5)(lag_ms) / 1000 AS p50_s,
+       quantile(0.95)(lag_ms) / 1000 AS p95_s,
+       max(lag_ms) / 1000 AS max_s
+FROM (
+    SELECT ingested_at,
+           toUnixTimestamp64Milli(ingested_at) - toUnixTimestamp64Milli(timestamp) AS lag_ms
+    FROM events
+    WHERE $__timeFilter(ingested_at) AND timestamp >= $__fromTime - INTERVAL 1 DAY
+      AND """
+    + _EVENT_FILTERS
+    + """
+)
+GROUP BY time
+ORDER BY time""",
+    ("time", "p50_s", "p95_s", "max_s"),
+)
+
+GENERATION_LATENCY = NamedQuery(
+    "generation_latency",
+    """SELECT time, q[1] AS p50_ms, q[2] AS p95_ms, q[3] AS p99_ms
+FROM (
+    SELECT $__timeInterval(minute) AS time, quantilesMerge(0.5, 0.95, 0.99)(latency_ms) AS q
+    FROM events_1m
+    WHERE $__timeFilter(minute) AND """
+    + _EVENT_FILTERS
+    + """
+    GROUP BY time
+)
+WHERE isFinite(q[1])
+ORDER BY time""",
+    ("time", "p50_ms", "p95_ms", "p99_ms"),
+)
+
+# The monitor stores no run times; how long after a window closed its drift test was stored
+# is the closest measure of detector delay in ClickHouse.
+DRIFT_DETECTOR_DELAY = NamedQuery(
+    "drift_detector_delay",
+    "SELECT window_end AS time, model,\n"
+    "       (toUnixTimestamp64Milli(computed_at) - toUnixTimestamp64Milli(window_end)) / 1000\n"
+    "           AS delay_s\n"
+    "FROM drift_windows FINAL\n"
+    f"WHERE $__timeFilter(window_end) AND {_any('model', 'model')}\n"
+    "ORDER BY time, model",
+    ("time", "model", "delay_s"),
+)
+
+# Also the "pipeline stalled" alert: one row whatever the data, so no data cannot mean "fine".
+# Events are scanned over a day at most; with none in that day the value is the time since
+# 1970, which fires any threshold.
+SECONDS_SINCE_LAST_EVENT = NamedQuery(
+    "seconds_since_last_event",
+    "SELECT toFloat64(dateDiff('second', max(ingested_at), now64(3))) AS seconds_since_last_event\n"
+    "FROM events\n"
+    "WHERE timestamp >= now() - INTERVAL 1 DAY",
+    ("seconds_since_last_event",),
+)
+
+# The "ingest lag" alert: p95 write latency of the last 15 minutes (0 when nothing arrived,
+# which the stall rule covers). A proxy for consumer lag and dead-lettering, which live in
+# Kafka and not in ClickHouse.
+INGEST_LAG_RECENT = NamedQuery(
+    "ingest_lag_recent",
+    "SELECT toFloat64(ifNotFinite(quantile(0.95)(\n"
+    "           toUnixTimestamp64Milli(ingested_at) - toUnixTimestamp64Milli(timestamp)) / 1000,\n"
+    "       0)) AS ingest_lag_p95_s\n"
+    "FROM events\n"
+    "WHERE ingested_at >= now64(3) - INTERVAL 15 MINUTE AND timestamp >= now() - INTERVAL 1 DAY",
+    ("ingest_lag_p95_s",),
+)

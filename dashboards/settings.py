@@ -1,0 +1,47 @@
+"""Grafana settings: where ``dashboards push`` / ``alerts push`` send things, and how Grafana
+reaches ClickHouse. Read from ``TELLTALE_GRAFANA_*`` variables when the CLI builds it; nothing
+is read at import time. Secrets are :class:`~pydantic.SecretStr` and never printed or logged.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["GrafanaSettings"]
+
+
+class GrafanaSettings(BaseSettings):
+    """``TELLTALE_GRAFANA_URL``, ``_TOKEN`` (a service-account token), ``_ORG_ID``, ``_FOLDER_UID``
+    and ``_FOLDER_TITLE`` address Grafana. ``_CLICKHOUSE_*`` describe the ClickHouse server *as
+    Grafana sees it* (``http://clickhouse:8123`` inside docker-compose), which can differ from
+    telltale's own ``TELLTALE_CLICKHOUSE_DSN``. ``_WEBHOOK_URL`` is the example contact point.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_GRAFANA_", extra="ignore")
+
+    url: str = "http://localhost:3000"
+    token: SecretStr | None = None
+    org_id: int = Field(default=1, ge=1)
+    folder_uid: str = Field(default="telltale", pattern=r"^[A-Za-z0-9_-]{1,40}$")
+    folder_title: str = "Telltale"
+    timeout_s: float = Field(default=10.0, gt=0)
+    disable_provenance: bool = Field(
+        default=True,
+        description="send X-Disable-Provenance so pushed alerting objects stay editable in the UI",
+    )
+    clickhouse_url: str = "http://clickhouse:8123"
+    clickhouse_username: str = "default"
+    clickhouse_password: SecretStr | None = None
+    clickhouse_database: str = "default"
+    webhook_url: SecretStr = SecretStr("http://alert-receiver:8080/telltale")
+
+    @field_validator("url", "clickhouse_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")

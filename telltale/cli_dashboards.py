@@ -1,0 +1,256 @@
+"""``telltale dashboards build|push``, ``telltale alerts push`` and ``telltale report``.
+
+Wiring only: the dashboards, the alert rules and the report live in ``dashboards`` and
+``alerts.rules``; this module builds :class:`~dashboards.settings.GrafanaSettings` once, turns
+it into plans and files, and prints results (one JSON document with ``--format json``).
+Grafana's token is never printed or logged; ``--dry-run`` redacts the other secrets too.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from alerts.rules import AlertingOptions, api_payloads, provisioning_file
+from dashboards.clickhouse import DATASOURCE_UID
+from dashboards.datasource import datasource_file, datasource_payload
+from dashboards.definitions import build_dashboards
+from dashboards.errors import DashboardsError
+from dashboards.files import dashboard_document, dashboard_files, stale_files, write_files
+from dashboards.macros import QueryContext, interval_for
+from dashboards.provision import (
+    Provisioner,
+    Upsert,
+    connect_grafana,
+    dashboard_upsert,
+    folder_upsert,
+)
+from dashboards.settings import GrafanaSettings
+from storage.client import redact_dsn
+from telltale.cli_common import (
+    CLI_ERRORS,
+    ClickHouseOpt,
+    FormatOpt,
+    console,
+    fail,
+    open_client,
+    parse_time,
+    print_json,
+    settings_for,
+)
+
+__all__ = ["alerts_push", "dashboards_app", "generated_files", "report"]
+
+dashboards_app = typer.Typer(
+    help="Grafana dashboards as code: write provisioning files, push to Grafana.",
+    no_args_is_help=True,
+)
+
+GENERATED = Path("dashboards") / "generated"
+DATASOURCE_FILE = Path("dashboards") / "datasources" / "clickhouse.yaml"
+ALERTING_FILE = Path("alerts") / "provisioning" / "telltale.yaml"
+
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="print what would be sent; contact nobody")
+]
+GrafanaUrlOpt = Annotated[
+    str | None, typer.Option("--grafana-url", help="Grafana base URL [env TELLTALE_GRAFANA_URL]")
+]
+FolderOpt = Annotated[
+    str | None, typer.Option("--folder", help="folder uid [env TELLTALE_GRAFANA_FOLDER_UID]")
+]
+RootOpt = Annotated[
+    Path, typer.Option("--root", help="repository root the files are written under")
+]
+
+
+def _file_options(settings: GrafanaSettings) -> AlertingOptions:
+    """Alerting options for files: folder and org from settings, never a secret (the example
+    webhook URL stays; the real one is sent by ``alerts push`` only)."""
+    return AlertingOptions(folder_title=settings.folder_title, org_id=settings.org_id)
+
+
+def generated_files(root: Path, settings: GrafanaSettings) -> dict[Path, str]:
+    """Every provisioning file ``build`` writes, by path under ``root``."""
+    files = {
+        root / GENERATED / name: content
+        for name, content in dashboard_files(build_dashboards()).items()
+    }
+    files[root / DATASOURCE_FILE] = datasource_file(settings)
+    files[root / ALERTING_FILE] = provisioning_file(_file_options(settings))
+    return files
+
+
+def _leftovers(root: Path, files: dict[Path, str]) -> list[Path]:
+    """Dashboard files under ``generated`` that the code no longer produces."""
+    return sorted(p for p in (root / GENERATED).glob("*.json") if p not in files)
+
+
+@dashboards_app.command("build")
+def build(
+    root: RootOpt = Path("."),
+    check: Annotated[
+        bool, typer.Option("--check", help="write nothing; exit 1 if a file is stale")
+    ] = False,
+    fmt: FormatOpt = "text",
+) -> None:
+    """Write dashboards, the data source and alert rules as Grafana provisioning files."""
+    files = generated_files(root, _settings())
+    leftovers = _leftovers(root, files)
+    if check:
+        stale = [*stale_files(files), *leftovers]
+        _report_files("stale", stale, fmt)
+        if stale:
+            raise typer.Exit(code=1)
+        return
+    written = write_files(files)
+    for path in leftovers:
+        path.unlink()
+    _report_files("written", [*written, *leftovers], fmt)
+
+
+def _report_files(what: str, paths: list[Path], fmt: str) -> None:
+    if fmt == "json":
+        print_json({what: [str(p) for p in paths]})
+    elif paths:
+        for path in paths:
+            console.print(f"{what}: {path}")
+    else:
+        console.print("provisioning files are up to date")
+
+
+def _settings(grafana_url: str | None = None, folder: str | None = None) -> GrafanaSettings:
+    """Settings from the environment, with the command line's overrides; a bad value is a
+    one-line error, not a traceback."""
+    overrides: dict[str, Any] = {}
+    if grafana_url:
+        overrides["url"] = grafana_url
+    if folder:
+        overrides["folder_uid"] = folder
+    try:
+        return GrafanaSettings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise fail(ValueError(f"invalid Grafana settings: {problems}")) from exc
+
+
+def _apply(plan: list[Upsert], settings: GrafanaSettings, dry_run: bool, fmt: str) -> None:
+    if dry_run:
+        if fmt == "json":
+            items = [item.as_dict() for item in plan]
+            print_json({"dry_run": True, "grafana": redact_dsn(settings.url), "items": items})
+            return
+        for item in plan:
+            sys.stdout.write(f"# would upsert {item.kind} {item.uid}\n")
+            sys.stdout.write(json.dumps(dict(item.payload), indent=2) + "\n")
+        return
+    try:
+        outcomes = Provisioner(
+            connect_grafana(settings), disable_provenance=settings.disable_provenance
+        ).apply(plan)
+    except DashboardsError as exc:
+        raise fail(exc) from exc
+    if fmt == "json":
+        done = [outcome.as_dict() for outcome in outcomes]
+        print_json({"dry_run": False, "grafana": redact_dsn(settings.url), "items": done})
+        return
+    for outcome in outcomes:
+        console.print(f"{outcome.action} {outcome.kind} {outcome.uid}")
+
+
+@dashboards_app.command("push")
+def push(
+    dry_run: DryRunOpt = False,
+    grafana_url: GrafanaUrlOpt = None,
+    folder: FolderOpt = None,
+    fmt: FormatOpt = "text",
+) -> None:
+    """Create or update the folder, the ClickHouse data source and the dashboards, by uid."""
+    settings = _settings(grafana_url, folder)
+    plan = [
+        folder_upsert(settings),
+        Upsert("datasource", DATASOURCE_UID, datasource_payload(settings, redact=dry_run)),
+        *(dashboard_upsert(dashboard_document(d), settings.folder_uid) for d in build_dashboards()),
+    ]
+    _apply(plan, settings, dry_run, fmt)
+
+
+def alerts_push(
+    dry_run: DryRunOpt = False,
+    grafana_url: GrafanaUrlOpt = None,
+    folder: FolderOpt = None,
+    fmt: FormatOpt = "text",
+) -> None:
+    """Create or update the alert rules, the example contact point and notification policy."""
+    settings = _settings(grafana_url, folder)
+    webhook = "***" if dry_run else settings.webhook_url.get_secret_value()
+    payloads = api_payloads(
+        AlertingOptions(
+            folder_uid=settings.folder_uid,
+            folder_title=settings.folder_title,
+            org_id=settings.org_id,
+            webhook_url=webhook,
+        )
+    )
+    contact = payloads.contact_point
+    plan = [
+        folder_upsert(settings),
+        Upsert("contact-point", str(contact["uid"]), contact),
+        Upsert("policy-tree", "root", payloads.policy_tree),
+        *(Upsert("alert-rule", str(rule["uid"]), rule) for rule in payloads.rules),
+    ]
+    _apply(plan, settings, dry_run, fmt)
+
+
+ListOpt = Annotated[list[str] | None, typer.Option(help="repeatable; default all")]
+
+
+def report(
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write", dir_okay=False)],
+    since: Annotated[str | None, typer.Option(help="RFC 3339; default 24 h before --until")] = None,
+    until: Annotated[str | None, typer.Option(help="RFC 3339; default now")] = None,
+    app: ListOpt = None,
+    model: ListOpt = None,
+    version: ListOpt = None,
+    signal: ListOpt = None,
+    clickhouse: ClickHouseOpt = None,
+    fmt: FormatOpt = "text",
+) -> None:
+    """Render the dashboards' panels from ClickHouse into one self-contained HTML file."""
+    from dashboards.report import build_report
+    from dashboards.view import view
+
+    end = parse_time(until) or datetime.now(UTC)
+    start = parse_time(since) or end - timedelta(hours=24)
+    if start >= end:
+        raise typer.BadParameter("--since must be before --until")
+    chosen = {"app": app, "model": model, "version": version, "signal": signal}
+    ctx = QueryContext(
+        start=start,
+        end=end,
+        interval_s=interval_for(start, end),
+        variables={name: tuple(values) if values else None for name, values in chosen.items()},
+    )
+    try:
+        with open_client(clickhouse) as client:
+            result = build_report(
+                client,
+                [view(d) for d in build_dashboards()],
+                ctx,
+                source=redact_dsn(settings_for(clickhouse).clickhouse.dsn),
+                generated_at=datetime.now(UTC),
+            )
+    except (*CLI_ERRORS, DashboardsError) as exc:
+        raise fail(exc) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(result.html, encoding="utf-8")
+    if fmt == "json":
+        print_json({"out": str(out), "panels": result.summary()})
+    else:
+        console.print(f"report with {len(result.panels)} panels written to {out}")

@@ -1,0 +1,239 @@
+"""Seed data for the dashboard, alert-rule and report tests: every table a panel reads.
+
+Two models over five hours before ``now``: ``chat-assistant`` (app ``chat``) released
+``2026.11`` two hours ago and its ``stock_advice`` failure rate jumped from 5% to 20%;
+``image-gen`` (app ``studio``) runs ``v3`` throughout with ``stock_watermark`` at 10%.
+Detections (one open per detector, one resolved), drift windows with cluster shares and
+releases complete the picture. Everything goes through the real writer and tables.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from storage.registry import SignalRecord, save_signal
+from storage.releases import add_release
+from storage.rows import EventRow, ScoreRow, WriteBatch
+from storage.writer import ClickHouseWriter
+
+SIGNALS = {"stock_advice": 0.6, "stock_watermark": 0.5}
+CHAT, IMAGE = "chat-assistant", "image-gen"
+OLD, NEW = "2026.10", "2026.11"
+
+
+def now_minute() -> datetime:
+    return datetime.now(UTC).replace(second=0, microsecond=0)
+
+
+def seed(client: Any, now: datetime) -> None:
+    """Write the scenario ending at ``now`` (timezone-aware)."""
+    release_at = now - timedelta(hours=2)
+    batch = WriteBatch()
+    for i in range(150):
+        at = now - timedelta(hours=5) + timedelta(minutes=2 * i) + timedelta(seconds=7)
+        version = NEW if at >= release_at else OLD
+        chat_flag = i % 5 == 0 if version == NEW else i % 20 == 0
+        _add(batch, f"c{i}", at, CHAT, version, "chat", "stock_advice", chat_flag, i)
+        _add(batch, f"m{i}", at, IMAGE, "v3", "studio", "stock_watermark", i % 10 == 0, i)
+    ClickHouseWriter(client).write(batch)
+
+    for name, threshold in SIGNALS.items():
+        save_signal(
+            client,
+            SignalRecord(
+                name=name,
+                version=1,
+                kind="few_shot",
+                embedder_id="open_clip/telltale-tiny/none",
+                definition="{}",
+                fitted=json.dumps({"threshold": threshold}),
+                author="test",
+                created_at=now - timedelta(days=1),
+            ),
+        )
+    add_release(client, CHAT, OLD, now - timedelta(days=3), note="previous")
+    add_release(client, CHAT, NEW, release_at, note="new prompt template")
+    add_release(client, IMAGE, "v3", now - timedelta(hours=5))
+    _detections(client, now, release_at)
+    _drift_windows(client, now)
+
+
+def _add(
+    batch: WriteBatch,
+    event_id: str,
+    at: datetime,
+    model: str,
+    version: str,
+    app: str,
+    signal: str,
+    flagged: bool,
+    i: int,
+) -> None:
+    image = ""
+    if model == IMAGE:
+        image = f"https://images.example/{event_id}.png" if i % 7 else "data:image/png;base64,AAAA"
+    batch.events.append(
+        EventRow(
+            event_id=event_id,
+            timestamp=at,
+            model=model,
+            model_version=version,
+            app=app,
+            prompt_text=f"prompt {i}: which stocks <b>should</b> I buy?",
+            output_text=f"answer {i}" if model == CHAT else "",
+            output_image=image,
+            latency_ms=100.0 + (i % 13) * 25.0,
+            feedback=-1 if i % 11 == 0 else None,
+        )
+    )
+    score = 0.9 - (i % 7) * 0.02 if flagged else (i % 9) * 0.05
+    batch.scores.append(ScoreRow(event_id, signal, 1, at, model, version, score, flagged))
+
+
+def _detections(client: Any, now: datetime, release_at: datetime) -> None:
+    columns = [
+        "detection_id",
+        "detector",
+        "key",
+        "model",
+        "model_version",
+        "signal",
+        "state",
+        "opened_at",
+        "resolved_at",
+        "statistic",
+        "threshold",
+        "p_value",
+        "e_value",
+        "effect",
+        "effect_low",
+        "effect_high",
+        "details",
+        "notified",
+    ]
+    opened = release_at + timedelta(minutes=40)
+    rows = [
+        [
+            "d1",
+            "release_spike",
+            f"model={CHAT}/signal=stock_advice",
+            CHAT,
+            NEW,
+            "stock_advice",
+            "open",
+            opened,
+            None,
+            140.0,
+            100.0,
+            None,
+            140.0,
+            0.15,
+            0.08,
+            0.22,
+            "{}",
+            "sent",
+        ],
+        [
+            "d2",
+            "degradation",
+            f"model={IMAGE}/v3/signal=stock_watermark",
+            IMAGE,
+            "v3",
+            "stock_watermark",
+            "open",
+            now - timedelta(minutes=30),
+            None,
+            9.1,
+            7.5,
+            None,
+            None,
+            0.04,
+            None,
+            None,
+            "{}",
+            "sent",
+        ],
+        [
+            "d3",
+            "prompt_drift",
+            f"model={CHAT}",
+            CHAT,
+            "",
+            "",
+            "open",
+            now - timedelta(minutes=20),
+            None,
+            0.0004,
+            0.0025,
+            0.0004,
+            None,
+            0.21,
+            None,
+            None,
+            "{}",
+            "sent",
+        ],
+        [
+            "d4",
+            "degradation",
+            f"model={CHAT}/{OLD}/signal=stock_advice",
+            CHAT,
+            OLD,
+            "stock_advice",
+            "resolved",
+            now - timedelta(hours=4),
+            now - timedelta(hours=3),
+            8.0,
+            7.5,
+            None,
+            None,
+            0.02,
+            None,
+            None,
+            "{}",
+            "resolved",
+        ],
+    ]
+    client.insert("detections", rows, column_names=columns)
+
+
+def _drift_windows(client: Any, now: datetime) -> None:
+    rows = []
+    for w in range(10):
+        end = now - timedelta(hours=5) + timedelta(minutes=30 * (w + 1))
+        shift = 0.05 * w
+        clusters = [
+            {"cluster": 0, "reference_share": 0.5, "recent_share": 0.5 - shift},
+            {"cluster": 1, "reference_share": 0.4, "recent_share": 0.4},
+            {"cluster": 2, "reference_share": 0.1, "recent_share": 0.1 + shift},
+        ]
+        rows.append(
+            [
+                CHAT,
+                end - timedelta(minutes=30),
+                end,
+                0.5 / (w + 1),
+                0.0025,
+                0.5 / (w + 1),
+                500,
+                200,
+                json.dumps(clusters),
+            ]
+        )
+    client.insert(
+        "drift_windows",
+        rows,
+        column_names=[
+            "model",
+            "window_start",
+            "window_end",
+            "statistic",
+            "threshold",
+            "p_value",
+            "reference_size",
+            "recent_size",
+            "clusters",
+        ],
+    )
