@@ -24,7 +24,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check signals streams storage telltale
+	$(BIN)/ruff format --check signals streams storage telltale dashboards alerts
 	$(BIN)/mypy
 
 bench: install

@@ -29,6 +29,7 @@ from telltale.cli_common import (
     print_json,
     settings_for,
 )
+from telltale.cli_dashboards import alerts_push, dashboards_app, report
 from telltale.cli_signals import signals_app
 
 app = typer.Typer(
@@ -41,7 +42,10 @@ releases_app = typer.Typer(help="Record model releases.", no_args_is_help=True)
 app.add_typer(signals_app, name="signals")
 app.add_typer(releases_app, name="releases")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(dashboards_app, name="dashboards")
+alerts_app.command("push")(alerts_push)
 app.command()(monitor)
+app.command("report")(report)
 
 Bucket = Literal["total", "minute", "hour", "day"]
 
