@@ -163,8 +163,10 @@ def run_demo(
         )
     console.print(table)
     console.print(
-        f"{written} events written, {skipped} already stored (re-running the demo is idempotent). "
-        "Query again with: telltale rates --clickhouse " + dsn
+        f"{written} events written, {skipped} already stored (re-running the demo is idempotent).\n"
+        f"Next: telltale rates --clickhouse {dsn}\n"
+        f"      telltale report --clickhouse {dsn} --out report.html   (the dashboards, as HTML)\n"
+        f"      telltale alerts backtest --clickhouse {dsn} --format json"
     )
     client.close()
     return {
