@@ -6,10 +6,14 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import os
 import re
+import stat
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from PIL import Image
@@ -30,8 +34,8 @@ class ImagePolicy:
     max_pixels: int = 40_000_000
     allowed_schemes: frozenset[str] = frozenset({"file", "data", "https"})
     allowed_hosts: frozenset[str] = field(default_factory=frozenset)
-    fetch_timeout_s: float = 5.0
-    allow_local_files: bool = True
+    fetch_timeout_s: float = 5.0  # the whole fetch, not each read (a slow drip is cut off)
+    allow_local_files: bool = True  # regular files only: never devices or FIFOs
 
 
 def load_image(ref: str, policy: ImagePolicy | None = None) -> Image.Image:
@@ -74,13 +78,23 @@ def _read_bytes(ref: str, policy: ImagePolicy) -> bytes:
         raise ImageError("local image files are not allowed")
     path = Path(unquote(parts.path) if scheme == "file" else ref)
     try:
-        size = path.stat().st_size
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat on the open descriptor
+        # leaves no gap between the check and the read.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except (OSError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else str(exc)
         raise ImageError(f"cannot read image file {_short(str(path))}: {reason}") from exc
-    if size > policy.max_bytes:
-        raise ImageError(f"image file of {size} bytes exceeds {policy.max_bytes}")
-    return path.read_bytes()
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # /dev/zero would be read until memory runs out
+            raise ImageError(f"image path {_short(str(path))} is not a regular file")
+        if info.st_size > policy.max_bytes:
+            raise ImageError(f"image file of {info.st_size} bytes exceeds {policy.max_bytes}")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(policy.max_bytes + 1)  # a file may grow after the check
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -94,17 +108,51 @@ def _b64(payload: str) -> bytes:
         raise ImageError(f"invalid base64 image: {exc}") from exc
 
 
-def _fetch(url: str, scheme: str, host: str, policy: ImagePolicy) -> bytes:
+def _check_url(scheme: str, host: str, policy: ImagePolicy) -> None:
     if scheme not in policy.allowed_schemes:
         raise ImageError(f"image URL scheme {scheme!r} is not allowed")
     if host.lower() not in policy.allowed_hosts:
         raise ImageError(f"image host {host!r} is not on the allow-list")
+
+
+class _AllowListedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to where the policy would let the first request go."""
+
+    def __init__(self, policy: ImagePolicy) -> None:
+        super().__init__()
+        self._policy = policy
+
+    def redirect_request(
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request | None:
+        parts = urlsplit(newurl)
+        _check_url(parts.scheme.lower(), parts.hostname or "", self._policy)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _fetch(url: str, scheme: str, host: str, policy: ImagePolicy) -> bytes:
+    _check_url(scheme, host, policy)
+    opener = urllib.request.build_opener(_AllowListedRedirects(policy))
     request = urllib.request.Request(url, headers={"User-Agent": "telltale"})  # noqa: S310
+    deadline = time.monotonic() + policy.fetch_timeout_s
+    chunks: list[bytes] = []
+    size = 0
     try:
-        with urllib.request.urlopen(request, timeout=policy.fetch_timeout_s) as response:  # noqa: S310
-            data: bytes = response.read(policy.max_bytes + 1)
+        with opener.open(request, timeout=policy.fetch_timeout_s) as response:
+            # read1 returns what one socket read gives, so a server that drips bytes cannot
+            # stretch the fetch past the deadline (each read still waits up to the timeout).
+            while size <= policy.max_bytes:
+                if time.monotonic() > deadline:
+                    raise ImageError(
+                        f"image from {host} took longer than {policy.fetch_timeout_s}s"
+                    )
+                chunk: bytes = response.read1(min(65_536, policy.max_bytes + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
     except OSError as exc:
         raise ImageError(f"cannot fetch image from {host}: {exc}") from exc
-    if len(data) > policy.max_bytes:
+    if size > policy.max_bytes:
         raise ImageError(f"image at {host} exceeds {policy.max_bytes} bytes")
-    return data
+    return b"".join(chunks)

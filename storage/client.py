@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
@@ -21,13 +21,30 @@ if TYPE_CHECKING:
 __all__ = ["connect", "redact_dsn"]
 
 
+_SECRET_PARAMS = frozenset({"password", "pass", "pwd", "secret", "token", "access_token"})
+
+
 def redact_dsn(dsn: str) -> str:
-    """The DSN with any password replaced by ``***``, safe to log."""
-    parts = urlsplit(dsn)
-    if parts.password is None:
+    """The DSN with any password (userinfo or query parameter) replaced by ``***``, safe to
+    log. A DSN that cannot be parsed is reduced to its scheme: it may hide a password anywhere.
+    """
+    try:
+        parts = urlsplit(dsn)
+        password = parts.password
+    except ValueError:
+        scheme = dsn.partition("://")[0] if "://" in dsn else "dsn"
+        return f"{scheme}://*** (unparseable)"
+    netloc, query = parts.netloc, parts.query
+    if password is not None:
+        netloc = netloc.replace(f":{password}@", ":***@")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key.lower() in _SECRET_PARAMS for key, _ in pairs):
+        query = urlencode(
+            [(k, "***" if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="*"
+        )
+    if (netloc, query) == (parts.netloc, parts.query):
         return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _chdb_path(dsn: str) -> str:

@@ -66,9 +66,20 @@ class ClickHouseWriter:
         return len(batch.events)
 
     def write(self, batch: WriteBatch) -> int:
-        """``add`` then ``flush``: the common case for a pipeline batch."""
+        """``add`` then ``flush``: the common case for a pipeline batch.
+
+        If the flush fails, ``batch`` is taken out of the buffer again: the caller retries by
+        calling ``write`` with the same rows, and keeping them would buffer them once per retry
+        until a long outage turned :class:`StorageUnavailable` into :class:`BackPressure`.
+        """
+        before = WriteBatch()
+        before.extend(self._buffer)
         self.add(batch)
-        return self.flush()
+        try:
+            return self.flush()
+        except StorageUnavailable:
+            self._buffer = before
+            raise
 
     def existing_event_ids(self, event_ids: Iterable[str]) -> set[str]:
         """Which of ``event_ids`` are already stored (fully: their ``events`` row exists)."""

@@ -7,7 +7,14 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-__all__ = ["DeadLetter"]
+__all__ = ["MAX_RECORD_BYTES", "DeadLetter"]
+
+MAX_RECORD_BYTES = 900_000
+"""Largest serialised record: a dead letter must fit into one producer request (faust's default
+``producer_max_request_size`` is 1,000,000 bytes), or sending it fails and the worker stalls on
+the payload it was trying to set aside."""
+
+MAX_REASON_CHARS = 4_000
 
 
 @dataclass(frozen=True)
@@ -19,19 +26,49 @@ class DeadLetter:
     partition: int
     offset: int
     failed_at: str
+    payload_bytes: int = -1  # size of the original payload; -1 in records written before
+    truncated: bool = False  # payload holds only a prefix; the original stays at topic/offset
 
     @classmethod
-    def of(cls, raw: bytes, reason: str, topic: str, partition: int, offset: int) -> DeadLetter:
+    def of(
+        cls,
+        raw: bytes,
+        reason: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        max_bytes: int = MAX_RECORD_BYTES,
+    ) -> DeadLetter:
+        """The record for ``raw``; its JSON is at most ``max_bytes`` (the payload is cut)."""
+        if len(reason) > MAX_REASON_CHARS:
+            reason = f"{reason[:MAX_REASON_CHARS]}… ({len(reason)} chars)"
+        reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")
         try:
             payload, encoding = raw.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             payload, encoding = base64.b64encode(raw).decode("ascii"), "base64"
-        return cls(
+        record = cls(
             reason=reason, payload=payload, payload_encoding=encoding, topic=topic,
             partition=partition, offset=offset, failed_at=datetime.now(UTC).isoformat(),
+            payload_bytes=len(raw),
         )  # fmt: skip
+        if len(record.to_json()) <= max_bytes:
+            return record
+        # base64 grows by 4/3 whatever the bytes are (JSON escaping of text can grow by 6):
+        # keep all of the payload, or the prefix, that fits next to the other fields.
+        room = max(0, max_bytes - len(record._replace_payload("").to_json()) - 64)
+        keep = room * 3 // 4
+        return record._replace_payload(
+            base64.b64encode(raw[:keep]).decode("ascii"), truncated=len(raw) > keep
+        )
+
+    def _replace_payload(self, payload: str, truncated: bool = False) -> DeadLetter:
+        fields = asdict(self)
+        fields.update(payload=payload, payload_encoding="base64", truncated=truncated)
+        return DeadLetter(**fields)
 
     def original(self) -> bytes:
+        """The refused payload (only its first bytes when ``truncated``)."""
         if self.payload_encoding == "base64":
             return base64.b64decode(self.payload)
         return self.payload.encode("utf-8")

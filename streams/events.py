@@ -96,7 +96,9 @@ class GenerationEvent(_Strict):
                 data[name] = data.pop(alias)
         extra = {k: data.pop(k) for k in list(data) if k not in _KNOWN_FIELDS}
         if extra:
-            attributes = dict(data.get("attributes") or {})
+            if not isinstance(data.get("attributes", {}), dict):
+                return data  # validation reports the malformed attributes
+            attributes = dict(data.get("attributes", {}))
             for key, value in extra.items():
                 attributes.setdefault(
                     str(key), value if isinstance(value, str) else json.dumps(value)
@@ -127,7 +129,10 @@ def _reject_constant(name: str) -> float:
 
 def decode_event(raw: bytes | str, max_bytes: int = MAX_PAYLOAD_BYTES) -> GenerationEvent:
     """Parse and validate one JSON payload, or raise :class:`InvalidEvent` with the reason."""
-    size = len(raw.encode() if isinstance(raw, str) else raw)
+    try:
+        size = len(raw.encode() if isinstance(raw, str) else raw)
+    except UnicodeEncodeError as exc:  # a str holding lone surrogates has no UTF-8 form
+        raise InvalidEvent(f"payload is not valid UTF-8: {exc}") from exc
     if size > max_bytes:
         raise InvalidEvent(f"payload of {size} bytes exceeds the limit of {max_bytes} bytes")
     try:
@@ -143,15 +148,23 @@ def decode_event(raw: bytes | str, max_bytes: int = MAX_PAYLOAD_BYTES) -> Genera
     return validate_event(data)
 
 
+def _clip(key: str, limit: int = 80) -> str:
+    """A sender's key as it appears in a reason: long ones are cut, not echoed whole."""
+    return key if len(key) <= limit else f"{key[:limit]}…({len(key)} chars)"
+
+
 def validate_event(data: dict[str, Any]) -> GenerationEvent:
     """Validate an already-parsed mapping, raising :class:`InvalidEvent` with every problem."""
     try:
         return GenerationEvent.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'event'}: {err['msg']}"
+            f"{'.'.join(_clip(str(p)) for p in err['loc']) or 'event'}: {err['msg']}"
             for err in exc.errors(include_url=False)
         )
+        # Locations hold the sender's keys: escape lone surrogates so the reason can always be
+        # written into a dead letter or a reject file (both UTF-8).
+        problems = problems.encode("utf-8", "backslashreplace").decode("utf-8")
         raise InvalidEvent(f"invalid event: {problems}") from exc
 
 

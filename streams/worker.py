@@ -11,11 +11,16 @@ For each batch (``noack_take``: up to ``batch_size`` events or ``batch_timeout_s
 When storage is unavailable the batch is retried with bounded exponential back-off and nothing
 is acknowledged: on restart the uncommitted events are delivered again and, because writes are
 idempotent on ``event_id``, stored once.
+
+On SIGTERM the worker stops fetching, lets the batch in flight finish (write, ack, commit) for
+up to ``shutdown_timeout_s`` and then exits. If storage is failing at that moment it stops
+retrying instead and leaves the batch unacknowledged, to be delivered again after a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +53,11 @@ class WorkerConfig:
     retry_initial_s: float = 0.5
     retry_max_s: float = 30.0
     control_topic: str = "telltale.signals"
+    shutdown_timeout_s: float = 30.0
+
+
+class _ShuttingDown(Exception):
+    """The worker is stopping while storage is unavailable: leave the batch unacknowledged."""
 
 
 def build_app(
@@ -78,11 +88,17 @@ def build_app(
         broker_commit_interval=config.commit_interval_s,
         producer_acks=-1,
         web_enabled=False,
+        # faust's own drain waits for every taken message to be acked, without a bound: a
+        # batch retrying against failed storage would block shutdown forever. `drain` below
+        # bounds the wait and lets such a batch go unacknowledged.
+        stream_wait_empty=False,
     )
     source = app.topic(config.topic, partitions=config.partitions)
     dead_letters = app.topic(config.dlq_topic, partitions=config.partitions)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telltale-pipeline")
     state: dict[str, Pipeline] = {}
+    stopping = asyncio.Event()
+    in_flight: set[asyncio.Future[None]] = set()
 
     def pipeline() -> Pipeline:
         # Only ever called on the executor's single thread, so the model is built once.
@@ -98,10 +114,15 @@ def build_app(
         record = DeadLetter.of(
             bytes(message.value or b""), reason, message.topic, message.partition, message.offset
         )
-        log.warning(
-            "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
+        log.warning(  # the record's reason: clipped, so a hostile payload cannot flood the log
+            "dead-lettered %s[%d]@%d: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            record.reason,
         )
-        future = await dead_letters.send(key=message.key, value=record.to_json())
+        key = message.key if message.key is None or len(message.key) <= 1024 else None
+        future = await dead_letters.send(key=key, value=record.to_json())
         await future  # delivered before the source offset may be committed
 
     async def run_pipeline(events: Sequence[GenerationEvent]) -> BatchResult:
@@ -111,8 +132,11 @@ def build_app(
             try:
                 return await loop.run_in_executor(executor, process_batch, events)
             except StorageUnavailable as exc:
+                if stopping.is_set():
+                    raise _ShuttingDown(str(exc)) from exc
                 log.warning("storage unavailable, retrying in %.1fs (offsets held): %s", delay, exc)
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):  # a shutdown cuts the wait short
+                    await asyncio.wait_for(stopping.wait(), delay)
                 delay = min(delay * 2, config.retry_max_s)
 
     async def handle(batch: Sequence[Any]) -> None:
@@ -128,6 +152,8 @@ def build_app(
             return
         try:
             result = await run_pipeline([e for _, e in valid])
+        except _ShuttingDown:
+            raise
         except Exception:
             log.exception("batch of %d failed; retrying event by event", len(valid))
             result = await _one_by_one(valid)
@@ -147,6 +173,8 @@ def build_app(
         for raw, parsed in valid:
             try:
                 one = await run_pipeline([parsed])
+            except _ShuttingDown:
+                raise
             except Exception as exc:
                 await dead_letter(raw, f"processing failed: {type(exc).__name__}: {exc}")
                 continue
@@ -156,12 +184,46 @@ def build_app(
             total.rejected.extend(one.rejected)
         return total
 
+    async def handle_and_ack(stream: Any, batch: Sequence[Any]) -> None:
+        try:
+            await handle(batch)
+        except _ShuttingDown as exc:
+            log.warning(
+                "stopping with a batch of %d events not stored (%s); their offsets are not "
+                "committed, so they are delivered again after a restart",
+                len(batch),
+                exc,
+            )
+            return
+        for event in batch:  # only now may faust commit these offsets
+            await stream.ack(event)
+
     @app.agent(source)
     async def process(stream: Any) -> None:
         async for batch in stream.noack_take(config.batch_size, within=config.batch_timeout_s):
-            await handle(batch)
-            for event in batch:  # only now may faust commit these offsets
-                await stream.ack(event)
+            if stopping.is_set():
+                continue  # taken after the shutdown began: unacked, delivered again later
+            task = asyncio.ensure_future(handle_and_ack(stream, batch))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+            # Shielded: stopping the agent cancels this await, not the batch; `drain` awaits it.
+            await asyncio.shield(task)
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's stubs reject async defs
+    async def drain(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Runs once faust has stopped fetching, before the agents are cancelled and before the
+        # consumer commits acked offsets for the last time.
+        stopping.set()
+        if not in_flight:
+            return
+        log.info("finishing the batch in flight before stopping")
+        _, pending = await asyncio.wait(set(in_flight), timeout=config.shutdown_timeout_s)
+        if pending:
+            log.warning(
+                "batch still running after %.0fs; stopping without committing it (its events "
+                "are delivered again after a restart)",
+                config.shutdown_timeout_s,
+            )
 
     if accept_signal is not None:
         control = app.topic(config.control_topic, partitions=1)
