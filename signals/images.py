@@ -23,7 +23,7 @@ from signals.errors import ImageError
 __all__ = ["ImagePolicy", "load_image"]
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/\s]+={0,2}")
-_MIN_BASE64 = 256  # shorter strings are paths; no real image encodes to fewer characters
+_MIN_BASE64 = 256  # longer base64-looking strings are never taken for paths
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,11 @@ def _read_bytes(ref: str, policy: ImagePolicy) -> bytes:
         return _fetch(ref, scheme, parts.hostname or "", policy)
     if scheme not in ("", "file"):
         raise ImageError(f"image URL scheme {scheme!r} is not allowed")
-    if scheme == "" and _BASE64.fullmatch(ref) and len(ref) >= _MIN_BASE64:
+    if (
+        scheme == ""
+        and _BASE64.fullmatch(ref)
+        and (len(ref) >= _MIN_BASE64 or not _is_existing_path(ref))
+    ):
         return _b64(ref)  # checked before paths: JPEG base64 starts with "/9j/"
     if not policy.allow_local_files or "file" not in policy.allowed_schemes:
         raise ImageError("local image files are not allowed")
@@ -156,3 +160,11 @@ def _fetch(url: str, scheme: str, host: str, policy: ImagePolicy) -> bytes:
     if size > policy.max_bytes:
         raise ImageError(f"image at {host} exceeds {policy.max_bytes} bytes")
     return b"".join(chunks)
+
+
+def _is_existing_path(ref: str) -> bool:
+    """Whether a short base64-looking string names a file (``a.png`` matches both)."""
+    try:
+        return Path(ref).exists()
+    except (OSError, ValueError):
+        return False

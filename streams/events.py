@@ -106,6 +106,14 @@ class GenerationEvent(_Strict):
             data["attributes"] = attributes
         return data
 
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _rfc3339_text(cls, value: Any) -> Any:
+        # The contract is RFC 3339 text; pydantic alone would also take Unix numbers.
+        if isinstance(value, bool | int | float):
+            raise ValueError("timestamp must be RFC 3339 text, e.g. 2026-11-26T10:00:00Z")
+        return value
+
     @field_validator("timestamp")
     @classmethod
     def _plausible_utc(cls, value: datetime) -> datetime:

@@ -24,6 +24,7 @@ from signals.errors import SpecError
 from signals.fitted import FittedSignal
 from signals.spec import Examples, SignalSpec
 from signals.training import train_signal
+from storage.client import redact_dsn
 from storage.queries import failure_rates
 from storage.releases import add_release
 from storage.writer import ClickHouseWriter
@@ -85,7 +86,7 @@ def run_demo(
     console = console or Console(stderr=True)
     rng = random.Random(20261126)
     client = make_client(ClickHouseSettings(dsn=dsn))
-    console.print(f"[bold]telltale demo[/bold] — ClickHouse: {dsn}")
+    console.print(f"[bold]telltale demo[/bold] — ClickHouse: {redact_dsn(dsn)}")
     embedder = make_embedder(embedder_settings)
     console.print(f"embedder: {embedder.id} (dim {embedder.dim})")
 
@@ -162,11 +163,12 @@ def run_demo(
             f"{planted.get(key, 0)} ({planted.get(key, 0) / max(totals.get(key, 1), 1):.1%})",
         )
     console.print(table)
+    shown = redact_dsn(dsn)
     console.print(
         f"{written} events written, {skipped} already stored (re-running the demo is idempotent).\n"
-        f"Next: telltale rates --clickhouse {dsn}\n"
-        f"      telltale report --clickhouse {dsn} --out report.html   (the dashboards, as HTML)\n"
-        f"      telltale alerts backtest --clickhouse {dsn} --format json"
+        f"Next: telltale rates --clickhouse {shown}\n"
+        f"      telltale report --clickhouse {shown} --out report.html  (dashboards as HTML)\n"
+        f"      telltale alerts backtest --clickhouse {shown} --format json"
     )
     client.close()
     return {

@@ -80,7 +80,13 @@ class WorkerSettings(BaseSettings):
     batch_timeout_s: float = Field(default=1.0, gt=0)
     signal_refresh_s: float = Field(default=10.0, ge=0)
     max_payload_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    retry_initial_s: float = Field(
+        default=0.5, gt=0, description="first back-off on storage errors"
+    )
     retry_max_s: float = Field(default=30.0, gt=0)
+    shutdown_timeout_s: float = Field(
+        default=30.0, gt=0, description="how long SIGTERM waits for the in-flight batch"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 

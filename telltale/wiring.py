@@ -85,7 +85,9 @@ def make_worker_app(settings: Settings) -> Any:
         batch_timeout_s=settings.worker.batch_timeout_s,
         session_timeout_s=settings.kafka.session_timeout_s,
         max_payload_bytes=settings.worker.max_payload_bytes,
+        retry_initial_s=settings.worker.retry_initial_s,
         retry_max_s=settings.worker.retry_max_s,
+        shutdown_timeout_s=settings.worker.shutdown_timeout_s,
         control_topic=settings.kafka.control_topic,
     )
     parts = _WorkerParts(settings)

@@ -82,3 +82,8 @@ def test_missing_required_fields_are_all_named() -> None:
         decode_event(b'{"output": {"text": "x"}}')
     for name in ("event_id", "timestamp", "model", "model_version"):
         assert name in info.value.reason
+
+
+def test_unix_number_timestamps_are_refused() -> None:
+    with pytest.raises(InvalidEvent, match="RFC 3339"):
+        decode_event(raw(timestamp=1_790_000_000))

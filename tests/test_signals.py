@@ -297,3 +297,9 @@ def test_random_weights_are_identical_when_built_concurrently() -> None:
         a, b = pool.submit(build), pool.submit(build)
         np.testing.assert_array_equal(a.result(), b.result())
     np.testing.assert_array_equal(a.result(), build())
+
+
+def test_short_base64_image_is_decoded_not_taken_for_a_path() -> None:
+    tiny = base64.b64encode(png_bytes((1, 1))).decode()
+    assert len(tiny) < 256
+    assert load_image(tiny).size == (1, 1)
