@@ -50,15 +50,22 @@ app.command("report")(report)
 Bucket = Literal["total", "minute", "hour", "day"]
 
 
+_OWN_LOGGERS = ("signals", "streams", "storage", "alerts", "dashboards", "telltale")
+
+
 @app.callback()
 def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
+    # telltale's own loggers at INFO; libraries (open_clip logs every step of loading a model
+    # on the root logger) only from WARNING up, unless --verbose asks for everything.
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for name in _OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 @app.command()
