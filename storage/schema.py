@@ -207,6 +207,20 @@ FROM events
 GROUP BY minute, app, model, model_version
 """
 
+_DEAD_LETTERS = """
+CREATE TABLE IF NOT EXISTS dead_letters (
+    topic         LowCardinality(String),
+    partition     UInt32,
+    offset        UInt64,
+    reason        String,
+    payload_bytes UInt64,
+    failed_at     DateTime64(3, 'UTC'),
+    recorded_at   DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(recorded_at)
+PARTITION BY toYYYYMM(failed_at)
+ORDER BY (topic, partition, offset)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -217,5 +231,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         2,
         "detections, drift windows, per-minute event volume and latency",
         (_DETECTIONS, _DRIFT_WINDOWS, _EVENTS_1M, _EVENTS_1M_MV),
+    ),
+    Migration(
+        3,
+        "dead letters, so the dead-letter rate can be charted and alerted on",
+        (_DEAD_LETTERS,),
     ),
 )

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from storage.errors import StorageUnavailable
 from streams.dead_letter import DeadLetter
@@ -36,6 +36,8 @@ from streams.pipeline import BatchResult, Pipeline
 __all__ = ["WorkerConfig", "build_app"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -64,13 +66,16 @@ def build_app(
     config: WorkerConfig,
     pipeline_factory: Callable[[], Pipeline],
     accept_signal: Callable[[bytes], str] | None = None,
+    record_dead_letters: Callable[[list[DeadLetter]], None] | None = None,
 ) -> Any:
     """Create the faust app with its agents. The pipeline is built when the worker starts.
 
     With ``accept_signal``, a second agent reads fitted signals published to
     ``config.control_topic`` (``telltale signals add --publish``), stores each as a new
     version and applies it from the next batch: the way to change the signals of a running
-    worker that owns its embedded database.
+    worker that owns its embedded database. With ``record_dead_letters``, the dead letters of
+    each batch are also stored (coordinates and reasons, on the pipeline thread) before the
+    batch is acknowledged, so the dead-letter rate can be charted and alerted on.
     """
     import faust
 
@@ -109,7 +114,7 @@ def build_app(
     def process_batch(events: Sequence[GenerationEvent]) -> BatchResult:
         return pipeline().process(events)
 
-    async def dead_letter(event: Any, reason: str) -> None:
+    async def dead_letter(event: Any, reason: str) -> DeadLetter:
         message = event.message
         record = DeadLetter.of(
             bytes(message.value or b""), reason, message.topic, message.partition, message.offset
@@ -124,13 +129,15 @@ def build_app(
         key = message.key if message.key is None or len(message.key) <= 1024 else None
         future = await dead_letters.send(key=key, value=record.to_json())
         await future  # delivered before the source offset may be committed
+        return record
 
-    async def run_pipeline(events: Sequence[GenerationEvent]) -> BatchResult:
+    async def on_pipeline_thread(call: Callable[[], _T]) -> _T:
+        """Run ``call`` on the pipeline thread; retry storage errors with bounded back-off."""
         loop = asyncio.get_running_loop()
         delay = config.retry_initial_s
         while True:
             try:
-                return await loop.run_in_executor(executor, process_batch, events)
+                return await loop.run_in_executor(executor, call)
             except StorageUnavailable as exc:
                 if stopping.is_set():
                     raise _ShuttingDown(str(exc)) from exc
@@ -139,16 +146,25 @@ def build_app(
                     await asyncio.wait_for(stopping.wait(), delay)
                 delay = min(delay * 2, config.retry_max_s)
 
+    async def run_pipeline(events: Sequence[GenerationEvent]) -> BatchResult:
+        return await on_pipeline_thread(lambda: process_batch(events))
+
+    async def store_dead_letters(letters: list[DeadLetter]) -> None:
+        if letters and record_dead_letters is not None:
+            await on_pipeline_thread(lambda: record_dead_letters(letters))
+
     async def handle(batch: Sequence[Any]) -> None:
         valid: list[tuple[Any, GenerationEvent]] = []
+        letters: list[DeadLetter] = []
         for event in batch:
             try:
                 valid.append(
                     (event, decode_event(event.message.value or b"", config.max_payload_bytes))
                 )
             except InvalidEvent as exc:
-                await dead_letter(event, exc.reason)
+                letters.append(await dead_letter(event, exc.reason))
         if not valid:
+            await store_dead_letters(letters)
             return
         try:
             result = await run_pipeline([e for _, e in valid])
@@ -156,10 +172,11 @@ def build_app(
             raise
         except Exception:
             log.exception("batch of %d failed; retrying event by event", len(valid))
-            result = await _one_by_one(valid)
+            result = await _one_by_one(valid, letters)
         by_id = {parsed.event_id: raw for raw, parsed in valid}
         for parsed, reason in result.rejected:
-            await dead_letter(by_id[parsed.event_id], reason)
+            letters.append(await dead_letter(by_id[parsed.event_id], reason))
+        await store_dead_letters(letters)
         log.info(
             "batch: %d written, %d already stored, %d rejected, %d scores",
             result.written,
@@ -168,7 +185,9 @@ def build_app(
             result.scores,
         )
 
-    async def _one_by_one(valid: list[tuple[Any, GenerationEvent]]) -> BatchResult:
+    async def _one_by_one(
+        valid: list[tuple[Any, GenerationEvent]], letters: list[DeadLetter]
+    ) -> BatchResult:
         total = BatchResult()
         for raw, parsed in valid:
             try:
@@ -176,7 +195,8 @@ def build_app(
             except _ShuttingDown:
                 raise
             except Exception as exc:
-                await dead_letter(raw, f"processing failed: {type(exc).__name__}: {exc}")
+                reason = f"processing failed: {type(exc).__name__}: {exc}"
+                letters.append(await dead_letter(raw, reason))
                 continue
             total.written += one.written
             total.skipped_existing += one.skipped_existing

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from signals.open_clip_embedder import EmbedderConfig, OpenClipEmbedder
 from storage.client import connect
+from storage.dead_letters import DeadLetterRow, record_dead_letters
 from storage.migrate import migrate
 from storage.writer import ClickHouseWriter
+from streams.dead_letter import DeadLetter
 from streams.pipeline import Pipeline
 from streams.signal_store import LiveSignals, PublishedSignal, retrainer, save_fitted
 from streams.worker import WorkerConfig, build_app
@@ -64,6 +67,16 @@ class _WorkerParts:
             self._pipeline = Pipeline(embedder, self._signals, ClickHouseWriter(self._client))
         return self._pipeline
 
+    def record_dead_letters(self, letters: list[DeadLetter]) -> None:
+        """Store where and why payloads were dead-lettered (the payloads stay in Kafka)."""
+        self.pipeline()
+        assert self._client is not None
+        record_dead_letters(self._client, [
+            DeadLetterRow(d.topic, d.partition, d.offset, d.reason, max(d.payload_bytes, 0),
+                          datetime.fromisoformat(d.failed_at))
+            for d in letters
+        ])  # fmt: skip
+
     def accept_signal(self, payload: bytes) -> str:
         """Store a signal published on the control topic; apply it from the next batch."""
         self.pipeline()
@@ -91,4 +104,4 @@ def make_worker_app(settings: Settings) -> Any:
         control_topic=settings.kafka.control_topic,
     )
     parts = _WorkerParts(settings)
-    return build_app(config, parts.pipeline, parts.accept_signal)
+    return build_app(config, parts.pipeline, parts.accept_signal, parts.record_dead_letters)

@@ -257,5 +257,9 @@ def test_worker_end_to_end_exactly_once_with_dead_letters(
             "SELECT count() FROM events WHERE event_id IN ('x', 'n')"
         ).result_rows[0][0]
         assert stored_bad == 0
+        recorded = client.query(
+            "SELECT topic, count(), countIf(reason != '') FROM dead_letters FINAL GROUP BY topic"
+        ).result_rows
+        assert recorded == [(topic, N_BAD, N_BAD)]  # with their reasons, none lost
     finally:
         client.close()
