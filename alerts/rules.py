@@ -35,6 +35,7 @@ from alerts.engine import DEGRADATION, DRIFT, SPIKE
 from dashboards.clickhouse import DATASOURCE_UID, ClickHouseQueryBuilder
 from dashboards.files import plain
 from dashboards.queries import (
+    DEAD_LETTER_SHARE_RECENT,
     INGEST_LAG_RECENT,
     SECONDS_SINCE_LAST_EVENT,
     NamedQuery,
@@ -148,8 +149,23 @@ RULES: tuple[RuleSpec, ...] = (
         no_data="Alerting",
     ),
     RuleSpec(
+        uid="telltale-dead-letters",
+        title="Dead-letter rate high",
+        query=DEAD_LETTER_SHARE_RECENT,
+        comparison="gt",
+        threshold=0.05,
+        pending_for="5m",
+        severity="warning",
+        team="ml-platform",
+        summary="{{ humanizePercentage $values.A.Value }} of payloads dead-lettered",
+        description="More than 5% of the payloads of the last 15 minutes were refused by the "
+        "worker: an application emits malformed events, or a field changed.",
+        runbook="Open Pipeline health; read the reasons in the `generations.dlq` topic (or the "
+        "`dead_letters` table); fix the emitter, then replay the dead letters if needed.",
+    ),
+    RuleSpec(
         uid="telltale-ingest-lag",
-        title="Ingest lag high (consumer-lag / dead-letter proxy)",
+        title="Ingest lag high (consumer-lag proxy)",
         query=INGEST_LAG_RECENT,
         comparison="gt",
         threshold=120,
@@ -158,8 +174,8 @@ RULES: tuple[RuleSpec, ...] = (
         team="ml-platform",
         summary="p95 ingest lag {{ humanize $values.A.Value }} s",
         description="Events are stored more than 2 minutes after their own timestamp (p95 over "
-        "15 minutes): the workers are falling behind. Dead letters and consumer lag are in "
-        "Kafka, not ClickHouse; this is their proxy.",
+        "15 minutes): the workers are falling behind. Consumer lag is in Kafka, not "
+        "ClickHouse; this is its proxy.",
         runbook="Open Pipeline health; scale workers up to the partition count "
         "(`docker compose up -d --scale worker=3`); check the embedder's throughput and the "
         "`generations.dlq` topic.",

@@ -4,9 +4,9 @@
   that changed most since each model's last release, open detections.
 * **Signal drill-down** — rate, score distribution, threshold, recent flagged events.
 * **Prompt drift** — drift statistic against threshold per window, prompt-cluster shares.
-* **Pipeline health** — events/s, write latency (ingest lag), generation latency, time since
-  the last event, drift-detector delay. Consumer lag and the dead-letter rate live in Kafka,
-  not ClickHouse, and a panel says so.
+* **Pipeline health** — events/s, dead letters per minute, write latency (ingest lag),
+  generation latency, time since the last event, drift-detector delay. Consumer lag lives in
+  Kafka, not ClickHouse, and a panel says so.
 
 Every dashboard shares the template variables ``app``, ``model``, ``version``, ``signal``
 (multi-value, with "All"), the release annotations and links to its siblings.
@@ -35,10 +35,10 @@ VARIABLES: dict[str, tuple[str, q.NamedQuery]] = {
 }
 
 _NOT_IN_CLICKHOUSE = """\
-**Consumer lag and dead letters are not in ClickHouse.** Invalid events go to the Kafka topic
-`generations.dlq` and consumer-group lag is a Kafka metric; read both from your Kafka
-monitoring. Here, *write latency* (event time to stored row) rises when the worker falls
-behind, and *time since the last event* shows a stalled pipeline: both have alert rules."""
+**Consumer lag is not in ClickHouse.** Consumer-group lag is a Kafka metric; read it from your
+Kafka monitoring. Here, *write latency* (event time to stored row) rises when the worker falls
+behind, and *time since the last event* shows a stalled pipeline: both have alert rules. Dead
+letters are counted here; their payloads are in the Kafka topic `generations.dlq`."""
 
 
 def _variable(name: str) -> sdk.QueryVariable:
@@ -234,7 +234,16 @@ def pipeline_health() -> sdk.Dashboard:
                 red_from=600,
             )
         )
-        .with_panel(text_panel("Consumer lag and dead letters", _NOT_IN_CLICKHOUSE))
+        .with_panel(
+            timeseries_panel(
+                "Dead letters per minute",
+                q.DEAD_LETTERS,
+                description="Payloads the worker refused, by source topic; reasons and "
+                "payloads are in the dead-letter topic.",
+                unit="short",
+            )
+        )
+        .with_panel(text_panel("Consumer lag", _NOT_IN_CLICKHOUSE))
         .with_panel(
             timeseries_panel(
                 "Generation latency reported by the apps",

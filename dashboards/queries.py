@@ -412,9 +412,33 @@ SECONDS_SINCE_LAST_EVENT = NamedQuery(
     ("seconds_since_last_event",),
 )
 
+# Dead letters: the worker records where and why it refused each payload (the payload stays in
+# the Kafka dead-letter topic). Per minute, by source topic.
+DEAD_LETTERS = NamedQuery(
+    "dead_letters",
+    "SELECT $__timeInterval(failed_at) AS time, topic,\n"
+    "       count() / greatest($__interval_s / 60, 1) AS dead_letters_per_min\n"
+    "FROM dead_letters FINAL\n"
+    "WHERE $__timeFilter(failed_at)\n"
+    "GROUP BY time, topic\n"
+    "ORDER BY time, topic",
+    ("time", "topic", "dead_letters_per_min"),
+)
+
+# The "dead letters" alert: the share of payloads of the last 15 minutes that were refused.
+# One row whatever the data (0 when nothing arrived, which the stall rule covers).
+DEAD_LETTER_SHARE_RECENT = NamedQuery(
+    "dead_letter_share_recent",
+    "SELECT toFloat64(dead / greatest(dead + stored, 1)) AS dead_letter_share\n"
+    "FROM (SELECT count() AS dead FROM dead_letters FINAL\n"
+    "      WHERE failed_at >= now64(3) - INTERVAL 15 MINUTE) AS d\n"
+    "CROSS JOIN (SELECT count() AS stored FROM events\n"
+    "            WHERE ingested_at >= now64(3) - INTERVAL 15 MINUTE) AS e",
+    ("dead_letter_share",),
+)
+
 # The "ingest lag" alert: p95 write latency of the last 15 minutes (0 when nothing arrived,
-# which the stall rule covers). A proxy for consumer lag and dead-lettering, which live in
-# Kafka and not in ClickHouse.
+# which the stall rule covers). A proxy for consumer lag, which lives in Kafka.
 INGEST_LAG_RECENT = NamedQuery(
     "ingest_lag_recent",
     "SELECT toFloat64(ifNotFinite(quantile(0.95)(\n"

@@ -58,6 +58,27 @@ def seed(client: Any, now: datetime) -> None:
     add_release(client, IMAGE, "v3", now - timedelta(hours=5))
     _detections(client, now, release_at)
     _drift_windows(client, now)
+    _dead_letters(client, now)
+
+
+def _dead_letters(client: Any, now: datetime) -> None:
+    """40 refused payloads in the last 10 minutes: 40 of 340 payloads, over the 5 % alert."""
+    rows = [
+        [
+            "generations",
+            i % 3,
+            1000 + i,
+            "payload is not valid JSON",
+            20,
+            now - timedelta(minutes=10) + timedelta(seconds=15 * i),
+        ]
+        for i in range(40)
+    ]
+    client.insert(
+        "dead_letters",
+        rows,
+        column_names=["topic", "partition", "offset", "reason", "payload_bytes", "failed_at"],
+    )
 
 
 def _add(

@@ -118,6 +118,16 @@ def test_ingest_lag_rule_fires_on_late_events(evaluations: dict[str, Any]) -> No
     assert not _firing(spec, evaluations["empty"][spec.uid])
 
 
+def test_dead_letter_rule_fires_on_a_high_share_of_refused_payloads(
+    evaluations: dict[str, Any],
+) -> None:
+    spec = BY_UID["telltale-dead-letters"]
+    [[share]] = evaluations["seeded"][spec.uid].rows
+    assert share == pytest.approx(40 / 340)
+    assert _firing(spec, evaluations["seeded"][spec.uid])
+    assert not _firing(spec, evaluations["empty"][spec.uid])
+
+
 # --- API payloads ---------------------------------------------------------------------------
 
 # ProvisionedAlertRule, as documented for POST /api/v1/provisioning/alert-rules.
