@@ -25,7 +25,7 @@ Example::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -169,11 +169,12 @@ def _replace_calls(sql: str, macro: str, replace: Callable[[str], str]) -> str:
     return "".join(out)
 
 
-def _closing_paren(sql: str, open_at: int) -> int:
-    """Index of the parenthesis closing the one at ``open_at``; quotes are skipped."""
+def _top_level(sql: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """``(index, char, depth)`` of every character outside quotes, from ``start``; ``depth``
+    counts the parentheses open before the character (a ``)`` is reported at its own depth)."""
     depth = 0
     quote: str | None = None
-    index = open_at
+    index = start
     while index < len(sql):
         char = sql[index]
         if quote:
@@ -183,38 +184,26 @@ def _closing_paren(sql: str, open_at: int) -> int:
                 quote = None
         elif char in "'`\"":
             quote = char
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                return index
+        else:
+            if char == ")":
+                depth -= 1
+            yield index, char, depth
+            if char == "(":
+                depth += 1
         index += 1
+
+
+def _closing_paren(sql: str, open_at: int) -> int:
+    """Index of the parenthesis closing the one at ``open_at``; quotes are skipped."""
+    for index, char, depth in _top_level(sql, open_at):
+        if char == ")" and depth == 0:
+            return index
     raise MacroError(f"unbalanced parentheses after {sql[max(0, open_at - 20) : open_at + 1]!r}")
 
 
 def _split_last_argument(args: str) -> tuple[str, str]:
     """Split ``args`` at its last top-level comma (the condition itself may contain commas)."""
-    depth = 0
-    quote: str | None = None
-    split_at = -1
-    index = 0
-    while index < len(args):
-        char = args[index]
-        if quote:
-            if char == "\\":
-                index += 1
-            elif char == quote:
-                quote = None
-        elif char in "'`\"":
-            quote = char
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "," and depth == 0:
-            split_at = index
-        index += 1
-    if split_at < 0:
+    commas = [index for index, char, depth in _top_level(args) if char == "," and depth == 0]
+    if not commas:
         raise MacroError(f"$__conditionalAll needs two arguments: {args!r}")
-    return args[:split_at], args[split_at + 1 :]
+    return args[: commas[-1]], args[commas[-1] + 1 :]

@@ -39,12 +39,15 @@ def make_embedder(settings: EmbedderSettings) -> OpenClipEmbedder:
 
 
 def make_pipeline(settings: Settings, client: Client | None = None) -> Pipeline:
-    client = client or make_client(settings.clickhouse)
+    return _pipeline_and_signals(settings, client or make_client(settings.clickhouse))[0]
+
+
+def _pipeline_and_signals(settings: Settings, client: Client) -> tuple[Pipeline, LiveSignals]:
     embedder = make_embedder(settings.embedder)
     signals = LiveSignals(
         client, embedder.id, settings.worker.signal_refresh_s, retrain=retrainer(client, embedder)
     )
-    return Pipeline(embedder, signals, ClickHouseWriter(client))
+    return Pipeline(embedder, signals, ClickHouseWriter(client)), signals
 
 
 class _WorkerParts:
@@ -59,12 +62,7 @@ class _WorkerParts:
     def pipeline(self) -> Pipeline:
         if self._pipeline is None:
             self._client = make_client(self._settings.clickhouse)
-            embedder = make_embedder(self._settings.embedder)
-            self._signals = LiveSignals(
-                self._client, embedder.id, self._settings.worker.signal_refresh_s,
-                retrain=retrainer(self._client, embedder),
-            )  # fmt: skip
-            self._pipeline = Pipeline(embedder, self._signals, ClickHouseWriter(self._client))
+            self._pipeline, self._signals = _pipeline_and_signals(self._settings, self._client)
         return self._pipeline
 
     def record_dead_letters(self, letters: list[DeadLetter]) -> None:
