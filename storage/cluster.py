@@ -33,6 +33,7 @@ _TABLE = re.compile(
     r"(?P<engine>\w*MergeTree)(?:\((?P<args>[^)]*)\))?(?P<rest>.*)",
     re.DOTALL,
 )
+_ALTER = re.compile(r"\s*ALTER TABLE (?P<name>\w+) (?P<action>ADD COLUMN IF NOT EXISTS .*)", re.DOTALL)
 _VIEW = re.compile(
     r"\s*CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<name>\w+) TO (?P<target>\w+) AS"
     r"(?P<select>.*\bFROM )(?P<source>\w+)(?P<rest>.*)",
@@ -66,5 +67,12 @@ def render(statement: str, cluster: str | None) -> list[str]:
         return [
             f"CREATE MATERIALIZED VIEW IF NOT EXISTS {view['name']} ON CLUSTER {cluster} "
             f"TO {view['target']}_local AS{view['select']}{view['source']}_local{view['rest']}"
+        ]
+    alter = _ALTER.fullmatch(statement)
+    if alter is not None:
+        # The column goes on the local shards and on the Distributed table that reads them.
+        return [
+            f"ALTER TABLE {alter['name']}_local ON CLUSTER {cluster} {alter['action']}",
+            f"ALTER TABLE {alter['name']} ON CLUSTER {cluster} {alter['action']}",
         ]
     raise ValueError(f"cannot render for a cluster: {statement.strip()[:80]}")

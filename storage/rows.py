@@ -24,10 +24,13 @@ class EventRow:
     feedback: int | None = None
     attributes: dict[str, str] = field(default_factory=dict)
     embedder_id: str = ""
+    user_id: str = ""
+    session_id: str = ""
 
     COLUMNS = (
         "event_id", "timestamp", "model", "model_version", "app", "release", "prompt_text",
         "output_text", "output_image", "latency_ms", "feedback", "attributes", "embedder_id",
+        "user_id", "session_id",
     )  # fmt: skip
 
     def values(self) -> list[object]:

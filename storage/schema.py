@@ -221,6 +221,16 @@ PARTITION BY toYYYYMM(failed_at)
 ORDER BY (topic, partition, offset)
 """
 
+_CONTRACT_UNITS = (
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS user_id String DEFAULT ''",
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS session_id String DEFAULT ''",
+)
+
+_SIGNAL_VERDICT = (
+    "ALTER TABLE signals ADD COLUMN IF NOT EXISTS degenerate UInt8 DEFAULT 0",
+    "ALTER TABLE signals ADD COLUMN IF NOT EXISTS degenerate_reason String DEFAULT ''",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -236,5 +246,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         3,
         "dead letters, so the dead-letter rate can be charted and alerted on",
         (_DEAD_LETTERS,),
+    ),
+    Migration(
+        4,
+        "user and session of an event (independent units); degenerate mark on signals",
+        (*_CONTRACT_UNITS, *_SIGNAL_VERDICT),
     ),
 )

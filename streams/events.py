@@ -49,9 +49,13 @@ _OTEL_ALIASES = {
     "gen_ai.request.model": "model",
     "gen_ai.response.model": "model",
 }
+# Where a user or session id may sit in ``attributes`` when the top-level field is absent, in
+# order of preference (the contract's own names, then OpenTelemetry's).
+_USER_KEYS = ("user_id", "user.id", "enduser.id")
+_SESSION_KEYS = ("session_id", "session.id", "gen_ai.conversation.id")
 _KNOWN_FIELDS = {
     "event_id", "timestamp", "model", "model_version", "prompt", "output",
-    "app", "release", "latency_ms", "feedback", "attributes",
+    "app", "release", "latency_ms", "feedback", "user_id", "session_id", "attributes",
 }  # fmt: skip
 
 
@@ -83,6 +87,12 @@ class GenerationEvent(_Strict):
     release: str = Field(default="", max_length=512)
     latency_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     feedback: Literal[-1, 0, 1] | None = None
+    user_id: str | None = Field(default=None, max_length=512)
+    session_id: str | None = Field(
+        default=None,
+        max_length=512,
+        description="session or conversation; with user_id it makes repeats one independent unit",
+    )
     attributes: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="before")
@@ -104,6 +114,8 @@ class GenerationEvent(_Strict):
                     str(key), value if isinstance(value, str) else json.dumps(value)
                 )
             data["attributes"] = attributes
+        _promote_from_attributes(data, "user_id", _USER_KEYS)
+        _promote_from_attributes(data, "session_id", _SESSION_KEYS)
         return data
 
     @field_validator("timestamp", mode="before")
@@ -129,6 +141,17 @@ class GenerationEvent(_Strict):
         if not (self.prompt.text or self.output.text or self.output.image):
             raise ValueError("at least one of prompt.text, output.text, output.image is required")
         return self
+
+
+def _promote_from_attributes(data: dict[str, Any], name: str, keys: tuple[str, ...]) -> None:
+    """Fill a missing ``user_id`` / ``session_id`` from the first of ``keys`` in attributes."""
+    if data.get(name) is not None or not isinstance(data.get("attributes"), dict):
+        return
+    for key in keys:
+        value = data["attributes"].get(key)
+        if isinstance(value, str) and value:
+            data[name] = value
+            return
 
 
 def _reject_constant(name: str) -> float:

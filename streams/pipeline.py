@@ -191,4 +191,6 @@ def _event_row(event: GenerationEvent, embedder_id: str) -> EventRow:
         feedback=event.feedback,
         attributes=dict(event.attributes),
         embedder_id=embedder_id,
+        user_id=event.user_id or "",
+        session_id=event.session_id or "",
     )
