@@ -53,6 +53,7 @@ import numpy as np
 from alerts.base import Detection
 from alerts.degradation import BernoulliCusum
 from alerts.drift import PromptDriftDetector, explain_drift
+from alerts.localize import ReleaseLocalizer
 from alerts.release_spike import ReleaseSpikeDetector
 from alerts.settings import MonitorSettings
 from alerts.state import DetectionBook, DetectionStore
@@ -191,6 +192,7 @@ class DetectionEngine:
         self._cusums: dict[str, _Cusum] = {}
         self._drift_done = store.drift_resume_points()
         self._resolve_after = timedelta(minutes=settings.resolve_after_minutes)
+        self._localizer = ReleaseLocalizer(client)
 
     def advance(self, until: datetime, releases: Sequence[Release]) -> EngineReport:
         """Process every minute in ``[position, until)`` and move the cursor to ``until``."""
@@ -344,6 +346,17 @@ class DetectionEngine:
             "release_source": spike.link.source,
             "baseline_version": spike.link.previous,
             "baseline_minutes": dict(spike.baselines),
+            # Where the regression concentrates (alerts.localize), computed once when it fires.
+            **self._localizer.details(
+                spike.key,
+                fired=spike.detector.state.fired,
+                model=spike.link.model,
+                version=spike.link.version,
+                baseline_version=spike.link.previous,
+                signal=spike.signal,
+                released_at=spike.link.released_at,
+                at=spike.last_traffic + MINUTE,
+            ),
         }
 
     def _maybe_resolve_spike(self, spike: _Spike, minute: datetime, report: EngineReport) -> None:

@@ -25,7 +25,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -55,6 +55,24 @@ def _pct(value: float | None, signed: bool = True) -> str:
     return f"{value * 100:+.2f} pp" if signed else f"{value:.2%}"
 
 
+def _where(localization: object) -> str:
+    """``; concentrated in locale=de & customer_tier=free (82% of the excess, 31.0% vs 4.9%)``."""
+    if not isinstance(localization, dict):
+        return ""
+    slices = localization.get("slices")
+    if not isinstance(slices, list) or not slices or not isinstance(slices[0], dict):
+        return ""
+    top = slices[0]
+    share, rate, base = top.get("share_of_excess"), top.get("rate"), top.get("baseline_rate")
+    numbers = []
+    if isinstance(share, float):
+        numbers.append(f"{share:.0%} of the excess")
+    if isinstance(rate, float) and isinstance(base, float):
+        numbers.append(f"{rate:.1%} vs {base:.1%}")
+    suffix = f" ({', '.join(numbers)})" if numbers else ""
+    return f"; concentrated in {top.get('slice', '?')}{suffix}"
+
+
 def summarize(action: Action, d: DetectionRow) -> str:
     """One line an on-call engineer can act on: what, where, how big, and the evidence."""
     details = d.details
@@ -66,6 +84,7 @@ def summarize(action: Action, d: DetectionRow) -> str:
             f"(always-valid CS [{_pct(d.effect_low)}, {_pct(d.effect_high)}]; "
             f"e-value {d.statistic:.3g} >= {d.threshold:.3g})"
         )
+        text += _where(details.get("localization"))
     elif d.detector == "degradation":
         p0, rate = details.get("p0"), details.get("rate_since_change")
         text = (
@@ -105,6 +124,7 @@ def build_payload(
         return {
             "event": "firing" if action == "trigger" else "resolved",
             "summary": summary,
+            "severity": severity,
             "detection_id": detection.detection_id,
             "detection": row,
         }
@@ -170,7 +190,11 @@ class WebhookNotifier:
     """
 
     def __init__(
-        self, settings: NotifySettings, *, sleep: Callable[[float], object] = time.sleep
+        self,
+        settings: NotifySettings,
+        *,
+        sleep: Callable[[float], object] = time.sleep,
+        severities: Mapping[str, str] | None = None,
     ) -> None:
         url = settings.url()
         if urlsplit(url).scheme not in ("http", "https"):
@@ -180,6 +204,8 @@ class WebhookNotifier:
             raise ValueError("the pagerduty format needs TELLTALE_NOTIFY_ROUTING_KEY")
         self._settings = settings
         self._sleep = sleep
+        # Per signal (group) paging severity, e.g. {"safety-critical": "critical"}.
+        self._severities = dict(severities or {})
         self.sent = 0
 
     def __repr__(self) -> str:  # never the URL
@@ -192,7 +218,7 @@ class WebhookNotifier:
             action,
             detection,
             routing_key=s.routing_key.get_secret_value() if s.routing_key else "",
-            severity=s.severity,
+            severity=self._severities.get(detection.signal, s.severity),
             source=s.source,
         )
         body = json.dumps(payload, allow_nan=False).encode()

@@ -63,10 +63,12 @@ class ScoreRow:
     model_version: str
     score: float
     flagged: bool
+    slices: dict[str, str] = field(default_factory=dict)
+    """The event's slice values (key -> value, already capped); one rate row per key."""
 
     COLUMNS = (
         "event_id", "signal", "signal_version", "timestamp", "model", "model_version", "score",
-        "flagged",
+        "flagged", "slices",
     )  # fmt: skip
 
     def values(self) -> list[object]:

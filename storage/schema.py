@@ -231,6 +231,86 @@ _SIGNAL_VERDICT = (
     "ALTER TABLE signals ADD COLUMN IF NOT EXISTS degenerate_reason String DEFAULT ''",
 )
 
+# Slices (migration 13). A score row carries the event's slice values (``TELLTALE_SLICE_KEYS``
+# and ``app``, capped per key to the top values plus ``other`` by the pipeline), so one view
+# fans each score out into one row per slice key: per-minute rates by slice need no join of
+# ``signal_scores`` with ``events`` (a materialized view sees only the inserted block of its
+# source table, so a join would miss events written in another block). Pairs of keys are read
+# from the score rows themselves when a detection is localised (``alerts.localize``).
+_SCORE_SLICES = ("ALTER TABLE signal_scores ADD COLUMN IF NOT EXISTS slices Map(String, String)",)
+
+_SLICE_RATES = """
+CREATE TABLE IF NOT EXISTS failure_rates_by_slice_1m (
+    minute         DateTime('UTC'),
+    model          LowCardinality(String),
+    model_version  LowCardinality(String),
+    signal         LowCardinality(String),
+    slice_key      LowCardinality(String),
+    slice_value    String,
+    events         AggregateFunction(uniqExact, String),
+    failures       AggregateFunction(uniqExactIf, String, UInt8)
+) ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(minute)
+ORDER BY (signal, slice_key, model, model_version, minute, slice_value)
+"""
+
+_SLICE_RATES_MV = """
+CREATE MATERIALIZED VIEW IF NOT EXISTS failure_rates_by_slice_1m_mv TO failure_rates_by_slice_1m AS
+SELECT
+    toStartOfMinute(timestamp) AS minute,
+    model,
+    model_version,
+    signal,
+    slice_key,
+    slice_value,
+    uniqExactState(event_id) AS events,
+    uniqExactIfState(event_id, flagged) AS failures
+FROM signal_scores
+ARRAY JOIN mapKeys(slices) AS slice_key, mapValues(slices) AS slice_value
+GROUP BY minute, model, model_version, signal, slice_key, slice_value
+"""
+
+# Signal groups (migration 13): the definitions the pipeline applies, so dashboards and the
+# notifier know which ``signal`` values are groups and at which severity they page.
+_SIGNAL_GROUPS = """
+CREATE TABLE IF NOT EXISTS signal_groups (
+    name        String,
+    members     Array(String),
+    severity    LowCardinality(String),
+    description String,
+    updated_at  DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY (name)
+"""
+
+# Failure-mode discovery (migration 13): the clusters of the latest ``telltale discover`` run per
+# model, for the dashboard panel, the report and ``signals add --from-cluster``.
+_DISCOVERED_CLUSTERS = """
+CREATE TABLE IF NOT EXISTS discovered_clusters (
+    cluster_id      String,
+    run_at          DateTime64(3, 'UTC'),
+    model           LowCardinality(String),
+    field           LowCardinality(String),
+    embedder_id     LowCardinality(String),
+    rank            UInt16,
+    size            UInt32,
+    recent_share    Float64,
+    reference_share Float64,
+    growth          Float64,
+    distance        Float64,
+    score           Float64,
+    examples        Array(String),
+    example_texts   Array(String),
+    positives       Array(String),
+    negatives       Array(String),
+    signal_scores   String,
+    window_start    DateTime64(3, 'UTC'),
+    window_end      DateTime64(3, 'UTC'),
+    recorded_at     DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(recorded_at)
+ORDER BY (model, cluster_id)
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -251,5 +331,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         4,
         "user and session of an event (independent units); degenerate mark on signals",
         (*_CONTRACT_UNITS, *_SIGNAL_VERDICT),
+    ),
+    Migration(
+        13,
+        "slices: slice values on scores, failure rates by slice; signal groups; discovered "
+        "clusters",
+        (*_SCORE_SLICES, _SLICE_RATES, _SLICE_RATES_MV, _SIGNAL_GROUPS, _DISCOVERED_CLUSTERS),
     ),
 )

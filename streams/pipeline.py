@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from signals.errors import ImageError
+from signals.groups import GroupScore, SignalGroup, apply_groups
 from signals.images import ImagePolicy, load_image
 from storage.rows import EmbeddingRow, EventRow, ScoreRow, WriteBatch
 from streams.events import GenerationEvent
+from streams.slices import SliceConfig, Slicer
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -45,7 +47,9 @@ class Pipeline:
     """Turns validated events into stored events, embeddings and scores.
 
     ``bank`` is called once per batch, so a caller can swap signals between batches (hot reload)
-    without the pipeline knowing where they come from.
+    without the pipeline knowing where they come from. ``slicer`` gives every score row the
+    event's capped slice values (default: ``app`` only); ``groups`` adds one score row per
+    signal group per event (see :mod:`signals.groups`).
     """
 
     def __init__(
@@ -54,11 +58,16 @@ class Pipeline:
         bank: Callable[[], SignalBank],
         writer: ClickHouseWriter,
         image_policy: ImagePolicy | None = None,
+        *,
+        slicer: Slicer | None = None,
+        groups: Sequence[SignalGroup] = (),
     ) -> None:
         self._embedder = embedder
         self._bank = bank
         self._writer = writer
         self._image_policy = image_policy or ImagePolicy()
+        self._slicer = slicer or Slicer(SliceConfig())
+        self._groups = tuple(groups)
 
     @property
     def embedder_id(self) -> str:
@@ -143,6 +152,8 @@ class Pipeline:
         bank = self._bank()
         embedder_id = self._embedder.id
         batch = WriteBatch()
+        slices = {e.event_id: self._slicer.values(e) for e in events}
+        per_event: dict[str, dict[str, GroupScore]] = {}
         for name, content in _CONTENT.items():
             owners = [e for e in events if content(e)]
             if not owners:
@@ -156,11 +167,24 @@ class Pipeline:
             scored = bank.score(name, vectors)
             for j, signal in enumerate(scored.signals):
                 for i, event in enumerate(owners):
+                    score, flagged = float(scored.probabilities[i, j]), bool(scored.flagged[i, j])
                     batch.scores.append(ScoreRow(
                         event.event_id, signal.name, signal.version, event.timestamp,
-                        event.model, event.model_version, float(scored.probabilities[i, j]),
-                        bool(scored.flagged[i, j]),
+                        event.model, event.model_version, score, flagged, slices[event.event_id],
                     ))  # fmt: skip
+                    if self._groups:
+                        per_event.setdefault(event.event_id, {})[signal.name] = (score, flagged)
+        if self._groups:
+            for event in events:
+                applied = apply_groups(self._groups, per_event.get(event.event_id, {}))
+                for group in self._groups:
+                    if group.name in applied:
+                        score, flagged = applied[group.name]
+                        batch.scores.append(ScoreRow(
+                            event.event_id, group.name, group.version, event.timestamp,
+                            event.model, event.model_version, score, flagged,
+                            slices[event.event_id],
+                        ))  # fmt: skip
         batch.events.extend(_event_row(e, embedder_id) for e in events)
         return batch
 

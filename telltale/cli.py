@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -103,12 +104,21 @@ def rates(
     since: Annotated[str | None, typer.Option(help="RFC 3339, inclusive")] = None,
     until: Annotated[str | None, typer.Option(help="RFC 3339, exclusive")] = None,
     bucket: Annotated[Bucket, typer.Option(help="total, or a series by minute/hour/day")] = "total",
+    by: Annotated[
+        list[str] | None,
+        typer.Option("--by", help="slice key (repeatable): rates per value, Wilson intervals"),
+    ] = None,
     clickhouse: ClickHouseOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
-    """Failure rates per signal, model and model version."""
+    """Failure rates per signal, model and model version (and per slice with ``--by``)."""
     from storage.queries import failure_rates
 
+    if by:
+        if bucket != "total":
+            raise typer.BadParameter("--by gives totals; leave out --bucket")
+        _slice_rates(by, signal, model, parse_time(since), parse_time(until), clickhouse, fmt)
+        return
     try:
         with open_client(clickhouse) as client:
             rows = failure_rates(
@@ -132,6 +142,54 @@ def rates(
             f"{r.rate:.2%}",
         )
     Console().print(table)
+
+
+def _slice_rates(
+    keys: list[str],
+    signal: str | None,
+    model: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    clickhouse: str | None,
+    fmt: str,
+) -> None:
+    """``rates --by KEY...``: per slice (each key alone, then all keys together)."""
+    from alerts.localize import slice_label, wilson_interval
+    from storage.slices import slice_counts
+
+    keys = list(dict.fromkeys(keys))
+    groupings = [[k] for k in keys] + ([keys] if len(keys) > 1 else [])
+    try:
+        with open_client(clickhouse) as client:
+            found = [
+                (grouping, slice_counts(client, grouping, signal=signal, model=model,
+                                        since=since, until=until))
+                for grouping in groupings
+            ]  # fmt: skip
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
+    rows = []
+    for grouping, counts in found:
+        for c in counts:
+            low, high = wilson_interval(c.failures, c.events)
+            rows.append({
+                "by": grouping, "values": list(c.values),
+                "slice": slice_label(tuple(grouping), c.values), "signal": c.signal,
+                "model": c.model, "model_version": c.model_version, "events": c.events,
+                "failures": c.failures, "rate": c.failures / c.events if c.events else 0.0,
+                "rate_low": low, "rate_high": high,
+            })  # fmt: skip
+    if fmt == "json":
+        print_json({"by": keys, "interval": "wilson 95%", "rates": rows})
+        return
+    table = Table("signal", "model", "version", "slice", "events", "failures", "rate",
+                  "95% interval (Wilson)")  # fmt: skip
+    for r in rows:
+        table.add_row(
+            r["signal"], r["model"], r["model_version"], r["slice"], str(r["events"]),
+            str(r["failures"]), f"{r['rate']:.2%}", f"{r['rate_low']:.2%} – {r['rate_high']:.2%}",
+        )  # fmt: skip
+    Console(width=200).print(table)
 
 
 @releases_app.command("add")

@@ -55,6 +55,7 @@ def monitor(
     from alerts.monitor import Monitor
     from alerts.notify import WebhookNotifier
     from alerts.settings import MonitorSettings, NotifySettings
+    from storage.groups import load_group_rows
 
     settings = MonitorSettings()
     if interval is not None:
@@ -62,12 +63,17 @@ def monitor(
     notify = NotifySettings()
     stop = threading.Event()
     try:
-        # Back-off waits on the stop event, so SIGTERM never waits out a retry delay.
-        notifier = WebhookNotifier(notify, sleep=stop.wait) if notify.enabled else None
-    except ValueError as exc:
-        raise fail(exc) from exc
-    try:
         with open_client(clickhouse) as client:
+            try:
+                # Back-off waits on the stop event, so SIGTERM never waits out a retry delay.
+                # Signal groups page at their own severity.
+                notifier = (
+                    WebhookNotifier(notify, sleep=stop.wait, severities={
+                        g.name: g.severity for g in load_group_rows(client)})
+                    if notify.enabled else None
+                )  # fmt: skip
+            except ValueError as exc:
+                raise fail(exc) from exc
             runner = Monitor(client, settings, notifier, notify)
             if once:
                 report = runner.run_once()

@@ -7,16 +7,19 @@ for example ``TELLTALE_CLICKHOUSE_DSN`` or ``TELLTALE_EMBEDDER_MODEL_NAME``.
 
 from __future__ import annotations
 
-from typing import Literal
+from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
     "ClickHouseSettings",
     "EmbedderSettings",
+    "GroupSettings",
     "KafkaSettings",
     "Settings",
+    "SliceSettings",
     "WorkerSettings",
 ]
 
@@ -90,6 +93,38 @@ class WorkerSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class SliceSettings(BaseSettings):
+    """Slices (``TELLTALE_SLICE_KEYS=locale,customer_tier``) and signal groups.
+
+    ``app`` is always a slice key. ``groups_file`` is a YAML file of signal groups
+    (:mod:`signals.groups`).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_SLICE_", extra="ignore")
+
+    keys: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(), description="comma-separated attribute keys to slice rates by"
+    )
+    max_values: int = Field(
+        default=50, ge=1, le=10_000, description="values kept per key; the rest are 'other'"
+    )
+
+    @field_validator("keys", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(k.strip() for k in value.split(",") if k.strip())
+        return value
+
+
+class GroupSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_SIGNAL_", extra="ignore")
+
+    groups_file: Path | None = Field(
+        default=None, description="YAML file of signal groups (TELLTALE_SIGNAL_GROUPS_FILE)"
+    )
+
+
 class Settings:
     """All settings, built once in the composition root."""
 
@@ -99,8 +134,12 @@ class Settings:
         clickhouse: ClickHouseSettings | None = None,
         embedder: EmbedderSettings | None = None,
         worker: WorkerSettings | None = None,
+        slices: SliceSettings | None = None,
+        groups: GroupSettings | None = None,
     ) -> None:
         self.kafka = kafka or KafkaSettings()
         self.clickhouse = clickhouse or ClickHouseSettings()
         self.embedder = embedder or EmbedderSettings()
         self.worker = worker or WorkerSettings()
+        self.slices = slices or SliceSettings()
+        self.groups = groups or GroupSettings()

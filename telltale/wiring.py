@@ -5,21 +5,38 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from signals.groups import SignalGroup, load_groups
 from signals.open_clip_embedder import EmbedderConfig, OpenClipEmbedder
 from storage.client import connect
 from storage.dead_letters import DeadLetterRow, record_dead_letters
+from storage.groups import GroupRow, save_group_rows
 from storage.migrate import migrate
+from storage.slices import top_slice_values
 from storage.writer import ClickHouseWriter
 from streams.dead_letter import DeadLetter
 from streams.pipeline import Pipeline
 from streams.signal_store import LiveSignals, PublishedSignal, retrainer, save_fitted
+from streams.slices import SliceConfig, Slicer
 from streams.worker import WorkerConfig, build_app
-from telltale.settings import ClickHouseSettings, EmbedderSettings, Settings
+from telltale.settings import (
+    ClickHouseSettings,
+    EmbedderSettings,
+    GroupSettings,
+    Settings,
+    SliceSettings,
+)
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-__all__ = ["make_client", "make_embedder", "make_pipeline", "make_worker_app"]
+__all__ = [
+    "make_client",
+    "make_embedder",
+    "make_groups",
+    "make_pipeline",
+    "make_slicer",
+    "make_worker_app",
+]
 
 
 def make_client(settings: ClickHouseSettings, *, migrated: bool = True) -> Client:
@@ -38,6 +55,23 @@ def make_embedder(settings: EmbedderSettings) -> OpenClipEmbedder:
     ))  # fmt: skip
 
 
+def make_slicer(settings: SliceSettings, client: Client) -> Slicer:
+    """The slicer, its cap seeded with each key's most frequent stored values."""
+    config = SliceConfig(keys=settings.keys, max_values=settings.max_values)
+    return Slicer(config, top_slice_values(client, list(config.keys), config.max_values))
+
+
+def make_groups(settings: GroupSettings, client: Client | None = None) -> tuple[SignalGroup, ...]:
+    """The configured signal groups; recorded in ``signal_groups`` when ``client`` is given."""
+    if settings.groups_file is None:
+        return ()
+    groups = load_groups(settings.groups_file)
+    if client is not None:
+        save_group_rows(client, [GroupRow(g.name, g.members, g.severity, g.description)
+                                 for g in groups])  # fmt: skip
+    return groups
+
+
 def make_pipeline(settings: Settings, client: Client | None = None) -> Pipeline:
     return _pipeline_and_signals(settings, client or make_client(settings.clickhouse))[0]
 
@@ -47,7 +81,11 @@ def _pipeline_and_signals(settings: Settings, client: Client) -> tuple[Pipeline,
     signals = LiveSignals(
         client, embedder.id, settings.worker.signal_refresh_s, retrain=retrainer(client, embedder)
     )
-    return Pipeline(embedder, signals, ClickHouseWriter(client)), signals
+    pipeline = Pipeline(
+        embedder, signals, ClickHouseWriter(client),
+        slicer=make_slicer(settings.slices, client), groups=make_groups(settings.groups, client),
+    )  # fmt: skip
+    return pipeline, signals
 
 
 class _WorkerParts:
