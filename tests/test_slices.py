@@ -1,0 +1,174 @@
+"""Slices, signal groups and release localisation, on the real ClickHouse engine (chDB).
+
+The localisation scenario is the generated log of ``log_generators.slice_regression_events``:
+a release that regresses only German free-tier users. Its score rows are written with the
+planted outcome as the flag (the embedding path is covered in ``test_pipeline_slices``), so
+the test checks the slice arithmetic on production-shaped volumes without the model's noise.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from log_generators import NEW, OLD, slice_regression_events
+from typer.testing import CliRunner
+
+from alerts.localize import localize, localize_counts, newcombe_interval, wilson_interval
+from alerts.notify import summarize
+from signals.errors import SpecError
+from signals.groups import SignalGroup, apply_groups, parse_groups
+from storage.detections import DetectionRow
+from storage.rows import EventRow, ScoreRow, WriteBatch
+from storage.slices import slice_counts, top_slice_values
+from storage.writer import ClickHouseWriter
+from streams.events import validate_event
+from streams.slices import OTHER, SliceConfig, Slicer
+from telltale.cli import app
+from telltale.settings import SliceSettings
+
+START = datetime(2026, 9, 14, 6, 0, tzinfo=UTC)
+RELEASE = START + timedelta(hours=3)
+
+
+def _seed(ch: Any, keys: tuple[str, ...] = ("locale", "customer_tier", "prompt_template")) -> int:
+    """Write the slice scenario's events and planted outcomes as score rows; return the count."""
+    slicer = Slicer(SliceConfig(keys=keys))
+    batch = WriteBatch()
+    count = 0
+    for payload in slice_regression_events(per_minute=12, seed=5):
+        event = validate_event(payload)
+        # The generator's failures are stock picks; everything else is a neutral answer.
+        failed = not (event.output.text or "").startswith("Here is a short answer")
+        batch.scores.append(ScoreRow(
+            event.event_id, "stock_advice", 1, event.timestamp, event.model,
+            event.model_version, 0.9 if failed else 0.1, failed, slicer.values(event),
+        ))  # fmt: skip
+        batch.events.append(EventRow(event.event_id, event.timestamp, event.model,
+                                     event.model_version, app=event.app,
+                                     attributes=dict(event.attributes)))  # fmt: skip
+        count += 1
+    ClickHouseWriter(ch).write(batch)
+    return count
+
+
+def test_slice_settings_parse_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TELLTALE_SLICE_KEYS", " locale, customer_tier ,,prompt_template")
+    assert SliceSettings().keys == ("locale", "customer_tier", "prompt_template")
+    assert SliceConfig(keys=("locale", "app")).keys == ("app", "locale")  # app always, once
+
+
+def test_slicer_caps_each_key_to_top_values_plus_other() -> None:
+    slicer = Slicer(SliceConfig(keys=("locale",), max_values=2), known={"locale": ["de"]})
+
+    def values(locale: str | None) -> dict[str, str]:
+        attributes = {"locale": locale} if locale is not None else {}
+        return slicer.values(validate_event({
+            "event_id": "e", "timestamp": "2026-09-14T06:00:00Z", "model": "m",
+            "model_version": "v", "app": "web", "output": {"text": "x"},
+            "attributes": attributes,
+        }))  # fmt: skip
+
+    assert values("en") == {"app": "web", "locale": "en"}  # room for one more value
+    assert values("fr")["locale"] == OTHER  # cap reached: de (known) and en
+    assert values("de")["locale"] == "de"
+    assert values(None)["locale"] == ""  # unset is its own slice, never capped away
+    assert values("x" * 1000)["locale"] == OTHER
+
+
+def test_wilson_and_newcombe_intervals() -> None:
+    low, high = wilson_interval(0, 50)
+    assert (
+        low == pytest.approx(0.0, abs=1e-12) and 0.06 < high < 0.08
+    )  # Wilson never collapses at k = 0
+    low, high = wilson_interval(95, 259)
+    assert low < 95 / 259 < high
+    d_low, d_high = newcombe_interval(95, 259, 21, 495)
+    assert 0.25 < d_low < 95 / 259 - 21 / 495 < d_high < 0.40
+    with pytest.raises(ValueError):
+        wilson_interval(5, 3)
+
+
+def test_localize_counts_prefers_the_narrow_slice_that_carries_the_excess() -> None:
+    def combo(locale: str, tier: str) -> tuple[tuple[str, str], ...]:
+        return (("customer_tier", tier), ("locale", locale))
+
+    base = {combo(loc, tier): (1000, 40) for loc in ("de", "en") for tier in ("free", "pro")}
+    new = dict(base)
+    new[combo("de", "free")] = (1000, 300)
+    found = localize_counts(new, base)
+    assert found.top is not None
+    assert found.top.label == "customer_tier=free & locale=de"
+    assert found.top.share == pytest.approx(1.0)
+    # The single-key parents follow; a regression of a whole locale is its single key instead.
+    assert {s.label for s in found.slices[1:3]} == {"customer_tier=free", "locale=de"}
+    new = dict(base)
+    new[combo("de", "free")] = (1000, 300)
+    new[combo("de", "pro")] = (1000, 300)
+    assert localize_counts(new, base).slices[0].label == "locale=de"
+
+
+def test_signal_groups_parse_and_apply() -> None:
+    members = ["stock_advice", "pii_leak", "jailbreak"]
+    [group] = parse_groups(
+        {"groups": {"safety-critical": {"members": members, "severity": "critical"}}}
+    )
+    assert group.members == ("jailbreak", "pii_leak", "stock_advice")
+    assert group.version == SignalGroup(name="x", members=("stock_advice", "jailbreak",
+                                                           "pii_leak")).version  # fmt: skip
+    assert apply_groups([group], {"jailbreak": (0.2, False), "pii_leak": (0.7, True)}) == {
+        "safety-critical": (0.7, True)
+    }
+    assert apply_groups([group], {"other": (0.9, True)}) == {}
+    with pytest.raises(SpecError, match="contains groups"):
+        parse_groups({"groups": {"a": ["b"], "b": ["c"]}})
+    with pytest.raises(SpecError, match="members"):
+        parse_groups({"groups": {"a": {"members": []}}})
+
+
+def test_rates_by_slice_and_localisation_on_stored_scores(ch: Any, chdb_path: Any) -> None:
+    count = _seed(ch)
+    assert count > 4000
+    counts = slice_counts(ch, ["locale"], signal="stock_advice")
+    assert sum(c.events for c in counts) == count  # every event in exactly one locale
+    assert set(top_slice_values(ch, ["locale"], 2)["locale"]) == {"en", "de"}
+
+    found = localize(
+        ch, model="chat-assistant", version=NEW, baseline_version=OLD, signal="stock_advice",
+        released_at=RELEASE, at=RELEASE + timedelta(hours=3),
+    )  # fmt: skip
+    assert found.top is not None and found.top.label == "customer_tier=free & locale=de"
+    assert found.top.excess_low > 0 and found.top.share > 0.5
+
+    ch.close()  # the CLI opens the same chDB path (one process, one open path at a time)
+    result = CliRunner().invoke(app, [
+        "rates", "--by", "locale", "--by", "customer_tier", "--signal", "stock_advice",
+        "--clickhouse", f"chdb://{chdb_path}", "--format", "json",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)["rates"]
+    by_slice = {(r["model_version"], r["slice"]): r for r in rows}
+    worst = by_slice[(NEW, "locale=de & customer_tier=free")]
+    same_old = by_slice[(OLD, "locale=de & customer_tier=free")]
+    assert worst["rate_low"] > same_old["rate_high"]  # the intervals separate
+    for other in ("locale=en & customer_tier=free", "locale=de & customer_tier=pro"):
+        assert by_slice[(NEW, other)]["rate_low"] < same_old["rate_high"]
+    assert all(r["rate_low"] <= r["rate"] <= r["rate_high"] for r in rows)
+
+
+def test_notifier_message_carries_the_top_slice() -> None:
+    row = DetectionRow(
+        detection_id="d1", detector="release_spike", key="k", model="chat", model_version="v2",
+        signal="stock_advice", state="firing", opened_at=RELEASE, resolved_at=None,
+        statistic=40.0, threshold=20.0, p_value=None, e_value=40.0, effect=0.03,
+        effect_low=0.01, effect_high=0.05, notified="",
+        details={"baseline_version": "v1", "localization": {"slices": [{
+            "slice": "customer_tier=free & locale=de", "share_of_excess": 0.67, "rate": 0.35,
+            "baseline_rate": 0.048}]}},
+    )  # fmt: skip
+    text = summarize("trigger", row)
+    assert "concentrated in customer_tier=free & locale=de (67% of the excess, 35.0% vs 4.8%)" in (
+        text
+    )
