@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-__all__ = ["SliceCount", "slice_counts", "top_slice_values"]
+__all__ = ["SliceCount", "event_slice_sources", "slice_counts", "top_slice_values"]
 
 
 def _utc(value: datetime) -> datetime:
@@ -123,3 +123,15 @@ def slice_counts(
                    int(r[5]))
         for r in rows
     ]  # fmt: skip
+
+
+def event_slice_sources(
+    client: Client, event_ids: list[str]
+) -> dict[str, tuple[str, dict[str, str]]]:
+    """``app`` and ``attributes`` of stored events, by id: what slice values are made of."""
+    rows = client.query(
+        "SELECT event_id, any(app), any(attributes) FROM events "
+        "WHERE event_id IN {ids:Array(String)} GROUP BY event_id",
+        parameters={"ids": list(event_ids)},
+    ).result_rows
+    return {str(r[0]): (str(r[1]), {str(k): str(v) for k, v in r[2].items()}) for r in rows}

@@ -20,7 +20,9 @@ from signals.bank import SignalBank
 from signals.fitted import FittedSignal
 from storage.embeddings import count_embeddings, iter_embeddings
 from storage.rows import ScoreRow, WriteBatch
+from storage.slices import event_slice_sources
 from storage.writer import ClickHouseWriter
+from streams.slices import SliceConfig, Slicer
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -49,8 +51,14 @@ def backfill(
     until: datetime | None = None,
     chunk: int = 5_000,
     progress: Callable[[int], None] | None = None,
+    slicer: Slicer | None = None,
 ) -> BackfillResult:
-    """Score every stored embedding of ``signal``'s field not yet scored by this version."""
+    """Score every stored embedding of ``signal``'s field not yet scored by this version.
+
+    Score rows carry the events' slice values (``slicer``; default ``app`` only), made from the
+    stored events' ``app`` and ``attributes`` as the pipeline makes them.
+    """
+    slicer = slicer or Slicer(SliceConfig())
     bank = SignalBank([signal], signal.embedder_id)
     writer = ClickHouseWriter(client)
     scored = flagged = 0
@@ -60,10 +68,12 @@ def backfill(
     ):  # fmt: skip
         vectors = np.array([r.vector for r in rows], dtype=np.float32)
         result = bank.score(signal.field, vectors)
+        sources = event_slice_sources(client, [r.event_id for r in rows])
         batch = WriteBatch(scores=[
             ScoreRow(r.event_id, signal.name, signal.version, r.timestamp, r.model,
                      r.model_version, float(result.probabilities[i, 0]),
-                     bool(result.flagged[i, 0]))
+                     bool(result.flagged[i, 0]),
+                     slicer.values_of(*sources.get(r.event_id, ("", {}))))
             for i, r in enumerate(rows)
         ])  # fmt: skip
         writer.write(batch)

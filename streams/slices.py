@@ -66,8 +66,12 @@ class Slicer:
 
     def values(self, event: GenerationEvent) -> dict[str, str]:
         """The event's slice values, capped."""
+        return self.values_of(event.app, event.attributes)
+
+    def values_of(self, app: str, attributes: Mapping[str, str]) -> dict[str, str]:
+        """Slice values from an event's ``app`` and ``attributes`` (stored events: back-fill)."""
         out = {}
         for key in self.config.keys:
-            raw = event.app if key == "app" else event.attributes.get(key, UNSET)
+            raw = app if key == "app" else attributes.get(key, UNSET)
             out[key] = self._admit(key, (raw or UNSET)[:MAX_VALUE_CHARS])
         return out

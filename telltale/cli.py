@@ -186,7 +186,8 @@ def _slice_rates(
                   "95% interval (Wilson)")  # fmt: skip
     for r in rows:
         table.add_row(
-            r["signal"], r["model"], r["model_version"], r["slice"], str(r["events"]),
+            str(r["signal"]), str(r["model"]), str(r["model_version"]), str(r["slice"]),
+            str(r["events"]),
             str(r["failures"]), f"{r['rate']:.2%}", f"{r['rate_low']:.2%} – {r['rate_high']:.2%}",
         )  # fmt: skip
     Console(width=200).print(table)

@@ -211,11 +211,36 @@ def backfill(
     clickhouse: ClickHouseOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
-    """Score stored embeddings with the current version; idempotent, no re-embedding."""
+    """Score stored embeddings with the current version; idempotent, no re-embedding.
+
+    For a signal group (TELLTALE_SIGNAL_GROUPS_FILE), write its rows from the members' stored
+    scores instead.
+    """
     from streams.backfill import backfill as run_backfill
     from streams.backfill import backfill_total
+    from telltale.wiring import make_groups, make_slicer
 
     start, end = parse_time(since), parse_time(until)
+    settings = settings_for(clickhouse)
+    try:
+        groups = {g.name: g for g in make_groups(settings.groups)}
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
+    if name in groups:
+        from storage.groups import backfill_group
+
+        group = groups[name]
+        try:
+            with open_client(clickhouse) as client:
+                make_groups(settings.groups, client)  # record the definition
+                written = backfill_group(client, group.name, group.members, group.version)
+        except CLI_ERRORS as exc:
+            raise fail(exc) from exc
+        if fmt == "json":
+            print_json({"group": name, "version": group.version, "events": written})
+        else:
+            console.print(f"group {name}: {written} events scored from its members")
+        return
     columns = (TextColumn("back-fill {task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())  # fmt: skip
     try:
@@ -227,6 +252,7 @@ def backfill(
                 result = run_backfill(
                     client, fitted, since=start, until=end,
                     progress=lambda n: progress.advance(task, n),
+                    slicer=make_slicer(settings.slices, client),
                 )  # fmt: skip
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
