@@ -193,6 +193,50 @@ def _slice_rates(
     Console(width=200).print(table)
 
 
+@app.command()
+def discover(
+    model: Annotated[str | None, typer.Option(help="only this model")] = None,
+    since: Annotated[str | None, typer.Option(help="RFC 3339; default 24 h before --until")] = None,
+    until: Annotated[str | None, typer.Option(help="RFC 3339; default the end of the data")] = None,
+    field: Annotated[
+        Literal["output.text", "output.image", "prompt.text"], typer.Option(help="embedding field")
+    ] = "output.text",
+    top: Annotated[int, typer.Option(min=1, max=100, help="clusters to list")] = 10,
+    sample: Annotated[int, typer.Option(min=50, help="embeddings per window")] = 3000,
+    clickhouse: ClickHouseOpt = None,
+    fmt: FormatOpt = "text",
+) -> None:
+    """Clusters of recent outputs, ranked by distance from the bulk and growth of share."""
+    from alerts.discover import DiscoveryOptions, as_dict
+    from alerts.discover import discover as run_discover
+
+    options = DiscoveryOptions(field=field, top=top, sample=sample)
+    try:
+        with open_client(clickhouse) as client:
+            found = run_discover(client, model=model, since=parse_time(since),
+                                 until=parse_time(until), options=options)  # fmt: skip
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
+    if fmt == "json":
+        print_json({"clusters": [as_dict(c) for c in found]})
+        return
+    if not found:
+        console.print("no clusters: too few embeddings in the window")
+        return
+    table = Table("rank", "cluster", "model", "size", "share now", "share before", "growth",
+                  "distance", "examples", "signals (flagged share)")  # fmt: skip
+    for c in found:
+        flagged = ", ".join(f"{name} {v['flagged_share']:.0%}"
+                            for name, v in sorted(c.signal_scores.items()))  # fmt: skip
+        table.add_row(
+            str(c.rank), c.cluster_id, c.model, str(c.size), f"{c.recent_share:.1%}",
+            f"{c.reference_share:.1%}", f"{c.growth:+.2f}", f"{c.distance:.2f}",
+            "\n".join(t[:90] for t in c.example_texts), flagged,
+        )  # fmt: skip
+    Console(width=220).print(table)
+    console.print("start a signal from one: telltale signals add --from-cluster ID NAME")
+
+
 @releases_app.command("add")
 def releases_add(
     model: Annotated[str, typer.Argument()],

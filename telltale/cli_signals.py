@@ -63,10 +63,56 @@ def _summary(fitted: FittedSignal) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _spec_from_cluster(cluster_id: str, name: str, clickhouse: str | None, out: Path) -> None:
+    """Write a starting spec: positives from the cluster, negatives from the bulk."""
+    import yaml
+
+    from signals.spec import SignalSpec
+    from storage.discovery import load_cluster
+
+    try:
+        with open_client(clickhouse) as client:
+            cluster = load_cluster(client, cluster_id)
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
+    if cluster is None:
+        raise fail(ValueError(f"no discovered cluster {cluster_id!r}; run telltale discover"))
+    target, modality = cluster.field.split(".")
+    try:
+        spec = SignalSpec.model_validate({
+            "name": name, "target": target, "modality": modality, "kind": "few_shot",
+            "description": f"Started from cluster {cluster.cluster_id} of {cluster.model} "
+            f"({cluster.size} outputs, {cluster.recent_share:.1%} of recent outputs).",
+            "examples": {"positive": [{"event_id": e} for e in cluster.positives],
+                         "negative": [{"event_id": e} for e in cluster.negatives]},
+        })  # fmt: skip
+    except ValueError as exc:
+        raise fail(ValueError(f"cannot write a spec named {name!r}: {exc}")) from exc
+    document = spec.model_dump(mode="json", exclude_defaults=True)
+    header = (
+        f"# Starting spec from discovered cluster {cluster.cluster_id}: review the examples\n"
+        "# (telltale signals suggest / label), then: telltale signals add THIS_FILE\n"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(header + yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+
+
 @signals_app.command("add")
 def add(
-    spec_path: Annotated[Path, typer.Argument(metavar="SPEC.yaml", exists=True, dir_okay=False)],
+    spec_path: Annotated[
+        str, typer.Argument(metavar="SPEC.yaml", help="the spec; with --from-cluster, a NAME")
+    ],
     author: Annotated[str, typer.Option(help="recorded with the version")] = "",
+    from_cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--from-cluster",
+            help="write a starting spec NAME.yaml from a cluster of telltale discover",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="where --from-cluster writes (default NAME.yaml)")
+    ] = None,
     publish: Annotated[
         bool,
         typer.Option(
@@ -79,8 +125,22 @@ def add(
     kafka: KafkaOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
-    """Train a signal from its spec and store it as a new, immutable version."""
+    """Train a signal from its spec and store it as a new, immutable version.
+
+    With ``--from-cluster ID NAME``, write a starting spec instead (nothing is trained).
+    """
     from signals.spec import load_spec
+
+    if from_cluster is not None:
+        target = out or Path(f"{spec_path}.yaml")
+        _spec_from_cluster(from_cluster, spec_path, clickhouse, target)
+        if fmt == "json":
+            print_json({"spec": str(target), "cluster_id": from_cluster, "name": spec_path})
+        else:
+            console.print(f"wrote {target}: review it, then telltale signals add {target}")
+        return
+    if not Path(spec_path).is_file():
+        raise typer.BadParameter(f"spec file {spec_path!r} does not exist")
     from signals.training import train_signal
     from streams.emitter import Emitter
     from streams.signal_store import PublishedSignal, StoredExamples, save_fitted

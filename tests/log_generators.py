@@ -115,7 +115,7 @@ def discovery_events(
     *,
     start: datetime = datetime(2026, 9, 14, 0, 0, tzinfo=UTC),
     days: int = 2,
-    per_hour: int = 120,
+    per_hour: int = 80,
     planted_share: float = 0.03,
     advice_rate: float = 0.03,
     seed: int = 31,
