@@ -15,7 +15,10 @@ columns become instance labels) and a threshold expression ``B``.
 
 Routing labels: ``severity`` (critical pages, warning notifies), ``team`` and ``component``;
 ``signal`` comes from the query row. Annotations carry a summary, a description, the runbook
-steps and a ``runbook_url`` into ``runbooks.md`` next to the provisioning file.
+steps and an absolute ``runbook_url`` into ``alerts/runbooks.md`` (``runbook_base_url``, by
+default the runbook page of ``telltale alerts receiver``, the stack's ``alert-receiver``
+service). Release-spike alerts carry the top slice of their localisation as the ``top_slice``
+label and in their summary.
 
 The same objects come out two ways: :func:`api_payloads` for the alerting provisioning HTTP
 API and :func:`provisioning_file` for Grafana's file provisioning (apiVersion 1).
@@ -23,6 +26,7 @@ API and :func:`provisioning_file` for Grafana's file provisioning (apiVersion 1)
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -59,6 +63,8 @@ RULE_GROUP = "telltale"
 GROUP_INTERVAL_S = 60
 CONTACT_POINT_UID = "telltale-webhook"
 RUNBOOKS = "runbooks.md"
+DEFAULT_RUNBOOK_BASE_URL = "http://localhost:8080/runbooks"
+DEFAULT_WEBHOOK_URL = "http://alert-receiver:8080/telltale"
 _EXPRESSION_UID = "__expr__"
 
 Comparison = Literal["gt", "lt"]
@@ -102,7 +108,13 @@ def _detector_rule(
         severity=severity,
         team="ml-quality",
         summary=f"{title}: {{{{ $labels.model }}}} {{{{ $labels.model_version }}}}"
-        " {{ $labels.signal }}",
+        " {{ $labels.signal }}"
+        # Release spikes name the slice where the excess failures concentrate (alerts.localize).
+        + (
+            " {{ if $labels.top_slice }}(concentrated in {{ $labels.top_slice }}){{ end }}"
+            if detector == SPIKE
+            else ""
+        ),
         description=f"The {detector} detector has an open detection for model "
         "{{ $labels.model }} version {{ $labels.model_version }}, signal {{ $labels.signal }}.",
         runbook=runbook,
@@ -218,8 +230,14 @@ class AlertingOptions:
     folder_uid: str = "telltale"
     folder_title: str = "Telltale"
     org_id: int = 1
-    webhook_url: str = "http://alert-receiver:8080/telltale"
-    runbook_base_url: str = f"alerts/provisioning/{RUNBOOKS}"
+    webhook_url: str = DEFAULT_WEBHOOK_URL
+    runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL
+
+    def __post_init__(self) -> None:
+        # Grafana shows runbook_url as a link: a relative path would resolve against Grafana.
+        if not re.match(r"^https?://[^/\s]+", self.runbook_base_url):
+            raise ValueError(f"runbook_base_url must be an absolute http(s) URL, not "
+                             f"{self.runbook_base_url!r}")  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ added by subclassing its ``Dataquery`` variant (the SDK's documented extension p
 alert rule and the static report all hold the *same* SQL object, not copies of its text.
 
 The target shape (``editorType``, ``rawSql``, ``format`` 0 = time series / 1 = table,
-``queryType``) is the plugin's v4 query model.
+``queryType``, ``pluginVersion``) is the plugin's v4 query model. ``pluginVersion`` matters: the
+plugin's editor treats a target without one (or below 4.0.0) as a v3 query and migrates it
+(``src/data/migration.ts``, ``isV3CHQuery``). It names the plugin release docker-compose pins.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ __all__ = [
     "DATASOURCE_NAME",
     "DATASOURCE_TYPE",
     "DATASOURCE_UID",
+    "GRAFANA_VERSION",
+    "PLUGIN_MIN_GRAFANA",
+    "PLUGIN_VERSION",
     "ClickHouseAnnotationTarget",
     "ClickHouseAnnotationTargetBuilder",
     "ClickHouseQuery",
@@ -33,6 +38,12 @@ __all__ = [
 DATASOURCE_UID = "telltale-clickhouse"
 DATASOURCE_TYPE = "grafana-clickhouse-datasource"
 DATASOURCE_NAME = "ClickHouse (telltale)"
+PLUGIN_VERSION = "4.20.0"
+"""The grafana-clickhouse-datasource release docker-compose installs and targets declare."""
+PLUGIN_MIN_GRAFANA = "11.6.0"
+"""``dependencies.grafanaDependency`` of that release's ``plugin.json`` (``>=11.6.0-0``)."""
+GRAFANA_VERSION = "12.2.0"
+"""The grafana-oss image docker-compose runs: satisfies :data:`PLUGIN_MIN_GRAFANA`."""
 
 QueryFormat = Literal["timeseries", "table"]
 _FORMAT_CODE: dict[QueryFormat, int] = {"timeseries": 0, "table": 1}
@@ -61,6 +72,7 @@ class ClickHouseQuery(cogvariants.Dataquery):
             "format": _FORMAT_CODE[self.query_format],
             "queryType": self.query_format,
             "rawSql": self.query.sql,
+            "pluginVersion": PLUGIN_VERSION,
         }
 
 
@@ -97,6 +109,7 @@ class ClickHouseAnnotationTarget(sdk_dashboard.AnnotationTarget):
             "format": _FORMAT_CODE["table"],
             "queryType": "table",
             "rawSql": self.query.sql,
+            "pluginVersion": PLUGIN_VERSION,
         }
 
 

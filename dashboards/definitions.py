@@ -8,8 +8,10 @@
   generation latency, time since the last event, drift-detector delay. Consumer lag lives in
   Kafka, not ClickHouse, and a panel says so.
 
-Every dashboard shares the template variables ``app``, ``model``, ``version``, ``signal``
-(multi-value, with "All"), the release annotations and links to its siblings.
+Every dashboard shares the template variables ``app``, ``model``, ``version``, ``signal`` and
+``slice_key`` (multi-value, with "All"), the release annotations and links to its siblings. The
+Overview also shows failure rates by slice (``TELLTALE_SLICE_KEYS``), signal groups (the metric
+hierarchy's decision metrics) and the failure-mode clusters of ``telltale discover``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ VARIABLES: dict[str, tuple[str, q.NamedQuery]] = {
     "model": ("Model", q.VARIABLE_MODEL),
     "version": ("Model version", q.VARIABLE_VERSION),
     "signal": ("Signal", q.VARIABLE_SIGNAL),
+    "slice_key": ("Slice key", q.VARIABLE_SLICE_KEY),
 }
 
 _NOT_IN_CLICKHOUSE = """\
@@ -121,6 +124,46 @@ def overview() -> sdk.Dashboard:
                 q.OPEN_DETECTIONS,
                 description="Detections the monitor opened and has not resolved.",
                 span=12,
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Failure rate by slice",
+                q.SLICE_FAILURE_RATES,
+                description="Per slice key (Slice key variable; TELLTALE_SLICE_KEYS and app) "
+                "and value: events, failures, rate and its Wilson 95% interval, the slices "
+                "with the highest lower bound first. `telltale rates --by KEY` prints the same.",
+                span=24,
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Failure rate by slice over time",
+                q.SLICE_FAILURE_RATE_SERIES,
+                description="Share of events flagged per slice value; pick a slice key and a "
+                "signal to keep it readable.",
+                unit="percentunit",
+                span=12,
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Signal groups (decision metrics)",
+                q.GROUP_FAILURE_RATE,
+                description="Failure rate of each signal group (flagged when any member "
+                "flags), per model version: the metric hierarchy's top line.",
+                unit="percentunit",
+                span=12,
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Failure-mode clusters (telltale discover)",
+                q.DISCOVERED_CLUSTERS,
+                description="Clusters of recent outputs ranked by distance from the bulk and "
+                "growth of their share, with example outputs and the signals' flagged share "
+                "in each. Start a signal: `telltale signals add --from-cluster ID NAME`.",
+                span=24,
             )
         )
     )

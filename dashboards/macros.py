@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -31,7 +32,15 @@ from datetime import UTC, datetime
 
 from dashboards.errors import MacroError
 
-__all__ = ["BoundQuery", "MacroError", "QueryContext", "interval_for", "render"]
+__all__ = [
+    "BoundQuery",
+    "MacroError",
+    "QueryContext",
+    "interval_for",
+    "parse_interval_s",
+    "render",
+    "round_interval_ms",
+]
 
 _TIME_TYPE = "DateTime64(3, 'UTC')"
 _FROM = f"{{tt_from:{_TIME_TYPE}}}"
@@ -66,14 +75,56 @@ class QueryContext:
             raise ValueError("interval_s must be at least 1 second")
 
 
-# Grafana rounds its interval to such steps; a minute is the resolution of the rate tables.
-_NICE_INTERVALS_S = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+# Grafana's interval ladder in milliseconds (``roundInterval`` in @grafana/data's rangeutil):
+# an interval below the first bound of a row rounds to that row's step.
+_GRAFANA_LADDER_MS: tuple[tuple[float, int], ...] = (
+    (10, 1), (15, 10), (35, 20), (75, 50), (150, 100), (350, 200), (750, 500),
+    (1_500, 1_000), (3_500, 2_000), (7_500, 5_000), (12_500, 10_000), (17_500, 15_000),
+    (25_000, 20_000), (45_000, 30_000), (90_000, 60_000), (210_000, 120_000),
+    (450_000, 300_000), (750_000, 600_000), (1_050_000, 900_000), (1_500_000, 1_200_000),
+    (2_700_000, 1_800_000), (5_400_000, 3_600_000), (9_000_000, 7_200_000),
+    (16_200_000, 10_800_000), (32_400_000, 21_600_000), (86_400_000, 43_200_000),
+    (604_800_000, 86_400_000), (1_814_400_000, 604_800_000), (3_628_800_000, 2_592_000_000),
+)  # fmt: skip
+_GRAFANA_LADDER_TOP_MS = 31_536_000_000
 
 
-def interval_for(start: datetime, end: datetime, points: int = 120) -> int:
-    """The interval (seconds) giving about ``points`` buckets over the range, at least 1 min."""
-    wanted = (end - start).total_seconds() / max(points, 1)
-    return next((s for s in _NICE_INTERVALS_S if s >= wanted), _NICE_INTERVALS_S[-1])
+def round_interval_ms(interval_ms: float) -> int:
+    """Grafana's ``roundInterval``: the "nice" step an interval of ``interval_ms`` rounds to."""
+    return next((step for bound, step in _GRAFANA_LADDER_MS if interval_ms < bound),
+                _GRAFANA_LADDER_TOP_MS)  # fmt: skip
+
+
+def interval_for(
+    start: datetime, end: datetime, max_data_points: int = 1000, min_interval_s: int = 60
+) -> int:
+    """The interval (whole seconds) Grafana gives a panel: ``max(roundInterval(range /
+    max_data_points), min_interval)``.
+
+    ``max_data_points`` is the panel's width in pixels unless the panel sets one (Grafana's
+    query runner); ``min_interval_s`` is the panel's *Min interval* (telltale's panels say
+    ``1m``: the rate tables are per minute). A day over a 1,100-pixel panel is one minute; over
+    a half-width panel, two.
+
+    >>> day = (datetime(2026, 9, 14, tzinfo=UTC), datetime(2026, 9, 15, tzinfo=UTC))
+    >>> interval_for(*day, max_data_points=1104), interval_for(*day, max_data_points=552)
+    (60, 120)
+    """
+    range_ms = max((end - start).total_seconds() * 1000, 0.0)
+    rounded = round_interval_ms(range_ms / max(max_data_points, 1))
+    return max(math.ceil(rounded / 1000), min_interval_s, 1)
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_interval_s(text: str | None, default: int = 1) -> int:
+    """A panel's *Min interval* (``"1m"``, ``"30s"``) in whole seconds; ``default`` if unset."""
+    match = _DURATION.match(text or "")
+    if match is None:
+        return default
+    return max(1, math.ceil(int(match.group(1)) * _UNIT_S[match.group(2)]))
 
 
 @dataclass(frozen=True)

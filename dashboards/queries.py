@@ -17,12 +17,14 @@ from dataclasses import dataclass
 
 __all__ = [
     "ANNOTATION_RELEASES",
+    "DISCOVERED_CLUSTERS",
     "DRIFT_CLUSTER_SHARES",
     "DRIFT_DETECTOR_DELAY",
     "DRIFT_STATISTIC",
     "EVENTS_PER_SECOND",
     "FLAGGED_EVENTS",
     "GENERATION_LATENCY",
+    "GROUP_FAILURE_RATE",
     "INGEST_LAG",
     "INGEST_LAG_RECENT",
     "OPEN_DETECTIONS",
@@ -32,9 +34,12 @@ __all__ = [
     "SECONDS_SINCE_LAST_EVENT",
     "SIGNAL_FAILURE_RATE",
     "SIGNAL_THRESHOLD",
+    "SLICE_FAILURE_RATES",
+    "SLICE_FAILURE_RATE_SERIES",
     "VARIABLE_APP",
     "VARIABLE_MODEL",
     "VARIABLE_SIGNAL",
+    "VARIABLE_SLICE_KEY",
     "VARIABLE_VERSION",
     "NamedQuery",
     "open_detections_for",
@@ -138,14 +143,24 @@ RELEASE_CHANGES = NamedQuery(
        sumIf(k, NOT is_after) / greatest(sumIf(n, NOT is_after), 1) AS rate_before,
        sumIf(k, is_after) / greatest(sumIf(n, is_after), 1) AS rate_after,
        rate_after - rate_before AS change,
-       sumIf(n, is_after) AS events_after
+       sumIf(n, is_after) AS events_after,
+       sumIf(n, NOT is_after) AS events_before
 FROM (
     SELECT r.model AS model, r.last_version AS release, r.last_released_at AS released_at,
            s.signal AS signal, s.n AS n, s.k AS k, s.minute >= r.last_released_at AS is_after
     FROM (
         SELECT model, argMax(model_version, released_at) AS last_version,
                max(released_at) AS last_released_at
-        FROM releases FINAL
+        FROM (
+            SELECT model, model_version, released_at FROM releases FINAL
+            UNION ALL
+            -- Versions without a release row (a replayed log, no monitor run yet) count as
+            -- released at their first minute, as the monitor would register them.
+            SELECT model, model_version, toDateTime64(min(minute), 3, 'UTC') AS released_at
+            FROM events_1m
+            WHERE (model, model_version) NOT IN (SELECT model, model_version FROM releases FINAL)
+            GROUP BY model, model_version
+        )
         WHERE released_at <= $__toTime_ms
         GROUP BY model
     ) AS r
@@ -162,7 +177,7 @@ FROM (
       AND (s.minute < r.last_released_at OR s.model_version = r.last_version)
 )
 GROUP BY model, release, released_at, signal
-HAVING events_after > 0
+HAVING events_after > 0 AND events_before > 0
 ORDER BY abs(change) DESC, model, signal
 LIMIT 20""",
     (
@@ -174,6 +189,7 @@ LIMIT 20""",
         "rate_after",
         "change",
         "events_after",
+        "events_before",
     ),
 )
 
@@ -212,6 +228,20 @@ def open_detections_for(detector: str) -> NamedQuery:
     """
     if not detector.replace("_", "").isalnum():
         raise ValueError(f"detector name {detector!r} must be an identifier")
+    if detector == "release_spike":
+        # The top slice of the release's localisation (alerts.localize) becomes a label, so
+        # the alert's summary and annotations say where the regression concentrates.
+        return NamedQuery(
+            f"open_detections_{detector}",
+            "SELECT model, model_version, signal,\n"
+            "       any(JSONExtractString(details, 'localization', 'top')) AS top_slice,\n"
+            "       toFloat64(count()) AS open_detections\n"
+            "FROM detections FINAL\n"
+            f"WHERE detector = '{detector}' AND resolved_at IS NULL\n"
+            "GROUP BY model, model_version, signal\n"
+            "ORDER BY model, model_version, signal",
+            ("model", "model_version", "signal", "top_slice", "open_detections"),
+        )
     return NamedQuery(
         f"open_detections_{detector}",
         "SELECT model, model_version, signal, toFloat64(count()) AS open_detections\n"
@@ -222,6 +252,91 @@ def open_detections_for(detector: str) -> NamedQuery:
         ("model", "model_version", "signal", "open_detections"),
     )
 
+
+# --- slices, signal groups, discovered clusters (migration 13) ------------------------------
+
+VARIABLE_SLICE_KEY = NamedQuery(
+    "variable_slice_key",
+    "SELECT DISTINCT slice_key FROM failure_rates_by_slice_1m\n"
+    "WHERE $__timeFilter(minute)\nORDER BY slice_key",
+    ("slice_key",),
+)
+
+# Per (signal, model, version, slice): the rate with its Wilson 95 % interval (z = 1.96),
+# most confidently high first: the slice whose *lower* bound is highest leads.
+SLICE_FAILURE_RATES = NamedQuery(
+    "slice_failure_rates",
+    """SELECT signal, model, model_version, concat(slice_key, '=', if(slice_value = '',
+       '(unset)', slice_value)) AS slice, n AS events, k AS failures, k / n AS failure_rate,
+       (failure_rate + 1.9208 / n - 1.96 * sqrt(failure_rate * (1 - failure_rate) / n
+           + 0.9604 / (n * n))) / (1 + 3.8416 / n) AS rate_low,
+       (failure_rate + 1.9208 / n + 1.96 * sqrt(failure_rate * (1 - failure_rate) / n
+           + 0.9604 / (n * n))) / (1 + 3.8416 / n) AS rate_high
+FROM (
+    SELECT signal, model, model_version, slice_key, slice_value,
+           uniqExactMerge(events) AS n, uniqExactIfMerge(failures) AS k
+    FROM failure_rates_by_slice_1m
+    WHERE $__timeFilter(minute) AND """
+    + _rate_filters()
+    + """ AND """
+    + _any("slice_key", "slice_key")
+    + """
+    GROUP BY signal, model, model_version, slice_key, slice_value
+)
+WHERE n > 0
+ORDER BY rate_low DESC, signal, model, model_version, slice
+LIMIT 40""",
+    ("signal", "model", "model_version", "slice", "events", "failures", "failure_rate",
+     "rate_low", "rate_high"),
+)  # fmt: skip
+
+SLICE_FAILURE_RATE_SERIES = NamedQuery(
+    "slice_failure_rate_series",
+    "SELECT $__timeInterval(minute) AS time,\n"
+    "       concat(signal, ' · ', model_version, ' · ', slice_key, '=', slice_value) AS series,\n"
+    "       uniqExactIfMerge(failures) / uniqExactMerge(events) AS failure_rate\n"
+    "FROM failure_rates_by_slice_1m\n"
+    f"WHERE $__timeFilter(minute) AND {_rate_filters()} AND {_any('slice_key', 'slice_key')}\n"
+    "GROUP BY time, series\n"
+    "ORDER BY time, series",
+    ("time", "series", "failure_rate"),
+)
+
+GROUP_FAILURE_RATE = NamedQuery(
+    "group_failure_rate",
+    "SELECT $__timeInterval(minute) AS time,\n"
+    "       concat(signal, ' · ', model, ' ', model_version) AS series,\n"
+    "       uniqExactIfMerge(failures) / uniqExactMerge(events) AS failure_rate\n"
+    "FROM failure_rates_1m\n"
+    "WHERE $__timeFilter(minute) AND signal IN (SELECT name FROM signal_groups FINAL)\n"
+    f"  AND {_any('model', 'model')} AND {_any('model_version', 'version')} AND {_app('model')}\n"
+    "GROUP BY time, series\n"
+    "ORDER BY time, series",
+    ("time", "series", "failure_rate"),
+)
+
+# The newest ``telltale discover`` run of each model whose window overlaps the range.
+DISCOVERED_CLUSTERS = NamedQuery(
+    "discovered_clusters",
+    """SELECT rank, cluster_id, model, size, recent_share, reference_share, growth, distance,
+       arrayStringConcat(arrayMap(t -> substring(t, 1, 120), arraySlice(example_texts, 1, 3)),
+                         ' | ') AS examples,
+       signal_scores
+FROM discovered_clusters FINAL
+WHERE (model, run_at) IN (
+        SELECT model, max(run_at) FROM discovered_clusters
+        WHERE window_end > $__fromTime_ms AND window_start < $__toTime_ms
+        GROUP BY model)
+  AND """
+    + _any("model", "model")
+    + " AND "
+    + _app("model")
+    + """
+ORDER BY model, rank
+LIMIT 50""",
+    ("rank", "cluster_id", "model", "size", "recent_share", "reference_share", "growth",
+     "distance", "examples", "signal_scores"),
+)  # fmt: skip
 
 # --- signal drill-down ----------------------------------------------------------------------
 

@@ -4,6 +4,10 @@ For teams that run telltale without Grafana. It walks the *built* dashboards
 (:mod:`dashboards.view`), runs each panel's named query through the same macro renderer the
 tests use, and draws time series and bars as inline SVG, tables as HTML tables and stats as
 numbers. No script, stylesheet or image is loaded from anywhere: the file can be mailed.
+
+Each panel's ``$__interval`` follows Grafana's rule (:func:`dashboards.macros.interval_for`):
+the range divided by the panel's width in pixels (its max data points), rounded to Grafana's
+ladder, never below the panel's *Min interval*. A day on a full-width panel is one minute.
 """
 
 from __future__ import annotations
@@ -11,12 +15,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from dashboards.macros import QueryContext
+from dashboards.macros import QueryContext, interval_for
 from dashboards.run import Frame, run_query
 from dashboards.svg import PALETTE, Marker, Series, bar_chart, format_value, line_chart
 from dashboards.view import DashboardView, PanelView
@@ -24,7 +28,7 @@ from dashboards.view import DashboardView, PanelView
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-__all__ = ["PanelResult", "Report", "build_report"]
+__all__ = ["PanelResult", "Report", "build_report", "panel_interval_s"]
 
 _MAX_TABLE_ROWS = 100
 _LINK = re.compile(r"^(https?|file)://", re.IGNORECASE)
@@ -36,6 +40,7 @@ class PanelResult:
     title: str
     kind: str
     rows: int
+    interval_s: int = 60
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,13 @@ class Report:
 
     def summary(self) -> list[dict[str, Any]]:
         return [
-            {"dashboard": p.dashboard, "panel": p.title, "kind": p.kind, "rows": p.rows}
+            {
+                "dashboard": p.dashboard,
+                "panel": p.title,
+                "kind": p.kind,
+                "rows": p.rows,
+                "interval_s": p.interval_s,
+            }
             for p in self.panels
         ]
 
@@ -72,10 +83,12 @@ def build_report(
         ]
         cards = []
         for panel in dashboard.panels:
-            frame = run_query(client, panel.query, ctx) if panel.query else None
+            panel_ctx = replace(ctx, interval_s=panel_interval_s(panel, ctx))
+            frame = run_query(client, panel.query, panel_ctx) if panel.query else None
             rows = len(frame.rows) if frame else 0
-            results.append(PanelResult(dashboard.uid, panel.title, panel.kind, rows))
-            cards.append(_card(panel, frame, ctx, markers))
+            results.append(PanelResult(dashboard.uid, panel.title, panel.kind, rows,
+                                       panel_ctx.interval_s))  # fmt: skip
+            cards.append(_card(panel, frame, panel_ctx, markers))
         sections.append(
             f'<section id="{escape(dashboard.uid)}"><h2>{escape(dashboard.title)}</h2>'
             f'<p class="muted">{escape(dashboard.description)}</p>'
@@ -84,13 +97,23 @@ def build_report(
     return Report(_page(dashboards, sections, ctx, source, generated_at), tuple(results))
 
 
+def _chart_width(panel: PanelView) -> int:
+    """The panel's drawing width in pixels (46 per grid column of 24)."""
+    return 46 * max(6, min(panel.width, 24))
+
+
+def panel_interval_s(panel: PanelView, ctx: QueryContext) -> int:
+    """The ``$__interval`` Grafana would give ``panel`` over ``ctx``'s range (module docstring)."""
+    return interval_for(ctx.start, ctx.end, _chart_width(panel), panel.min_interval_s)
+
+
 def _seconds(value: Any) -> float:
     return float(value.timestamp()) if isinstance(value, datetime) else float(value)
 
 
 def _card(panel: PanelView, frame: Frame | None, ctx: QueryContext, markers: list[Marker]) -> str:
     width = max(6, min(panel.width, 24))
-    body = _body(panel, frame, ctx, markers, chart_width=46 * width)
+    body = _body(panel, frame, ctx, markers, chart_width=_chart_width(panel))
     description = f'<p class="muted">{escape(panel.description)}</p>' if panel.description else ""
     return (
         f'<div class="panel {panel.kind}" style="grid-column: span {width}">'
@@ -256,7 +279,8 @@ def _page(
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>telltale report</title><style>{_CSS}</style></head><body>"
-        f"<header><h1>telltale report</h1><p>{escape(window)} · interval {ctx.interval_s} s"
+        f"<header><h1>telltale report</h1><p>{escape(window)} · intervals per panel by "
+        "Grafana's rule"
         f" · {escape(chosen)}</p><p>source {escape(source)} · generated "
         f"{generated_at:%Y-%m-%d %H:%M:%S} UTC · same SQL as the Grafana dashboards</p></header>"
         f"<nav>{nav}</nav>{''.join(sections)}</body></html>\n"

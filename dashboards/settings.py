@@ -37,8 +37,13 @@ class GrafanaSettings(BaseSettings):
     clickhouse_password: SecretStr | None = None
     clickhouse_database: str = "default"
     webhook_url: SecretStr = SecretStr("http://alert-receiver:8080/telltale")
+    runbook_base_url: str = Field(
+        default="http://localhost:8080/runbooks",
+        description="absolute URL of the runbook page (telltale alerts receiver serves one); "
+        "each rule links to <this>#<rule uid>",
+    )
 
-    @field_validator("url", "clickhouse_url")
+    @field_validator("url", "clickhouse_url", "runbook_base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         parts = urlsplit(value)

@@ -13,6 +13,7 @@ from grafana_foundation_sdk.models import barchart, common, text
 from grafana_foundation_sdk.models import dashboard as models
 
 from dashboards.clickhouse import ClickHouseAnnotationTarget, ClickHouseQuery
+from dashboards.macros import parse_interval_s
 from dashboards.queries import NamedQuery
 
 __all__ = ["DashboardView", "PanelKind", "PanelView", "view"]
@@ -34,6 +35,8 @@ class PanelView:
     x_field: str | None = None
     stacked: bool = False
     content: str = ""
+    min_interval_s: int = 1
+    """The panel's *Min interval* (Grafana's ``interval``), in seconds."""
 
 
 @dataclass(frozen=True)
@@ -89,4 +92,5 @@ def _panel(panel: models.Panel) -> PanelView:
         stacked=isinstance(options, barchart.Options)
         and options.stacking == common.StackingMode.NORMAL,
         content=options.content if isinstance(options, text.Options) else "",
+        min_interval_s=parse_interval_s(panel.interval),
     )

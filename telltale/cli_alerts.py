@@ -180,3 +180,22 @@ def _print_table(documents: list[dict[str, Any]], *, with_notified: bool) -> Non
             effect, last,
         )  # fmt: skip
     Console().print(table)
+
+
+@alerts_app.command("receiver")
+def alerts_receiver(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
+) -> None:
+    """Receive Grafana's alert webhooks (logged, one line per alert) and serve the runbooks."""
+    from alerts.receiver import Receiver
+
+    receiver = Receiver(host, port)
+    console.print(f"alert receiver on http://{host}:{receiver.port}/ (runbooks at /runbooks)")
+
+    def _stop(*_: object) -> None:
+        threading.Thread(target=receiver.shutdown, daemon=True).start()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop)
+    receiver.serve_forever()

@@ -45,7 +45,7 @@ from telltale.cli_common import (
     settings_for,
 )
 
-__all__ = ["alerts_push", "dashboards_app", "generated_files", "report"]
+__all__ = ["alerts_push", "dashboards_app", "generated_files", "report", "report_window"]
 
 dashboards_app = typer.Typer(
     help="Grafana dashboards as code: write provisioning files, push to Grafana.",
@@ -73,7 +73,8 @@ RootOpt = Annotated[
 def _file_options(settings: GrafanaSettings) -> AlertingOptions:
     """Alerting options for files: folder and org from settings, never a secret (the example
     webhook URL stays; the real one is sent by ``alerts push`` only)."""
-    return AlertingOptions(folder_title=settings.folder_title, org_id=settings.org_id)
+    return AlertingOptions(folder_title=settings.folder_title, org_id=settings.org_id,
+                           runbook_base_url=settings.runbook_base_url)  # fmt: skip
 
 
 def generated_files(root: Path, settings: GrafanaSettings) -> dict[Path, str]:
@@ -196,6 +197,7 @@ def alerts_push(
             folder_title=settings.folder_title,
             org_id=settings.org_id,
             webhook_url=webhook,
+            runbook_base_url=settings.runbook_base_url,
         )
     )
     contact = payloads.contact_point
@@ -211,6 +213,22 @@ def alerts_push(
 ListOpt = Annotated[list[str] | None, typer.Option(help="repeatable; default all")]
 
 
+def report_window(
+    client: Any, since: datetime | None, until: datetime | None
+) -> tuple[datetime, datetime]:
+    """The report's range: ``until`` defaults to the end of the data (its last minute, plus
+    one), or now on an empty database; ``since`` to 24 hours before ``until``."""
+    from storage.series import data_bounds
+
+    if until is None:
+        bounds = data_bounds(client)
+        until = bounds[1] + timedelta(minutes=1) if bounds else datetime.now(UTC)
+    start = since or until - timedelta(hours=24)
+    if start >= until:
+        raise typer.BadParameter("--since must be before --until")
+    return start, until
+
+
 def report(
     out: Annotated[Path, typer.Option("--out", help="HTML file to write", dir_okay=False)],
     since: Annotated[str | None, typer.Option(help="RFC 3339; default 24 h before --until")] = None,
@@ -219,26 +237,29 @@ def report(
     model: ListOpt = None,
     version: ListOpt = None,
     signal: ListOpt = None,
+    slice_key: ListOpt = None,
     clickhouse: ClickHouseOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
-    """Render the dashboards' panels from ClickHouse into one self-contained HTML file."""
+    """Render the dashboards' panels from ClickHouse into one self-contained HTML file.
+
+    Without ``--until`` the report ends at the last minute *of data* (a replayed log from
+    September is reported as of September), and without ``--since`` it covers 24 hours.
+    """
     from dashboards.report import build_report
     from dashboards.view import view
 
-    end = parse_time(until) or datetime.now(UTC)
-    start = parse_time(since) or end - timedelta(hours=24)
-    if start >= end:
-        raise typer.BadParameter("--since must be before --until")
-    chosen = {"app": app, "model": model, "version": version, "signal": signal}
-    ctx = QueryContext(
-        start=start,
-        end=end,
-        interval_s=interval_for(start, end),
-        variables={name: tuple(values) if values else None for name, values in chosen.items()},
-    )
+    chosen = {"app": app, "model": model, "version": version, "signal": signal,
+              "slice_key": slice_key}  # fmt: skip
     try:
         with open_client(clickhouse) as client:
+            start, end = report_window(client, parse_time(since), parse_time(until))
+            ctx = QueryContext(
+                start=start,
+                end=end,
+                interval_s=interval_for(start, end),
+                variables={name: tuple(v) if v else None for name, v in chosen.items()},
+            )
             result = build_report(
                 client,
                 [view(d) for d in build_dashboards()],

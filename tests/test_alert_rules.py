@@ -29,7 +29,7 @@ from storage.client import connect
 from storage.migrate import migrate
 
 REPO = Path(__file__).resolve().parents[1]
-RUNBOOKS = REPO / "alerts" / "provisioning" / "runbooks.md"
+RUNBOOKS = REPO / "alerts" / "runbooks.md"
 BY_UID = {spec.uid: spec for spec in RULES}
 
 

@@ -236,7 +236,7 @@ def test_grafana_receives_the_password_the_datasource_reads(
 ) -> None:
     env = _environment(services["grafana"])
     assert "CLICKHOUSE_PASSWORD" in env
-    assert "grafana-clickhouse-datasource" in str(env.get("GF_INSTALL_PLUGINS", ""))
+    assert "grafana-clickhouse-datasource@" in str(env.get("GF_PLUGINS_PREINSTALL_SYNC", ""))
 
 
 def test_dashboard_provider_reads_the_generated_dashboards(

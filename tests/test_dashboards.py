@@ -40,6 +40,7 @@ ALL: dict[str, tuple[str, ...] | None] = {
     "model": None,
     "version": None,
     "signal": None,
+    "slice_key": None,
 }
 
 
