@@ -177,7 +177,7 @@ FROM (
       AND (s.minute < r.last_released_at OR s.model_version = r.last_version)
 )
 GROUP BY model, release, released_at, signal
-HAVING events_after > 0 AND events_before > 0
+HAVING events_after > 0
 ORDER BY abs(change) DESC, model, signal
 LIMIT 20""",
     (

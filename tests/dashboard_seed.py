@@ -4,7 +4,9 @@ Two models over five hours before ``now``: ``chat-assistant`` (app ``chat``) rel
 ``2026.11`` two hours ago and its ``stock_advice`` failure rate jumped from 5% to 20%;
 ``image-gen`` (app ``studio``) runs ``v3`` throughout with ``stock_watermark`` at 10%.
 Detections (one open per detector, one resolved), drift windows with cluster shares and
-releases complete the picture. Everything goes through the real writer and tables.
+releases complete the picture. Score rows carry slice values (``app`` and ``locale``), the group
+``safety-critical`` (both signals) has its own rows, and one ``telltale discover`` run left
+clusters. Everything goes through the real writer and tables.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from storage.discovery import ClusterRow, save_clusters
+from storage.groups import GroupRow, save_group_rows
 from storage.registry import SignalRecord, save_signal
 from storage.releases import add_release
 from storage.rows import EventRow, ScoreRow, WriteBatch
 from storage.writer import ClickHouseWriter
 
 SIGNALS = {"stock_advice": 0.6, "stock_watermark": 0.5}
+GROUP = "safety-critical"
+LOCALES = ("de", "en", "fr")
 CHAT, IMAGE = "chat-assistant", "image-gen"
 OLD, NEW = "2026.10", "2026.11"
 
@@ -59,6 +65,22 @@ def seed(client: Any, now: datetime) -> None:
     _detections(client, now, release_at)
     _drift_windows(client, now)
     _dead_letters(client, now)
+    save_group_rows(client, [GroupRow(GROUP, tuple(sorted(SIGNALS)), "critical")])
+    save_clusters(client, [
+        ClusterRow(
+            cluster_id=f"{model}-c{rank}", run_at=now, model=model, field="output.text",
+            embedder_id="open_clip/telltale-tiny/none", rank=rank, size=40 // rank,
+            recent_share=0.03 / rank, reference_share=0.0, growth=3.0 / rank,
+            distance=2.0 / rank, score=1.0 / rank, examples=("c1", "c2"),
+            example_texts=('{"tool": "web_search"}', '{"tool": "calculator"}'),
+            positives=("c1", "c2"), negatives=("c3",),
+            signal_scores={"stock_advice": {"mean_score": 0.1, "flagged_share": 0.0,
+                                            "events": 40}},
+            window_start=now - timedelta(hours=24), window_end=now,
+        )
+        for rank in (1, 2)
+        for model in (CHAT, IMAGE)
+    ])  # fmt: skip
 
 
 def _dead_letters(client: Any, now: datetime) -> None:
@@ -110,7 +132,13 @@ def _add(
         )
     )
     score = 0.9 - (i % 7) * 0.02 if flagged else (i % 9) * 0.05
-    batch.scores.append(ScoreRow(event_id, signal, 1, at, model, version, score, flagged))
+    slices = {"app": app, "locale": LOCALES[i % 3]}
+    batch.scores.append(
+        ScoreRow(event_id, signal, 1, at, model, version, score, flagged, slices)
+    )
+    batch.scores.append(
+        ScoreRow(event_id, GROUP, 7, at, model, version, score, flagged, slices)
+    )
 
 
 def _detections(client: Any, now: datetime, release_at: datetime) -> None:
