@@ -134,8 +134,11 @@ def _discover_model(
     )  # fmt: skip
     bulk_ids = reference.event_ids if x_ref is not None else recent.event_ids
     clusters = clusters[: o.top]
+    # Negatives: distinct outputs from the inner half of the bulk (nearest its centre), so the
+    # spec contrasts the cluster with ordinary outputs, not with other odd ones.
+    pool = [bulk_ids[i] for i in bulk[: max(4 * o.negatives, len(bulk) // 2)]]
     wanted = {recent.event_ids[i] for c in clusters for i in c.recent_members[: 4 * o.positives]}
-    wanted |= {bulk_ids[i] for i in bulk[: 4 * o.negatives]}
+    wanted |= set(pool)
     texts = event_contents(client, sorted(wanted), o.field)
     rows = []
     for c in clusters:
@@ -143,10 +146,7 @@ def _discover_model(
         member_set = set(member_ids)
         examples = _distinct(member_ids[: 4 * o.positives], texts, o.examples)
         positives = _distinct(member_ids[: 4 * o.positives], texts, o.positives)
-        negatives = _distinct(
-            [bulk_ids[i] for i in bulk[: 4 * o.negatives] if bulk_ids[i] not in member_set],
-            texts, o.negatives,
-        )  # fmt: skip
+        negatives = _distinct([e for e in pool if e not in member_set], texts, o.negatives)
         rows.append(ClusterRow(
             cluster_id=_cluster_id(model, o.field, end, c.rank), run_at=run_at, model=model,
             field=o.field, embedder_id=recent.embedder_id, rank=c.rank, size=c.size,

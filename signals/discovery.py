@@ -72,7 +72,9 @@ def discover_clusters(
 ) -> tuple[list[DiscoveredCluster], tuple[int, ...]]:
     """Rank clusters of ``recent`` (module docstring); also return bulk reference indices.
 
-    ``k`` defaults to ``clamp(sqrt(n / 2), 8, 40)`` for ``n`` points in all. The second value
+    ``k`` defaults to ``clamp(sqrt(n), 8, 40)`` for ``n`` points in all: on generated logs
+    (tests/log_generators.py) fewer clusters merged a 2-3 % new format into a bulk cluster, and
+    many more split it into pieces below ``min_size``. The second value
     is the indices of reference points (or recent points, without a reference) nearest the
     bulk centre, nearest first: negatives for a signal started from a cluster.
     """
@@ -85,7 +87,7 @@ def discover_clusters(
     x_all = x_new if x_ref is None else np.vstack([x_new, x_ref])
     n = len(x_all)
     if k is None:
-        k = int(min(40, max(8, round(math.sqrt(n / 2)))))
+        k = int(min(40, max(8, round(math.sqrt(n)))))
     k = max(1, min(k, n))
     labels = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(x_all)
     new_labels, ref_labels = labels[: len(x_new)], labels[len(x_new) :]
