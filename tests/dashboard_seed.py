@@ -133,12 +133,8 @@ def _add(
     )
     score = 0.9 - (i % 7) * 0.02 if flagged else (i % 9) * 0.05
     slices = {"app": app, "locale": LOCALES[i % 3]}
-    batch.scores.append(
-        ScoreRow(event_id, signal, 1, at, model, version, score, flagged, slices)
-    )
-    batch.scores.append(
-        ScoreRow(event_id, GROUP, 7, at, model, version, score, flagged, slices)
-    )
+    batch.scores.append(ScoreRow(event_id, signal, 1, at, model, version, score, flagged, slices))
+    batch.scores.append(ScoreRow(event_id, GROUP, 7, at, model, version, score, flagged, slices))
 
 
 def _detections(client: Any, now: datetime, release_at: datetime) -> None:
