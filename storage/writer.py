@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from storage.errors import BackPressure, StorageUnavailable
+from storage.errors import BackPressure, StorageError, classify
 from storage.rows import EmbeddingRow, EventRow, ScoreRow, WriteBatch
 
 if TYPE_CHECKING:
@@ -28,9 +28,10 @@ _ID_CHUNK = 5_000
 class ClickHouseWriter:
     """Buffer rows and insert them in large blocks.
 
-    ``add`` raises :class:`BackPressure` once ``max_rows`` are buffered; ``flush`` raises
-    :class:`StorageUnavailable` when the insert fails and keeps the buffer, so the caller can
-    retry the same rows (and must not commit its Kafka offsets meanwhile).
+    ``add`` raises :class:`BackPressure` once ``max_rows`` are buffered; ``flush`` raises the
+    typed error of a failed insert (:func:`storage.errors.classify`: transient, rows rejected,
+    or misconfigured) and keeps the buffer, so the caller can retry the same rows (and must not
+    commit its Kafka offsets meanwhile).
     """
 
     def __init__(self, client: Client, max_rows: int = 200_000) -> None:
@@ -59,9 +60,7 @@ class ClickHouseWriter:
             self._insert("signal_scores", ScoreRow.COLUMNS, (r.values() for r in batch.scores))
             self._insert("events", EventRow.COLUMNS, (r.values() for r in batch.events))
         except Exception as exc:
-            raise StorageUnavailable(
-                f"insert of {len(batch.events)} events failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise classify(exc, f"insert of {len(batch.events)} events") from exc
         self._buffer = WriteBatch()
         return len(batch.events)
 
@@ -69,15 +68,16 @@ class ClickHouseWriter:
         """``add`` then ``flush``: the common case for a pipeline batch.
 
         If the flush fails, ``batch`` is taken out of the buffer again: the caller retries by
-        calling ``write`` with the same rows, and keeping them would buffer them once per retry
-        until a long outage turned :class:`StorageUnavailable` into :class:`BackPressure`.
+        calling ``write`` with the same rows (or a part of them, when rows were rejected), and
+        keeping them would buffer them once per retry until a long outage turned
+        :class:`~storage.errors.StorageUnavailable` into :class:`BackPressure`.
         """
         before = WriteBatch()
         before.extend(self._buffer)
         self.add(batch)
         try:
             return self.flush()
-        except StorageUnavailable:
+        except StorageError:
             self._buffer = before
             raise
 
@@ -93,7 +93,7 @@ class ClickHouseWriter:
                     parameters={"ids": chunk},
                 ).result_rows
             except Exception as exc:
-                raise StorageUnavailable(f"lookup of stored events failed: {exc}") from exc
+                raise classify(exc, "lookup of stored events") from exc
             found.update(str(row[0]) for row in rows)
         return found
 
