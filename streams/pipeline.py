@@ -20,12 +20,14 @@ from storage.rows import EmbeddingRow, EventRow, ScoreRow, WriteBatch
 from streams.events import GenerationEvent
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from numpy.typing import NDArray
     from PIL import Image
 
     from signals.bank import SignalBank
     from signals.base import Embedder
     from storage.writer import ClickHouseWriter
+    from streams.columnar import ColumnarBatch
 
 __all__ = ["BatchResult", "Pipeline"]
 
@@ -63,6 +65,61 @@ class Pipeline:
     @property
     def embedder_id(self) -> str:
         return self._embedder.id
+
+    @property
+    def dim(self) -> int:
+        return self._embedder.dim
+
+    def process_columns(self, batch: ColumnarBatch) -> tuple[int, int]:
+        """Store validated, pre-embedded events given as columns; return (written, skipped).
+
+        The column-wise twin of :meth:`process` for :mod:`streams.columnar`: the same
+        idempotence (ids already stored, and repeats inside the batch, are skipped), the same
+        signals, the same rows, built as Arrow tables and inserted column-wise.
+        """
+        import pyarrow as pa
+
+        events = batch.events
+        first: dict[str, int] = {}
+        for i, event_id in enumerate(events.column("event_id").to_pylist()):
+            first.setdefault(event_id, i)
+        stored = self._writer.existing_event_ids(first)
+        keep = np.fromiter((i for e, i in first.items() if e not in stored), dtype=np.int64)
+        if not len(keep):
+            return 0, len(stored)
+        position = np.full(len(events), -1, dtype=np.int64)
+        position[keep] = np.arange(len(keep))
+        kept = events.take(pa.array(keep))
+        bank = self._bank()
+        embeddings: list[pa.Table] = []
+        scores: list[pa.Table] = []
+        for name, (rows, matrix) in batch.vectors.items():
+            mine = position[rows] >= 0
+            if not mine.any():
+                continue
+            owners = pa.array(position[rows[mine]])
+            vectors = np.ascontiguousarray(matrix[mine], dtype=np.float32)
+            base = {c: kept.column(c).take(owners)
+                    for c in ("event_id", "timestamp", "model", "model_version")}  # fmt: skip
+            embeddings.append(pa.table({
+                "event_id": base["event_id"], "field": _repeat(name, len(owners)),
+                "embedder_id": _repeat(self._embedder.id, len(owners)),
+                "timestamp": base["timestamp"], "model": base["model"],
+                "model_version": base["model_version"],
+                "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()),
+                                                            vectors.shape[1]),
+            }))  # fmt: skip
+            scored = bank.score(name, vectors)
+            for j, signal in enumerate(scored.signals):
+                scores.append(pa.table({
+                    **base, "signal": _repeat(signal.name, len(owners)),
+                    "signal_version": pa.array(np.full(len(owners), signal.version, np.uint32)),
+                    "score": pa.array(scored.probabilities[:, j].astype(np.float32)),
+                    "flagged": pa.array(scored.flagged[:, j].astype(np.uint8)),
+                }))  # fmt: skip
+        kept = kept.append_column("embedder_id", _repeat(self._embedder.id, len(kept)))
+        written = self._writer.write_arrow(_concat(embeddings), _concat(scores), kept)
+        return written, len(stored)
 
     def process(
         self,
@@ -120,8 +177,8 @@ class Pipeline:
         missing = []
         for i, event in enumerate(owners):
             vector = given.get(event.event_id, {}).get(name)
-            if vector is None:
-                missing.append(i)
+            if vector is None or len(vector) != self._embedder.dim:
+                missing.append(i)  # absent, or not this embedder's shape: the model embeds it
             else:
                 vectors[i] = np.asarray(vector, dtype=np.float32)
         if missing:
@@ -171,6 +228,18 @@ _CONTENT: dict[str, Callable[[GenerationEvent], str | None]] = {
     "output.image": lambda e: e.output.image,
 }
 """The embedding fields and where each one's content is in an event."""
+
+
+def _repeat(value: str, n: int) -> pa.Array:
+    import pyarrow as pa
+
+    return pa.repeat(pa.scalar(value, pa.string()), n)
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    import pyarrow as pa
+
+    return pa.concat_tables(tables) if tables else pa.table({"event_id": pa.array([], pa.string())})
 
 
 def _event_row(event: GenerationEvent, embedder_id: str) -> EventRow:

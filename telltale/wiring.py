@@ -10,6 +10,7 @@ from storage.client import connect
 from storage.dead_letters import DeadLetterRow, record_dead_letters
 from storage.migrate import migrate
 from storage.writer import ClickHouseWriter
+from streams.batch_handler import WorkerHealth
 from streams.dead_letter import DeadLetter
 from streams.pipeline import Pipeline
 from streams.signal_store import LiveSignals, PublishedSignal, retrainer, save_fitted
@@ -85,7 +86,8 @@ class _WorkerParts:
         return f"{stored.name} v{stored.version}"
 
 
-def make_worker_app(settings: Settings) -> Any:
+def make_worker_app(settings: Settings, health: WorkerHealth | None = None) -> Any:
+    """The faust worker app; ``health`` fails when storage is misconfigured (for /healthz)."""
     config = WorkerConfig(
         bootstrap=settings.kafka.bootstrap,
         topic=settings.kafka.topic,
@@ -102,4 +104,6 @@ def make_worker_app(settings: Settings) -> Any:
         control_topic=settings.kafka.control_topic,
     )
     parts = _WorkerParts(settings)
-    return build_app(config, parts.pipeline, parts.accept_signal, parts.record_dead_letters)
+    return build_app(
+        config, parts.pipeline, parts.accept_signal, parts.record_dead_letters, health=health
+    )
