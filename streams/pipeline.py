@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from signals.base import Embedder
     from storage.writer import ClickHouseWriter
 
-__all__ = ["BatchResult", "Pipeline"]
+__all__ = ["FIELD_CONTENT", "BatchResult", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,9 @@ _CONTENT: dict[str, Callable[[GenerationEvent], str | None]] = {
     "output.image": lambda e: e.output.image,
 }
 """The embedding fields and where each one's content is in an event."""
+
+FIELD_CONTENT = _CONTENT
+"""Public name of :data:`_CONTENT`, for other paths that embed events (the guardrail API)."""
 
 
 def _event_row(event: GenerationEvent, embedder_id: str) -> EventRow:

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from storage.errors import StorageUnavailable
 from streams.dead_letter import DeadLetter
 from streams.errors import InvalidEvent
-from streams.events import GenerationEvent, decode_event
+from streams.events import Carried, GenerationEvent, decode_record
 from streams.pipeline import BatchResult, Pipeline
 
 __all__ = ["WorkerConfig", "build_app"]
@@ -111,8 +111,14 @@ def build_app(
             state["pipeline"] = pipeline_factory()
         return state["pipeline"]
 
-    def process_batch(events: Sequence[GenerationEvent]) -> BatchResult:
-        return pipeline().process(events)
+    def process_batch(
+        events: Sequence[GenerationEvent], carried: dict[str, tuple[str, Carried]]
+    ) -> BatchResult:
+        # Vectors carried by the payload (the guardrail API's recorded events) skip the model
+        # when they come from this pipeline's embedder.
+        current = pipeline()
+        given = {k: v for k, (eid, v) in carried.items() if eid == current.embedder_id}
+        return current.process(events, given)
 
     async def dead_letter(event: Any, reason: str) -> DeadLetter:
         message = event.message
@@ -146,8 +152,10 @@ def build_app(
                     await asyncio.wait_for(stopping.wait(), delay)
                 delay = min(delay * 2, config.retry_max_s)
 
-    async def run_pipeline(events: Sequence[GenerationEvent]) -> BatchResult:
-        return await on_pipeline_thread(lambda: process_batch(events))
+    async def run_pipeline(
+        events: Sequence[GenerationEvent], carried: dict[str, tuple[str, Carried]]
+    ) -> BatchResult:
+        return await on_pipeline_thread(lambda: process_batch(events, carried))
 
     async def store_dead_letters(letters: list[DeadLetter]) -> None:
         if letters and record_dead_letters is not None:
@@ -156,18 +164,23 @@ def build_app(
     async def handle(batch: Sequence[Any]) -> None:
         valid: list[tuple[Any, GenerationEvent]] = []
         letters: list[DeadLetter] = []
+        carried: dict[str, tuple[str, Carried]] = {}
         for event in batch:
             try:
-                valid.append(
-                    (event, decode_event(event.message.value or b"", config.max_payload_bytes))
+                parsed, embedder_id, vectors = decode_record(
+                    event.message.value or b"", config.max_payload_bytes
                 )
             except InvalidEvent as exc:
                 letters.append(await dead_letter(event, exc.reason))
+                continue
+            valid.append((event, parsed))
+            if vectors:
+                carried[parsed.event_id] = (embedder_id, vectors)
         if not valid:
             await store_dead_letters(letters)
             return
         try:
-            result = await run_pipeline([e for _, e in valid])
+            result = await run_pipeline([e for _, e in valid], carried)
         except _ShuttingDown:
             raise
         except Exception:
@@ -191,7 +204,7 @@ def build_app(
         total = BatchResult()
         for raw, parsed in valid:
             try:
-                one = await run_pipeline([parsed])
+                one = await run_pipeline([parsed], {})
             except _ShuttingDown:
                 raise
             except Exception as exc:
