@@ -121,30 +121,36 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def request_body_schema() -> dict[str, Any]:
+def request_body_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     """The event contract as the API takes it: ``event_id`` and ``timestamp`` optional, and
-    unknown top-level members allowed (they are kept in ``attributes``)."""
+    unknown top-level members allowed (they are kept in ``attributes``).
+
+    Returns the schema and the definitions it refers to (for ``components/schemas``).
+    """
     schema = GenerationEvent.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions = schema.pop("$defs", {})
     optional = ("event_id", "timestamp")
     schema["required"] = [r for r in schema.get("required", []) if r not in optional]
     schema.pop("additionalProperties", None)
     schema["title"] = "ScoreRequest"
     schema["properties"]["timestamp"]["description"] = "RFC 3339; default: the time of the request"
     schema["properties"]["event_id"]["description"] = "unique id; default: a random one"
-    return schema
+    return schema, definitions
 
 
 class _Metrics:
     """Prometheus metrics of one app (its own registry, so several apps can live in a test)."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry: CollectorRegistry = CollectorRegistry()
         latency_buckets = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
         self.latency = Histogram("telltale_serve_request_seconds", "POST /v1/score latency",
                                  ["status"], buckets=latency_buckets,
                                  registry=self.registry)  # fmt: skip
+        self.in_flight = Gauge("telltale_serve_in_flight", "POST /v1/score requests being served",
+                               registry=self.registry)  # fmt: skip
         self.batch_size = Histogram("telltale_serve_batch_size", "events per model call",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
                                     registry=self.registry)  # fmt: skip
@@ -243,6 +249,8 @@ class GuardrailService:
         self.ready = False
         await self.batcher.stop()
         self._executor.shutdown(wait=True)
+        stats = self.batcher.stats
+        log.info("guardrail stopped after %d requests in %d batches", stats.items, stats.batches)
 
     @property
     def signal_count(self) -> int:
@@ -366,6 +374,17 @@ def create_app(
         lifespan=lifespan,
     )
 
+    body_schema, definitions = request_body_schema()
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate_openapi()
+            document.setdefault("components", {}).setdefault("schemas", {}).update(definitions)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
         return JSONResponse(
@@ -388,7 +407,7 @@ def create_app(
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": request_body_schema()}},
+                "content": {"application/json": {"schema": body_schema}},
             }
         },
     )
@@ -401,6 +420,7 @@ def create_app(
         """Score one generation event with every live signal; return scores and a verdict."""
         started = time.perf_counter()
         status = 200
+        service.metrics.in_flight.inc()
         try:
             event = parse_score_body(await _read_body(request, settings.max_body_bytes))
             try:
@@ -436,6 +456,7 @@ def create_app(
             status = exc.status_code
             raise
         finally:
+            service.metrics.in_flight.dec()
             service.metrics.latency.labels(str(status)).observe(time.perf_counter() - started)
 
     @app.get("/healthz", response_model=dict[str, str])

@@ -23,8 +23,8 @@ from streams.guardrail import (
     MicroBatcher,
     Rejected,
     Scored,
-    ScoreRequest,
     Scorer,
+    ScoreRequest,
     SignalResult,
     envelope,
     storage_recorder,
@@ -195,9 +195,7 @@ def test_recorded_vectors_are_stored_without_embedding_again(
     ).result_rows
     by_signal = {s.name: s.flagged for s in scored.signals}
     assert {name: bool(f) for name, f in flagged} == by_signal
-    assert ch.query("SELECT count() FROM events FINAL WHERE event_id = 'g-7'").result_rows == [
-        (1,)
-    ]
+    assert ch.query("SELECT count() FROM events FINAL WHERE event_id = 'g-7'").result_rows == [(1,)]
 
 
 def test_the_kafka_envelope_carries_vectors_the_worker_decodes(
