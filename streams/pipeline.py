@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from storage.writer import ClickHouseWriter
     from streams.columnar import ColumnarBatch
 
-__all__ = ["BatchResult", "Pipeline"]
+__all__ = ["FIELD_CONTENT", "BatchResult", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +228,9 @@ _CONTENT: dict[str, Callable[[GenerationEvent], str | None]] = {
     "output.image": lambda e: e.output.image,
 }
 """The embedding fields and where each one's content is in an event."""
+
+FIELD_CONTENT = _CONTENT
+"""Public name of :data:`_CONTENT`, for other paths that embed events (the guardrail API)."""
 
 
 def _repeat(value: str, n: int) -> pa.Array:

@@ -34,10 +34,10 @@ from streams.batch_handler import (
     Record,
     WorkerHealth,
     json_decoder,
+    pipeline_process,
 )
 from streams.dead_letter import DeadLetter
-from streams.events import GenerationEvent
-from streams.pipeline import BatchResult, Pipeline
+from streams.pipeline import Pipeline
 from streams.retry import RetryPolicy, ShuttingDown
 
 __all__ = ["WorkerConfig", "build_app"]
@@ -122,9 +122,6 @@ def build_app(
             state["pipeline"] = pipeline_factory()
         return state["pipeline"]
 
-    def process(events: Sequence[GenerationEvent]) -> BatchResult:
-        return pipeline().process(events)
-
     async def run_blocking(call: Callable[[], object]) -> object:
         return await asyncio.get_running_loop().run_in_executor(executor, call)
 
@@ -133,7 +130,7 @@ def build_app(
         await future
 
     handler = BatchHandler(
-        process=process,
+        process=pipeline_process(pipeline),
         send_dead_letter=send_dead_letter,
         run_blocking=run_blocking,
         record_dead_letters=record_dead_letters,

@@ -16,6 +16,7 @@ __all__ = [
     "ClickHouseSettings",
     "EmbedderSettings",
     "KafkaSettings",
+    "ServeSettings",
     "Settings",
     "WorkerSettings",
 ]
@@ -90,6 +91,45 @@ class WorkerSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class ServeSettings(BaseSettings):
+    """``telltale serve``: the guardrail API (and, with ``--all``, the live report)."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_SERVE_", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="interface to listen on")
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="comma-separated API keys; when set, every /v1 call and the report page "
+        "need one (Authorization: Bearer KEY, X-API-Key: KEY, or basic auth with KEY as the "
+        "password). Unset: no authentication (the default host is 127.0.0.1)",
+    )
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="larger request bodies get 413"
+    )
+    batch_max_size: int = Field(
+        default=64, ge=1, description="most requests scored by one model call (1: no batching)"
+    )
+    batch_max_wait_ms: float = Field(
+        default=5.0, ge=0, description="how long a request waits for others to join its batch"
+    )
+    record_to: Literal["auto", "kafka", "storage"] = Field(
+        default="auto",
+        description="where record=true sends scored events: 'storage' writes them directly "
+        "(embedded chDB), 'kafka' to the worker's topic; 'auto' picks storage for chdb:// DSNs",
+    )
+    shutdown_timeout_s: float = Field(
+        default=30.0, gt=0, description="how long SIGTERM waits for requests in flight"
+    )
+
+    def key_list(self) -> list[bytes]:
+        """The configured keys, as bytes for constant-time comparison."""
+        if self.api_keys is None:
+            return []
+        raw = self.api_keys.get_secret_value()
+        return [k.strip().encode() for k in raw.split(",") if k.strip()]
+
+
 class Settings:
     """All settings, built once in the composition root."""
 
@@ -99,8 +139,10 @@ class Settings:
         clickhouse: ClickHouseSettings | None = None,
         embedder: EmbedderSettings | None = None,
         worker: WorkerSettings | None = None,
+        serve: ServeSettings | None = None,
     ) -> None:
         self.kafka = kafka or KafkaSettings()
         self.clickhouse = clickhouse or ClickHouseSettings()
         self.embedder = embedder or EmbedderSettings()
         self.worker = worker or WorkerSettings()
+        self.serve = serve or ServeSettings()

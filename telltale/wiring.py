@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +22,16 @@ from telltale.settings import ClickHouseSettings, EmbedderSettings, Settings
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-__all__ = ["make_client", "make_embedder", "make_pipeline", "make_worker_app"]
+    from signals.base import Embedder
+
+__all__ = [
+    "Parts",
+    "make_client",
+    "make_embedder",
+    "make_parts",
+    "make_pipeline",
+    "make_worker_app",
+]
 
 
 def make_client(settings: ClickHouseSettings, *, migrated: bool = True) -> Client:
@@ -40,30 +51,51 @@ def make_embedder(settings: EmbedderSettings) -> OpenClipEmbedder:
 
 
 def make_pipeline(settings: Settings, client: Client | None = None) -> Pipeline:
-    return _pipeline_and_signals(settings, client or make_client(settings.clickhouse))[0]
+    return make_parts(settings, client or make_client(settings.clickhouse)).pipeline
 
 
-def _pipeline_and_signals(settings: Settings, client: Client) -> tuple[Pipeline, LiveSignals]:
+@dataclass(frozen=True)
+class Parts:
+    """The model, the live signals and a pipeline over one client: built once per process and
+    shared (``telltale serve --all`` gives the same ones to the worker and the API)."""
+
+    client: Client
+    embedder: Embedder
+    signals: LiveSignals
+    pipeline: Pipeline
+
+
+def make_parts(settings: Settings, client: Client, writer: ClickHouseWriter | None = None) -> Parts:
     embedder = make_embedder(settings.embedder)
     signals = LiveSignals(
         client, embedder.id, settings.worker.signal_refresh_s, retrain=retrainer(client, embedder)
     )
-    return Pipeline(embedder, signals, ClickHouseWriter(client)), signals
+    pipeline = Pipeline(embedder, signals, writer or ClickHouseWriter(client))
+    return Parts(client, embedder, signals, pipeline)
 
 
 class _WorkerParts:
-    """What one worker process builds once, on its pipeline thread: client, model, signals."""
+    """What one worker process builds once, on its pipeline thread: client, model, signals.
 
-    def __init__(self, settings: Settings) -> None:
+    ``build`` replaces the default (a client from settings, then :func:`make_parts`).
+    """
+
+    def __init__(self, settings: Settings, build: Callable[[], Parts] | None = None) -> None:
         self._settings = settings
+        self._build = build
         self._pipeline: Pipeline | None = None
         self._client: Client | None = None
         self._signals: LiveSignals | None = None
 
     def pipeline(self) -> Pipeline:
         if self._pipeline is None:
-            self._client = make_client(self._settings.clickhouse)
-            self._pipeline, self._signals = _pipeline_and_signals(self._settings, self._client)
+            parts = (
+                self._build()
+                if self._build is not None
+                else make_parts(self._settings, make_client(self._settings.clickhouse))
+            )
+            self._client, self._signals = parts.client, parts.signals
+            self._pipeline = parts.pipeline
         return self._pipeline
 
     def record_dead_letters(self, letters: list[DeadLetter]) -> None:
@@ -86,8 +118,16 @@ class _WorkerParts:
         return f"{stored.name} v{stored.version}"
 
 
-def make_worker_app(settings: Settings, health: WorkerHealth | None = None) -> Any:
-    """The faust worker app; ``health`` fails when storage is misconfigured (for /healthz)."""
+def make_worker_app(
+    settings: Settings,
+    build: Callable[[], Parts] | None = None,
+    health: WorkerHealth | None = None,
+) -> Any:
+    """The faust worker app.
+
+    ``build`` supplies shared parts instead of building its own (``serve --all``); ``health``
+    fails when storage is misconfigured (for a health endpoint).
+    """
     config = WorkerConfig(
         bootstrap=settings.kafka.bootstrap,
         topic=settings.kafka.topic,
@@ -103,7 +143,7 @@ def make_worker_app(settings: Settings, health: WorkerHealth | None = None) -> A
         shutdown_timeout_s=settings.worker.shutdown_timeout_s,
         control_topic=settings.kafka.control_topic,
     )
-    parts = _WorkerParts(settings)
+    parts = _WorkerParts(settings, build)
     return build_app(
         config, parts.pipeline, parts.accept_signal, parts.record_dead_letters, health=health
     )
