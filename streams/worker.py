@@ -178,11 +178,15 @@ def build_app(
             letters.append(await dead_letter(by_id[parsed.event_id], reason))
         await store_dead_letters(letters)
         log.info(
-            "batch: %d written, %d already stored, %d rejected, %d scores",
+            "batch: %d written, %d already stored, %d rejected, %d scores; "
+            "embedding cache %d of %d texts (%.0f%%)",
             result.written,
             result.skipped_existing,
             len(result.rejected),
             result.scores,
+            result.cache.saved,
+            result.cache.lookups,
+            100.0 * result.cache.hit_rate,
         )
 
     async def _one_by_one(
@@ -202,6 +206,7 @@ def build_app(
             total.skipped_existing += one.skipped_existing
             total.scores += one.scores
             total.rejected.extend(one.rejected)
+            total.cache.add(one.cache)
         return total
 
     async def handle_and_ack(stream: Any, batch: Sequence[Any]) -> None:
