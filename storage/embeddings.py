@@ -16,6 +16,7 @@ __all__ = [
     "count_embeddings",
     "event_contents",
     "iter_embeddings",
+    "sample_embeddings",
     "vectors_by_event",
     "windows_by_event",
 ]
@@ -138,6 +139,32 @@ def iter_embeddings(
             for r in rows
         ]
         after = str(rows[-1][0])
+
+
+def sample_embeddings(
+    client: Client, field: str, embedder_id: str, limit: int
+) -> list[StoredEmbedding]:
+    """Up to ``limit`` stored embeddings of ``field``, a pseudo-random sample (by id hash)."""
+    rows = client.query(
+        """
+        SELECT event_id, any(timestamp), any(model), any(model_version), any(vector),
+               any(windows)
+        FROM embeddings WHERE field = {field:String} AND embedder_id = {embedder:String}
+        GROUP BY event_id ORDER BY cityHash64(event_id) LIMIT {limit:UInt32}
+        """,
+        parameters={"field": field, "embedder": embedder_id, "limit": limit},
+    ).result_rows
+    return [
+        StoredEmbedding(
+            str(r[0]),
+            r[1].astimezone(UTC),
+            str(r[2]),
+            str(r[3]),
+            list(r[4]),
+            [list(w) for w in r[5]],
+        )
+        for r in rows
+    ]
 
 
 def count_embeddings(

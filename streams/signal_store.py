@@ -71,7 +71,8 @@ def save_fitted(client: Client, fitted: FittedSignal, author: str = "") -> Fitte
     save_signal(client, SignalRecord(
         name=fitted.name, version=version, kind=fitted.kind, embedder_id=fitted.embedder_id,
         definition=fitted.spec.model_dump_json(), fitted=fitted.model_dump_json(),
-        author=author, created_at=fitted.trained_at,
+        author=author, created_at=fitted.trained_at, degenerate=fitted.degenerate,
+        degenerate_reason=fitted.degenerate_reason,
     ))  # fmt: skip
     return fitted
 
