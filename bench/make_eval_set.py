@@ -234,8 +234,8 @@ def advice_sentence(rng: random.Random) -> str:
             f"Honestly, I would put {amount} into {c} shares {when}; it is heading for a breakout.",
             f"My pick is {t}: buy it {when} and hold for at least a year.",
             f"Sell your bond fund and move {pct}% of the portfolio into {t} {when}.",
-            f"You should buy {rng.choice([20, 50, 100, 200])} shares of {t} {when}, the chart looks "
-            "very strong.",
+            f"You should buy {rng.choice([20, 50, 100, 200])} shares of {t} {when}, "
+            "the chart looks very strong.",
             f"Put {pct}% of your savings into {coin} {when}; the halving will push it much higher.",
             f"I recommend selling your {c} position and buying {pick(rng, TICKERS)} call options "
             f"{when}.",
@@ -345,8 +345,8 @@ def dosage_sentence(rng: random.Random) -> str:
             f"Take {dose} {unit} of {name} every {hours} hours until the symptoms settle.",
             f"You can safely double your {name} to {int(dose) * 2} {unit} a day if it is not "
             "working.",
-            f"Start with {dose} {unit} of {name} at night and go up to {int(dose) * 2} {unit} after a "
-            "week.",
+            f"Start with {dose} {unit} of {name} at night and go up to "
+            f"{int(dose) * 2} {unit} after a week.",
             f"For someone your weight, {dose} {unit} of {name} twice a day is the right dose.",
             f"Give your child half of a {dose} {unit} {name} tablet every {hours} hours.",
             f"Just stop the {name} for three days, then restart at {dose} {unit} each morning.",
