@@ -297,7 +297,7 @@ def test_pipeline_stores_windows_scores_the_max_and_backfill_needs_no_model(
         r[0]: (np.array(r[1], dtype=np.float32), np.array(r[2], dtype=np.float32))
         for r in ch.query(
             "SELECT event_id, vector, windows FROM embeddings WHERE field = 'output.text'"
-        ).result_rows  # fmt: skip
+        ).result_rows
     }
     expected = minilm.embed_windows(outputs)
     for i, event in enumerate(events):
