@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 MAX_DLQ_KEY_BYTES = 1024
 
+
 @dataclass(frozen=True)
 class Carrying:
     """An event whose payload carried vectors (``embedder_id`` names the model that made them)."""
@@ -153,6 +154,7 @@ class _Stored:
         self.result.duplicates_in_batch += other.result.duplicates_in_batch
         self.result.scores += other.result.scores
         self.result.rejected.extend(other.result.rejected)
+        self.result.cache.add(other.result.cache)
         self.refused.extend(other.refused)
 
 
@@ -239,11 +241,15 @@ class BatchHandler:
             await self._blocking(lambda: record_letters(letters))
         result = stored.result
         log.info(
-            "batch: %d written, %d already stored, %d rejected, %d scores",
+            "batch: %d written, %d already stored, %d rejected, %d scores; "
+            "embedding cache %d of %d texts (%.0f%%)",
             result.written,
             result.skipped_existing,
             len(refused),
             result.scores,
+            result.cache.saved,
+            result.cache.lookups,
+            100.0 * result.cache.hit_rate,
         )
 
     async def _store(self, decoded: list[_Decoded]) -> _Stored:
