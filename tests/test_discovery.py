@@ -60,8 +60,18 @@ def test_discover_ranks_a_planted_format_in_its_top_three(
         assert result.exit_code == 0, result.output
         return result.stdout
 
-    examples = Path(__file__).resolve().parents[1] / "examples" / "stock_advice.yaml"
-    run("signals", "add", str(examples))
+    import random
+
+    from telltale.sample_data import advice_text, neutral_text
+
+    rng = random.Random(5)
+    spec = tmp_path / "stock_advice.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "stock_advice", "target": "output", "modality": "text",
+        "examples": {"positive": [advice_text(rng) for _ in range(12)],
+                     "negative": [neutral_text(rng) for _ in range(12)]},
+    }), encoding="utf-8")  # fmt: skip
+    run("signals", "add", str(spec))
     run("replay", str(log), "--checkpoint", str(tmp_path / "ckpt.json"),
         "--reject-file", str(tmp_path / "rejects.jsonl"), "--format", "json")  # fmt: skip
     found = json.loads(run("discover", "--format", "json"))["clusters"]
