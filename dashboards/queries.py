@@ -321,7 +321,9 @@ DISCOVERED_CLUSTERS = NamedQuery(
     """SELECT rank, cluster_id, model, size, recent_share, reference_share, growth, distance,
        arrayStringConcat(arrayMap(t -> substring(t, 1, 120), arraySlice(example_texts, 1, 3)),
                          ' | ') AS examples,
-       signal_scores
+       arrayStringConcat(arrayMap(name -> concat(name, ' ', toString(round(100 *
+           JSONExtractFloat(signal_scores, name, 'flagged_share'))), '%'),
+           JSONExtractKeys(signal_scores)), ', ') AS flagged_by_signal
 FROM discovered_clusters FINAL
 WHERE (model, run_at) IN (
         SELECT model, max(run_at) FROM discovered_clusters
@@ -335,7 +337,7 @@ WHERE (model, run_at) IN (
 ORDER BY model, rank
 LIMIT 50""",
     ("rank", "cluster_id", "model", "size", "recent_share", "reference_share", "growth",
-     "distance", "examples", "signal_scores"),
+     "distance", "examples", "flagged_by_signal"),
 )  # fmt: skip
 
 # --- signal drill-down ----------------------------------------------------------------------
