@@ -33,12 +33,16 @@ START = datetime(2026, 9, 14, 6, 0, tzinfo=UTC)
 RELEASE = START + timedelta(hours=3)
 
 
-def _seed(ch: Any, keys: tuple[str, ...] = ("locale", "customer_tier", "prompt_template")) -> int:
+def _seed(
+    ch: Any,
+    keys: tuple[str, ...] = ("locale", "customer_tier", "prompt_template"),
+    per_minute: int = 12,
+) -> int:
     """Write the slice scenario's events and planted outcomes as score rows; return the count."""
     slicer = Slicer(SliceConfig(keys=keys))
     batch = WriteBatch()
     count = 0
-    for payload in slice_regression_events(per_minute=12, seed=5):
+    for payload in slice_regression_events(per_minute=per_minute, seed=5):
         event = validate_event(payload)
         # The generator's failures are stock picks; everything else is a neutral answer.
         failed = not (event.output.text or "").startswith("Here is a short answer")
@@ -240,3 +244,20 @@ def test_pipeline_writes_slices_and_group_rows(ch: Any, tiny_embedder: Any) -> N
     assert backfill_group(ch, group.name, group.members, group.version) == 30
     [again] = failure_rates(ch, signal="safety-critical")
     assert (again.events, again.failures) == (group_rate.events, group_rate.failures)
+
+
+def test_release_detection_lists_the_regressed_slice_first(ch: Any) -> None:
+    """The engine's hook: the backtest's release detection carries the localisation."""
+    from alerts.backtest import backtest
+    from alerts.settings import MonitorSettings
+
+    _seed(ch, per_minute=20)  # the volume of tests/log_generators.py's default scenario
+    report = backtest(ch, MonitorSettings())
+    spikes = [d for d in report.detections if d.detector == "release_spike"]
+    assert [(d.model_version, d.signal) for d in spikes] == [(NEW, "stock_advice")]
+    localization = spikes[0].details["localization"]
+    assert localization["top"] == "customer_tier=free & locale=de"
+    top = localization["slices"][0]
+    assert top["rate_interval"][0] > top["baseline_rate"]
+    assert 0 < top["share_of_excess"] <= 1.5
+    assert "concentrated in customer_tier=free & locale=de" in summarize("trigger", spikes[0])
