@@ -261,3 +261,46 @@ def test_release_detection_lists_the_regressed_slice_first(ch: Any) -> None:
     assert top["rate_interval"][0] > top["baseline_rate"]
     assert 0 < top["share_of_excess"] <= 1.5
     assert "concentrated in customer_tier=free & locale=de" in summarize("trigger", spikes[0])
+
+
+def test_a_group_pages_at_its_own_severity() -> None:
+    """``telltale monitor`` gives the notifier each group's severity (from signal_groups)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from alerts.notify import WebhookNotifier
+    from alerts.settings import NotifySettings
+
+    bodies: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = NotifySettings(
+            webhook_url=f"http://127.0.0.1:{server.server_address[1]}/hook",
+            format="pagerduty", routing_key="rk", severity="warning",
+        )  # fmt: skip
+        notifier = WebhookNotifier(settings, severities={"safety-critical": "critical"})
+
+        def row(signal: str) -> DetectionRow:
+            return DetectionRow(
+                detection_id=signal, detector="release_spike", key="k", model="chat",
+                model_version="v2", signal=signal, state="firing", opened_at=RELEASE,
+                resolved_at=None, statistic=40.0, threshold=20.0,
+            )  # fmt: skip
+
+        notifier.send("trigger", row("safety-critical"))
+        notifier.send("trigger", row("stock_advice"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [b["payload"]["severity"] for b in bodies] == ["critical", "warning"]
