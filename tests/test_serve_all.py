@@ -165,3 +165,10 @@ def test_the_all_in_one_writer_asks_for_a_rewind_only_for_processed_minutes(ch: 
     assert not monitor._rewind.is_set()
     watched.saw_events_at(T0 + 2 * MIN)
     assert monitor._rewind.is_set()
+
+
+def test_huge_statistics_read_as_numbers_on_the_report() -> None:
+    from dashboards.svg import format_value
+
+    assert format_value(3.2180816738107616e17, "") == "3.22e+17"
+    assert format_value(5.59e9, "") == "5.59G"
