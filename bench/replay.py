@@ -5,8 +5,9 @@
 One run prints:
 
 * pre-embedded: ``--pre-embedded`` events in a Parquet log that carries each event's
-  ``output.text`` embedding (same embedder), replayed through the pipeline into chDB: events/s
-  and the process's peak memory (RSS) growth while replaying;
+  ``output.text`` embedding (same embedder), replayed into chDB through the column-wise fast
+  path (:mod:`streams.columnar`: Arrow batches, vectorised validation, Arrow inserts):
+  events/s and the process's peak memory (RSS) growth while replaying;
 * raw: ``--raw`` JSONL events without embeddings, replayed with the test model (the model
   embeds prompt and output): events/s;
 * raw insert: the same rows the pipeline wrote (events, embeddings, scores), copied into a
@@ -112,8 +113,9 @@ def replay(client: Any, embedder: OpenClipEmbedder, path: Path, tmp: Path
            ) -> tuple[float, float, int]:  # fmt: skip
     before = rss_mib()
     t0 = time.perf_counter()
-    stats = Replayer(Store(client, embedder), RejectWriter(tmp / "rejects.jsonl"),
-                     embedder_id=embedder.id, batch_size=BATCH).replay([path])  # fmt: skip
+    store = Store(client, embedder)
+    stats = Replayer(store, RejectWriter(tmp / "rejects.jsonl"), embedder_id=embedder.id,
+                     batch_size=BATCH, columnar=store.pipeline).replay([path])  # fmt: skip
     seconds = time.perf_counter() - t0
     return stats.written / seconds, rss_mib() - before, stats.written
 

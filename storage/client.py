@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import SecretStr
 
-from storage.errors import StorageError, StorageUnavailable
+from storage.errors import StorageError, classify
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -56,7 +56,9 @@ def _chdb_path(dsn: str) -> str:
 
 
 def connect(dsn: str, password: SecretStr | None = None, database: str | None = None) -> Client:
-    """Open a client for ``dsn``; raise :class:`StorageUnavailable` if it cannot be reached."""
+    """Open a client for ``dsn``; raise :class:`~storage.errors.StorageUnavailable` if it
+    cannot be reached, :class:`~storage.errors.StorageMisconfigured` if it refuses the
+    credentials."""
     try:
         import clickhouse_connect
     except ImportError as exc:  # pragma: no cover - install problem
@@ -85,6 +87,8 @@ def connect(dsn: str, password: SecretStr | None = None, database: str | None = 
     except StorageError:
         raise
     except Exception as exc:
-        raise StorageUnavailable(
-            f"cannot open ClickHouse at {redact_dsn(dsn)}: {type(exc).__name__}"
+        # Only the error's class and code are kept: a driver message may echo the DSN.
+        typed = classify(exc, f"opening ClickHouse at {redact_dsn(dsn)}")
+        raise type(typed)(
+            f"cannot open ClickHouse at {redact_dsn(dsn)}: {type(exc).__name__}", typed.code
         ) from exc

@@ -24,6 +24,7 @@ SHARD_KEYS = {
     "events": "cityHash64(event_id)",
     "embeddings": "cityHash64(event_id)",
     "signal_scores": "cityHash64(event_id)",
+    "embedding_cache": "cityHash64(key)",
 }
 """Tables written per event; all others are small or written only by views (``rand()``)."""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from storage.errors import StorageUnavailable
+from storage.errors import classify
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -33,7 +33,7 @@ class DeadLetterRow:
 
 
 def record_dead_letters(client: Client, rows: Sequence[DeadLetterRow]) -> None:
-    """Insert ``rows``; raise :class:`StorageUnavailable` if the insert fails."""
+    """Insert ``rows``; raise the typed :mod:`storage.errors` error if the insert fails."""
     if not rows:
         return
     data = [
@@ -43,4 +43,4 @@ def record_dead_letters(client: Client, rows: Sequence[DeadLetterRow]) -> None:
     try:
         client.insert("dead_letters", data, column_names=list(DeadLetterRow.COLUMNS))
     except Exception as exc:
-        raise StorageUnavailable(f"insert of {len(rows)} dead letters failed: {exc}") from exc
+        raise classify(exc, f"insert of {len(rows)} dead letters") from exc

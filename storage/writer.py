@@ -12,10 +12,11 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from storage.errors import BackPressure, StorageUnavailable
-from storage.rows import EmbeddingRow, EventRow, ScoreRow, WriteBatch
+from storage.errors import BackPressure, StorageError, classify
+from storage.rows import CacheStatsRow, EmbeddingRow, EventRow, ScoreRow, WriteBatch
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from clickhouse_connect.driver.client import Client
 
 __all__ = ["ClickHouseWriter"]
@@ -28,9 +29,10 @@ _ID_CHUNK = 5_000
 class ClickHouseWriter:
     """Buffer rows and insert them in large blocks.
 
-    ``add`` raises :class:`BackPressure` once ``max_rows`` are buffered; ``flush`` raises
-    :class:`StorageUnavailable` when the insert fails and keeps the buffer, so the caller can
-    retry the same rows (and must not commit its Kafka offsets meanwhile).
+    ``add`` raises :class:`BackPressure` once ``max_rows`` are buffered; ``flush`` raises the
+    typed error of a failed insert (:func:`storage.errors.classify`: transient, rows rejected,
+    or misconfigured) and keeps the buffer, so the caller can retry the same rows (and must not
+    commit its Kafka offsets meanwhile).
     """
 
     def __init__(self, client: Client, max_rows: int = 200_000) -> None:
@@ -57,11 +59,14 @@ class ClickHouseWriter:
         try:
             self._insert("embeddings", EmbeddingRow.COLUMNS, (r.values() for r in batch.embeddings))
             self._insert("signal_scores", ScoreRow.COLUMNS, (r.values() for r in batch.scores))
+            self._insert(
+                "embedding_cache_stats",
+                CacheStatsRow.COLUMNS,
+                (r.values() for r in batch.cache_stats),
+            )
             self._insert("events", EventRow.COLUMNS, (r.values() for r in batch.events))
         except Exception as exc:
-            raise StorageUnavailable(
-                f"insert of {len(batch.events)} events failed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise classify(exc, f"insert of {len(batch.events)} events") from exc
         self._buffer = WriteBatch()
         return len(batch.events)
 
@@ -69,17 +74,37 @@ class ClickHouseWriter:
         """``add`` then ``flush``: the common case for a pipeline batch.
 
         If the flush fails, ``batch`` is taken out of the buffer again: the caller retries by
-        calling ``write`` with the same rows, and keeping them would buffer them once per retry
-        until a long outage turned :class:`StorageUnavailable` into :class:`BackPressure`.
+        calling ``write`` with the same rows (or a part of them, when rows were rejected), and
+        keeping them would buffer them once per retry until a long outage turned
+        :class:`~storage.errors.StorageUnavailable` into :class:`BackPressure`.
         """
         before = WriteBatch()
         before.extend(self._buffer)
         self.add(batch)
         try:
             return self.flush()
-        except StorageUnavailable:
+        except StorageError:
             self._buffer = before
             raise
+
+    def write_arrow(self, embeddings: pa.Table, scores: pa.Table, events: pa.Table) -> int:
+        """Insert whole Arrow tables, column-wise (the replay fast path); return the events.
+
+        Same order as :meth:`flush` (``events`` last) and the same typed errors. The tables
+        must name columns of their ClickHouse tables; missing ones take their defaults. Nothing
+        is buffered: the rows go in with this call or not at all.
+        """
+        if self.pending:
+            raise BackPressure("write_arrow needs an empty buffer; flush() first")
+        try:
+            for table, data in (("embeddings", embeddings), ("signal_scores", scores),
+                                ("events", events)):  # fmt: skip
+                if data.num_rows:
+                    self._client.insert_arrow(table, data)
+                    log.debug("inserted %d rows into %s (arrow)", data.num_rows, table)
+        except Exception as exc:
+            raise classify(exc, f"insert of {events.num_rows} events") from exc
+        return int(events.num_rows)
 
     def existing_event_ids(self, event_ids: Iterable[str]) -> set[str]:
         """Which of ``event_ids`` are already stored (fully: their ``events`` row exists)."""
@@ -93,7 +118,7 @@ class ClickHouseWriter:
                     parameters={"ids": chunk},
                 ).result_rows
             except Exception as exc:
-                raise StorageUnavailable(f"lookup of stored events failed: {exc}") from exc
+                raise classify(exc, "lookup of stored events") from exc
             found.update(str(row[0]) for row in rows)
         return found
 

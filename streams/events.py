@@ -160,8 +160,9 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
-Carried = dict[str, list[float]]
-"""Vectors a record carries for its fields (``{"output.text": [...]}``)."""
+Carried = dict[str, list[float] | list[list[float]]]
+"""Vectors a record carries for its fields: one vector, or a text's window vectors
+(``{"output.text": [...]}`` or ``{"output.text": [[...], [...]]}``)."""
 
 
 def decode_event(raw: bytes | str, max_bytes: int = MAX_PAYLOAD_BYTES) -> GenerationEvent:
@@ -207,14 +208,17 @@ def _carried(member: Any) -> tuple[str, Carried]:
         return "", {}
     vectors: Carried = {}
     for name, vector in member.items():
-        if (
-            name in _VECTOR_FIELDS
-            and isinstance(vector, list)
-            and vector
-            and all(isinstance(x, int | float) and not isinstance(x, bool) for x in vector)
-        ):
+        if name not in _VECTOR_FIELDS or not isinstance(vector, list) or not vector:
+            continue
+        if _numbers(vector):
             vectors[name] = [float(x) for x in vector]
+        elif all(isinstance(w, list) and w and _numbers(w) for w in vector):
+            vectors[name] = [[float(x) for x in w] for w in vector]  # the windows of a text
     return (member["embedder_id"], vectors) if vectors else ("", {})
+
+
+def _numbers(values: list[Any]) -> bool:
+    return all(isinstance(x, int | float) and not isinstance(x, bool) for x in values)
 
 
 _VECTOR_FIELDS = ("prompt.text", "output.text", "output.image")

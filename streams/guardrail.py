@@ -5,8 +5,9 @@ This is the framework-free core of ``telltale serve`` (the HTTP layer lives in
 
 * :class:`Scorer` scores a *batch* of events synchronously: one embedder call per field for the
   whole batch, then every signal at once through the same :class:`~signals.bank.SignalBank` the
-  worker uses (and the same live registry, so hot reload applies here too). An optional
-  :class:`EmbeddingCache` is consulted first.
+  worker uses (and the same live registry, so hot reload applies here too). Texts are embedded
+  exactly as the pipeline embeds them (:func:`streams.pipeline.embed_field`: windows for long
+  texts, a signal's score is its maximum over windows, the optional embedding cache first).
 * :class:`MicroBatcher` turns concurrent single requests into such batches: the first request
   waits at most ``max_wait_s`` for others to join (up to ``max_batch``), and while the model
   runs new requests queue up for the next call. Under load the batch grows by itself; a lone
@@ -30,14 +31,16 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import numpy as np
 
+from signals.cache import CacheCounts, EmbeddingCache
+from signals.embedders import FieldEmbedders, as_field_embedders
 from signals.errors import ImageError
 from signals.images import ImagePolicy, load_image
 from streams.events import GenerationEvent, encode_event
-from streams.pipeline import FIELD_CONTENT
+from streams.pipeline import FIELD_CONTENT, embed_field
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -49,7 +52,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BatchStats",
-    "EmbeddingCache",
     "GuardrailClosed",
     "MicroBatcher",
     "Recorder",
@@ -76,18 +78,6 @@ _R = TypeVar("_R")
 
 class GuardrailClosed(RuntimeError):
     """The batcher is stopping and takes no new requests."""
-
-
-class EmbeddingCache(Protocol):
-    """Vectors already computed for a content string (text, or an image reference).
-
-    Optional: the scorer works without one. Keys include the embedder id, so a cache shared by
-    several embedders never mixes their spaces.
-    """
-
-    def get(self, embedder_id: str, content: str) -> Sequence[float] | None: ...
-
-    def put(self, embedder_id: str, content: str, vector: Sequence[float]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -118,12 +108,12 @@ class Scored:
     verdict: Verdict
     embedder_id: str
     vectors: Mapping[str, NDArray[np.float32]] = field(default_factory=dict)
-    cache_hits: int = 0
+    """Per field, the window vectors (one row per window; one row for images and short texts)."""
     recorded: bool = False
     record_error: str = ""
 
-    def precomputed(self) -> dict[str, list[float]]:
-        """The vectors as :meth:`Pipeline.process` takes them (``{"output.text": [...]}``)."""
+    def precomputed(self) -> dict[str, list[list[float]]]:
+        """The vectors as :meth:`Pipeline.process` takes them (``{"output.text": [[...]]}``)."""
         return {name: vector.tolist() for name, vector in self.vectors.items()}
 
 
@@ -150,24 +140,25 @@ class Scorer:
 
     ``bank`` is called once per batch (a :class:`~streams.signal_store.LiveSignals` re-reads
     the registry on its own schedule), exactly as :class:`~streams.pipeline.Pipeline` does.
+    ``cache`` counts what it saved in ``cache.totals``.
     """
 
     def __init__(
         self,
-        embedder: Embedder,
+        embedder: Embedder | FieldEmbedders,
         bank: Callable[[], SignalBank],
         image_policy: ImagePolicy | None = None,
         cache: EmbeddingCache | None = None,
     ) -> None:
-        self._embedder = embedder
+        self._embedders = as_field_embedders(embedder)
         self._bank = bank
         self._image_policy = image_policy or ImagePolicy()
-        self._cache = cache
+        self.cache = cache
         self.signal_count = 0
 
     @property
     def embedder_id(self) -> str:
-        return self._embedder.id
+        return self._embedders.id
 
     def signals(self) -> SignalBank:
         """The bank the next batch will use (also loads it: readiness)."""
@@ -179,7 +170,7 @@ class Scorer:
         """Score ``requests`` in order; an item whose image does not load comes back Rejected."""
         bank = self._bank()
         self.signal_count = len(bank)
-        images: dict[int, Any] = {}
+        images: dict[str, Any] = {}
         rejected: dict[int, str] = {}
         needed: dict[str, list[int]] = {}
         for i, request in enumerate(requests):
@@ -188,22 +179,22 @@ class Scorer:
                     needed.setdefault(name, []).append(i)
             if i in needed.get("output.image", []):
                 try:
-                    images[i] = load_image(request.event.output.image or "", self._image_policy)
+                    image = load_image(request.event.output.image or "", self._image_policy)
+                    images[request.event.event_id] = image
                 except ImageError as exc:
                     rejected[i] = f"output.image: {exc}"
         vectors: dict[int, dict[str, NDArray[np.float32]]] = {i: {} for i in range(len(requests))}
         results: dict[int, list[SignalResult]] = {i: [] for i in range(len(requests))}
-        hits = [0] * len(requests)
         for name, owners in needed.items():
             owners = [i for i in owners if i not in rejected]
             if not owners:
                 continue
-            embedded = self._embed(name, [requests[i].event for i in owners],
-                                   [images.get(i) for i in owners])  # fmt: skip
-            for i, (vector, hit) in zip(owners, embedded[1], strict=True):
-                vectors[i][name] = vector
-                hits[i] += hit
-            scored = bank.score(name, embedded[0])
+            windows, _ = embed_field(
+                self._embedders, self.cache, name, [requests[i].event for i in owners], images
+            )
+            for row, i in enumerate(owners):
+                vectors[i][name] = windows.group(row)
+            scored = bank.score_windows(name, windows)
             for j, signal in enumerate(scored.signals):
                 for row, i in enumerate(owners):
                     results[i].append(SignalResult(
@@ -217,35 +208,14 @@ class Scorer:
                 continue
             found = tuple(results[i])
             out.append(Scored(
-                request.event, found, verdict_of(found), self._embedder.id,
-                vectors[i] if request.record else {}, hits[i],
+                request.event, found, verdict_of(found), self._embedders.id,
+                vectors[i] if request.record else {},
             ))  # fmt: skip
         return out
 
-    def _embed(
-        self, name: str, events: list[GenerationEvent], images: list[Any]
-    ) -> tuple[NDArray[np.float32], list[tuple[NDArray[np.float32], int]]]:
-        """Vectors of one field for ``events``: the cache first, one model call for the rest."""
-        contents = [FIELD_CONTENT[name](e) or "" for e in events]
-        matrix = np.zeros((len(events), self._embedder.dim), dtype=np.float32)
-        missing: list[int] = []
-        for row, content in enumerate(contents):
-            cached = self._cache.get(self._embedder.id, content) if self._cache else None
-            if cached is None:
-                missing.append(row)
-            else:
-                matrix[row] = np.asarray(cached, dtype=np.float32)
-        if missing:
-            if name == "output.image":
-                computed = self._embedder.embed_images([images[row] for row in missing])
-            else:
-                computed = self._embedder.embed_texts([contents[row] for row in missing])
-            matrix[missing] = computed
-            if self._cache is not None:
-                for row, vector in zip(missing, computed, strict=True):
-                    self._cache.put(self._embedder.id, contents[row], vector.tolist())
-        computed_rows = set(missing)
-        return matrix, [(matrix[row], int(row not in computed_rows)) for row in range(len(events))]
+    def cache_counts(self) -> CacheCounts:
+        """What the cache has saved so far (zeros without a cache)."""
+        return self.cache.totals if self.cache is not None else CacheCounts()
 
 
 Recorder = Callable[[Sequence[Scored]], None]

@@ -11,7 +11,10 @@ Emitter. Each event keeps its own timestamp.
   batch has been stored: an interrupted replay resumes there (and, because writes are
   idempotent on ``event_id``, a replay without a checkpoint inserts nothing twice either);
 * records that carry ``embeddings`` computed by the same embedder skip the model
-  (``{"embeddings": {"embedder_id": "...", "output.text": [...], ...}}``).
+  (``{"embeddings": {"embedder_id": "...", "output.text": [...], ...}}``);
+* with a ``columnar`` sink, Parquet logs take the fast path of :mod:`streams.columnar`:
+  rows proven valid and fully pre-embedded are converted and stored column-wise, one Arrow
+  record batch (``batch_size`` rows) at a time; every other row takes the per-event path.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from streams.columnar import ColumnarSink, split_batch
 from streams.errors import InvalidEvent
 from streams.events import GenerationEvent, validate_event
 
@@ -212,6 +216,8 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
+        if value and isinstance(value[0], tuple):  # an Arrow map: (key, value) pairs
+            return {k: _plain(v) for k, v in value if v is not None}
         if value and not isinstance(value[0], dict | list | datetime):
             return value  # a vector or a list of scalars: nothing to convert
         return [_plain(v) for v in value]
@@ -248,8 +254,10 @@ class Replayer:
         max_payload_bytes: int | None = None,
         on_progress: Callable[[str, float, ReplayStats], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        columnar: ColumnarSink | None = None,
     ) -> None:
         self._sink = sink
+        self._columnar = columnar
         self._rejects = rejects
         self._embedder_id = embedder_id
         self._checkpoint = checkpoint
@@ -272,28 +280,73 @@ class Replayer:
     def _replay_file(self, path: Path) -> None:
         skip = self._checkpoint.done(path) if self._checkpoint else 0
         self.stats.resumed_after += skip
+        columnar = self._columnar
+        if (
+            columnar is not None
+            and path.suffix == ".parquet"
+            and not (self._mapping or self._speed)
+        ):
+            self._replay_parquet_columns(path, skip, columnar)
+            return
         pending = _Pending()
         progress = 0.0
         for record in read_records(path):
             progress = record.progress
             if record.position <= skip:
                 continue
-            self.stats.read += 1
-            pending.last_position = record.position
-            event, reason, vectors = self._parse(record)
-            if event is None:
-                pending.rejects.append((record.position, reason, record.raw))
-            elif self._in_range(event):
-                self._pace(event)
-                pending.events.append(event)
-                if vectors:
-                    pending.vectors[event.event_id] = vectors
-            else:
-                self.stats.filtered_out += 1
+            self._take(record, pending)
             if len(pending.events) >= self._batch_size:
                 self._flush(path, pending, progress)
                 pending = _Pending()
         self._flush(path, pending, 1.0)
+
+    def _take(self, record: LogRecord, pending: _Pending) -> None:
+        """Parse one record into ``pending``: an event (with carried vectors) or a reject."""
+        self.stats.read += 1
+        pending.last_position = max(pending.last_position, record.position)
+        event, reason, vectors = self._parse(record)
+        if event is None:
+            pending.rejects.append((record.position, reason, record.raw))
+        elif self._in_range(event):
+            self._pace(event)
+            pending.events.append(event)
+            if vectors:
+                pending.vectors[event.event_id] = vectors
+        else:
+            self.stats.filtered_out += 1
+
+    def _replay_parquet_columns(self, path: Path, skip: int, sink: ColumnarSink) -> None:
+        """One Arrow record batch at a time: valid pre-embedded rows column-wise, the rest as
+        events; the checkpoint moves once both parts of a batch are stored."""
+        import pyarrow.parquet as pq
+
+        parquet = pq.ParquetFile(path)
+        total = max(parquet.metadata.num_rows, 1)
+        first = 0  # 0-based row number of the batch's first row
+        for batch in parquet.iter_batches(batch_size=self._batch_size):
+            start, first = first, first + batch.num_rows
+            if first <= skip:
+                continue
+            if start < skip:
+                batch = batch.slice(skip - start)
+                start = skip
+            columns, slow, filtered = split_batch(
+                batch, sink.embedder_id, sink.dim, since=self._since, until=self._until
+            )
+            self.stats.filtered_out += filtered
+            self.stats.read += batch.num_rows - len(slow)
+            if columns is not None:
+                written, skipped = sink.process_columns(columns)
+                self.stats.written += written
+                self.stats.skipped_existing += skipped
+                self.stats.pre_embedded += len(columns)
+            pending = _Pending(last_position=first)
+            if slow:
+                rows = batch.take(slow).to_pylist()
+                for index, row in zip(slow, rows, strict=True):
+                    data = {k: _plain(v) for k, v in row.items() if v is not None}
+                    self._take(LogRecord(str(path), start + index + 1, data, ""), pending)
+            self._flush(path, pending, first / total)
 
     def _parse(self, record: LogRecord) -> tuple[GenerationEvent | None, str, Vector]:
         if record.data is None:

@@ -3,8 +3,9 @@
 A worker asks :class:`LiveSignals` for the current :class:`~signals.bank.SignalBank` before
 each batch; it re-reads the registry at most every ``refresh_s`` seconds, so a signal added or
 changed with ``telltale signals add`` is picked up without a restart. A signal trained on
-another embedder is never applied; when a ``retrain`` function is given, it is retrained from
-its stored examples on the current embedder and published as a new version.
+another embedder is never applied (each field has its own embedder: the text model for text
+fields, open_clip for images); when a ``retrain`` function is given, it is retrained from its
+stored examples on the current embedder and published as a new version.
 """
 
 from __future__ import annotations
@@ -13,19 +14,20 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from signals.bank import SignalBank
-from signals.base import Embedder
+from signals.base import Embedder, TextEmbedder
+from signals.embedders import FieldEmbedders, ids_by_field
 from signals.errors import ImageError, SignalError
 from signals.fitted import FittedSignal
 from signals.images import ImagePolicy, load_image
 from signals.training import train_signal
-from storage.embeddings import event_contents, vectors_by_event
+from storage.embeddings import event_contents, windows_by_event
 from storage.registry import SignalRecord, latest_signals, next_version, save_signal
 
 if TYPE_CHECKING:
@@ -69,7 +71,8 @@ def save_fitted(client: Client, fitted: FittedSignal, author: str = "") -> Fitte
     save_signal(client, SignalRecord(
         name=fitted.name, version=version, kind=fitted.kind, embedder_id=fitted.embedder_id,
         definition=fitted.spec.model_dump_json(), fitted=fitted.model_dump_json(),
-        author=author, created_at=fitted.trained_at,
+        author=author, created_at=fitted.trained_at, degenerate=fitted.degenerate,
+        degenerate_reason=fitted.degenerate_reason,
     ))  # fmt: skip
     return fitted
 
@@ -80,27 +83,28 @@ def load_fitted(client: Client) -> list[FittedSignal]:
 
 
 class StoredExamples:
-    """Examples given as stored event ids: their stored vectors, or their content re-embedded
-    when they were embedded by another model."""
+    """Examples given as stored event ids: their stored window vectors, or their content
+    re-embedded when they were embedded by another model."""
 
     def __init__(self, client: Client, policy: ImagePolicy | None = None) -> None:
         self._client = client
         self._policy = policy
 
     def vectors(
-        self, event_ids: Sequence[str], field: str, embedder: Embedder
+        self, event_ids: Sequence[str], field: str, embedder: Embedder | TextEmbedder
     ) -> dict[str, NDArray[np.float32]]:
+        """``(windows, dim)`` per known event id, in ``embedder``'s space."""
         found = {
             k: np.asarray(v, dtype=np.float32)
-            for k, v in vectors_by_event(self._client, event_ids, field, embedder.id).items()
+            for k, v in windows_by_event(self._client, event_ids, field, embedder.id).items()
         }
         missing = [e for e in event_ids if e not in found]
         if not missing:
             return found
         contents = event_contents(self._client, missing, field)
         ids = list(contents)
-        vectors: NDArray[np.float32] | list[NDArray[np.float32]] = []
-        if field.endswith(".image"):
+        groups: list[NDArray[np.float32]] = []
+        if field.endswith(".image") and isinstance(embedder, Embedder):
             images, kept = [], []
             for event_id in ids:
                 try:
@@ -108,19 +112,21 @@ class StoredExamples:
                     kept.append(event_id)
                 except ImageError:
                     continue  # reported as unknown by the caller
-            vectors = embedder.embed_images(images) if images else []
+            groups = [v[None, :] for v in embedder.embed_images(images)] if images else []
             ids = kept
-        else:
-            vectors = embedder.embed_texts([contents[e] for e in ids]) if ids else []
-        found.update(zip(ids, vectors, strict=True))
+        elif isinstance(embedder, TextEmbedder) and ids:
+            groups = embedder.embed_windows([contents[e] for e in ids]).groups()
+        elif ids:
+            groups = [v[None, :] for v in embedder.embed_texts([contents[e] for e in ids])]
+        found.update(zip(ids, groups, strict=True))
         return found
 
 
 Retrain = Callable[[FittedSignal], FittedSignal]
 
 
-def retrainer(client: Client, embedder: Embedder) -> Retrain:
-    """Retrain a signal's stored spec on ``embedder`` and store it as a new version."""
+def retrainer(client: Client, embedder: Embedder | FieldEmbedders) -> Retrain:
+    """Retrain a signal's stored spec on its field's embedder; store it as a new version."""
 
     def retrain(old: FittedSignal) -> FittedSignal:
         fitted = train_signal(old.spec, embedder, lookup=StoredExamples(client))
@@ -130,21 +136,22 @@ def retrainer(client: Client, embedder: Embedder) -> Retrain:
 
 
 class LiveSignals:
-    """A :class:`SignalBank` for one embedder, refreshed from storage every ``refresh_s``."""
+    """A :class:`SignalBank` for the current embedders, refreshed from storage every
+    ``refresh_s``. ``embedder_id``: one id for every field, or field → id."""
 
     def __init__(
         self,
         client: Client,
-        embedder_id: str,
+        embedder_id: str | Mapping[str, str],
         refresh_s: float = 10.0,
         retrain: Retrain | None = None,
     ) -> None:
         self._client = client
-        self._embedder_id = embedder_id
+        self._embedder_ids = ids_by_field(embedder_id)
         self._refresh_s = refresh_s
         self._retrain = retrain
         self._lock = threading.Lock()
-        self._bank = SignalBank([], embedder_id)
+        self._bank = SignalBank([], self._embedder_ids)
         self._loaded_at = float("-inf")
         self._skipped: set[tuple[str, int]] = set()
 
@@ -162,7 +169,8 @@ class LiveSignals:
     def _reload(self) -> None:
         usable = []
         for fitted in load_fitted(self._client):
-            if fitted.embedder_id == self._embedder_id:
+            expected = self._embedder_ids.get(fitted.field, "")
+            if fitted.embedder_id == expected:
                 usable.append(fitted)
             elif self._retrain is not None and (fitted.name, fitted.version) not in self._skipped:
                 try:
@@ -173,13 +181,13 @@ class LiveSignals:
                         "cannot retrain signal %r v%d on %s: %s",
                         fitted.name,
                         fitted.version,
-                        self._embedder_id,
+                        expected,
                         exc,
                     )
                     continue
                 log.warning("signal %r v%d was trained on %s; retrained as v%d on %s",
                             fitted.name, fitted.version, fitted.embedder_id, new.version,
-                            self._embedder_id)  # fmt: skip
+                            expected)  # fmt: skip
                 usable.append(new)
             elif (fitted.name, fitted.version) not in self._skipped:
                 self._skipped.add((fitted.name, fitted.version))
@@ -188,10 +196,10 @@ class LiveSignals:
                     fitted.name,
                     fitted.version,
                     fitted.embedder_id,
-                    self._embedder_id,
+                    expected,
                 )
         before = {(s.name, s.version) for s in self._bank.signals}
-        self._bank = SignalBank(usable, self._embedder_id)
+        self._bank = SignalBank(usable, self._embedder_ids)
         after = {(s.name, s.version) for s in self._bank.signals}
         if before != after:
             log.info("signals now applied: %s", sorted(f"{n} v{v}" for n, v in after))

@@ -1,16 +1,16 @@
-"""The stream worker: a faust-streaming agent that consumes ``generations`` in batches.
+"""The stream worker: faust wiring around :class:`~streams.batch_handler.BatchHandler`.
 
-For each batch (``noack_take``: up to ``batch_size`` events or ``batch_timeout_s``):
-
-1. decode and validate every payload; invalid ones go to the dead-letter topic with the reason,
-   the original bytes and their topic/partition/offset;
-2. run the :class:`~streams.pipeline.Pipeline` (embed → score → write) in an executor thread,
-   off the event loop, so heartbeats keep flowing while torch and ClickHouse work;
-3. only then acknowledge the events, so faust commits their offsets.
+The agent consumes ``generations`` in batches (``noack_take``: up to ``batch_size`` events or
+``batch_timeout_s``), hands each batch to the handler (decode → dead-letter → pipeline →
+dead-letter what was refused) and acknowledges it only when the handler says so, so faust
+commits offsets only of events that are stored or dead-lettered. The pipeline runs on one
+executor thread, off the event loop, so heartbeats keep flowing while torch and ClickHouse work.
 
 When storage is unavailable the batch is retried with bounded exponential back-off and nothing
 is acknowledged: on restart the uncommitted events are delivered again and, because writes are
-idempotent on ``event_id``, stored once.
+idempotent on ``event_id``, stored once. When storage is misconfigured (a missing table,
+authentication) the worker stops consuming and :class:`~streams.batch_handler.WorkerHealth`
+reports the failure.
 
 On SIGTERM the worker stops fetching, lets the batch in flight finish (write, ack, commit) for
 up to ``shutdown_timeout_s`` and then exits. If storage is failing at that moment it stops
@@ -20,24 +20,29 @@ retrying instead and leaves the batch unacknowledged, to be delivered again afte
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from storage.errors import StorageUnavailable
+from storage.errors import StorageMisconfigured
+from streams.batch_handler import (
+    BatchHandler,
+    Decoder,
+    Outcome,
+    Record,
+    WorkerHealth,
+    json_decoder,
+    pipeline_process,
+)
 from streams.dead_letter import DeadLetter
-from streams.errors import InvalidEvent
-from streams.events import Carried, GenerationEvent, decode_record
-from streams.pipeline import BatchResult, Pipeline
+from streams.pipeline import Pipeline
+from streams.retry import RetryPolicy, ShuttingDown
 
 __all__ = ["WorkerConfig", "build_app"]
 
 log = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -58,8 +63,9 @@ class WorkerConfig:
     shutdown_timeout_s: float = 30.0
 
 
-class _ShuttingDown(Exception):
-    """The worker is stopping while storage is unavailable: leave the batch unacknowledged."""
+def _record(event: Any) -> Record:
+    message = event.message
+    return Record(message.topic, message.partition, message.offset, message.value, message.key)
 
 
 def build_app(
@@ -67,6 +73,9 @@ def build_app(
     pipeline_factory: Callable[[], Pipeline],
     accept_signal: Callable[[bytes], str] | None = None,
     record_dead_letters: Callable[[list[DeadLetter]], None] | None = None,
+    *,
+    decoders: Mapping[str, Decoder] | None = None,
+    health: WorkerHealth | None = None,
 ) -> Any:
     """Create the faust app with its agents. The pipeline is built when the worker starts.
 
@@ -76,6 +85,8 @@ def build_app(
     worker that owns its embedded database. With ``record_dead_letters``, the dead letters of
     each batch are also stored (coordinates and reasons, on the pipeline thread) before the
     batch is acknowledged, so the dead-letter rate can be charted and alerted on.
+    ``decoders`` maps a source topic to its decoder (JSON generation events by default);
+    ``health`` turns failing when storage is misconfigured and consumption stops.
     """
     import faust
 
@@ -102,8 +113,8 @@ def build_app(
     dead_letters = app.topic(config.dlq_topic, partitions=config.partitions)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telltale-pipeline")
     state: dict[str, Pipeline] = {}
-    stopping = asyncio.Event()
-    in_flight: set[asyncio.Future[None]] = set()
+    in_flight: set[asyncio.Future[Outcome]] = set()
+    retry = RetryPolicy(config.retry_initial_s, config.retry_max_s)
 
     def pipeline() -> Pipeline:
         # Only ever called on the executor's single thread, so the model is built once.
@@ -111,128 +122,38 @@ def build_app(
             state["pipeline"] = pipeline_factory()
         return state["pipeline"]
 
-    def process_batch(
-        events: Sequence[GenerationEvent], carried: dict[str, tuple[str, Carried]]
-    ) -> BatchResult:
-        # Vectors carried by the payload (the guardrail API's recorded events) skip the model
-        # when they come from this pipeline's embedder.
-        current = pipeline()
-        given = {k: v for k, (eid, v) in carried.items() if eid == current.embedder_id}
-        return current.process(events, given)
+    async def run_blocking(call: Callable[[], object]) -> object:
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
 
-    async def dead_letter(event: Any, reason: str) -> DeadLetter:
-        message = event.message
-        record = DeadLetter.of(
-            bytes(message.value or b""), reason, message.topic, message.partition, message.offset
-        )
-        log.warning(  # the record's reason: clipped, so a hostile payload cannot flood the log
-            "dead-lettered %s[%d]@%d: %s",
-            message.topic,
-            message.partition,
-            message.offset,
-            record.reason,
-        )
-        key = message.key if message.key is None or len(message.key) <= 1024 else None
-        future = await dead_letters.send(key=key, value=record.to_json())
-        await future  # delivered before the source offset may be committed
-        return record
+    async def send_dead_letter(key: bytes | None, value: bytes) -> None:
+        future = await dead_letters.send(key=key, value=value)
+        await future
 
-    async def on_pipeline_thread(call: Callable[[], _T]) -> _T:
-        """Run ``call`` on the pipeline thread; retry storage errors with bounded back-off."""
-        loop = asyncio.get_running_loop()
-        delay = config.retry_initial_s
-        while True:
-            try:
-                return await loop.run_in_executor(executor, call)
-            except StorageUnavailable as exc:
-                if stopping.is_set():
-                    raise _ShuttingDown(str(exc)) from exc
-                log.warning("storage unavailable, retrying in %.1fs (offsets held): %s", delay, exc)
-                with contextlib.suppress(TimeoutError):  # a shutdown cuts the wait short
-                    await asyncio.wait_for(stopping.wait(), delay)
-                delay = min(delay * 2, config.retry_max_s)
+    handler = BatchHandler(
+        process=pipeline_process(pipeline),
+        send_dead_letter=send_dead_letter,
+        run_blocking=run_blocking,
+        record_dead_letters=record_dead_letters,
+        decoders=decoders,
+        default_decoder=json_decoder(config.max_payload_bytes),
+        retry=retry,
+        health=health,
+    )
+    stopping = handler.stopping
 
-    async def run_pipeline(
-        events: Sequence[GenerationEvent], carried: dict[str, tuple[str, Carried]]
-    ) -> BatchResult:
-        return await on_pipeline_thread(lambda: process_batch(events, carried))
+    async def halted() -> None:
+        """Consumption has stopped for good: wait for the shutdown without taking more."""
+        await stopping.wait()
 
-    async def store_dead_letters(letters: list[DeadLetter]) -> None:
-        if letters and record_dead_letters is not None:
-            await on_pipeline_thread(lambda: record_dead_letters(letters))
-
-    async def handle(batch: Sequence[Any]) -> None:
-        valid: list[tuple[Any, GenerationEvent]] = []
-        letters: list[DeadLetter] = []
-        carried: dict[str, tuple[str, Carried]] = {}
-        for event in batch:
-            try:
-                parsed, embedder_id, vectors = decode_record(
-                    event.message.value or b"", config.max_payload_bytes
-                )
-            except InvalidEvent as exc:
-                letters.append(await dead_letter(event, exc.reason))
-                continue
-            valid.append((event, parsed))
-            if vectors:
-                carried[parsed.event_id] = (embedder_id, vectors)
-        if not valid:
-            await store_dead_letters(letters)
-            return
-        try:
-            result = await run_pipeline([e for _, e in valid], carried)
-        except _ShuttingDown:
-            raise
-        except Exception:
-            log.exception("batch of %d failed; retrying event by event", len(valid))
-            result = await _one_by_one(valid, letters)
-        by_id = {parsed.event_id: raw for raw, parsed in valid}
-        for parsed, reason in result.rejected:
-            letters.append(await dead_letter(by_id[parsed.event_id], reason))
-        await store_dead_letters(letters)
-        log.info(
-            "batch: %d written, %d already stored, %d rejected, %d scores",
-            result.written,
-            result.skipped_existing,
-            len(result.rejected),
-            result.scores,
-        )
-
-    async def _one_by_one(
-        valid: list[tuple[Any, GenerationEvent]], letters: list[DeadLetter]
-    ) -> BatchResult:
-        total = BatchResult()
-        for raw, parsed in valid:
-            try:
-                one = await run_pipeline([parsed], {})
-            except _ShuttingDown:
-                raise
-            except Exception as exc:
-                reason = f"processing failed: {type(exc).__name__}: {exc}"
-                letters.append(await dead_letter(raw, reason))
-                continue
-            total.written += one.written
-            total.skipped_existing += one.skipped_existing
-            total.scores += one.scores
-            total.rejected.extend(one.rejected)
-        return total
-
-    async def handle_and_ack(stream: Any, batch: Sequence[Any]) -> None:
-        try:
-            await handle(batch)
-        except _ShuttingDown as exc:
-            log.warning(
-                "stopping with a batch of %d events not stored (%s); their offsets are not "
-                "committed, so they are delivered again after a restart",
-                len(batch),
-                exc,
-            )
-            return
-        for event in batch:  # only now may faust commit these offsets
-            await stream.ack(event)
+    async def handle_and_ack(stream: Any, batch: Sequence[Any]) -> Outcome:
+        outcome = await handler.handle([_record(event) for event in batch])
+        if outcome is Outcome.ACKNOWLEDGE:
+            for event in batch:  # only now may faust commit these offsets
+                await stream.ack(event)
+        return outcome
 
     @app.agent(source)
-    async def process(stream: Any) -> None:
+    async def consume(stream: Any) -> None:
         async for batch in stream.noack_take(config.batch_size, within=config.batch_timeout_s):
             if stopping.is_set():
                 continue  # taken after the shutdown began: unacked, delivered again later
@@ -240,7 +161,8 @@ def build_app(
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)
             # Shielded: stopping the agent cancels this await, not the batch; `drain` awaits it.
-            await asyncio.shield(task)
+            if await asyncio.shield(task) is Outcome.HALT:
+                await halted()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's stubs reject async defs
     async def drain(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -261,29 +183,43 @@ def build_app(
     if accept_signal is not None:
         control = app.topic(config.control_topic, partitions=1)
 
+        async def store_signal(payload: bytes) -> None:
+            try:
+                outcome = await retry.run(
+                    lambda: run_blocking(lambda: accept_signal(payload)), stopping, "signal"
+                )
+            except (ShuttingDown, StorageMisconfigured):
+                raise
+            except Exception:
+                log.exception("a published signal is invalid and was skipped")
+                return
+            log.info("published signal stored: %s", outcome)
+
         @app.agent(control)
         async def signals(stream: Any) -> None:
-            loop = asyncio.get_running_loop()
-            async for payload in stream:
-                delay = config.retry_initial_s
-                while True:
-                    try:
-                        outcome = await loop.run_in_executor(executor, accept_signal, payload)
-                    except StorageUnavailable as exc:
-                        log.warning("storage unavailable, retrying signal in %.1fs: %s",
-                                    delay, exc)  # fmt: skip
-                        await asyncio.sleep(delay)
-                        delay = min(delay * 2, config.retry_max_s)
-                        continue
-                    except Exception:
-                        log.exception("a published signal is invalid and was skipped")
-                        break
-                    log.info("published signal stored: %s", outcome)
-                    break
+            async for batch in stream.noack_take(1, within=config.batch_timeout_s):
+                if stopping.is_set() or not handler.health.ok:
+                    continue  # unacked: read again after a restart
+                try:
+                    for event in batch:
+                        await store_signal(event.value)
+                except ShuttingDown:
+                    continue
+                except StorageMisconfigured as exc:
+                    handler.health.fail(str(exc))
+                    log.error("storage is misconfigured; published signals are not read: %s", exc)
+                    await halted()
+                    continue
+                for event in batch:
+                    await stream.ack(event)
 
     @app.task  # type: ignore[untyped-decorator]
     async def warm_up() -> None:
         # Load the model before the first batch arrives, without blocking the event loop.
-        await asyncio.get_running_loop().run_in_executor(executor, pipeline)
+        # A failure here is left to the first batch, which types it and retries or halts.
+        try:
+            await run_blocking(pipeline)
+        except Exception as exc:
+            log.warning("warm-up failed, the first batch will retry: %s", exc)
 
     return app

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from streams.emitter import Emitter
 from streams.events import GenerationEvent
+from streams.pipeline import Pipeline
 from streams.replay import Checkpoint, RejectWriter, Replayer, ReplayStats, Vectors
 from telltale.settings import Settings
 from telltale.wiring import make_client, make_pipeline
@@ -86,7 +87,8 @@ def replay_files(
                     return result.written, result.skipped_existing, rejected
 
                 stats = _run(store, embedder_id, rejects, checkpoint, mapping, since, until, pace,
-                             batch_size, settings, on_progress, files)  # fmt: skip
+                             batch_size, settings, on_progress, files,
+                             columnar=pipeline)  # fmt: skip
     finally:
         rejects.close()
         if client is not None:
@@ -106,11 +108,12 @@ def _run(
     sink: Any, embedder_id: str | None, rejects: RejectWriter, checkpoint: Checkpoint | None,
     mapping: dict[str, str] | None, since: datetime | None, until: datetime | None,
     pace: float | None, batch_size: int, settings: Settings, on_progress: Any,
-    files: Sequence[Path],
+    files: Sequence[Path], columnar: Pipeline | None = None,
 ) -> ReplayStats:  # fmt: skip
     replayer = Replayer(
         sink, rejects, embedder_id=embedder_id, checkpoint=checkpoint, mapping=mapping,
         since=since, until=until, speed=pace, batch_size=batch_size,
         max_payload_bytes=settings.worker.max_payload_bytes, on_progress=on_progress,
+        columnar=columnar,
     )  # fmt: skip
     return replayer.replay(files)

@@ -44,7 +44,6 @@ from signals.images import ImagePolicy
 from streams.errors import InvalidEvent
 from streams.events import GenerationEvent, validate_event
 from streams.guardrail import (
-    EmbeddingCache,
     GuardrailClosed,
     MicroBatcher,
     Recorder,
@@ -59,6 +58,8 @@ if TYPE_CHECKING:
 
     from signals.bank import SignalBank
     from signals.base import Embedder
+    from signals.cache import EmbeddingCache
+    from signals.embedders import FieldEmbedders
     from telltale.settings import ServeSettings
 
 __all__ = [
@@ -157,7 +158,7 @@ class _Metrics:
         self.batch_seconds = Histogram("telltale_serve_batch_seconds", "time of one model call",
                                        buckets=latency_buckets, registry=self.registry)  # fmt: skip
         self.cache_hits = Counter("telltale_serve_embedding_cache_hits",
-                                  "fields whose vector came from the embedding cache",
+                                  "texts whose vectors came from the embedding cache",
                                   registry=self.registry)  # fmt: skip
         self.embedded = Counter("telltale_serve_embedded_fields",
                                 "fields embedded (cache hits included)",
@@ -177,8 +178,6 @@ class _Metrics:
     def observe(self, scored: Scored) -> None:
         self.verdicts.labels(scored.verdict).inc()
         self.embedded.inc(len({s.field for s in scored.signals} | set(scored.vectors)))
-        if scored.cache_hits:
-            self.cache_hits.inc(scored.cache_hits)
         for s in scored.signals:
             if s.flagged:
                 self.flags.labels(s.name, s.action).inc()
@@ -193,7 +192,7 @@ class GuardrailService:
 
     def __init__(
         self,
-        embedder: Embedder,
+        embedder: Embedder | FieldEmbedders,
         bank: Callable[[], SignalBank],
         settings: ServeSettings,
         *,
@@ -213,7 +212,9 @@ class GuardrailService:
         self.ready = False
 
     def _run(self, requests: list[ScoreRequest]) -> list[Scored | Rejected]:
+        saved = self.scorer.cache_counts().saved
         results = self.scorer.score(requests)
+        self.metrics.cache_hits.inc(self.scorer.cache_counts().saved - saved)
         wanted = {
             i: result for i, (request, result) in enumerate(zip(requests, results, strict=True))
             if request.record and isinstance(result, Scored)

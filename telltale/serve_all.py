@@ -100,7 +100,7 @@ def _recorder(settings: Settings, parts: Parts, writer: ClickHouseWriter) -> Rec
         target = "storage" if settings.clickhouse.dsn.startswith("chdb:") else "kafka"
     if target == "storage":
         # Its own pipeline and writer: the worker's are used on the worker's thread.
-        return storage_recorder(Pipeline(parts.embedder, parts.signals, writer))
+        return storage_recorder(Pipeline(parts.embedders, parts.signals, writer))
     state: dict[str, Recorder] = {}
 
     def record(scored: Any) -> None:
@@ -124,7 +124,10 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
     parts = make_parts(settings, client)
     writer = _WatchedWriter(client, monitored.saw_events_at)
     recorder = _recorder(settings, parts, writer)
-    service = GuardrailService(parts.embedder, parts.signals, settings.serve, recorder=recorder)
+    service = GuardrailService(
+        parts.embedders, parts.signals, settings.serve, recorder=recorder,
+        cache=parts.pipeline.cache,
+    )  # fmt: skip
     if not all_in_one:
 
         async def close() -> None:
@@ -141,8 +144,8 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
 
         # The worker's own pipeline shares model, signals and client, with its own writer.
         shared = Parts(
-            client, parts.embedder, parts.signals,
-            Pipeline(parts.embedder, parts.signals,
+            client, parts.embedders, parts.signals,
+            Pipeline(parts.embedders, parts.signals,
                      _WatchedWriter(client, monitored.saw_events_at)),
         )  # fmt: skip
         app = make_worker_app(settings, build=lambda: shared)

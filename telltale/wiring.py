@@ -7,26 +7,36 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from signals.cache import EmbeddingCache, LruVectorCache
+from signals.embedders import FieldEmbedders
 from signals.open_clip_embedder import EmbedderConfig, OpenClipEmbedder
 from storage.client import connect
 from storage.dead_letters import DeadLetterRow, record_dead_letters
+from storage.embedding_cache import ClickHouseVectorCache
 from storage.migrate import migrate
 from storage.writer import ClickHouseWriter
+from streams.batch_handler import WorkerHealth
 from streams.dead_letter import DeadLetter
 from streams.pipeline import Pipeline
 from streams.signal_store import LiveSignals, PublishedSignal, retrainer, save_fitted
 from streams.worker import WorkerConfig, build_app
-from telltale.settings import ClickHouseSettings, EmbedderSettings, Settings
+from telltale.settings import (
+    ClickHouseSettings,
+    EmbedderSettings,
+    EmbeddingCacheSettings,
+    Settings,
+    TextEmbedderSettings,
+)
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-    from signals.base import Embedder
-
 __all__ = [
     "Parts",
+    "make_cache",
     "make_client",
     "make_embedder",
+    "make_embedders",
     "make_parts",
     "make_pipeline",
     "make_worker_app",
@@ -49,28 +59,57 @@ def make_embedder(settings: EmbedderSettings) -> OpenClipEmbedder:
     ))  # fmt: skip
 
 
+def make_embedders(
+    image: EmbedderSettings, text: TextEmbedderSettings | None = None
+) -> FieldEmbedders:
+    """open_clip for images; the text model for text fields (or CLIP's text tower)."""
+    clip = make_embedder(image)
+    text = text or TextEmbedderSettings()
+    if text.uses_open_clip:
+        return FieldEmbedders(clip)
+    from signals.text_embedder import SentenceEmbedder, TextEmbedderConfig
+
+    return FieldEmbedders(clip, SentenceEmbedder(TextEmbedderConfig(
+        model=text.model, window_tokens=text.window_tokens, stride_tokens=text.stride_tokens,
+        max_windows=text.max_windows, device=text.device, threads=text.threads,
+        batch_size=text.batch_size,
+    )))  # fmt: skip
+
+
+def make_cache(settings: EmbeddingCacheSettings, client: Client | None) -> EmbeddingCache | None:
+    """The embedding cache: an LRU, and the shared ClickHouse table when ``client`` is given."""
+    if not settings.enabled:
+        return None
+    shared = ClickHouseVectorCache(client) if settings.shared and client is not None else None
+    return EmbeddingCache(LruVectorCache(settings.memory_entries), shared)
+
+
 def make_pipeline(settings: Settings, client: Client | None = None) -> Pipeline:
     return make_parts(settings, client or make_client(settings.clickhouse)).pipeline
 
 
 @dataclass(frozen=True)
 class Parts:
-    """The model, the live signals and a pipeline over one client: built once per process and
+    """The models, the live signals and a pipeline over one client: built once per process and
     shared (``telltale serve --all`` gives the same ones to the worker and the API)."""
 
     client: Client
-    embedder: Embedder
+    embedders: FieldEmbedders
     signals: LiveSignals
     pipeline: Pipeline
 
 
 def make_parts(settings: Settings, client: Client, writer: ClickHouseWriter | None = None) -> Parts:
-    embedder = make_embedder(settings.embedder)
+    embedders = make_embedders(settings.embedder, settings.text_embedder)
     signals = LiveSignals(
-        client, embedder.id, settings.worker.signal_refresh_s, retrain=retrainer(client, embedder)
-    )
-    pipeline = Pipeline(embedder, signals, writer or ClickHouseWriter(client))
-    return Parts(client, embedder, signals, pipeline)
+        client, embedders.ids, settings.worker.signal_refresh_s,
+        retrain=retrainer(client, embedders),
+    )  # fmt: skip
+    pipeline = Pipeline(
+        embedders, signals, writer or ClickHouseWriter(client),
+        cache=make_cache(settings.cache, client),
+    )  # fmt: skip
+    return Parts(client, embedders, signals, pipeline)
 
 
 class _WorkerParts:
@@ -117,8 +156,16 @@ class _WorkerParts:
         return f"{stored.name} v{stored.version}"
 
 
-def make_worker_app(settings: Settings, build: Callable[[], Parts] | None = None) -> Any:
-    """The faust worker app; ``build`` supplies shared parts instead of building its own."""
+def make_worker_app(
+    settings: Settings,
+    build: Callable[[], Parts] | None = None,
+    health: WorkerHealth | None = None,
+) -> Any:
+    """The faust worker app.
+
+    ``build`` supplies shared parts instead of building its own (``serve --all``); ``health``
+    fails when storage is misconfigured (for a health endpoint).
+    """
     config = WorkerConfig(
         bootstrap=settings.kafka.bootstrap,
         topic=settings.kafka.topic,
@@ -135,4 +182,6 @@ def make_worker_app(settings: Settings, build: Callable[[], Parts] | None = None
         control_topic=settings.kafka.control_topic,
     )
     parts = _WorkerParts(settings, build)
-    return build_app(config, parts.pipeline, parts.accept_signal, parts.record_dead_letters)
+    return build_app(
+        config, parts.pipeline, parts.accept_signal, parts.record_dead_letters, health=health
+    )

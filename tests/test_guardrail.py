@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from signals.bank import SignalBank
+from signals.cache import EmbeddingCache, LruVectorCache
 from signals.spec import load_spec
 from signals.training import train_signal
 from storage.writer import ClickHouseWriter
@@ -73,17 +74,6 @@ class _CountingEmbedder:
     def embed_images(self, images: Sequence[Any]) -> Any:
         self.calls.append(len(images))
         return self._inner.embed_images(images)
-
-
-class _DictCache:
-    def __init__(self) -> None:
-        self.store: dict[tuple[str, str], list[float]] = {}
-
-    def get(self, embedder_id: str, content: str) -> Sequence[float] | None:
-        return self.store.get((embedder_id, content))
-
-    def put(self, embedder_id: str, content: str, vector: Sequence[float]) -> None:
-        self.store[(embedder_id, content)] = list(vector)
 
 
 def _result(name: str, flagged: bool, action: Any) -> SignalResult:
@@ -148,13 +138,13 @@ def test_only_fields_a_signal_reads_are_embedded_unless_recorded(
 
 def test_cache_hits_skip_the_model(tiny_embedder: Any, bank: SignalBank) -> None:
     embedder = _CountingEmbedder(tiny_embedder)
-    cache = _DictCache()
-    scorer = Scorer(embedder, lambda: bank, cache=cache)
+    scorer = Scorer(embedder, lambda: bank, cache=EmbeddingCache(LruVectorCache()))
     first = scorer.score([ScoreRequest(_event(1, ADVICE, JAILBREAK))])[0]
     calls = list(embedder.calls)
+    assert scorer.cache_counts().saved == 0
     second = scorer.score([ScoreRequest(_event(2, ADVICE, JAILBREAK))])[0]
     assert isinstance(first, Scored) and isinstance(second, Scored)
-    assert first.cache_hits == 0 and second.cache_hits == 2
+    assert scorer.cache_counts().saved == 2  # prompt and output came from the cache
     assert embedder.calls == calls  # no new model call
     assert [s.score for s in second.signals] == pytest.approx([s.score for s in first.signals])
 
@@ -189,7 +179,7 @@ def test_recorded_vectors_are_stored_without_embedding_again(
         "SELECT field, vector FROM embeddings WHERE event_id = 'g-7' ORDER BY field"
     ).result_rows
     assert [row[0] for row in stored] == ["output.text", "prompt.text"]
-    np.testing.assert_allclose(stored[0][1], scored.vectors["output.text"], atol=1e-6)
+    np.testing.assert_allclose(stored[0][1], scored.vectors["output.text"][0], atol=1e-6)
     flagged = ch.query(
         "SELECT signal, flagged FROM signal_scores WHERE event_id = 'g-7' ORDER BY signal"
     ).result_rows

@@ -1,0 +1,312 @@
+"""What the worker does with one batch of Kafka records, without faust.
+
+decode → dead-letter the undecodable → pipeline → dead-letter what the pipeline or the
+database refused → record the dead letters → tell the caller whether to acknowledge.
+
+The faust app (:mod:`streams.worker`) only wires this to a topic; tests drive it directly with
+real records, a real ClickHouse engine and a real producer for the dead-letter topic.
+
+Storage errors decide the outcome by what they concern (:mod:`storage.errors`):
+
+* :class:`~storage.errors.StorageUnavailable` (transient) is retried with back-off
+  (:class:`~streams.retry.RetryPolicy`); offsets are held meanwhile.
+* :class:`~storage.errors.RowsRejected`: the batch is bisected until the offending events are
+  isolated; those are dead-lettered with the database's error and the rest is stored. Any other
+  exception of the pipeline (an event that makes the embedder fail) is bisected the same way.
+* :class:`~storage.errors.StorageMisconfigured` (a missing table or column, authentication):
+  one clear log line, :class:`WorkerHealth` turns failing, nothing is dead-lettered or
+  acknowledged, and the caller stops consuming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from storage.errors import RowsRejected, StorageMisconfigured
+from streams.dead_letter import DeadLetter
+from streams.errors import InvalidEvent
+from streams.events import MAX_PAYLOAD_BYTES, Carried, GenerationEvent, decode_record
+from streams.pipeline import BatchResult, Pipeline
+from streams.retry import RetryPolicy, ShuttingDown
+
+__all__ = [
+    "BatchHandler",
+    "Carrying",
+    "Decoder",
+    "Outcome",
+    "Process",
+    "Record",
+    "WorkerHealth",
+    "json_decoder",
+    "pipeline_process",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_DLQ_KEY_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class Carrying:
+    """An event whose payload carried vectors (``embedder_id`` names the model that made them)."""
+
+    event: GenerationEvent
+    embedder_id: str
+    vectors: Carried
+
+
+Decoder = Callable[[bytes], Sequence[GenerationEvent | Carrying]]
+"""Turns one record's value into its events (one JSON event; an OTLP export may hold many),
+or raises :class:`~streams.errors.InvalidEvent` with the reason."""
+
+Process = Callable[[Sequence[GenerationEvent], Mapping[str, Carrying]], BatchResult]
+"""Runs the pipeline on events; the mapping holds, by event id, the vectors some carried."""
+
+SendDeadLetter = Callable[[bytes | None, bytes], Awaitable[None]]
+"""Deliver ``(key, value)`` to the dead-letter topic; returns once the broker has it."""
+
+
+def pipeline_process(pipeline: Callable[[], Pipeline]) -> Process:
+    """:data:`Process` over the pipeline that ``pipeline()`` returns at the time of the call.
+
+    Carried vectors skip the model only when the pipeline's embedder made them (the guardrail
+    API records scored events with their vectors); others are embedded as usual.
+    """
+
+    def process(events: Sequence[GenerationEvent], carried: Mapping[str, Carrying]) -> BatchResult:
+        current = pipeline()
+        given = {
+            event_id: c.vectors
+            for event_id, c in carried.items()
+            if c.embedder_id == current.embedder_id
+        }
+        return current.process(events, given)
+
+    return process
+
+
+def json_decoder(max_bytes: int = MAX_PAYLOAD_BYTES) -> Decoder:
+    """The decoder of the ``generations`` topic: one JSON generation event per record."""
+
+    def decode(raw: bytes) -> Sequence[GenerationEvent | Carrying]:
+        event, embedder_id, vectors = decode_record(raw, max_bytes)
+        return [Carrying(event, embedder_id, vectors) if vectors else event]
+
+    return decode
+
+
+@dataclass(frozen=True)
+class Record:
+    """One Kafka record, as much of it as the handler needs."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
+
+
+class Outcome(enum.Enum):
+    ACKNOWLEDGE = "acknowledge"  # every record is stored or dead-lettered: commit the offsets
+    HOLD = "hold"  # shutting down with storage unavailable: leave unacknowledged, redelivered
+    HALT = "halt"  # the database is misconfigured: leave unacknowledged and stop consuming
+
+
+class WorkerHealth:
+    """Whether the worker can make progress; a health endpoint reports :attr:`failure`."""
+
+    def __init__(self) -> None:
+        self._failure: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self._failure is None
+
+    @property
+    def failure(self) -> str | None:
+        """Why consumption stopped, or None while healthy."""
+        return self._failure
+
+    def fail(self, reason: str) -> None:
+        if self._failure is None:
+            self._failure = reason
+
+
+@dataclass
+class _Decoded:
+    record: Record
+    event: GenerationEvent
+    carrying: Carrying | None = None
+
+
+@dataclass
+class _Stored:
+    result: BatchResult = field(default_factory=BatchResult)
+    refused: list[tuple[_Decoded, str]] = field(default_factory=list)
+
+    def add(self, other: _Stored) -> None:
+        self.result.written += other.result.written
+        self.result.skipped_existing += other.result.skipped_existing
+        self.result.duplicates_in_batch += other.result.duplicates_in_batch
+        self.result.scores += other.result.scores
+        self.result.rejected.extend(other.result.rejected)
+        self.result.cache.add(other.result.cache)
+        self.refused.extend(other.refused)
+
+
+class BatchHandler:
+    """Handles batches of records for one worker.
+
+    ``process`` runs the pipeline on a list of events and ``record_dead_letters`` stores dead
+    letters in the database; both are synchronous and run through ``run_blocking`` (the
+    worker's pipeline thread). ``decoders`` maps a topic to its :data:`Decoder`; records of
+    other topics use ``default_decoder``.
+    """
+
+    def __init__(
+        self,
+        *,
+        process: Process,
+        send_dead_letter: SendDeadLetter,
+        run_blocking: Callable[[Callable[[], object]], Awaitable[object]],
+        record_dead_letters: Callable[[list[DeadLetter]], None] | None = None,
+        decoders: Mapping[str, Decoder] | None = None,
+        default_decoder: Decoder | None = None,
+        retry: RetryPolicy | None = None,
+        health: WorkerHealth | None = None,
+        stopping: asyncio.Event | None = None,
+    ) -> None:
+        self._process = process
+        self._send = send_dead_letter
+        self._run_blocking = run_blocking
+        self._record = record_dead_letters
+        self._decoders = dict(decoders or {})
+        self._default_decoder = default_decoder or json_decoder()
+        self._retry = retry or RetryPolicy()
+        self.health = health or WorkerHealth()
+        self.stopping = stopping or asyncio.Event()
+
+    async def handle(self, batch: Sequence[Record]) -> Outcome:
+        """Store or dead-letter every record of ``batch``; say what the caller must do."""
+        if not self.health.ok:
+            return Outcome.HALT
+        try:
+            await self._handle(batch)
+        except ShuttingDown as exc:
+            log.warning(
+                "stopping with a batch of %d events not stored (%s); their offsets are not "
+                "committed, so they are delivered again after a restart",
+                len(batch),
+                exc,
+            )
+            return Outcome.HOLD
+        except StorageMisconfigured as exc:
+            self.health.fail(str(exc))
+            log.error(  # one line, no traceback: the cause is the database, not this code
+                "storage is misconfigured; consumption stopped, nothing acknowledged or "
+                "dead-lettered (run `telltale migrate` or fix the credentials, then restart): %s",
+                exc,
+            )
+            return Outcome.HALT
+        return Outcome.ACKNOWLEDGE
+
+    async def _handle(self, batch: Sequence[Record]) -> None:
+        # Dead letters are sent only once the batch is stored: a batch that is held or halted
+        # sends none, so its redelivery does not send them twice.
+        decoded: list[_Decoded] = []
+        undecodable: list[tuple[Record, str]] = []
+        for record in batch:
+            decoder = self._decoders.get(record.topic, self._default_decoder)
+            try:
+                events = decoder(record.value or b"")
+            except InvalidEvent as exc:
+                undecodable.append((record, exc.reason))
+                continue
+            for item in events:
+                if isinstance(item, Carrying):
+                    decoded.append(_Decoded(record, item.event, item))
+                else:
+                    decoded.append(_Decoded(record, item))
+        stored = await self._store(decoded) if decoded else _Stored()
+        letters = [await self._dead_letter(record, reason) for record, reason in undecodable]
+        by_id = {d.event.event_id: d for d in decoded}
+        refused = [*stored.refused, *((by_id[e.event_id], r) for e, r in stored.result.rejected)]
+        letters.extend(await self._dead_letter_events(refused))
+        if letters and self._record is not None:
+            record_letters = self._record
+            await self._blocking(lambda: record_letters(letters))
+        result = stored.result
+        log.info(
+            "batch: %d written, %d already stored, %d rejected, %d scores; "
+            "embedding cache %d of %d texts (%.0f%%)",
+            result.written,
+            result.skipped_existing,
+            len(refused),
+            result.scores,
+            result.cache.saved,
+            result.cache.lookups,
+            100.0 * result.cache.hit_rate,
+        )
+
+    async def _store(self, decoded: list[_Decoded]) -> _Stored:
+        """Run the pipeline on ``decoded``; bisect around events it or the database refuses."""
+        events = [d.event for d in decoded]
+        carried = {d.event.event_id: d.carrying for d in decoded if d.carrying is not None}
+        try:
+            result = await self._blocking(lambda: self._process(events, carried))
+        except (ShuttingDown, StorageMisconfigured):
+            raise
+        except Exception as exc:
+            if len(decoded) == 1:
+                return _Stored(refused=[(decoded[0], _reason(exc))])
+            if not isinstance(exc, RowsRejected):
+                log.exception("batch of %d failed; bisecting it", len(decoded))
+            else:
+                log.warning("database rejected rows of a batch of %d; bisecting: %s",
+                            len(decoded), exc)  # fmt: skip
+            half = len(decoded) // 2
+            stored = await self._store(decoded[:half])
+            stored.add(await self._store(decoded[half:]))
+            return stored
+        assert isinstance(result, BatchResult)
+        return _Stored(result=result)
+
+    async def _blocking(self, call: Callable[[], object]) -> object:
+        return await self._retry.run(lambda: self._run_blocking(call), self.stopping)
+
+    async def _dead_letter_events(self, refused: list[tuple[_Decoded, str]]) -> list[DeadLetter]:
+        """One dead letter per record, whatever number of its events were refused."""
+        reasons: dict[int, tuple[Record, list[tuple[str, str]]]] = {}
+        for decoded, reason in refused:
+            entry = reasons.setdefault(id(decoded.record), (decoded.record, []))
+            entry[1].append((decoded.event.event_id, reason))
+        letters = []
+        for record, why in reasons.values():
+            reason = why[0][1] if len(why) == 1 else "; ".join(f"{i}: {r}" for i, r in why)
+            letters.append(await self._dead_letter(record, reason))
+        return letters
+
+    async def _dead_letter(self, record: Record, reason: str) -> DeadLetter:
+        letter = DeadLetter.of(
+            record.value or b"", reason, record.topic, record.partition, record.offset
+        )
+        log.warning(  # the record's reason: clipped, so a hostile payload cannot flood the log
+            "dead-lettered %s[%d]@%d: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            letter.reason,
+        )
+        key = record.key if record.key is None or len(record.key) <= MAX_DLQ_KEY_BYTES else None
+        await self._send(key, letter.to_json())  # delivered before the offset may be committed
+        return letter
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, RowsRejected):
+        return f"rejected by the database: {exc}"
+    return f"processing failed: {type(exc).__name__}: {exc}"

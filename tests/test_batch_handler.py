@@ -1,0 +1,352 @@
+"""The worker's batch logic without faust: real chDB, the tiny open_clip model, a real producer.
+
+Each test builds a :class:`BatchHandler` over the real pipeline (embed → score → write into a
+chDB in a temp dir) and a dead-letter sender that produces to a fresh topic on the real broker,
+then reads the dead letters back from Kafka and from ClickHouse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from signals.open_clip_embedder import OpenClipEmbedder
+from signals.spec import Examples, SignalSpec
+from signals.training import train_signal
+from storage.client import connect
+from storage.dead_letters import DeadLetterRow, record_dead_letters
+from storage.errors import StorageUnavailable
+from storage.queries import table_counts
+from storage.writer import ClickHouseWriter
+from streams.batch_handler import BatchHandler, Outcome, Record, WorkerHealth, pipeline_process
+from streams.dead_letter import DeadLetter
+from streams.errors import InvalidEvent
+from streams.events import GenerationEvent, validate_event
+from streams.pipeline import BatchResult, Pipeline
+from streams.retry import RetryPolicy
+from streams.signal_store import LiveSignals, save_fitted
+
+pytestmark = pytest.mark.integration
+
+ADVICE = ("Buy ACME shares now.", "Put your savings into TSLA.", "Sell bonds, buy NVDA today.")
+NEUTRAL = ("Paris is the capital of France.", "Boil pasta for ten minutes.", "Rain is water.")
+TOPIC = "generations"
+
+
+def event_json(i: int, text: str | None = None, prefix: str = "evt") -> dict[str, Any]:
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    return {
+        "event_id": f"{prefix}-{i:04d}",
+        "timestamp": (start + timedelta(seconds=i)).isoformat(),
+        "model": "chat",
+        "model_version": "v2" if i % 2 else "v1",
+        "prompt": {"text": f"question {i}"},
+        "output": {"text": text or f"{(ADVICE if i % 5 == 0 else NEUTRAL)[i % 3]} #{i}"},
+        "attributes": {"user.id": f"u{i % 7}"},
+    }
+
+
+def records(payloads: Sequence[bytes], topic: str = TOPIC) -> list[Record]:
+    return [Record(topic, 0, offset, p, f"k{offset}".encode()) for offset, p in enumerate(payloads)]
+
+
+@dataclass
+class Harness:
+    """A handler over the real pipeline, chDB and broker; ``dlq()`` reads its dead letters."""
+
+    handler: BatchHandler
+    client: Any
+    bootstrap: str
+    dlq_topic: str
+    producer: KafkaProducer
+
+    def run(self, batch: Sequence[Record]) -> Outcome:
+        return asyncio.run(self.handler.handle(batch))
+
+    def dlq(self, expect: int) -> list[DeadLetter]:
+        """The dead letters on the topic (waits for ``expect``, then briefly for any more)."""
+        consumer = KafkaConsumer(
+            self.dlq_topic,
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            consumer_timeout_ms=3_000 if expect == 0 else 8_000,
+        )
+        try:
+            return [DeadLetter.from_json(m.value) for m in consumer]
+        finally:
+            consumer.close()
+
+    def stored_dead_letters(self) -> list[tuple[int, str]]:
+        rows = self.client.query(
+            "SELECT offset, reason FROM dead_letters FINAL ORDER BY offset"
+        ).result_rows
+        return [(int(o), str(r)) for o, r in rows]
+
+
+def make_harness(
+    client: Any,
+    embedder: OpenClipEmbedder,
+    bootstrap: str,
+    *,
+    process: Callable[[Sequence[GenerationEvent]], BatchResult] | None = None,
+    **kwargs: Any,
+) -> Harness:
+    pipeline = Pipeline(embedder, LiveSignals(client, embedder.id, refresh_s=0),
+                        ClickHouseWriter(client))  # fmt: skip
+    dlq_topic = f"dlq-{uuid.uuid4().hex[:8]}"
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    executor = ThreadPoolExecutor(max_workers=1)
+
+    async def send(key: bytes | None, value: bytes) -> None:
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: producer.send(dlq_topic, key=key, value=value).get(timeout=30)
+        )
+
+    async def run_blocking(call: Callable[[], object]) -> object:
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
+
+    def store(letters: list[DeadLetter]) -> None:
+        record_dead_letters(client, [
+            DeadLetterRow(d.topic, d.partition, d.offset, d.reason, d.payload_bytes,
+                          datetime.fromisoformat(d.failed_at))
+            for d in letters
+        ])  # fmt: skip
+
+    handler = BatchHandler(
+        process=process or pipeline_process(lambda: pipeline),
+        send_dead_letter=send,
+        run_blocking=run_blocking,
+        record_dead_letters=store,
+        retry=RetryPolicy(0.05, 0.2),
+        **kwargs,
+    )
+    return Harness(handler, client, bootstrap, dlq_topic, producer)
+
+
+@pytest.fixture
+def harness(ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str) -> Iterator[Harness]:
+    save_fitted(ch, train_signal(
+        SignalSpec(name="advice", threshold=0.5,
+                   examples=Examples(positive=ADVICE, negative=NEUTRAL)),
+        tiny_embedder,
+    ))  # fmt: skip
+    h = make_harness(ch, tiny_embedder, kafka_bootstrap)
+    yield h
+    h.producer.close()
+
+
+def stored_ids(client: Any) -> set[str]:
+    return {r[0] for r in client.query("SELECT event_id FROM events FINAL").result_rows}
+
+
+# --------------------------------------------------------------------------- decode
+
+
+def test_valid_events_are_stored_and_invalid_ones_dead_lettered_then_acknowledged(
+    harness: Harness,
+) -> None:
+    payloads = [json.dumps(event_json(i)).encode() for i in range(12)]
+    payloads[3] = b'{"event_id": "broken", "timestamp": '  # truncated JSON
+    payloads[7] = json.dumps({**event_json(7), "timestamp": 1_700_000_000}).encode()
+    outcome = harness.run(records(payloads))
+    assert outcome is Outcome.ACKNOWLEDGE
+    assert stored_ids(harness.client) == {f"evt-{i:04d}" for i in range(12) if i not in (3, 7)}
+    letters = sorted(harness.dlq(expect=2), key=lambda d: d.offset)
+    assert [(d.offset, d.original()) for d in letters] == [(3, payloads[3]), (7, payloads[7])]
+    assert "not valid JSON" in letters[0].reason and "RFC 3339" in letters[1].reason
+    assert [o for o, _ in harness.stored_dead_letters()] == [3, 7]
+    counts = table_counts(harness.client)
+    assert (counts.events, counts.scores) == (10, 10)  # one signal, on output.text
+
+
+def test_a_redelivered_batch_is_stored_once(harness: Harness) -> None:
+    batch = records([json.dumps(event_json(i)).encode() for i in range(6)])
+    assert harness.run(batch) is Outcome.ACKNOWLEDGE
+    assert harness.run(batch) is Outcome.ACKNOWLEDGE
+    physical = harness.client.query("SELECT count() FROM events").result_rows[0][0]
+    assert physical == 6
+
+
+def test_decoders_are_chosen_per_topic(
+    ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str
+) -> None:
+    """A plugged decoder (here: a list of events per record, as an OTLP export is) is used for
+    its topic; other topics keep the JSON decoder. A record one of whose events the database
+    refuses is dead-lettered once, naming the refused event."""
+    ch.command("ALTER TABLE events ADD CONSTRAINT no_poison CHECK position(output_text, "
+               "'POISON') = 0")  # fmt: skip
+
+    def many(raw: bytes) -> list[GenerationEvent]:
+        data = json.loads(raw)
+        if not isinstance(data, list):
+            raise InvalidEvent("expected a JSON array of events")
+        return [validate_event(e) for e in data]
+
+    h = make_harness(ch, tiny_embedder, kafka_bootstrap, decoders={"bundles": many})
+    try:
+        bundle = json.dumps([event_json(i, prefix="b") for i in range(4)]).encode()
+        poisoned = json.dumps([event_json(10, prefix="b"),
+                               event_json(11, "POISON pill", prefix="b")]).encode()  # fmt: skip
+        batch = [
+            *records([bundle, poisoned, b'{"not": "a list"}'], topic="bundles"),
+            Record(TOPIC, 2, 40, json.dumps(event_json(40)).encode()),
+        ]
+        assert h.run(batch) is Outcome.ACKNOWLEDGE
+        assert stored_ids(ch) == {"b-0000", "b-0001", "b-0002", "b-0003", "b-0010", "evt-0040"}
+        letters = sorted(h.dlq(expect=2), key=lambda d: d.offset)
+        assert [(d.topic, d.offset) for d in letters] == [("bundles", 1), ("bundles", 2)]
+        assert "VIOLATED_CONSTRAINT" in letters[0].reason
+        assert "expected a JSON array" in letters[1].reason
+    finally:
+        h.producer.close()
+
+
+# ------------------------------------------------------------------ rows the database refuses
+
+
+def test_poison_event_is_isolated_dead_lettered_with_the_database_error_and_the_rest_stored(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pipeline accepts the event; ClickHouse refuses it for good (a CHECK constraint, code
+    469). Before, the whole batch was retried forever and its partition stalled."""
+    harness.client.command(
+        "ALTER TABLE events ADD CONSTRAINT no_poison CHECK position(output_text, 'POISON') = 0"
+    )
+    events = [event_json(i) for i in range(40)]
+    events[13] = event_json(13, "a POISON value the database refuses")
+    events[31] = event_json(31, "another POISON value")
+    caplog.set_level(logging.INFO, logger="streams")
+    outcome = harness.run(records([json.dumps(e).encode() for e in events]))
+    assert outcome is Outcome.ACKNOWLEDGE
+    assert stored_ids(harness.client) == {f"evt-{i:04d}" for i in range(40) if i not in (13, 31)}
+    letters = sorted(harness.dlq(expect=2), key=lambda d: d.offset)
+    assert [d.offset for d in letters] == [13, 31]
+    for letter in letters:
+        assert letter.reason.startswith("rejected by the database:")
+        assert "VIOLATED_CONSTRAINT" in letter.reason  # the database's own error
+        assert json.loads(letter.original())["output"]["text"].count("POISON") == 1
+    assert [o for o, _ in harness.stored_dead_letters()] == [13, 31]
+    assert "38 written" in caplog.text.replace("batch: ", "")  # over the bisection's sub-batches
+    assert harness.handler.health.ok
+
+
+def test_a_value_that_cannot_be_serialised_for_its_column_is_a_row_error(
+    ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str
+) -> None:
+    """A narrower column than the pipeline's contract (an operator altered ``latency_ms`` to
+    UInt16): the client cannot serialise 70,000 into it. Only that event is set aside."""
+    ch.command("ALTER TABLE events MODIFY COLUMN latency_ms Nullable(UInt16)")
+    h = make_harness(ch, tiny_embedder, kafka_bootstrap)
+    try:
+        events = [{**event_json(i), "latency_ms": 120 + i} for i in range(8)]
+        events[5]["latency_ms"] = 70_000
+        assert h.run(records([json.dumps(e).encode() for e in events])) is Outcome.ACKNOWLEDGE
+        assert stored_ids(ch) == {f"evt-{i:04d}" for i in range(8) if i != 5}
+        (letter,) = h.dlq(expect=1)
+        assert letter.offset == 5 and letter.reason.startswith("rejected by the database:")
+    finally:
+        h.producer.close()
+
+
+# --------------------------------------------------------------------------- the whole system
+
+
+@pytest.mark.parametrize("breakage", ["not migrated", "column missing"])
+def test_a_misconfigured_database_halts_without_dead_letters_and_fails_health(
+    breakage: str,
+    tmp_path: Path,
+    tiny_embedder: OpenClipEmbedder,
+    kafka_bootstrap: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = connect(f"chdb://{tmp_path / 'db'}")  # "not migrated": `telltale migrate` never ran
+    if breakage == "column missing":
+        from storage.migrate import migrate
+
+        migrate(client)
+        client.command("ALTER TABLE events DROP COLUMN session_id")
+    health = WorkerHealth()
+    h = make_harness(client, tiny_embedder, kafka_bootstrap, health=health)
+    caplog.set_level(logging.INFO, logger="streams")
+    try:
+        payloads = [json.dumps(event_json(i)).encode() for i in range(10)]
+        payloads[4] = b"not json"  # a decode failure is not sent while the database is broken
+        assert h.run(records(payloads)) is Outcome.HALT
+        assert not health.ok and "failed" in (health.failure or "")
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "telltale migrate" in errors[0].getMessage()
+        assert errors[0].exc_info is None
+        assert not [r for r in caplog.records if r.getMessage().startswith("dead-lettered")]
+        assert h.dlq(expect=0) == []
+        # halted for good: later batches are not touched either
+        assert h.run(records(payloads[:2])) is Outcome.HALT
+    finally:
+        h.producer.close()
+        client.close()
+
+
+# --------------------------------------------------------------------------- transient errors
+
+
+def test_transient_errors_are_retried_with_back_off_until_storage_returns(
+    ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    pipeline = Pipeline(tiny_embedder, LiveSignals(ch, tiny_embedder.id, refresh_s=0),
+                        ClickHouseWriter(ch))  # fmt: skip
+    failures = {"left": 3}
+
+    def flaky(events: Sequence[GenerationEvent], carried: object = None) -> BatchResult:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise StorageUnavailable("insert of 5 events failed: connection refused", 210)
+        return pipeline.process(events)
+
+    h = make_harness(ch, tiny_embedder, kafka_bootstrap, process=flaky)
+    caplog.set_level(logging.INFO, logger="streams")
+    try:
+        batch = records([json.dumps(event_json(i)).encode() for i in range(5)])
+        assert h.run(batch) is Outcome.ACKNOWLEDGE
+        assert len(stored_ids(ch)) == 5
+        waits = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+        assert [w.split("retrying in ")[1].split("s")[0] for w in waits] == ["0.1", "0.1", "0.2"]
+        assert h.dlq(expect=0) == []
+    finally:
+        h.producer.close()
+
+
+def test_shutdown_during_an_outage_holds_the_batch_unacknowledged(
+    ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str
+) -> None:
+    def down(events: Sequence[GenerationEvent], carried: object = None) -> BatchResult:
+        raise StorageUnavailable("insert failed: timeout", 159)
+
+    h = make_harness(ch, tiny_embedder, kafka_bootstrap, process=down)
+
+    async def scenario() -> Outcome:
+        task = asyncio.ensure_future(
+            h.handler.handle(records([json.dumps(event_json(i)).encode() for i in range(3)]))
+        )
+        await asyncio.sleep(0.3)  # a few failed attempts
+        assert not task.done()
+        h.handler.stopping.set()
+        return await asyncio.wait_for(task, 5)
+
+    try:
+        assert asyncio.run(scenario()) is Outcome.HOLD
+        assert stored_ids(ch) == set() and h.dlq(expect=0) == []
+        assert h.handler.health.ok  # an outage is not a misconfiguration
+    finally:
+        h.producer.close()
