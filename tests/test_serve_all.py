@@ -70,10 +70,14 @@ def test_all_in_one_streams_scores_records_and_reports(
     url = f"http://127.0.0.1:{port}"
     headers = {"X-API-Key": "k-123"}
     now = datetime.now(UTC).replace(microsecond=0)
-    fake = np.random.default_rng(0).normal(size=128).astype(np.float32)
+    fake = np.random.default_rng(0).normal(size=384).astype(np.float32)  # all-MiniLM-L6-v2
     fake /= np.linalg.norm(fake)
     try:
         _wait(url, proc, log)
+        probe = httpx.post(f"{url}/v1/score", headers=headers, timeout=60,
+                           json={"model": "chat", "model_version": "v1",
+                                 "output": {"text": "hello"}})  # fmt: skip
+        embedder_id = probe.json()["embedder_id"]  # not recorded: the rates stay at 32 below
         with Emitter(kafka_bootstrap, topic_name) as emitter:
             for i in range(30):
                 emitter.emit(GenerationEvent.model_validate({
@@ -86,8 +90,7 @@ def test_all_in_one_streams_scores_records_and_reports(
                 "event_id": "carried", "timestamp": now.isoformat(), "model": "chat",
                 "model_version": "v1", "output": {"text": "Water falls as rain."},
             })))  # fmt: skip
-            carried["embeddings"] = {"embedder_id": "open_clip/telltale-tiny/random-seed0",
-                                     "output.text": fake.tolist()}  # fmt: skip
+            carried["embeddings"] = {"embedder_id": embedder_id, "output.text": fake.tolist()}
             emitter.emit_raw(json.dumps(carried).encode(), key="carried")
         recorded = httpx.post(
             f"{url}/v1/score", params={"record": "true"}, headers=headers, timeout=60,
@@ -133,7 +136,7 @@ def test_all_in_one_streams_scores_records_and_reports(
     finally:
         client.close()
     np.testing.assert_allclose(vectors["carried"], fake, atol=1e-6)
-    assert len(vectors["via-api"]) == 128
+    assert len(vectors["via-api"]) == 384
 
 
 def test_late_events_rebuild_the_detectors(ch: Any) -> None:
