@@ -76,6 +76,8 @@ def _duration(seconds: float) -> str:
 
 def _short(value: float) -> str:
     magnitude = abs(value)
+    if magnitude >= 1e12:  # e-values of strong detections: 3.22e+17, not "3.22e+08G"
+        return f"{value:.3g}"
     for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if magnitude >= factor:
             return f"{value / factor:.3g}{suffix}"

@@ -215,26 +215,23 @@ class GuardrailService:
         saved = self.scorer.cache_counts().saved
         results = self.scorer.score(requests)
         self.metrics.cache_hits.inc(self.scorer.cache_counts().saved - saved)
-        wanted = [
-            i for i, (r, s) in enumerate(zip(requests, results, strict=True))
-            if r.record and isinstance(s, Scored)
-        ]  # fmt: skip
+        wanted = {
+            i: result for i, (request, result) in enumerate(zip(requests, results, strict=True))
+            if request.record and isinstance(result, Scored)
+        }  # fmt: skip
         if not wanted:
             return results
-        if self._recorder is None:
-            error = "recording is not configured"
-        else:
+        error = "recording is not configured"
+        if self._recorder is not None:
             try:
-                self._recorder([results[i] for i in wanted])  # type: ignore[misc]
+                self._recorder(list(wanted.values()))
                 error = ""
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
         if error:
             log.error("recording %d scored events failed: %s", len(wanted), error)
             self.metrics.record_failures.inc(len(wanted))
-        for i in wanted:
-            scored = results[i]
-            assert isinstance(scored, Scored)
+        for i, scored in wanted.items():
             results[i] = replace(scored, recorded=not error, record_error=error)
         return results
 
