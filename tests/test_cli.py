@@ -31,7 +31,10 @@ def run(tiny_env: dict[str, str], tmp_path: Path):  # type: ignore[no-untyped-de
 
 
 def test_migrate_then_current(run) -> None:  # type: ignore[no-untyped-def]
-    assert json.loads(run("migrate", "--format", "json")) == {"applied": [1, 2, 3]}
+    from storage.schema import MIGRATIONS
+
+    expected = [m.version for m in MIGRATIONS]
+    assert json.loads(run("migrate", "--format", "json")) == {"applied": expected}
     assert json.loads(run("migrate", "--format", "json")) == {"applied": []}
 
 
@@ -40,7 +43,9 @@ def test_signals_add_list_and_versions(run) -> None:  # type: ignore[no-untyped-
         run("signals", "add", str(EXAMPLES / "stock_advice.yaml"), "--format", "json")
     )
     assert added["name"] == "stock_advice" and added["version"] == 1
-    assert added["embedder_id"] == "open_clip/telltale-tiny/random-seed0"
+    # a text signal: embedded by the default text model, the bundled MiniLM with real weights
+    assert added["embedder_id"].startswith("st/all-MiniLM-L6-v2/")
+    assert added["degenerate"] is False
     assert set(added["metrics"]) >= {"precision", "recall", "f1", "roc_auc"}
     run("signals", "add", str(EXAMPLES / "stock_advice.yaml"))
     run("signals", "add", str(EXAMPLES / "jailbreak.yaml"))
