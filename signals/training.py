@@ -185,7 +185,7 @@ def fit_signal(
     ``(windows, dim)`` arrays. With windows, an example's probability is the maximum over its
     windows, in cross-validation as in scoring; see :func:`_fit_windows` for the training rows.
     """
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
     started = time.perf_counter()
     pos, neg = _as_groups(positives), _as_groups(negatives)
