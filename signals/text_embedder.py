@@ -49,8 +49,8 @@ BUNDLED_MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 @dataclass(frozen=True)
 class TextEmbedderConfig:
     model: str = BUNDLED_MINILM
-    window_tokens: int = 128
-    stride_tokens: int = 96
+    window_tokens: int = 256
+    stride_tokens: int = 192
     max_windows: int = 32
     truncate: bool = False  # True: first window only (what the model alone would see)
     device: str = "cpu"

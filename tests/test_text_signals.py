@@ -81,7 +81,7 @@ def test_windows_container_validates_and_reduces() -> None:
 
 def test_bundled_minilm_loads_offline_and_windows_long_texts(minilm: SentenceEmbedder) -> None:
     assert bundled_model_path() is not None
-    assert minilm.id.startswith("st/all-MiniLM-L6-v2/") and minilm.id.endswith("/w128s96")
+    assert minilm.id.startswith("st/all-MiniLM-L6-v2/") and minilm.id.endswith("/w256s192")
     assert minilm.dim == 384
     long = " ".join(r["text"] for r in eval_rows("refusal") if r["long"])[:6000]
     windows = minilm.embed_windows(["Hello there.", long, ""])
@@ -281,7 +281,9 @@ def test_pipeline_stores_windows_scores_the_max_and_backfill_needs_no_model(
     spec = SignalSpec(name="advice", examples=Examples(positive=tuple(short_pos),
                                                        negative=tuple(short_neg)))  # fmt: skip
     fitted = save_fitted(ch, train_signal(spec, field_embedders))
-    outputs = [r["text"] for r in rows if r["long"]][:6] + short_neg[:2]
+    long = [r["text"] for r in rows if r["long"]]
+    # answers of 450+ tokens: several 256-token windows each
+    outputs = [f"{long[i]} {long[i + 6]}" for i in range(6)] + short_neg[:2]
     events = [_event(i, "You are a helpful assistant. Answer briefly.", text)
               for i, text in enumerate(outputs)]  # fmt: skip
     cache = EmbeddingCache(LruVectorCache(100), ClickHouseVectorCache(ch))
