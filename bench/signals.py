@@ -98,9 +98,13 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         windows: Windows = embedder.embed_windows(texts)
         seconds = time.perf_counter() - started
+        if args.save_embeddings:
+            np.savez(Path(args.save_embeddings) / f"{name}.npz", vectors=windows.vectors,
+                     offsets=windows.offsets)  # fmt: skip
         embedded[name] = windows.groups()
         throughput[name] = {"texts_per_s": len(texts) / seconds, "seconds": seconds,
                             "windows": float(len(windows.vectors))}  # fmt: skip
+        print(f"embedded with {name} in {seconds:.1f} s", file=sys.stderr, flush=True)
     out: dict[str, Any] = {
         "texts": len(texts),
         "embedder_ids": {n: e.id for n, e in embedders.items()},
@@ -111,7 +115,10 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         "results": [],
     }
     modes = sorted({str(r["mode"]) for r in rows})
+    fit_started = time.perf_counter()
     for mode in modes:
+        print(f"fitting {mode} ({time.perf_counter() - fit_started:.0f} s so far)",
+              file=sys.stderr, flush=True)  # fmt: skip
         index = [i for i, r in enumerate(rows) if r["mode"] == mode]
         pos = [i for i in index if rows[i]["label"] == 1]
         neg = [i for i in index if rows[i]["label"] == 0]
@@ -119,6 +126,8 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
             for name, groups in embedded.items():
                 dim = groups[0].shape[1]
                 for classifier in ("logistic", "mlp"):
+                    if classifier == "mlp" and shots not in args.mlp_shots:
+                        continue
                     cells: dict[str, list[float]] = {
                         k: []
                         for k in ("precision", "recall", "f1", "long_f1", "long_recall", "cv_f1")
@@ -165,16 +174,20 @@ def print_quality(out: dict[str, Any]) -> None:
     modes = sorted({r["mode"] for r in out["results"]})
     names = list(out["throughput"])
     for classifier in ("logistic", "mlp"):
+        shots = [k for k in SHOTS if any((m, k, n, classifier) in by
+                                         for m in modes for n in names)]  # fmt: skip
+        if not shots:
+            continue
         print(f"\nheld-out F1, mean [min, max] — {classifier}")
         print(f"  {'mode':<18} {'embedder':<22} " + "  ".join(f"{k:>2}+{k:<2} {'':>12}"
-                                                           for k in SHOTS))  # fmt: skip
+                                                           for k in shots))  # fmt: skip
         for mode in modes:
             for name in names:
                 cells = "  ".join(
                     f"{by[(mode, k, name, classifier)]['f1']['mean']:.2f} "
                     f"[{by[(mode, k, name, classifier)]['f1']['min']:.2f},"
                     f"{by[(mode, k, name, classifier)]['f1']['max']:.2f}]"
-                    for k in SHOTS
+                    for k in shots
                 )
                 print(f"  {mode:<18} {name:<22} {cells}")
     print(
@@ -184,6 +197,8 @@ def print_quality(out: dict[str, Any]) -> None:
     for classifier in ("logistic", "mlp"):
         for mode in modes:
             for name in names:
+                if (mode, 8, name, classifier) not in by:
+                    continue
                 r = by[(mode, 8, name, classifier)]
                 print(
                     f"  {classifier:<8} {mode:<18} {name:<22} P {r['precision']['mean']:.2f}  "
@@ -196,12 +211,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--section", choices=("quality", "costs"), default="quality")
     parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument(
+        "--mlp-shots",
+        type=int,
+        nargs="*",
+        default=[8],
+        help="examples per class at which the (slow to cross-validate) MLP runs",
+    )
+    parser.add_argument("--save-embeddings", help="folder to keep each model's window vectors")
     parser.add_argument("--model", default="telltale-tiny")
     parser.add_argument("--pretrained", default="none")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--json-out", help="also write the JSON document to this file")
     args = parser.parse_args()
     if args.section == "quality":
         out = quality(args)
+        if args.json_out:
+            Path(args.json_out).write_text(json.dumps(out, indent=2), encoding="utf-8")
         if args.json:
             print(json.dumps(out, indent=2))
         else:

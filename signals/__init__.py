@@ -6,7 +6,9 @@ Heavy dependencies (torch, open_clip, scikit-learn) are imported where they are 
 from __future__ import annotations
 
 from signals.bank import FieldScores, SignalBank
-from signals.base import Embedder, Modality, Target
+from signals.base import Embedder, Modality, Target, TextEmbedder
+from signals.cache import EmbeddingCache, LruVectorCache
+from signals.embedders import FieldEmbedders
 from signals.errors import (
     DuplicateSignal,
     EmbedderError,
@@ -21,7 +23,10 @@ from signals.images import ImagePolicy, load_image
 from signals.open_clip_embedder import EmbedderConfig, OpenClipEmbedder
 from signals.registry import SignalRegistry
 from signals.spec import Examples, SignalSpec, load_spec, parse_spec
+from signals.text_embedder import SentenceEmbedder, TextEmbedderConfig
 from signals.training import fit_signal, train_signal
+from signals.verdict import Verdict, judge
+from signals.windows import Windows
 
 __all__ = [
     "DuplicateSignal",
@@ -29,21 +34,30 @@ __all__ = [
     "EmbedderConfig",
     "EmbedderError",
     "EmbedderMismatch",
+    "EmbeddingCache",
     "Examples",
+    "FieldEmbedders",
     "FieldScores",
     "FittedSignal",
     "ImageError",
     "ImagePolicy",
+    "LruVectorCache",
     "Modality",
     "OpenClipEmbedder",
+    "SentenceEmbedder",
     "SignalBank",
     "SignalError",
     "SignalRegistry",
     "SignalSpec",
     "SpecError",
     "Target",
+    "TextEmbedder",
+    "TextEmbedderConfig",
     "TrainingError",
+    "Verdict",
+    "Windows",
     "fit_signal",
+    "judge",
     "load_image",
     "load_spec",
     "parse_spec",

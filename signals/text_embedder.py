@@ -49,8 +49,8 @@ BUNDLED_MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 @dataclass(frozen=True)
 class TextEmbedderConfig:
     model: str = BUNDLED_MINILM
-    window_tokens: int = 128
-    stride_tokens: int = 96
+    window_tokens: int = 256
+    stride_tokens: int = 192
     max_windows: int = 32
     truncate: bool = False  # True: first window only (what the model alone would see)
     device: str = "cpu"
@@ -75,8 +75,8 @@ class SentenceEmbedder:
         cfg = config or TextEmbedderConfig()
         if overrides:
             cfg = TextEmbedderConfig(**{**cfg.__dict__, **overrides})
-        if cfg.window_tokens < 8 or not 0 < cfg.stride_tokens <= cfg.window_tokens:
-            raise EmbedderError("need window_tokens >= 8 and 0 < stride_tokens <= window_tokens")
+        if cfg.window_tokens < 8 or cfg.stride_tokens < 1:
+            raise EmbedderError("need window_tokens >= 8 and stride_tokens >= 1")
         self.config = cfg
         torch, transformers = _import_backends()
         if cfg.threads:
@@ -95,7 +95,7 @@ class SentenceEmbedder:
         limit = int(getattr(model.config, "max_position_embeddings", 512))
         # Two positions go to the [CLS] and [SEP] tokens around each window.
         self._window = min(cfg.window_tokens, limit - 2)
-        self._stride = min(cfg.stride_tokens, self._window)
+        self._stride = min(cfg.stride_tokens, self._window)  # a longer stride would skip tokens
         self._dim = int(model.config.hidden_size)
         self._id = _embedder_id(cfg, Path(source), self._window, self._stride)
         self._lock = threading.Lock()

@@ -92,8 +92,8 @@ class TextEmbedderSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TELLTALE_TEXT_EMBEDDER_", extra="ignore")
 
     model: str = "sentence-transformers/all-MiniLM-L6-v2"
-    window_tokens: int = Field(default=128, ge=8, le=510, description="tokens per window")
-    stride_tokens: int = Field(default=96, ge=1, description="tokens between window starts")
+    window_tokens: int = Field(default=256, ge=8, le=510, description="tokens per window")
+    stride_tokens: int = Field(default=192, ge=1, description="tokens between window starts")
     max_windows: int = Field(default=32, ge=1, description="windows per text at most")
     device: str = "cpu"
     threads: int | None = None

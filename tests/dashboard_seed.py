@@ -45,7 +45,7 @@ def seed(client: Any, now: datetime) -> None:
         _add(batch, f"m{i}", at, IMAGE, "v3", "studio", "stock_watermark", i % 10 == 0, i)
         # one pipeline batch of 20 prompts per event pair: 12 answered by the cache
         batch.cache_stats.append(
-            CacheStatsRow(at, "prompt.text", "st/all-MiniLM-L6-v2/x/w128s96", 20, 8, 2, 2, 8)
+            CacheStatsRow(at, "prompt.text", "st/all-MiniLM-L6-v2/x/w256s192", 20, 8, 2, 2, 8)
         )
     ClickHouseWriter(client).write(batch)
 

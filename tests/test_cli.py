@@ -25,6 +25,7 @@ def run(tiny_env: dict[str, str], tmp_path: Path):  # type: ignore[no-untyped-de
             assert result.exit_code == 0, result.output
         else:
             assert result.exit_code != 0
+            return " ".join(result.output.split())  # the error, unwrapped
         return result.stdout
 
     return invoke
@@ -43,7 +44,9 @@ def test_signals_add_list_and_versions(run) -> None:  # type: ignore[no-untyped-
         run("signals", "add", str(EXAMPLES / "stock_advice.yaml"), "--format", "json")
     )
     assert added["name"] == "stock_advice" and added["version"] == 1
-    assert added["embedder_id"] == "open_clip/telltale-tiny/random-seed0"
+    # a text signal: embedded by the default text model, the bundled MiniLM with real weights
+    assert added["embedder_id"].startswith("st/all-MiniLM-L6-v2/")
+    assert added["degenerate"] is False
     assert set(added["metrics"]) >= {"precision", "recall", "f1", "roc_auc"}
     run("signals", "add", str(EXAMPLES / "stock_advice.yaml"))
     run("signals", "add", str(EXAMPLES / "jailbreak.yaml"))
@@ -146,3 +149,50 @@ def test_releases_add_and_bad_time(run) -> None:  # type: ignore[no-untyped-def]
 def test_json_output_is_a_single_document(run) -> None:  # type: ignore[no-untyped-def]
     out = run("rates", "--format", "json")
     assert out.count("\n") == 1 and json.loads(out) == {"rates": []}
+
+
+def _spec(path: Path, name: str, positive: list[str], negative: list[str], extra: str = "") -> Path:
+    path.write_text(
+        json.dumps({"name": name, "examples": {"positive": positive, "negative": negative}})[:-1]
+        + (f", {extra}" if extra else "")
+        + "}"
+    )
+    return path
+
+
+def test_degenerate_signals_are_refused_forced_and_judged(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # labels that mean nothing: the same kind of answer on both sides
+    answers = [f"Here is a short answer about topic {i}: it depends on your situation."
+               for i in range(16)]  # fmt: skip
+    noise = _spec(tmp_path / "noise.yaml", "noise", answers[::2], answers[1::2])
+    refused = run("signals", "add", str(noise), ok=False)
+    assert "refused as degenerate" in refused and "not clearly above chance" in refused
+    assert "8+8 examples" in refused and "0.67" in refused and "--force" in refused
+    assert json.loads(run("signals", "list", "--format", "json"))["signals"] == []
+
+    forced = json.loads(run("signals", "add", str(noise), "--force", "--format", "json"))
+    assert forced["degenerate"] is True and "chance" in forced["degenerate_reason"]
+    judged = json.loads(run("signals", "eval", "noise", "--format", "json"))
+    assert judged["verdict"]["degenerate"] is True and judged["degenerate"] is True
+    assert "degenerate" in run("signals", "list")
+
+    # a clear signal whose fixed threshold flags every stored answer
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps({
+        "event_id": f"e{i}", "timestamp": f"2026-10-01T10:{i:02d}:00Z", "model": "chat",
+        "model_version": "v1", "output": {"text": f"The weather on day {i} is mild and dry."},
+    }) for i in range(30)))  # fmt: skip
+    run("replay", str(log))
+    picks = [f"You should buy {t} shares today, it will double." for t in
+             ("NVDA", "TSLA", "AAPL", "AMZN", "META", "COIN")]  # fmt: skip
+    calm = ["Index funds spread risk across many companies.", "Rain falls from clouds.",
+            "Boil pasta for ten minutes.", "Paris is the capital of France.",
+            "Sleep eight hours a night.", "Write tests before you refactor."]  # fmt: skip
+    eager = _spec(tmp_path / "eager.yaml", "eager", picks, calm, '"threshold": 0.0001')
+    refused = run("signals", "add", str(eager), ok=False)
+    assert "flags 100% of 30 stored output.text events" in refused
+    sound = _spec(tmp_path / "sound.yaml", "sound", picks, calm)
+    added = json.loads(run("signals", "add", str(sound), "--format", "json"))
+    assert added["degenerate"] is False
+    verdict = json.loads(run("signals", "eval", "sound", "--format", "json"))["verdict"]
+    assert verdict["degenerate"] is False and verdict["cv_f1"] >= 0.77

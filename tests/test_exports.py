@@ -9,6 +9,15 @@ import pytest
 EXPECTED = {
     "signals": {
         "DuplicateSignal",
+        "EmbeddingCache",
+        "FieldEmbedders",
+        "LruVectorCache",
+        "SentenceEmbedder",
+        "TextEmbedder",
+        "TextEmbedderConfig",
+        "Verdict",
+        "Windows",
+        "judge",
         "Embedder",
         "EmbedderConfig",
         "EmbedderError",

@@ -29,3 +29,22 @@ def test_password_is_secret_in_repr_dump_and_logs(
         logging.getLogger("test").info("settings: %s %r", settings, settings)
     assert "hunter2" not in caplog.text
     assert "hunter2" not in settings.model_dump_json()
+
+
+def test_text_embedder_model_setting_and_open_clip_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    from telltale.settings import (
+        EmbeddingCacheSettings,
+        SignalQualitySettings,
+        TextEmbedderSettings,
+    )
+
+    assert TextEmbedderSettings().model == "sentence-transformers/all-MiniLM-L6-v2"
+    monkeypatch.setenv("TELLTALE_TEXT_EMBEDDER_MODEL", "open_clip")
+    monkeypatch.setenv("TELLTALE_EMBEDDING_CACHE_MEMORY_ENTRIES", "0")
+    monkeypatch.setenv("TELLTALE_SIGNALS_MAX_FLAG_SHARE", "0.2")
+    assert TextEmbedderSettings().uses_open_clip
+    assert EmbeddingCacheSettings().memory_entries == 0
+    assert SignalQualitySettings().max_flag_share == 0.2
+    monkeypatch.setenv("TELLTALE_SIGNALS_MAX_FLAG_SHARE", "0")
+    with pytest.raises(ValueError, match="greater than 0"):
+        SignalQualitySettings()
