@@ -161,10 +161,10 @@ def _spec(path: Path, name: str, positive: list[str], negative: list[str], extra
 
 
 def test_degenerate_signals_are_refused_forced_and_judged(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    # labels that mean nothing: the same kind of answer on both sides
+    # labels that mean nothing: the same answers on both sides
     answers = [f"Here is a short answer about topic {i}: it depends on your situation."
-               for i in range(16)]  # fmt: skip
-    noise = _spec(tmp_path / "noise.yaml", "noise", answers[::2], answers[1::2])
+               for i in range(8)]  # fmt: skip
+    noise = _spec(tmp_path / "noise.yaml", "noise", answers, answers)
     refused = run("signals", "add", str(noise), ok=False)
     assert "refused as degenerate" in refused and "not clearly above chance" in refused
     assert "8+8 examples" in refused and "0.67" in refused and "--force" in refused
