@@ -174,7 +174,8 @@ def test_degenerate_signals_are_refused_forced_and_judged(run, tmp_path: Path) -
     assert forced["degenerate"] is True and "chance" in forced["degenerate_reason"]
     judged = json.loads(run("signals", "eval", "noise", "--format", "json"))
     assert judged["verdict"]["degenerate"] is True and judged["degenerate"] is True
-    assert "degenerate" in run("signals", "list")
+    [listed] = json.loads(run("signals", "list", "--format", "json"))["signals"]
+    assert listed["degenerate"] is True
 
     # a clear signal whose fixed threshold flags every stored answer
     log = tmp_path / "log.jsonl"
