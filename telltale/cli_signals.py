@@ -290,17 +290,15 @@ def evaluate(
             quantiles = score_quantiles(
                 client, name, fitted.version, parse_time(since), parse_time(until)
             )
+            # the same judgement as `signals add`: examples, and a sample of stored events
+            verdict = _verdict(client, fitted)
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
-    from signals.verdict import judge
     from telltale.settings import SignalQualitySettings
 
     events = sum(r.events for r in rates)
     flagged = sum(r.failures for r in rates)
     quality = SignalQualitySettings()
-    verdict = judge(fitted, flagged / events if events else None, events,
-                    min_f1_margin=quality.min_f1_margin,
-                    max_flag_share=quality.max_flag_share)  # fmt: skip
     report = {
         **_summary(fitted),
         "verdict": verdict.as_dict(),

@@ -161,10 +161,10 @@ def _spec(path: Path, name: str, positive: list[str], negative: list[str], extra
 
 
 def test_degenerate_signals_are_refused_forced_and_judged(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    # labels that mean nothing: the same kind of answer on both sides
+    # labels that mean nothing: the same answers on both sides
     answers = [f"Here is a short answer about topic {i}: it depends on your situation."
-               for i in range(16)]  # fmt: skip
-    noise = _spec(tmp_path / "noise.yaml", "noise", answers[::2], answers[1::2])
+               for i in range(8)]  # fmt: skip
+    noise = _spec(tmp_path / "noise.yaml", "noise", answers, answers)
     refused = run("signals", "add", str(noise), ok=False)
     assert "refused as degenerate" in refused and "not clearly above chance" in refused
     assert "8+8 examples" in refused and "0.67" in refused and "--force" in refused
@@ -174,7 +174,8 @@ def test_degenerate_signals_are_refused_forced_and_judged(run, tmp_path: Path) -
     assert forced["degenerate"] is True and "chance" in forced["degenerate_reason"]
     judged = json.loads(run("signals", "eval", "noise", "--format", "json"))
     assert judged["verdict"]["degenerate"] is True and judged["degenerate"] is True
-    assert "degenerate" in run("signals", "list")
+    [listed] = json.loads(run("signals", "list", "--format", "json"))["signals"]
+    assert listed["degenerate"] is True
 
     # a clear signal whose fixed threshold flags every stored answer
     log = tmp_path / "log.jsonl"
