@@ -61,6 +61,7 @@ class WorkerConfig:
     retry_max_s: float = 30.0
     control_topic: str = "telltale.signals"
     shutdown_timeout_s: float = 30.0
+    maintenance_interval_s: float = 10.0
 
 
 def _record(event: Any) -> Record:
@@ -76,6 +77,7 @@ def build_app(
     *,
     decoders: Mapping[str, Decoder] | None = None,
     health: WorkerHealth | None = None,
+    maintenance: Callable[[], None] | None = None,
 ) -> Any:
     """Create the faust app with its agents. The pipeline is built when the worker starts.
 
@@ -87,6 +89,8 @@ def build_app(
     batch is acknowledged, so the dead-letter rate can be charted and alerted on.
     ``decoders`` maps a source topic to its decoder (JSON generation events by default);
     ``health`` turns failing when storage is misconfigured and consumption stops.
+    ``maintenance`` (retraining signals of another embedder) runs on the pipeline thread every
+    ``maintenance_interval_s``, between batches and never inside one.
     """
     import faust
 
@@ -215,6 +219,18 @@ def build_app(
                     continue
                 for event in batch:
                     await stream.ack(event)
+
+    if maintenance is not None:
+
+        @app.timer(config.maintenance_interval_s)  # type: ignore[untyped-decorator]
+        async def maintain() -> None:
+            if stopping.is_set() or not handler.health.ok:
+                return
+            try:
+                await run_blocking(maintenance)
+            except Exception as exc:  # storage trouble shows in the batches; try again later
+                log.warning("signal maintenance failed, tried again in %.0fs: %s",
+                            config.maintenance_interval_s, exc)  # fmt: skip
 
     @app.task  # type: ignore[untyped-decorator]
     async def warm_up() -> None:

@@ -40,7 +40,10 @@ def make_embedder(settings: EmbedderSettings) -> OpenClipEmbedder:
 
 
 def make_pipeline(settings: Settings, client: Client | None = None) -> Pipeline:
-    return _pipeline_and_signals(settings, client or make_client(settings.clickhouse))[0]
+    """The in-process pipeline; signals of another embedder are retrained first, once."""
+    pipeline, signals = _pipeline_and_signals(settings, client or make_client(settings.clickhouse))
+    signals.retrain_stale()
+    return pipeline
 
 
 def _pipeline_and_signals(settings: Settings, client: Client) -> tuple[Pipeline, LiveSignals]:
@@ -76,6 +79,12 @@ class _WorkerParts:
             for d in letters
         ])  # fmt: skip
 
+    def maintain(self) -> None:
+        """Between batches: retrain signals of another embedder (one version per retrain)."""
+        self.pipeline()
+        assert self._signals is not None
+        self._signals.retrain_stale()
+
     def accept_signal(self, payload: bytes) -> str:
         """Store a signal published on the control topic; apply it from the next batch."""
         self.pipeline()
@@ -102,8 +111,14 @@ def make_worker_app(settings: Settings, health: WorkerHealth | None = None) -> A
         retry_max_s=settings.worker.retry_max_s,
         shutdown_timeout_s=settings.worker.shutdown_timeout_s,
         control_topic=settings.kafka.control_topic,
+        maintenance_interval_s=max(settings.worker.signal_refresh_s, 1.0),
     )
     parts = _WorkerParts(settings)
     return build_app(
-        config, parts.pipeline, parts.accept_signal, parts.record_dead_letters, health=health
+        config,
+        parts.pipeline,
+        parts.accept_signal,
+        parts.record_dead_letters,
+        health=health,
+        maintenance=parts.maintain,
     )
