@@ -108,6 +108,23 @@ class Monitor:
         self._store = ClickHouseStore(client)
         self._book: DetectionBook | None = None
         self._engine: DetectionEngine | None = None
+        self._rewind = threading.Event()
+
+    @property
+    def position(self) -> datetime | None:
+        """The end of the minutes the detectors have seen (None before the first cycle)."""
+        engine = self._engine
+        return engine.position if engine is not None else None
+
+    def request_rewind(self) -> None:
+        """Rebuild the detectors from storage at the start of the next cycle.
+
+        For events stored after their minute was already processed (a replay of old logs into
+        a running monitor, a worker that caught up on a backlog): the rebuild replays
+        ``lookback_minutes`` of history, and the :class:`DetectionBook` keeps what is already
+        recorded from opening or paging twice. Safe to call from any thread.
+        """
+        self._rewind.set()
 
     def run_once(self, now: datetime | None = None) -> CycleReport:
         """One cycle, with data up to ``now`` (default: the clock) less the settle time."""
@@ -116,6 +133,10 @@ class Monitor:
         until = floor_minute(now - timedelta(seconds=self._settings.settle_s))
         report = CycleReport(started_at=self._clock(), data_until=until)
         try:
+            if self._rewind.is_set():
+                self._rewind.clear()
+                self._book, self._engine = None, None
+                log.info("rebuilding the detectors from storage (events arrived late)")
             report.registered = register_new_releases(self._client)
             if self._book is None or self._engine is None:
                 self._book = DetectionBook(self._store)

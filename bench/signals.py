@@ -1,8 +1,24 @@
-"""Signals: training time, the cost of applying many signals, and F1 against labels.
+"""Signals: accuracy on real chat failure modes, training time, the cost of applying signals.
 
-    .venv/bin/python bench/signals.py [--model telltale-tiny] [--pretrained none] [--json]
+    .venv/bin/python bench/signals.py [--draws 5] [--json]                  # quality (default)
+    .venv/bin/python bench/signals.py --section costs [--model telltale-tiny] [--pretrained none]
 
-One run prints, with the embedder available here:
+``--section quality`` reads the labelled set ``bench/data/chat_eval.jsonl`` (written by
+``bench/make_eval_set.py``: five failure modes, hard negatives, long answers with the failure
+late) and reports, for every failure mode, held-out precision, recall and F1 at 2 / 4 / 8 / 16
+examples per class (mean and range over ``--draws`` random draws; every text not drawn is
+held out), logistic regression vs the one-hidden-layer MLP, for three text embedders:
+
+* MiniLM (all-MiniLM-L6-v2, real weights) with overlapping windows (the default);
+* the same MiniLM truncated to its first 256 tokens (what the model alone sees);
+* CLIP ViT-B-32's text tower with *random weights* (no pretrained weights are reachable here),
+  which reads the first 77 tokens.
+
+Each text is embedded once per embedder and reused by every draw; the embedding times give the
+text throughput of each model on the same texts. Long answers are also scored on their own
+(the held-out long texts of each draw), which is where windows and truncation differ.
+
+``--section costs`` prints, with the embedder given:
 
 1. training time (cross-validation and threshold choice included) for 8+8, 20+20 and 200+200
    examples, logistic regression and the one-hidden-layer MLP;
@@ -34,10 +50,14 @@ from sklearn.metrics import f1_score  # noqa: E402
 from signals.bank import SignalBank  # noqa: E402
 from signals.open_clip_embedder import OpenClipEmbedder  # noqa: E402
 from signals.spec import SignalSpec  # noqa: E402
+from signals.text_embedder import SentenceEmbedder  # noqa: E402
 from signals.training import fit_signal  # noqa: E402
+from signals.windows import Windows  # noqa: E402
 from telltale.sample_data import advice_text, neutral_text, render_image  # noqa: E402
 
 BATCH = 256
+EVAL_SET = Path(__file__).resolve().parent / "data" / "chat_eval.jsonl"
+SHOTS = (2, 4, 8, 16)
 
 
 def timed(fn: Callable[[], Any], repeat: int = 3) -> float:
@@ -49,12 +69,148 @@ def timed(fn: Callable[[], Any], repeat: int = 3) -> float:
     return best
 
 
+def _prf(y: np.ndarray, flagged: np.ndarray) -> tuple[float, float, float]:
+    tp = float(np.sum(flagged & (y == 1)))
+    fp = float(np.sum(flagged & (y == 0)))
+    fn = float(np.sum(~flagged & (y == 1)))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"mean": float(np.mean(values)), "min": float(np.min(values)),
+            "max": float(np.max(values))}  # fmt: skip
+
+
+def quality(args: argparse.Namespace) -> dict[str, Any]:
+    rows = [json.loads(line) for line in EVAL_SET.read_text(encoding="utf-8").splitlines()]
+    texts = [str(r["text"]) for r in rows]
+    embedders: dict[str, Any] = {
+        "minilm_windows": SentenceEmbedder(),
+        "minilm_truncated": SentenceEmbedder(window_tokens=256, truncate=True),
+        "clip_b32_random_text": OpenClipEmbedder(model_name="ViT-B-32", pretrained=None, seed=0),
+    }
+    embedded: dict[str, list[np.ndarray]] = {}
+    throughput: dict[str, dict[str, float]] = {}
+    for name, embedder in embedders.items():
+        started = time.perf_counter()
+        windows: Windows = embedder.embed_windows(texts)
+        seconds = time.perf_counter() - started
+        embedded[name] = windows.groups()
+        throughput[name] = {"texts_per_s": len(texts) / seconds, "seconds": seconds,
+                            "windows": float(len(windows.vectors))}  # fmt: skip
+    out: dict[str, Any] = {
+        "texts": len(texts),
+        "embedder_ids": {n: e.id for n, e in embedders.items()},
+        "throughput": throughput,
+        "minilm_vs_clip_text_throughput": throughput["minilm_windows"]["texts_per_s"]
+        / throughput["clip_b32_random_text"]["texts_per_s"],
+        "draws": args.draws,
+        "results": [],
+    }
+    modes = sorted({str(r["mode"]) for r in rows})
+    for mode in modes:
+        index = [i for i, r in enumerate(rows) if r["mode"] == mode]
+        pos = [i for i in index if rows[i]["label"] == 1]
+        neg = [i for i in index if rows[i]["label"] == 0]
+        for shots in SHOTS:
+            for name, groups in embedded.items():
+                dim = groups[0].shape[1]
+                for classifier in ("logistic", "mlp"):
+                    cells: dict[str, list[float]] = {
+                        k: []
+                        for k in ("precision", "recall", "f1", "long_f1", "long_recall", "cv_f1")
+                    }
+                    for draw in range(args.draws):
+                        rng = random.Random(f"{mode}/{shots}/{draw}")
+                        train_pos, train_neg = rng.sample(pos, shots), rng.sample(neg, shots)
+                        taken = set(train_pos) | set(train_neg)
+                        test = [i for i in index if i not in taken]
+                        spec = SignalSpec(name=mode, classifier=classifier, seed=draw)
+                        fitted = fit_signal(spec, [groups[i] for i in train_pos],
+                                            [groups[i] for i in train_neg], name)  # fmt: skip
+                        bank = SignalBank([fitted], name)
+                        flagged = bank.score_windows(
+                            "output.text", Windows.of([groups[i] for i in test], dim)
+                        ).flagged[:, 0]
+                        y = np.array([rows[i]["label"] for i in test])
+                        p, r, f = _prf(y, flagged)
+                        long = np.array([bool(rows[i]["long"]) for i in test])
+                        _, long_r, long_f = _prf(y[long], flagged[long])
+                        for key, value in (("precision", p), ("recall", r), ("f1", f),
+                                           ("long_f1", long_f), ("long_recall", long_r),
+                                           ("cv_f1", fitted.metrics["f1"])):  # fmt: skip
+                            cells[key].append(value)
+                    out["results"].append({
+                        "mode": mode, "per_class": shots, "embedder": name,
+                        "classifier": classifier,
+                        **{k: _summary(v) for k, v in cells.items()},
+                    })  # fmt: skip
+    return out
+
+
+def print_quality(out: dict[str, Any]) -> None:
+    print(f"{out['texts']} labelled texts, {out['draws']} draws per cell; held-out = every text "
+          "not drawn for training")  # fmt: skip
+    for name, t in out["throughput"].items():
+        print(f"  {name:<22} {out['embedder_ids'][name]:<48} {t['texts_per_s']:6.1f} texts/s "
+              f"({int(t['windows'])} windows)")  # fmt: skip
+    print(
+        f"  text throughput MiniLM (windows) / CLIP ViT-B-32 text tower: "
+        f"{out['minilm_vs_clip_text_throughput']:.2f}x"
+    )
+    by = {(r["mode"], r["per_class"], r["embedder"], r["classifier"]): r for r in out["results"]}
+    modes = sorted({r["mode"] for r in out["results"]})
+    names = list(out["throughput"])
+    for classifier in ("logistic", "mlp"):
+        print(f"\nheld-out F1, mean [min, max] — {classifier}")
+        print(f"  {'mode':<18} {'embedder':<22} " + "  ".join(f"{k:>2}+{k:<2} {'':>12}"
+                                                           for k in SHOTS))  # fmt: skip
+        for mode in modes:
+            for name in names:
+                cells = "  ".join(
+                    f"{by[(mode, k, name, classifier)]['f1']['mean']:.2f} "
+                    f"[{by[(mode, k, name, classifier)]['f1']['min']:.2f},"
+                    f"{by[(mode, k, name, classifier)]['f1']['max']:.2f}]"
+                    for k in SHOTS
+                )
+                print(f"  {mode:<18} {name:<22} {cells}")
+    print(
+        "\n8+8 examples: precision / recall / F1 on all held-out texts; F1 and recall on the "
+        "held-out long answers (200+ tokens, failure late)"
+    )
+    for classifier in ("logistic", "mlp"):
+        for mode in modes:
+            for name in names:
+                r = by[(mode, 8, name, classifier)]
+                print(
+                    f"  {classifier:<8} {mode:<18} {name:<22} P {r['precision']['mean']:.2f}  "
+                    f"R {r['recall']['mean']:.2f}  F1 {r['f1']['mean']:.2f}   long: "
+                    f"F1 {r['long_f1']['mean']:.2f}  R {r['long_recall']['mean']:.2f}"
+                )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--section", choices=("quality", "costs"), default="quality")
+    parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--model", default="telltale-tiny")
     parser.add_argument("--pretrained", default="none")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.section == "quality":
+        out = quality(args)
+        if args.json:
+            print(json.dumps(out, indent=2))
+        else:
+            print_quality(out)
+        return
+    costs(args)
+
+
+def costs(args: argparse.Namespace) -> None:
     pretrained = None if args.pretrained.lower() == "none" else args.pretrained
     embedder = OpenClipEmbedder(model_name=args.model, pretrained=pretrained, seed=0)
     rng = random.Random(11)

@@ -243,6 +243,15 @@ def pipeline_health() -> sdk.Dashboard:
                 unit="short",
             )
         )
+        .with_panel(
+            timeseries_panel(
+                "Embedding cache hit rate",
+                q.EMBEDDING_CACHE_HIT_RATE,
+                description="Share of texts answered without the model: repeats within a "
+                "batch, the workers' in-process LRU, and the shared ClickHouse cache. Per field.",
+                unit="percentunit",
+            )
+        )
         .with_panel(text_panel("Consumer lag", _NOT_IN_CLICKHOUSE))
         .with_panel(
             timeseries_panel(

@@ -425,6 +425,19 @@ DEAD_LETTERS = NamedQuery(
     ("time", "topic", "dead_letters_per_min"),
 )
 
+# The embedding cache: the share of texts whose vectors came from the batch, the workers' LRU or
+# the shared ClickHouse cache instead of the model. Per interval and field.
+EMBEDDING_CACHE_HIT_RATE = NamedQuery(
+    "embedding_cache_hit_rate",
+    "SELECT $__timeInterval(at) AS time, field,\n"
+    "       toFloat64(sum(lookups - model_texts) / greatest(sum(lookups), 1)) AS hit_rate\n"
+    "FROM embedding_cache_stats\n"
+    "WHERE $__timeFilter(at)\n"
+    "GROUP BY time, field\n"
+    "ORDER BY time, field",
+    ("time", "field", "hit_rate"),
+)
+
 # The "dead letters" alert: the share of payloads of the last 15 minutes that were refused.
 # One row whatever the data (0 when nothing arrived, which the stall rule covers).
 DEAD_LETTER_SHARE_RECENT = NamedQuery(

@@ -57,10 +57,12 @@ def build_report(
     *,
     source: str,
     generated_at: datetime,
+    controls: str = "",
 ) -> Report:
     """Run every panel of ``dashboards`` for ``ctx`` and render the report.
 
     ``source`` names the data (a redacted DSN); it is shown, escaped, in the header.
+    ``controls`` is trusted HTML put under the header (the live report's time range picker).
     """
     results: list[PanelResult] = []
     sections = []
@@ -81,7 +83,8 @@ def build_report(
             f'<p class="muted">{escape(dashboard.description)}</p>'
             f'<div class="grid">{"".join(cards)}</div></section>'
         )
-    return Report(_page(dashboards, sections, ctx, source, generated_at), tuple(results))
+    page = _page(dashboards, sections, ctx, source, generated_at, controls)
+    return Report(page, tuple(results))
 
 
 def _seconds(value: Any) -> float:
@@ -245,6 +248,7 @@ def _page(
     ctx: QueryContext,
     source: str,
     generated_at: datetime,
+    controls: str = "",
 ) -> str:
     chosen = ", ".join(
         f"{name}={'All' if values is None else ','.join(values)}"
@@ -258,6 +262,7 @@ def _page(
         f"<title>telltale report</title><style>{_CSS}</style></head><body>"
         f"<header><h1>telltale report</h1><p>{escape(window)} · interval {ctx.interval_s} s"
         f" · {escape(chosen)}</p><p>source {escape(source)} · generated "
-        f"{generated_at:%Y-%m-%d %H:%M:%S} UTC · same SQL as the Grafana dashboards</p></header>"
+        f"{generated_at:%Y-%m-%d %H:%M:%S} UTC · same SQL as the Grafana dashboards</p>"
+        f"{controls}</header>"
         f"<nav>{nav}</nav>{''.join(sections)}</body></html>\n"
     )

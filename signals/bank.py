@@ -5,18 +5,24 @@ matrix ``W`` (dim × signals) and bias vector, so scoring a batch of ``n`` embed
 ``S`` signals is a single ``(n × dim) · (dim × S)`` product, whatever ``S`` is. MLP signals are
 batched the same way: their hidden layers are concatenated into one ``(dim × S·h)`` matrix, and
 their output layers form one block-diagonal ``(S·h × S)`` matrix.
+
+Long texts arrive as several window vectors (:class:`~signals.windows.Windows`):
+:meth:`SignalBank.score_windows` scores every window in the same product and keeps, per text and
+signal, the highest probability, so a failure anywhere in an answer flags the answer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from signals.embedders import ids_by_field
 from signals.errors import EmbedderMismatch
 from signals.fitted import FittedSignal
+from signals.windows import Windows
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -83,16 +89,24 @@ class _Stack:
 
 
 class SignalBank:
-    """An immutable, stacked set of fitted signals bound to one embedder."""
+    """An immutable, stacked set of fitted signals bound to the embedder of each field.
 
-    def __init__(self, signals: Sequence[FittedSignal], embedder_id: str) -> None:
+    ``embedder_id`` is one id for every field, or a mapping field → id (text and image fields
+    embedded by different models).
+    """
+
+    def __init__(
+        self, signals: Sequence[FittedSignal], embedder_id: str | Mapping[str, str]
+    ) -> None:
+        ids = ids_by_field(embedder_id)
         for signal in signals:
-            if signal.embedder_id != embedder_id:
+            expected = ids.get(signal.field)
+            if signal.embedder_id != expected:
                 raise EmbedderMismatch(
                     f"signal {signal.name!r} v{signal.version} was trained on "
-                    f"{signal.embedder_id}, not {embedder_id}; retrain it"
+                    f"{signal.embedder_id}, not {expected}; retrain it"
                 )
-        self.embedder_id = embedder_id
+        self.embedder_ids = ids
         self.signals = tuple(signals)
         by_field: dict[str, list[FittedSignal]] = {}
         for signal in self.signals:
@@ -117,6 +131,16 @@ class SignalBank:
             return FieldScores((), empty, empty.astype(bool))
         logits = stack.logits(embeddings)
         probabilities = (1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))).astype(np.float32)
+        return FieldScores(stack.signals, probabilities, probabilities >= stack.thresholds)
+
+    def score_windows(self, field: str, windows: Windows) -> FieldScores:
+        """Score texts given as windows: each signal's probability is the max over windows."""
+        stack = self._stacks.get(field)
+        if stack is None:
+            empty = np.zeros((len(windows), 0), dtype=np.float32)
+            return FieldScores((), empty, empty.astype(bool))
+        per_window = self.score(field, windows.vectors).probabilities
+        probabilities = windows.max_per_text(per_window)
         return FieldScores(stack.signals, probabilities, probabilities >= stack.thresholds)
 
 

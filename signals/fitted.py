@@ -37,6 +37,8 @@ class FittedSignal(BaseModel):
     n_negative: int
     trained_at: datetime
     train_ms: float
+    degenerate: bool = False  # kept with --force although judged useless (signals.verdict)
+    degenerate_reason: str = ""
 
     @property
     def name(self) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 
 from signals._torchvision_fix import import_torchvision
 from signals.errors import EmbedderError
+from signals.windows import Windows
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -106,6 +107,10 @@ class OpenClipEmbedder:
 
     def embed_texts(self, texts: Sequence[str]) -> NDArray[np.float32]:
         return self._run(list(texts), self._encode_texts)
+
+    def embed_windows(self, texts: Sequence[str]) -> Windows:
+        """One window per text: CLIP's tokenizer keeps the first 77 tokens and drops the rest."""
+        return Windows.single(self.embed_texts(texts))
 
     def embed_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
         return self._run(list(images), self._encode_images)

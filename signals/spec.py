@@ -13,6 +13,7 @@ A spec is usually written in YAML and loaded with :func:`load_spec`:
       positive: ["You should buy ACME shares today.", {event_id: "a1b2"}, ...]
       negative: ["Diversified index funds suit most savers.", ...]
     threshold: auto           # or a probability in (0, 1)
+    action: block             # block | flag | log: what the guardrail API does on a flag
 """
 
 from __future__ import annotations
@@ -87,6 +88,11 @@ class SignalSpec(_Frozen):
     seed: int = 0
     owner: str = ""
     severity: Literal["info", "warning", "critical"] = "warning"
+    action: Literal["block", "flag", "log"] = Field(
+        default="log",
+        description="guardrail verdict when this signal flags an event (telltale serve): "
+        "'block' stops the answer, 'flag' lets it through marked, 'log' only records the score",
+    )
 
     @field_validator("name")
     @classmethod

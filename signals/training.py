@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from signals.base import Embedder
+from signals.base import Embedder, TextEmbedder
+from signals.embedders import FieldEmbedders, as_field_embedders
 from signals.errors import ImageError, TrainingError
 from signals.fitted import FittedSignal
 from signals.images import ImagePolicy, load_image
 from signals.spec import EventRef, Example, SignalSpec
+from signals.windows import Windows
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MIN_EXAMPLES_PER_CLASS",
     "ExampleLookup",
+    "embed_example_windows",
     "embed_examples",
     "fit_signal",
     "train_signal",
@@ -44,12 +47,13 @@ _ZERO_SHOT_COSINE = 0.25
 class ExampleLookup(Protocol):
     """Embeddings of stored events, for examples given as ``{event_id: ...}``.
 
-    Implemented where storage is known (``streams.signal_store``); returns the vector of
-    ``field`` for each id it knows, in ``embedder``'s space, and leaves unknown ids out.
+    Implemented where storage is known (``streams.signal_store``); returns, for each id it
+    knows, the ``field`` embedding in ``embedder``'s space: a ``(dim,)`` vector or, for a long
+    text, its ``(windows, dim)`` window vectors. Unknown ids are left out.
     """
 
     def vectors(
-        self, event_ids: Sequence[str], field: str, embedder: Embedder
+        self, event_ids: Sequence[str], field: str, embedder: Embedder | TextEmbedder
     ) -> dict[str, NDArray[np.float32]]: ...
 
 
@@ -63,18 +67,23 @@ class _Fit:
     hidden_bias: NDArray[np.float64] | None = None
 
 
-def embed_examples(
+Groups = list["NDArray[np.float32]"]
+"""Per example, its window vectors ``(k, dim)``; an image or short text has one window."""
+
+
+def embed_example_windows(
     spec: SignalSpec,
-    embedder: Embedder,
+    embedder: Embedder | FieldEmbedders,
     policy: ImagePolicy | None = None,
     lookup: ExampleLookup | None = None,
-) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Embed the spec's positive and negative examples with ``embedder``.
+) -> tuple[Groups, Groups]:
+    """Embed the spec's positive and negative examples with its field's embedder, by window.
 
-    Inline examples are embedded; ``EventRef`` examples come from ``lookup``. An unknown
-    event id, a missing lookup, or an inline example of the wrong modality is a
-    :class:`TrainingError` naming the example.
+    Inline examples are embedded (long texts windowed exactly as the pipeline windows events);
+    ``EventRef`` examples come from ``lookup``. An unknown event id, a missing lookup, or an
+    inline example of the wrong modality is a :class:`TrainingError` naming the example.
     """
+    field_embedder = as_field_embedders(embedder).for_field(spec.field)
     refs = [e.event_id for e in (*spec.examples.positive, *spec.examples.negative)
             if isinstance(e, EventRef)]  # fmt: skip
     stored: dict[str, NDArray[np.float32]] = {}
@@ -83,36 +92,53 @@ def embed_examples(
             raise TrainingError(
                 f"signal {spec.name!r} uses stored events as examples; no event store was given"
             )
-        stored = lookup.vectors(refs, spec.field, embedder)
+        stored = lookup.vectors(refs, spec.field, field_embedder)
         unknown = [r for r in refs if r not in stored]
         if unknown:
             raise TrainingError(
                 f"signal {spec.name!r}: unknown event id(s) or no {spec.field} in them: "
                 + ", ".join(repr(u) for u in unknown[:5])
             )
+    dim = field_embedder.dim
 
-    def embed(examples: Sequence[Example], label: str) -> NDArray[np.float32]:
+    def embed(examples: Sequence[Example], label: str) -> Groups:
         rows: list[NDArray[np.float32] | None] = [
-            stored[e.event_id] if isinstance(e, EventRef) else None for e in examples
-        ]
+            np.asarray(stored[e.event_id], dtype=np.float32).reshape(-1, dim)
+            if isinstance(e, EventRef) else None
+            for e in examples
+        ]  # fmt: skip
         inline = [(i, e) for i, e in enumerate(examples) if isinstance(e, str)]
         if inline:
-            vectors = _embed_inline(spec, embedder, [e for _, e in inline], label, policy)
-            for (i, _), vector in zip(inline, vectors, strict=True):
-                rows[i] = vector
-        if not rows:
-            return np.zeros((0, embedder.dim), dtype=np.float32)
-        return np.stack([r for r in rows if r is not None]).astype(np.float32)
+            groups = _embed_inline(spec, field_embedder, [e for _, e in inline], label, policy)
+            for (i, _), group in zip(inline, groups, strict=True):
+                rows[i] = group
+        return [r for r in rows if r is not None]
 
     return embed(spec.examples.positive, "positive"), embed(spec.examples.negative, "negative")
 
 
+def embed_examples(
+    spec: SignalSpec,
+    embedder: Embedder | FieldEmbedders,
+    policy: ImagePolicy | None = None,
+    lookup: ExampleLookup | None = None,
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """The examples' document vectors (mean of windows), ``(n, dim)`` per class."""
+    dim = as_field_embedders(embedder).for_field(spec.field).dim
+    positives, negatives = embed_example_windows(spec, embedder, policy, lookup)
+    return Windows.of(positives, dim).documents(), Windows.of(negatives, dim).documents()
+
+
 def _embed_inline(
-    spec: SignalSpec, embedder: Embedder, refs: list[str], label: str,
+    spec: SignalSpec, embedder: Embedder | TextEmbedder, refs: list[str], label: str,
     policy: ImagePolicy | None,
-) -> NDArray[np.float32]:  # fmt: skip
+) -> Groups:  # fmt: skip
     if spec.modality == "text":
-        return embedder.embed_texts(refs)
+        if isinstance(embedder, TextEmbedder):
+            return embedder.embed_windows(refs).groups()
+        return [v[None, :] for v in embedder.embed_texts(refs)]
+    if not isinstance(embedder, Embedder):  # pragma: no cover - FieldEmbedders maps images to CLIP
+        raise TrainingError(f"{embedder.id} cannot embed images")
     images = []
     for number, ref in enumerate(refs, start=1):
         try:
@@ -122,42 +148,52 @@ def _embed_inline(
                 f"signal {spec.name!r} has modality image, but {label} example {number} is not "
                 f"a loadable image: {exc}"
             ) from exc
-    return embedder.embed_images(images)
+    return [v[None, :] for v in embedder.embed_images(images)]
 
 
 def train_signal(
     spec: SignalSpec,
-    embedder: Embedder,
+    embedder: Embedder | FieldEmbedders,
     version: int = 1,
     policy: ImagePolicy | None = None,
     lookup: ExampleLookup | None = None,
 ) -> FittedSignal:
-    """Embed the spec's examples (and query) and fit the signal."""
-    positives, negatives = embed_examples(spec, embedder, policy, lookup)
+    """Embed the spec's examples (and query) with its field's embedder and fit the signal."""
+    embedders = as_field_embedders(embedder)
+    positives, negatives = embed_example_windows(spec, embedders, policy, lookup)
     query = (
-        embedder.embed_texts([spec.query])[0] if spec.kind == "zero_shot" and spec.query else None
+        embedders.embed_query(spec.field, spec.query)
+        if spec.kind == "zero_shot" and spec.query
+        else None
     )
-    return fit_signal(spec, positives, negatives, embedder.id, version, query=query)
+    return fit_signal(spec, positives, negatives, embedders.id_for(spec.field), version,
+                      query=query)  # fmt: skip
 
 
 def fit_signal(
     spec: SignalSpec,
-    positives: NDArray[np.float32],
-    negatives: NDArray[np.float32],
+    positives: NDArray[np.float32] | Sequence[NDArray[np.float32]],
+    negatives: NDArray[np.float32] | Sequence[NDArray[np.float32]],
     embedder_id: str,
     version: int = 1,
     *,
     query: NDArray[np.float32] | None = None,
 ) -> FittedSignal:
-    """Fit from already-embedded examples. Inputs are never modified."""
+    """Fit from already-embedded examples. Inputs are never modified.
+
+    Each class is an ``(n, dim)`` array (one vector per example) or a sequence of per-example
+    ``(windows, dim)`` arrays. With windows, an example's probability is the maximum over its
+    windows, in cross-validation as in scoring; see :func:`_fit_windows` for the training rows.
+    """
     started = time.perf_counter()
+    pos, neg = _as_groups(positives), _as_groups(negatives)
     if spec.kind == "zero_shot":
         if query is None:
             raise TrainingError(f"signal {spec.name!r}: zero_shot needs the query embedding")
-        fit = _fit_zero_shot(spec, positives, negatives, query)
+        fit = _fit_zero_shot(spec, pos, neg, query)
     else:
-        _check_counts(spec, len(positives), len(negatives))
-        fit = _fit_few_shot(spec, positives, negatives)
+        _check_counts(spec, len(pos), len(neg))
+        fit = _fit_few_shot(spec, pos, neg)
     hidden_w = () if fit.hidden_weights is None else tuple(map(tuple, fit.hidden_weights.tolist()))
     hidden_b = () if fit.hidden_bias is None else tuple(fit.hidden_bias.tolist())
     return FittedSignal(
@@ -171,11 +207,19 @@ def fit_signal(
         hidden_bias=hidden_b,
         threshold=float(fit.threshold),
         metrics=fit.metrics,
-        n_positive=len(positives),
-        n_negative=len(negatives),
+        n_positive=len(pos),
+        n_negative=len(neg),
         trained_at=datetime.now(UTC),
         train_ms=(time.perf_counter() - started) * 1000.0,
     )
+
+
+def _as_groups(x: NDArray[np.float32] | Sequence[NDArray[np.float32]]) -> Groups:
+    if isinstance(x, np.ndarray):
+        if x.ndim != 2:
+            raise TrainingError(f"examples must be an (n, dim) array, got shape {x.shape}")
+        return [x[i : i + 1] for i in range(len(x))]
+    return [np.asarray(g, dtype=np.float32).reshape(-1, np.shape(g)[-1]) for g in x]
 
 
 def _check_counts(spec: SignalSpec, n_pos: int, n_neg: int) -> None:
@@ -187,43 +231,85 @@ def _check_counts(spec: SignalSpec, n_pos: int, n_neg: int) -> None:
             )
 
 
-FitPredict = Callable[
-    ["NDArray[np.float64]", "NDArray[np.float64]", "NDArray[np.float64]"], "NDArray[np.float64]"
-]
+FitPredict = Callable[["NDArray[np.intp]", "NDArray[np.intp]"], "NDArray[np.float64]"]
+"""Given train and test example indices, held-out probabilities of the test examples."""
 
 
-def _fit_few_shot(
-    spec: SignalSpec, positives: NDArray[np.float32], negatives: NDArray[np.float32]
-) -> _Fit:
-    x = np.concatenate([positives, negatives]).astype(np.float64)
-    y = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
-    make = _logistic(spec) if spec.classifier == "logistic" else _mlp(spec)
+@dataclass(frozen=True)
+class _WindowModel:
+    model: Any
+    mean: NDArray[np.float64]
+    scale: NDArray[np.float64]
 
-    def fit_predict(
-        x_train: NDArray[np.float64], y_train: NDArray[np.float64], x_test: NDArray[np.float64]
-    ) -> NDArray[np.float64]:
-        mean, scale = _standardizer(x_train)
-        xb, yb = _balanced(x_train, y_train) if spec.classifier == "mlp" else (x_train, y_train)
-        model = make().fit((xb - mean) / scale, yb)
-        probs: NDArray[np.float64] = model.predict_proba((x_test - mean) / scale)[:, 1]
+    def window_probs(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        probs: NDArray[np.float64] = self.model.predict_proba((x - self.mean) / self.scale)[:, 1]
         return probs
 
-    cv_probs = _cross_val_probs(fit_predict, x, y, spec.seed)
+    def example_probs(self, groups: Groups) -> NDArray[np.float64]:
+        windows = Windows.of(groups, groups[0].shape[1])
+        per_window = self.window_probs(windows.vectors.astype(np.float64))
+        best: NDArray[np.float64] = windows.max_per_text(per_window[:, None])[:, 0]
+        return best
+
+
+def _fit_windows(
+    spec: SignalSpec, make: Callable[[], Any], groups: Groups, y: NDArray[np.float64]
+) -> _WindowModel:
+    """Fit on window rows: every window of a negative example is a negative row; a positive
+    example contributes its most failure-like window.
+
+    A long positive answer is mostly harmless text with the failure somewhere; labelling all its
+    windows positive would teach the classifier that harmless text is a failure. Which window
+    holds the failure is unknown, so a first fit uses every window of the positives, and the
+    final fit keeps, per positive example, the window that first fit scores highest (one round
+    of multiple-instance learning). With one window per example both fits are the same and the
+    second is skipped.
+    """
+
+    def fit(rows: NDArray[np.float64], labels: NDArray[np.float64]) -> _WindowModel:
+        mean, scale = _standardizer(rows)
+        xb, yb = _balanced(rows, labels) if spec.classifier == "mlp" else (rows, labels)
+        return _WindowModel(make().fit((xb - mean) / scale, yb), mean, scale)
+
+    neg = [g for g, label in zip(groups, y, strict=True) if label == 0]
+    pos = [g for g, label in zip(groups, y, strict=True) if label == 1]
+    neg_rows = np.concatenate(neg).astype(np.float64)
+    pos_rows = np.concatenate(pos).astype(np.float64)
+
+    def rows_with(positive: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        rows = np.concatenate([positive, neg_rows])
+        return rows, np.concatenate([np.ones(len(positive)), np.zeros(len(neg_rows))])
+
+    first = fit(*rows_with(pos_rows))
+    if all(len(g) == 1 for g in pos):
+        return first
+    chosen = np.stack([g[int(np.argmax(first.window_probs(g.astype(np.float64))))] for g in pos])
+    return fit(*rows_with(chosen.astype(np.float64)))
+
+
+def _fit_few_shot(spec: SignalSpec, pos: Groups, neg: Groups) -> _Fit:
+    groups = [*pos, *neg]
+    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
+    make = _logistic(spec) if spec.classifier == "logistic" else _mlp(spec)
+
+    def fit_predict(train: NDArray[np.intp], test: NDArray[np.intp]) -> NDArray[np.float64]:
+        model = _fit_windows(spec, make, [groups[i] for i in train], y[train])
+        return model.example_probs([groups[i] for i in test])
+
+    cv_probs = _cross_val_probs(fit_predict, y, spec.seed)
     threshold = (
         _pick_threshold(cv_probs, y, spec.beta)
         if spec.threshold == "auto"
         else float(spec.threshold)
     )
     metrics = _metrics(cv_probs, y, threshold)
-    mean, scale = _standardizer(x)
+    final = _fit_windows(spec, make, groups, y)
+    model, mean, scale = final.model, final.mean, final.scale
     # The standardisation is folded into the first layer so scoring stays one matrix product:
     # w·(e - mean)/scale + b  ==  (w/scale)·e + (b - w·mean/scale)
     if spec.classifier == "logistic":
-        model = make().fit((x - mean) / scale, y)
         weights = model.coef_[0] / scale
         return _Fit(weights, float(model.intercept_[0] - weights @ mean), threshold, metrics)
-    xb, yb = _balanced(x, y)
-    model = make().fit((xb - mean) / scale, yb)
     hidden = model.coefs_[0] / scale[:, None]
     hidden_bias = model.intercepts_[0] - mean @ hidden
     return _Fit(model.coefs_[1][:, 0], float(model.intercepts_[1][0]), threshold, metrics,
@@ -260,34 +346,30 @@ def _balanced(
     return x[index], y[index]
 
 
-def _fit_zero_shot(
-    spec: SignalSpec,
-    positives: NDArray[np.float32],
-    negatives: NDArray[np.float32],
-    query: NDArray[np.float32],
-) -> _Fit:
-    """Cosine to the query, mapped to a probability; Platt-calibrated when labels exist."""
+def _fit_zero_shot(spec: SignalSpec, pos: Groups, neg: Groups, query: NDArray[np.float32]) -> _Fit:
+    """Cosine to the query, mapped to a probability; Platt-calibrated when labels exist.
+
+    An example's cosine is its best window's, as in scoring (the map is increasing).
+    """
     q = query.astype(np.float64)
     q = q / max(float(np.linalg.norm(q)), 1e-12)
-    if len(positives) < MIN_EXAMPLES_PER_CLASS or len(negatives) < MIN_EXAMPLES_PER_CLASS:
+    if len(pos) < MIN_EXAMPLES_PER_CLASS or len(neg) < MIN_EXAMPLES_PER_CLASS:
         threshold = 0.5 if spec.threshold == "auto" else float(spec.threshold)
         bias = -_ZERO_SHOT_SCALE * _ZERO_SHOT_COSINE
         return _Fit(q * _ZERO_SHOT_SCALE, bias, threshold, {"calibrated": 0.0})
     from sklearn.linear_model import LogisticRegression
 
-    cos = (np.concatenate([positives, negatives]).astype(np.float64) @ q)[:, None]
-    y = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives))])
+    cos = np.array([float((g.astype(np.float64) @ q).max()) for g in (*pos, *neg)])[:, None]
+    y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
 
     def make() -> Any:
         return LogisticRegression(C=1e4, class_weight="balanced", random_state=spec.seed)
 
-    def fit_predict(
-        x_train: NDArray[np.float64], y_train: NDArray[np.float64], x_test: NDArray[np.float64]
-    ) -> NDArray[np.float64]:
-        probs: NDArray[np.float64] = make().fit(x_train, y_train).predict_proba(x_test)[:, 1]
+    def fit_predict(train: NDArray[np.intp], test: NDArray[np.intp]) -> NDArray[np.float64]:
+        probs: NDArray[np.float64] = make().fit(cos[train], y[train]).predict_proba(cos[test])[:, 1]
         return probs
 
-    cv_probs = _cross_val_probs(fit_predict, cos, y, spec.seed)
+    cv_probs = _cross_val_probs(fit_predict, y, spec.seed)
     threshold = (
         _pick_threshold(cv_probs, y, spec.beta)
         if spec.threshold == "auto"
@@ -306,16 +388,19 @@ def _standardizer(x: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[
 
 
 def _cross_val_probs(
-    fit_predict: FitPredict, x: NDArray[np.float64], y: NDArray[np.float64], seed: int
+    fit_predict: FitPredict, y: NDArray[np.float64], seed: int
 ) -> NDArray[np.float64]:
-    """Held-out probabilities from stratified k-fold (k = min(5, smallest class))."""
+    """Held-out probabilities per example from stratified k-fold (k = min(5, smallest class)).
+
+    Folds split examples, never the windows of one example.
+    """
     from sklearn.model_selection import StratifiedKFold
 
     folds = max(int(min(5, y.sum(), len(y) - y.sum())), 2)
     probs = np.zeros(len(y))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for train, test in splitter.split(x, y):
-        probs[test] = fit_predict(x[train], y[train], x[test])
+    for train, test in splitter.split(np.zeros((len(y), 1)), y):
+        probs[test] = fit_predict(train, test)
     return probs
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,9 @@ __all__ = [
     "count_embeddings",
     "event_contents",
     "iter_embeddings",
+    "sample_embeddings",
     "vectors_by_event",
+    "windows_by_event",
 ]
 
 _FIELD_COLUMN = {"prompt.text": "prompt_text", "output.text": "output_text",
@@ -29,6 +32,14 @@ class StoredEmbedding:
     model: str
     model_version: str
     vector: list[float]
+    windows: list[list[float]] = dataclass_field(
+        default_factory=list
+    )  # empty: one window, the vector
+
+    @property
+    def window_vectors(self) -> list[list[float]]:
+        """The vectors a signal scores: the windows of a long text, else the vector."""
+        return self.windows or [self.vector]
 
 
 def vectors_by_event(
@@ -45,6 +56,22 @@ def vectors_by_event(
         parameters={"ids": list(event_ids), "field": field, "embedder": embedder_id},
     ).result_rows
     return {str(r[0]): list(r[1]) for r in rows}
+
+
+def windows_by_event(
+    client: Client, event_ids: Sequence[str], field: str, embedder_id: str
+) -> dict[str, list[list[float]]]:
+    """The stored window vectors of ``field`` (the vector alone for a text of one window)."""
+    rows = client.query(
+        """
+        SELECT event_id, any(vector), any(windows) FROM embeddings
+        WHERE event_id IN {ids:Array(String)} AND field = {field:String}
+          AND embedder_id = {embedder:String}
+        GROUP BY event_id
+        """,
+        parameters={"ids": list(event_ids), "field": field, "embedder": embedder_id},
+    ).result_rows
+    return {str(r[0]): [list(w) for w in r[2]] or [list(r[1])] for r in rows}
 
 
 def event_contents(client: Client, event_ids: Sequence[str], field: str) -> dict[str, str]:
@@ -90,7 +117,8 @@ def iter_embeddings(
     # Only the fixed fragments above are joined in; every value is a bound parameter.
     conditions = " AND ".join(where)
     sql = f"""
-        SELECT event_id, any(timestamp), any(model), any(model_version), any(vector)
+        SELECT event_id, any(timestamp), any(model), any(model_version), any(vector),
+               any(windows)
         FROM embeddings WHERE {conditions}
         GROUP BY event_id ORDER BY event_id LIMIT {{chunk:UInt32}}
     """  # noqa: S608
@@ -100,10 +128,43 @@ def iter_embeddings(
         if not rows:
             return
         yield [
-            StoredEmbedding(str(r[0]), r[1].astimezone(UTC), str(r[2]), str(r[3]), list(r[4]))
+            StoredEmbedding(
+                str(r[0]),
+                r[1].astimezone(UTC),
+                str(r[2]),
+                str(r[3]),
+                list(r[4]),
+                [list(w) for w in r[5]],
+            )
             for r in rows
         ]
         after = str(rows[-1][0])
+
+
+def sample_embeddings(
+    client: Client, field: str, embedder_id: str, limit: int
+) -> list[StoredEmbedding]:
+    """Up to ``limit`` stored embeddings of ``field``, a pseudo-random sample (by id hash)."""
+    rows = client.query(
+        """
+        SELECT event_id, any(timestamp), any(model), any(model_version), any(vector),
+               any(windows)
+        FROM embeddings WHERE field = {field:String} AND embedder_id = {embedder:String}
+        GROUP BY event_id ORDER BY cityHash64(event_id) LIMIT {limit:UInt32}
+        """,
+        parameters={"field": field, "embedder": embedder_id, "limit": limit},
+    ).result_rows
+    return [
+        StoredEmbedding(
+            str(r[0]),
+            r[1].astimezone(UTC),
+            str(r[2]),
+            str(r[3]),
+            list(r[4]),
+            [list(w) for w in r[5]],
+        )
+        for r in rows
+    ]
 
 
 def count_embeddings(

@@ -32,9 +32,14 @@ class SignalRecord:
     fitted: str
     author: str
     created_at: datetime
+    degenerate: bool = False
+    degenerate_reason: str = ""
 
 
-_COLUMNS = ("name", "version", "kind", "embedder_id", "definition", "fitted", "author", "deleted")
+_COLUMNS = (
+    "name", "version", "kind", "embedder_id", "definition", "fitted", "author", "deleted",
+    "degenerate", "degenerate_reason",
+)  # fmt: skip
 
 
 def next_version(client: Client, name: str) -> int:
@@ -63,7 +68,8 @@ def insert_signal(client: Client, record: SignalRecord) -> None:
         "signals",
         [[
             record.name, record.version, record.kind, record.embedder_id,
-            record.definition, record.fitted, record.author, 0,
+            record.definition, record.fitted, record.author, 0, int(record.degenerate),
+            record.degenerate_reason,
         ]],
         column_names=list(_COLUMNS),
     )  # fmt: skip
@@ -77,7 +83,20 @@ def delete_signal(client: Client, name: str, author: str = "") -> bool:
     last = current[0]
     client.insert(
         "signals",
-        [[name, last.version + 1, last.kind, last.embedder_id, last.definition, "", author, 1]],
+        [
+            [
+                name,
+                last.version + 1,
+                last.kind,
+                last.embedder_id,
+                last.definition,
+                "",
+                author,
+                1,
+                0,
+                "",
+            ]
+        ],
         column_names=list(_COLUMNS),
     )
     return True
@@ -87,7 +106,8 @@ def latest_signals(client: Client) -> list[SignalRecord]:
     """The newest version of every signal that is not deleted, by name."""
     rows = client.query(
         """
-        SELECT name, version, kind, embedder_id, definition, fitted, author, created_at
+        SELECT name, version, kind, embedder_id, definition, fitted, author, created_at,
+               degenerate, degenerate_reason
         FROM signals FINAL
         WHERE (name, version) IN (SELECT name, max(version) FROM signals GROUP BY name)
           AND deleted = 0
@@ -104,6 +124,8 @@ def latest_signals(client: Client) -> list[SignalRecord]:
             fitted=str(r[5]),
             author=str(r[6]),
             created_at=r[7] if r[7].tzinfo else r[7].replace(tzinfo=UTC),
+            degenerate=bool(r[8]),
+            degenerate_reason=str(r[9]),
         )
         for r in rows
     ]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-__all__ = ["EmbeddingRow", "EventRow", "ScoreRow", "WriteBatch"]
+__all__ = ["CacheStatsRow", "EmbeddingRow", "EventRow", "ScoreRow", "WriteBatch"]
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,12 @@ class EmbeddingRow:
     model: str
     model_version: str
     vector: Sequence[float]
+    windows: Sequence[Sequence[float]] = ()  # only for a text of several windows
 
-    COLUMNS = ("event_id", "field", "embedder_id", "timestamp", "model", "model_version", "vector")
+    COLUMNS = (
+        "event_id", "field", "embedder_id", "timestamp", "model", "model_version", "vector",
+        "windows",
+    )  # fmt: skip
 
     def values(self) -> list[object]:
         return [getattr(self, name) for name in self.COLUMNS]
@@ -73,6 +77,28 @@ class ScoreRow:
         return [getattr(self, name) for name in self.COLUMNS]
 
 
+@dataclass(frozen=True)
+class CacheStatsRow:
+    """Where one batch's vectors of one field came from (the embedding cache's hit rate)."""
+
+    at: datetime
+    field: str
+    embedder_id: str
+    lookups: int
+    memory_hits: int
+    shared_hits: int
+    batch_repeats: int
+    model_texts: int
+
+    COLUMNS = (
+        "at", "field", "embedder_id", "lookups", "memory_hits", "shared_hits", "batch_repeats",
+        "model_texts",
+    )  # fmt: skip
+
+    def values(self) -> list[object]:
+        return [getattr(self, name) for name in self.COLUMNS]
+
+
 @dataclass
 class WriteBatch:
     """Everything one pipeline batch writes. Events are written last: see ``writer``."""
@@ -80,11 +106,13 @@ class WriteBatch:
     events: list[EventRow] = field(default_factory=list)
     embeddings: list[EmbeddingRow] = field(default_factory=list)
     scores: list[ScoreRow] = field(default_factory=list)
+    cache_stats: list[CacheStatsRow] = field(default_factory=list)
 
     def extend(self, other: WriteBatch) -> None:
         self.events.extend(other.events)
         self.embeddings.extend(other.embeddings)
         self.scores.extend(other.scores)
+        self.cache_stats.extend(other.cache_stats)
 
     def __len__(self) -> int:
         return len(self.events) + len(self.embeddings) + len(self.scores)

@@ -231,6 +231,42 @@ _SIGNAL_VERDICT = (
     "ALTER TABLE signals ADD COLUMN IF NOT EXISTS degenerate_reason String DEFAULT ''",
 )
 
+# Long texts: the window vectors beside the document vector (see signals.windows), empty for a
+# text of one window.
+_WINDOWS = (
+    "ALTER TABLE embeddings ADD COLUMN IF NOT EXISTS windows Array(Array(Float32)) DEFAULT []",
+)
+
+# The shared embedding cache: content hash (embedder id + field + content) -> window vectors.
+# Workers look here after their in-process LRU and before the model.
+_EMBEDDING_CACHE = """
+CREATE TABLE IF NOT EXISTS embedding_cache (
+    key         String,
+    embedder_id LowCardinality(String),
+    field       LowCardinality(String),
+    windows     Array(Array(Float32)),
+    created_at  DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(created_at)
+ORDER BY key
+"""
+
+# One row per pipeline batch and field: how many texts needed a vector and where they came from.
+_EMBEDDING_CACHE_STATS = """
+CREATE TABLE IF NOT EXISTS embedding_cache_stats (
+    at            DateTime64(3, 'UTC'),
+    field         LowCardinality(String),
+    embedder_id   LowCardinality(String),
+    lookups       UInt32,
+    memory_hits   UInt32,
+    shared_hits   UInt32,
+    batch_repeats UInt32,
+    model_texts   UInt32
+) ENGINE = MergeTree
+PARTITION BY toYYYYMM(at)
+ORDER BY (field, at)
+TTL toDateTime(at) + INTERVAL 90 DAY
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -251,5 +287,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         4,
         "user and session of an event (independent units); degenerate mark on signals",
         (*_CONTRACT_UNITS, *_SIGNAL_VERDICT),
+    ),
+    Migration(
+        11,
+        "window vectors of long texts; the shared embedding cache and its hit counts",
+        (*_WINDOWS, _EMBEDDING_CACHE, _EMBEDDING_CACHE_STATS),
     ),
 )

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from storage.errors import BackPressure, StorageError, classify
-from storage.rows import EmbeddingRow, EventRow, ScoreRow, WriteBatch
+from storage.rows import CacheStatsRow, EmbeddingRow, EventRow, ScoreRow, WriteBatch
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -59,6 +59,11 @@ class ClickHouseWriter:
         try:
             self._insert("embeddings", EmbeddingRow.COLUMNS, (r.values() for r in batch.embeddings))
             self._insert("signal_scores", ScoreRow.COLUMNS, (r.values() for r in batch.scores))
+            self._insert(
+                "embedding_cache_stats",
+                CacheStatsRow.COLUMNS,
+                (r.values() for r in batch.cache_stats),
+            )
             self._insert("events", EventRow.COLUMNS, (r.values() for r in batch.events))
         except Exception as exc:
             raise classify(exc, f"insert of {len(batch.events)} events") from exc

@@ -18,6 +18,7 @@ import numpy as np
 
 from signals.bank import SignalBank
 from signals.fitted import FittedSignal
+from signals.windows import Windows
 from storage.embeddings import count_embeddings, iter_embeddings
 from storage.rows import ScoreRow, WriteBatch
 from storage.writer import ClickHouseWriter
@@ -58,8 +59,10 @@ def backfill(
         client, signal.field, signal.embedder_id, since=since, until=until,
         skip_scored=(signal.name, signal.version), chunk=chunk,
     ):  # fmt: skip
-        vectors = np.array([r.vector for r in rows], dtype=np.float32)
-        result = bank.score(signal.field, vectors)
+        # Long texts are scored on their stored windows (max over windows), as when ingested.
+        dim = len(rows[0].vector)
+        windows = Windows.of([np.asarray(r.window_vectors, dtype=np.float32) for r in rows], dim)
+        result = bank.score_windows(signal.field, windows)
         batch = WriteBatch(scores=[
             ScoreRow(r.event_id, signal.name, signal.version, r.timestamp, r.model,
                      r.model_version, float(result.probabilities[i, 0]),

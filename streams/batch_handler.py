@@ -29,36 +29,72 @@ from dataclasses import dataclass, field
 from storage.errors import RowsRejected, StorageMisconfigured
 from streams.dead_letter import DeadLetter
 from streams.errors import InvalidEvent
-from streams.events import MAX_PAYLOAD_BYTES, GenerationEvent, decode_event
-from streams.pipeline import BatchResult
+from streams.events import MAX_PAYLOAD_BYTES, Carried, GenerationEvent, decode_record
+from streams.pipeline import BatchResult, Pipeline
 from streams.retry import RetryPolicy, ShuttingDown
 
 __all__ = [
     "BatchHandler",
+    "Carrying",
     "Decoder",
     "Outcome",
+    "Process",
     "Record",
     "WorkerHealth",
     "json_decoder",
+    "pipeline_process",
 ]
 
 log = logging.getLogger(__name__)
 
 MAX_DLQ_KEY_BYTES = 1024
 
-Decoder = Callable[[bytes], Sequence[GenerationEvent]]
+
+@dataclass(frozen=True)
+class Carrying:
+    """An event whose payload carried vectors (``embedder_id`` names the model that made them)."""
+
+    event: GenerationEvent
+    embedder_id: str
+    vectors: Carried
+
+
+Decoder = Callable[[bytes], Sequence[GenerationEvent | Carrying]]
 """Turns one record's value into its events (one JSON event; an OTLP export may hold many),
 or raises :class:`~streams.errors.InvalidEvent` with the reason."""
+
+Process = Callable[[Sequence[GenerationEvent], Mapping[str, Carrying]], BatchResult]
+"""Runs the pipeline on events; the mapping holds, by event id, the vectors some carried."""
 
 SendDeadLetter = Callable[[bytes | None, bytes], Awaitable[None]]
 """Deliver ``(key, value)`` to the dead-letter topic; returns once the broker has it."""
 
 
+def pipeline_process(pipeline: Callable[[], Pipeline]) -> Process:
+    """:data:`Process` over the pipeline that ``pipeline()`` returns at the time of the call.
+
+    Carried vectors skip the model only when the pipeline's embedder made them (the guardrail
+    API records scored events with their vectors); others are embedded as usual.
+    """
+
+    def process(events: Sequence[GenerationEvent], carried: Mapping[str, Carrying]) -> BatchResult:
+        current = pipeline()
+        given = {
+            event_id: c.vectors
+            for event_id, c in carried.items()
+            if c.embedder_id == current.embedder_id
+        }
+        return current.process(events, given)
+
+    return process
+
+
 def json_decoder(max_bytes: int = MAX_PAYLOAD_BYTES) -> Decoder:
     """The decoder of the ``generations`` topic: one JSON generation event per record."""
 
-    def decode(raw: bytes) -> Sequence[GenerationEvent]:
-        return [decode_event(raw, max_bytes)]
+    def decode(raw: bytes) -> Sequence[GenerationEvent | Carrying]:
+        event, embedder_id, vectors = decode_record(raw, max_bytes)
+        return [Carrying(event, embedder_id, vectors) if vectors else event]
 
     return decode
 
@@ -104,6 +140,7 @@ class WorkerHealth:
 class _Decoded:
     record: Record
     event: GenerationEvent
+    carrying: Carrying | None = None
 
 
 @dataclass
@@ -117,6 +154,7 @@ class _Stored:
         self.result.duplicates_in_batch += other.result.duplicates_in_batch
         self.result.scores += other.result.scores
         self.result.rejected.extend(other.result.rejected)
+        self.result.cache.add(other.result.cache)
         self.refused.extend(other.refused)
 
 
@@ -132,7 +170,7 @@ class BatchHandler:
     def __init__(
         self,
         *,
-        process: Callable[[Sequence[GenerationEvent]], BatchResult],
+        process: Process,
         send_dead_letter: SendDeadLetter,
         run_blocking: Callable[[Callable[[], object]], Awaitable[object]],
         record_dead_letters: Callable[[list[DeadLetter]], None] | None = None,
@@ -188,7 +226,11 @@ class BatchHandler:
             except InvalidEvent as exc:
                 undecodable.append((record, exc.reason))
                 continue
-            decoded.extend(_Decoded(record, event) for event in events)
+            for item in events:
+                if isinstance(item, Carrying):
+                    decoded.append(_Decoded(record, item.event, item))
+                else:
+                    decoded.append(_Decoded(record, item))
         stored = await self._store(decoded) if decoded else _Stored()
         letters = [await self._dead_letter(record, reason) for record, reason in undecodable]
         by_id = {d.event.event_id: d for d in decoded}
@@ -199,18 +241,23 @@ class BatchHandler:
             await self._blocking(lambda: record_letters(letters))
         result = stored.result
         log.info(
-            "batch: %d written, %d already stored, %d rejected, %d scores",
+            "batch: %d written, %d already stored, %d rejected, %d scores; "
+            "embedding cache %d of %d texts (%.0f%%)",
             result.written,
             result.skipped_existing,
             len(refused),
             result.scores,
+            result.cache.saved,
+            result.cache.lookups,
+            100.0 * result.cache.hit_rate,
         )
 
     async def _store(self, decoded: list[_Decoded]) -> _Stored:
         """Run the pipeline on ``decoded``; bisect around events it or the database refuses."""
         events = [d.event for d in decoded]
+        carried = {d.event.event_id: d.carrying for d in decoded if d.carrying is not None}
         try:
-            result = await self._blocking(lambda: self._process(events))
+            result = await self._blocking(lambda: self._process(events, carried))
         except (ShuttingDown, StorageMisconfigured):
             raise
         except Exception as exc:

@@ -30,10 +30,12 @@ from streams.errors import InvalidEvent
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
+    "Carried",
     "GenerationEvent",
     "Output",
     "Prompt",
     "decode_event",
+    "decode_record",
     "encode_event",
 ]
 
@@ -158,8 +160,27 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
+Carried = dict[str, list[float] | list[list[float]]]
+"""Vectors a record carries for its fields: one vector, or a text's window vectors
+(``{"output.text": [...]}`` or ``{"output.text": [[...], [...]]}``)."""
+
+
 def decode_event(raw: bytes | str, max_bytes: int = MAX_PAYLOAD_BYTES) -> GenerationEvent:
     """Parse and validate one JSON payload, or raise :class:`InvalidEvent` with the reason."""
+    return decode_record(raw, max_bytes)[0]
+
+
+def decode_record(
+    raw: bytes | str, max_bytes: int = MAX_PAYLOAD_BYTES
+) -> tuple[GenerationEvent, str, Carried]:
+    """Like :func:`decode_event`, and also return vectors the payload carries.
+
+    A payload may carry ``"embeddings": {"embedder_id": ID, "output.text": [...], ...}`` (the
+    guardrail API records scored events this way, and pre-embedded logs look the same). The
+    member is never part of the event; the result is ``(event, embedder_id, vectors)``, with
+    ``("", {})`` when nothing usable is carried (a malformed member is ignored: the event is
+    then embedded as usual).
+    """
     try:
         size = len(raw.encode() if isinstance(raw, str) else raw)
     except UnicodeEncodeError as exc:  # a str holding lone surrogates has no UTF-8 form
@@ -176,7 +197,31 @@ def decode_event(raw: bytes | str, max_bytes: int = MAX_PAYLOAD_BYTES) -> Genera
         raise InvalidEvent(f"payload is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidEvent(f"payload must be a JSON object, got {type(data).__name__}")
-    return validate_event(data)
+    carried = data.pop("embeddings", None)
+    event = validate_event(data)
+    embedder_id, vectors = _carried(carried)
+    return event, embedder_id, vectors
+
+
+def _carried(member: Any) -> tuple[str, Carried]:
+    if not isinstance(member, dict) or not isinstance(member.get("embedder_id"), str):
+        return "", {}
+    vectors: Carried = {}
+    for name, vector in member.items():
+        if name not in _VECTOR_FIELDS or not isinstance(vector, list) or not vector:
+            continue
+        if _numbers(vector):
+            vectors[name] = [float(x) for x in vector]
+        elif all(isinstance(w, list) and w and _numbers(w) for w in vector):
+            vectors[name] = [[float(x) for x in w] for w in vector]  # the windows of a text
+    return (member["embedder_id"], vectors) if vectors else ("", {})
+
+
+def _numbers(values: list[Any]) -> bool:
+    return all(isinstance(x, int | float) and not isinstance(x, bool) for x in values)
+
+
+_VECTOR_FIELDS = ("prompt.text", "output.text", "output.image")
 
 
 def _clip(key: str, limit: int = 80) -> str:

@@ -18,6 +18,7 @@ from signals.bank import SignalBank
 from signals.fitted import FittedSignal
 from signals.spec import EventRef
 from signals.training import embed_examples
+from signals.windows import Windows
 from storage.embeddings import event_contents, iter_embeddings
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from signals.base import Embedder
+    from signals.embedders import FieldEmbedders
     from streams.signal_store import StoredExamples
 
 __all__ = ["Suggestion", "suggest"]
@@ -42,7 +44,7 @@ class Suggestion:
 def suggest(
     client: Client,
     signal: FittedSignal,
-    embedder: Embedder,
+    embedder: Embedder | FieldEmbedders,
     lookup: StoredExamples,
     *,
     limit: int = 10,
@@ -52,15 +54,20 @@ def suggest(
     """Up to ``limit`` uncertain events and ``limit`` neighbours of positives."""
     ids: list[str] = []
     chunks = []
+    groups: list[NDArray[np.float32]] = []
     for rows in iter_embeddings(client, signal.field, signal.embedder_id, since=since):
         ids += [r.event_id for r in rows]
         chunks.append(np.array([r.vector for r in rows], dtype=np.float32))
+        groups += [np.asarray(r.window_vectors, dtype=np.float32) for r in rows]
         if len(ids) >= pool:
             break
     if not ids:
         return []
     vectors = np.concatenate(chunks)
-    scores = SignalBank([signal], signal.embedder_id).score(signal.field, vectors).probabilities
+    # Scores as the pipeline scores (max over a long text's windows); neighbours on documents.
+    windows = Windows.of(groups, vectors.shape[1])
+    bank = SignalBank([signal], signal.embedder_id)
+    scores = bank.score_windows(signal.field, windows).probabilities
     examples = (*signal.spec.examples.positive, *signal.spec.examples.negative)
     known = {e.event_id for e in examples if isinstance(e, EventRef)}
     candidates = np.array([i not in known for i in ids])

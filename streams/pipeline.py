@@ -3,6 +3,11 @@
 The Kafka worker, historical replay and the demo all call :meth:`Pipeline.process`, so every
 path into ClickHouse is the same code. It is synchronous and CPU-bound: the worker runs it in an
 executor thread, off the event loop.
+
+Each field is embedded by its own embedder (:class:`~signals.embedders.FieldEmbedders`): text
+fields by the text model, window by window, with every window of the batch in one model call
+(after the embedding cache, when one is given, has answered what it can); images by open_clip.
+What is stored of the windows is described in :mod:`signals.windows`.
 """
 
 from __future__ import annotations
@@ -10,13 +15,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from signals.cache import CacheCounts
+from signals.embedders import FieldEmbedders, as_field_embedders
 from signals.errors import ImageError
 from signals.images import ImagePolicy, load_image
-from storage.rows import EmbeddingRow, EventRow, ScoreRow, WriteBatch
+from signals.windows import Windows
+from storage.rows import CacheStatsRow, EmbeddingRow, EventRow, ScoreRow, WriteBatch
 from streams.events import GenerationEvent
 
 if TYPE_CHECKING:
@@ -26,10 +35,11 @@ if TYPE_CHECKING:
 
     from signals.bank import SignalBank
     from signals.base import Embedder
+    from signals.cache import EmbeddingCache
     from storage.writer import ClickHouseWriter
     from streams.columnar import ColumnarBatch
 
-__all__ = ["BatchResult", "Pipeline"]
+__all__ = ["FIELD_CONTENT", "BatchResult", "Pipeline", "embed_field"]
 
 log = logging.getLogger(__name__)
 
@@ -41,34 +51,53 @@ class BatchResult:
     duplicates_in_batch: int = 0
     rejected: list[tuple[GenerationEvent, str]] = field(default_factory=list)
     scores: int = 0
+    cache: CacheCounts = field(default_factory=CacheCounts)  # texts of this batch
 
 
 class Pipeline:
     """Turns validated events into stored events, embeddings and scores.
 
     ``bank`` is called once per batch, so a caller can swap signals between batches (hot reload)
-    without the pipeline knowing where they come from.
+    without the pipeline knowing where they come from. ``embedder`` is one open_clip embedder
+    for every field or a :class:`FieldEmbedders`; ``cache`` (optional) answers repeated texts.
     """
 
     def __init__(
         self,
-        embedder: Embedder,
+        embedder: Embedder | FieldEmbedders,
         bank: Callable[[], SignalBank],
         writer: ClickHouseWriter,
         image_policy: ImagePolicy | None = None,
+        cache: EmbeddingCache | None = None,
     ) -> None:
-        self._embedder = embedder
+        self._embedders = as_field_embedders(embedder)
         self._bank = bank
         self._writer = writer
         self._image_policy = image_policy or ImagePolicy()
+        self._cache = cache
 
     @property
     def embedder_id(self) -> str:
-        return self._embedder.id
+        """One label for the embedders (the single id, or ``text=...|image=...``)."""
+        return self._embedders.id
+
+    @property
+    def embedder_ids(self) -> dict[str, str]:
+        """The embedder id of each field."""
+        return self._embedders.ids
+
+    @property
+    def embedders(self) -> FieldEmbedders:
+        return self._embedders
+
+    @property
+    def cache(self) -> EmbeddingCache | None:
+        return self._cache
 
     @property
     def dim(self) -> int:
-        return self._embedder.dim
+        """The vector size of the text fields (the columnar replay carries text vectors only)."""
+        return self._embedders.text.dim
 
     def process_columns(self, batch: ColumnarBatch) -> tuple[int, int]:
         """Store validated, pre-embedded events given as columns; return (written, skipped).
@@ -103,7 +132,7 @@ class Pipeline:
                     for c in ("event_id", "timestamp", "model", "model_version")}  # fmt: skip
             embeddings.append(pa.table({
                 "event_id": base["event_id"], "field": _repeat(name, len(owners)),
-                "embedder_id": _repeat(self._embedder.id, len(owners)),
+                "embedder_id": _repeat(self._embedders.id_for(name), len(owners)),
                 "timestamp": base["timestamp"], "model": base["model"],
                 "model_version": base["model_version"],
                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()),
@@ -117,22 +146,22 @@ class Pipeline:
                     "score": pa.array(scored.probabilities[:, j].astype(np.float32)),
                     "flagged": pa.array(scored.flagged[:, j].astype(np.uint8)),
                 }))  # fmt: skip
-        kept = kept.append_column("embedder_id", _repeat(self._embedder.id, len(kept)))
+        kept = kept.append_column("embedder_id", _repeat(self._embedders.id, len(kept)))
         written = self._writer.write_arrow(_concat(embeddings), _concat(scores), kept)
         return written, len(stored)
 
     def process(
         self,
         events: Sequence[GenerationEvent],
-        precomputed: Mapping[str, Mapping[str, Sequence[float]]] | None = None,
+        precomputed: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
     ) -> BatchResult:
         """Store ``events`` exactly once; return what happened to each.
 
         ``precomputed`` maps an event id to vectors already computed by this pipeline's
-        embedder (``{"output.text": [...]}``): those fields skip the model (the replay fast
-        path for logs that carry embeddings). Raises :class:`storage.errors.StorageUnavailable`
-        when nothing could be written; the caller retries the whole batch (which is safe:
-        stored events are skipped).
+        embedders (``{"output.text": [...]}``): those fields skip the model (the replay fast
+        path for logs that carry embeddings) and count as one window. Raises
+        :class:`storage.errors.StorageUnavailable` when nothing could be written; the caller
+        retries the whole batch (which is safe: stored events are skipped).
         """
         result = BatchResult()
         unique: dict[str, GenerationEvent] = {}
@@ -160,57 +189,42 @@ class Pipeline:
             accepted.append(event)
         if not accepted:
             return result
-        batch = self._build(accepted, images, given)
+        batch = self._build(accepted, images, given, result)
         result.scores = len(batch.scores)
         result.written = self._writer.write(batch)
         return result
-
-    def _embed_field(
-        self,
-        name: str,
-        owners: list[GenerationEvent],
-        images: dict[str, Image.Image],
-        given: Mapping[str, Mapping[str, Sequence[float]]],
-    ) -> NDArray[np.float32]:
-        """Vectors of one field: precomputed where given, the model for the rest."""
-        vectors = np.zeros((len(owners), self._embedder.dim), dtype=np.float32)
-        missing = []
-        for i, event in enumerate(owners):
-            vector = given.get(event.event_id, {}).get(name)
-            if vector is None or len(vector) != self._embedder.dim:
-                missing.append(i)  # absent, or not this embedder's shape: the model embeds it
-            else:
-                vectors[i] = np.asarray(vector, dtype=np.float32)
-        if missing:
-            if name == "output.image":
-                computed = self._embedder.embed_images([images[owners[i].event_id]
-                                                        for i in missing])  # fmt: skip
-            else:
-                computed = self._embedder.embed_texts([_CONTENT[name](owners[i]) or ""
-                                                       for i in missing])  # fmt: skip
-            vectors[missing] = computed
-        return vectors
 
     def _build(
         self,
         events: list[GenerationEvent],
         images: dict[str, Image.Image],
-        given: Mapping[str, Mapping[str, Sequence[float]]],
+        given: Mapping[str, Mapping[str, Sequence[Any]]],
+        result: BatchResult,
     ) -> WriteBatch:
         bank = self._bank()
-        embedder_id = self._embedder.id
         batch = WriteBatch()
         for name, content in _CONTENT.items():
             owners = [e for e in events if content(e)]
             if not owners:
                 continue
-            vectors = self._embed_field(name, owners, images, given)
-            for event, vector in zip(owners, vectors, strict=True):
+            embedder_id = self._embedders.id_for(name)
+            windows, counts = embed_field(self._embedders, self._cache, name, owners, images,
+                                          given)  # fmt: skip
+            if counts is not None:
+                result.cache.add(counts)
+                batch.cache_stats.append(CacheStatsRow(
+                    datetime.now(UTC), name, embedder_id, counts.lookups, counts.memory_hits,
+                    counts.shared_hits, counts.batch_repeats, counts.model_texts,
+                ))  # fmt: skip
+            documents = windows.documents()
+            for i, (event, vector) in enumerate(zip(owners, documents, strict=True)):
+                group = windows.group(i)
                 batch.embeddings.append(EmbeddingRow(
                     event.event_id, name, embedder_id, event.timestamp, event.model,
                     event.model_version, vector.tolist(),
+                    group.tolist() if len(group) > 1 else (),
                 ))  # fmt: skip
-            scored = bank.score(name, vectors)
+            scored = bank.score_windows(name, windows)
             for j, signal in enumerate(scored.signals):
                 for i, event in enumerate(owners):
                     batch.scores.append(ScoreRow(
@@ -218,7 +232,7 @@ class Pipeline:
                         event.model, event.model_version, float(scored.probabilities[i, j]),
                         bool(scored.flagged[i, j]),
                     ))  # fmt: skip
-        batch.events.extend(_event_row(e, embedder_id) for e in events)
+        batch.events.extend(_event_row(e, self._embedders.id) for e in events)
         return batch
 
 
@@ -228,6 +242,64 @@ _CONTENT: dict[str, Callable[[GenerationEvent], str | None]] = {
     "output.image": lambda e: e.output.image,
 }
 """The embedding fields and where each one's content is in an event."""
+
+FIELD_CONTENT = _CONTENT
+"""Public name of :data:`_CONTENT`, for other paths that embed events (the guardrail API)."""
+
+
+def embed_field(
+    embedders: FieldEmbedders,
+    cache: EmbeddingCache | None,
+    name: str,
+    owners: Sequence[GenerationEvent],
+    images: Mapping[str, Image.Image],
+    given: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
+) -> tuple[Windows, CacheCounts | None]:
+    """Window vectors of field ``name`` for ``owners``, the one way every path embeds.
+
+    A vector in ``given`` (by event id, then field) is used instead of the model when it has
+    the field embedder's size: one flat vector is one window, a list of vectors is the windows
+    themselves (what the guardrail API records). Images come from ``images`` by event id; texts
+    go through ``cache`` when there is one. The pipeline and the guardrail API both call this.
+    """
+    dim = embedders.for_field(name).dim
+    groups: list[NDArray[np.float32]] = [np.zeros((1, dim), dtype=np.float32)] * len(owners)
+    missing = []
+    for i, event in enumerate(owners):
+        carried = _carried_windows((given or {}).get(event.event_id, {}).get(name), dim)
+        if carried is None:
+            missing.append(i)  # absent, or not this embedder's shape: the model embeds it
+        else:
+            groups[i] = carried
+    counts: CacheCounts | None = None
+    if missing:
+        if name == "output.image":
+            vectors = embedders.image.embed_images([images[owners[i].event_id] for i in missing])
+            computed = Windows.single(vectors)
+        else:
+            texts = [_CONTENT[name](owners[i]) or "" for i in missing]
+            if cache is not None:
+                computed, counts = cache.embed_windows(embedders.text, name, texts)
+            else:
+                computed = embedders.text.embed_windows(texts)
+        for i, group in zip(missing, computed.groups(), strict=True):
+            groups[i] = group
+    return Windows.of(groups, dim), counts
+
+
+def _carried_windows(vector: Sequence[Any] | None, dim: int) -> NDArray[np.float32] | None:
+    """A carried vector (or list of window vectors) as a windows matrix, if it has ``dim``."""
+    if vector is None or not len(vector):
+        return None
+    try:
+        matrix = np.asarray(vector, dtype=np.float32)
+    except (TypeError, ValueError):  # ragged or not numbers
+        return None
+    if matrix.ndim == 1:
+        matrix = matrix.reshape(1, -1)
+    if matrix.ndim != 2 or matrix.shape[1] != dim or not np.isfinite(matrix).all():
+        return None
+    return matrix
 
 
 def _repeat(value: str, n: int) -> pa.Array:

@@ -3,8 +3,9 @@
 A worker asks :class:`LiveSignals` for the current :class:`~signals.bank.SignalBank` before
 each batch; it re-reads the registry at most every ``refresh_s`` seconds, so a signal added or
 changed with ``telltale signals add`` is picked up without a restart. A signal trained on
-another embedder is never applied. When a ``retrain`` function is given, such a signal is
-retrained from its stored examples on the current embedder by :meth:`LiveSignals.retrain_stale`
+another embedder is never applied (each field has its own embedder: the text model for text
+fields, open_clip for images). When a ``retrain`` function is given, such a signal is retrained
+from its stored examples on its field's current embedder by :meth:`LiveSignals.retrain_stale`
 — called between batches, never inside one — and stored as the version after the one it
 replaces: a deterministic identity, so any number of workers retraining the same signal at
 once store exactly one new version (the ``signals`` table keeps one row per name and version).
@@ -16,19 +17,20 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from signals.bank import SignalBank
-from signals.base import Embedder
+from signals.base import Embedder, TextEmbedder
+from signals.embedders import FieldEmbedders, ids_by_field
 from signals.errors import ImageError, SignalError
 from signals.fitted import FittedSignal
 from signals.images import ImagePolicy, load_image
 from signals.training import train_signal
-from storage.embeddings import event_contents, vectors_by_event
+from storage.embeddings import event_contents, windows_by_event
 from storage.registry import (
     SignalRecord,
     insert_signal,
@@ -79,7 +81,8 @@ def save_fitted(client: Client, fitted: FittedSignal, author: str = "") -> Fitte
     save_signal(client, SignalRecord(
         name=fitted.name, version=version, kind=fitted.kind, embedder_id=fitted.embedder_id,
         definition=fitted.spec.model_dump_json(), fitted=fitted.model_dump_json(),
-        author=author, created_at=fitted.trained_at,
+        author=author, created_at=fitted.trained_at, degenerate=fitted.degenerate,
+        degenerate_reason=fitted.degenerate_reason,
     ))  # fmt: skip
     return fitted
 
@@ -118,27 +121,28 @@ def load_fitted(client: Client) -> list[FittedSignal]:
 
 
 class StoredExamples:
-    """Examples given as stored event ids: their stored vectors, or their content re-embedded
-    when they were embedded by another model."""
+    """Examples given as stored event ids: their stored window vectors, or their content
+    re-embedded when they were embedded by another model."""
 
     def __init__(self, client: Client, policy: ImagePolicy | None = None) -> None:
         self._client = client
         self._policy = policy
 
     def vectors(
-        self, event_ids: Sequence[str], field: str, embedder: Embedder
+        self, event_ids: Sequence[str], field: str, embedder: Embedder | TextEmbedder
     ) -> dict[str, NDArray[np.float32]]:
+        """``(windows, dim)`` per known event id, in ``embedder``'s space."""
         found = {
             k: np.asarray(v, dtype=np.float32)
-            for k, v in vectors_by_event(self._client, event_ids, field, embedder.id).items()
+            for k, v in windows_by_event(self._client, event_ids, field, embedder.id).items()
         }
         missing = [e for e in event_ids if e not in found]
         if not missing:
             return found
         contents = event_contents(self._client, missing, field)
         ids = list(contents)
-        vectors: NDArray[np.float32] | list[NDArray[np.float32]] = []
-        if field.endswith(".image"):
+        groups: list[NDArray[np.float32]] = []
+        if field.endswith(".image") and isinstance(embedder, Embedder):
             images, kept = [], []
             for event_id in ids:
                 try:
@@ -146,11 +150,13 @@ class StoredExamples:
                     kept.append(event_id)
                 except ImageError:
                     continue  # reported as unknown by the caller
-            vectors = embedder.embed_images(images) if images else []
+            groups = [v[None, :] for v in embedder.embed_images(images)] if images else []
             ids = kept
-        else:
-            vectors = embedder.embed_texts([contents[e] for e in ids]) if ids else []
-        found.update(zip(ids, vectors, strict=True))
+        elif isinstance(embedder, TextEmbedder) and ids:
+            groups = embedder.embed_windows([contents[e] for e in ids]).groups()
+        elif ids:
+            groups = [v[None, :] for v in embedder.embed_texts([contents[e] for e in ids])]
+        found.update(zip(ids, groups, strict=True))
         return found
 
 
@@ -158,8 +164,9 @@ Retrain = Callable[[FittedSignal], FittedSignal | None]
 """Retrains a signal on the current embedder and stores it; None when a newer one exists."""
 
 
-def retrainer(client: Client, embedder: Embedder) -> Retrain:
-    """Retrain a signal's stored spec on ``embedder`` and store it (:func:`save_retrained`)."""
+def retrainer(client: Client, embedder: Embedder | FieldEmbedders) -> Retrain:
+    """Retrain a signal's stored spec on its field's embedder; store it
+    (:func:`save_retrained`)."""
 
     def retrain(old: FittedSignal) -> FittedSignal | None:
         fitted = train_signal(old.spec, embedder, lookup=StoredExamples(client))
@@ -169,7 +176,8 @@ def retrainer(client: Client, embedder: Embedder) -> Retrain:
 
 
 class LiveSignals:
-    """A :class:`SignalBank` for one embedder, refreshed from storage every ``refresh_s``.
+    """A :class:`SignalBank` for the current embedders, refreshed from storage every
+    ``refresh_s``. ``embedder_id``: one id for every field, or field → id.
 
     Calling it (once per batch) only reads: signals of another embedder are left out and
     noted as stale. :meth:`retrain_stale` retrains them, between batches.
@@ -178,16 +186,16 @@ class LiveSignals:
     def __init__(
         self,
         client: Client,
-        embedder_id: str,
+        embedder_id: str | Mapping[str, str],
         refresh_s: float = 10.0,
         retrain: Retrain | None = None,
     ) -> None:
         self._client = client
-        self._embedder_id = embedder_id
+        self._embedder_ids = ids_by_field(embedder_id)
         self._refresh_s = refresh_s
         self._retrain = retrain
         self._lock = threading.Lock()
-        self._bank = SignalBank([], embedder_id)
+        self._bank = SignalBank([], self._embedder_ids)
         self._loaded_at = float("-inf")
         self._skipped: set[tuple[str, int]] = set()
         self._stale: dict[tuple[str, int], FittedSignal] = {}
@@ -210,7 +218,7 @@ class LiveSignals:
             return list(self._stale.values())
 
     def retrain_stale(self) -> list[FittedSignal]:
-        """Retrain the stale signals on this embedder; return the versions now stored.
+        """Retrain the stale signals on their fields' embedders; return the versions stored.
 
         Runs outside any batch (the worker calls it on a timer, the CLI once at start-up);
         training and storing happen without the lock, so batches are never held up by it.
@@ -220,6 +228,7 @@ class LiveSignals:
             return []
         done = []
         for key, fitted in list(self._stale.items()):
+            expected = self._embedder_ids.get(fitted.field, "")
             try:
                 new = self._retrain(fitted)
             except (SignalError, ValueError) as exc:
@@ -227,14 +236,14 @@ class LiveSignals:
                     self._stale.pop(key, None)
                     self._skipped.add(key)
                 log.error("cannot retrain signal %r v%d on %s: %s",
-                          fitted.name, fitted.version, self._embedder_id, exc)  # fmt: skip
+                          fitted.name, fitted.version, expected, exc)  # fmt: skip
                 continue
             with self._lock:
                 self._stale.pop(key, None)
             if new is not None:
                 log.warning("signal %r v%d was trained on %s; v%d is its retrain on %s",
                             fitted.name, fitted.version, fitted.embedder_id, new.version,
-                            self._embedder_id)  # fmt: skip
+                            expected)  # fmt: skip
                 done.append(new)
         if done:
             self.invalidate()
@@ -245,7 +254,8 @@ class LiveSignals:
         stale: dict[tuple[str, int], FittedSignal] = {}
         for fitted in load_fitted(self._client):
             key = (fitted.name, fitted.version)
-            if fitted.embedder_id == self._embedder_id:
+            expected = self._embedder_ids.get(fitted.field, "")
+            if fitted.embedder_id == expected:
                 usable.append(fitted)
             elif key in self._skipped:
                 continue
@@ -258,11 +268,11 @@ class LiveSignals:
                     fitted.name,
                     fitted.version,
                     fitted.embedder_id,
-                    self._embedder_id,
+                    expected,
                 )
         self._stale = stale
         before = {(s.name, s.version) for s in self._bank.signals}
-        self._bank = SignalBank(usable, self._embedder_id)
+        self._bank = SignalBank(usable, self._embedder_ids)
         after = {(s.name, s.version) for s in self._bank.signals}
         if before != after:
             log.info("signals now applied: %s", sorted(f"{n} v{v}" for n, v in after))

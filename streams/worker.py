@@ -34,10 +34,10 @@ from streams.batch_handler import (
     Record,
     WorkerHealth,
     json_decoder,
+    pipeline_process,
 )
 from streams.dead_letter import DeadLetter
-from streams.events import GenerationEvent
-from streams.pipeline import BatchResult, Pipeline
+from streams.pipeline import Pipeline
 from streams.retry import RetryPolicy, ShuttingDown
 
 __all__ = ["WorkerConfig", "build_app"]
@@ -91,7 +91,7 @@ class _Runtime:
         self.in_flight: set[asyncio.Future[Outcome]] = set()
         self.retry = RetryPolicy(config.retry_initial_s, config.retry_max_s)
         self.handler = BatchHandler(
-            process=self.process,
+            process=pipeline_process(self.pipeline),
             send_dead_letter=send_dead_letter,
             run_blocking=self.run_blocking,
             record_dead_letters=record_dead_letters,
@@ -107,9 +107,6 @@ class _Runtime:
         if self._pipeline is None:
             self._pipeline = self._factory()
         return self._pipeline
-
-    def process(self, events: Sequence[GenerationEvent]) -> BatchResult:
-        return self.pipeline().process(events)
 
     async def run_blocking(self, call: Callable[[], _T]) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)

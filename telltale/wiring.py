@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from signals.cache import EmbeddingCache, LruVectorCache
+from signals.embedders import FieldEmbedders
 from signals.open_clip_embedder import EmbedderConfig, OpenClipEmbedder
 from storage.client import connect
 from storage.dead_letters import DeadLetterRow, record_dead_letters
+from storage.embedding_cache import ClickHouseVectorCache
 from storage.migrate import migrate
 from storage.writer import ClickHouseWriter
 from streams.batch_handler import WorkerHealth
@@ -15,12 +20,27 @@ from streams.dead_letter import DeadLetter
 from streams.pipeline import Pipeline
 from streams.signal_store import LiveSignals, PublishedSignal, retrainer, save_fitted
 from streams.worker import WorkerConfig, build_app
-from telltale.settings import ClickHouseSettings, EmbedderSettings, Settings
+from telltale.settings import (
+    ClickHouseSettings,
+    EmbedderSettings,
+    EmbeddingCacheSettings,
+    Settings,
+    TextEmbedderSettings,
+)
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-__all__ = ["make_client", "make_embedder", "make_pipeline", "make_worker_app"]
+__all__ = [
+    "Parts",
+    "make_cache",
+    "make_client",
+    "make_embedder",
+    "make_embedders",
+    "make_parts",
+    "make_pipeline",
+    "make_worker_app",
+]
 
 
 def make_client(settings: ClickHouseSettings, *, migrated: bool = True) -> Client:
@@ -39,34 +59,84 @@ def make_embedder(settings: EmbedderSettings) -> OpenClipEmbedder:
     ))  # fmt: skip
 
 
+def make_embedders(
+    image: EmbedderSettings, text: TextEmbedderSettings | None = None
+) -> FieldEmbedders:
+    """open_clip for images; the text model for text fields (or CLIP's text tower)."""
+    clip = make_embedder(image)
+    text = text or TextEmbedderSettings()
+    if text.uses_open_clip:
+        return FieldEmbedders(clip)
+    from signals.text_embedder import SentenceEmbedder, TextEmbedderConfig
+
+    return FieldEmbedders(clip, SentenceEmbedder(TextEmbedderConfig(
+        model=text.model, window_tokens=text.window_tokens, stride_tokens=text.stride_tokens,
+        max_windows=text.max_windows, device=text.device, threads=text.threads,
+        batch_size=text.batch_size,
+    )))  # fmt: skip
+
+
+def make_cache(settings: EmbeddingCacheSettings, client: Client | None) -> EmbeddingCache | None:
+    """The embedding cache: an LRU, and the shared ClickHouse table when ``client`` is given."""
+    if not settings.enabled:
+        return None
+    shared = ClickHouseVectorCache(client) if settings.shared and client is not None else None
+    return EmbeddingCache(LruVectorCache(settings.memory_entries), shared)
+
+
 def make_pipeline(settings: Settings, client: Client | None = None) -> Pipeline:
     """The in-process pipeline; signals of another embedder are retrained first, once."""
-    pipeline, signals = _pipeline_and_signals(settings, client or make_client(settings.clickhouse))
-    signals.retrain_stale()
-    return pipeline
+    parts = make_parts(settings, client or make_client(settings.clickhouse))
+    parts.signals.retrain_stale()
+    return parts.pipeline
 
 
-def _pipeline_and_signals(settings: Settings, client: Client) -> tuple[Pipeline, LiveSignals]:
-    embedder = make_embedder(settings.embedder)
+@dataclass(frozen=True)
+class Parts:
+    """The models, the live signals and a pipeline over one client: built once per process and
+    shared (``telltale serve --all`` gives the same ones to the worker and the API)."""
+
+    client: Client
+    embedders: FieldEmbedders
+    signals: LiveSignals
+    pipeline: Pipeline
+
+
+def make_parts(settings: Settings, client: Client, writer: ClickHouseWriter | None = None) -> Parts:
+    embedders = make_embedders(settings.embedder, settings.text_embedder)
     signals = LiveSignals(
-        client, embedder.id, settings.worker.signal_refresh_s, retrain=retrainer(client, embedder)
-    )
-    return Pipeline(embedder, signals, ClickHouseWriter(client)), signals
+        client, embedders.ids, settings.worker.signal_refresh_s,
+        retrain=retrainer(client, embedders),
+    )  # fmt: skip
+    pipeline = Pipeline(
+        embedders, signals, writer or ClickHouseWriter(client),
+        cache=make_cache(settings.cache, client),
+    )  # fmt: skip
+    return Parts(client, embedders, signals, pipeline)
 
 
 class _WorkerParts:
-    """What one worker process builds once, on its pipeline thread: client, model, signals."""
+    """What one worker process builds once, on its pipeline thread: client, model, signals.
 
-    def __init__(self, settings: Settings) -> None:
+    ``build`` replaces the default (a client from settings, then :func:`make_parts`).
+    """
+
+    def __init__(self, settings: Settings, build: Callable[[], Parts] | None = None) -> None:
         self._settings = settings
+        self._build = build
         self._pipeline: Pipeline | None = None
         self._client: Client | None = None
         self._signals: LiveSignals | None = None
 
     def pipeline(self) -> Pipeline:
         if self._pipeline is None:
-            self._client = make_client(self._settings.clickhouse)
-            self._pipeline, self._signals = _pipeline_and_signals(self._settings, self._client)
+            parts = (
+                self._build()
+                if self._build is not None
+                else make_parts(self._settings, make_client(self._settings.clickhouse))
+            )
+            self._client, self._signals = parts.client, parts.signals
+            self._pipeline = parts.pipeline
         return self._pipeline
 
     def record_dead_letters(self, letters: list[DeadLetter]) -> None:
@@ -95,8 +165,16 @@ class _WorkerParts:
         return f"{stored.name} v{stored.version}"
 
 
-def make_worker_app(settings: Settings, health: WorkerHealth | None = None) -> Any:
-    """The faust worker app; ``health`` fails when storage is misconfigured (for /healthz)."""
+def make_worker_app(
+    settings: Settings,
+    build: Callable[[], Parts] | None = None,
+    health: WorkerHealth | None = None,
+) -> Any:
+    """The faust worker app.
+
+    ``build`` supplies shared parts instead of building its own (``serve --all``); ``health``
+    fails when storage is misconfigured (for a health endpoint).
+    """
     config = WorkerConfig(
         bootstrap=settings.kafka.bootstrap,
         topic=settings.kafka.topic,
@@ -113,7 +191,7 @@ def make_worker_app(settings: Settings, health: WorkerHealth | None = None) -> A
         control_topic=settings.kafka.control_topic,
         maintenance_interval_s=max(settings.worker.signal_refresh_s, 1.0),
     )
-    parts = _WorkerParts(settings)
+    parts = _WorkerParts(settings, build)
     return build_app(
         config,
         parts.pipeline,

@@ -15,7 +15,7 @@ from typing import Any
 
 from storage.registry import SignalRecord, save_signal
 from storage.releases import add_release
-from storage.rows import EventRow, ScoreRow, WriteBatch
+from storage.rows import CacheStatsRow, EventRow, ScoreRow, WriteBatch
 from storage.writer import ClickHouseWriter
 
 SIGNALS = {"stock_advice": 0.6, "stock_watermark": 0.5}
@@ -37,6 +37,10 @@ def seed(client: Any, now: datetime) -> None:
         chat_flag = i % 5 == 0 if version == NEW else i % 20 == 0
         _add(batch, f"c{i}", at, CHAT, version, "chat", "stock_advice", chat_flag, i)
         _add(batch, f"m{i}", at, IMAGE, "v3", "studio", "stock_watermark", i % 10 == 0, i)
+        # one pipeline batch of 20 prompts per event pair: 12 answered by the cache
+        batch.cache_stats.append(
+            CacheStatsRow(at, "prompt.text", "st/all-MiniLM-L6-v2/x/w128s96", 20, 8, 2, 2, 8)
+        )
     ClickHouseWriter(client).write(batch)
 
     for name, threshold in SIGNALS.items():

@@ -29,7 +29,7 @@ from storage.dead_letters import DeadLetterRow, record_dead_letters
 from storage.errors import StorageUnavailable
 from storage.queries import table_counts
 from storage.writer import ClickHouseWriter
-from streams.batch_handler import BatchHandler, Outcome, Record, WorkerHealth
+from streams.batch_handler import BatchHandler, Outcome, Record, WorkerHealth, pipeline_process
 from streams.dead_letter import DeadLetter
 from streams.errors import InvalidEvent
 from streams.events import GenerationEvent, validate_event
@@ -125,7 +125,7 @@ def make_harness(
         ])  # fmt: skip
 
     handler = BatchHandler(
-        process=process or pipeline.process,
+        process=process or pipeline_process(lambda: pipeline),
         send_dead_letter=send,
         run_blocking=run_blocking,
         record_dead_letters=store,
@@ -308,7 +308,7 @@ def test_transient_errors_are_retried_with_back_off_until_storage_returns(
                         ClickHouseWriter(ch))  # fmt: skip
     failures = {"left": 3}
 
-    def flaky(events: Sequence[GenerationEvent]) -> BatchResult:
+    def flaky(events: Sequence[GenerationEvent], carried: object = None) -> BatchResult:
         if failures["left"]:
             failures["left"] -= 1
             raise StorageUnavailable("insert of 5 events failed: connection refused", 210)
@@ -330,7 +330,7 @@ def test_transient_errors_are_retried_with_back_off_until_storage_returns(
 def test_shutdown_during_an_outage_holds_the_batch_unacknowledged(
     ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str
 ) -> None:
-    def down(events: Sequence[GenerationEvent]) -> BatchResult:
+    def down(events: Sequence[GenerationEvent], carried: object = None) -> BatchResult:
         raise StorageUnavailable("insert failed: timeout", 159)
 
     h = make_harness(ch, tiny_embedder, kafka_bootstrap, process=down)

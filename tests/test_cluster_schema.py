@@ -47,3 +47,12 @@ def test_bad_cluster_names_and_unknown_statements_are_refused() -> None:
         render(STATEMENTS[0], "prod; DROP TABLE events")
     with pytest.raises(ValueError, match="cannot render"):
         render("ALTER TABLE events ADD COLUMN x UInt8", "prod")
+
+
+def test_added_columns_go_on_the_shards_and_the_distributed_table() -> None:
+    local, distributed = render(
+        "ALTER TABLE events ADD COLUMN IF NOT EXISTS user_id String DEFAULT ''", "prod"
+    )
+    assert local.startswith("ALTER TABLE events_local ON CLUSTER prod ADD COLUMN IF NOT EXISTS")
+    assert local.endswith("user_id String DEFAULT ''")
+    assert distributed.startswith("ALTER TABLE events ON CLUSTER prod ADD COLUMN")

@@ -87,3 +87,14 @@ def test_missing_required_fields_are_all_named() -> None:
 def test_unix_number_timestamps_are_refused() -> None:
     with pytest.raises(InvalidEvent, match="RFC 3339"):
         decode_event(raw(timestamp=1_790_000_000))
+
+
+def test_user_and_session_come_from_the_contract_or_from_otel_attributes() -> None:
+    explicit = decode_event(raw(user_id="u-1", session_id="s-1"))
+    assert (explicit.user_id, explicit.session_id) == ("u-1", "s-1")
+    otel = decode_event(raw(**{"user.id": "u-2", "gen_ai.conversation.id": "c-9"}))
+    assert (otel.user_id, otel.session_id) == ("u-2", "c-9")
+    assert otel.attributes["user.id"] == "u-2"  # the original attribute is kept as sent
+    nested = decode_event(raw(attributes={"session.id": "s-3"}))
+    assert (nested.user_id, nested.session_id) == (None, "s-3")
+    assert decode_event(raw()).user_id is None

@@ -76,9 +76,11 @@ def test_stored_events_as_examples_and_failure_paths(
         negative=(EventRef(event_id="c0001"), neutral_text(rng))))  # fmt: skip
     fitted = train_signal(spec, tiny_embedder, lookup=lookup)
     assert (fitted.n_positive, fitted.n_negative) == (3, 2)
-    # the stored vector is used as is
+    # the stored vector is used as is (a short text: one window, the vector)
     stored = lookup.vectors(["c0000"], "output.text", tiny_embedder)["c0000"]
-    np.testing.assert_allclose(stored, tiny_embedder.embed_texts([events[0].output.text or ""])[0],
+    assert stored.shape == (1, tiny_embedder.dim)
+    np.testing.assert_allclose(stored[0],
+                               tiny_embedder.embed_texts([events[0].output.text or ""])[0],
                                atol=1e-5)  # fmt: skip
 
     unknown = spec.model_copy(update={"examples": Examples(

@@ -1,0 +1,130 @@
+"""The embedding cache on a stream with Zipf-distributed repeats: model calls saved, events/s.
+
+    .venv/bin/python bench/cache.py [--events 100000] [--zipf 1.1] [--model tiny|minilm]
+                                    [--baseline-events 100000] [--shared] [--json]
+
+One run, side by side: the prompts of ``--events`` events are drawn from a Zipf law (rank k
+drawn with probability proportional to k^-s, unbounded, numpy's ``zipf``), as templates,
+system prompts and popular questions repeat in chat traffic while a long tail stays unique.
+They are embedded in batches of 256 (the worker's default batch):
+
+* through :class:`signals.cache.EmbeddingCache` (repeats inside a batch, an LRU of
+  ``--memory-entries`` texts, and with ``--shared`` the ClickHouse table in a temporary chDB);
+* straight through the model, as without a cache, over the first ``--baseline-events`` events
+  (without a cache every event costs the same, so a prefix measures the same rate; pass
+  ``--baseline-events`` equal to ``--events`` to run the whole stream).
+
+Only the embedding stage is timed: ClickHouse writes are the same with and without the cache.
+``--model tiny`` (default) is the 4-layer random-weight CLIP config, so the run stays within
+minutes on 2 cores; ``minilm`` is the production text model, where the cache saves more time.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import random  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from signals.cache import EmbeddingCache, LruVectorCache  # noqa: E402
+from signals.embedders import as_field_embedders  # noqa: E402
+
+BATCH = 256
+_TOPICS = ["my phone bill", "a refund", "the delivery date", "password reset", "a cover letter",
+           "a SQL query", "the return policy", "a birthday poem", "my exam schedule",
+           "a trip to Porto", "invoice 4471", "the API rate limit", "a job interview"]  # fmt: skip
+_ASKS = ["Can you help me with", "I have a question about", "Please explain",
+         "Write a reply about", "Summarise the thread on", "What should I do about",
+         "Give me three ideas for"]  # fmt: skip
+
+
+def prompt(rank: int) -> str:
+    """The text of the rank-th most popular prompt: fixed per rank, distinct across ranks."""
+    rng = random.Random(rank)
+    return (f"{rng.choice(_ASKS)} {rng.choice(_TOPICS)}? Context #{rank}: "
+            f"{rng.choice(_TOPICS)} and {rng.choice(_TOPICS)}.")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--zipf", type=float, default=1.1)
+    parser.add_argument("--model", choices=("tiny", "minilm"), default="tiny")
+    parser.add_argument("--memory-entries", type=int, default=20_000)
+    parser.add_argument("--baseline-events", type=int, default=100_000)
+    parser.add_argument("--shared", action="store_true", help="add the ClickHouse cache (chDB)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    if args.model == "tiny":
+        from signals.open_clip_embedder import OpenClipEmbedder
+
+        embedder: Any = as_field_embedders(
+            OpenClipEmbedder(model_name="telltale-tiny", pretrained=None, seed=0)
+        ).text
+    else:
+        from signals.text_embedder import SentenceEmbedder
+
+        embedder = SentenceEmbedder()
+    ranks = np.random.default_rng(20261201).zipf(args.zipf, args.events)
+    texts = [prompt(int(k)) for k in ranks]
+    distinct = len(set(texts))
+
+    shared = None
+    if args.shared:
+        from storage.client import connect
+        from storage.embedding_cache import ClickHouseVectorCache
+        from storage.migrate import migrate
+
+        client = connect(f"chdb://{tempfile.mkdtemp(prefix='telltale-cache-bench-')}/db")
+        migrate(client)
+        shared = ClickHouseVectorCache(client)
+    cache = EmbeddingCache(LruVectorCache(args.memory_entries), shared)
+    started = time.perf_counter()
+    for start in range(0, len(texts), BATCH):
+        cache.embed_windows(embedder, "prompt.text", texts[start : start + BATCH])
+    cached_s = time.perf_counter() - started
+
+    baseline = texts[: args.baseline_events]
+    started = time.perf_counter()
+    for start in range(0, len(baseline), BATCH):
+        embedder.embed_windows(baseline[start : start + BATCH])
+    plain_s = time.perf_counter() - started
+
+    totals = cache.totals
+    out = {
+        "embedder": embedder.id, "events": len(texts), "zipf_s": args.zipf,
+        "distinct_prompts": distinct, "memory_entries": args.memory_entries,
+        "shared_cache": args.shared, "model_texts": totals.model_texts,
+        "model_calls_saved_share": totals.hit_rate, "batch_repeats": totals.batch_repeats,
+        "memory_hits": totals.memory_hits, "shared_hits": totals.shared_hits,
+        "cached_events_per_s": len(texts) / cached_s,
+        "baseline_events": len(baseline), "no_cache_events_per_s": len(baseline) / plain_s,
+    }  # fmt: skip
+    out["speedup"] = out["cached_events_per_s"] / out["no_cache_events_per_s"]
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    print(f"{out['events']} events, prompts Zipf s={args.zipf}: {distinct} distinct; "
+          f"embedder {embedder.id}; batches of {BATCH}")  # fmt: skip
+    print(f"  model calls saved: {totals.saved} of {totals.lookups} texts "
+          f"({totals.hit_rate:.1%}): {totals.batch_repeats} repeats within a batch, "
+          f"{totals.memory_hits} LRU hits ({args.memory_entries} entries), "
+          f"{totals.shared_hits} shared-cache hits")  # fmt: skip
+    print(f"  with cache:    {out['cached_events_per_s']:8.0f} events/s over {len(texts)} events")
+    print(f"  without cache: {out['no_cache_events_per_s']:8.0f} events/s over "
+          f"{len(baseline)} events")  # fmt: skip
+    print(f"  speed-up: {out['speedup']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

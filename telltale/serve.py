@@ -1,0 +1,484 @@
+"""``telltale serve``: the guardrail API over HTTP (FastAPI on uvicorn).
+
+``POST /v1/score`` takes one generation event (``event_id`` and ``timestamp`` optional) and
+returns every applied signal's score and flag with a verdict; concurrent requests share model
+calls through :class:`~streams.guardrail.MicroBatcher`. ``?record=true`` also stores the scored
+event with its vectors (straight to storage, or through Kafka to the worker). ``/healthz``,
+``/readyz``, ``/metrics`` (Prometheus) and ``/openapi.json`` come with it.
+
+Why FastAPI: the request and response models are the pydantic models the rest of telltale
+already uses, the OpenAPI schema that schemathesis tests against is generated from them, and it
+runs on uvicorn, whose graceful shutdown drains requests in flight on SIGTERM. Litestar would
+do the same; FastAPI's wider use (and its test client, dependency injection for the API key)
+tipped it.
+
+The scoring core knows nothing of HTTP (:mod:`streams.guardrail`); this module adds the edge:
+size limits, authentication, error mapping, metrics. ``telltale serve --all`` adds the worker,
+the monitor and the live report (:mod:`telltale.serve_all`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from signals.images import ImagePolicy
+from streams.errors import InvalidEvent
+from streams.events import GenerationEvent, validate_event
+from streams.guardrail import (
+    GuardrailClosed,
+    MicroBatcher,
+    Recorder,
+    Rejected,
+    Scored,
+    Scorer,
+    ScoreRequest,
+)
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from signals.bank import SignalBank
+    from signals.base import Embedder
+    from signals.cache import EmbeddingCache
+    from signals.embedders import FieldEmbedders
+    from telltale.settings import ServeSettings
+
+__all__ = [
+    "ApiError",
+    "GuardrailService",
+    "ScoreResponse",
+    "SignalScore",
+    "create_app",
+    "request_body_schema",
+]
+
+log = logging.getLogger(__name__)
+
+API_IMAGE_POLICY = ImagePolicy(
+    allowed_schemes=frozenset({"data", "https"}), allow_local_files=False
+)
+"""Images sent to the API are inline (base64, ``data:``) or allow-listed https: never a path on
+the server's disk."""
+
+
+class SignalScore(BaseModel):
+    name: str
+    version: int
+    field: str = Field(description="the embedding field the signal reads, e.g. output.text")
+    score: float = Field(ge=0, le=1, description="probability of the failure mode")
+    flagged: bool = Field(description="score reached the signal's threshold")
+    action: Literal["block", "flag", "log"] = Field(description="the spec's action when flagged")
+
+
+class ScoreResponse(BaseModel):
+    event_id: str
+    verdict: Literal["block", "flag", "pass"] = Field(
+        description="block if a flagged signal's action is block, flag if one's is flag"
+    )
+    signals: list[SignalScore]
+    embedder_id: str
+    recorded: bool = Field(description="stored for monitoring (record=true and it worked)")
+    record_error: str | None = None
+
+
+class ApiError(BaseModel):
+    detail: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    signals: int
+    detail: str = ""
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ApiError, "description": text}
+    for code, text in (
+        (400, "the body is not a JSON object"),
+        (401, "missing or wrong API key"),
+        (413, "the body is larger than the limit"),
+        (422, "the event is invalid; detail says why"),
+        (503, "scoring is unavailable (starting, stopping, or storage down)"),
+    )
+}
+
+
+def request_body_schema() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The event contract as the API takes it: ``event_id`` and ``timestamp`` optional, and
+    unknown top-level members allowed (they are kept in ``attributes``).
+
+    Returns the schema and the definitions it refers to (for ``components/schemas``).
+    """
+    schema = GenerationEvent.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions = schema.pop("$defs", {})
+    optional = ("event_id", "timestamp")
+    schema["required"] = [r for r in schema.get("required", []) if r not in optional]
+    schema.pop("additionalProperties", None)
+    schema["title"] = "ScoreRequest"
+    schema["properties"]["timestamp"]["description"] = "RFC 3339; default: the time of the request"
+    schema["properties"]["event_id"]["description"] = "unique id; default: a random one"
+    return schema, definitions
+
+
+class _Metrics:
+    """Prometheus metrics of one app (its own registry, so several apps can live in a test)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry: CollectorRegistry = CollectorRegistry()
+        latency_buckets = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+        self.latency = Histogram("telltale_serve_request_seconds", "POST /v1/score latency",
+                                 ["status"], buckets=latency_buckets,
+                                 registry=self.registry)  # fmt: skip
+        self.in_flight = Gauge("telltale_serve_in_flight", "POST /v1/score requests being served",
+                               registry=self.registry)  # fmt: skip
+        self.batch_size = Histogram("telltale_serve_batch_size", "events per model call",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+                                    registry=self.registry)  # fmt: skip
+        self.batch_seconds = Histogram("telltale_serve_batch_seconds", "time of one model call",
+                                       buckets=latency_buckets, registry=self.registry)  # fmt: skip
+        self.cache_hits = Counter("telltale_serve_embedding_cache_hits",
+                                  "texts whose vectors came from the embedding cache",
+                                  registry=self.registry)  # fmt: skip
+        self.embedded = Counter("telltale_serve_embedded_fields",
+                                "fields embedded (cache hits included)",
+                                registry=self.registry)  # fmt: skip
+        self.flags = Counter("telltale_serve_signal_flags", "events a signal flagged",
+                             ["signal", "action"], registry=self.registry)  # fmt: skip
+        self.verdicts = Counter("telltale_serve_verdicts", "verdicts returned", ["verdict"],
+                                registry=self.registry)  # fmt: skip
+        self.record_failures = Counter("telltale_serve_record_failures",
+                                       "record=true events that could not be stored",
+                                       registry=self.registry)  # fmt: skip
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_seconds.observe(seconds)
+
+    def observe(self, scored: Scored) -> None:
+        self.verdicts.labels(scored.verdict).inc()
+        self.embedded.inc(len({s.field for s in scored.signals} | set(scored.vectors)))
+        for s in scored.signals:
+            if s.flagged:
+                self.flags.labels(s.name, s.action).inc()
+
+
+class GuardrailService:
+    """Scorer + micro-batcher + optional recorder, and the state the endpoints report.
+
+    ``recorder`` is called on the scoring thread with the batch's ``record=true`` events; if it
+    raises, those responses say ``recorded: false`` with the reason (the verdict still stands).
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder | FieldEmbedders,
+        bank: Callable[[], SignalBank],
+        settings: ServeSettings,
+        *,
+        recorder: Recorder | None = None,
+        cache: EmbeddingCache | None = None,
+        image_policy: ImagePolicy = API_IMAGE_POLICY,
+    ) -> None:
+        self.settings = settings
+        self.scorer = Scorer(embedder, bank, image_policy, cache)
+        self.metrics = _Metrics()
+        self._recorder = recorder
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telltale-score")
+        self.batcher: MicroBatcher[ScoreRequest, Scored | Rejected] = MicroBatcher(
+            self._run, self._executor, max_batch=settings.batch_max_size,
+            max_wait_s=settings.batch_max_wait_ms / 1000, on_batch=self.metrics.observe_batch,
+        )  # fmt: skip
+        self.ready = False
+
+    def _run(self, requests: list[ScoreRequest]) -> list[Scored | Rejected]:
+        saved = self.scorer.cache_counts().saved
+        results = self.scorer.score(requests)
+        self.metrics.cache_hits.inc(self.scorer.cache_counts().saved - saved)
+        wanted = [
+            i for i, (r, s) in enumerate(zip(requests, results, strict=True))
+            if r.record and isinstance(s, Scored)
+        ]  # fmt: skip
+        if not wanted:
+            return results
+        if self._recorder is None:
+            error = "recording is not configured"
+        else:
+            try:
+                self._recorder([results[i] for i in wanted])  # type: ignore[misc]
+                error = ""
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        if error:
+            log.error("recording %d scored events failed: %s", len(wanted), error)
+            self.metrics.record_failures.inc(len(wanted))
+        for i in wanted:
+            scored = results[i]
+            assert isinstance(scored, Scored)
+            results[i] = replace(scored, recorded=not error, record_error=error)
+        return results
+
+    async def start(self) -> None:
+        """Load the model's signals off the loop, then take requests."""
+        bank = await asyncio.get_running_loop().run_in_executor(self._executor, self.scorer.signals)
+        self.batcher.start()
+        self.ready = True
+        log.info("guardrail ready: %d signals on %s", len(bank), self.scorer.embedder_id)
+
+    async def stop(self) -> None:
+        """Finish every queued request, then release the scoring thread."""
+        self.ready = False
+        await self.batcher.stop()
+        self._executor.shutdown(wait=True)
+        stats = self.batcher.stats
+        log.info("guardrail stopped after %d requests in %d batches", stats.items, stats.batches)
+
+    @property
+    def signal_count(self) -> int:
+        return self.scorer.signal_count
+
+    async def score(self, event: GenerationEvent, record: bool) -> Scored | Rejected:
+        result = await self.batcher.submit(ScoreRequest(event, record))
+        if isinstance(result, Scored):
+            self.metrics.observe(result)
+        return result
+
+
+def _api_key_check(keys: Sequence[bytes]) -> Callable[[Request], Awaitable[None]]:
+    """A dependency that accepts ``Authorization: Bearer KEY``, ``X-API-Key: KEY`` or basic
+    auth with KEY as the password; every configured key is compared in constant time."""
+
+    def presented(request: Request) -> bytes | None:
+        header = request.headers.get("x-api-key")
+        if header:
+            return header.encode()
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and value:
+            return value.strip().encode()
+        if scheme.lower() == "basic" and value:
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                return None
+            return decoded.partition(b":")[2]
+        return None
+
+    async def check(request: Request) -> None:
+        if not keys:
+            return
+        given = presented(request)
+        matched = False
+        for key in keys:  # no early exit: the time taken does not depend on which key matched
+            matched |= given is not None and hmac.compare_digest(given, key)
+        if not matched:
+            raise StarletteHTTPException(
+                401,
+                "missing or wrong API key" if given is None or given else "empty API key",
+                headers={"WWW-Authenticate": 'Bearer, Basic realm="telltale"'},
+            )
+
+    return check
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise StarletteHTTPException(413, f"body of {declared} bytes exceeds {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise StarletteHTTPException(413, f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_score_body(body: bytes) -> GenerationEvent:
+    """The event of a request body; ``event_id`` and ``timestamp`` get defaults.
+
+    Raises ``HTTPException`` 400 (not a JSON object) or 422 (not a valid event), with the same
+    reasons the worker writes into dead letters.
+    """
+    try:
+        data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise StarletteHTTPException(400, f"body is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise StarletteHTTPException(400, f"body must be a JSON object, got {type(data).__name__}")
+    if data.get("event_id") is None:
+        data["event_id"] = uuid.uuid4().hex
+    if data.get("timestamp") is None:
+        data["timestamp"] = datetime.now(UTC).isoformat()
+    try:
+        return validate_event(data)
+    except InvalidEvent as exc:
+        raise StarletteHTTPException(422, exc.reason) from exc
+
+
+def create_app(
+    service: GuardrailService,
+    *,
+    extra: Callable[[FastAPI, Callable[[Request], Awaitable[None]]], None] | None = None,
+    on_startup: Callable[[], Awaitable[None]] | None = None,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """The FastAPI app around ``service``.
+
+    ``extra(app, auth)`` adds routes (``--all`` adds the report, rates and detections);
+    ``on_startup``/``on_shutdown`` start and stop what runs beside the API (worker, monitor),
+    after the service started and after it drained.
+    """
+    settings = service.settings
+    auth = _api_key_check(settings.key_list())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        if on_startup is not None:
+            await on_startup()
+        try:
+            yield
+        finally:
+            # uvicorn has stopped accepting and finished the requests in flight by now.
+            await service.stop()
+            if on_shutdown is not None:
+                await on_shutdown()
+
+    app = FastAPI(
+        title="telltale",
+        version="1",
+        summary="Quality signals per request: score a generation, get a verdict.",
+        lifespan=lifespan,
+    )
+
+    body_schema, definitions = request_body_schema()
+    generate_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate_openapi()
+            document.setdefault("components", {}).setdefault("schemas", {}).update(definitions)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        return JSONResponse(
+            {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_parameters(_: Request, exc: RequestValidationError) -> Response:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
+            for err in exc.errors()
+        )
+        return JSONResponse({"detail": problems or "invalid request"}, status_code=422)
+
+    @app.post(
+        "/v1/score",
+        response_model=ScoreResponse,
+        responses=_ERRORS,
+        dependencies=[Depends(auth)],
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": body_schema}},
+            }
+        },
+    )
+    async def score(
+        request: Request,
+        record: Annotated[
+            bool, Query(description="also store the event (with its vectors)")
+        ] = False,
+    ) -> ScoreResponse | JSONResponse:
+        """Score one generation event with every live signal; return scores and a verdict."""
+        started = time.perf_counter()
+        status = 200
+        service.metrics.in_flight.inc()
+        try:
+            event = parse_score_body(await _read_body(request, settings.max_body_bytes))
+            try:
+                result = await service.score(event, record)
+            except GuardrailClosed as exc:
+                raise StarletteHTTPException(503, str(exc)) from exc
+            except Exception as exc:
+                log.exception("scoring failed")
+                raise StarletteHTTPException(
+                    503, f"scoring failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            if isinstance(result, Rejected):
+                raise StarletteHTTPException(422, result.reason)
+            return ScoreResponse(
+                event_id=result.event.event_id,
+                verdict=result.verdict,
+                signals=[
+                    SignalScore(
+                        name=s.name,
+                        version=s.version,
+                        field=s.field,
+                        score=s.score,
+                        flagged=s.flagged,
+                        action=s.action,
+                    )
+                    for s in result.signals
+                ],
+                embedder_id=result.embedder_id,
+                recorded=result.recorded,
+                record_error=result.record_error or None,
+            )
+        except StarletteHTTPException as exc:
+            status = exc.status_code
+            raise
+        finally:
+            service.metrics.in_flight.dec()
+            service.metrics.latency.labels(str(status)).observe(time.perf_counter() - started)
+
+    @app.get("/healthz", response_model=dict[str, str])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+    async def readyz() -> Response:
+        """Readiness: the model and signals are loaded and the server is not stopping."""
+        body = Readiness(ready=service.ready, signals=service.signal_count,
+                         detail="" if service.ready else "starting or stopping")  # fmt: skip
+        return JSONResponse(body.model_dump(), status_code=200 if service.ready else 503)
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        """Prometheus metrics (text exposition format)."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if extra is not None:
+        extra(app, auth)
+    return app
