@@ -110,9 +110,8 @@ def test_signal_of_another_embedder_is_retrained_automatically(
         negative=tuple(neutral_text(rng) for _ in range(4))))  # fmt: skip
     save_fitted(ch, train_signal(spec, other))
     live = LiveSignals(ch, tiny_embedder.id, 0, retrain=retrainer(ch, tiny_embedder))
-    assert live().signals == () and [s.version for s in live.stale] == [
-        1
-    ]  # batch path: no training
+    # the batch path only notes the stale signal; training happens between batches
+    assert live().signals == () and [s.version for s in live.stale] == [1]
     [retrained] = live.retrain_stale()
     bank = live()
     [signal] = bank.signals
