@@ -206,7 +206,11 @@ def main() -> None:
                "TELLTALE_EMBEDDER_PRETRAINED": args.pretrained, "TELLTALE_KAFKA_TOPIC": topic,
                "TELLTALE_KAFKA_DLQ_TOPIC": f"{topic}.dlq", "TELLTALE_KAFKA_GROUP_ID": group,
                "TELLTALE_KAFKA_SESSION_TIMEOUT_S": "6", "TELLTALE_WORKER_BATCH_SIZE": str(bs),
-               "TELLTALE_WORKER_LOG_LEVEL": "warning"}  # fmt: skip
+               "TELLTALE_WORKER_LOG_LEVEL": "warning",
+               # the same model and the same work as the raw and in-process paths: the
+               # open_clip model for text too, and no embedding cache
+               "TELLTALE_TEXT_EMBEDDER_MODEL": "open_clip",
+               "TELLTALE_EMBEDDING_CACHE_ENABLED": "false"}  # fmt: skip
         worker = subprocess.Popen(
             [sys.executable, "-m", "telltale.cli", "worker", "--clickhouse", f"chdb://{db}",
              "--kafka", bootstrap],

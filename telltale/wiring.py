@@ -135,6 +135,9 @@ class _WorkerParts:
                 if self._build is not None
                 else make_parts(self._settings, make_client(self._settings.clickhouse))
             )
+            # Signals of another embedder are retrained before the first batch (this runs on
+            # the pipeline thread, ahead of any batch); later ones by `maintain`, between batches.
+            parts.signals.retrain_stale()
             self._client, self._signals = parts.client, parts.signals
             self._pipeline = parts.pipeline
         return self._pipeline
