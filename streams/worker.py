@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from storage.errors import StorageMisconfigured
 from streams.batch_handler import (
@@ -44,6 +44,8 @@ __all__ = ["WorkerConfig", "build_app"]
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -61,11 +63,132 @@ class WorkerConfig:
     retry_max_s: float = 30.0
     control_topic: str = "telltale.signals"
     shutdown_timeout_s: float = 30.0
+    maintenance_interval_s: float = 10.0
 
 
 def _record(event: Any) -> Record:
     message = event.message
     return Record(message.topic, message.partition, message.offset, message.value, message.key)
+
+
+class _Runtime:
+    """What the agents of one worker share: the pipeline thread, the batch handler, the
+    batches in flight and the shutdown flag. Each agent is one method; faust only calls them."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        pipeline_factory: Callable[[], Pipeline],
+        send_dead_letter: Callable[[bytes | None, bytes], Awaitable[None]],
+        record_dead_letters: Callable[[list[DeadLetter]], None] | None,
+        decoders: Mapping[str, Decoder] | None,
+        health: WorkerHealth | None,
+    ) -> None:
+        self.config = config
+        self._factory = pipeline_factory
+        self._pipeline: Pipeline | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telltale-pipeline")
+        self.in_flight: set[asyncio.Future[Outcome]] = set()
+        self.retry = RetryPolicy(config.retry_initial_s, config.retry_max_s)
+        self.handler = BatchHandler(
+            process=pipeline_process(self.pipeline),
+            send_dead_letter=send_dead_letter,
+            run_blocking=self.run_blocking,
+            record_dead_letters=record_dead_letters,
+            decoders=decoders,
+            default_decoder=json_decoder(config.max_payload_bytes),
+            retry=self.retry,
+            health=health,
+        )
+        self.stopping = self.handler.stopping
+
+    def pipeline(self) -> Pipeline:
+        # Only ever called on the executor's single thread, so the model is built once.
+        if self._pipeline is None:
+            self._pipeline = self._factory()
+        return self._pipeline
+
+    async def run_blocking(self, call: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def consume(self, stream: Any) -> None:
+        config = self.config
+        async for batch in stream.noack_take(config.batch_size, within=config.batch_timeout_s):
+            if self.stopping.is_set():
+                continue  # taken after the shutdown began: unacked, delivered again later
+            task = asyncio.ensure_future(self._handle_and_ack(stream, batch))
+            self.in_flight.add(task)
+            task.add_done_callback(self.in_flight.discard)
+            # Shielded: stopping the agent cancels this await, not the batch; `drain` awaits it.
+            if await asyncio.shield(task) is Outcome.HALT:
+                await self.stopping.wait()  # consumption stopped for good: take nothing more
+
+    async def _handle_and_ack(self, stream: Any, batch: Sequence[Any]) -> Outcome:
+        outcome = await self.handler.handle([_record(event) for event in batch])
+        if outcome is Outcome.ACKNOWLEDGE:
+            for event in batch:  # only now may faust commit these offsets
+                await stream.ack(event)
+        return outcome
+
+    async def drain(self) -> None:
+        """Once faust has stopped fetching, before the agents are cancelled and before the
+        consumer commits acked offsets for the last time: let the batch in flight finish."""
+        self.stopping.set()
+        if not self.in_flight:
+            return
+        log.info("finishing the batch in flight before stopping")
+        timeout = self.config.shutdown_timeout_s
+        _, pending = await asyncio.wait(set(self.in_flight), timeout=timeout)
+        if pending:
+            log.warning("batch still running after %.0fs; stopping without committing it (its "
+                        "events are delivered again after a restart)", timeout)  # fmt: skip
+
+    async def read_signals(self, stream: Any, accept_signal: Callable[[bytes], str]) -> None:
+        """Store each published signal, with the batches' retry policy; ack once stored."""
+        async for batch in stream.noack_take(1, within=self.config.batch_timeout_s):
+            if self.stopping.is_set() or not self.handler.health.ok:
+                continue  # unacked: read again after a restart
+            try:
+                for event in batch:
+                    await self._store_signal(event.value, accept_signal)
+            except ShuttingDown:
+                continue
+            except StorageMisconfigured as exc:
+                self.handler.health.fail(str(exc))
+                log.error("storage is misconfigured; published signals are not read: %s", exc)
+                await self.stopping.wait()
+                continue
+            for event in batch:
+                await stream.ack(event)
+
+    async def _store_signal(self, payload: bytes, accept_signal: Callable[[bytes], str]) -> None:
+        try:
+            outcome = await self.retry.run(
+                lambda: self.run_blocking(lambda: accept_signal(payload)), self.stopping, "signal"
+            )
+        except (ShuttingDown, StorageMisconfigured):
+            raise
+        except Exception:
+            log.exception("a published signal is invalid and was skipped")
+            return
+        log.info("published signal stored: %s", outcome)
+
+    async def maintain(self, maintenance: Callable[[], None]) -> None:
+        if self.stopping.is_set() or not self.handler.health.ok:
+            return
+        try:
+            await self.run_blocking(maintenance)
+        except Exception as exc:  # storage trouble shows in the batches; try again later
+            log.warning("signal maintenance failed, tried again in %.0fs: %s",
+                        self.config.maintenance_interval_s, exc)  # fmt: skip
+
+    async def warm_up(self) -> None:
+        # Load the model before the first batch arrives, without blocking the event loop.
+        # A failure here is left to the first batch, which types it and retries or halts.
+        try:
+            await self.run_blocking(self.pipeline)
+        except Exception as exc:
+            log.warning("warm-up failed, the first batch will retry: %s", exc)
 
 
 def build_app(
@@ -76,6 +199,7 @@ def build_app(
     *,
     decoders: Mapping[str, Decoder] | None = None,
     health: WorkerHealth | None = None,
+    maintenance: Callable[[], None] | None = None,
 ) -> Any:
     """Create the faust app with its agents. The pipeline is built when the worker starts.
 
@@ -87,6 +211,8 @@ def build_app(
     batch is acknowledged, so the dead-letter rate can be charted and alerted on.
     ``decoders`` maps a source topic to its decoder (JSON generation events by default);
     ``health`` turns failing when storage is misconfigured and consumption stops.
+    ``maintenance`` (retraining signals of another embedder) runs on the pipeline thread every
+    ``maintenance_interval_s``, between batches and never inside one.
     """
     import faust
 
@@ -109,117 +235,32 @@ def build_app(
         # bounds the wait and lets such a batch go unacknowledged.
         stream_wait_empty=False,
     )
-    source = app.topic(config.topic, partitions=config.partitions)
     dead_letters = app.topic(config.dlq_topic, partitions=config.partitions)
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telltale-pipeline")
-    state: dict[str, Pipeline] = {}
-    in_flight: set[asyncio.Future[Outcome]] = set()
-    retry = RetryPolicy(config.retry_initial_s, config.retry_max_s)
-
-    def pipeline() -> Pipeline:
-        # Only ever called on the executor's single thread, so the model is built once.
-        if "pipeline" not in state:
-            state["pipeline"] = pipeline_factory()
-        return state["pipeline"]
-
-    async def run_blocking(call: Callable[[], object]) -> object:
-        return await asyncio.get_running_loop().run_in_executor(executor, call)
 
     async def send_dead_letter(key: bytes | None, value: bytes) -> None:
-        future = await dead_letters.send(key=key, value=value)
-        await future
+        await (await dead_letters.send(key=key, value=value))  # delivered before the ack
 
-    handler = BatchHandler(
-        process=pipeline_process(pipeline),
-        send_dead_letter=send_dead_letter,
-        run_blocking=run_blocking,
-        record_dead_letters=record_dead_letters,
-        decoders=decoders,
-        default_decoder=json_decoder(config.max_payload_bytes),
-        retry=retry,
-        health=health,
+    runtime = _Runtime(config, pipeline_factory, send_dead_letter, record_dead_letters,
+                       decoders, health)  # fmt: skip
+    app.agent(app.topic(config.topic, partitions=config.partitions), name="consume")(
+        runtime.consume
     )
-    stopping = handler.stopping
-
-    async def halted() -> None:
-        """Consumption has stopped for good: wait for the shutdown without taking more."""
-        await stopping.wait()
-
-    async def handle_and_ack(stream: Any, batch: Sequence[Any]) -> Outcome:
-        outcome = await handler.handle([_record(event) for event in batch])
-        if outcome is Outcome.ACKNOWLEDGE:
-            for event in batch:  # only now may faust commit these offsets
-                await stream.ack(event)
-        return outcome
-
-    @app.agent(source)
-    async def consume(stream: Any) -> None:
-        async for batch in stream.noack_take(config.batch_size, within=config.batch_timeout_s):
-            if stopping.is_set():
-                continue  # taken after the shutdown began: unacked, delivered again later
-            task = asyncio.ensure_future(handle_and_ack(stream, batch))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-            # Shielded: stopping the agent cancels this await, not the batch; `drain` awaits it.
-            if await asyncio.shield(task) is Outcome.HALT:
-                await halted()
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's stubs reject async defs
     async def drain(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Runs once faust has stopped fetching, before the agents are cancelled and before the
-        # consumer commits acked offsets for the last time.
-        stopping.set()
-        if not in_flight:
-            return
-        log.info("finishing the batch in flight before stopping")
-        _, pending = await asyncio.wait(set(in_flight), timeout=config.shutdown_timeout_s)
-        if pending:
-            log.warning(
-                "batch still running after %.0fs; stopping without committing it (its events "
-                "are delivered again after a restart)",
-                config.shutdown_timeout_s,
-            )
+        await runtime.drain()
 
     if accept_signal is not None:
-        control = app.topic(config.control_topic, partitions=1)
 
-        async def store_signal(payload: bytes) -> None:
-            try:
-                outcome = await retry.run(
-                    lambda: run_blocking(lambda: accept_signal(payload)), stopping, "signal"
-                )
-            except (ShuttingDown, StorageMisconfigured):
-                raise
-            except Exception:
-                log.exception("a published signal is invalid and was skipped")
-                return
-            log.info("published signal stored: %s", outcome)
-
-        @app.agent(control)
         async def signals(stream: Any) -> None:
-            async for batch in stream.noack_take(1, within=config.batch_timeout_s):
-                if stopping.is_set() or not handler.health.ok:
-                    continue  # unacked: read again after a restart
-                try:
-                    for event in batch:
-                        await store_signal(event.value)
-                except ShuttingDown:
-                    continue
-                except StorageMisconfigured as exc:
-                    handler.health.fail(str(exc))
-                    log.error("storage is misconfigured; published signals are not read: %s", exc)
-                    await halted()
-                    continue
-                for event in batch:
-                    await stream.ack(event)
+            await runtime.read_signals(stream, accept_signal)
 
-    @app.task  # type: ignore[untyped-decorator]
-    async def warm_up() -> None:
-        # Load the model before the first batch arrives, without blocking the event loop.
-        # A failure here is left to the first batch, which types it and retries or halts.
-        try:
-            await run_blocking(pipeline)
-        except Exception as exc:
-            log.warning("warm-up failed, the first batch will retry: %s", exc)
+        app.agent(app.topic(config.control_topic, partitions=1), name="signals")(signals)
+    if maintenance is not None:
 
+        async def maintain() -> None:
+            await runtime.maintain(maintenance)
+
+        app.timer(config.maintenance_interval_s)(maintain)
+    app.task(runtime.warm_up)
     return app

@@ -110,7 +110,10 @@ def make_cache(settings: EmbeddingCacheSettings, client: Client | None) -> Embed
 
 
 def make_pipeline(settings: Settings, client: Client | None = None) -> Pipeline:
-    return make_parts(settings, client or make_client(settings.clickhouse)).pipeline
+    """The in-process pipeline; signals of another embedder are retrained first, once."""
+    parts = make_parts(settings, client or make_client(settings.clickhouse))
+    parts.signals.retrain_stale()
+    return parts.pipeline
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,9 @@ class _WorkerParts:
                 if self._build is not None
                 else make_parts(self._settings, make_client(self._settings.clickhouse))
             )
+            # Signals of another embedder are retrained before the first batch (this runs on
+            # the pipeline thread, ahead of any batch); later ones by `maintain`, between batches.
+            parts.signals.retrain_stale()
             self._client, self._signals = parts.client, parts.signals
             self._pipeline = parts.pipeline
         return self._pipeline
@@ -171,6 +177,12 @@ class _WorkerParts:
                           datetime.fromisoformat(d.failed_at))
             for d in letters
         ])  # fmt: skip
+
+    def maintain(self) -> None:
+        """Between batches: retrain signals of another embedder (one version per retrain)."""
+        self.pipeline()
+        assert self._signals is not None
+        self._signals.retrain_stale()
 
     def accept_signal(self, payload: bytes) -> str:
         """Store a signal published on the control topic; apply it from the next batch."""
@@ -206,8 +218,14 @@ def make_worker_app(
         retry_max_s=settings.worker.retry_max_s,
         shutdown_timeout_s=settings.worker.shutdown_timeout_s,
         control_topic=settings.kafka.control_topic,
+        maintenance_interval_s=max(settings.worker.signal_refresh_s, 1.0),
     )
     parts = _WorkerParts(settings, build)
     return build_app(
-        config, parts.pipeline, parts.accept_signal, parts.record_dead_letters, health=health
+        config,
+        parts.pipeline,
+        parts.accept_signal,
+        parts.record_dead_letters,
+        health=health,
+        maintenance=parts.maintain,
     )

@@ -110,8 +110,12 @@ def test_signal_of_another_embedder_is_retrained_automatically(
         negative=tuple(neutral_text(rng) for _ in range(4))))  # fmt: skip
     save_fitted(ch, train_signal(spec, other))
     live = LiveSignals(ch, tiny_embedder.id, 0, retrain=retrainer(ch, tiny_embedder))
+    # the batch path only notes the stale signal; training happens between batches
+    assert live().signals == () and [s.version for s in live.stale] == [1]
+    [retrained] = live.retrain_stale()
     bank = live()
     [signal] = bank.signals
+    assert signal == retrained
     assert (signal.version, signal.embedder_id) == (2, tiny_embedder.id)
     rows = ch.query("SELECT version, author FROM signals ORDER BY version").result_rows
     assert rows == [(1, ""), (2, "auto-retrain from v1")]
