@@ -24,6 +24,7 @@ SHARD_KEYS = {
     "events": "cityHash64(event_id)",
     "embeddings": "cityHash64(event_id)",
     "signal_scores": "cityHash64(event_id)",
+    "feedback": "cityHash64(event_id)",
 }
 """Tables written per event; all others are small or written only by views (``rand()``)."""
 
@@ -33,7 +34,9 @@ _TABLE = re.compile(
     r"(?P<engine>\w*MergeTree)(?:\((?P<args>[^)]*)\))?(?P<rest>.*)",
     re.DOTALL,
 )
-_ALTER = re.compile(r"\s*ALTER TABLE (?P<name>\w+) (?P<action>ADD COLUMN IF NOT EXISTS .*)", re.DOTALL)
+_ALTER = re.compile(
+    r"\s*ALTER TABLE (?P<name>\w+) (?P<action>ADD COLUMN IF NOT EXISTS .*)", re.DOTALL
+)
 _VIEW = re.compile(
     r"\s*CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<name>\w+) TO (?P<target>\w+) AS"
     r"(?P<select>.*\bFROM )(?P<source>\w+)(?P<rest>.*)",

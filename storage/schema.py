@@ -231,6 +231,23 @@ _SIGNAL_VERDICT = (
     "ALTER TABLE signals ADD COLUMN IF NOT EXISTS degenerate_reason String DEFAULT ''",
 )
 
+_FEEDBACK = """
+CREATE TABLE IF NOT EXISTS feedback (
+    feedback_id  String,
+    event_id     String,
+    value        Int8,
+    rating       Nullable(Float64),
+    kind         LowCardinality(String),
+    user_id      String,
+    timestamp    DateTime64(3, 'UTC'),
+    comment      String,
+    recorded_at  DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(recorded_at)
+ORDER BY (event_id, feedback_id)
+"""
+"""Delayed user feedback, keyed by event then feedback id: a re-sent record replaces itself,
+and feedback that arrives before its event waits here until ``storage.feedback`` joins it."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -251,5 +268,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         4,
         "user and session of an event (independent units); degenerate mark on signals",
         (*_CONTRACT_UNITS, *_SIGNAL_VERDICT),
+    ),
+    Migration(
+        12,
+        "delayed user feedback (joined into the feedback.negative series when both are known)",
+        (_FEEDBACK,),
     ),
 )

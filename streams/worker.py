@@ -24,13 +24,17 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from storage.errors import StorageUnavailable
 from streams.dead_letter import DeadLetter
 from streams.errors import InvalidEvent
 from streams.events import GenerationEvent, decode_event
+from streams.feedback import Feedback, decode_feedback
+from streams.kafka_security import KafkaSecurity
+from streams.otlp import OtlpMapping, decode_otlp, otlp_kind_of_topic
 from streams.pipeline import BatchResult, Pipeline
 
 __all__ = ["WorkerConfig", "build_app"]
@@ -56,6 +60,49 @@ class WorkerConfig:
     retry_max_s: float = 30.0
     control_topic: str = "telltale.signals"
     shutdown_timeout_s: float = 30.0
+    otlp_topics: tuple[str, ...] = ()  # the OpenTelemetry Collector's Kafka exporter topics
+    otlp_mapping: OtlpMapping = field(default_factory=OtlpMapping)
+    feedback_topic: str | None = None
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+
+def _decoder(config: WorkerConfig) -> Callable[[str, bytes], list[GenerationEvent]]:
+    """Per topic: one native event per record, or the events of one OTLP export batch.
+
+    An OTLP record whose spans partly fail validation yields its valid events and raises
+    :class:`InvalidEvent` afterwards for the rest (``_PartlyInvalid``), so the caller stores
+    the good ones and dead-letters the record with the reasons of the bad ones.
+    """
+    kinds = {topic: otlp_kind_of_topic(topic) for topic in config.otlp_topics}
+
+    def decode(topic: str, raw: bytes) -> list[GenerationEvent]:
+        if topic not in kinds:
+            return [decode_event(raw, config.max_payload_bytes)]
+        if len(raw) > config.max_payload_bytes:
+            raise InvalidEvent(
+                f"OTLP record of {len(raw)} bytes exceeds the limit of "
+                f"{config.max_payload_bytes} bytes"
+            )
+        decoded = decode_otlp(raw, kinds[topic], config.otlp_mapping)
+        if decoded.skipped:
+            log.debug("%s: skipped %s", topic, dict(decoded.skipped))
+        if decoded.invalid:
+            reasons = "; ".join(f"{what}: {why}" for what, why in decoded.invalid[:5])
+            raise _PartlyInvalid(
+                decoded.events,
+                f"{len(decoded.invalid)} of {decoded.items} OTLP items invalid: {reasons}",
+            )
+        return decoded.events
+
+    return decode
+
+
+class _PartlyInvalid(InvalidEvent):
+    """Some of an OTLP record's generations are invalid; ``events`` holds the valid ones."""
+
+    def __init__(self, events: list[GenerationEvent], reason: str) -> None:
+        super().__init__(reason)
+        self.events = events
 
 
 class _ShuttingDown(Exception):
@@ -67,6 +114,7 @@ def build_app(
     pipeline_factory: Callable[[], Pipeline],
     accept_signal: Callable[[bytes], str] | None = None,
     record_dead_letters: Callable[[list[DeadLetter]], None] | None = None,
+    accept_feedback: Callable[[list[Feedback]], int] | None = None,
 ) -> Any:
     """Create the faust app with its agents. The pipeline is built when the worker starts.
 
@@ -75,7 +123,10 @@ def build_app(
     version and applies it from the next batch: the way to change the signals of a running
     worker that owns its embedded database. With ``record_dead_letters``, the dead letters of
     each batch are also stored (coordinates and reasons, on the pipeline thread) before the
-    batch is acknowledged, so the dead-letter rate can be charted and alerted on.
+    batch is acknowledged, so the dead-letter rate can be charted and alerted on. With
+    ``config.otlp_topics`` the same agent also reads the OpenTelemetry Collector's export
+    records (``streams.otlp``); with ``config.feedback_topic`` and ``accept_feedback`` a third
+    agent stores delayed user feedback.
     """
     import faust
 
@@ -93,12 +144,14 @@ def build_app(
         broker_commit_interval=config.commit_interval_s,
         producer_acks=-1,
         web_enabled=False,
+        broker_credentials=config.security.faust_credentials(),
         # faust's own drain waits for every taken message to be acked, without a bound: a
         # batch retrying against failed storage would block shutdown forever. `drain` below
         # bounds the wait and lets such a batch go unacknowledged.
         stream_wait_empty=False,
     )
-    source = app.topic(config.topic, partitions=config.partitions)
+    source = app.topic(config.topic, *config.otlp_topics, partitions=config.partitions)
+    decode = _decoder(config)
     dead_letters = app.topic(config.dlq_topic, partitions=config.partitions)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telltale-pipeline")
     state: dict[str, Pipeline] = {}
@@ -158,11 +211,16 @@ def build_app(
         letters: list[DeadLetter] = []
         for event in batch:
             try:
-                valid.append(
-                    (event, decode_event(event.message.value or b"", config.max_payload_bytes))
+                parsed: list[GenerationEvent] = decode(
+                    event.message.topic, event.message.value or b""
                 )
+            except _PartlyInvalid as exc:
+                parsed = exc.events
+                letters.append(await dead_letter(event, exc.reason))
             except InvalidEvent as exc:
                 letters.append(await dead_letter(event, exc.reason))
+                continue
+            valid.extend((event, one) for one in parsed)
         if not valid:
             await store_dead_letters(letters)
             return
@@ -173,9 +231,9 @@ def build_app(
         except Exception:
             log.exception("batch of %d failed; retrying event by event", len(valid))
             result = await _one_by_one(valid, letters)
-        by_id = {parsed.event_id: raw for raw, parsed in valid}
-        for parsed, reason in result.rejected:
-            letters.append(await dead_letter(by_id[parsed.event_id], reason))
+        by_id = {one.event_id: raw for raw, one in valid}
+        for rejected, reason in result.rejected:
+            letters.append(await dead_letter(by_id[rejected.event_id], reason))
         await store_dead_letters(letters)
         log.info(
             "batch: %d written, %d already stored, %d rejected, %d scores",
@@ -267,6 +325,29 @@ def build_app(
                         break
                     log.info("published signal stored: %s", outcome)
                     break
+
+    if config.feedback_topic and accept_feedback is not None:
+        feedback_source = app.topic(config.feedback_topic, partitions=config.partitions)
+
+        @app.agent(feedback_source)
+        async def feedback(stream: Any) -> None:
+            async for batch in stream.noack_take(config.batch_size, within=config.batch_timeout_s):
+                records: list[Feedback] = []
+                letters: list[DeadLetter] = []
+                for event in batch:
+                    try:
+                        records.append(decode_feedback(event.message.value or b""))
+                    except InvalidEvent as exc:
+                        letters.append(await dead_letter(event, exc.reason))
+                try:
+                    if records:
+                        stored = await on_pipeline_thread(partial(accept_feedback, records))
+                        log.info("feedback: %d records stored", stored)
+                    await store_dead_letters(letters)
+                except _ShuttingDown:
+                    continue  # unacknowledged: delivered again after a restart
+                for event in batch:
+                    await stream.ack(event)
 
     @app.task  # type: ignore[untyped-decorator]
     async def warm_up() -> None:

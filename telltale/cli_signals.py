@@ -90,8 +90,11 @@ def add(
         embedder = _embedder()
         if publish:
             fitted = train_signal(spec, embedder)
+            from telltale.wiring import kafka_security
+
             kafka_settings = settings_for(clickhouse, kafka).kafka
-            with Emitter(kafka_settings.bootstrap, kafka_settings.control_topic) as emitter:
+            with Emitter(kafka_settings.bootstrap, kafka_settings.control_topic,
+                         security=kafka_security(kafka_settings)) as emitter:  # fmt: skip
                 emitter.emit_raw(PublishedSignal(fitted, author).to_json(), key=fitted.name)
         else:
             with open_client(clickhouse) as client:

@@ -15,7 +15,7 @@ from streams.emitter import Emitter
 from streams.events import GenerationEvent
 from streams.replay import Checkpoint, RejectWriter, Replayer, ReplayStats, Vectors
 from telltale.settings import Settings
-from telltale.wiring import make_client, make_pipeline
+from telltale.wiring import kafka_security, make_client, make_pipeline
 
 __all__ = ["replay_files"]
 
@@ -61,7 +61,9 @@ def replay_files(
     try:
         with progress:
             if to_kafka:
-                with Emitter(settings.kafka.bootstrap, settings.kafka.topic) as emitter:
+                with Emitter(settings.kafka.bootstrap, settings.kafka.topic,
+                             feedback_topic=settings.kafka.feedback_topic,
+                             security=kafka_security(settings.kafka)) as emitter:  # fmt: skip
 
                     def send(
                         batch: list[GenerationEvent], _: Vectors
