@@ -389,10 +389,10 @@ def _content(attrs: Mapping[str, Any], events: Sequence[tuple[str, Mapping[str, 
         ("openinference.values", _openinference_values),
     ):
         prompt, output, image = extract(attrs)
-        image = image or _openlit_image(attrs)
         if prompt or output or image:
-            return _Content(prompt, output, image, convention)
-    return _Content(image=_openlit_image(attrs))
+            return _Content(prompt, output, image or _openlit_image(attrs), convention)
+    image = _openlit_image(attrs)
+    return _Content(image=image, convention="gen_ai.response.image" if image else "none")
 
 
 Extracted = tuple[str, str, str]  # prompt text, output text, output image
