@@ -108,7 +108,12 @@ def genai_batch(image_uri: str = "s3://images/cat.png", tag: str = "") -> Batch:
             ]}]),
         })  # fmt: skip
     expected[f"generate_content imagen{tag}"] = Expected(
-        "gen_ai.messages", "imagen-3", "2.3.0", "shop-bot", "a red square", "",
+        "gen_ai.messages",
+        "imagen-3",
+        "2.3.0",
+        "shop-bot",
+        "a red square",
+        "",
         image=f"data:image/png;base64,{png}",
     )
 
@@ -123,8 +128,13 @@ def genai_batch(image_uri: str = "s3://images/cat.png", tag: str = "") -> Batch:
             "gen_ai.completion.0.role": "assistant", "gen_ai.completion.0.content": "Paris.",
         })  # fmt: skip
     expected[f"openai.chat{tag}"] = Expected(
-        "gen_ai.prompt.indexed", "gpt-3.5-turbo", "gpt-3.5-turbo-0125", "shop-bot",
-        "Capital of France?", "Paris.", attributes={"gen_ai.system": "openai"},
+        "gen_ai.prompt.indexed",
+        "gpt-3.5-turbo",
+        "gpt-3.5-turbo-0125",
+        "shop-bot",
+        "Capital of France?",
+        "Paris.",
+        attributes={"gen_ai.system": "openai"},
     )
 
     # 2b. pre-1.37 span events gen_ai.content.prompt / gen_ai.content.completion
@@ -136,8 +146,12 @@ def genai_batch(image_uri: str = "s3://images/cat.png", tag: str = "") -> Batch:
         s.add_event("gen_ai.content.completion", {"gen_ai.completion": json.dumps(
             [{"role": "assistant", "content": "Soft rain on the roof"}])})  # fmt: skip
     expected[f"chat claude{tag}"] = Expected(
-        "gen_ai.content.events", "claude-3-5-sonnet", "2.3.0", "shop-bot",
-        "Write a haiku about rain.", "Soft rain on the roof",
+        "gen_ai.content.events",
+        "claude-3-5-sonnet",
+        "2.3.0",
+        "shop-bot",
+        "Write a haiku about rain.",
+        "Soft rain on the roof",
     )
 
     s2 = support.get_tracer("openinference.instrumentation.openai")
@@ -155,9 +169,15 @@ def genai_batch(image_uri: str = "s3://images/cat.png", tag: str = "") -> Batch:
             "input.value": '{"messages": "..."}', "output.value": '{"choices": "..."}',
         })  # fmt: skip
     expected[f"ChatCompletion{tag}"] = Expected(
-        "openinference.messages", "gpt-4o-mini", "1.0.7", "support-bot",
-        "My order never arrived.", "Sorry! I have refunded you.", user_id="user-9",
-        session_id="sess-42", attributes={"llm.provider": "openai"},
+        "openinference.messages",
+        "gpt-4o-mini",
+        "1.0.7",
+        "support-bot",
+        "My order never arrived.",
+        "Sorry! I have refunded you.",
+        user_id="user-9",
+        session_id="sess-42",
+        attributes={"llm.provider": "openai"},
     )
     # 3b. OpenInference with only input.value / output.value
     with s2.start_as_current_span(f"llm{tag}") as s:
@@ -165,8 +185,12 @@ def genai_batch(image_uri: str = "s3://images/cat.png", tag: str = "") -> Batch:
                           "input.value": "Translate 'cat' to German.",
                           "output.value": "Katze"})  # fmt: skip
     expected[f"llm{tag}"] = Expected(
-        "openinference.values", "llama-3-8b", "1.0.7", "support-bot",
-        "Translate 'cat' to German.", "Katze",
+        "openinference.values",
+        "llama-3-8b",
+        "1.0.7",
+        "support-bot",
+        "Translate 'cat' to German.",
+        "Katze",
     )
 
     # 4. OpenLIT: plain-text gen_ai.prompt / gen_ai.completion events, application name
@@ -180,8 +204,12 @@ def genai_batch(image_uri: str = "s3://images/cat.png", tag: str = "") -> Batch:
         s.add_event("gen_ai.content.prompt", {"gen_ai.prompt": "user: Reset my password"})
         s.add_event("gen_ai.content.completion", {"gen_ai.completion": "Click 'Forgot'."})
     expected[f"openai.chat.completions{tag}"] = Expected(
-        "gen_ai.content.events", "gpt-4", "gpt-4-0613", "support-bot",
-        "user: Reset my password", "Click 'Forgot'.",
+        "gen_ai.content.events",
+        "gpt-4",
+        "gpt-4-0613",
+        "support-bot",
+        "user: Reset my password",
+        "Click 'Forgot'.",
         attributes={"gen_ai.environment": "production"},
     )
     # 4b. OpenLIT image generation: the image URL in gen_ai.response.image
@@ -192,7 +220,12 @@ def genai_batch(image_uri: str = "s3://images/cat.png", tag: str = "") -> Batch:
         })  # fmt: skip
         s.add_event("gen_ai.content.prompt", {"gen_ai.prompt": "a cat in a hat"})
     expected[f"openai.images.generate{tag}"] = Expected(
-        "gen_ai.content.events", "dall-e-3", "1.0.7", "support-bot", "a cat in a hat", "",
+        "gen_ai.content.events",
+        "dall-e-3",
+        "1.0.7",
+        "support-bot",
+        "a cat in a hat",
+        "",
         image=image_uri,
     )
 
@@ -262,16 +295,24 @@ def details_logs(tag: str = "") -> tuple[bytes, bytes, Expected]:
                 "gen_ai.input.messages": json.dumps(
                     [{"role": "user", "parts": [{"type": "text", "content": "Summarise RFC 9110"}]}]
                 ),
-                "gen_ai.output.messages": json.dumps(
-                    [{"role": "assistant", "parts": [{"type": "text", "content": "HTTP semantics."}]}]
-                ),
+                "gen_ai.output.messages": json.dumps([
+                    {"role": "assistant", "parts": [{"type": "text", "content": "HTTP semantics."}]}
+                ]),
             },
         )  # fmt: skip
         logger.emit(body="cache warmed", attributes={"component": "cache"})
     records = exporter.get_finished_logs()
     request = encode_logs(records)
     expected = Expected(
-        "gen_ai.messages", "mistral-large", "mistral-large-2411", "docs-bot",
-        "Summarise RFC 9110", "HTTP semantics.",
+        "gen_ai.messages",
+        "mistral-large",
+        "mistral-large-2411",
+        "docs-bot",
+        "Summarise RFC 9110",
+        "HTTP semantics.",
     )
-    return bytes(request.SerializeToString()), _otlp_json(json_format.MessageToDict(request)), expected
+    return (
+        bytes(request.SerializeToString()),
+        _otlp_json(json_format.MessageToDict(request)),
+        expected,
+    )
