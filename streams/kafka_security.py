@@ -176,6 +176,14 @@ def _sasl(conn: _Connection, security: KafkaSecurity, bootstrap: str) -> None:
     who = security.describe()
     try:
         response = conn.request(17, 1, _string(security.mechanism))  # SaslHandshake v1
+    except (ConnectionError, OSError, struct.error) as exc:
+        # Some brokers (Tansu) hang up instead of answering UNSUPPORTED_SASL_MECHANISM.
+        raise KafkaAuthError(
+            f"broker {bootstrap} closed the connection at the SASL handshake for "
+            f"{security.mechanism}: it does not offer that mechanism or SASL on this listener "
+            "(check TELLTALE_KAFKA_SASL_MECHANISM and TELLTALE_KAFKA_SECURITY_PROTOCOL)"
+        ) from exc
+    try:
         error = struct.unpack(">h", response[:2])[0]
         if error:
             raise KafkaAuthError(

@@ -92,7 +92,10 @@ def worker(clickhouse: ClickHouseOpt = None, kafka: KafkaOpt = None) -> None:
     from telltale.wiring import make_worker_app
 
     settings = settings_for(clickhouse, kafka)
-    faust_app = make_worker_app(settings)
+    try:
+        faust_app = make_worker_app(settings)
+    except CLI_ERRORS as exc:  # a refused password or certificate: say so, consume nothing
+        raise fail(exc) from exc
     faust.Worker(faust_app, loglevel=settings.worker.log_level.upper()).execute_from_commandline()
 
 
