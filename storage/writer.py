@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from storage.errors import BackPressure, StorageUnavailable
-from storage.feedback import NEGATIVE_FEEDBACK, FeedbackRow
+from storage.feedback import NEGATIVE_FEEDBACK
 from storage.rows import EmbeddingRow, EventRow, ScoreRow, WriteBatch
 
 if TYPE_CHECKING:
@@ -85,15 +85,12 @@ class ClickHouseWriter:
             raise
 
     def _feedback(self, events: list[EventRow]) -> list[ScoreRow]:
-        """Feedback series rows for ``events``: feedback that arrived before them, and their
-        own inline ``feedback`` field (stored as a feedback record too). Written with the
-        scores, before the events, so a retried batch never loses the join."""
-        inline = [
-            FeedbackRow(f"inline:{e.event_id}", e.event_id, e.feedback, None, "inline",
-                        e.user_id, e.timestamp)
-            for e in events if e.feedback is not None
-        ]  # fmt: skip
-        self._insert("feedback", FeedbackRow.COLUMNS, (r.values() for r in inline))
+        """Feedback series rows for ``events`` from delayed feedback that arrived before them.
+
+        Written with the scores, before the events, so a retried batch never loses the join.
+        An event's own inline ``feedback`` field keeps its path (``events_1m.feedback_neg``)
+        and is not part of this series.
+        """
         ids = [e.event_id for e in events]
         low: dict[str, int] = {}
         for start in range(0, len(ids), _ID_CHUNK):

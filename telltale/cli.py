@@ -182,13 +182,31 @@ def replay(
     ] = Path(".telltale/replay.checkpoint.json"),
     restart: Annotated[bool, typer.Option(help="ignore the checkpoint")] = False,
     batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    feedback: Annotated[
+        bool,
+        typer.Option("--feedback", help="the files hold feedback records, not events"),
+    ] = False,
     clickhouse: ClickHouseOpt = None,
     kafka: KafkaOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
     """Replay JSONL (plain or gzip) and Parquet logs through the pipeline, keeping timestamps."""
     from streams.replay import parse_mapping
-    from telltale.replay import replay_files
+    from telltale.replay import replay_feedback, replay_files
+
+    if feedback:
+        try:
+            summary = replay_feedback(
+                settings_for(clickhouse, kafka), files, to_kafka=to_kafka,
+                reject_file=reject_file, batch_size=batch_size,
+            )  # fmt: skip
+        except CLI_ERRORS as exc:
+            raise fail(exc) from exc
+        if fmt == "json":
+            print_json(summary)
+        else:
+            console.print(summary)
+        return
 
     if speed != "max":
         try:
