@@ -106,11 +106,23 @@ def rates(
     since: Annotated[str | None, typer.Option(help="RFC 3339, inclusive")] = None,
     until: Annotated[str | None, typer.Option(help="RFC 3339, exclusive")] = None,
     bucket: Annotated[Bucket, typer.Option(help="total, or a series by minute/hour/day")] = "total",
+    feedback: Annotated[
+        bool,
+        typer.Option("--feedback", help="negative user-feedback rate per app, model and version"),
+    ] = False,
     clickhouse: ClickHouseOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
-    """Failure rates per signal, model and model version."""
+    """Failure rates per signal, model and model version.
+
+    The built-in series ``feedback.negative`` is the share of events with user feedback whose
+    feedback was negative; ``--feedback`` shows it per app, model and version instead.
+    """
     from storage.queries import failure_rates
+
+    if feedback:
+        _feedback_rates(since, until, clickhouse, fmt)
+        return
 
     try:
         with open_client(clickhouse) as client:
@@ -134,6 +146,24 @@ def rates(
             str(r.failures),
             f"{r.rate:.2%}",
         )
+    Console().print(table)
+
+
+def _feedback_rates(since: str | None, until: str | None, clickhouse: str | None, fmt: str) -> None:
+    from storage.feedback import feedback_summary
+
+    try:
+        with open_client(clickhouse) as client:
+            rows = feedback_summary(client, since=parse_time(since), until=parse_time(until))
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
+    if fmt == "json":
+        print_json({"feedback": [r.as_dict() for r in rows]})
+        return
+    table = Table("app", "model", "version", "rated events", "negative", "rate")
+    for r in rows:
+        table.add_row(r.app, r.model, r.model_version, str(r.rated_events),
+                      str(r.negative_events), f"{r.rate:.2%}")  # fmt: skip
     Console().print(table)
 
 

@@ -149,6 +149,11 @@ def test_replay_of_feedback_records_and_rates_and_suggest(
              for r in json.loads(result.stdout)["rates"]}  # fmt: skip
     assert rates == {"v1": (5, 1), "v2": (5, 2)}
 
+    result = runner.invoke(app, ["rates", "--feedback", "--clickhouse", dsn, "--format", "json"])
+    per_app = [(r["app"], r["model_version"], r["rated_events"], r["negative_events"])
+               for r in json.loads(result.stdout)["feedback"]]  # fmt: skip
+    assert per_app == [("shop", "v1", 5, 1), ("shop", "v2", 5, 2)]
+
     result = runner.invoke(app, ["signals", "suggest", "made_up_facts", "--from-feedback",
                                  "--clickhouse", dsn, "--format", "json"])  # fmt: skip
     assert result.exit_code == 0, result.output
