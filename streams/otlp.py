@@ -120,21 +120,31 @@ def decode_otlp(
     protobuf nor OTLP/JSON); single spans that fail validation are reported in ``invalid``.
     """
     mapping = mapping or OtlpMapping()
-    encoding, request = _parse(raw, kind)
-    decoded = OtlpDecoded(encoding=encoding)
-    if kind == "spans":
-        for resource_spans in request.resource_spans:
-            resource = _attributes(resource_spans.resource.attributes)
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    _add(decoded, lambda s=span, r=resource: _span_event(s, r, mapping))
+    if raw.lstrip()[:1] == b"{":
+        decoded = OtlpDecoded(encoding="otlp_json")
+        items = _json_items(raw, kind)
     else:
-        for resource_logs in request.resource_logs:
-            resource = _attributes(resource_logs.resource.attributes)
-            for scope_logs in resource_logs.scope_logs:
-                for record in scope_logs.log_records:
-                    _add(decoded, lambda x=record, r=resource: _log_event(x, r, mapping))
+        decoded = OtlpDecoded(encoding="otlp_proto")
+        items = _proto_items(raw, kind)
+    build = _span_event if kind == "spans" else _log_event
+    for item, resource in items:
+        _add(decoded, lambda i=item, r=resource: build(i, r, mapping))
     return decoded
+
+
+@dataclass
+class _Item:
+    """A span or log record, whichever encoding it came in (the fields telltale reads)."""
+
+    name: str
+    attrs: dict[str, Any]
+    trace_id: str  # hex
+    span_id: str  # hex
+    start: int  # span start, or log time (observed time when unset)
+    end: int  # span end; 0 for log records
+    events: list[tuple[str, dict[str, Any]]]  # span events (name, attributes)
+    body: Any  # log body
+    identity: bytes  # stable bytes of the whole item, hashed for ids of log records w/o span
 
 
 class _Skip(Exception):
@@ -160,67 +170,151 @@ def _add(decoded: OtlpDecoded, build: Any) -> None:
 # -- record parsing ---------------------------------------------------------------------------
 
 
-def _parse(raw: bytes, kind: OtlpKind) -> tuple[Literal["otlp_proto", "otlp_json"], Any]:
-    from google.protobuf import json_format
+def _proto_items(raw: bytes, kind: OtlpKind) -> list[tuple[_Item, dict[str, Any]]]:
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
 
+    if not raw:
+        raise InvalidEvent("empty OTLP record")
     request: Any = ExportTraceServiceRequest() if kind == "spans" else ExportLogsServiceRequest()
-    if raw.lstrip()[:1] == b"{":
-        try:
-            document = json.loads(raw)
-            if not isinstance(document, dict):
-                raise ValueError("not a JSON object")
-            json_format.ParseDict(_hex_ids_to_base64(document, kind), request,
-                                  ignore_unknown_fields=True)  # fmt: skip
-        except (ValueError, RecursionError, json_format.ParseError) as exc:
-            raise InvalidEvent(f"not a valid OTLP/JSON export request ({kind}): {exc}") from exc
-        return "otlp_json", request
     try:
         request.ParseFromString(raw)
     except (DecodeError, RecursionError, ValueError) as exc:
         raise InvalidEvent(f"not a valid OTLP protobuf export request ({kind}): {exc}") from exc
-    if not raw:
-        raise InvalidEvent("empty OTLP record")
-    return "otlp_proto", request
+    items: list[tuple[_Item, dict[str, Any]]] = []
+    if kind == "spans":
+        for resource_spans in request.resource_spans:
+            resource = _attributes(resource_spans.resource.attributes)
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    items.append((_Item(
+                        span.name, _attributes(span.attributes), span.trace_id.hex(),
+                        span.span_id.hex(), span.start_time_unix_nano, span.end_time_unix_nano,
+                        [(e.name, _attributes(e.attributes)) for e in span.events], None, b"",
+                    ), resource))  # fmt: skip
+    else:
+        for resource_logs in request.resource_logs:
+            resource = _attributes(resource_logs.resource.attributes)
+            for scope_logs in resource_logs.scope_logs:
+                for record in scope_logs.log_records:
+                    items.append((_Item(
+                        record.event_name, _attributes(record.attributes),
+                        record.trace_id.hex(), record.span_id.hex(),
+                        record.time_unix_nano or record.observed_time_unix_nano, 0, [],
+                        _any(record.body) if record.HasField("body") else None,
+                        record.SerializeToString(deterministic=True),
+                    ), resource))  # fmt: skip
+    return items
 
 
-def _hex_ids_to_base64(document: dict[str, Any], kind: OtlpKind) -> dict[str, Any]:
-    """OTLP/JSON writes trace and span ids as hex; protobuf's JSON mapping expects base64."""
-    outer, inner, items = (
-        ("resourceSpans", "scopeSpans", "spans") if kind == "spans"
-        else ("resourceLogs", "scopeLogs", "logRecords")
+def _json_items(raw: bytes, kind: OtlpKind) -> list[tuple[_Item, dict[str, Any]]]:
+    """OTLP/JSON read directly (protobuf's ``json_format`` is several times slower): camelCase
+    or snake_case keys, hex trace and span ids, 64-bit integers as strings or numbers."""
+    try:
+        document = json.loads(raw)
+        if not isinstance(document, dict):
+            raise ValueError(f"a JSON {type(document).__name__}, not an object")
+        outer, inner, leaf = (
+            ("resourceSpans", "scopeSpans", "spans") if kind == "spans"
+            else ("resourceLogs", "scopeLogs", "logRecords")
+        )  # fmt: skip
+        if document and _get(document, outer) is None:
+            raise ValueError(f"no {outer}")
+        items: list[tuple[_Item, dict[str, Any]]] = []
+        for resource_part in _objects(_get(document, outer)):
+            resource = _json_attributes(_get(_get(resource_part, "resource") or {}, "attributes"))
+            for scope in _objects(_get(resource_part, inner)):
+                for x in _objects(_get(scope, leaf)):
+                    items.append((_json_span(x) if kind == "spans" else _json_log(x), resource))
+        return items
+    except (ValueError, TypeError, AttributeError, RecursionError) as exc:
+        raise InvalidEvent(f"not a valid OTLP/JSON export request ({kind}): {exc}") from exc
+
+
+def _json_span(x: dict[str, Any]) -> _Item:
+    events = [(str(_get(e, "name") or ""), _json_attributes(_get(e, "attributes")))
+              for e in _objects(_get(x, "events"))]  # fmt: skip
+    return _Item(
+        str(_get(x, "name") or ""), _json_attributes(_get(x, "attributes")),
+        _hex(_get(x, "traceId")), _hex(_get(x, "spanId")), _int(_get(x, "startTimeUnixNano")),
+        _int(_get(x, "endTimeUnixNano")), events, None, b"",
     )  # fmt: skip
-    for resource in _list(document.get(outer) or document.get(_snake(outer))):
-        for scope in _list(resource.get(inner) or resource.get(_snake(inner))):
-            for item in _list(scope.get(items) or scope.get(_snake(items))):
-                for key in ("traceId", "spanId", "parentSpanId", "trace_id", "span_id",
-                            "parent_span_id"):  # fmt: skip
-                    if isinstance(item.get(key), str) and item[key]:
-                        item[key] = _hex_to_base64(item[key])
-                for link_or_event in _list(item.get("links")):
-                    for key in ("traceId", "spanId", "trace_id", "span_id"):
-                        if isinstance(link_or_event.get(key), str) and link_or_event[key]:
-                            link_or_event[key] = _hex_to_base64(link_or_event[key])
-    return document
+
+
+def _json_log(x: dict[str, Any]) -> _Item:
+    body = _get(x, "body")
+    return _Item(
+        str(_get(x, "eventName") or ""), _json_attributes(_get(x, "attributes")),
+        _hex(_get(x, "traceId")), _hex(_get(x, "spanId")),
+        _int(_get(x, "timeUnixNano")) or _int(_get(x, "observedTimeUnixNano")), 0, [],
+        _json_any(body) if isinstance(body, dict) else None,
+        json.dumps(x, sort_keys=True).encode(),
+    )  # fmt: skip
+
+
+def _get(node: Any, camel: str) -> Any:
+    if not isinstance(node, dict):
+        raise TypeError(f"expected an object, got {type(node).__name__}")
+    value = node.get(camel)
+    return node.get(_snake(camel)) if value is None else value
 
 
 def _snake(name: str) -> str:
     return "".join(f"_{c.lower()}" if c.isupper() else c for c in name)
 
 
-def _list(value: Any) -> list[dict[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+def _objects(value: Any) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise TypeError("expected a list of objects")
+    return value
 
 
-def _hex_to_base64(value: str) -> str:
+def _hex(value: Any) -> str:
+    if not value:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"trace/span id must be a hex string, got {type(value).__name__}")
     try:
-        return base64.b64encode(bytes.fromhex(value)).decode("ascii")
+        return bytes.fromhex(value).hex()
     except ValueError as exc:
         raise ValueError(f"trace/span id {value[:40]!r} is not hex") from exc
+
+
+def _int(value: Any) -> int:
+    return int(value) if value not in (None, "") else 0
+
+
+def _json_attributes(values: Any) -> dict[str, Any]:
+    return {str(_get(kv, "key")): _json_any(_get(kv, "value") or {}) for kv in _objects(values)}
+
+
+def _json_any(value: dict[str, Any]) -> Any:
+    """An OTLP/JSON ``AnyValue`` as a Python value (the same as :func:`_any` gives)."""
+    for key, convert in _JSON_ANY:
+        found = _get(value, key)
+        if found is not None:
+            return convert(found)
+    return None
+
+
+def _json_double(value: Any) -> float:
+    return float(value)
+
+
+_JSON_ANY: tuple[tuple[str, Any], ...] = (
+    ("stringValue", str),
+    ("boolValue", bool),
+    ("intValue", int),
+    ("doubleValue", _json_double),
+    ("arrayValue", lambda v: [_json_any(x) for x in _objects(_get(v, "values"))]),
+    ("kvlistValue", lambda v: _json_attributes(_get(v, "values"))),
+    ("bytesValue", str),  # base64 in JSON, as _any() gives for protobuf bytes
+)
 
 
 def _any(value: Any) -> Any:
@@ -244,39 +338,34 @@ def _attributes(key_values: Iterable[Any]) -> dict[str, Any]:
 # -- spans and log records --------------------------------------------------------------------
 
 
-def _span_event(span: Any, resource: Mapping[str, Any], mapping: OtlpMapping) -> tuple[
+def _span_event(span: _Item, resource: Mapping[str, Any], mapping: OtlpMapping) -> tuple[
     dict[str, Any], str
 ]:  # fmt: skip
-    attrs = _attributes(span.attributes)
+    attrs = span.attrs
     _require_generation(attrs)
-    trace_id, span_id = span.trace_id.hex(), span.span_id.hex()
-    events = [(e.name, _attributes(e.attributes)) for e in span.events]
-    content = _content(attrs, events)
-    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+    content = _content(attrs, span.events)
+    start, end = span.start, span.end
     latency = (end - start) / 1e6 if end >= start > 0 else None
-    data = _event(attrs, resource, mapping, content, _event_id(trace_id, span_id, span),
-                  _nanos(start), latency, trace_id, span_id)  # fmt: skip
-    return data, f"span {span.name!r} {trace_id}/{span_id}"
+    data = _event(attrs, resource, mapping, content, _event_id(span), _nanos(start), latency,
+                  span.trace_id, span.span_id)  # fmt: skip
+    return data, f"span {span.name!r} {span.trace_id}/{span.span_id}"
 
 
-def _log_event(record: Any, resource: Mapping[str, Any], mapping: OtlpMapping) -> tuple[
+def _log_event(record: _Item, resource: Mapping[str, Any], mapping: OtlpMapping) -> tuple[
     dict[str, Any], str
 ]:  # fmt: skip
-    attrs = _attributes(record.attributes)
-    name = record.event_name or str(attrs.get("event.name", ""))
+    attrs = dict(record.attrs)
+    name = record.name or str(attrs.get("event.name", ""))
     if name != _DETAILS_EVENT or "gen_ai.operation.name" in attrs:
         _require_generation(attrs)
-    body = _any(record.body) if record.HasField("body") else None
-    if isinstance(body, dict):  # some SDKs put the messages into the body
+    if isinstance(record.body, dict):  # some SDKs put the messages into the body
         for key in ("gen_ai.input.messages", "gen_ai.output.messages"):
-            if key in body and key not in attrs:
-                attrs[key] = body[key]
-    trace_id, span_id = record.trace_id.hex(), record.span_id.hex()
+            if key in record.body and key not in attrs:
+                attrs[key] = record.body[key]
     content = _content(attrs, [])
-    when = record.time_unix_nano or record.observed_time_unix_nano
-    data = _event(attrs, resource, mapping, content, _event_id(trace_id, span_id, record),
-                  _nanos(when), None, trace_id, span_id)  # fmt: skip
-    return data, f"log record {name or '(unnamed)'} {trace_id}/{span_id}"
+    data = _event(attrs, resource, mapping, content, _event_id(record), _nanos(record.start),
+                  None, record.trace_id, record.span_id)  # fmt: skip
+    return data, f"log record {name or '(unnamed)'} {record.trace_id}/{record.span_id}"
 
 
 def _require_generation(attrs: Mapping[str, Any]) -> None:
@@ -294,12 +383,12 @@ def _require_generation(attrs: Mapping[str, Any]) -> None:
     raise _Skip("no gen_ai operation")
 
 
-def _event_id(trace_id: str, span_id: str, item: Any) -> str:
-    if trace_id.strip("0") and span_id.strip("0"):
-        return f"{trace_id}-{span_id}"
+def _event_id(item: _Item) -> str:
+    if item.trace_id.strip("0") and item.span_id.strip("0"):
+        return f"{item.trace_id}-{item.span_id}"
     # A log record outside a span: the id is the hash of the record, so a redelivery of the
     # same record is the same event.
-    return "otlp-" + hashlib.sha256(item.SerializeToString(deterministic=True)).hexdigest()[:32]
+    return "otlp-" + hashlib.sha256(item.identity).hexdigest()[:32]
 
 
 def _nanos(value: int) -> str:

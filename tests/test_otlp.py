@@ -95,8 +95,10 @@ def test_model_version_rule_is_configurable() -> None:
 @pytest.mark.parametrize(
     "raw",
     [b"", b"\xff\xff\xff\xff", b"{not json", b"[1, 2]", b'{"resourceSpans": [{"scopeSpans": '
-     b'[{"spans": [{"traceId": "zz", "spanId": "00"}]}]}]}'],
-    ids=["empty", "garbage", "broken-json", "json-array", "bad-hex-id"],
+     b'[{"spans": [{"traceId": "zz", "spanId": "00"}]}]}]}', b'{"resourceLogs": []}',
+     b'{"resourceSpans": {"not": "a list"}}'],
+    ids=["empty", "garbage", "broken-json", "json-array", "bad-hex-id", "logs-on-spans-topic",
+         "wrong-shape"],
 )  # fmt: skip
 def test_malformed_records_raise_with_a_reason(raw: bytes) -> None:
     with pytest.raises(InvalidEvent) as info:
@@ -119,3 +121,9 @@ def test_span_with_an_invalid_timestamp_is_reported_not_dropped() -> None:
 def test_topic_kind() -> None:
     assert otlp_kind_of_topic("otlp_logs") == "logs"
     assert otlp_kind_of_topic("otlp_spans") == "spans"
+
+
+def test_an_empty_export_request_is_valid_and_holds_nothing() -> None:
+    for raw in (b"{}", b'{"resourceSpans": []}'):
+        decoded = decode_otlp(raw, "spans")
+        assert decoded.events == [] and decoded.items == 0
