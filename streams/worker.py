@@ -1,6 +1,7 @@
 """The stream worker: faust wiring around :class:`~streams.batch_handler.BatchHandler`.
 
-The agent consumes ``generations`` in batches (``noack_take``: up to ``batch_size`` events or
+The agent consumes ``generations`` (and the OpenTelemetry Collector's export topics, decoded by
+:mod:`streams.otlp`) in batches (``noack_take``: up to ``batch_size`` events or
 ``batch_timeout_s``), hands each batch to the handler (decode → dead-letter → pipeline →
 dead-letter what was refused) and acknowledges it only when the handler says so, so faust
 commits offsets only of events that are stored or dead-lettered. The pipeline runs on one
@@ -23,7 +24,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from storage.errors import StorageMisconfigured
@@ -37,6 +39,11 @@ from streams.batch_handler import (
     pipeline_process,
 )
 from streams.dead_letter import DeadLetter
+from streams.errors import InvalidEvent, PartlyInvalid
+from streams.events import GenerationEvent
+from streams.feedback import Feedback, decode_feedback
+from streams.kafka_security import KafkaSecurity
+from streams.otlp import OtlpMapping, decode_otlp, otlp_kind_of_topic
 from streams.pipeline import Pipeline
 from streams.retry import RetryPolicy, ShuttingDown
 
@@ -64,6 +71,41 @@ class WorkerConfig:
     control_topic: str = "telltale.signals"
     shutdown_timeout_s: float = 30.0
     maintenance_interval_s: float = 10.0
+    otlp_topics: tuple[str, ...] = ()  # the OpenTelemetry Collector's Kafka exporter topics
+    otlp_mapping: OtlpMapping = field(default_factory=OtlpMapping)
+    feedback_topic: str | None = None
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+
+def otlp_decoders(config: WorkerConfig) -> dict[str, Decoder]:
+    """A decoder per OTLP topic: the generations of one export record (``streams.otlp``).
+
+    A record whose items partly fail validation yields its valid events and raises
+    :class:`~streams.errors.PartlyInvalid` with them, so the handler stores the good ones and
+    dead-letters the record with the reasons of the bad ones.
+    """
+
+    def decoder(topic: str) -> Decoder:
+        kind = otlp_kind_of_topic(topic)
+
+        def decode(raw: bytes) -> Sequence[GenerationEvent]:
+            if len(raw) > config.max_payload_bytes:
+                raise InvalidEvent(f"OTLP record of {len(raw)} bytes exceeds the limit of "
+                                   f"{config.max_payload_bytes} bytes")  # fmt: skip
+            decoded = decode_otlp(raw, kind, config.otlp_mapping)
+            if decoded.skipped:
+                log.debug("%s: skipped %s", topic, dict(decoded.skipped))
+            if decoded.invalid:
+                reasons = "; ".join(f"{what}: {why}" for what, why in decoded.invalid[:5])
+                raise PartlyInvalid(
+                    decoded.events,
+                    f"{len(decoded.invalid)} of {decoded.items} OTLP items invalid: {reasons}",
+                )
+            return decoded.events
+
+        return decode
+
+    return {topic: decoder(topic) for topic in config.otlp_topics}
 
 
 def _record(event: Any) -> Record:
@@ -173,6 +215,40 @@ class _Runtime:
             return
         log.info("published signal stored: %s", outcome)
 
+    async def read_feedback(
+        self, stream: Any, accept_feedback: Callable[[list[Feedback]], int]
+    ) -> None:
+        """Store delayed feedback in batches (invalid records are dead-lettered); ack once
+        stored, with the batches' retry policy."""
+        config = self.config
+        async for batch in stream.noack_take(config.batch_size, within=config.batch_timeout_s):
+            if self.stopping.is_set() or not self.handler.health.ok:
+                continue  # unacked: read again after a restart
+            records: list[Feedback] = []
+            invalid: list[tuple[Record, str]] = []
+            for event in batch:
+                try:
+                    records.append(decode_feedback(event.message.value or b""))
+                except InvalidEvent as exc:
+                    invalid.append((_record(event), exc.reason))
+            try:
+                if records:
+                    await self._store_feedback(partial(accept_feedback, records))
+                await self.handler.dead_letter_records(invalid)
+            except ShuttingDown:
+                continue  # unacknowledged: delivered again after a restart
+            except StorageMisconfigured as exc:
+                self.handler.health.fail(str(exc))
+                log.error("storage is misconfigured; feedback is not read: %s", exc)
+                await self.stopping.wait()
+                continue
+            for event in batch:
+                await stream.ack(event)
+
+    async def _store_feedback(self, store: Callable[[], int]) -> None:
+        stored = await self.retry.run(lambda: self.run_blocking(store), self.stopping, "feedback")
+        log.info("feedback: %d records stored", stored)
+
     async def maintain(self, maintenance: Callable[[], None]) -> None:
         if self.stopping.is_set() or not self.handler.health.ok:
             return
@@ -200,6 +276,7 @@ def build_app(
     decoders: Mapping[str, Decoder] | None = None,
     health: WorkerHealth | None = None,
     maintenance: Callable[[], None] | None = None,
+    accept_feedback: Callable[[list[Feedback]], int] | None = None,
 ) -> Any:
     """Create the faust app with its agents. The pipeline is built when the worker starts.
 
@@ -212,7 +289,10 @@ def build_app(
     ``decoders`` maps a source topic to its decoder (JSON generation events by default);
     ``health`` turns failing when storage is misconfigured and consumption stops.
     ``maintenance`` (retraining signals of another embedder) runs on the pipeline thread every
-    ``maintenance_interval_s``, between batches and never inside one.
+    ``maintenance_interval_s``, between batches and never inside one. With
+    ``config.otlp_topics`` the same agent also reads the OpenTelemetry Collector's export
+    records (``streams.otlp``); with ``config.feedback_topic`` and ``accept_feedback`` another
+    agent stores delayed user feedback.
     """
     import faust
 
@@ -230,6 +310,7 @@ def build_app(
         broker_commit_interval=config.commit_interval_s,
         producer_acks=-1,
         web_enabled=False,
+        broker_credentials=config.security.faust_credentials(),
         # faust's own drain waits for every taken message to be acked, without a bound: a
         # batch retrying against failed storage would block shutdown forever. `drain` below
         # bounds the wait and lets such a batch go unacknowledged.
@@ -240,11 +321,11 @@ def build_app(
     async def send_dead_letter(key: bytes | None, value: bytes) -> None:
         await (await dead_letters.send(key=key, value=value))  # delivered before the ack
 
+    decoders = {**otlp_decoders(config), **(decoders or {})}
     runtime = _Runtime(config, pipeline_factory, send_dead_letter, record_dead_letters,
                        decoders, health)  # fmt: skip
-    app.agent(app.topic(config.topic, partitions=config.partitions), name="consume")(
-        runtime.consume
-    )
+    source = app.topic(config.topic, *config.otlp_topics, partitions=config.partitions)
+    app.agent(source, name="consume")(runtime.consume)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's stubs reject async defs
     async def drain(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -256,6 +337,13 @@ def build_app(
             await runtime.read_signals(stream, accept_signal)
 
         app.agent(app.topic(config.control_topic, partitions=1), name="signals")(signals)
+    if config.feedback_topic and accept_feedback is not None:
+        feedback_topic = app.topic(config.feedback_topic, partitions=config.partitions)
+
+        async def feedback(stream: Any) -> None:
+            await runtime.read_feedback(stream, accept_feedback)
+
+        app.agent(feedback_topic, name="feedback")(feedback)
     if maintenance is not None:
 
         async def maintain() -> None:
