@@ -153,6 +153,7 @@ def test_late_events_rebuild_the_detectors(ch: Any) -> None:
     monitor.request_rewind()
     report = monitor.run_once(now=T0 + 126 * MIN)
     assert report.open_detections == 1
+    assert monitor.position == T0 + 124 * MIN  # a rebuild never moves the position back
     assert len(report.engine.opened) == 1 and "chat/v2/" in report.engine.opened[0]
 
 
