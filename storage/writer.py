@@ -8,6 +8,7 @@ harmlessly (see ``storage.schema`` for why duplicates never change counts).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -138,9 +139,12 @@ class ClickHouseWriter:
         for start in range(0, len(ids), _ID_CHUNK):
             chunk = ids[start : start + _ID_CHUNK]
             try:
+                # One JSON document instead of an Array(String) parameter: the driver binds an
+                # array element by element in Python (a third of a pre-embedded replay's time)
                 rows = self._client.query(
-                    "SELECT DISTINCT event_id FROM events WHERE event_id IN {ids:Array(String)}",
-                    parameters={"ids": chunk},
+                    "SELECT DISTINCT event_id FROM events WHERE event_id IN "
+                    "JSONExtract({ids:String}, 'Array(String)')",
+                    parameters={"ids": json.dumps(chunk, ensure_ascii=False)},
                 ).result_rows
             except Exception as exc:
                 raise classify(exc, "lookup of stored events") from exc
