@@ -43,8 +43,12 @@ def chat_events(n: int, rng: random.Random, every: int = 5) -> list[GenerationEv
     ]  # fmt: skip
 
 
-def store_events(ch: Any, embedder: OpenClipEmbedder, events: list[GenerationEvent]) -> None:
-    pipeline = Pipeline(embedder, LiveSignals(ch, embedder.id, 0), ClickHouseWriter(ch))
+def store_events(ch: Any, embedder: Any, events: list[GenerationEvent]) -> None:
+    """Through the pipeline, with one open_clip embedder or per-field embedders."""
+    from signals.embedders import as_field_embedders
+
+    ids = as_field_embedders(embedder).ids
+    pipeline = Pipeline(embedder, LiveSignals(ch, ids, 0), ClickHouseWriter(ch))
     assert pipeline.process(events).written == len(events)
 
 
@@ -169,14 +173,16 @@ def test_suggest_finds_uncertain_and_similar_events(
 
 
 def test_cli_signal_workflow(tiny_env: dict[str, str], tmp_path: Path,
-                             tiny_embedder: OpenClipEmbedder) -> None:  # fmt: skip
+                             tiny_embedder: OpenClipEmbedder, minilm: Any) -> None:  # fmt: skip
+    from signals.embedders import FieldEmbedders
     from storage.client import connect
     from storage.migrate import migrate
 
     db = tmp_path / "db"
     client = connect(f"chdb://{db}")
     migrate(client)
-    store_events(client, tiny_embedder, chat_events(30, random.Random(8)))
+    # stored as the CLI embeds: text with the default MiniLM, images with the tiny CLIP
+    store_events(client, FieldEmbedders(tiny_embedder, minilm), chat_events(30, random.Random(8)))
     client.close()
     runner = CliRunner()
 
