@@ -21,9 +21,44 @@ validity, it only moves power) gives the e-process; this is the mixture SPRT of 
 "Always valid inference" (2017/2022), built on an exact conditional likelihood instead of the
 normal approximation, so it needs no plug-in variance and no large-sample argument.
 
-The baseline must be *concurrent*: the old version serving beside the new one (canary, A/B,
-gradual rollout) or, after a full cut-over, the same minute of the baseline version one week
-earlier. Pairing by minute is what makes the test immune to the daily prompt mix.
+What the test assumes, and how it survives real traffic
+------------------------------------------------------
+The exact conditional likelihood is valid when the events of a bucket are independent trials.
+Production traffic is not: one user's retries fail together, and per-minute rates scatter more
+than binomially. Two variance components are therefore estimated from the *baseline's own
+history* (:func:`estimate_dispersion`) and the log-likelihood ratio is *tempered* by them:
+
+* ``dispersion`` (``phi >= 1``): within-bucket variance inflation, the Pearson dispersion of the
+  baseline's per-minute counts around their hourly rate (an upper confidence bound of it);
+* ``day_variance`` (``sigma^2 = 2 c^2``): the squared coefficient of variation ``c`` of the
+  baseline's day-to-day level, counted twice because a lagged comparison sets one day's level
+  against another's. It is zero for a concurrent baseline (both versions share the day).
+
+Buckets compared against a lagged baseline are grouped in *blocks* (one new-version day against
+one baseline day); buckets against the concurrent baseline are their own blocks. Within a block
+the cumulative log-likelihood ratio ``L(psi)`` enters the e-process as ``L(psi) / (phi + sigma^2
+V)``, where ``V`` is the block's cumulative null variance of the new version's failure count
+(hypergeometric). Under a Gaussian model for the excess failures ``S`` with variance ``phi V`` plus
+a shared day effect of variance ``sigma^2 V^2`` this is exactly the likelihood ratio of a mean
+shift against no shift along the block, hence a martingale at every bucket, and blocks are
+independent, so the product stays a test supermartingale: anytime validity survives, at the
+price of a Gaussian approximation to the per-block excess. With ``phi = 1`` and
+``sigma^2 = 0`` it is the exact conditional test (Jensen's inequality makes any tempering by
+``phi >= 1`` conservative under the exact model).
+
+Stated plainly, alarms keep their ``alpha`` when (1) the units fed in are independent apart from
+the within-bucket overdispersion ``phi`` (repeats of one request are counted once upstream:
+:func:`storage.series.unit_counts`), (2) day-level effects are independent across days with a
+coefficient of variation at most ``c``, (3) ``phi`` and ``c`` are not underestimated (the history's
+upper bound, floored by the settings), and (4) within a bucket both versions see the same mix of
+prompts: the concurrent baseline (canary, A/B) guarantees this and is the first choice; after a
+full cut-over the baseline is the same clock span of a day of the *same weekday type* (a weekday
+against a weekday, a weekend day against a weekend day), preferably a week earlier.
+
+Buckets are formed adaptively (:class:`AdaptiveBuckets`): a bucket closes once both sides have
+``min_events`` units, never across a block boundary. At 200 events a minute a bucket is a minute;
+at ten events an hour it is a few hours, so sparse products still get a verdict within a day. The
+closing rule looks only at the event counts, never at failures, so it does not bias the test.
 
 The confidence sequence
 -----------------------
@@ -38,15 +73,25 @@ reported for sizing the effect; the decision is the e-process's.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from statistics import NormalDist
 
 import numpy as np
 from numpy.typing import NDArray
 
 from alerts.base import Detection
 
-__all__ = ["ReleaseSpikeDetector", "ReleaseSpikeState", "rate_confidence_sequence"]
+__all__ = [
+    "AdaptiveBuckets",
+    "Bucket",
+    "Dispersion",
+    "ReleaseSpikeDetector",
+    "ReleaseSpikeState",
+    "estimate_dispersion",
+    "rate_confidence_sequence",
+]
 
 _GRID_SIZE = 64
 _LOG_E_CAP = 700.0  # exp(709) overflows a float64; the cap only affects reporting, not the decision
@@ -141,16 +186,21 @@ class ReleaseSpikeState:
 class ReleaseSpikeDetector:
     """Anytime-valid one-sided test that a new version fails more often than its baseline.
 
-    Call :meth:`update` once per minute with that minute's counts (increments, not running
-    totals): ``n_new`` events of the new version of which ``k_new`` failed, and the concurrent
-    baseline's ``n_base`` / ``k_base``. The alarm fires, and stays fired, once the e-value reaches
-    ``1/alpha``; the probability that this ever happens when the new version is not worse is at
-    most ``alpha``.
+    Call :meth:`update` once per bucket with that bucket's counts (increments, not running
+    totals): ``n_new`` units of the new version of which ``k_new`` failed, and the baseline's
+    ``n_base`` / ``k_base`` over the same span. The alarm fires, and stays fired, once the e-value
+    reaches ``1/alpha``; the probability that this ever happens when the new version is not worse
+    is at most ``alpha`` (under the assumptions in the module docstring).
 
-    ``mixture_tau`` is the scale of the half-normal prior on the log odds ratio: the odds ratios
-    it expects to catch. The default 0.5 puts most weight on odds ratios between about 1.1 and 3
-    (a 2% failure rate going to 2.2%-6%); smaller values detect small effects sooner and large
-    ones later.
+    ``mixture_tau`` is the scale of the prior on the log odds ratio: an equal mixture of
+    half-normals with scales ``tau`` and ``4 tau``. The narrow one puts its weight on odds ratios
+    between about 1.1 and 3 (a 2% failure rate going to 2.2%-6%), the wide one on the large jumps
+    a sparse product must catch from few events (2% going to 12%).
+
+    ``dispersion`` and ``day_variance`` temper the likelihood ratio (module docstring); the
+    defaults (1 and 0) give the exact conditional test on independent events. ``block`` names the
+    block a lagged bucket belongs to (e.g. ``("2026-11-03", "lag_1d")``); ``None`` (a concurrent
+    bucket) makes the bucket its own block with no day component.
 
     >>> det = ReleaseSpikeDetector(alpha=0.01)
     >>> for _ in range(30):
@@ -161,21 +211,37 @@ class ReleaseSpikeDetector:
 
     name = "release_spike"
 
-    def __init__(self, alpha: float = 0.01, mixture_tau: float = 0.5) -> None:
+    def __init__(
+        self,
+        alpha: float = 0.01,
+        mixture_tau: float = 0.5,
+        *,
+        dispersion: float = 1.0,
+        day_variance: float = 0.0,
+    ) -> None:
         if not 0.0 < alpha < 1.0:
             raise ValueError("alpha must be in (0, 1)")
         if not mixture_tau > 0.0:
             raise ValueError("mixture_tau must be positive")
+        if not dispersion >= 1.0 or not day_variance >= 0.0:
+            raise ValueError("dispersion must be >= 1 and day_variance >= 0")
         self.alpha = alpha
         self.mixture_tau = mixture_tau
-        # Grid over log odds ratios in [0, 4 tau]; the weights are the discretised half-normal.
-        self._log_psi: NDArray[np.float64] = np.linspace(0.0, 4.0 * mixture_tau, _GRID_SIZE)
-        weights = np.exp(-0.5 * (self._log_psi / mixture_tau) ** 2)
+        self.dispersion = float(dispersion)
+        self.day_variance = float(day_variance)
+        # Grid over log odds ratios in [0, 8 tau]; the weights are the discretised mixture.
+        self._log_psi: NDArray[np.float64] = np.linspace(0.0, 8.0 * mixture_tau, _GRID_SIZE)
+        narrow = np.exp(-0.5 * (self._log_psi / mixture_tau) ** 2)
+        wide = np.exp(-0.5 * (self._log_psi / (4.0 * mixture_tau)) ** 2)
+        weights = narrow / narrow.sum() + wide / wide.sum()
         self._log_weights: NDArray[np.float64] = np.log(weights / weights.sum())
         self.reset()
 
     def reset(self) -> None:
-        self._log_lr: NDArray[np.float64] = np.zeros(_GRID_SIZE)
+        self._closed: NDArray[np.float64] = np.zeros(_GRID_SIZE)  # tempered, finished blocks
+        self._block: object = None
+        self._block_lr: NDArray[np.float64] = np.zeros(_GRID_SIZE)  # open block, untempered
+        self._block_var = 0.0
         self._max_log_e = 0.0
         self._minutes = 0
         self._totals = [0, 0, 0, 0]  # n_new, k_new, n_base, k_base
@@ -189,11 +255,22 @@ class ReleaseSpikeDetector:
     def state(self) -> ReleaseSpikeState:
         return self._state
 
-    def update(self, n_new: int, k_new: int, n_base: int, k_base: int) -> ReleaseSpikeState:
-        """Consume one minute of counts (increments) and return the new state."""
+    def update(
+        self, n_new: int, k_new: int, n_base: int, k_base: int, *, block: object = None
+    ) -> ReleaseSpikeState:
+        """Consume one bucket of counts (increments) and return the new state."""
         _check_counts(n_new, k_new)
         _check_counts(n_base, k_base)
-        self._log_lr += _conditional_log_lr(n_new, k_new, n_base, k_base, self._log_psi)
+        llr = _conditional_log_lr(n_new, k_new, n_base, k_base, self._log_psi)
+        variance = _null_variance(n_new, k_new, n_base, k_base)
+        if block is None or block != self._block:
+            self._close_block()
+        if block is None:
+            self._closed += llr / self.dispersion
+        else:
+            self._block = block
+            self._block_lr += llr
+            self._block_var += variance
         total = n_new + n_base
         if total > 0:
             self._mh_num += k_new * (n_base - k_base) / total
@@ -201,13 +278,23 @@ class ReleaseSpikeDetector:
         self._minutes += 1
         for i, value in enumerate((n_new, k_new, n_base, k_base)):
             self._totals[i] += value
-        log_e = float(_logsumexp(self._log_lr + self._log_weights, axis=0))
+        log_lr = self._closed + self._block_lr / self._block_temper()
+        log_e = float(_logsumexp(log_lr + self._log_weights, axis=0))
         self._max_log_e = max(self._max_log_e, log_e)
         was_fired = self._fired
         self._fired = self._fired or log_e >= math.log(1.0 / self.alpha)
         self._opened_now = self._fired and not was_fired
         self._state = self._snapshot(log_e)
         return self._state
+
+    def _block_temper(self) -> float:
+        return self.dispersion + self.day_variance * self._block_var
+
+    def _close_block(self) -> None:
+        if self._block is not None:
+            self._closed += self._block_lr / self._block_temper()
+        self._block, self._block_var = None, 0.0
+        self._block_lr = np.zeros(_GRID_SIZE)
 
     def detection(self, key: str, at: datetime) -> Detection | None:
         if not self._opened_now:
@@ -232,13 +319,19 @@ class ReleaseSpikeDetector:
                 "k_base": s.k_base,
                 "odds_ratio": s.odds_ratio,
                 "mixture_tau": self.mixture_tau,
+                "dispersion": self.dispersion,
+                "day_variance": self.day_variance,
             },
         )
 
     def _snapshot(self, log_e: float) -> ReleaseSpikeState:
         n_new, k_new, n_base, k_base = self._totals
-        low_new, high_new = rate_confidence_sequence(n_new, k_new, self.alpha / 2)
-        low_base, high_base = rate_confidence_sequence(n_base, k_base, self.alpha / 2)
+        # The rate bounds use effective counts: phi correlated events weigh as one.
+        phi = self.dispersion
+        low_new, high_new = rate_confidence_sequence(*_effective(n_new, k_new, phi), self.alpha / 2)
+        low_base, high_base = rate_confidence_sequence(
+            *_effective(n_base, k_base, phi), self.alpha / 2
+        )
         effect = k_new / n_new - k_base / n_base if n_new and n_base else None
         odds_ratio = self._mh_num / self._mh_den if self._mh_den > 0 else None
         return ReleaseSpikeState(
@@ -256,6 +349,179 @@ class ReleaseSpikeDetector:
             cs_high=high_new - low_base,
             odds_ratio=odds_ratio,
         )
+
+
+def _effective(n: int, k: int, phi: float) -> tuple[int, int]:
+    if phi <= 1.0:
+        return n, k
+    n_eff = round(n / phi)
+    return n_eff, min(n_eff, round(k / phi))
+
+
+def _null_variance(n: int, k: int, m: int, k_other: int) -> float:
+    """Hypergeometric variance of the new version's failures given the bucket's total."""
+    t, total = k + k_other, n + m
+    if n == 0 or m == 0 or t == 0 or t == total or total < 2:
+        return 0.0
+    return t * n * m * (total - t) / (total * total * (total - 1))
+
+
+@dataclass(frozen=True)
+class Dispersion:
+    """Variance components of a baseline's history (see :func:`estimate_dispersion`).
+
+    ``phi`` is the within-bucket variance inflation to temper with (an upper bound, at least
+    one); ``phi_estimate`` the point estimate; ``day_cv`` the coefficient of variation of the
+    day-level rate used (at least the floor); ``day_cv_estimate`` the estimate (``None`` with
+    fewer than two full days); ``minutes`` and ``days`` what the estimates rest on.
+    """
+
+    phi: float
+    phi_estimate: float
+    day_cv: float
+    day_cv_estimate: float | None
+    minutes: int
+    days: int
+
+    @property
+    def day_variance(self) -> float:
+        """``sigma^2 = 2 c^2``: the variance of the difference of two days' relative levels."""
+        return 2.0 * self.day_cv**2
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {
+            "phi": round(self.phi, 4), "phi_estimate": round(self.phi_estimate, 4),
+            "day_cv": round(self.day_cv, 4),
+            "day_cv_estimate": None if self.day_cv_estimate is None
+            else round(self.day_cv_estimate, 4),
+            "history_minutes": self.minutes, "history_days": self.days,
+        }  # fmt: skip
+
+
+def estimate_dispersion(
+    minutes: Mapping[datetime, tuple[int, int]],
+    *,
+    phi_prior: float = 2.0,
+    min_df: int = 30,
+    day_cv_floor: float = 0.05,
+    full_day_hours: int = 20,
+    confidence: float = 0.95,
+) -> Dispersion:
+    """Within-minute variance inflation and day-level variation of a baseline's history.
+
+    ``minutes`` maps minute starts (UTC) to ``(units, failures)``. ``phi`` is the Pearson
+    statistic of the per-minute failure counts around their hour's pooled rate, divided by its
+    degrees of freedom (a daily cycle therefore does not count as overdispersion), taken at its
+    one-sided ``confidence`` upper bound (Wilson-Hilferty quantile of the chi-square); with fewer
+    than ``min_df`` degrees of freedom ``phi_prior`` is used. The day-level coefficient of
+    variation comes from days with traffic in at least ``full_day_hours`` hours: the variance of
+    their rates beyond what ``phi`` explains, relative to the mean rate; it is never below
+    ``day_cv_floor``, since a handful of days cannot rule out a day effect.
+
+    >>> d = estimate_dispersion({})
+    >>> d.phi, d.day_cv
+    (2.0, 0.05)
+    """
+    by_hour: dict[datetime, list[tuple[int, int]]] = {}
+    for minute, (n, k) in minutes.items():
+        _check_counts(n, k)
+        if n > 0:
+            hour = minute.replace(minute=0, second=0, microsecond=0)
+            by_hour.setdefault(hour, []).append((n, k))
+    chi2, df = 0.0, 0
+    for cells in by_hour.values():
+        n_h = sum(n for n, _ in cells)
+        p_h = sum(k for _, k in cells) / n_h
+        if len(cells) < 2 or p_h <= 0.0 or p_h >= 1.0:
+            continue
+        chi2 += sum((k - n * p_h) ** 2 / (n * p_h * (1.0 - p_h)) for n, k in cells)
+        df += len(cells) - 1
+    if df >= min_df:
+        estimate = chi2 / df
+        z = NormalDist().inv_cdf(confidence)
+        # Lower chi-square quantile: chi2/quantile is the upper bound of the dispersion.
+        q = df * (1.0 - 2.0 / (9.0 * df) - z * math.sqrt(2.0 / (9.0 * df))) ** 3
+        phi = max(1.0, chi2 / q)
+    else:
+        estimate, phi = phi_prior, max(1.0, phi_prior)
+    days: dict[date, list[int]] = {}
+    day_hours: dict[date, set[int]] = {}
+    for hour, cells in by_hour.items():
+        totals = days.setdefault(hour.date(), [0, 0])
+        totals[0] += sum(n for n, _ in cells)
+        totals[1] += sum(k for _, k in cells)
+        day_hours.setdefault(hour.date(), set()).add(hour.hour)
+    full = [(n, k) for d, (n, k) in days.items() if len(day_hours[d]) >= full_day_hours]
+    cv_estimate: float | None = None
+    if len(full) >= 2:
+        rates = [k / n for n, k in full]
+        mean = sum(k for _, k in full) / sum(n for n, _ in full)
+        if 0.0 < mean < 1.0:
+            spread = sum((r - mean) ** 2 for r in rates) / (len(rates) - 1)
+            noise = sum(phi * mean * (1.0 - mean) / n for n, _ in full) / len(full)
+            cv_estimate = math.sqrt(max(0.0, spread - noise)) / mean
+    day_cv = max(day_cv_floor, cv_estimate or 0.0)
+    return Dispersion(
+        phi=phi, phi_estimate=estimate, day_cv=day_cv, day_cv_estimate=cv_estimate,
+        minutes=sum(len(c) for c in by_hour.values()), days=len(full),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Counts of one closed bucket: the new version's and the baseline's over the same span."""
+
+    n_new: int
+    k_new: int
+    n_base: int
+    k_base: int
+    block: object
+    minutes: int
+
+
+class AdaptiveBuckets:
+    """Sums consecutive minutes into buckets until both sides have ``min_events`` units.
+
+    A bucket never spans two blocks: a minute of another block first closes the open bucket.
+    Because the closing rule reads only the numbers of units (never the failures) it is a
+    stopping rule the conditional test is indifferent to.
+
+    >>> buckets = AdaptiveBuckets(min_events=5)
+    >>> [b.n_new for m in range(12) for b in buckets.add(1, 0, 1, 0, block="d1")]
+    [5, 5]
+    """
+
+    def __init__(self, min_events: int) -> None:
+        if min_events < 1:
+            raise ValueError("min_events must be at least 1")
+        self.min_events = min_events
+        self._open: list[int] | None = None  # n_new, k_new, n_base, k_base, minutes
+        self._block: object = None
+
+    def add(
+        self, n_new: int, k_new: int, n_base: int, k_base: int, *, block: object
+    ) -> list[Bucket]:
+        """Add one minute; return the buckets this closed (zero, one or two)."""
+        closed: list[Bucket] = []
+        if self._open is not None and block != self._block:
+            closed.extend(self.flush())
+        if self._open is None:
+            self._open, self._block = [0, 0, 0, 0, 0], block
+        for i, value in enumerate((n_new, k_new, n_base, k_base, 1)):
+            self._open[i] += value
+        if min(self._open[0], self._open[2]) >= self.min_events:
+            closed.extend(self.flush())
+        return closed
+
+    def flush(self) -> list[Bucket]:
+        """Close the open bucket (if it holds anything)."""
+        if self._open is None:
+            return []
+        n, k, m, k_base, minutes = self._open
+        self._open = None
+        if n == 0 and m == 0:
+            return []
+        return [Bucket(n, k, m, k_base, self._block, minutes)]
 
 
 def _conditional_log_lr(
