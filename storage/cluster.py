@@ -33,7 +33,9 @@ _TABLE = re.compile(
     r"(?P<engine>\w*MergeTree)(?:\((?P<args>[^)]*)\))?(?P<rest>.*)",
     re.DOTALL,
 )
-_ALTER = re.compile(r"\s*ALTER TABLE (?P<name>\w+) (?P<action>ADD COLUMN IF NOT EXISTS .*)", re.DOTALL)
+_ALTER = re.compile(
+    r"\s*ALTER TABLE (?P<name>\w+) (?P<action>ADD COLUMN IF NOT EXISTS .*)", re.DOTALL
+)
 _VIEW = re.compile(
     r"\s*CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<name>\w+) TO (?P<target>\w+) AS"
     r"(?P<select>.*\bFROM )(?P<source>\w+)(?P<rest>.*)",
