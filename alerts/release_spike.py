@@ -73,9 +73,9 @@ reported for sizing the effect; the decision is the e-process's.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from statistics import NormalDist
 
 import numpy as np
@@ -90,6 +90,7 @@ __all__ = [
     "ReleaseSpikeDetector",
     "ReleaseSpikeState",
     "estimate_dispersion",
+    "like_with_like_lags",
     "rate_confidence_sequence",
 ]
 
@@ -198,7 +199,9 @@ class ReleaseSpikeDetector:
     a sparse product must catch from few events (2% going to 12%).
 
     ``dispersion`` and ``day_variance`` temper the likelihood ratio (module docstring); the
-    defaults (1 and 0) give the exact conditional test on independent events. ``block`` names the
+    defaults (1 and 0) give the exact conditional test on independent events. With
+    ``interval_every_update=False`` (for simulations) the confidence sequence is computed only
+    once the alarm has fired and reads ``[-1, 1]`` before; the decision is the same. ``block`` names the
     block a lagged bucket belongs to (e.g. ``("2026-11-03", "lag_1d")``); ``None`` (a concurrent
     bucket) makes the bucket its own block with no day component.
 
@@ -218,6 +221,7 @@ class ReleaseSpikeDetector:
         *,
         dispersion: float = 1.0,
         day_variance: float = 0.0,
+        interval_every_update: bool = True,
     ) -> None:
         if not 0.0 < alpha < 1.0:
             raise ValueError("alpha must be in (0, 1)")
@@ -229,6 +233,7 @@ class ReleaseSpikeDetector:
         self.mixture_tau = mixture_tau
         self.dispersion = float(dispersion)
         self.day_variance = float(day_variance)
+        self._interval_always = interval_every_update
         # Grid over log odds ratios in [0, 8 tau]; the weights are the discretised mixture.
         self._log_psi: NDArray[np.float64] = np.linspace(0.0, 8.0 * mixture_tau, _GRID_SIZE)
         narrow = np.exp(-0.5 * (self._log_psi / mixture_tau) ** 2)
@@ -328,10 +333,15 @@ class ReleaseSpikeDetector:
         n_new, k_new, n_base, k_base = self._totals
         # The rate bounds use effective counts: phi correlated events weigh as one.
         phi = self.dispersion
-        low_new, high_new = rate_confidence_sequence(*_effective(n_new, k_new, phi), self.alpha / 2)
-        low_base, high_base = rate_confidence_sequence(
-            *_effective(n_base, k_base, phi), self.alpha / 2
-        )
+        if self._interval_always or self._fired:
+            low_new, high_new = rate_confidence_sequence(
+                *_effective(n_new, k_new, phi), self.alpha / 2
+            )
+            low_base, high_base = rate_confidence_sequence(
+                *_effective(n_base, k_base, phi), self.alpha / 2
+            )
+        else:
+            low_new, high_new, low_base, high_base = 0.0, 1.0, 0.0, 1.0
         effect = k_new / n_new - k_base / n_base if n_new and n_base else None
         odds_ratio = self._mh_num / self._mh_den if self._mh_den > 0 else None
         return ReleaseSpikeState(
@@ -349,6 +359,26 @@ class ReleaseSpikeDetector:
             cs_high=high_new - low_base,
             odds_ratio=odds_ratio,
         )
+
+
+def like_with_like_lags(
+    minute: datetime, lags_minutes: Sequence[int], weekend_days: Collection[int]
+) -> list[int]:
+    """The lags (in order) that land ``minute`` on a day of the same weekday type.
+
+    A weekday is compared with a weekday and a weekend day with a weekend day, never across:
+    traffic and failure rates differ between the two. Multiples of a week always qualify.
+
+    >>> monday = datetime(2026, 11, 9, 10, 0)
+    >>> like_with_like_lags(monday, [10_080, 1_440, 2_880, 4_320], weekend_days=(5, 6))
+    [10080, 4320]
+    """
+    weekend = minute.weekday() in weekend_days
+    return [
+        lag
+        for lag in lags_minutes
+        if ((minute - timedelta(minutes=lag)).weekday() in weekend_days) == weekend
+    ]
 
 
 def _effective(n: int, k: int, phi: float) -> tuple[int, int]:

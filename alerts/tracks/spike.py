@@ -38,7 +38,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from alerts.base import Detection
-from alerts.release_spike import AdaptiveBuckets, Dispersion, ReleaseSpikeDetector
+from alerts.release_spike import (
+    AdaptiveBuckets,
+    Dispersion,
+    ReleaseSpikeDetector,
+    like_with_like_lags,
+)
 from alerts.release_spike import estimate_dispersion as _estimate
 from alerts.settings import SpikeSettings
 from alerts.tracks.span import MINUTE, ReleaseLink, Span, floor_minute
@@ -172,12 +177,9 @@ class ReleaseSpikeTrack:
         hour = minute.replace(minute=0)
         if hour in test.hour_lags:
             return test.hour_lags[hour]
-        weekend = minute.weekday() in self._s.weekend_days
         chosen = None
-        for lag in self._s.baseline_lags_minutes:
+        for lag in like_with_like_lags(minute, self._s.baseline_lags_minutes, self._s.weekend_days):
             shift = timedelta(minutes=lag)
-            if ((minute - shift).weekday() in self._s.weekend_days) != weekend:
-                continue  # never a weekend day against a weekday
             series = self._lagged(test, lag, span, lagged)
             if any(
                 n > 0
