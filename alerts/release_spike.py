@@ -201,9 +201,10 @@ class ReleaseSpikeDetector:
     ``dispersion`` and ``day_variance`` temper the likelihood ratio (module docstring); the
     defaults (1 and 0) give the exact conditional test on independent events. With
     ``interval_every_update=False`` (for simulations) the confidence sequence is computed only
-    once the alarm has fired and reads ``[-1, 1]`` before; the decision is the same. ``block`` names the
-    block a lagged bucket belongs to (e.g. ``("2026-11-03", "lag_1d")``); ``None`` (a concurrent
-    bucket) makes the bucket its own block with no day component.
+    once the alarm has fired and reads ``[-1, 1]`` before; the decision is the same.
+
+    ``block`` names the block a lagged bucket belongs to (e.g. ``("2026-11-03", "lag_1d")``);
+    ``None`` (a concurrent bucket) makes the bucket its own block with no day component.
 
     >>> det = ReleaseSpikeDetector(alpha=0.01)
     >>> for _ in range(30):
