@@ -197,9 +197,12 @@ def concurrent(
     return Stream(n_new, k_new, n_base, k_base, [None] * minutes, history)
 
 
+Floats = NDArray[np.float64]
+
+
 def _day_profile(start: datetime, minutes: int, *, weekday_rate: float, weekend_rate: float,
                  day_cv: float, rng: np.random.Generator, per_minute: float,
-                 weekend_days: Sequence[int]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:  # fmt: skip
+                 weekend_days: Sequence[int]) -> tuple[Floats, Floats]:  # fmt: skip
     """Per-minute rate and traffic: weekday type, daily cycle, day-level noise."""
     rates = np.empty(minutes)
     traffic = np.empty(minutes)
