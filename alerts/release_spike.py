@@ -28,18 +28,22 @@ Production traffic is not: one user's retries fail together, and per-minute rate
 than binomially. Two variance components are therefore estimated from the *baseline's own
 history* (:func:`estimate_dispersion`) and the log-likelihood ratio is *tempered* by them:
 
-* ``dispersion`` (``phi >= 1``): within-bucket variance inflation, the Pearson dispersion of the
-  baseline's per-minute counts around their hourly rate (an upper confidence bound of it);
+* ``dispersion`` (``phi >= 1``): within-bucket variance inflation. It comes from an intraclass
+  correlation ``rho`` of the units of one minute, estimated (an upper confidence bound) from the
+  Pearson dispersion of the baseline's per-minute counts around their hourly rate; a bucket whose
+  minutes hold ``n_j`` units then has ``phi = 1 + rho (sum n_j^2 / sum n_j - 1)`` on each side
+  (:meth:`Dispersion.phi_for`), so a minute of 200 units is inflated and a minute of one is not;
 * ``day_variance`` (``sigma^2 = 2 c^2``): the squared coefficient of variation ``c`` of the
   baseline's day-to-day level, counted twice because a lagged comparison sets one day's level
   against another's. It is zero for a concurrent baseline (both versions share the day).
 
 Buckets compared against a lagged baseline are grouped in *blocks* (one new-version day against
 one baseline day); buckets against the concurrent baseline are their own blocks. Within a block
-the cumulative log-likelihood ratio ``L(psi)`` enters the e-process as ``L(psi) / (phi + sigma^2
-V)``, where ``V`` is the block's cumulative null variance of the new version's failure count
-(hypergeometric). Under a Gaussian model for the excess failures ``S`` with variance ``phi V`` plus
-a shared day effect of variance ``sigma^2 V^2`` this is exactly the likelihood ratio of a mean
+the buckets' log-likelihood ratios ``l_i(psi)``, each divided by its bucket's ``phi_i``, enter
+the e-process as ``sum_i (l_i / phi_i) / (1 + sigma^2 W)`` with ``W = sum_i V_i / phi_i``, where
+``V_i`` is bucket ``i``'s null variance of the new version's failure count (hypergeometric).
+Under a Gaussian model for the excess failures with variance ``phi_i V_i`` per bucket plus a
+shared day effect of variance ``sigma^2 V^2`` this is exactly the likelihood ratio of a mean
 shift against no shift along the block, hence a martingale at every bucket, and blocks are
 independent, so the product stays a test supermartingale: anytime validity survives, at the
 price of a Gaussian approximation to the per-block excess. With ``phi = 1`` and
@@ -230,11 +234,11 @@ class ReleaseSpikeDetector:
             raise ValueError("mixture_tau must be positive")
         if not dispersion >= 1.0 or not day_variance >= 0.0:
             raise ValueError("dispersion must be >= 1 and day_variance >= 0")
+        self._interval_always = interval_every_update
         self.alpha = alpha
         self.mixture_tau = mixture_tau
         self.dispersion = float(dispersion)
         self.day_variance = float(day_variance)
-        self._interval_always = interval_every_update
         # Grid over log odds ratios in [0, 8 tau]; the weights are the discretised mixture.
         self._log_psi: NDArray[np.float64] = np.linspace(0.0, 8.0 * mixture_tau, _GRID_SIZE)
         narrow = np.exp(-0.5 * (self._log_psi / mixture_tau) ** 2)
@@ -247,7 +251,7 @@ class ReleaseSpikeDetector:
         self._closed: NDArray[np.float64] = np.zeros(_GRID_SIZE)  # tempered, finished blocks
         self._block: object = None
         self._block_lr: NDArray[np.float64] = np.zeros(_GRID_SIZE)  # open block, untempered
-        self._block_var = 0.0
+        self._block_w = 0.0
         self._max_log_e = 0.0
         self._minutes = 0
         self._totals = [0, 0, 0, 0]  # n_new, k_new, n_base, k_base
@@ -262,21 +266,34 @@ class ReleaseSpikeDetector:
         return self._state
 
     def update(
-        self, n_new: int, k_new: int, n_base: int, k_base: int, *, block: object = None
+        self,
+        n_new: int,
+        k_new: int,
+        n_base: int,
+        k_base: int,
+        *,
+        block: object = None,
+        dispersion: float | None = None,
     ) -> ReleaseSpikeState:
-        """Consume one bucket of counts (increments) and return the new state."""
+        """Consume one bucket of counts (increments) and return the new state.
+
+        ``dispersion`` is this bucket's variance inflation (default: the constructor's).
+        """
         _check_counts(n_new, k_new)
         _check_counts(n_base, k_base)
+        phi = self.dispersion if dispersion is None else float(dispersion)
+        if not phi >= 1.0:
+            raise ValueError("dispersion must be >= 1")
         llr = _conditional_log_lr(n_new, k_new, n_base, k_base, self._log_psi)
         variance = _null_variance(n_new, k_new, n_base, k_base)
         if block is None or block != self._block:
             self._close_block()
         if block is None:
-            self._closed += llr / self.dispersion
+            self._closed += llr / phi
         else:
             self._block = block
-            self._block_lr += llr
-            self._block_var += variance
+            self._block_lr += llr / phi
+            self._block_w += variance / phi
         total = n_new + n_base
         if total > 0:
             self._mh_num += k_new * (n_base - k_base) / total
@@ -294,12 +311,12 @@ class ReleaseSpikeDetector:
         return self._state
 
     def _block_temper(self) -> float:
-        return self.dispersion + self.day_variance * self._block_var
+        return 1.0 + self.day_variance * self._block_w
 
     def _close_block(self) -> None:
         if self._block is not None:
             self._closed += self._block_lr / self._block_temper()
-        self._block, self._block_var = None, 0.0
+        self._block, self._block_w = None, 0.0
         self._block_lr = np.zeros(_GRID_SIZE)
 
     def detection(self, key: str, at: datetime) -> Detection | None:
@@ -401,18 +418,35 @@ def _null_variance(n: int, k: int, m: int, k_other: int) -> float:
 class Dispersion:
     """Variance components of a baseline's history (see :func:`estimate_dispersion`).
 
-    ``phi`` is the within-bucket variance inflation to temper with (an upper bound, at least
-    one); ``phi_estimate`` the point estimate; ``day_cv`` the coefficient of variation of the
-    day-level rate used (at least the floor); ``day_cv_estimate`` the estimate (``None`` with
-    fewer than two full days); ``minutes`` and ``days`` what the estimates rest on.
+    ``icc`` is the intraclass correlation of the units of one minute to temper with (an upper
+    bound); ``icc_estimate`` the point estimate (``None`` where the history cannot identify it:
+    too few degrees of freedom, or minutes of about one unit, where it does not matter either);
+    ``phi_estimate`` the history's Pearson dispersion; ``unit_size`` its minutes' size-weighted
+    mean number of units; ``day_cv`` the coefficient of variation of the day-level rate used (at
+    least the floor) and ``day_cv_estimate`` its estimate (``None`` with fewer than two full
+    days); ``minutes`` and ``days`` what the estimates rest on.
     """
 
-    phi: float
-    phi_estimate: float
+    icc: float
+    icc_estimate: float | None
+    phi_estimate: float | None
+    unit_size: float
     day_cv: float
     day_cv_estimate: float | None
     minutes: int
     days: int
+
+    def phi_for(self, units: int, units_squared: int) -> float:
+        """Variance inflation of a sum of minutes holding ``units`` units, ``units_squared``
+        the sum of the squared per-minute numbers: ``1 + icc (sum n^2 / sum n - 1)``."""
+        if units <= 0:
+            return 1.0
+        return 1.0 + self.icc * max(0.0, units_squared / units - 1.0)
+
+    @property
+    def phi(self) -> float:
+        """The inflation of a minute of the history's typical size."""
+        return 1.0 + self.icc * max(0.0, self.unit_size - 1.0)
 
     @property
     def day_variance(self) -> float:
@@ -420,11 +454,13 @@ class Dispersion:
         return 2.0 * self.day_cv**2
 
     def as_dict(self) -> dict[str, float | int | None]:
+        def r(value: float | None) -> float | None:
+            return None if value is None else round(value, 5)
+
         return {
-            "phi": round(self.phi, 4), "phi_estimate": round(self.phi_estimate, 4),
-            "day_cv": round(self.day_cv, 4),
-            "day_cv_estimate": None if self.day_cv_estimate is None
-            else round(self.day_cv_estimate, 4),
+            "icc": r(self.icc), "icc_estimate": r(self.icc_estimate),
+            "phi_estimate": r(self.phi_estimate), "unit_size": r(self.unit_size),
+            "day_cv": r(self.day_cv), "day_cv_estimate": r(self.day_cv_estimate),
             "history_minutes": self.minutes, "history_days": self.days,
         }  # fmt: skip
 
@@ -432,26 +468,28 @@ class Dispersion:
 def estimate_dispersion(
     minutes: Mapping[datetime, tuple[int, int]],
     *,
-    phi_prior: float = 2.0,
+    icc_prior: float = 0.01,
     min_df: int = 30,
     day_cv_floor: float = 0.05,
     full_day_hours: int = 20,
     confidence: float = 0.95,
 ) -> Dispersion:
-    """Within-minute variance inflation and day-level variation of a baseline's history.
+    """Intraclass correlation within a minute and day-level variation of a baseline's history.
 
-    ``minutes`` maps minute starts (UTC) to ``(units, failures)``. ``phi`` is the Pearson
-    statistic of the per-minute failure counts around their hour's pooled rate, divided by its
-    degrees of freedom (a daily cycle therefore does not count as overdispersion), taken at its
-    one-sided ``confidence`` upper bound (Wilson-Hilferty quantile of the chi-square); with fewer
-    than ``min_df`` degrees of freedom ``phi_prior`` is used. The day-level coefficient of
-    variation comes from days with traffic in at least ``full_day_hours`` hours: the variance of
-    their rates beyond what ``phi`` explains, relative to the mean rate; it is never below
+    ``minutes`` maps minute starts (UTC) to ``(units, failures)``. The Pearson statistic of the
+    per-minute failure counts around their hour's pooled rate, divided by its degrees of freedom
+    (a daily cycle therefore does not count as overdispersion), estimates the dispersion
+    ``phi = 1 + icc (m - 1)`` of minutes of size-weighted mean size ``m``; its one-sided
+    ``confidence`` upper bound (Wilson-Hilferty quantile of the chi-square) gives the ``icc``
+    used. With fewer than ``min_df`` degrees of freedom, or minutes of fewer than two units on
+    average, ``icc_prior`` is used. The day-level coefficient of variation comes from days with
+    traffic in at least ``full_day_hours`` hours: the variance of their rates beyond what the
+    within-day variance explains, relative to the mean rate; it is never below
     ``day_cv_floor``, since a handful of days cannot rule out a day effect.
 
     >>> d = estimate_dispersion({})
-    >>> d.phi, d.day_cv
-    (2.0, 0.05)
+    >>> d.icc, d.day_cv, d.phi_for(200, 200 * 200)
+    (0.01, 0.05, 2.99)
     """
     by_hour: dict[datetime, list[tuple[int, int]]] = {}
     for minute, (n, k) in minutes.items():
@@ -459,7 +497,7 @@ def estimate_dispersion(
         if n > 0:
             hour = minute.replace(minute=0, second=0, microsecond=0)
             by_hour.setdefault(hour, []).append((n, k))
-    chi2, df = 0.0, 0
+    chi2, df, sum_n, sum_n2 = 0.0, 0, 0, 0
     for cells in by_hour.values():
         n_h = sum(n for n, _ in cells)
         p_h = sum(k for _, k in cells) / n_h
@@ -467,14 +505,18 @@ def estimate_dispersion(
             continue
         chi2 += sum((k - n * p_h) ** 2 / (n * p_h * (1.0 - p_h)) for n, k in cells)
         df += len(cells) - 1
-    if df >= min_df:
-        estimate = chi2 / df
+        sum_n += n_h
+        sum_n2 += sum(n * n for n, _ in cells)
+    size = sum_n2 / sum_n if sum_n else 1.0
+    phi_estimate = chi2 / df if df else None
+    icc, icc_estimate = icc_prior, None
+    if df >= min_df and size >= 2.0 and phi_estimate is not None:
         z = NormalDist().inv_cdf(confidence)
         # Lower chi-square quantile: chi2/quantile is the upper bound of the dispersion.
         q = df * (1.0 - 2.0 / (9.0 * df) - z * math.sqrt(2.0 / (9.0 * df))) ** 3
-        phi = max(1.0, chi2 / q)
-    else:
-        estimate, phi = phi_prior, max(1.0, phi_prior)
+        icc_estimate = min(1.0, max(0.0, (phi_estimate - 1.0) / (size - 1.0)))
+        icc = min(1.0, max(0.0, (chi2 / q - 1.0) / (size - 1.0)))
+    phi_history = 1.0 + icc * max(0.0, size - 1.0)
     days: dict[date, list[int]] = {}
     day_hours: dict[date, set[int]] = {}
     for hour, cells in by_hour.items():
@@ -489,11 +531,11 @@ def estimate_dispersion(
         mean = sum(k for _, k in full) / sum(n for n, _ in full)
         if 0.0 < mean < 1.0:
             spread = sum((r - mean) ** 2 for r in rates) / (len(rates) - 1)
-            noise = sum(phi * mean * (1.0 - mean) / n for n, _ in full) / len(full)
+            noise = sum(phi_history * mean * (1.0 - mean) / n for n, _ in full) / len(full)
             cv_estimate = math.sqrt(max(0.0, spread - noise)) / mean
-    day_cv = max(day_cv_floor, cv_estimate or 0.0)
     return Dispersion(
-        phi=phi, phi_estimate=estimate, day_cv=day_cv, day_cv_estimate=cv_estimate,
+        icc=icc, icc_estimate=icc_estimate, phi_estimate=phi_estimate, unit_size=size,
+        day_cv=max(day_cv_floor, cv_estimate or 0.0), day_cv_estimate=cv_estimate,
         minutes=sum(len(c) for c in by_hour.values()), days=len(full),
     )  # fmt: skip
 
@@ -508,6 +550,19 @@ class Bucket:
     k_base: int
     block: object
     minutes: int
+    squares_new: int = 0  # sum over the bucket's minutes of the squared numbers of units
+    squares_base: int = 0
+
+    def dispersion(self, new: Dispersion, base: Dispersion | None = None) -> float:
+        """The bucket's variance inflation: each side's ``phi`` weighted as it enters the
+        variance of the conditional count (``(m phi_new + n phi_base) / (n + m)``)."""
+        base = base or new
+        total = self.n_new + self.n_base
+        if total == 0:
+            return 1.0
+        phi_new = new.phi_for(self.n_new, self.squares_new)
+        phi_base = base.phi_for(self.n_base, self.squares_base)
+        return (self.n_base * phi_new + self.n_new * phi_base) / total
 
 
 class AdaptiveBuckets:
@@ -526,7 +581,7 @@ class AdaptiveBuckets:
         if min_events < 1:
             raise ValueError("min_events must be at least 1")
         self.min_events = min_events
-        self._open: list[int] | None = None  # n_new, k_new, n_base, k_base, minutes
+        self._open: list[int] | None = None  # n_new, k_new, n_base, k_base, minutes, squares
         self._block: object = None
 
     def add(
@@ -537,8 +592,8 @@ class AdaptiveBuckets:
         if self._open is not None and block != self._block:
             closed.extend(self.flush())
         if self._open is None:
-            self._open, self._block = [0, 0, 0, 0, 0], block
-        for i, value in enumerate((n_new, k_new, n_base, k_base, 1)):
+            self._open, self._block = [0, 0, 0, 0, 0, 0, 0], block
+        for i, value in enumerate((n_new, k_new, n_base, k_base, 1, n_new**2, n_base**2)):
             self._open[i] += value
         if min(self._open[0], self._open[2]) >= self.min_events:
             closed.extend(self.flush())
@@ -548,11 +603,11 @@ class AdaptiveBuckets:
         """Close the open bucket (if it holds anything)."""
         if self._open is None:
             return []
-        n, k, m, k_base, minutes = self._open
+        n, k, m, k_base, minutes, squares_new, squares_base = self._open
         self._open = None
         if n == 0 and m == 0:
             return []
-        return [Bucket(n, k, m, k_base, self._block, minutes)]
+        return [Bucket(n, k, m, k_base, self._block, minutes, squares_new, squares_base)]
 
 
 def _conditional_log_lr(

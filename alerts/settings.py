@@ -38,7 +38,7 @@ class SpikeSettings(BaseModel):
     concurrent_window_minutes: int
     bucket_min_events: int
     history_days: int
-    dispersion_prior: float
+    icc_prior: float
     day_cv_floor: float
 
 
@@ -144,8 +144,12 @@ class MonitorSettings(BaseSettings):
     spike_history_days: int = Field(
         default=7, ge=1, description="baseline history read to estimate its variance components"
     )
-    spike_dispersion_prior: float = Field(
-        default=2.0, ge=1.0, description="variance inflation assumed when history is too short"
+    spike_icc_prior: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="intraclass correlation within a minute assumed when the baseline's history "
+        "cannot estimate it",
     )
     spike_day_cv_floor: float = Field(
         default=0.05, ge=0.0, description="least day-to-day coefficient of variation assumed"
@@ -187,7 +191,7 @@ class MonitorSettings(BaseSettings):
             concurrent_window_minutes=self.spike_concurrent_window_minutes,
             bucket_min_events=self.spike_bucket_min_events,
             history_days=self.spike_history_days,
-            dispersion_prior=self.spike_dispersion_prior, day_cv_floor=self.spike_day_cv_floor,
+            icc_prior=self.spike_icc_prior, day_cv_floor=self.spike_day_cv_floor,
         )  # fmt: skip
 
     @property

@@ -111,9 +111,7 @@ def first_alarm(
 ) -> int | None:
     """Minute (1-based) of the first alarm, driving the detector as the release track does."""
     s = MonitorSettings().spike
-    d = estimate_dispersion(
-        stream.history, phi_prior=s.dispersion_prior, day_cv_floor=s.day_cv_floor
-    )
+    d = estimate_dispersion(stream.history, icc_prior=s.icc_prior, day_cv_floor=s.day_cv_floor)
     det = ReleaseSpikeDetector(
         alpha=alpha, mixture_tau=s.mixture_tau, dispersion=d.phi, day_variance=d.day_variance,
         interval_every_update=False,
@@ -132,7 +130,8 @@ def first_alarm(
             int(n_new[i]), int(k_new[i]), int(n_base[i]), int(k_base[i]), block=key
         ):
             state = det.update(b.n_new, b.k_new, b.n_base, b.k_base,
-                               block=None if b.block == ("concurrent",) else b.block)  # fmt: skip
+                               block=None if b.block == ("concurrent",) else b.block,
+                               dispersion=b.dispersion(d))  # fmt: skip
             if state.fired:
                 return i + 1
     return None

@@ -142,7 +142,7 @@ def test_after_a_cutover_a_monday_is_compared_with_a_weekday_not_the_weekend(ch:
     assert set(found.details["baseline_minutes"]) == {"lag_4320m"}
     assert monday < found.opened_at < monday + 240 * MIN
     dispersion = found.details["signals"][0]["dispersion"]
-    assert dispersion["phi"] >= 1.0 and dispersion["day_cv"] >= 0.05
+    assert dispersion["icc"] >= 0.0 and dispersion["day_cv"] >= 0.05
 
 
 def test_lagged_baseline_reads_as_of_the_same_lateness(ch: Any) -> None:

@@ -156,7 +156,7 @@ class ReleaseSpikeTrack:
         if found is None:
             s = self._s
             dispersion = _estimate(
-                test.history.get(signal, {}), phi_prior=s.dispersion_prior,
+                test.history.get(signal, {}), icc_prior=s.icc_prior,
                 day_cv_floor=s.day_cv_floor,
             )  # fmt: skip
             test.family = max(test.family, len(test.tests) + 1)
@@ -280,6 +280,7 @@ class ReleaseSpikeTrack:
                 sig_test.detector.update(
                     bucket.n_new, bucket.k_new, bucket.n_base, bucket.k_base,
                     block=None if bucket.block == _CONCURRENT else bucket.block,
+                    dispersion=bucket.dispersion(sig_test.dispersion),
                 )  # fmt: skip
                 updated = True
                 detection = sig_test.detector.detection(test.key, minute + MINUTE)
