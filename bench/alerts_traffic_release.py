@@ -357,8 +357,9 @@ def _change(cfg: Config, name: str, make: Callable[[np.random.Generator], Stream
         delays.append(math.inf if first is None else float(first))
     arr = np.asarray(delays)
     detected = int(np.isfinite(arr).sum())
-    median = float(np.quantile(arr, 0.5)) if detected * 2 >= len(arr) else None
-    p80 = float(np.quantile(arr, 0.8)) if detected >= 0.8 * len(arr) else None
+    median, p80 = (float(np.quantile(arr, q)) for q in (0.5, 0.8))
+    median = median if math.isfinite(median) else None  # fewer than half found in time
+    p80 = p80 if math.isfinite(p80) else None
     ratio = p80 / oracle if p80 is not None and oracle else None
     meets = None if limit is None else (ratio is not None and ratio <= limit)
     return ChangeRow(name, cfg.change_runs, detected, median, p80, oracle, ratio, requirement,
