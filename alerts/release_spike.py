@@ -99,6 +99,7 @@ __all__ = [
 ]
 
 _GRID_SIZE = 64
+_CACHE_SIZE = 4_096
 _LOG_E_CAP = 700.0  # exp(709) overflows a float64; the cap only affects reporting, not the decision
 
 
@@ -245,6 +246,7 @@ class ReleaseSpikeDetector:
         wide = np.exp(-0.5 * (self._log_psi / (4.0 * mixture_tau)) ** 2)
         weights = narrow / narrow.sum() + wide / wide.sum()
         self._log_weights: NDArray[np.float64] = np.log(weights / weights.sum())
+        self._cache: dict[tuple[int, int, int], NDArray[np.float64]] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -284,7 +286,7 @@ class ReleaseSpikeDetector:
         phi = self.dispersion if dispersion is None else float(dispersion)
         if not phi >= 1.0:
             raise ValueError("dispersion must be >= 1")
-        llr = _conditional_log_lr(n_new, k_new, n_base, k_base, self._log_psi)
+        llr = _conditional_log_lr(n_new, k_new, n_base, k_base, self._log_psi, self._cache)
         variance = _null_variance(n_new, k_new, n_base, k_base)
         if block is None or block != self._block:
             self._close_block()
@@ -611,17 +613,38 @@ class AdaptiveBuckets:
 
 
 def _conditional_log_lr(
-    n: int, k: int, m: int, k_other: int, log_psi: NDArray[np.float64]
+    n: int,
+    k: int,
+    m: int,
+    k_other: int,
+    log_psi: NDArray[np.float64],
+    cache: dict[tuple[int, int, int], NDArray[np.float64]] | None = None,
 ) -> NDArray[np.float64]:
     """``log f_psi(k | t) - log f_1(k | t)``, ``t = k + k_other``, for every grid ``log psi``.
 
     ``f_psi`` is Fisher's non-central hypergeometric pmf of the new version's failures given the
     minute's total failures. Minutes where the split is forced (no events on one side, no failures,
-    or only failures) carry no information and contribute zero.
+    or only failures) carry no information and contribute zero. The ratio is ``k log psi`` minus
+    a normaliser that depends on ``(n, m, t)`` only; ``cache`` keeps those normalisers (steady
+    traffic repeats the same few).
     """
     t = k + k_other
     if n == 0 or m == 0 or t == 0 or t == n + m:
         return np.zeros_like(log_psi)
+    key = (n, m, t)
+    if cache is not None:
+        normaliser = cache.get(key)
+        if normaliser is None:
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()
+            normaliser = cache[key] = _normaliser(n, m, t, log_psi)
+        result: NDArray[np.float64] = k * log_psi - normaliser
+        return result
+    return k * log_psi - _normaliser(n, m, t, log_psi)
+
+
+def _normaliser(n: int, m: int, t: int, log_psi: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``log sum_j C(n, j) C(m, t - j) psi^j - log sum_j C(n, j) C(m, t - j)``."""
     lo, hi = max(0, t - m), min(n, t)
     support = np.arange(lo, hi + 1, dtype=np.float64)
     # log C(n, j) + log C(m, t - j) over j = lo..hi; only differences matter, so the constant
@@ -631,7 +654,7 @@ def _conditional_log_lr(
     )
     log_comb = np.concatenate(([0.0], np.cumsum(ratios)))
     log_partition = _logsumexp(log_comb[None, :] + log_psi[:, None] * support[None, :], axis=1)
-    result: NDArray[np.float64] = k * log_psi - log_partition + _logsumexp(log_comb, axis=0)
+    result: NDArray[np.float64] = log_partition - _logsumexp(log_comb, axis=0)
     return result
 
 
