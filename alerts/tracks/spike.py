@@ -119,8 +119,16 @@ class ReleaseSpikeTrack:
         # Open detections whose release is not tracked (older than this monitor's history) are
         # followed for their resolution only.
         for row in span.book.open_rows():
+            if row.detector != SPIKE or row.key in self._releases:
+                continue
+            if row.key != release_key(row.model, row.model_version):
+                # Opened per signal by an earlier telltale: the release's incident replaces it.
+                span.book.resolve(
+                    SPIKE, row.key, span.start, "replaced by one incident per release"
+                )
+                continue
             link = span.links.get((row.model, row.model_version))
-            if row.detector == SPIKE and row.key not in self._releases and link is not None:
+            if link is not None:
                 self._releases[row.key] = self._new(link, span.start, span.start, span)
         lagged: Lagged = {}
         for key, test in list(self._releases.items()):
