@@ -37,6 +37,8 @@ by a large factor, recalibrate (``reset``).
 from __future__ import annotations
 
 import math
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from statistics import NormalDist
@@ -45,8 +47,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from alerts.base import Detection
+from alerts.seasonal import SeasonalProfile, fit_seasonal_profile, hour_and_day_type
 
-__all__ = ["BernoulliCusum", "CusumState", "calibrate_cusum_threshold", "crossover_rate"]
+__all__ = [
+    "BernoulliCusum",
+    "CusumState",
+    "SeasonalCusum",
+    "SeasonalCusumState",
+    "calibrate_cusum_threshold",
+    "crossover_rate",
+]
 
 _GRID_LEVELS = 1024
 
@@ -412,3 +422,271 @@ def _excursions(
     reached = np.cumsum(cross_count)[:-1].astype(np.int64)
     weights = np.cumsum(cross_weight)[:-1]
     return lengths, reached, weights
+
+
+@dataclass(frozen=True)
+class SeasonalCusumState:
+    """Snapshot of a :class:`SeasonalCusum` after one update.
+
+    ``expected`` is this minute's in-control failure rate from the seasonal profile (``None``
+    while warming up), ``dispersion`` the variance inflation the log-likelihood ratio is divided
+    by, ``statistic`` the CUSUM sum and ``threshold`` ``h = log(arl0_minutes)``. On an alarm,
+    ``change_minute`` (update number) and ``change_at`` say where the excursion began, and
+    ``rate_since_change`` / ``expected_since_change`` compare what was observed since then with
+    what the profile expected.
+    """
+
+    minute: int
+    at: datetime | None
+    warming_up: bool
+    expected: float | None
+    dispersion: float | None
+    statistic: float
+    threshold: float
+    fired: bool
+    alarms: int
+    change_minute: int | None
+    change_at: datetime | None
+    rate_since_change: float | None
+    expected_since_change: float | None
+    history_failures: int
+
+
+class SeasonalCusum:
+    """Quasi-likelihood CUSUM against a seasonal expectation (hour of day × weekday/weekend).
+
+    The in-control rate of each minute is ``p0(t)`` from a :class:`~alerts.seasonal.SeasonalProfile`
+    learned on the series' own history; the chart accumulates the log-likelihood ratio of
+    ``p0(t) + delta`` against ``p0(t)``, divided by the history's dispersion ``phi``:
+    ``S = max(0, S + llr(t) / phi)``, and alarms at ``S >= h``.
+
+    Promise: with ``h = log(arl0_minutes)`` the in-control average run length is at least
+    ``arl0_minutes`` minutes (at most ``1440 / arl0_minutes`` false alarms a day; one per 30 days
+    by default). This follows from the Shiryaev-Roberts bound: ``exp(S)`` never exceeds the SR
+    statistic ``R``, and ``R_t - t`` is a supermartingale whenever each increment has
+    ``E[exp(llr / phi)] <= 1`` under the in-control law. That holds exactly for binomial counts
+    at the profile's rates with ``phi = 1``, and to second order for overdispersed counts with
+    variance ``phi`` times the binomial (the quasi-likelihood argument); it holds *whatever* the
+    daily pattern of traffic or rate is, which is why no simulation-based calibration is needed.
+    It assumes the profile is right: a rate that is higher than learned (history too short to see
+    a weekly pattern, a change of the daily shape) is a change, and is paged as one.
+
+    Learning: the detector keeps ``history_minutes`` of its own counts. It starts testing once
+    the history spans ``min_history_minutes`` (a day: every hour seen once) and holds at least
+    ``min_failures`` failures; until then it is warming up and never alarms. It refits the
+    profile every ``refit_minutes`` on the history, leaving out the minutes of excursions that
+    ended in an alarm (a degradation is never learned as normal while it keeps alarming).
+
+    >>> from datetime import UTC, datetime, timedelta
+    >>> det = SeasonalCusum(delta=0.01, min_failures=10)
+    >>> t0 = datetime(2026, 11, 2, tzinfo=UTC)
+    >>> rng = np.random.default_rng(0)
+    >>> states = [det.update(200, int(rng.binomial(200, 0.02)), t0 + timedelta(minutes=i))
+    ...           for i in range(1500)]
+    >>> states[-1].warming_up, any(s.fired for s in states)
+    (False, False)
+    """
+
+    name = "degradation"
+
+    def __init__(
+        self,
+        delta: float = 0.01,
+        arl0_minutes: float = 43_200.0,
+        *,
+        min_history_minutes: int = 1_440,
+        min_failures: int = 30,
+        history_minutes: int = 10_080,
+        refit_minutes: int = 1_440,
+        prior_failures: float = 20.0,
+    ) -> None:
+        if not 0.0 < delta < 0.5:
+            raise ValueError("delta must be in (0, 0.5)")
+        if not arl0_minutes > 1.0:
+            raise ValueError("arl0_minutes must exceed one minute")
+        if min_history_minutes < 60 or history_minutes < min_history_minutes:
+            raise ValueError("need 60 <= min_history_minutes <= history_minutes")
+        if min_failures < 1 or refit_minutes < 1 or prior_failures <= 0:
+            raise ValueError("min_failures, refit_minutes and prior_failures must be positive")
+        self.delta = delta
+        self.arl0_minutes = arl0_minutes
+        self.threshold = math.log(arl0_minutes)
+        self.min_history_minutes = min_history_minutes
+        self.min_failures = min_failures
+        self.history_minutes = history_minutes
+        self.refit_minutes = refit_minutes
+        self.prior_failures = prior_failures
+        self.reset()
+
+    def reset(self) -> None:
+        # history rows: (minute index since the epoch, hour, day type, n, k), minutes with n > 0
+        self._history: deque[tuple[int, int, int, int, int]] = deque()
+        self._history_k = 0
+        self._first_index: int | None = None
+        self._minute = 0
+        self._profile: SeasonalProfile | None = None
+        self._coef: NDArray[np.float64] = np.zeros((24, 2, 2))  # (hour, day) -> (c_fail, c_n)
+        self._fitted_at = 0
+        self._s = 0.0
+        self._alarms = 0
+        self._fired = False
+        self._excursion: tuple[int, int, datetime] | None = None  # (update no., index, at)
+        self._exc_n = 0
+        self._exc_k = 0
+        self._exc_expected = 0.0
+        self._state = SeasonalCusumState(
+            0, None, True, None, None, 0.0, self.threshold, False, 0, None, None, None, None, 0
+        )
+
+    @property
+    def state(self) -> SeasonalCusumState:
+        return self._state
+
+    @property
+    def profile(self) -> SeasonalProfile | None:
+        return self._profile
+
+    def update(self, n: int, k: int, at: datetime) -> SeasonalCusumState:
+        """Consume the minute starting at ``at`` (``n`` events, ``k`` failures)."""
+        if n < 0 or k < 0 or k > n:
+            raise ValueError(f"counts must satisfy 0 <= k <= n, got n={n}, k={k}")
+        hour, day = hour_and_day_type(at)
+        index = int(at.timestamp() // 60)
+        self._minute += 1
+        self._fired = False
+        if self._first_index is None:
+            self._first_index = index
+        expected: float | None = None
+        if self._profile is None:
+            self._maybe_fit(index)
+        elif self._minute - self._fitted_at >= self.refit_minutes:
+            self._maybe_fit(index)
+        if self._profile is not None:
+            expected = self._profile.expected(hour, day)
+            self._step(n, k, at, index, hour, day, expected)
+        self._remember(index, hour, day, n, k)
+        self._state = self._snapshot(at, expected)
+        if self._fired:
+            self._s = 0.0
+            self._excursion = None
+        return self._state
+
+    def learn(self, history: Sequence[tuple[datetime, int, int]]) -> None:
+        """Bulk-load past minutes ``(at, n, k)`` in time order, as :meth:`update` would have
+        seen them while warming up (no testing); then fit the profile if there is enough."""
+        for at, n, k in history:
+            if n < 0 or k < 0 or k > n:
+                raise ValueError(f"counts must satisfy 0 <= k <= n, got n={n}, k={k}")
+            hour, day = hour_and_day_type(at)
+            index = int(at.timestamp() // 60)
+            if self._first_index is None:
+                self._first_index = index
+            self._remember(index, hour, day, n, k)
+        if self._history:
+            self._maybe_fit(self._history[-1][0] + 1)
+
+    def detection(self, key: str, at: datetime) -> Detection | None:
+        if not self._fired:
+            return None
+        s = self._state
+        effect = (
+            s.rate_since_change - s.expected_since_change
+            if s.rate_since_change is not None and s.expected_since_change is not None
+            else None
+        )
+        profile = self._profile
+        return Detection(
+            detector=self.name,
+            key=key,
+            opened_at=at,
+            statistic=s.statistic,
+            threshold=s.threshold,
+            effect=effect,
+            details={
+                "expected_rate": s.expected,
+                "expected_since_change": s.expected_since_change,
+                "rate_since_change": s.rate_since_change,
+                "dispersion": s.dispersion,
+                "delta": self.delta,
+                "arl0_minutes": self.arl0_minutes,
+                "change_minute": s.change_minute,
+                "alarms": s.alarms,
+                "history_failures": s.history_failures,
+                "weekend_learned": bool(profile and profile.day_types_seen[1]),
+            },
+        )
+
+    def _remember(self, index: int, hour: int, day: int, n: int, k: int) -> None:
+        if n > 0:
+            self._history.append((index, hour, day, n, k))
+            self._history_k += k
+        while self._history and self._history[0][0] <= index - self.history_minutes:
+            self._history_k -= self._history.popleft()[4]
+
+    def _maybe_fit(self, index: int) -> None:
+        assert self._first_index is not None
+        span = index - max(self._first_index, index - self.history_minutes)
+        if span < self.min_history_minutes or self._history_k < self.min_failures:
+            return
+        rows = np.asarray(self._history, dtype=np.int64)
+        if self._excursion is not None:
+            rows = rows[rows[:, 0] < self._excursion[1]]  # the open excursion is not history
+        if len(rows) == 0 or rows[:, 4].sum() < self.min_failures:
+            return
+        profile = fit_seasonal_profile(
+            rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4],
+            prior_failures=self.prior_failures,
+        )  # fmt: skip
+        p0 = np.asarray(profile.hour_rate)[:, None] * np.asarray(profile.day_level)[None, :]
+        p0 = np.clip(p0, 1e-6, 0.5)
+        p1 = np.minimum(p0 + self.delta, 0.999)
+        log_fail = np.log(p1 / p0)
+        log_pass = np.log((1.0 - p1) / (1.0 - p0))
+        self._coef = np.stack([log_fail - log_pass, log_pass], axis=-1) / profile.dispersion
+        self._profile = profile
+        self._fitted_at = self._minute
+
+    def _step(
+        self, n: int, k: int, at: datetime, index: int, hour: int, day: int, expected: float
+    ) -> None:
+        if self._s == 0.0:
+            self._excursion = (self._minute, index, at)
+            self._exc_n = self._exc_k = 0
+            self._exc_expected = 0.0
+        c_fail, c_n = self._coef[hour, day]
+        self._s = max(0.0, self._s + k * float(c_fail) + n * float(c_n))
+        self._exc_n += n
+        self._exc_k += k
+        self._exc_expected += n * expected
+        if self._s >= self.threshold:
+            self._fired = True
+            self._alarms += 1
+            assert self._excursion is not None
+            start = self._excursion[1]
+            # The alarmed excursion is a degradation, not history to learn the profile from.
+            kept = [row for row in self._history if row[0] < start]
+            self._history_k = sum(row[4] for row in kept)
+            self._history = deque(kept)
+        elif self._s == 0.0:
+            self._excursion = None
+
+    def _snapshot(self, at: datetime, expected: float | None) -> SeasonalCusumState:
+        excursion = self._excursion if (self._s > 0.0 or self._fired) else None
+        rate = self._exc_k / self._exc_n if excursion is not None and self._exc_n else None
+        base = self._exc_expected / self._exc_n if excursion is not None and self._exc_n else None
+        return SeasonalCusumState(
+            minute=self._minute,
+            at=at,
+            warming_up=self._profile is None,
+            expected=expected,
+            dispersion=self._profile.dispersion if self._profile else None,
+            statistic=self._s,
+            threshold=self.threshold,
+            fired=self._fired,
+            alarms=self._alarms,
+            change_minute=excursion[0] if excursion else None,
+            change_at=excursion[2] if excursion else None,
+            rate_since_change=rate,
+            expected_since_change=base,
+            history_failures=self._history_k,
+        )
