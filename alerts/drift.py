@@ -390,10 +390,11 @@ def collapse_repeats(vectors: ArrayLike, units: Sequence[Hashable]) -> list[int]
     matrix = np.asarray(vectors, dtype=np.float64)
     if len(matrix) != len(units):
         raise ValueError("one unit label per row is needed")
+    rounded = np.round(matrix, 6)
     seen: set[tuple[Hashable, bytes]] = set()
     keep = []
     for i, unit in enumerate(units):
-        key = (unit, np.round(matrix[i], 6).tobytes())
+        key = (unit, rounded[i].tobytes())
         if key not in seen:
             seen.add(key)
             keep.append(i)
@@ -401,16 +402,35 @@ def collapse_repeats(vectors: ArrayLike, units: Sequence[Hashable]) -> list[int]
 
 
 def seasonal_reference_spans(
-    start: datetime, end: datetime, days: int
+    start: datetime,
+    end: datetime,
+    days: int,
+    *,
+    before: datetime | None = None,
+    reach_days: int = 14,
 ) -> list[tuple[datetime, datetime]]:
-    """The same clock hours as ``[start, end)`` on each of the ``days`` previous days, newest
-    first: the reference for a product whose topics follow the time of day (support questions
-    by day, creative writing at night), so a daily cycle is not mistaken for drift."""
-    if days < 1:
-        raise ValueError("days must be >= 1")
+    """The same clock hours as ``[start, end)`` on ``days`` previous days, newest first.
+
+    This is the reference for a product whose topics follow the time of day (support questions
+    by day, creative writing at night), so a daily cycle is not mistaken for drift. With
+    ``before`` (when an open drift incident began) only days whose span ends by then are used,
+    reaching back at most ``reach_days``: while an incident is open the window is compared with
+    how prompts looked *before* it, so a sustained shift is not slowly absorbed into its own
+    reference and re-opened as a second incident a day later.
+    """
+    if days < 1 or reach_days < days:
+        raise ValueError("need 1 <= days <= reach_days")
     if end <= start:
         raise ValueError("the window must have a positive length")
-    return [(start - d * _DAY, end - d * _DAY) for d in range(1, days + 1)]
+    spans = []
+    for d in range(1, reach_days + 1):
+        span = (start - d * _DAY, end - d * _DAY)
+        if before is not None and span[1] > before:
+            continue
+        spans.append(span)
+        if len(spans) == days:
+            break
+    return spans
 
 
 def count_window_start(
