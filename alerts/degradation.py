@@ -40,7 +40,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from statistics import NormalDist
 
 import numpy as np
@@ -430,8 +430,9 @@ class SeasonalCusumState:
 
     ``expected`` is this minute's in-control failure rate from the seasonal profile (``None``
     while warming up), ``dispersion`` the variance inflation the log-likelihood ratio is divided
-    by, ``statistic`` the CUSUM sum and ``threshold`` ``h = log(arl0_minutes)``. On an alarm,
-    ``change_minute`` (update number) and ``change_at`` say where the excursion began, and
+    by, ``statistic`` the CUSUM sum and ``threshold`` ``h = log(arl0_minutes)``. During an
+    excursion (``statistic > 0``) ``change_minute`` (update number) and ``change_at`` say where
+    it began; on an alarm they are the most likely start of a step within it, and
     ``rate_since_change`` / ``expected_since_change`` compare what was observed since then with
     what the profile expected.
     """
@@ -531,9 +532,7 @@ class SeasonalCusum:
         self._alarms = 0
         self._fired = False
         self._excursion: tuple[int, int, datetime] | None = None  # (update no., index, at)
-        self._exc_n = 0
-        self._exc_k = 0
-        self._exc_expected = 0.0
+        self._exc_rows: list[tuple[int, int, float]] = []  # (n, k, expected failures) a minute
         self._state = SeasonalCusumState(
             0, None, True, None, None, 0.0, self.threshold, False, 0, None, None, None, None, 0
         )
@@ -557,9 +556,7 @@ class SeasonalCusum:
         if self._first_index is None:
             self._first_index = index
         expected: float | None = None
-        if self._profile is None:
-            self._maybe_fit(index)
-        elif self._minute - self._fitted_at >= self.refit_minutes:
+        if self._profile is None or self._minute - self._fitted_at >= self.refit_minutes:
             self._maybe_fit(index)
         if self._profile is not None:
             expected = self._profile.expected(hour, day)
@@ -651,13 +648,10 @@ class SeasonalCusum:
     ) -> None:
         if self._s == 0.0:
             self._excursion = (self._minute, index, at)
-            self._exc_n = self._exc_k = 0
-            self._exc_expected = 0.0
+            self._exc_rows = []
         c_fail, c_n = self._coef[hour, day]
         self._s = max(0.0, self._s + k * float(c_fail) + n * float(c_n))
-        self._exc_n += n
-        self._exc_k += k
-        self._exc_expected += n * expected
+        self._exc_rows.append((n, k, n * expected))
         if self._s >= self.threshold:
             self._fired = True
             self._alarms += 1
@@ -672,8 +666,15 @@ class SeasonalCusum:
 
     def _snapshot(self, at: datetime, expected: float | None) -> SeasonalCusumState:
         excursion = self._excursion if (self._s > 0.0 or self._fired) else None
-        rate = self._exc_k / self._exc_n if excursion is not None and self._exc_n else None
-        base = self._exc_expected / self._exc_n if excursion is not None and self._exc_n else None
+        change_minute = change_at = rate = base = None
+        if excursion is not None:
+            change_minute, change_at = excursion[0], excursion[2]
+        if excursion is not None and self._fired and self._exc_rows:
+            offset, n, k, e = _step_change(self._exc_rows)
+            change_minute = excursion[0] + offset
+            change_at = excursion[2] + timedelta(minutes=offset)
+            rate = k / n if n else None
+            base = e / n if n else None
         return SeasonalCusumState(
             minute=self._minute,
             at=at,
@@ -684,9 +685,29 @@ class SeasonalCusum:
             threshold=self.threshold,
             fired=self._fired,
             alarms=self._alarms,
-            change_minute=excursion[0] if excursion else None,
-            change_at=excursion[2] if excursion else None,
+            change_minute=change_minute,
+            change_at=change_at,
             rate_since_change=rate,
             expected_since_change=base,
             history_failures=self._history_k,
         )
+
+
+def _step_change(rows: list[tuple[int, int, float]]) -> tuple[int, int, int, float]:
+    """Most likely start of a step within an excursion, and the counts from there on.
+
+    The CUSUM's own estimate (where the excursion left zero) can lie hours early when the sum
+    drifts down slowly (low traffic, a small ``delta``). Among the excursion's minutes, this picks
+    the ``tau`` that maximises the Poisson log-likelihood ratio of "failures from ``tau`` on run
+    at ``K/E`` times the expected" against the profile, ``K log(K/E) - (K - E)`` with ``K`` the
+    failures and ``E`` the expected failures from ``tau`` on (only ``K > E`` counts). Returns the
+    offset of ``tau`` from the excursion's first minute, and events, failures and expected
+    failures from ``tau`` on.
+    """
+    table = np.asarray(rows, dtype=np.float64)
+    tail = np.cumsum(table[::-1], axis=0)[::-1]  # sums from each minute to the end
+    n, k, e = tail[:, 0], tail[:, 1], np.maximum(tail[:, 2], 1e-12)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gain = np.where(k > e, k * np.log(np.maximum(k, 1e-12) / e) - (k - e), 0.0)
+    offset = int(np.argmax(gain))
+    return offset, int(n[offset]), int(k[offset]), float(e[offset])

@@ -177,8 +177,7 @@ def mmd_permutation_test(
             indicators = drawn[:, block_of_row].T
             sizes_x = indicators.sum(axis=0)
             hits = (
-                _mmd2_from_indicators(kernel, indicators, sizes_x, n + m - sizes_x, row_sums)
-                >= bar
+                _mmd2_from_indicators(kernel, indicators, sizes_x, n + m - sizes_x, row_sums) >= bar
             )
         if stop_after is not None and exceed + int(hits.sum()) >= stop_after:
             used = done + int(np.flatnonzero(hits)[stop_after - exceed - 1]) + 1

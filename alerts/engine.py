@@ -26,17 +26,25 @@ minutes used each kind of baseline is reported in the detection's details. The d
 when the version is superseded by a newer release, or has had no traffic for
 ``resolve_after_minutes`` (a roll-back).
 
-``degradation`` — a Bernoulli CUSUM per (model, version, signal), warmed up on the series' first
-``cusum_warmup_minutes`` of processing. It clears after ``resolve_after_minutes`` without a new
-alarm (the CUSUM restarts after each alarm, so a persisting shift keeps re-alarming).
+``degradation`` — a seasonal quasi-likelihood CUSUM per (model, version, signal)
+(:class:`~alerts.degradation.SeasonalCusum`): it learns an hour-of-day × weekday/weekend profile
+and the dispersion from the series' own history (``cusum_min_history_minutes`` and
+``cusum_min_failures`` before it tests; the monitor's lookback replays that history on start).
+It clears after ``resolve_after_minutes`` without a new alarm (the CUSUM restarts after each
+alarm, so a persisting shift keeps re-alarming).
 
 ``prompt_drift`` — per model, one look every ``drift_every_minutes`` (aligned to the epoch, so
-every run tests the same windows): the recent ``drift_recent_minutes`` of prompt embeddings
-against the ``drift_reference_minutes`` just before them ("today vs the day before"), both
-deterministic samples. Every look is stored in ``drift_windows`` (p-value, per-look level,
-cluster shares with example prompts). It clears at the first look that does not fire (a lasting
-shift therefore clears once the reference window has absorbed it), or when no look could be
-made for ``resolve_after_minutes`` since its last alarm (the model stopped sending prompts).
+every run tests the same windows). The recent window reaches back to the end of the last tested
+window (at least ``drift_recent_minutes``, at most ``drift_longest_window_minutes``): a look with
+fewer than ``drift_min_prompts`` prompts is skipped and its prompts wait for the next one, so low
+traffic is tested in windows of a prompt count. The reference is the same clock hours on the
+previous ``drift_reference_days`` days (seasonal; while an incident is open, only days before it
+began), falling back to the ``drift_reference_minutes`` before the window when those hold too
+few prompts. Repeats of one prompt by one user or session count once, and units (user, else
+session, else event) are permuted as wholes. Every look is stored in ``drift_windows``. An
+incident opens on a look that fires and resolves after ``drift_clean_looks`` consecutive looks
+with a p-value above ``drift_clean_level`` (hysteresis), or when no look could be made for
+``resolve_after_minutes`` since its last alarm (the model stopped sending prompts).
 """
 
 from __future__ import annotations
@@ -51,15 +59,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from alerts.base import Detection
-from alerts.degradation import BernoulliCusum
-from alerts.drift import PromptDriftDetector, explain_drift
+from alerts.degradation import SeasonalCusum
+from alerts.drift import (
+    DriftHysteresis,
+    PromptDriftDetector,
+    collapse_repeats,
+    count_window_start,
+    explain_drift,
+    seasonal_reference_spans,
+)
 from alerts.release_spike import ReleaseSpikeDetector
 from alerts.settings import MonitorSettings
 from alerts.state import DetectionBook, DetectionStore
 from storage.detections import DriftWindowRow
 from storage.embeddings import event_contents
+from storage.prompts import UnitSample, prompt_unit_sample
 from storage.releases import Release
-from storage.series import MinuteCounts, SeriesKey, minute_counts, prompt_models, prompt_sample
+from storage.series import MinuteCounts, SeriesKey, minute_counts, prompt_models
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -158,7 +174,7 @@ class _Cusum:
     model: str
     version: str
     signal: str
-    detector: BernoulliCusum
+    detector: SeasonalCusum
     start: datetime  # the minute of update number 1
     next_minute: datetime
     last_traffic: datetime
@@ -190,6 +206,9 @@ class DetectionEngine:
         self._spikes: dict[str, _Spike] = {}
         self._cusums: dict[str, _Cusum] = {}
         self._drift_done = store.drift_resume_points()
+        self._drift_pending = dict(self._drift_done)  # model -> start of the next window
+        self._drift_incidents: dict[str, DriftHysteresis] = {}
+        self._drift_since: dict[str, datetime] = {}  # model -> first window of an open incident
         self._resolve_after = timedelta(minutes=settings.resolve_after_minutes)
 
     def advance(self, until: datetime, releases: Sequence[Release]) -> EngineReport:
@@ -392,11 +411,12 @@ class DetectionEngine:
                 del self._cusums[key]
 
     def _new_cusum(self, model: str, version: str, signal: str, first: datetime) -> _Cusum:
-        detector = BernoulliCusum(
+        detector = SeasonalCusum(
             delta=self._s.cusum_delta,
             arl0_minutes=self._s.cusum_arl0_minutes,
-            warmup_minutes=self._s.cusum_warmup_minutes,
-            seed=self._s.seed,
+            min_history_minutes=self._s.cusum_min_history_minutes,
+            min_failures=self._s.cusum_min_failures,
+            history_minutes=self._s.cusum_history_minutes,
         )
         return _Cusum(model, version, signal, detector, first, first, last_traffic=first - MINUTE)
 
@@ -409,14 +429,10 @@ class DetectionEngine:
             n, k = own.get(minute, (0, 0))
             if n > 0:
                 series.last_traffic = minute
-            state = series.detector.update(n, k)
+            state = series.detector.update(n, k, minute)
             detection = series.detector.detection(key, minute + MINUTE)
             if detection is not None:
-                change_at = (
-                    series.start + (state.change_minute - 1) * MINUTE
-                    if state.change_minute is not None
-                    else None
-                )
+                change_at = state.change_at
                 outcome = self._book.alarm(
                     detection, model=series.model, model_version=series.version,
                     signal=series.signal,
@@ -457,48 +473,93 @@ class DetectionEngine:
                 end += every
             if self._catchup is not None:
                 ends = ends[-self._catchup :]
-            looks: list[tuple[DriftWindowRow | None, Detection | None, datetime]] = []
-            for end in ends:
-                look = self._drift_look(model, end, recent, reference)
-                looks.append((*look, end) if look is not None else (None, None, end))
-                self._drift_done[model] = end
-            windows = [window for window, _, _ in looks if window is not None]
-            self._store.save_drift_windows(windows)
-            report.drift_looks += len(windows)
             key = f"model={model}"
-            for window, detection, end in looks:
+            incident = self._drift_incident(model, key)
+            windows: list[DriftWindowRow] = []
+            for end in ends:
+                look = self._drift_look(model, end, recent, reference, incident)
+                self._drift_done[model] = end
+                episode = self._book.episode(DRIFT, key)
+                if look is None:
+                    if episode is not None and end - episode.last_alarm >= self._resolve_after:
+                        reason = "too few prompts to test since the last alarm"
+                        self._close_drift(model, key, end, report, reason)
+                    continue
+                window, detection, fired = look
+                windows.append(window)
+                outcome = incident.update(fired, window.p_value)
                 if detection is not None:
+                    if outcome == "opened":
+                        self._drift_since[model] = window.window_start
                     if self._book.alarm(detection, model=model) == "opened":
                         report.opened.append(f"{DRIFT} {key} at {detection.opened_at}")
-                    continue
-                episode = self._book.episode(DRIFT, key)
-                if window is not None:
-                    reason = "a look did not fire"
-                elif episode is not None and end - episode.last_alarm >= self._resolve_after:
-                    reason = "too few prompts to test since the last alarm"
-                else:
-                    continue
-                row = self._book.resolve(DRIFT, key, end, reason)
-                if row is not None:
-                    report.resolved.append(f"{DRIFT} {key} at {row.resolved_at}")
+                elif outcome == "resolved" or (episode is not None and not incident.is_open):
+                    reason = (f"{s.drift_clean_looks} consecutive looks with a p-value above "
+                              f"{s.drift_clean_level}")  # fmt: skip
+                    self._close_drift(model, key, end, report, reason)
+            self._store.save_drift_windows(windows)
+            report.drift_looks += len(windows)
+
+    def _drift_incident(self, model: str, key: str) -> DriftHysteresis:
+        """The model's incident state; an incident still open in the book (a restarted monitor)
+        is resumed open, compared with the days before its first window."""
+        incident = self._drift_incidents.get(model)
+        if incident is None:
+            episode = self._book.episode(DRIFT, key)
+            incident = DriftHysteresis(
+                self._s.drift_clean_level, self._s.drift_clean_looks, is_open=episode is not None
+            )
+            self._drift_incidents[model] = incident
+            if episode is not None:
+                began = episode.row.details.get("window_start")
+                self._drift_since[model] = (
+                    datetime.fromisoformat(began) if isinstance(began, str)
+                    else episode.row.opened_at
+                )  # fmt: skip
+        return incident
+
+    def _close_drift(
+        self, model: str, key: str, at: datetime, report: EngineReport, reason: str
+    ) -> None:
+        self._drift_incidents.pop(model, None)
+        self._drift_since.pop(model, None)
+        row = self._book.resolve(DRIFT, key, at, reason)
+        if row is not None:
+            report.resolved.append(f"{DRIFT} {key} at {row.resolved_at}")
 
     def _drift_look(
-        self, model: str, end: datetime, recent: timedelta, reference: timedelta
-    ) -> tuple[DriftWindowRow, Detection | None] | None:
-        """One look: the stored window and, if it fired, its detection; ``None`` if too few
-        prompts were sent in either window to test."""
+        self,
+        model: str,
+        end: datetime,
+        recent: timedelta,
+        reference: timedelta,
+        incident: DriftHysteresis,
+    ) -> tuple[DriftWindowRow, Detection | None, bool] | None:
+        """One look: the stored window, its detection if it fired, and whether it fired;
+        ``None`` if too few prompts were sent in either window to test (the recent window's
+        prompts then wait for the next look)."""
         s = self._s
-        new = prompt_sample(
-            self._client, model, end - recent, end, field=s.drift_field, limit=s.drift_recent_sample
-        )
+        longest = timedelta(minutes=s.drift_longest_window_minutes)
+        start = count_window_start(end, self._drift_pending.get(model), recent, longest)
+        new = prompt_unit_sample(self._client, model, [(start, end)], field=s.drift_field,
+                                 limit=s.drift_recent_sample)  # fmt: skip
         if len(new.event_ids) < s.drift_min_prompts:
+            if new.event_ids:  # these prompts wait for the next look: a count window
+                self._drift_pending[model] = start
             return None
-        old = prompt_sample(
-            self._client, model, end - recent - reference, end - recent,
-            field=s.drift_field, limit=s.drift_reference_sample, embedder_id=new.embedder_id,
-        )  # fmt: skip
+        since = self._drift_since.get(model) if incident.is_open else None
+        spans = seasonal_reference_spans(start, end, s.drift_reference_days, before=since)
+        old = self._reference(model, spans, new.embedder_id)
+        reference_kind = "seasonal"
         if len(old.event_ids) < s.drift_min_prompts:
-            return None
+            reference_kind = "previous"
+            spans = [(start - reference, start)]
+            old = self._reference(model, spans, new.embedder_id)
+            if len(old.event_ids) < s.drift_min_prompts:
+                self._drift_pending[model] = end  # nothing to compare with: start afresh
+                return None
+        self._drift_pending[model] = end
+        old, new = _once_per_unit(old), _once_per_unit(new)
         x = np.asarray(old.vectors, dtype=np.float64)
         y = np.asarray(new.vectors, dtype=np.float64)
         seed = int.from_bytes(
@@ -508,15 +569,15 @@ class DetectionEngine:
             alpha=s.drift_alpha, horizon_looks=s.drift_horizon_looks,
             n_permutations=s.drift_permutations, seed=seed, explain_clusters=0,
         )  # fmt: skip
-        state = detector.update(x, y)
+        state = detector.update(x, y, old.units, new.units)
         clusters = self._explain(x, y, old.event_ids, new.event_ids, seed)
         window = DriftWindowRow(
-            model=model, window_start=end - recent, window_end=end, statistic=state.p_value,
+            model=model, window_start=start, window_end=end, statistic=state.p_value,
             threshold=state.level, p_value=state.p_value, reference_size=len(x),
             recent_size=len(y), clusters=clusters,
         )  # fmt: skip
         if not state.fired:
-            return window, None
+            return window, None, False
         top = clusters[0] if clusters else None
         detection = Detection(
             detector=DRIFT, key=f"model={model}", opened_at=end, statistic=state.p_value,
@@ -524,13 +585,25 @@ class DetectionEngine:
             effect=float(top["change"]) if top else None,
             details={
                 "mmd2": state.mmd2, "bandwidth": state.bandwidth,
-                "window_start": (end - recent).isoformat(), "window_end": end.isoformat(),
-                "reference_start": (end - recent - reference).isoformat(),
+                "window_start": start.isoformat(), "window_end": end.isoformat(),
+                "reference": reference_kind,
+                "reference_spans": [[a.isoformat(), b.isoformat()] for a, b in spans],
+                "reference_start": spans[-1][0].isoformat(),
                 "n_reference": state.n_reference, "n_recent": state.n_recent,
+                "units_reference": len(set(old.units)), "units_recent": len(set(new.units)),
                 "embedder_id": new.embedder_id, "clusters": clusters[:3],
             },
         )  # fmt: skip
-        return window, detection
+        return window, detection, True
+
+    def _reference(
+        self, model: str, spans: list[tuple[datetime, datetime]], embedder_id: str
+    ) -> UnitSample:
+        s = self._s
+        return prompt_unit_sample(
+            self._client, model, spans, field=s.drift_field, limit=s.drift_reference_sample,
+            embedder_id=embedder_id,
+        )  # fmt: skip
 
     def _explain(
         self,
@@ -559,8 +632,26 @@ class DetectionEngine:
                 "reference_share": c.reference_share,
                 "recent_share": c.recent_share,
                 "change": c.change,
-                "reference_examples": [texts.get(old_ids[i], "") for i in c.reference_examples],
-                "recent_examples": [texts.get(new_ids[i], "") for i in c.recent_examples],
+                "reference_examples": _distinct_texts(texts, old_ids, c.reference_examples),
+                "recent_examples": _distinct_texts(texts, new_ids, c.recent_examples),
             }
             for c in shifts
         ]
+
+
+def _distinct_texts(texts: dict[str, str], ids: list[str], picks: Iterable[int]) -> list[str]:
+    """The example prompts, each text once (two events may carry the same prompt)."""
+    return list(dict.fromkeys(texts.get(ids[i], "") for i in picks))
+
+
+def _once_per_unit(sample: UnitSample) -> UnitSample:
+    """Repeats of one prompt by one unit (same user or session, same embedding) count once."""
+    keep = collapse_repeats(sample.vectors, sample.units) if sample.vectors else []
+    if len(keep) == len(sample.event_ids):
+        return sample
+    return UnitSample(
+        sample.embedder_id,
+        [sample.event_ids[i] for i in keep],
+        [sample.units[i] for i in keep],
+        [sample.vectors[i] for i in keep],
+    )

@@ -64,7 +64,9 @@ class SeasonalProfile:
     def expected(self, hour: int, day_type: int) -> float:
         return float(min(0.5, max(1e-6, self.hour_rate[hour] * self.day_level[day_type])))
 
-    def expected_many(self, hours: NDArray[np.int64], days: NDArray[np.int64]) -> NDArray[np.float64]:
+    def expected_many(
+        self, hours: NDArray[np.int64], days: NDArray[np.int64]
+    ) -> NDArray[np.float64]:
         rates = np.asarray(self.hour_rate)[hours] * np.asarray(self.day_level)[days]
         clipped: NDArray[np.float64] = np.clip(rates, 1e-6, 0.5)
         return clipped
@@ -93,29 +95,29 @@ def fit_seasonal_profile(
     >>> round(p.expected(12, 0), 2), round(p.expected(2, 0), 2)
     (0.03, 0.01)
     """
-    n = np.asarray(n, dtype=np.float64)
-    k = np.asarray(k, dtype=np.float64)
+    events = np.asarray(n, dtype=np.float64)
+    fails = np.asarray(k, dtype=np.float64)
     hours = np.asarray(hours, dtype=np.int64)
     days = np.asarray(days, dtype=np.int64)
-    total_k, total_n = float(k.sum()), float(n.sum())
+    total_k, total_n = float(fails.sum()), float(events.sum())
     if total_k <= 0 or total_n <= 0:
         raise ValueError("the history needs events and at least one failure")
     base = total_k / total_n
-    k_hour = np.bincount(hours, weights=k, minlength=24)
-    k_day = np.bincount(days, weights=k, minlength=2)
+    k_hour = np.bincount(hours, weights=fails, minlength=24)
+    k_day = np.bincount(days, weights=fails, minlength=2)
     dispersion = 1.0
     hour_rate = np.full(24, base)
     level = np.ones(2)
     for _ in range(2):  # a first fit, then a refit with the prior in units of effective failures
         prior = prior_failures * dispersion
         for _ in range(3):
-            exposure_hour = np.bincount(hours, weights=n * level[days], minlength=24)
+            exposure_hour = np.bincount(hours, weights=events * level[days], minlength=24)
             hour_rate = (k_hour + prior) / (exposure_hour + prior / base)
-            expected_day = np.bincount(days, weights=n * hour_rate[hours], minlength=2)
+            expected_day = np.bincount(days, weights=events * hour_rate[hours], minlength=2)
             level = (k_day + prior) / (expected_day + prior)
         expected = np.clip(hour_rate[hours] * level[days], 1e-6, 0.5)
-        dispersion = _dispersion(np.asarray(minute_index, dtype=np.int64), n, k, expected)
-    seen = np.bincount(days, weights=n, minlength=2) > 0
+        dispersion = _dispersion(np.asarray(minute_index, dtype=np.int64), events, fails, expected)
+    seen = np.bincount(days, weights=events, minlength=2) > 0
     return SeasonalProfile(
         hour_rate=tuple(float(r) for r in hour_rate),
         day_level=(float(level[0]), float(level[1])),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["PAGERDUTY_EVENTS_URL", "MonitorSettings", "NotifySettings"]
@@ -53,21 +53,39 @@ class MonitorSettings(BaseSettings):
         "this much earlier (first lag with traffic wins): a week, then a day",
     )
 
-    # slow degradation: Bernoulli CUSUM within one version
-    cusum_delta: float = Field(default=0.01, gt=0, lt=1, description="shift to detect (rate)")
-    cusum_arl0_minutes: float = Field(
-        default=43_200.0, gt=1, description="target minutes between false alarms per series"
+    # slow degradation: quasi-likelihood CUSUM against a seasonal profile, within one version
+    cusum_delta: float = Field(
+        default=0.01, gt=0, lt=0.5, description="shift to detect (rate, above the expected)"
     )
-    cusum_warmup_minutes: int = Field(default=60, ge=1)
+    cusum_arl0_minutes: float = Field(
+        default=43_200.0, gt=1, description="at least this many minutes between false alarms"
+    )
+    cusum_min_history_minutes: int = Field(
+        default=1_440, ge=60, description="history to learn the daily profile from before testing"
+    )
+    cusum_min_failures: int = Field(
+        default=30, ge=1, description="failures the history must hold before testing"
+    )
+    cusum_history_minutes: int = Field(
+        default=10_080, ge=60, description="the profile is refit daily on this much history"
+    )
     idle_drop_minutes: int = Field(
         default=1_440, ge=1, description="forget a series after this long without traffic"
     )
 
-    # prompt drift: MMD permutation test, recent window vs the window before it
+    # prompt drift: MMD permutation test by unit, recent window vs the same hours of past days
     drift_field: str = "prompt.text"
     drift_every_minutes: int = Field(default=60, ge=1, description="one look per this many")
     drift_recent_minutes: int = Field(default=60, ge=1)
-    drift_reference_minutes: int = Field(default=1_440, ge=1)
+    drift_longest_window_minutes: int = Field(
+        default=1_440, ge=1, description="a window waiting for enough prompts reaches back so far"
+    )
+    drift_reference_days: int = Field(
+        default=7, ge=1, le=14, description="reference: the same hours on this many past days"
+    )
+    drift_reference_minutes: int = Field(
+        default=1_440, ge=1, description="fallback reference (the span just before the window)"
+    )
     drift_recent_sample: int = Field(default=500, ge=10)
     drift_reference_sample: int = Field(default=1_000, ge=10)
     drift_min_prompts: int = Field(default=50, ge=2, description="skip looks with fewer")
@@ -75,9 +93,21 @@ class MonitorSettings(BaseSettings):
     drift_horizon_looks: int = Field(default=24, ge=1)
     drift_permutations: int = Field(default=4_999, ge=99)
     drift_clusters: int = Field(default=8, ge=0, description="clusters in the explanation")
+    drift_clean_level: float = Field(
+        default=0.05, gt=0, lt=1, description="a look with a p-value above this is clean"
+    )
+    drift_clean_looks: int = Field(
+        default=3, ge=1, description="an open drift incident resolves after this many clean looks"
+    )
     drift_catchup_looks: int = Field(
         default=24, ge=1, description="most looks a starting monitor computes for old windows"
     )
+
+    @model_validator(mode="after")
+    def _history_holds_minimum(self) -> MonitorSettings:
+        if self.cusum_history_minutes < self.cusum_min_history_minutes:
+            raise ValueError("cusum_history_minutes must be >= cusum_min_history_minutes")
+        return self
 
     @field_validator("spike_baseline_lags_minutes")
     @classmethod

@@ -93,7 +93,9 @@ def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
         return (0.0, 1.0)
     p = successes / trials
     centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    half = (
+        z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    )
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
@@ -115,7 +117,9 @@ def _flat(value: float) -> Callable[[Floats, Floats], Floats]:
     return lambda hours, weekend: np.full_like(hours, value)
 
 
-def _cycle(low: float, high: float, weekend_factor: float = 1.0) -> Callable[[Floats, Floats], Floats]:
+def _cycle(
+    low: float, high: float, weekend_factor: float = 1.0
+) -> Callable[[Floats, Floats], Floats]:
     """``low`` at 03:00 UTC, ``high`` at 15:00, scaled by ``weekend_factor`` on weekends."""
 
     def law(hours: Floats, weekend: Floats) -> Floats:
@@ -127,7 +131,11 @@ def _cycle(low: float, high: float, weekend_factor: float = 1.0) -> Callable[[Fl
 
 
 def simulate_counts(
-    rng: np.random.Generator, start: datetime, minutes: int, law: Traffic, shift: Floats | None = None
+    rng: np.random.Generator,
+    start: datetime,
+    minutes: int,
+    law: Traffic,
+    shift: Floats | None = None,
 ) -> tuple[list[datetime], NDArray[np.int64], NDArray[np.int64]]:
     """Per-minute ``(at, n, k)`` from ``start``; ``shift`` adds to the rate minute by minute."""
     ats = [start + timedelta(minutes=i) for i in range(minutes)]
@@ -169,7 +177,13 @@ class NullRow:
 
 
 def cusum_null(
-    name: str, law: Traffic, runs: int, seed: int, *, history_days: int = 2, start: datetime = MONDAY
+    name: str,
+    law: Traffic,
+    runs: int,
+    seed: int,
+    *,
+    history_days: int = 2,
+    start: datetime = MONDAY,
 ) -> NullRow:
     alarm_days = alarms = warm = 0
     dispersions = []
@@ -203,7 +217,9 @@ def old_cusum_alarms(law: Traffic, runs: int, seed: int) -> list[int]:
     for run in range(runs):
         rng = np.random.default_rng([seed, run])
         offset = int(rng.integers(0, 24)) * 60
-        ats, n, k = simulate_counts(rng, MONDAY + timedelta(minutes=offset), MINUTES_PER_DAY + 60, law)
+        _, n, k = simulate_counts(
+            rng, MONDAY + timedelta(minutes=offset), MINUTES_PER_DAY + 60, law
+        )
         det = BernoulliCusum(delta=0.01, arl0_minutes=ARL0_MINUTES, warmup_minutes=60, seed=run)
         out.append(sum(det.update(int(a), int(b)).fired for a, b in zip(n, k, strict=True)))
     return out
@@ -370,9 +386,10 @@ def drift_looks(
     for end in range(first_end, last_end + 1, 60):
         start = end - s.window if pending is None else min(end - s.window, pending)
         start = max(start, end - s.longest)
-        pending = start  # a skipped look leaves its prompts to the next window
         y, y_units = _take(p, [(start, end)], s.recent_limit, rng)
         if len(y) < s.min_prompts:
+            if len(y):
+                pending = start  # a skipped look leaves its prompts to the next window
             continue
         if s.seasonal:
             spans = [(start - d * MINUTES_PER_DAY, end - d * MINUTES_PER_DAY)
@@ -383,6 +400,7 @@ def drift_looks(
             spans = [(start - MINUTES_PER_DAY, start)]
         x, x_units = _take(p, spans, s.reference_limit, rng)
         if len(x) < s.min_prompts:
+            pending = end
             continue
         if s.units:
             keep_x = collapse_repeats(x, x_units.tolist())
@@ -527,7 +545,9 @@ def run(quick: bool) -> dict[str, Any]:
         for i, (name, law, days, start) in enumerate(laws)
     ]
     old = old_cusum_alarms(Traffic(_flat(200.0), cycle_rate), 4 if quick else 24, seed=7)
-    change_rows = [cusum_change(d, change_runs, seed=200 + i) for i, d in enumerate((0.01, 0.02, 0.05))]
+    change_rows = [
+        cusum_change(d, change_runs, seed=200 + i) for i, d in enumerate((0.01, 0.02, 0.05))
+    ]
     t1 = time.perf_counter()
 
     seasonal = DriftSettings()
@@ -553,7 +573,10 @@ def run(quick: bool) -> dict[str, Any]:
     return {
         "cusum_null": [asdict(r) for r in null_rows],
         "old_cusum_daily_cycle_alarms_per_day": {
-            "runs": len(old), "median": float(np.median(old)), "min": min(old), "max": max(old),
+            "runs": len(old),
+            "median": float(np.median(old)),
+            "min": min(old),
+            "max": max(old),
         },
         "cusum_change": [asdict(r) for r in change_rows],
         "drift_null": [asdict(r) for r in drift_rows],
@@ -569,11 +592,13 @@ def _print(result: dict[str, Any]) -> None:
           f"{'meets':>6} {'disp':>6} {'warming':>7}")  # fmt: skip
     for r in result["cusum_null"]:
         print(f"{r['scenario']:36} {r['runs']:5d} {r['days_with_alarm']:13d} {r['rate']:7.4f} "
-              f"[{r['low']:.4f}, {r['high']:.4f}] {str(r['meets']):>6} "
+              f"[{r['low']:.4f}, {r['high']:.4f}] {r['meets']!s:>6} "
               f"{r['mean_dispersion']:6.2f} {r['warming_up_runs']:7d}")  # fmt: skip
     old = result["old_cusum_daily_cycle_alarms_per_day"]
-    print(f"previous CUSUM (60-min warm-up) on the daily rate cycle: alarms/day median "
-          f"{old['median']:.0f} (min {old['min']}, max {old['max']}) over {old['runs']} runs")
+    print(
+        f"previous CUSUM (60-min warm-up) on the daily rate cycle: alarms/day median "
+        f"{old['median']:.0f} (min {old['min']}, max {old['max']}) over {old['runs']} runs"
+    )
     print("\nCUSUM, step on a 2 % base at 200 events/min")
     print(f"{'shift':>6} {'runs':>5} {'detected':>8} {'false<':>6} {'median':>7} {'p80':>6} "
           f"{'fixed-h':>7} {'p80/fh':>6}")  # fmt: skip
@@ -587,14 +612,16 @@ def _print(result: dict[str, Any]) -> None:
     for r in result["drift_null"]:
         print(f"{r['scenario']:42} {r['runs']:5d} {r['looks']:6d} {r['days_with_alarm']:5d} "
               f"{r['rate']:6.3f} [{r['low']:.3f}, {r['high']:.3f}] {r['promise']:7.3f} "
-              f"{str(r['meets']):>6} {r['days_with_alarm_at_001']:6d}")  # fmt: skip
+              f"{r['meets']!s:>6} {r['days_with_alarm_at_001']:6d}")  # fmt: skip
     print("\nDrift, 35 % of prompts move to a new topic")
     print(f"{'scenario':40} {'runs':>5} {'found':>5} {'false<':>6} {'median h':>8} {'p80 h':>6} "
           f"{'incidents (hyst.)':>17} {'(old rule)':>10}")  # fmt: skip
     for r in result["drift_change"]:
-        print(f"{r['scenario']:40} {r['runs']:5d} {r['detected']:5d} {r['false_before']:6d} "
-              f"{r['median_delay_h']:8.1f} {r['p80_delay_h']:6.1f} "
-              f"{r['incidents_with_hysteresis']:17.2f} {r['incidents_without']:10.2f}")
+        print(
+            f"{r['scenario']:40} {r['runs']:5d} {r['detected']:5d} {r['false_before']:6d} "
+            f"{r['median_delay_h']:8.1f} {r['p80_delay_h']:6.1f} "
+            f"{r['incidents_with_hysteresis']:17.2f} {r['incidents_without']:10.2f}"
+        )
     print(f"\nseconds: {result['seconds']}")
 
 
