@@ -54,7 +54,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -480,7 +480,9 @@ class DetectionEngine:
                 look = self._drift_look(model, end, recent, reference, incident)
                 self._drift_done[model] = end
                 episode = self._book.episode(DRIFT, key)
-                if look is None:
+                if look == "waiting":  # prompts are arriving, slowly: the window grows
+                    continue
+                if look == "untestable":
                     if episode is not None and end - episode.last_alarm >= self._resolve_after:
                         reason = "too few prompts to test since the last alarm"
                         self._close_drift(model, key, end, report, reason)
@@ -534,19 +536,22 @@ class DetectionEngine:
         recent: timedelta,
         reference: timedelta,
         incident: DriftHysteresis,
-    ) -> tuple[DriftWindowRow, Detection | None, bool] | None:
-        """One look: the stored window, its detection if it fired, and whether it fired;
-        ``None`` if too few prompts were sent in either window to test (the recent window's
-        prompts then wait for the next look)."""
+    ) -> tuple[DriftWindowRow, Detection | None, bool] | Literal["waiting", "untestable"]:
+        """One look: the stored window, its detection if it fired, and whether it fired.
+
+        Without a test: ``"waiting"`` when the recent window holds some prompts, too few yet,
+        and can still grow (they wait for the next look), ``"untestable"`` when it is empty or
+        as long as allowed, or when the reference holds too few prompts."""
         s = self._s
         longest = timedelta(minutes=s.drift_longest_window_minutes)
         start = count_window_start(end, self._drift_pending.get(model), recent, longest)
         new = prompt_unit_sample(self._client, model, [(start, end)], field=s.drift_field,
                                  limit=s.drift_recent_sample)  # fmt: skip
         if len(new.event_ids) < s.drift_min_prompts:
-            if new.event_ids:  # these prompts wait for the next look: a count window
+            if new.event_ids and end - start < longest:  # they wait for the next look
                 self._drift_pending[model] = start
-            return None
+                return "waiting"
+            return "untestable"
         since = self._drift_since.get(model) if incident.is_open else None
         spans = seasonal_reference_spans(start, end, s.drift_reference_days, before=since)
         old = self._reference(model, spans, new.embedder_id)
@@ -557,7 +562,7 @@ class DetectionEngine:
             old = self._reference(model, spans, new.embedder_id)
             if len(old.event_ids) < s.drift_min_prompts:
                 self._drift_pending[model] = end  # nothing to compare with: start afresh
-                return None
+                return "untestable"
         self._drift_pending[model] = end
         old, new = _once_per_unit(old), _once_per_unit(new)
         x = np.asarray(old.vectors, dtype=np.float64)

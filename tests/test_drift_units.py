@@ -40,9 +40,7 @@ def test_one_users_retry_storm_is_not_drift_when_users_are_permuted() -> None:
     y = np.vstack([y, storm])
     y_units = y_units + [9999] * 30
     by_prompt = mmd_permutation_test(x, y, 999, seed=1)
-    by_user = mmd_permutation_test(
-        x, y, 999, seed=1, reference_units=x_units, recent_units=y_units
-    )
+    by_user = mmd_permutation_test(x, y, 999, seed=1, reference_units=x_units, recent_units=y_units)
     assert by_prompt.p_value <= 0.002  # the storm alone looks like drift prompt by prompt
     assert by_user.p_value > 0.05  # but it is one user: not evidence about the population
     assert by_user.mmd2 == pytest.approx(by_prompt.mmd2)  # same statistic, other null law
