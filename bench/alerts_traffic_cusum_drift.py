@@ -521,10 +521,10 @@ def drift_change(
 
 
 def run(quick: bool) -> dict[str, Any]:
-    cusum_runs = 8 if quick else 200
-    change_runs = 8 if quick else 100
-    drift_runs = 2 if quick else 100
-    drift_change_runs = 2 if quick else 30
+    cusum_runs = 4 if quick else 200
+    change_runs = 4 if quick else 100
+    drift_runs = 1 if quick else 100
+    drift_change_runs = 1 if quick else 30
     t0 = time.perf_counter()
     cycle_rate = _cycle(0.01, 0.03)
     laws: list[tuple[str, Traffic, int, datetime]] = [
@@ -554,11 +554,11 @@ def run(quick: bool) -> dict[str, Any]:
     drift_rows = [
         drift_null("daily topic cycle, seasonal reference", drift_runs, 300, seasonal,
                    per_hour=600.0, cycle=True),
-        drift_null("daily topic cycle, previous 24 h (old)", max(2, drift_runs // 5), 301,
+        drift_null("daily topic cycle, previous 24 h (old)", max(1, drift_runs // 5), 301,
                    DriftSettings(seasonal=False, units=False), per_hour=600.0, cycle=True),
         drift_null("retry storm, unit permutation", drift_runs, 302, seasonal, per_hour=600.0,
                    cycle=True, storm=True),
-        drift_null("retry storm, prompt permutation (old)", max(2, drift_runs // 5), 303,
+        drift_null("retry storm, prompt permutation (old)", max(1, drift_runs // 5), 303,
                    DriftSettings(units=False), per_hour=600.0, cycle=True, storm=True),
         drift_null("low traffic 10/h, count windows of 50", drift_runs, 304, seasonal,
                    per_hour=10.0, cycle=True),
