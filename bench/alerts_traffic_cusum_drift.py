@@ -46,8 +46,10 @@ around them; users send sessions of 1–6 prompts on one topic):
   (``clean_looks = 3``, reference frozen before the incident) and under the previous rule (an
   incident per run of firing looks, on the same looks' p-values).
 
-Drift looks are tested at ``alpha = 0.05`` a day (24 looks, Bonferroni) so that 200 null days can
-check the promise; the production default (0.01) is evaluated on the same looks' p-values.
+Drift looks are tested at ``alpha = 0.05`` a day (24 looks, Bonferroni) so that the null days can
+check the promise (``--drift-runs``, 60 by default; the rows marked "old" run a fifth of that, and
+the change rows a third); the production default (0.01) is evaluated on the same looks' p-values.
+``--only cusum`` or ``--only drift`` runs one half of the matrix.
 The machine running this may be shared: timings are indicative only.
 """
 
@@ -520,11 +522,20 @@ def drift_change(
 # --- driver -------------------------------------------------------------------------------------
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, only: str | None = None, drift_runs: int = 60) -> dict[str, Any]:
     cusum_runs = 4 if quick else 200
     change_runs = 4 if quick else 100
-    drift_runs = 1 if quick else 100
-    drift_change_runs = 1 if quick else 30
+    drift_runs = 1 if quick else drift_runs
+    drift_change_runs = 1 if quick else max(1, drift_runs // 3)
+    result: dict[str, Any] = {}
+    if only in (None, "cusum"):
+        result |= _run_cusum(cusum_runs, change_runs, quick)
+    if only in (None, "drift"):
+        result |= _run_drift(drift_runs, drift_change_runs)
+    return result
+
+
+def _run_cusum(cusum_runs: int, change_runs: int, quick: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     cycle_rate = _cycle(0.01, 0.03)
     laws: list[tuple[str, Traffic, int, datetime]] = [
@@ -548,8 +559,18 @@ def run(quick: bool) -> dict[str, Any]:
     change_rows = [
         cusum_change(d, change_runs, seed=200 + i) for i, d in enumerate((0.01, 0.02, 0.05))
     ]
-    t1 = time.perf_counter()
+    return {
+        "cusum_null": [asdict(r) for r in null_rows],
+        "old_cusum_daily_cycle_alarms_per_day": {
+            "runs": len(old), "median": float(np.median(old)), "min": min(old), "max": max(old),
+        },
+        "cusum_change": [asdict(r) for r in change_rows],
+        "seconds_cusum": round(time.perf_counter() - t0, 1),
+    }  # fmt: skip
 
+
+def _run_drift(drift_runs: int, drift_change_runs: int) -> dict[str, Any]:
+    t1 = time.perf_counter()
     seasonal = DriftSettings()
     drift_rows = [
         drift_null("daily topic cycle, seasonal reference", drift_runs, 300, seasonal,
@@ -565,27 +586,25 @@ def run(quick: bool) -> dict[str, Any]:
     ]  # fmt: skip
     drift_changes = [
         drift_change("35 % drift, 600/h, hourly windows", drift_change_runs, 400, seasonal,
-                     per_hour=600.0, watch_days=2),
+                     per_hour=600.0, watch_days=1),
         drift_change("35 % drift, 10/h, count windows of 50", drift_change_runs, 401, seasonal,
                      per_hour=10.0, watch_days=3),
     ]  # fmt: skip
-    t2 = time.perf_counter()
     return {
-        "cusum_null": [asdict(r) for r in null_rows],
-        "old_cusum_daily_cycle_alarms_per_day": {
-            "runs": len(old),
-            "median": float(np.median(old)),
-            "min": min(old),
-            "max": max(old),
-        },
-        "cusum_change": [asdict(r) for r in change_rows],
         "drift_null": [asdict(r) for r in drift_rows],
         "drift_change": [asdict(r) for r in drift_changes],
-        "seconds": {"cusum": round(t1 - t0, 1), "drift": round(t2 - t1, 1)},
+        "seconds_drift": round(time.perf_counter() - t1, 1),
     }
 
 
 def _print(result: dict[str, Any]) -> None:
+    if "cusum_null" in result:
+        _print_cusum(result)
+    if "drift_null" in result:
+        _print_drift(result)
+
+
+def _print_cusum(result: dict[str, Any]) -> None:
     print(f"CUSUM, no change (promise: <= {PROMISE_PER_DAY:.4f} false alarms/day; "
           "requirement: Wilson upper <= 2x promise)")  # fmt: skip
     print(f"{'scenario':36} {'runs':>5} {'days w/ alarm':>13} {'rate':>7} {'95% CI':>17} "
@@ -606,6 +625,10 @@ def _print(result: dict[str, Any]) -> None:
         print(f"{r['shift_pp']:5.0f}pp {r['runs']:5d} {r['detected']:8d} {r['false_before']:6d} "
               f"{r['median_delay_min']:7.1f} {r['p80_delay_min']:6.1f} "
               f"{r['fixed_horizon_min']:7.1f} {r['p80_ratio']:6.2f}")  # fmt: skip
+    print(f"seconds: {result['seconds_cusum']}")
+
+
+def _print_drift(result: dict[str, Any]) -> None:
     print("\nDrift, no change (alpha per day as promised; count of days at the default 0.01 too)")
     print(f"{'scenario':42} {'runs':>5} {'looks':>6} {'days':>5} {'rate':>6} {'95% CI':>15} "
           f"{'promise':>7} {'meets':>6} {'@0.01':>6}")  # fmt: skip
@@ -622,15 +645,17 @@ def _print(result: dict[str, Any]) -> None:
             f"{r['median_delay_h']:8.1f} {r['p80_delay_h']:6.1f} "
             f"{r['incidents_with_hysteresis']:17.2f} {r['incidents_without']:10.2f}"
         )
-    print(f"\nseconds: {result['seconds']}")
+    print(f"seconds: {result['seconds_drift']}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few runs per row (smoke test)")
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    parser.add_argument("--only", choices=["cusum", "drift"], help="one half of the matrix")
+    parser.add_argument("--drift-runs", type=int, default=60, help="null runs per drift row")
     args = parser.parse_args(argv)
-    result = run(args.quick)
+    result = run(args.quick, args.only, args.drift_runs)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
