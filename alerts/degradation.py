@@ -54,6 +54,7 @@ __all__ = [
     "CusumState",
     "SeasonalCusum",
     "SeasonalCusumState",
+    "bootstrap_cusum_threshold",
     "calibrate_cusum_threshold",
     "crossover_rate",
 ]
@@ -430,7 +431,7 @@ class SeasonalCusumState:
 
     ``expected`` is this minute's in-control failure rate from the seasonal profile (``None``
     while warming up), ``dispersion`` the variance inflation the log-likelihood ratio is divided
-    by, ``statistic`` the CUSUM sum and ``threshold`` ``h = log(arl0_minutes)``. During an
+    by, ``statistic`` the CUSUM sum and ``threshold`` its alarm level ``h``. During an
     excursion (``statistic > 0``) ``change_minute`` (update number) and ``change_at`` say where
     it began; on an alarm they are the most likely start of a step within it, and
     ``rate_since_change`` / ``expected_since_change`` compare what was observed since then with
@@ -461,16 +462,23 @@ class SeasonalCusum:
     ``p0(t) + delta`` against ``p0(t)``, divided by the history's dispersion ``phi``:
     ``S = max(0, S + llr(t) / phi)``, and alarms at ``S >= h``.
 
-    Promise: with ``h = log(arl0_minutes)`` the in-control average run length is at least
-    ``arl0_minutes`` minutes (at most ``1440 / arl0_minutes`` false alarms a day; one per 30 days
-    by default). This follows from the Shiryaev-Roberts bound: ``exp(S)`` never exceeds the SR
-    statistic ``R``, and ``R_t - t`` is a supermartingale whenever each increment has
-    ``E[exp(llr / phi)] <= 1`` under the in-control law. That holds exactly for binomial counts
-    at the profile's rates with ``phi = 1``, and to second order for overdispersed counts with
-    variance ``phi`` times the binomial (the quasi-likelihood argument); it holds *whatever* the
-    daily pattern of traffic or rate is, which is why no simulation-based calibration is needed.
-    It assumes the profile is right: a rate that is higher than learned (history too short to see
-    a weekly pattern, a change of the daily shape) is a change, and is paged as one.
+    Promise: at most ``1440 / arl0_minutes`` false alarms a day (one per 30 days by default),
+    from two thresholds, the larger of which is used:
+
+    * ``h = log(arl0_minutes)``, the Shiryaev-Roberts bound: ``exp(S)`` never exceeds the SR
+      statistic ``R``, and ``R_t - t`` is a supermartingale whenever each increment has
+      ``E[exp(llr / phi)] <= 1`` in control, so the average run length is at least
+      ``arl0_minutes``. That holds exactly for binomial counts at the profile's rates with
+      ``phi = 1``, to second order for counts with variance ``phi`` times the binomial (the
+      quasi-likelihood argument), and whatever the daily pattern of traffic or rate is;
+    * a block-bootstrap threshold (:func:`bootstrap_cusum_threshold`): the history's own
+      increments (each day scored by a profile fitted on the other days, so out of sample),
+      resampled in blocks of an hour into synthetic days, alarm on at most half the promised
+      share of days. It takes over where failures come in bursts heavier-tailed than
+      a variance factor describes (retry storms).
+
+    Both assume the profile is right: a rate that is higher than learned (history too short to
+    see a weekly pattern, a change of the daily shape) is a change, and is paged as one.
 
     Learning: the detector keeps ``history_minutes`` of its own counts. It starts testing once
     the history spans ``min_history_minutes`` (a day: every hour seen once) and holds at least
@@ -500,6 +508,7 @@ class SeasonalCusum:
         history_minutes: int = 10_080,
         refit_minutes: int = 1_440,
         prior_failures: float = 20.0,
+        seed: int = 0,
     ) -> None:
         if not 0.0 < delta < 0.5:
             raise ValueError("delta must be in (0, 0.5)")
@@ -511,7 +520,10 @@ class SeasonalCusum:
             raise ValueError("min_failures, refit_minutes and prior_failures must be positive")
         self.delta = delta
         self.arl0_minutes = arl0_minutes
-        self.threshold = math.log(arl0_minutes)
+        self.bound_threshold = math.log(arl0_minutes)
+        self.threshold = self.bound_threshold
+        self.bootstrap_threshold = 0.0
+        self.seed = seed
         self.min_history_minutes = min_history_minutes
         self.min_failures = min_failures
         self.history_minutes = history_minutes
@@ -528,6 +540,9 @@ class SeasonalCusum:
         self._profile: SeasonalProfile | None = None
         self._coef: NDArray[np.float64] = np.zeros((24, 2, 2))  # (hour, day) -> (c_fail, c_n)
         self._fitted_at = 0
+        self._fits = 0
+        self.threshold = self.bound_threshold
+        self.bootstrap_threshold = 0.0
         self._s = 0.0
         self._alarms = 0
         self._fired = False
@@ -634,14 +649,46 @@ class SeasonalCusum:
             rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3], rows[:, 4],
             prior_failures=self.prior_failures,
         )  # fmt: skip
+        self._coef = self._coefficients(profile, profile.dispersion)
+        self._profile = profile
+        self._fitted_at = self._minute
+        self._fits += 1
+        # The bootstrap resamples *out-of-sample* increments: each day's minutes are scored by
+        # a profile fitted on the other days (by parity of the day), because in-sample the
+        # hour rates absorb the history's own bursts and make it look calmer than the future.
+        coef = self._coef[rows[:, 1], rows[:, 2]]
+        day_number = rows[:, 0] // MINUTES_PER_DAY
+        if len(np.unique(day_number)) >= 2:
+            coef = coef.copy()
+            for parity in (0, 1):
+                held = day_number % 2 == parity
+                rest = rows[~held]
+                if rest[:, 4].sum() < 1 or not held.any():
+                    continue
+                other = fit_seasonal_profile(
+                    rest[:, 0], rest[:, 1], rest[:, 2], rest[:, 3], rest[:, 4],
+                    prior_failures=self.prior_failures,
+                )  # fmt: skip
+                table = self._coefficients(other, profile.dispersion)
+                coef[held] = table[rows[held, 1], rows[held, 2]]
+        increments = np.zeros(int(rows[-1, 0] - rows[0, 0]) + 1)
+        increments[rows[:, 0] - rows[0, 0]] = rows[:, 4] * coef[:, 0] + rows[:, 3] * coef[:, 1]
+        rng = np.random.default_rng([self.seed, self._fits])
+        self.bootstrap_threshold = bootstrap_cusum_threshold(
+            increments, MINUTES_PER_DAY / self.arl0_minutes / 2.0, rng
+        )
+        self.threshold = max(self.bound_threshold, self.bootstrap_threshold)
+
+    def _coefficients(self, profile: SeasonalProfile, dispersion: float) -> NDArray[np.float64]:
+        """Per (hour, day type): the log-likelihood ratio per failure beyond a success, and per
+        event, of ``p0 + delta`` against ``p0``, divided by ``dispersion``."""
         p0 = np.asarray(profile.hour_rate)[:, None] * np.asarray(profile.day_level)[None, :]
         p0 = np.clip(p0, 1e-6, 0.5)
         p1 = np.minimum(p0 + self.delta, 0.999)
         log_fail = np.log(p1 / p0)
         log_pass = np.log((1.0 - p1) / (1.0 - p0))
-        self._coef = np.stack([log_fail - log_pass, log_pass], axis=-1) / profile.dispersion
-        self._profile = profile
-        self._fitted_at = self._minute
+        table: NDArray[np.float64] = np.stack([log_fail - log_pass, log_pass], axis=-1)
+        return table / dispersion
 
     def _step(
         self, n: int, k: int, at: datetime, index: int, hour: int, day: int, expected: float
@@ -691,6 +738,38 @@ class SeasonalCusum:
             expected_since_change=base,
             history_failures=self._history_k,
         )
+
+
+MINUTES_PER_DAY = 1440
+_BOOTSTRAP_BLOCK = 60
+_BOOTSTRAP_DAYS = 800
+
+
+def bootstrap_cusum_threshold(
+    increments: NDArray[np.float64], alarm_days: float, rng: np.random.Generator
+) -> float:
+    """Threshold whose chance of an alarm within a day is ``alarm_days`` on resampled history.
+
+    A moving-block bootstrap (blocks of an hour) of the history's own CUSUM increments builds
+    ``_BOOTSTRAP_DAYS`` synthetic days; the CUSUM is run over each from zero and the threshold is
+    the ``1 - alarm_days`` quantile of the days' maxima. Bursts that span minutes (a retry storm)
+    stay inside blocks, so their heavy tail, which a single dispersion factor cannot describe,
+    is in the resampled days too. Returns 0 when the history is shorter than a block.
+    """
+    if len(increments) < _BOOTSTRAP_BLOCK:
+        return 0.0
+    blocks = MINUTES_PER_DAY // _BOOTSTRAP_BLOCK
+    starts = rng.integers(0, len(increments) - _BOOTSTRAP_BLOCK + 1, (_BOOTSTRAP_DAYS, blocks))
+    index = (starts[:, :, None] + np.arange(_BOOTSTRAP_BLOCK)[None, None, :]).reshape(
+        _BOOTSTRAP_DAYS, -1
+    )
+    days = increments[index]
+    s = np.zeros(_BOOTSTRAP_DAYS)
+    peak = np.zeros(_BOOTSTRAP_DAYS)
+    for t in range(days.shape[1]):
+        s = np.maximum(0.0, s + days[:, t])
+        np.maximum(peak, s, out=peak)
+    return float(np.quantile(peak, 1.0 - alarm_days))
 
 
 def _step_change(rows: list[tuple[int, int, float]]) -> tuple[int, int, int, float]:

@@ -12,7 +12,9 @@ CUSUM (per-minute counts of one series; a false alarm is any alarm on a day with
 * ``betabin ICC r`` — each minute's failure probability drawn from a beta law with mean 2 % and
   intraclass correlation ``r`` (0.002, 0.01, 0.03): extra-binomial variance.
 * ``retry storms`` — on top of i.i.d. traffic, one storm an hour: a user retries a failing
-  request 15–40 times over up to five minutes, every copy failing (raw counts, no de-duplication).
+  request 15–40 times over up to five minutes, every copy failing (raw counts, no de-duplication);
+  and the same storms counted once each, as the series reads that count independent units see
+  them.
 * ``daily cycle (rate)`` — the failure rate moves between 1 % at 03:00 and 3 % at 15:00 UTC.
 * ``daily cycle (rate+traffic)`` — the same, with traffic moving between 50 and 350 events/min.
 * ``weekend`` — the daily cycle, and on Saturdays and Sundays 1.4× the rate at half the traffic;
@@ -114,6 +116,7 @@ class Traffic:
     rate: Callable[[Floats, Floats], Floats]
     icc: float = 0.0
     storms_per_hour: float = 0.0
+    storms_counted_once: bool = False  # what the unit de-duplication of the series reads does
 
 
 def _flat(value: float) -> Callable[[Floats, Floats], Floats]:
@@ -157,6 +160,8 @@ def simulate_counts(
         for begin in np.flatnonzero(rng.random(minutes) < law.storms_per_hour / 60.0):
             size = int(rng.integers(15, 41))
             span = int(rng.integers(1, 6))
+            if law.storms_counted_once:
+                size = span = 1
             for j, part in enumerate(np.array_split(np.ones(size, dtype=np.int64), span)):
                 if begin + j < minutes:
                     n[begin + j] += len(part)
@@ -545,6 +550,9 @@ def _run_cusum(cusum_runs: int, change_runs: int, quick: bool) -> dict[str, Any]
         ("betabin ICC 0.01", Traffic(_flat(200.0), _flat(0.02), icc=0.01), 2, MONDAY),
         ("betabin ICC 0.03", Traffic(_flat(200.0), _flat(0.02), icc=0.03), 2, MONDAY),
         ("retry storms 1/h", Traffic(_flat(200.0), _flat(0.02), storms_per_hour=1.0), 2, MONDAY),
+        ("retry storms 1/h, de-duplicated",
+         Traffic(_flat(200.0), _flat(0.02), storms_per_hour=1.0, storms_counted_once=True), 2,
+         MONDAY),
         ("daily cycle (rate)", Traffic(_flat(200.0), cycle_rate), 2, MONDAY),
         ("daily cycle (rate+traffic)", Traffic(_cycle(50.0, 350.0), cycle_rate), 2, MONDAY),
         ("weekend (Sunday, week of history)",

@@ -22,7 +22,7 @@ def test_quick_benchmark_reports_every_row() -> None:
     )  # fmt: skip
     result = json.loads(done.stdout)
     names = [r["scenario"] for r in result["cusum_null"]]
-    assert len(names) == 10 and {"iid", "retry storms 1/h", "low traffic 0.2/min"} <= set(names)
+    assert len(names) == 11 and {"iid", "retry storms 1/h", "low traffic 0.2/min"} <= set(names)
     for row in result["cusum_null"] + result["drift_null"]:
         assert row["low"] <= row["rate"] <= row["high"]
         assert row["meets"] == (row["high"] <= 2 * row["promise"])

@@ -160,7 +160,7 @@ def test_slow_degradation_learns_the_daily_cycle_and_pages_a_real_step(ch: Any) 
     assert row.resolved_at is not None and row.resolved_at < step + 120 * MIN
     change_at = datetime.fromisoformat(row.details["change_at"])
     assert abs(change_at - step) <= 15 * MIN  # the CUSUM's change-point estimate
-    assert row.statistic >= row.threshold == pytest.approx(math.log(10_000))
+    assert row.statistic >= row.threshold >= math.log(10_000)
     assert row.effect is not None and row.effect > 0.04  # observed minus the profile's rate
     assert 0.015 < row.details["expected_since_change"] < 0.04
 

@@ -104,7 +104,7 @@ def test_warming_up_until_a_day_and_enough_failures() -> None:
     busy = SeasonalCusum(min_failures=30)
     states = [busy.update(n, k, at) for at, n, k in _counts(rng, MONDAY, 1500, rate=0.02)]
     assert states[1438].warming_up and not states[1441].warming_up
-    assert states[-1].threshold == pytest.approx(math.log(43_200))
+    assert states[-1].threshold == max(math.log(43_200), busy.bootstrap_threshold)
 
 
 @pytest.mark.parametrize(
@@ -158,6 +158,28 @@ def test_ignoring_the_dispersion_would_page_on_overdispersed_noise() -> None:
     naive._coef = naive._coef * fair.profile.dispersion  # undo the division by phi
     assert sum(fair.update(n, k, at).fired for at, n, k in day) == 0
     assert sum(naive.update(n, k, at).fired for at, n, k in day) >= 3
+
+
+def test_bursty_history_raises_the_bootstrap_threshold() -> None:
+    """Retry storms (15-40 failures in one minute, two an hour) are heavier-tailed than a
+    variance factor says; the block bootstrap of the history's own increments sees them and
+    lifts the threshold above the Shiryaev-Roberts bound, which alone suffices for binomial
+    traffic."""
+    bursty = []
+    for seed in range(5):
+        rng = np.random.default_rng([9, seed])
+        calm, stormy = SeasonalCusum(), SeasonalCusum()
+        calm.learn(_counts(rng, MONDAY, 2 * 1440, rate=0.02))
+        rows = _counts(rng, MONDAY, 2 * 1440, rate=0.02)
+        for i in np.flatnonzero(rng.random(len(rows)) < 2.0 / 60):
+            at, n, k = rows[i]
+            extra = int(rng.integers(15, 41))
+            rows[i] = (at, n + extra, k + extra)
+        stormy.learn(rows)
+        assert calm.threshold == calm.bound_threshold == pytest.approx(math.log(43_200))
+        assert stormy.bootstrap_threshold > calm.bootstrap_threshold
+        bursty.append(stormy.threshold)
+    assert float(np.mean(bursty)) > math.log(43_200) + 1.0
 
 
 def test_alarmed_minutes_are_not_learned_as_normal() -> None:
