@@ -37,6 +37,7 @@ __all__ = [
     "collapse_repeats",
     "count_window_start",
     "explain_drift",
+    "look_level",
     "median_heuristic_bandwidth",
     "mmd2_unbiased",
     "mmd_permutation_test",
@@ -250,7 +251,8 @@ class PromptDriftDetector:
     ``stop_after`` ends a look early once that many permutations beat the observed statistic
     (see :func:`mmd_permutation_test`), which makes looks without drift cheap. On a look that
     fires, :func:`explain_drift` with ``explain_clusters`` clusters is run and attached to the
-    state (``explain_clusters=0`` turns it off).
+    state (``explain_clusters=0`` turns it off). ``level`` overrides the per-look level (see
+    :func:`look_level` for a look whose window replaces several scheduled ones).
     """
 
     name = "prompt_drift"
@@ -263,12 +265,16 @@ class PromptDriftDetector:
         seed: int = 0,
         explain_clusters: int = 8,
         stop_after: int | None = 20,
+        *,
+        level: float | None = None,
     ) -> None:
         if not 0.0 < alpha < 1.0:
             raise ValueError("alpha must be in (0, 1)")
         if horizon_looks < 1:
             raise ValueError("horizon_looks must be >= 1")
-        level = alpha / horizon_looks
+        if level is not None and not 0.0 < level <= alpha:
+            raise ValueError("level must be in (0, alpha]")
+        level = alpha / horizon_looks if level is None else level
         if 1.0 / (1.0 + n_permutations) > level:
             raise ValueError(
                 f"n_permutations={n_permutations} cannot reach the per-look level {level:.2g}; "
@@ -444,6 +450,20 @@ def count_window_start(
     """
     start = end - recent if pending is None else min(end - recent, pending)
     return max(start, end - longest)
+
+
+def look_level(alpha: float, horizon_looks: int, window: timedelta, every: timedelta) -> float:
+    """Significance level of one look whose recent window spans ``window``.
+
+    Looks are scheduled every ``every`` and budgeted ``alpha`` per ``horizon_looks`` of them
+    (Bonferroni). A count window that waited for prompts spans several schedule slots and
+    replaces the looks that were skipped, so it gets their share too:
+    ``alpha / horizon_looks * window / every`` (at most ``alpha``). Recent windows never
+    overlap, so the levels of the looks within any ``horizon_looks * every`` still sum to at
+    most ``alpha``, and ~10 prompts an hour are tested at a useful level.
+    """
+    slots = max(1.0, window / every)
+    return min(alpha, alpha / horizon_looks * slots)
 
 
 _LookOutcome = Literal["opened", "continuing", "resolved", "quiet"]

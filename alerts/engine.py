@@ -37,7 +37,8 @@ alarm, so a persisting shift keeps re-alarming).
 every run tests the same windows). The recent window reaches back to the end of the last tested
 window (at least ``drift_recent_minutes``, at most ``drift_longest_window_minutes``): a look with
 fewer than ``drift_min_prompts`` prompts is skipped and its prompts wait for the next one, so low
-traffic is tested in windows of a prompt count. The reference is the same clock hours on the
+traffic is tested in windows of a prompt count (such a look is tested at the level of the looks
+it replaces, :func:`~alerts.drift.look_level`). The reference is the same clock hours on the
 previous ``drift_reference_days`` days (seasonal; while an incident is open, only days before it
 began), falling back to the ``drift_reference_minutes`` before the window when those hold too
 few prompts. Repeats of one prompt by one user or session count once, and units (user, else
@@ -66,6 +67,7 @@ from alerts.drift import (
     collapse_repeats,
     count_window_start,
     explain_drift,
+    look_level,
     seasonal_reference_spans,
 )
 from alerts.release_spike import ReleaseSpikeDetector
@@ -570,9 +572,11 @@ class DetectionEngine:
         seed = int.from_bytes(
             hashlib.sha256(f"{s.seed}|{model}|{end.isoformat()}".encode()).digest()[:4], "big"
         )
+        every = timedelta(minutes=s.drift_every_minutes)
         detector = PromptDriftDetector(
             alpha=s.drift_alpha, horizon_looks=s.drift_horizon_looks,
             n_permutations=s.drift_permutations, seed=seed, explain_clusters=0,
+            level=look_level(s.drift_alpha, s.drift_horizon_looks, end - start, every),
         )  # fmt: skip
         state = detector.update(x, y, old.units, new.units)
         clusters = self._explain(x, y, old.event_ids, new.event_ids, seed)

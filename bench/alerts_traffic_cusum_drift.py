@@ -81,6 +81,7 @@ from alerts.degradation import BernoulliCusum, SeasonalCusum  # noqa: E402
 from alerts.drift import (  # noqa: E402
     DriftHysteresis,
     collapse_repeats,
+    look_level,
     mmd_permutation_test,
 )
 
@@ -360,8 +361,12 @@ def _take(
     for lo, hi in spans:
         mask |= (p.at >= lo) & (p.at < hi)
     idx = np.flatnonzero(mask)
-    if len(idx) > limit:
-        idx = np.sort(rng.choice(idx, limit, replace=False))
+    if len(idx) > limit:  # whole units, in random order, as the monitor's read samples them
+        units = p.units[idx]
+        order = rng.permutation(np.unique(units))
+        rank = np.empty(int(order.max()) + 1, dtype=np.int64)
+        rank[order] = np.arange(len(order))
+        idx = np.sort(idx[np.argsort(rank[units], kind="stable")][:limit])
     return p.vectors[idx], p.units[idx]
 
 
@@ -382,12 +387,12 @@ class DriftSettings:
 
 def drift_looks(
     p: Prompts, first_end: int, last_end: int, s: DriftSettings, seed: int
-) -> list[tuple[int, float, str]]:
-    """``(look end, p-value, incident outcome)`` of every look on the hourly grid in
+) -> list[tuple[int, float, str, int]]:
+    """``(look end, p-value, incident outcome, window minutes)`` of every look on the hourly grid in
     ``[first_end, last_end]``, with the monitor's rules: count windows, seasonal (or contiguous)
     reference frozen before an open incident, hysteresis."""
     rng = np.random.default_rng(seed)
-    looks: list[tuple[int, float, str]] = []
+    looks: list[tuple[int, float, str, int]] = []
     pending: int | None = None
     hysteresis = DriftHysteresis(clean_level=0.05, clean_looks=3)
     opened_at: int | None = None
@@ -419,14 +424,19 @@ def drift_looks(
             reference_units=x_units.tolist() if s.units else None,
             recent_units=y_units.tolist() if s.units else None,
         )  # fmt: skip
-        outcome = hysteresis.update(result.p_value <= s.alpha / s.horizon, result.p_value)
+        level = _level(s.alpha, s, end - start)
+        outcome = hysteresis.update(result.p_value <= level, result.p_value)
         if outcome == "opened":
             opened_at = start
         elif outcome == "resolved":
             opened_at = None
-        looks.append((end, result.p_value, outcome))
+        looks.append((end, result.p_value, outcome, end - start))
         pending = end
     return looks
+
+
+def _level(alpha: float, s: DriftSettings, window: int) -> float:
+    return look_level(alpha, s.horizon, timedelta(minutes=window), timedelta(minutes=60))
 
 
 @dataclass
@@ -447,7 +457,6 @@ def drift_null(
     name: str, runs: int, seed: int, s: DriftSettings, *, per_hour: float, cycle: bool,
     storm: bool = False,
 ) -> DriftNullRow:  # fmt: skip
-    level = s.alpha / s.horizon
     days = days001 = looks = 0
     history = s.reference_days + 1
     for run in range(runs):
@@ -459,8 +468,8 @@ def drift_null(
         day_start = history * MINUTES_PER_DAY
         found = drift_looks(p, day_start + 60, minutes, s, seed=run)
         looks += len(found)
-        days += any(pv <= level for _, pv, _ in found)
-        days001 += any(pv <= 0.01 / s.horizon for _, pv, _ in found)
+        days += any(pv <= _level(s.alpha, s, w) for _, pv, _, w in found)
+        days001 += any(pv <= _level(0.01, s, w) for _, pv, _, w in found)
     low, high = wilson(days, runs)
     return DriftNullRow(name, runs, looks, days, days / runs, low, high, s.alpha,
                         high <= 2 * s.alpha, days001)  # fmt: skip
@@ -478,12 +487,12 @@ class DriftChangeRow:
     incidents_without: float
 
 
-def _incidents(looks: list[tuple[int, float, str]], level: float, hysteresis: bool) -> int:
+def _incidents(looks: list[tuple[int, float, str, int]], s: DriftSettings, hysteresis: bool) -> int:
     if hysteresis:
-        return sum(outcome == "opened" for _, _, outcome in looks)
+        return sum(outcome == "opened" for _, _, outcome, _ in looks)
     opened, firing = 0, False
-    for _, pv, _ in looks:
-        fired = pv <= level
+    for _, pv, _, window in looks:
+        fired = pv <= _level(s.alpha, s, window)
         opened += fired and not firing  # the previous rule: it clears at the first quiet look
         firing = fired
     return opened
@@ -492,7 +501,6 @@ def _incidents(looks: list[tuple[int, float, str]], level: float, hysteresis: bo
 def drift_change(
     name: str, runs: int, seed: int, s: DriftSettings, *, per_hour: float, watch_days: int
 ) -> DriftChangeRow:
-    level = s.alpha / s.horizon
     delays: list[float] = []
     false_before = 0
     with_h, without = [], []
@@ -506,16 +514,16 @@ def drift_change(
         p = simulate_prompts(rng, centres[:8], minutes, per_hour, cycle=True, drift_from=change,
                              new_topic=centres[8])  # fmt: skip
         found = drift_looks(p, day_start + 60, minutes, s, seed=run)
-        before = [pv for end, pv, _ in found if end <= change]
+        before = [look for look in found if look[0] <= change]
         after = [look for look in found if look[0] > change]
-        if any(pv <= level for pv in before):
+        if any(pv <= _level(s.alpha, s, w) for _, pv, _, w in before):
             false_before += 1
             continue
-        hit = next((end for end, pv, _ in after if pv <= level), None)
+        hit = next((end for end, pv, _, w in after if pv <= _level(s.alpha, s, w)), None)
         if hit is not None:
             delays.append((hit - change) / 60.0)
-        with_h.append(_incidents(after, level, True))
-        without.append(_incidents(after, level, False))
+        with_h.append(_incidents(after, s, True))
+        without.append(_incidents(after, s, False))
     return DriftChangeRow(
         name, runs, len(delays), false_before,
         float(np.median(delays)) if delays else float("nan"),

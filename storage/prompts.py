@@ -49,8 +49,8 @@ def prompt_unit_sample(
 ) -> UnitSample:
     """Up to ``limit`` embeddings of ``field`` for ``model`` in the union of ``spans``.
 
-    As :func:`storage.series.prompt_sample`: the events with the smallest ``cityHash64(event_id)``
-    (uniform, and the same on every read), one embedder (the one with most vectors unless given).
+    The sample is deterministic (the same on every read) and takes whole units in the order of
+    ``cityHash64(unit)``; one embedder (the one with most vectors unless given).
     """
     if not spans:
         return UnitSample(embedder_id or "", [], [], [])
@@ -75,31 +75,26 @@ def prompt_unit_sample(
             return UnitSample("", [], [], [])
         embedder_id = str(top[0][0])
     params["embedder"] = embedder_id
+    # Whole units first: the sample takes units in hash order (all of a unit's prompts, but for
+    # the last one), so a unit's share of prompts is the same in every window it is sampled in.
     rows = client.query(
         f"""
-        SELECT event_id, any(vector) FROM embeddings
-        WHERE {window} AND embedder_id = {{embedder:String}}
-        GROUP BY event_id ORDER BY cityHash64(event_id), event_id LIMIT {{limit:UInt32}}
+        SELECT emb.event_id, any(emb.vector),
+               any(multiIf(ev.user_id != '', concat('u:', ev.user_id),
+                           ev.session_id != '', concat('s:', ev.session_id),
+                           concat('e:', emb.event_id))) AS unit
+        FROM embeddings AS emb
+        LEFT JOIN (
+            SELECT event_id, any(user_id) AS user_id, any(session_id) AS session_id
+            FROM events WHERE model = {{model:String}} AND ({" OR ".join(ranges)})
+            GROUP BY event_id
+        ) AS ev ON emb.event_id = ev.event_id
+        WHERE {window} AND emb.embedder_id = {{embedder:String}}
+        GROUP BY emb.event_id ORDER BY cityHash64(unit), emb.event_id LIMIT {{limit:UInt32}}
         """,  # noqa: S608 - fixed text; values are bound parameters
         parameters=params,
     ).result_rows
-    ids = [str(r[0]) for r in rows]
-    units = _units(client, ids)
     return UnitSample(
-        embedder_id, ids, [units.get(i, f"e:{i}") for i in ids], [list(r[1]) for r in rows]
-    )
-
-
-def _units(client: Client, event_ids: list[str]) -> dict[str, str]:
-    if not event_ids:
-        return {}
-    rows = client.query(
-        "SELECT event_id, any(user_id), any(session_id) FROM events "
-        "WHERE event_id IN {ids:Array(String)} GROUP BY event_id",
-        parameters={"ids": event_ids},
-    ).result_rows
-    out = {}
-    for event_id, user, session in rows:
-        eid = str(event_id)
-        out[eid] = f"u:{user}" if user else (f"s:{session}" if session else f"e:{eid}")
-    return out
+        embedder_id, [str(r[0]) for r in rows], [str(r[2]) for r in rows],
+        [list(r[1]) for r in rows],
+    )  # fmt: skip

@@ -10,10 +10,16 @@ import numpy as np
 import pytest
 
 from alerts import DriftHysteresis, PromptDriftDetector, explain_drift, mmd_permutation_test
-from alerts.drift import collapse_repeats, count_window_start, seasonal_reference_spans
+from alerts.drift import (
+    collapse_repeats,
+    count_window_start,
+    look_level,
+    seasonal_reference_spans,
+)
 
 DIM = 32
 H = timedelta(hours=1)
+MIN = timedelta(minutes=1)
 
 
 def _centres(rng: np.random.Generator, k: int) -> np.ndarray:
@@ -132,3 +138,12 @@ def test_count_windows_reach_back_to_the_last_tested_window() -> None:
     assert count_window_start(end, end - H, H, 24 * H) == end - H
     assert count_window_start(end, end - 5 * H, H, 24 * H) == end - 5 * H  # waiting for prompts
     assert count_window_start(end, end - 50 * H, H, 24 * H) == end - 24 * H  # capped
+
+
+def test_a_count_window_is_tested_at_the_level_of_the_looks_it_replaces() -> None:
+    assert look_level(0.01, 24, H, H) == pytest.approx(0.01 / 24)
+    assert look_level(0.01, 24, 30 * MIN, H) == pytest.approx(0.01 / 24)  # never below a slot
+    assert look_level(0.01, 24, 5 * H, H) == pytest.approx(5 * 0.01 / 24)
+    assert look_level(0.01, 24, 48 * H, H) == 0.01  # capped at the whole budget
+    # Disjoint windows tiling a day spend at most alpha between them.
+    assert sum(look_level(0.01, 24, w * H, H) for w in (5, 7, 1, 11)) == pytest.approx(0.01)
