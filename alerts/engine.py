@@ -40,9 +40,10 @@ fewer than ``drift_min_prompts`` prompts is skipped and its prompts wait for the
 traffic is tested in windows of a prompt count (such a look is tested at the level of the looks
 it replaces, :func:`~alerts.drift.look_level`). The reference is the same clock hours on the
 previous ``drift_reference_days`` days (seasonal; while an incident is open, only days before it
-began), falling back to the ``drift_reference_minutes`` before the window when those hold too
-few prompts. Repeats of one prompt by one user or session count once, and units (user, else
-session, else event) are permuted as wholes. Every look is stored in ``drift_windows``. An
+began); when those hold too few prompts (a model younger than a day) the look is not made,
+unless ``drift_reference_minutes`` names a fallback span just before the window. Repeats of
+one prompt by one user or session count once, and units (user, else session, else event) are
+permuted as wholes. Every look is stored in ``drift_windows``. An
 incident opens on a look that fires and resolves after ``drift_clean_looks`` consecutive looks
 with a p-value above ``drift_clean_level`` (hysteresis), or when no look could be made for
 ``resolve_after_minutes`` since its last alarm (the model stopped sending prompts).
@@ -558,13 +559,13 @@ class DetectionEngine:
         spans = seasonal_reference_spans(start, end, s.drift_reference_days, before=since)
         old = self._reference(model, spans, new.embedder_id)
         reference_kind = "seasonal"
-        if len(old.event_ids) < s.drift_min_prompts:
+        if len(old.event_ids) < s.drift_min_prompts and s.drift_reference_minutes > 0:
             reference_kind = "previous"
             spans = [(start - reference, start)]
             old = self._reference(model, spans, new.embedder_id)
-            if len(old.event_ids) < s.drift_min_prompts:
-                self._drift_pending[model] = end  # nothing to compare with: start afresh
-                return "untestable"
+        if len(old.event_ids) < s.drift_min_prompts:
+            self._drift_pending[model] = end  # nothing to compare with: start afresh
+            return "untestable"
         self._drift_pending[model] = end
         old, new = _once_per_unit(old), _once_per_unit(new)
         x = np.asarray(old.vectors, dtype=np.float64)

@@ -84,7 +84,11 @@ class MonitorSettings(BaseSettings):
         default=7, ge=1, le=14, description="reference: the same hours on this many past days"
     )
     drift_reference_minutes: int = Field(
-        default=1_440, ge=1, description="fallback reference (the span just before the window)"
+        default=0,
+        ge=0,
+        description="fallback reference while the same hours of past days hold too few "
+        "prompts: this span just before the window (0: none, wait for a day of history; a "
+        "contiguous reference mistakes a daily topic cycle for drift)",
     )
     drift_recent_sample: int = Field(default=500, ge=10)
     drift_reference_sample: int = Field(default=1_000, ge=10)

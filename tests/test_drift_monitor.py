@@ -4,6 +4,7 @@ distinct example prompts, and count windows that test a product sending ~12 prom
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 from alerts_seed import EMBEDDER
 
+from alerts.backtest import backtest
 from alerts.monitor import Monitor
 from alerts.settings import MonitorSettings
 from storage.detections import list_detections
@@ -155,7 +157,7 @@ def test_one_users_retry_storm_is_not_drift_and_examples_are_distinct(ch: Any) -
 
 def test_low_traffic_drift_is_tested_in_count_windows(ch: Any) -> None:
     topics = _topics(2)
-    change = DAY0 + 24 * H + 6 * H  # Tuesday 06:00: half the prompts move to a new topic
+    change = DAY0 + 24 * H + 10 * H  # Tuesday 10:00: half the prompts move to a new topic
 
     def mix(at: datetime) -> list[float]:
         return [0.25, 0.15, 0.1, 0.5] if at >= change else BASE
@@ -176,3 +178,31 @@ def test_low_traffic_drift_is_tested_in_count_windows(ch: Any) -> None:
     assert change < row.opened_at <= change + 12 * H
     assert row.details["reference"] == "seasonal"
     assert row.details["clusters"][0]["change"] > 0.25
+
+
+def test_backtest_of_a_three_day_low_traffic_log_finds_the_drift_and_nothing_before(
+    ch: Any,
+) -> None:
+    """About ten prompts an hour for three days with a daily topic cycle; 35 % of prompts move
+    to a new topic on the third morning. The backtest tests count windows against the same
+    hours of the previous days: nothing opens before the change, one incident after it."""
+    topics = _topics(3)
+    change = DAY0 + 48 * H + 8 * H
+
+    def mix(at: datetime) -> list[float]:
+        day_shift = 0.3 * math.cos(2 * math.pi * at.hour / 24)  # day and night topics differ
+        base = [0.35 + day_shift, 0.35 - day_shift, 0.3, 0.0]
+        if at < change:
+            return base
+        return [0.65 * b for b in base[:3]] + [0.35]
+
+    _write(ch, model="b2b", start=DAY0, minutes=72 * 60, every_s=360, topics=topics, mix=mix,
+           seed=40)  # fmt: skip
+    result = backtest(ch, MonitorSettings(settle_s=0, resolve_after_minutes=180))
+    drift = [d for d in result.detections if d.detector == "prompt_drift"]
+    assert len(drift) == 1, [(d.opened_at, d.resolved_at) for d in drift]
+    assert change < drift[0].opened_at <= change + 16 * H
+    assert drift[0].details["reference"] == "seasonal"
+    assert result.drift_windows and all(
+        w.recent_size >= 50 for w in result.drift_windows
+    )  # windows of a prompt count, never an hour of ten prompts
