@@ -469,8 +469,13 @@ def drift_null(
         day_start = history * MINUTES_PER_DAY
         found = drift_looks(p, day_start + 60, minutes, s, seed=run)
         looks += len(found)
-        days += any(pv <= _level(s.alpha, s, w) for _, pv, _, w in found)
-        days001 += any(pv <= _level(0.01, s, w) for _, pv, _, w in found)
+        alarm = any(pv <= _level(s.alpha, s, w) for _, pv, _, w in found)
+        alarm001 = any(pv <= _level(0.01, s, w) for _, pv, _, w in found)
+        days += alarm
+        days001 += alarm001
+        # One line a run on stderr, so a long run can be read while it goes.
+        print(f"{name} | run {run} | alarm {int(alarm)} | at 0.01 {int(alarm001)}",
+              file=sys.stderr, flush=True)  # fmt: skip
     low, high = wilson(days, runs)
     return DriftNullRow(name, runs, looks, days, days / runs, low, high, s.alpha,
                         high <= 2 * s.alpha, days001)  # fmt: skip
