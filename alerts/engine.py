@@ -489,6 +489,7 @@ class DetectionEngine:
                     if episode is not None and end - episode.last_alarm >= self._resolve_after:
                         reason = "too few prompts to test since the last alarm"
                         self._close_drift(model, key, end, report, reason)
+                        incident = self._drift_incident(model, key)  # a closed one
                     continue
                 window, detection, fired = look
                 windows.append(window)
