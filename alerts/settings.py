@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -49,7 +49,9 @@ class CusumSettings(BaseModel):
 
     delta: float
     arl0_minutes: float
-    warmup_minutes: int
+    min_history_minutes: int
+    min_failures: int
+    history_minutes: int
     idle_drop_minutes: int
     seed: int
 
@@ -62,6 +64,8 @@ class DriftSettings(BaseModel):
     field: str
     every_minutes: int
     recent_minutes: int
+    longest_window_minutes: int
+    reference_days: int
     reference_minutes: int
     recent_sample: int
     reference_sample: int
@@ -70,6 +74,8 @@ class DriftSettings(BaseModel):
     horizon_looks: int
     permutations: int
     clusters: int
+    clean_level: float
+    clean_looks: int
     seed: int
 
 
@@ -155,21 +161,43 @@ class MonitorSettings(BaseSettings):
         default=0.05, ge=0.0, description="least day-to-day coefficient of variation assumed"
     )
 
-    # slow degradation: Bernoulli CUSUM within one version
-    cusum_delta: float = Field(default=0.01, gt=0, lt=1, description="shift to detect (rate)")
-    cusum_arl0_minutes: float = Field(
-        default=43_200.0, gt=1, description="target minutes between false alarms per series"
+    # slow degradation: quasi-likelihood CUSUM against a seasonal profile, within one version
+    cusum_delta: float = Field(
+        default=0.01, gt=0, lt=0.5, description="shift to detect (rate, above the expected)"
     )
-    cusum_warmup_minutes: int = Field(default=60, ge=1)
+    cusum_arl0_minutes: float = Field(
+        default=43_200.0, gt=1, description="at least this many minutes between false alarms"
+    )
+    cusum_min_history_minutes: int = Field(
+        default=1_440, ge=60, description="history to learn the daily profile from before testing"
+    )
+    cusum_min_failures: int = Field(
+        default=30, ge=1, description="failures the history must hold before testing"
+    )
+    cusum_history_minutes: int = Field(
+        default=10_080, ge=60, description="the profile is refit daily on this much history"
+    )
     idle_drop_minutes: int = Field(
         default=1_440, ge=1, description="forget a series after this long without traffic"
     )
 
-    # prompt drift: MMD permutation test, recent window vs the window before it
+    # prompt drift: MMD permutation test by unit, recent window vs the same hours of past days
     drift_field: str = "prompt.text"
     drift_every_minutes: int = Field(default=60, ge=1, description="one look per this many")
     drift_recent_minutes: int = Field(default=60, ge=1)
-    drift_reference_minutes: int = Field(default=1_440, ge=1)
+    drift_longest_window_minutes: int = Field(
+        default=1_440, ge=1, description="a window waiting for enough prompts reaches back so far"
+    )
+    drift_reference_days: int = Field(
+        default=7, ge=1, le=14, description="reference: the same hours on this many past days"
+    )
+    drift_reference_minutes: int = Field(
+        default=0,
+        ge=0,
+        description="fallback reference while the same hours of past days hold too few "
+        "prompts: this span just before the window (0: none, wait for a day of history; a "
+        "contiguous reference mistakes a daily topic cycle for drift)",
+    )
     drift_recent_sample: int = Field(default=500, ge=10)
     drift_reference_sample: int = Field(default=1_000, ge=10)
     drift_min_prompts: int = Field(default=50, ge=2, description="skip looks with fewer")
@@ -177,6 +205,12 @@ class MonitorSettings(BaseSettings):
     drift_horizon_looks: int = Field(default=24, ge=1)
     drift_permutations: int = Field(default=4_999, ge=99)
     drift_clusters: int = Field(default=8, ge=0, description="clusters in the explanation")
+    drift_clean_level: float = Field(
+        default=0.05, gt=0, lt=1, description="a look with a p-value above this is clean"
+    )
+    drift_clean_looks: int = Field(
+        default=3, ge=1, description="an open drift incident resolves after this many clean looks"
+    )
     drift_catchup_looks: int = Field(
         default=24, ge=1, description="most looks a starting monitor computes for old windows"
     )
@@ -198,8 +232,9 @@ class MonitorSettings(BaseSettings):
     def cusum(self) -> CusumSettings:
         return CusumSettings(
             delta=self.cusum_delta, arl0_minutes=self.cusum_arl0_minutes,
-            warmup_minutes=self.cusum_warmup_minutes, idle_drop_minutes=self.idle_drop_minutes,
-            seed=self.seed,
+            min_history_minutes=self.cusum_min_history_minutes,
+            min_failures=self.cusum_min_failures, history_minutes=self.cusum_history_minutes,
+            idle_drop_minutes=self.idle_drop_minutes, seed=self.seed,
         )  # fmt: skip
 
     @property
@@ -207,12 +242,21 @@ class MonitorSettings(BaseSettings):
         return DriftSettings(
             field=self.drift_field, every_minutes=self.drift_every_minutes,
             recent_minutes=self.drift_recent_minutes,
+            longest_window_minutes=self.drift_longest_window_minutes,
+            reference_days=self.drift_reference_days,
             reference_minutes=self.drift_reference_minutes,
             recent_sample=self.drift_recent_sample, reference_sample=self.drift_reference_sample,
             min_prompts=self.drift_min_prompts, alpha=self.drift_alpha,
             horizon_looks=self.drift_horizon_looks, permutations=self.drift_permutations,
-            clusters=self.drift_clusters, seed=self.seed,
+            clusters=self.drift_clusters, clean_level=self.drift_clean_level,
+            clean_looks=self.drift_clean_looks, seed=self.seed,
         )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _history_holds_minimum(self) -> MonitorSettings:
+        if self.cusum_history_minutes < self.cusum_min_history_minutes:
+            raise ValueError("cusum_history_minutes must be >= cusum_min_history_minutes")
+        return self
 
     @field_validator("spike_weekend_days")
     @classmethod

@@ -1,7 +1,9 @@
-"""The slow-degradation track: one :class:`~alerts.degradation.BernoulliCusum` per series.
+"""The slow-degradation track: one :class:`~alerts.degradation.SeasonalCusum` per series.
 
-Per (model, version, signal), warmed up on the series' first ``warmup_minutes`` of processing.
-A detection clears after ``resolve_after`` without a new alarm (the CUSUM restarts after each
+Per (model, version, signal), a quasi-likelihood CUSUM against an hour-of-day × weekday/weekend
+profile and a dispersion learned from the series' own history (``min_history_minutes`` and
+``min_failures`` before it tests; the monitor's lookback replays that history on start). A
+detection clears after ``resolve_after`` without a new alarm (the CUSUM restarts after each
 alarm, so a persisting shift keeps re-alarming). Degenerate signals are not followed.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from alerts.degradation import BernoulliCusum
+from alerts.degradation import SeasonalCusum
 from alerts.settings import CusumSettings
 from alerts.tracks.span import MINUTE, Span, series_key
 from storage.series import MinuteCounts
@@ -25,7 +27,7 @@ class _Series:
     model: str
     version: str
     signal: str
-    detector: BernoulliCusum
+    detector: SeasonalCusum
     start: datetime  # the minute of update number 1
     next_minute: datetime
     last_traffic: datetime
@@ -72,11 +74,12 @@ class CusumTrack:
                 del self._series[key]
 
     def _new(self, model: str, version: str, signal: str, first: datetime) -> _Series:
-        detector = BernoulliCusum(
+        detector = SeasonalCusum(
             delta=self._s.delta,
             arl0_minutes=self._s.arl0_minutes,
-            warmup_minutes=self._s.warmup_minutes,
-            seed=self._s.seed,
+            min_history_minutes=self._s.min_history_minutes,
+            min_failures=self._s.min_failures,
+            history_minutes=self._s.history_minutes,
         )
         return _Series(model, version, signal, detector, first, first, last_traffic=first - MINUTE)
 
@@ -87,14 +90,10 @@ class CusumTrack:
             n, k = own.get(minute, (0, 0))
             if n > 0:
                 series.last_traffic = minute
-            state = series.detector.update(n, k)
+            state = series.detector.update(n, k, minute)
             detection = series.detector.detection(key, minute + MINUTE)
             if detection is not None:
-                change_at = (
-                    series.start + (state.change_minute - 1) * MINUTE
-                    if state.change_minute is not None
-                    else None
-                )
+                change_at = state.change_at
                 outcome = book.alarm(
                     detection, model=series.model, model_version=series.version,
                     signal=series.signal,
