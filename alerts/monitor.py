@@ -128,12 +128,16 @@ class Monitor:
         self._engine: DetectionEngine | None = None
         self._watermark: datetime | None = None
         self._rewind = threading.Event()
+        self._seen_until: datetime | None = None
 
     @property
     def position(self) -> datetime | None:
-        """The end of the minutes the detectors have seen (None before the first cycle)."""
-        engine = self._engine
-        return engine.position if engine is not None else None
+        """The end of the minutes the detectors have processed (None before the first cycle).
+
+        It never moves back, not even while a rebuild replays history: an event written during
+        a rebuild, for a minute before this, asks for another rebuild.
+        """
+        return self._seen_until
 
     def request_rewind(self) -> None:
         """Rebuild the detectors from storage at the start of the next cycle.
@@ -185,6 +189,8 @@ class Monitor:
                     drift_catchup_looks=s.drift_catchup_looks,
                 )  # fmt: skip
             report.engine = self._engine.advance(until, list_releases(self._client), read_at=now)
+            seen = self._seen_until
+            self._seen_until = until if seen is None else max(seen, until)
             self._book.flush()
             if self._notifier is not None:
                 self._notify(self._book, self._notifier, now, report)

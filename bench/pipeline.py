@@ -1,17 +1,22 @@
-"""Pipeline throughput, measured side by side in one run.
+"""Pipeline throughput, measured side by side in one run: warmed up, interleaved, repeated.
 
-    .venv/bin/python bench/pipeline.py [--events 3000] [--model telltale-tiny] [--json]
+    .venv/bin/python bench/pipeline.py [--events 3000] [--rounds 3] [--model telltale-tiny] [--json]
 
-Prints, on the same generated events (prompt text + output text each) and the same model:
+On the same kind of generated events (prompt text + output text each) and the same model:
 
 * raw embedder:  the model alone embedding prompts and outputs in batches of the worker's size;
 * in-process:    ``Pipeline.process`` (dedup lookup, embed, score every signal, write to chDB);
 * end to end:    Emitter → Kafka (Tansu, 3 partitions) → faust worker → chDB, timed from the
                  first send until the worker has committed the last offset (commits follow the
-                 ClickHouse write, so this counts only stored events);
+                 ClickHouse write, so this counts only stored events).
 
-and each pipeline's events/s as a fraction of the raw embedder's. The worker is started and
-warmed up (model loaded, group joined) before the clock starts.
+Before any clock starts, the model has embedded a warm-up batch, the pipeline has stored one,
+and the worker has loaded its model, joined its group and stored a warm-up event. Then
+``--rounds`` rounds each run all three paths on fresh events, in an order that rotates from
+round to round, so a machine that slows down or speeds up during the run (other processes, CPU
+frequency, caches) weighs on every path alike. Printed: per path the median events/s and the
+spread (min–max over the rounds), and per pipeline the ratio to the raw embedder, taken within
+each round (median and min–max of those ratios).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import os  # noqa: E402
 import random  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -102,14 +108,63 @@ def wait_for(bootstrap: str, group: str, topic: str, expected: int, timeout: flo
     raise TimeoutError(f"worker did not commit {expected} offsets in {timeout}s")
 
 
+class Paths:
+    """The three measured paths, each timing ``n`` fresh events per call (events/s)."""
+
+    def __init__(self, embedder: OpenClipEmbedder, pipeline: Pipeline, bootstrap: str,
+                 topic: str, group: str, n: int, bs: int, rng: random.Random) -> None:  # fmt: skip
+        self.embedder, self.pipeline = embedder, pipeline
+        self.bootstrap, self.topic, self.group = bootstrap, topic, group
+        self.n, self.bs, self.rng = n, bs, rng
+        self.sent = 1  # the warm-up event
+        self.round = 0
+
+    def raw(self) -> float:
+        events = make_events(self.n, f"raw{self.round}", self.rng)
+        t0 = time.perf_counter()
+        for i in range(0, self.n, self.bs):
+            chunk = events[i : i + self.bs]
+            self.embedder.embed_texts([e.prompt.text or "" for e in chunk])
+            self.embedder.embed_texts([e.output.text or "" for e in chunk])
+        return self.n / (time.perf_counter() - t0)
+
+    def in_process(self) -> float:
+        events = make_events(self.n, f"inproc{self.round}", self.rng)
+        t0 = time.perf_counter()
+        for i in range(0, self.n, self.bs):
+            self.pipeline.process(events[i : i + self.bs])
+        return self.n / (time.perf_counter() - t0)
+
+    def end_to_end(self) -> float:
+        events = make_events(self.n, f"e2e{self.round}", self.rng)
+        t0 = time.perf_counter()
+        with Emitter(self.bootstrap, self.topic) as emitter:
+            for e in events:
+                emitter.emit(e)
+        self.sent += self.n
+        done = wait_for(self.bootstrap, self.group, self.topic, self.sent, timeout=1800)
+        return self.n / (done - t0)
+
+
+NAMES = {"raw": "raw embedder (model only)", "in_process": "in-process pipeline → chDB",
+         "end_to_end": "Kafka → faust worker → chDB"}  # fmt: skip
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--events", type=int, default=3000, help="events per path per round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--model", default="telltale-tiny")
     parser.add_argument("--pretrained", default="none")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.rounds < 3:
+        parser.error("--rounds must be at least 3: a median and a spread need them")
     pretrained = None if args.pretrained.lower() == "none" else args.pretrained
     rng = random.Random(7)
     embedder = OpenClipEmbedder(model_name=args.model, pretrained=pretrained, seed=0)
@@ -123,19 +178,18 @@ def main() -> None:
     ]  # fmt: skip
     fitted = [train_signal(s, embedder) for s in specs]
     n, bs = args.events, args.batch_size
-    results: dict[str, Any] = {"events": n, "embedder": embedder.id, "batch_size": bs}
-
-    # 1. raw embedder on the same texts
-    events = make_events(n, "raw", rng)
-    t0 = time.perf_counter()
-    for i in range(0, n, bs):
-        chunk = events[i : i + bs]
-        embedder.embed_texts([e.prompt.text or "" for e in chunk])
-        embedder.embed_texts([e.output.text or "" for e in chunk])
-    results["raw_embedder_eps"] = n / (time.perf_counter() - t0)
+    results: dict[str, Any] = {"events_per_run": n, "rounds": args.rounds,
+                               "embedder": embedder.id, "batch_size": bs}  # fmt: skip
+    runs: dict[str, list[float]] = {name: [] for name in NAMES}
 
     with tempfile.TemporaryDirectory() as tmp:
-        # 2. in-process pipeline into chDB
+        # the worker's own database (chDB: one process per path); the bench process's below
+        db = f"{tmp}/e2e"
+        client = connect(f"chdb://{db}")
+        migrate(client)
+        for f in fitted:
+            save_fitted(client, f)
+        client.close()
         client = connect(f"chdb://{tmp}/inproc")
         migrate(client)
         for f in fitted:
@@ -143,21 +197,6 @@ def main() -> None:
         pipeline = Pipeline(
             embedder, LiveSignals(client, embedder.id, 60), ClickHouseWriter(client)
         )
-        events = make_events(n, "inproc", rng)
-        t0 = time.perf_counter()
-        for i in range(0, n, bs):
-            pipeline.process(events[i : i + bs])
-        results["in_process_eps"] = n / (time.perf_counter() - t0)
-        assert table_counts(client).events == n
-        client.close()
-
-        # 3. end to end through Kafka and the faust worker
-        db = f"{tmp}/e2e"
-        client = connect(f"chdb://{db}")
-        migrate(client)
-        for f in fitted:
-            save_fitted(client, f)
-        client.close()
         broker, bootstrap = start_broker()
         topic, group = f"bench-{uuid.uuid4().hex[:6]}", f"bench-{uuid.uuid4().hex[:6]}"
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -167,59 +206,67 @@ def main() -> None:
                "TELLTALE_EMBEDDER_PRETRAINED": args.pretrained, "TELLTALE_KAFKA_TOPIC": topic,
                "TELLTALE_KAFKA_DLQ_TOPIC": f"{topic}.dlq", "TELLTALE_KAFKA_GROUP_ID": group,
                "TELLTALE_KAFKA_SESSION_TIMEOUT_S": "6", "TELLTALE_WORKER_BATCH_SIZE": str(bs),
-               "TELLTALE_WORKER_LOG_LEVEL": "warning"}  # fmt: skip
+               "TELLTALE_WORKER_LOG_LEVEL": "warning",
+               # the same model and the same work as the raw and in-process paths: the
+               # open_clip model for text too, and no embedding cache
+               "TELLTALE_TEXT_EMBEDDER_MODEL": "open_clip",
+               "TELLTALE_EMBEDDING_CACHE_ENABLED": "false"}  # fmt: skip
         worker = subprocess.Popen(
             [sys.executable, "-m", "telltale.cli", "worker", "--clickhouse", f"chdb://{db}",
              "--kafka", bootstrap],
             cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
-            warm = make_events(1, "warm", rng)
+            # warm-up: model, pipeline (signals loaded, tables touched), worker (group joined)
+            warm = make_events(bs, "warm", rng)
+            embedder.embed_texts([e.output.text or "" for e in warm])
+            pipeline.process(warm)
             with Emitter(bootstrap, topic) as emitter:
                 emitter.emit(warm[0])
             wait_for(bootstrap, group, topic, 1, timeout=120)
-            events = make_events(n, "e2e", rng)
-            t0 = time.perf_counter()
-            with Emitter(bootstrap, topic) as emitter:
-                for e in events:
-                    emitter.emit(e)
-            sent = time.perf_counter()
-            done = wait_for(bootstrap, group, topic, n + 1, timeout=1800)
-            results["end_to_end_eps"] = n / (done - t0)
-            results["emit_eps"] = n / (sent - t0)
+            paths = Paths(embedder, pipeline, bootstrap, topic, group, n, bs, rng)
+            order = list(NAMES)
+            for r in range(args.rounds):
+                paths.round = r
+                for name in order[r % 3 :] + order[: r % 3]:  # rotate the order every round
+                    runs[name].append(getattr(paths, name)())
         finally:
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=60)
             broker.kill()
             broker.wait()
-        client = connect(f"chdb://{db}")
-        results["stored_events"] = table_counts(client).events
+        assert table_counts(client).events == bs + n * args.rounds
         client.close()
+        client = connect(f"chdb://{db}")
+        results["worker_stored_events"] = table_counts(client).events
+        client.close()
+    assert results["worker_stored_events"] == 1 + n * args.rounds
 
-    raw = results["raw_embedder_eps"]
-    results["in_process_over_raw"] = results["in_process_eps"] / raw
-    results["end_to_end_over_raw"] = results["end_to_end_eps"] / raw
+    results["runs_events_per_s"] = runs
+    results["events_per_s"] = {name: summary(v) for name, v in runs.items()}
+    results["over_raw"] = {
+        name: summary([p / r for p, r in zip(runs[name], runs["raw"], strict=True)])
+        for name in ("in_process", "end_to_end")
+    }
     if args.json:
         print(json.dumps(results, indent=2))
         return
     print(
-        f"events: {n} (prompt + output text each), embedder {embedder.id}, batch {bs}, "
-        f"{os.cpu_count()} CPUs"
+        f"events: {n} per run (prompt + output text each), {args.rounds} interleaved rounds "
+        f"after warm-up, embedder {embedder.id}, batch {bs}, {os.cpu_count()} CPUs"
     )
-    print(f"{'path':<34}{'events/s':>10}{'÷ raw':>8}")
-    print(f"{'raw embedder (model only)':<34}{raw:>10.1f}{1.0:>8.2f}")
-    print(
-        f"{'in-process pipeline → chDB':<34}{results['in_process_eps']:>10.1f}"
-        f"{results['in_process_over_raw']:>8.2f}"
-    )
-    print(
-        f"{'Kafka → faust worker → chDB':<34}{results['end_to_end_eps']:>10.1f}"
-        f"{results['end_to_end_over_raw']:>8.2f}"
-    )
-    print(
-        f"(Emitter send rate {results['emit_eps']:.0f} events/s; "
-        f"stored {results['stored_events']} of {n + 1} including the warm-up event)"
-    )
+    print(f"{'path':<30}{'median ev/s':>12}{'min–max':>17}{'÷ raw median':>14}{'min–max':>13}")
+    for name, label in NAMES.items():
+        eps = results["events_per_s"][name]
+        ratio = results["over_raw"].get(name, {"median": 1.0, "min": 1.0, "max": 1.0})
+        print(
+            f"{label:<30}{eps['median']:>12.1f}{eps['min']:>9.1f}–{eps['max']:<7.1f}"
+            f"{ratio['median']:>14.2f}{ratio['min']:>8.2f}–{ratio['max']:<4.2f}"
+        )
+    print("per round (events/s): " + "; ".join(
+        f"{name} " + ", ".join(f"{v:.0f}" for v in values) for name, values in runs.items()
+    ))  # fmt: skip
+    print("(÷ raw: each round's pipeline rate over the same round's raw rate)")
 
 
 if __name__ == "__main__":

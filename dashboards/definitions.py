@@ -1,7 +1,8 @@
 """The four telltale dashboards, built with grafana-foundation-sdk on the ClickHouse source.
 
-* **Overview** — failure rate per signal and model version, release annotations, the signals
-  that changed most since each model's last release, open detections.
+* **Overview** — failure rate per signal and model version, release annotations, the
+  negative user-feedback rate per app and version, the signals that changed most since each
+  model's last release, open detections.
 * **Signal drill-down** — rate, score distribution, threshold, recent flagged events.
 * **Prompt drift** — drift statistic against threshold per window, prompt-cluster shares.
 * **Pipeline health** — events/s, dead letters per minute, write latency (ingest lag),
@@ -105,6 +106,17 @@ def overview() -> sdk.Dashboard:
                 q.OVERVIEW_FAILURE_RATE,
                 description="Share of events each signal flagged, per model version. "
                 "Purple markers are releases.",
+                unit="percentunit",
+                span=24,
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Negative user feedback rate",
+                q.NEGATIVE_FEEDBACK_RATE,
+                description="Share of events with user feedback whose feedback was negative, "
+                "per app and model version (delayed feedback is joined to its event; also the "
+                "feedback.negative series above and in the release test).",
                 unit="percentunit",
                 span=24,
             )

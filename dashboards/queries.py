@@ -27,6 +27,7 @@ __all__ = [
     "GROUP_FAILURE_RATE",
     "INGEST_LAG",
     "INGEST_LAG_RECENT",
+    "NEGATIVE_FEEDBACK_RATE",
     "OPEN_DETECTIONS",
     "OVERVIEW_FAILURE_RATE",
     "RELEASE_CHANGES",
@@ -132,6 +133,28 @@ OVERVIEW_FAILURE_RATE = NamedQuery(
     "GROUP BY time, series\n"
     "ORDER BY time, series",
     ("time", "series", "failure_rate"),
+)
+
+# Delayed user feedback (``storage.feedback``): the share of judged events whose lowest value
+# is negative, per app, model and version, by the event's time. Events nobody judged are in
+# neither count. The same numbers, per model and version, are the ``feedback.negative`` series
+# of the failure-rate panel and the detectors.
+NEGATIVE_FEEDBACK_RATE = NamedQuery(
+    "negative_feedback_rate",
+    "SELECT $__timeInterval(e.at) AS time,\n"
+    "       concat(e.event_app, ' · ', e.event_model, ' ', e.event_version) AS series,\n"
+    "       uniqExactIf(e.event_id, f.low < 0) / uniqExact(e.event_id) AS negative_rate\n"
+    "FROM (SELECT event_id, min(value) AS low FROM feedback FINAL GROUP BY event_id) AS f\n"
+    "INNER JOIN (\n"
+    "    SELECT event_id, any(timestamp) AS at, any(app) AS event_app,\n"
+    "           any(model) AS event_model, any(model_version) AS event_version\n"
+    "    FROM events\n"
+    f"    WHERE $__timeFilter(timestamp) AND {_EVENT_FILTERS}\n"
+    "    GROUP BY event_id\n"
+    ") AS e ON e.event_id = f.event_id\n"
+    "GROUP BY time, series\n"
+    "ORDER BY time, series",
+    ("time", "series", "negative_rate"),
 )
 
 # Per model, the newest release up to the end of the range; per signal, the rate of the

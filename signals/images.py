@@ -1,5 +1,11 @@
 """Load an image reference from an event: a file path, ``file://`` URL, base64 / ``data:`` URI,
-or an ``http(s)`` URL on an allow-listed host, with size and time limits."""
+an ``http(s)`` URL on an allow-listed host, or an object-store URL (``s3://``, ``gs://``,
+``az://``) read through fsspec with the provider's standard credential chain, all with the
+same size and time limits.
+
+The policy is decided by the caller: the Kafka worker refuses local paths by default (an event
+must not make the worker read its own disk), replay and the CLI allow them.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,9 @@ import re
 import stat
 import time
 import urllib.request
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +45,21 @@ class ImagePolicy:
     allowed_hosts: frozenset[str] = field(default_factory=frozenset)
     fetch_timeout_s: float = 5.0  # the whole fetch, not each read (a slow drip is cut off)
     allow_local_files: bool = True  # regular files only: never devices or FIFOs
+    allowed_buckets: frozenset[str] = field(default_factory=frozenset)  # empty: any bucket
+    storage_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """Per object-store scheme, options for its fsspec filesystem (``{"s3": {"endpoint_url":
+    ...}}``); credentials come from the provider's own chain (environment, profile, metadata)."""
+
+
+_OBJECT_STORES = {
+    "s3": ("s3fs", "s3fs"),
+    "gs": ("gcsfs", "gcsfs"),
+    "gcs": ("gcsfs", "gcsfs"),
+    "az": ("adlfs", "adlfs"),
+    "abfs": ("adlfs", "adlfs"),
+}
+"""Object-store scheme → (module fsspec needs, the pip package that provides it)."""
+_EXTRAS = {"s3fs": "s3", "gcsfs": "gcs", "adlfs": "azure"}
 
 
 def load_image(ref: str, policy: ImagePolicy | None = None) -> Image.Image:
@@ -70,6 +94,8 @@ def _read_bytes(ref: str, policy: ImagePolicy) -> bytes:
         return _b64(payload)
     if scheme in ("http", "https"):
         return _fetch(ref, scheme, parts.hostname or "", policy)
+    if scheme in _OBJECT_STORES:
+        return _read_object(ref, scheme, parts.netloc, policy)
     if scheme not in ("", "file"):
         raise ImageError(f"image URL scheme {scheme!r} is not allowed")
     if (
@@ -115,8 +141,67 @@ def _b64(payload: str) -> bytes:
 def _check_url(scheme: str, host: str, policy: ImagePolicy) -> None:
     if scheme not in policy.allowed_schemes:
         raise ImageError(f"image URL scheme {scheme!r} is not allowed")
-    if host.lower() not in policy.allowed_hosts:
+    if not _host_allowed(host.lower(), policy.allowed_hosts):
         raise ImageError(f"image host {host!r} is not on the allow-list")
+
+
+def _host_allowed(host: str, allowed: frozenset[str]) -> bool:
+    """Exact names, or ``*.example.com`` for any subdomain (not example.com itself)."""
+    if host in allowed:
+        return True
+    return any(
+        pattern.startswith("*.") and host.endswith(pattern[1:]) and len(host) > len(pattern) - 1
+        for pattern in allowed
+    )
+
+
+_STORE_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="telltale-image-store")
+
+
+def _read_object(ref: str, scheme: str, bucket: str, policy: ImagePolicy) -> bytes:
+    """Read an object-store image through fsspec, within the policy's size and time limits."""
+    if scheme not in policy.allowed_schemes:
+        raise ImageError(f"image URL scheme {scheme!r} is not allowed")
+    if policy.allowed_buckets and bucket not in policy.allowed_buckets:
+        raise ImageError(f"bucket {bucket!r} is not on the allow-list")
+    module, package = _OBJECT_STORES[scheme]
+    try:
+        __import__(module)
+        import fsspec
+    except ImportError as exc:
+        raise ImageError(
+            f"{scheme}:// images need the {package} package: pip install {package} "
+            f"(or the telltale[{_EXTRAS[package]}] extra)"
+        ) from exc
+    options = dict(policy.storage_options.get(scheme, {}))
+
+    def read() -> bytes:
+        fs = fsspec.filesystem(scheme, **options)
+        size = fs.size(ref)
+        if size is not None and size > policy.max_bytes:
+            raise ImageError(f"image object of {size} bytes exceeds {policy.max_bytes}")
+        with fs.open(ref, "rb") as handle:
+            data: bytes = handle.read(policy.max_bytes + 1)
+        return data
+
+    # fsspec's own timeouts differ per provider: the policy's deadline bounds the whole read.
+    future = _STORE_POOL.submit(read)
+    try:
+        return future.result(timeout=policy.fetch_timeout_s)
+    except FutureTimeout as exc:
+        future.cancel()
+        raise ImageError(
+            f"image from {scheme}://{bucket} took longer than {policy.fetch_timeout_s}s"
+        ) from exc
+    except ImageError:
+        raise
+    except FileNotFoundError as exc:
+        raise ImageError(f"no image object at {_short(ref)}") from exc
+    except Exception as exc:  # credentials, permissions, network: say which and where
+        raise ImageError(
+            f"cannot read image from {scheme}://{bucket}: "
+            f"{type(exc).__name__}: {_short(str(exc), 200)}"
+        ) from exc
 
 
 class _AllowListedRedirects(urllib.request.HTTPRedirectHandler):

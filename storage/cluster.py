@@ -25,6 +25,7 @@ SHARD_KEYS = {
     "embeddings": "cityHash64(event_id)",
     "signal_scores": "cityHash64(event_id)",
     "embedding_cache": "cityHash64(key)",
+    "feedback": "cityHash64(event_id)",
 }
 """Tables written per event; all others are small or written only by views (``rand()``)."""
 

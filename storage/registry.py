@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-__all__ = ["SignalRecord", "delete_signal", "latest_signals", "next_version", "save_signal"]
+__all__ = [
+    "SignalRecord",
+    "delete_signal",
+    "insert_signal",
+    "latest_signals",
+    "next_version",
+    "save_signal",
+]
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,13 @@ def save_signal(client: Client, record: SignalRecord) -> None:
     ).result_rows[0][0]
     if exists:
         raise ValueError(f"signal {record.name!r} version {record.version} already exists")
+    insert_signal(client, record)
+
+
+def insert_signal(client: Client, record: SignalRecord) -> None:
+    """Insert ``record`` unchecked. For versions whose identity is deterministic (a retrain of
+    a given version), where concurrent writers store the same (name, version) and the
+    ReplacingMergeTree keeps it once; :func:`save_signal` for anything else."""
     client.insert(
         "signals",
         [[

@@ -347,6 +347,24 @@ ORDER BY (field, at)
 TTL toDateTime(at) + INTERVAL 90 DAY
 """
 
+
+_FEEDBACK = """
+CREATE TABLE IF NOT EXISTS feedback (
+    feedback_id  String,
+    event_id     String,
+    value        Int8,
+    rating       Nullable(Float64),
+    kind         LowCardinality(String),
+    user_id      String,
+    timestamp    DateTime64(3, 'UTC'),
+    comment      String,
+    recorded_at  DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(recorded_at)
+ORDER BY (event_id, feedback_id)
+"""
+"""Delayed user feedback, keyed by event then feedback id: a re-sent record replaces itself,
+and feedback that arrives before its event waits here until ``storage.feedback`` joins it."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -372,6 +390,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         11,
         "window vectors of long texts; the shared embedding cache and its hit counts",
         (*_WINDOWS, _EMBEDDING_CACHE, _EMBEDDING_CACHE_STATS),
+    ),
+    Migration(
+        12,
+        "delayed user feedback (joined into the feedback.negative series when both are known)",
+        (_FEEDBACK,),
     ),
     Migration(
         13,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from storage.errors import RowsRejected, StorageMisconfigured
 from streams.dead_letter import DeadLetter
-from streams.errors import InvalidEvent
+from streams.errors import InvalidEvent, PartlyInvalid
 from streams.events import MAX_PAYLOAD_BYTES, Carried, GenerationEvent, decode_record
 from streams.pipeline import BatchResult, Pipeline
 from streams.retry import RetryPolicy, ShuttingDown
@@ -223,6 +223,9 @@ class BatchHandler:
             decoder = self._decoders.get(record.topic, self._default_decoder)
             try:
                 events = decoder(record.value or b"")
+            except PartlyInvalid as exc:  # the valid part is stored, the record dead-lettered
+                events = exc.events
+                undecodable.append((record, exc.reason))
             except InvalidEvent as exc:
                 undecodable.append((record, exc.reason))
                 continue
@@ -289,6 +292,13 @@ class BatchHandler:
             reason = why[0][1] if len(why) == 1 else "; ".join(f"{i}: {r}" for i, r in why)
             letters.append(await self._dead_letter(record, reason))
         return letters
+
+    async def dead_letter_records(self, refused: Sequence[tuple[Record, str]]) -> None:
+        """Dead-letter whole records (and record the letters): for agents beside the batches."""
+        letters = [await self._dead_letter(record, reason) for record, reason in refused]
+        if letters and self._record is not None:
+            record_letters = self._record
+            await self._blocking(lambda: record_letters(letters))
 
     async def _dead_letter(self, record: Record, reason: str) -> DeadLetter:
         letter = DeadLetter.of(

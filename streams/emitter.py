@@ -20,6 +20,8 @@ from typing import Any
 
 from streams.errors import EmitError
 from streams.events import GenerationEvent, encode_event
+from streams.feedback import Feedback, encode_feedback
+from streams.kafka_security import KafkaSecurity, check_credentials
 
 __all__ = ["Emitter"]
 
@@ -34,11 +36,20 @@ class Emitter:
         batch_size: int = 256 * 1024,
         acks: int | str = "all",
         request_timeout_ms: int = 30_000,
+        feedback_topic: str = "generations.feedback",
+        security: KafkaSecurity | None = None,
         **producer_options: Any,
     ) -> None:
+        """``security``: SASL / TLS settings; the credentials are checked here, so a wrong
+        password raises :class:`~streams.kafka_security.KafkaAuthError` at once instead of
+        the producer retrying until it times out."""
         from kafka import KafkaProducer
 
         self.topic = topic
+        self.feedback_topic = feedback_topic
+        if security is not None:
+            check_credentials(bootstrap, security)
+            producer_options = {**security.kafka_python(), **producer_options}
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap,
             linger_ms=linger_ms,
@@ -55,13 +66,17 @@ class Emitter:
         """Queue one validated event for delivery."""
         self.emit_raw(encode_event(event), key=event.event_id)
 
-    def emit_raw(self, payload: bytes, key: str | None = None) -> None:
+    def feedback(self, record: Feedback) -> None:
+        """Queue one user judgement of an event for ``feedback_topic`` (keyed by event id)."""
+        self.emit_raw(encode_feedback(record), key=record.event_id, topic=self.feedback_topic)
+
+    def emit_raw(self, payload: bytes, key: str | None = None, topic: str | None = None) -> None:
         """Queue pre-serialised bytes (replay of logs, tests of the dead-letter path)."""
         from kafka.errors import KafkaError
 
         try:
             future = self._producer.send(
-                self.topic, value=payload, key=key.encode() if key is not None else None
+                topic or self.topic, value=payload, key=key.encode() if key is not None else None
             )
         except KafkaError as exc:  # refused before queuing (too large, no metadata, ...)
             raise EmitError(f"event {key!r} was not queued: {exc}", [(key or "", exc)]) from exc

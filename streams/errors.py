@@ -4,12 +4,15 @@ Hierarchy::
 
     StreamError
     ├── InvalidEvent      a payload failed validation; it is dead-lettered with ``reason``
+    │   └── PartlyInvalid some events of a record are valid (stored), the rest are not
     └── EmitError         the Emitter could not deliver one or more events
 """
 
 from __future__ import annotations
 
-__all__ = ["EmitError", "InvalidEvent", "StreamError"]
+from typing import Any
+
+__all__ = ["EmitError", "InvalidEvent", "PartlyInvalid", "StreamError"]
 
 
 class StreamError(Exception):
@@ -22,6 +25,15 @@ class InvalidEvent(StreamError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class PartlyInvalid(InvalidEvent):
+    """Some of a record's events are invalid (an OTLP export batch); ``events`` holds the valid
+    ones, which are stored, while the record is dead-lettered with ``reason``."""
+
+    def __init__(self, events: list[Any], reason: str) -> None:
+        super().__init__(reason)
+        self.events = events
 
 
 class EmitError(StreamError):

@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -139,7 +140,11 @@ class GenerationEvent(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _has_content(self) -> GenerationEvent:
+    def _has_content(self, info: ValidationInfo) -> GenerationEvent:
+        # OTLP generation spans recorded without content still count for volume and latency:
+        # their decoder validates with ``allow_empty`` (see ``validate_event``).
+        if isinstance(info.context, dict) and info.context.get("allow_empty"):
+            return self
         if not (self.prompt.text or self.output.text or self.output.image):
             raise ValueError("at least one of prompt.text, output.text, output.image is required")
         return self
@@ -229,10 +234,15 @@ def _clip(key: str, limit: int = 80) -> str:
     return key if len(key) <= limit else f"{key[:limit]}…({len(key)} chars)"
 
 
-def validate_event(data: dict[str, Any]) -> GenerationEvent:
-    """Validate an already-parsed mapping, raising :class:`InvalidEvent` with every problem."""
+def validate_event(data: dict[str, Any], *, allow_empty: bool = False) -> GenerationEvent:
+    """Validate an already-parsed mapping, raising :class:`InvalidEvent` with every problem.
+
+    ``allow_empty`` accepts an event without prompt or output (a generation whose content was
+    not recorded, as OpenTelemetry instrumentations do by default): it is stored and counted,
+    but nothing is embedded or scored.
+    """
     try:
-        return GenerationEvent.model_validate(data)
+        return GenerationEvent.model_validate(data, context={"allow_empty": allow_empty})
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(_clip(str(p)) for p in err['loc']) or 'event'}: {err['msg']}"

@@ -1,6 +1,7 @@
 """The stream worker: faust wiring around :class:`~streams.batch_handler.BatchHandler`.
 
-The agent consumes ``generations`` in batches (``noack_take``: up to ``batch_size`` events or
+The agent consumes ``generations`` (and the OpenTelemetry Collector's export topics, decoded by
+:mod:`streams.otlp`) in batches (``noack_take``: up to ``batch_size`` events or
 ``batch_timeout_s``), hands each batch to the handler (decode → dead-letter → pipeline →
 dead-letter what was refused) and acknowledges it only when the handler says so, so faust
 commits offsets only of events that are stored or dead-lettered. The pipeline runs on one
@@ -21,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
 
 from storage.errors import StorageMisconfigured
 from streams.batch_handler import (
@@ -37,12 +39,19 @@ from streams.batch_handler import (
     pipeline_process,
 )
 from streams.dead_letter import DeadLetter
+from streams.errors import InvalidEvent, PartlyInvalid
+from streams.events import GenerationEvent
+from streams.feedback import Feedback, decode_feedback
+from streams.kafka_security import KafkaSecurity
+from streams.otlp import OtlpMapping, decode_otlp, otlp_kind_of_topic
 from streams.pipeline import Pipeline
 from streams.retry import RetryPolicy, ShuttingDown
 
 __all__ = ["WorkerConfig", "build_app"]
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -61,11 +70,201 @@ class WorkerConfig:
     retry_max_s: float = 30.0
     control_topic: str = "telltale.signals"
     shutdown_timeout_s: float = 30.0
+    maintenance_interval_s: float = 10.0
+    otlp_topics: tuple[str, ...] = ()  # the OpenTelemetry Collector's Kafka exporter topics
+    otlp_mapping: OtlpMapping = field(default_factory=OtlpMapping)
+    feedback_topic: str | None = None
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+
+def otlp_decoders(config: WorkerConfig) -> dict[str, Decoder]:
+    """A decoder per OTLP topic: the generations of one export record (``streams.otlp``).
+
+    A record whose items partly fail validation yields its valid events and raises
+    :class:`~streams.errors.PartlyInvalid` with them, so the handler stores the good ones and
+    dead-letters the record with the reasons of the bad ones.
+    """
+
+    def decoder(topic: str) -> Decoder:
+        kind = otlp_kind_of_topic(topic)
+
+        def decode(raw: bytes) -> Sequence[GenerationEvent]:
+            if len(raw) > config.max_payload_bytes:
+                raise InvalidEvent(f"OTLP record of {len(raw)} bytes exceeds the limit of "
+                                   f"{config.max_payload_bytes} bytes")  # fmt: skip
+            decoded = decode_otlp(raw, kind, config.otlp_mapping)
+            if decoded.skipped:
+                log.debug("%s: skipped %s", topic, dict(decoded.skipped))
+            if decoded.invalid:
+                reasons = "; ".join(f"{what}: {why}" for what, why in decoded.invalid[:5])
+                raise PartlyInvalid(
+                    decoded.events,
+                    f"{len(decoded.invalid)} of {decoded.items} OTLP items invalid: {reasons}",
+                )
+            return decoded.events
+
+        return decode
+
+    return {topic: decoder(topic) for topic in config.otlp_topics}
 
 
 def _record(event: Any) -> Record:
     message = event.message
     return Record(message.topic, message.partition, message.offset, message.value, message.key)
+
+
+class _Runtime:
+    """What the agents of one worker share: the pipeline thread, the batch handler, the
+    batches in flight and the shutdown flag. Each agent is one method; faust only calls them."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        pipeline_factory: Callable[[], Pipeline],
+        send_dead_letter: Callable[[bytes | None, bytes], Awaitable[None]],
+        record_dead_letters: Callable[[list[DeadLetter]], None] | None,
+        decoders: Mapping[str, Decoder] | None,
+        health: WorkerHealth | None,
+    ) -> None:
+        self.config = config
+        self._factory = pipeline_factory
+        self._pipeline: Pipeline | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telltale-pipeline")
+        self.in_flight: set[asyncio.Future[Outcome]] = set()
+        self.retry = RetryPolicy(config.retry_initial_s, config.retry_max_s)
+        self.handler = BatchHandler(
+            process=pipeline_process(self.pipeline),
+            send_dead_letter=send_dead_letter,
+            run_blocking=self.run_blocking,
+            record_dead_letters=record_dead_letters,
+            decoders=decoders,
+            default_decoder=json_decoder(config.max_payload_bytes),
+            retry=self.retry,
+            health=health,
+        )
+        self.stopping = self.handler.stopping
+
+    def pipeline(self) -> Pipeline:
+        # Only ever called on the executor's single thread, so the model is built once.
+        if self._pipeline is None:
+            self._pipeline = self._factory()
+        return self._pipeline
+
+    async def run_blocking(self, call: Callable[[], _T]) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def consume(self, stream: Any) -> None:
+        config = self.config
+        async for batch in stream.noack_take(config.batch_size, within=config.batch_timeout_s):
+            if self.stopping.is_set():
+                continue  # taken after the shutdown began: unacked, delivered again later
+            task = asyncio.ensure_future(self._handle_and_ack(stream, batch))
+            self.in_flight.add(task)
+            task.add_done_callback(self.in_flight.discard)
+            # Shielded: stopping the agent cancels this await, not the batch; `drain` awaits it.
+            if await asyncio.shield(task) is Outcome.HALT:
+                await self.stopping.wait()  # consumption stopped for good: take nothing more
+
+    async def _handle_and_ack(self, stream: Any, batch: Sequence[Any]) -> Outcome:
+        outcome = await self.handler.handle([_record(event) for event in batch])
+        if outcome is Outcome.ACKNOWLEDGE:
+            for event in batch:  # only now may faust commit these offsets
+                await stream.ack(event)
+        return outcome
+
+    async def drain(self) -> None:
+        """Once faust has stopped fetching, before the agents are cancelled and before the
+        consumer commits acked offsets for the last time: let the batch in flight finish."""
+        self.stopping.set()
+        if not self.in_flight:
+            return
+        log.info("finishing the batch in flight before stopping")
+        timeout = self.config.shutdown_timeout_s
+        _, pending = await asyncio.wait(set(self.in_flight), timeout=timeout)
+        if pending:
+            log.warning("batch still running after %.0fs; stopping without committing it (its "
+                        "events are delivered again after a restart)", timeout)  # fmt: skip
+
+    async def read_signals(self, stream: Any, accept_signal: Callable[[bytes], str]) -> None:
+        """Store each published signal, with the batches' retry policy; ack once stored."""
+        async for batch in stream.noack_take(1, within=self.config.batch_timeout_s):
+            if self.stopping.is_set() or not self.handler.health.ok:
+                continue  # unacked: read again after a restart
+            try:
+                for event in batch:
+                    await self._store_signal(event.value, accept_signal)
+            except ShuttingDown:
+                continue
+            except StorageMisconfigured as exc:
+                self.handler.health.fail(str(exc))
+                log.error("storage is misconfigured; published signals are not read: %s", exc)
+                await self.stopping.wait()
+                continue
+            for event in batch:
+                await stream.ack(event)
+
+    async def _store_signal(self, payload: bytes, accept_signal: Callable[[bytes], str]) -> None:
+        try:
+            outcome = await self.retry.run(
+                lambda: self.run_blocking(lambda: accept_signal(payload)), self.stopping, "signal"
+            )
+        except (ShuttingDown, StorageMisconfigured):
+            raise
+        except Exception:
+            log.exception("a published signal is invalid and was skipped")
+            return
+        log.info("published signal stored: %s", outcome)
+
+    async def read_feedback(
+        self, stream: Any, accept_feedback: Callable[[list[Feedback]], int]
+    ) -> None:
+        """Store delayed feedback in batches (invalid records are dead-lettered); ack once
+        stored, with the batches' retry policy."""
+        config = self.config
+        async for batch in stream.noack_take(config.batch_size, within=config.batch_timeout_s):
+            if self.stopping.is_set() or not self.handler.health.ok:
+                continue  # unacked: read again after a restart
+            records: list[Feedback] = []
+            invalid: list[tuple[Record, str]] = []
+            for event in batch:
+                try:
+                    records.append(decode_feedback(event.message.value or b""))
+                except InvalidEvent as exc:
+                    invalid.append((_record(event), exc.reason))
+            try:
+                if records:
+                    await self._store_feedback(partial(accept_feedback, records))
+                await self.handler.dead_letter_records(invalid)
+            except ShuttingDown:
+                continue  # unacknowledged: delivered again after a restart
+            except StorageMisconfigured as exc:
+                self.handler.health.fail(str(exc))
+                log.error("storage is misconfigured; feedback is not read: %s", exc)
+                await self.stopping.wait()
+                continue
+            for event in batch:
+                await stream.ack(event)
+
+    async def _store_feedback(self, store: Callable[[], int]) -> None:
+        stored = await self.retry.run(lambda: self.run_blocking(store), self.stopping, "feedback")
+        log.info("feedback: %d records stored", stored)
+
+    async def maintain(self, maintenance: Callable[[], None]) -> None:
+        if self.stopping.is_set() or not self.handler.health.ok:
+            return
+        try:
+            await self.run_blocking(maintenance)
+        except Exception as exc:  # storage trouble shows in the batches; try again later
+            log.warning("signal maintenance failed, tried again in %.0fs: %s",
+                        self.config.maintenance_interval_s, exc)  # fmt: skip
+
+    async def warm_up(self) -> None:
+        # Load the model before the first batch arrives, without blocking the event loop.
+        # A failure here is left to the first batch, which types it and retries or halts.
+        try:
+            await self.run_blocking(self.pipeline)
+        except Exception as exc:
+            log.warning("warm-up failed, the first batch will retry: %s", exc)
 
 
 def build_app(
@@ -76,6 +275,8 @@ def build_app(
     *,
     decoders: Mapping[str, Decoder] | None = None,
     health: WorkerHealth | None = None,
+    maintenance: Callable[[], None] | None = None,
+    accept_feedback: Callable[[list[Feedback]], int] | None = None,
 ) -> Any:
     """Create the faust app with its agents. The pipeline is built when the worker starts.
 
@@ -87,6 +288,11 @@ def build_app(
     batch is acknowledged, so the dead-letter rate can be charted and alerted on.
     ``decoders`` maps a source topic to its decoder (JSON generation events by default);
     ``health`` turns failing when storage is misconfigured and consumption stops.
+    ``maintenance`` (retraining signals of another embedder) runs on the pipeline thread every
+    ``maintenance_interval_s``, between batches and never inside one. With
+    ``config.otlp_topics`` the same agent also reads the OpenTelemetry Collector's export
+    records (``streams.otlp``); with ``config.feedback_topic`` and ``accept_feedback`` another
+    agent stores delayed user feedback.
     """
     import faust
 
@@ -104,122 +310,45 @@ def build_app(
         broker_commit_interval=config.commit_interval_s,
         producer_acks=-1,
         web_enabled=False,
+        broker_credentials=config.security.faust_credentials(),
         # faust's own drain waits for every taken message to be acked, without a bound: a
         # batch retrying against failed storage would block shutdown forever. `drain` below
         # bounds the wait and lets such a batch go unacknowledged.
         stream_wait_empty=False,
     )
-    source = app.topic(config.topic, partitions=config.partitions)
     dead_letters = app.topic(config.dlq_topic, partitions=config.partitions)
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telltale-pipeline")
-    state: dict[str, Pipeline] = {}
-    in_flight: set[asyncio.Future[Outcome]] = set()
-    retry = RetryPolicy(config.retry_initial_s, config.retry_max_s)
-
-    def pipeline() -> Pipeline:
-        # Only ever called on the executor's single thread, so the model is built once.
-        if "pipeline" not in state:
-            state["pipeline"] = pipeline_factory()
-        return state["pipeline"]
-
-    async def run_blocking(call: Callable[[], object]) -> object:
-        return await asyncio.get_running_loop().run_in_executor(executor, call)
 
     async def send_dead_letter(key: bytes | None, value: bytes) -> None:
-        future = await dead_letters.send(key=key, value=value)
-        await future
+        await (await dead_letters.send(key=key, value=value))  # delivered before the ack
 
-    handler = BatchHandler(
-        process=pipeline_process(pipeline),
-        send_dead_letter=send_dead_letter,
-        run_blocking=run_blocking,
-        record_dead_letters=record_dead_letters,
-        decoders=decoders,
-        default_decoder=json_decoder(config.max_payload_bytes),
-        retry=retry,
-        health=health,
-    )
-    stopping = handler.stopping
-
-    async def halted() -> None:
-        """Consumption has stopped for good: wait for the shutdown without taking more."""
-        await stopping.wait()
-
-    async def handle_and_ack(stream: Any, batch: Sequence[Any]) -> Outcome:
-        outcome = await handler.handle([_record(event) for event in batch])
-        if outcome is Outcome.ACKNOWLEDGE:
-            for event in batch:  # only now may faust commit these offsets
-                await stream.ack(event)
-        return outcome
-
-    @app.agent(source)
-    async def consume(stream: Any) -> None:
-        async for batch in stream.noack_take(config.batch_size, within=config.batch_timeout_s):
-            if stopping.is_set():
-                continue  # taken after the shutdown began: unacked, delivered again later
-            task = asyncio.ensure_future(handle_and_ack(stream, batch))
-            in_flight.add(task)
-            task.add_done_callback(in_flight.discard)
-            # Shielded: stopping the agent cancels this await, not the batch; `drain` awaits it.
-            if await asyncio.shield(task) is Outcome.HALT:
-                await halted()
+    decoders = {**otlp_decoders(config), **(decoders or {})}
+    runtime = _Runtime(config, pipeline_factory, send_dead_letter, record_dead_letters,
+                       decoders, health)  # fmt: skip
+    source = app.topic(config.topic, *config.otlp_topics, partitions=config.partitions)
+    app.agent(source, name="consume")(runtime.consume)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's stubs reject async defs
     async def drain(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Runs once faust has stopped fetching, before the agents are cancelled and before the
-        # consumer commits acked offsets for the last time.
-        stopping.set()
-        if not in_flight:
-            return
-        log.info("finishing the batch in flight before stopping")
-        _, pending = await asyncio.wait(set(in_flight), timeout=config.shutdown_timeout_s)
-        if pending:
-            log.warning(
-                "batch still running after %.0fs; stopping without committing it (its events "
-                "are delivered again after a restart)",
-                config.shutdown_timeout_s,
-            )
+        await runtime.drain()
 
     if accept_signal is not None:
-        control = app.topic(config.control_topic, partitions=1)
 
-        async def store_signal(payload: bytes) -> None:
-            try:
-                outcome = await retry.run(
-                    lambda: run_blocking(lambda: accept_signal(payload)), stopping, "signal"
-                )
-            except (ShuttingDown, StorageMisconfigured):
-                raise
-            except Exception:
-                log.exception("a published signal is invalid and was skipped")
-                return
-            log.info("published signal stored: %s", outcome)
-
-        @app.agent(control)
         async def signals(stream: Any) -> None:
-            async for batch in stream.noack_take(1, within=config.batch_timeout_s):
-                if stopping.is_set() or not handler.health.ok:
-                    continue  # unacked: read again after a restart
-                try:
-                    for event in batch:
-                        await store_signal(event.value)
-                except ShuttingDown:
-                    continue
-                except StorageMisconfigured as exc:
-                    handler.health.fail(str(exc))
-                    log.error("storage is misconfigured; published signals are not read: %s", exc)
-                    await halted()
-                    continue
-                for event in batch:
-                    await stream.ack(event)
+            await runtime.read_signals(stream, accept_signal)
 
-    @app.task  # type: ignore[untyped-decorator]
-    async def warm_up() -> None:
-        # Load the model before the first batch arrives, without blocking the event loop.
-        # A failure here is left to the first batch, which types it and retries or halts.
-        try:
-            await run_blocking(pipeline)
-        except Exception as exc:
-            log.warning("warm-up failed, the first batch will retry: %s", exc)
+        app.agent(app.topic(config.control_topic, partitions=1), name="signals")(signals)
+    if config.feedback_topic and accept_feedback is not None:
+        feedback_topic = app.topic(config.feedback_topic, partitions=config.partitions)
 
+        async def feedback(stream: Any) -> None:
+            await runtime.read_feedback(stream, accept_feedback)
+
+        app.agent(feedback_topic, name="feedback")(feedback)
+    if maintenance is not None:
+
+        async def maintain() -> None:
+            await runtime.maintain(maintenance)
+
+        app.timer(config.maintenance_interval_s)(maintain)
+    app.task(runtime.warm_up)
     return app

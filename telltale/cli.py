@@ -93,7 +93,10 @@ def worker(clickhouse: ClickHouseOpt = None, kafka: KafkaOpt = None) -> None:
     from telltale.wiring import make_worker_app
 
     settings = settings_for(clickhouse, kafka)
-    faust_app = make_worker_app(settings)
+    try:
+        faust_app = make_worker_app(settings)
+    except CLI_ERRORS as exc:  # a refused password or certificate: say so, consume nothing
+        raise fail(exc) from exc
     faust.Worker(faust_app, loglevel=settings.worker.log_level.upper()).execute_from_commandline()
 
 
@@ -131,12 +134,23 @@ def rates(
         list[str] | None,
         typer.Option("--by", help="slice key (repeatable): rates per value, Wilson intervals"),
     ] = None,
+    feedback: Annotated[
+        bool,
+        typer.Option("--feedback", help="negative user-feedback rate per app, model and version"),
+    ] = False,
     clickhouse: ClickHouseOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
-    """Failure rates per signal, model and model version (and per slice with ``--by``)."""
+    """Failure rates per signal, model and model version (and per slice with ``--by``).
+
+    The built-in series ``feedback.negative`` is the share of events with user feedback whose
+    feedback was negative; ``--feedback`` shows it per app, model and version instead.
+    """
     from storage.queries import failure_rates
 
+    if feedback:
+        _feedback_rates(since, until, clickhouse, fmt)
+        return
     if by:
         if bucket != "total":
             raise typer.BadParameter("--by gives totals; leave out --bucket")
@@ -260,6 +274,24 @@ def discover(
     console.print("start a signal from one: telltale signals add --from-cluster ID NAME")
 
 
+def _feedback_rates(since: str | None, until: str | None, clickhouse: str | None, fmt: str) -> None:
+    from storage.feedback import feedback_summary
+
+    try:
+        with open_client(clickhouse) as client:
+            rows = feedback_summary(client, since=parse_time(since), until=parse_time(until))
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
+    if fmt == "json":
+        print_json({"feedback": [r.as_dict() for r in rows]})
+        return
+    table = Table("app", "model", "version", "rated events", "negative", "rate")
+    for r in rows:
+        table.add_row(r.app, r.model, r.model_version, str(r.rated_events),
+                      str(r.negative_events), f"{r.rate:.2%}")  # fmt: skip
+    Console().print(table)
+
+
 @releases_app.command("add")
 def releases_add(
     model: Annotated[str, typer.Argument()],
@@ -305,13 +337,31 @@ def replay(
     ] = Path(".telltale/replay.checkpoint.json"),
     restart: Annotated[bool, typer.Option(help="ignore the checkpoint")] = False,
     batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    feedback: Annotated[
+        bool,
+        typer.Option("--feedback", help="the files hold feedback records, not events"),
+    ] = False,
     clickhouse: ClickHouseOpt = None,
     kafka: KafkaOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
     """Replay JSONL (plain or gzip) and Parquet logs through the pipeline, keeping timestamps."""
     from streams.replay import parse_mapping
-    from telltale.replay import replay_files
+    from telltale.replay import replay_feedback, replay_files
+
+    if feedback:
+        try:
+            summary = replay_feedback(
+                settings_for(clickhouse, kafka), files, to_kafka=to_kafka,
+                reject_file=reject_file, batch_size=batch_size,
+            )  # fmt: skip
+        except CLI_ERRORS as exc:
+            raise fail(exc) from exc
+        if fmt == "json":
+            print_json(summary)
+        else:
+            console.print(summary)
+        return
 
     if speed != "max":
         try:

@@ -180,8 +180,11 @@ def add(
         if publish:
             # The worker owns the database: the verdict sees the examples, not stored events.
             fitted = _judged(train_signal(spec, embedder), None, force)
+            from telltale.wiring import kafka_security
+
             kafka_settings = settings_for(clickhouse, kafka).kafka
-            with Emitter(kafka_settings.bootstrap, kafka_settings.control_topic) as emitter:
+            with Emitter(kafka_settings.bootstrap, kafka_settings.control_topic,
+                         security=kafka_security(kafka_settings)) as emitter:  # fmt: skip
                 emitter.emit_raw(PublishedSignal(fitted, author).to_json(), key=fitted.name)
         else:
             with open_client(clickhouse) as client:
@@ -395,6 +398,14 @@ def suggest(
     name: str,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 10,
     since: SinceOpt = None,
+    from_feedback: Annotated[
+        bool,
+        typer.Option(
+            "--from-feedback",
+            help="negatively rated events as candidate positives (NAME need not exist yet)",
+        ),
+    ] = False,
+    model: Annotated[str | None, typer.Option(help="only this model (--from-feedback)")] = None,
     clickhouse: ClickHouseOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
@@ -402,6 +413,9 @@ def suggest(
     from streams.labeling import suggest as run_suggest
     from streams.signal_store import StoredExamples
 
+    if from_feedback:
+        _suggest_from_feedback(name, limit, since, model, clickhouse, fmt)
+        return
     try:
         embedder = _embedder()
         with open_client(clickhouse) as client:
@@ -426,6 +440,52 @@ def suggest(
                       str(r["content"])[:80])  # fmt: skip
     Console().print(table)
     console.print(f"label one with: telltale signals label {name} EVENT_ID --positive|--negative")
+
+
+def _suggest_from_feedback(
+    name: str, limit: int, since: str | None, model: str | None, clickhouse: str | None,
+    fmt: str,
+) -> None:  # fmt: skip
+    """Negatively rated events, most-rated and newest first, minus the signal's own examples."""
+    from storage.feedback import negatively_rated
+    from streams.signal_store import load_fitted
+
+    try:
+        with open_client(clickhouse) as client:
+            # NAME may be a signal still to be defined: suggest for it all the same.
+            fitted = next((f for f in load_fitted(client) if f.name == name), None)
+            known: set[str] = set()
+            if fitted is not None:
+                for example in (*fitted.spec.examples.positive, *fitted.spec.examples.negative):
+                    event_id = getattr(example, "event_id", None)
+                    if event_id:
+                        known.add(str(event_id))
+            found = negatively_rated(
+                client, model=model, since=parse_time(since), limit=limit + len(known)
+            )
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
+    target = fitted.spec.target if fitted is not None else "output"
+    rows = [
+        {"reason": "negative feedback", "event_id": r["event_id"], "model": r["model"],
+         "model_version": r["model_version"], "feedback_count": r["feedback_count"],
+         "comments": r["comments"],
+         "content": (r["prompt"] if target == "prompt" else r["output"] or r["image"])[:500]}
+        for r in found if r["event_id"] not in known
+    ][:limit]  # fmt: skip
+    if fmt == "json":
+        print_json({"name": name, "source": "feedback", "suggestions": rows})
+        return
+    table = Table("event_id", "model", "ratings", "content", "comments")
+    for r in rows:
+        table.add_row(str(r["event_id"]), f"{r['model']} {r['model_version']}",
+                      str(r["feedback_count"]), str(r["content"])[:60],
+                      "; ".join(r["comments"])[:40])  # fmt: skip
+    Console().print(table)
+    if fitted is not None:
+        console.print(f"add one as a positive: telltale signals label {name} EVENT_ID --positive")
+    else:
+        console.print("use them as positives in a spec: examples: {positive: [{event_id: ...}]}")
 
 
 @signals_app.command("label")

@@ -16,9 +16,9 @@ from streams.events import GenerationEvent
 from streams.pipeline import Pipeline
 from streams.replay import Checkpoint, RejectWriter, Replayer, ReplayStats, Vectors
 from telltale.settings import Settings
-from telltale.wiring import make_client, make_pipeline
+from telltale.wiring import kafka_security, make_client, make_pipeline
 
-__all__ = ["replay_files"]
+__all__ = ["replay_feedback", "replay_files"]
 
 
 def replay_files(
@@ -62,7 +62,9 @@ def replay_files(
     try:
         with progress:
             if to_kafka:
-                with Emitter(settings.kafka.bootstrap, settings.kafka.topic) as emitter:
+                with Emitter(settings.kafka.bootstrap, settings.kafka.topic,
+                             feedback_topic=settings.kafka.feedback_topic,
+                             security=kafka_security(settings.kafka)) as emitter:  # fmt: skip
 
                     def send(
                         batch: list[GenerationEvent], _: Vectors
@@ -117,3 +119,69 @@ def _run(
         columnar=columnar,
     )  # fmt: skip
     return replayer.replay(files)
+
+
+def replay_feedback(
+    settings: Settings,
+    files: Sequence[Path],
+    *,
+    to_kafka: bool = False,
+    reject_file: Path,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """Replay logged feedback records (JSONL or Parquet): into ClickHouse, or with
+    ``to_kafka`` onto the feedback topic. Idempotent: a record's feedback id makes a second
+    replay store nothing new. Invalid records go to ``reject_file`` with the reason."""
+    from storage.feedback import record_feedback
+    from streams.errors import InvalidEvent
+    from streams.feedback import Feedback, validate_feedback
+    from streams.replay import read_records
+    from telltale.wiring import feedback_rows
+
+    started = time.monotonic()
+    rejects = RejectWriter(reject_file)
+    counts = {"read": 0, "rejected": 0, "sent_to_kafka" if to_kafka else "stored": 0}
+    emitter: Emitter | None = None
+    client: Any = None
+    pending: list[Feedback] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        if emitter is not None:
+            for record in pending:
+                emitter.feedback(record)
+            emitter.flush()
+            counts["sent_to_kafka"] += len(pending)
+        elif client is not None:
+            counts["stored"] += record_feedback(client, feedback_rows(pending))
+        pending.clear()
+
+    try:
+        if to_kafka:
+            emitter = Emitter(settings.kafka.bootstrap, settings.kafka.topic,
+                              feedback_topic=settings.kafka.feedback_topic,
+                              security=kafka_security(settings.kafka))  # fmt: skip
+        else:
+            client = make_client(settings.clickhouse)
+        for path in files:
+            for record in read_records(path):
+                counts["read"] += 1
+                try:
+                    if record.data is None:
+                        raise InvalidEvent(record.error or "unreadable record")
+                    pending.append(validate_feedback(record.data))
+                except InvalidEvent as exc:
+                    counts["rejected"] += 1
+                    rejects.reject(record.source, record.position, exc.reason, record.raw)
+                if len(pending) >= batch_size:
+                    flush()
+        flush()
+    finally:
+        rejects.close()
+        if emitter is not None:
+            emitter.close()
+        if client is not None:
+            client.close()
+    return {**counts, "seconds": round(time.monotonic() - started, 3),
+            "reject_file": str(reject_file)}  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
@@ -18,7 +18,9 @@ __all__ = [
     "EmbedderSettings",
     "EmbeddingCacheSettings",
     "GroupSettings",
+    "ImagesSettings",
     "KafkaSettings",
+    "OtlpSettings",
     "ServeSettings",
     "Settings",
     "SignalQualitySettings",
@@ -26,6 +28,20 @@ __all__ = [
     "TextEmbedderSettings",
     "WorkerSettings",
 ]
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+"""A list setting written ``a,b,c`` in the environment (or a JSON array)."""
+
+
+def _comma_list(value: object) -> object:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return tuple(str(v).strip() for v in json.loads(text) if str(v).strip())
+        return tuple(v.strip() for v in text.split(",") if v.strip())
+    return value
 
 
 class KafkaSettings(BaseSettings):
@@ -40,6 +56,42 @@ class KafkaSettings(BaseSettings):
     group_id: str = "telltale-worker"
     partitions: int = Field(default=3, ge=1)
     session_timeout_s: float = Field(default=30.0, gt=0)
+    otlp_topics: CommaList = Field(
+        default=("otlp_spans", "otlp_logs"),
+        description="the OpenTelemetry Collector Kafka exporter's topics (empty: none); a "
+        "topic whose name contains 'log' carries log records, any other spans",
+    )
+    feedback_topic: str = Field(
+        default="generations.feedback", description="delayed user feedback on events"
+    )
+    # Security: SASL and TLS, for the worker (aiokafka), the Emitter, replay and publishing.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = Field(default=None, description="CA bundle that signed the broker")
+    ssl_certfile: str | None = Field(default=None, description="client certificate (mutual TLS)")
+    ssl_keyfile: str | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+
+    @field_validator("otlp_topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: object) -> object:
+        return _comma_list(value)
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs TELLTALE_KAFKA_SASL_USERNAME "
+                "and TELLTALE_KAFKA_SASL_PASSWORD"
+            )
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ValueError("TELLTALE_KAFKA_SSL_KEYFILE needs TELLTALE_KAFKA_SSL_CERTFILE")
+        return self
 
 
 class ClickHouseSettings(BaseSettings):
@@ -220,6 +272,57 @@ class ServeSettings(BaseSettings):
         return [k.strip().encode() for k in raw.split(",") if k.strip()]
 
 
+class OtlpSettings(BaseSettings):
+    """How OpenTelemetry GenAI spans map onto events where the conventions leave a choice."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_OTLP_", extra="ignore")
+
+    model_version_from: CommaList = Field(
+        default=("gen_ai.response.model", "gen_ai.prompt.version", "service.version"),
+        description="attributes tried in order for model_version (span, then resource)",
+    )
+    default_model_version: str = "unknown"
+
+    @field_validator("model_version_from", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return _comma_list(value)
+
+
+class ImagesSettings(BaseSettings):
+    """Where event images may be read from, and how much of them."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_IMAGES_", extra="ignore")
+
+    allowed_hosts: CommaList = Field(
+        default=(),
+        description="https hosts images may be fetched from (exact names, or *.example.com)",
+    )
+    object_stores: CommaList = Field(
+        default=("s3", "gs", "az"),
+        description="object-store schemes read through fsspec with the providers' credentials",
+    )
+    buckets: CommaList = Field(
+        default=(), description="only these buckets/containers (empty: any the credentials reach)"
+    )
+    max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    fetch_timeout_s: float = Field(default=5.0, gt=0)
+    worker_local_files: bool = Field(
+        default=False,
+        description="let the Kafka worker read local file paths named by events (off: an "
+        "event must not make the worker read its own disk)",
+    )
+    local_files: bool = Field(default=True, description="local file paths in replay and the CLI")
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3-compatible endpoint (MinIO, Ceph, R2); default AWS"
+    )
+
+    @field_validator("allowed_hosts", "object_stores", "buckets", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return _comma_list(value)
+
+
 class Settings:
     """All settings, built once in the composition root."""
 
@@ -235,6 +338,8 @@ class Settings:
         text_embedder: TextEmbedderSettings | None = None,
         cache: EmbeddingCacheSettings | None = None,
         signal_quality: SignalQualitySettings | None = None,
+        otlp: OtlpSettings | None = None,
+        images: ImagesSettings | None = None,
     ) -> None:
         self.kafka = kafka or KafkaSettings()
         self.clickhouse = clickhouse or ClickHouseSettings()
@@ -246,3 +351,5 @@ class Settings:
         self.text_embedder = text_embedder or TextEmbedderSettings()
         self.cache = cache or EmbeddingCacheSettings()
         self.signal_quality = signal_quality or SignalQualitySettings()
+        self.otlp = otlp or OtlpSettings()
+        self.images = images or ImagesSettings()

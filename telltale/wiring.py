@@ -10,16 +10,21 @@ from typing import TYPE_CHECKING, Any
 from signals.cache import EmbeddingCache, LruVectorCache
 from signals.embedders import FieldEmbedders
 from signals.groups import SignalGroup, load_groups
+from signals.images import ImagePolicy
 from signals.open_clip_embedder import EmbedderConfig, OpenClipEmbedder
 from storage.client import connect
 from storage.dead_letters import DeadLetterRow, record_dead_letters
 from storage.embedding_cache import ClickHouseVectorCache
+from storage.feedback import FeedbackRow, record_feedback
 from storage.groups import GroupRow, save_group_rows
 from storage.migrate import migrate
 from storage.slices import top_slice_values
 from storage.writer import ClickHouseWriter
 from streams.batch_handler import WorkerHealth
 from streams.dead_letter import DeadLetter
+from streams.feedback import Feedback
+from streams.kafka_security import KafkaSecurity, check_credentials
+from streams.otlp import OtlpMapping
 from streams.pipeline import Pipeline
 from streams.signal_store import LiveSignals, PublishedSignal, retrainer, save_fitted
 from streams.slices import SliceConfig, Slicer
@@ -29,6 +34,8 @@ from telltale.settings import (
     EmbedderSettings,
     EmbeddingCacheSettings,
     GroupSettings,
+    ImagesSettings,
+    KafkaSettings,
     Settings,
     SliceSettings,
     TextEmbedderSettings,
@@ -39,6 +46,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Parts",
+    "feedback_rows",
+    "image_policy",
+    "kafka_security",
     "make_cache",
     "make_client",
     "make_embedder",
@@ -49,6 +59,41 @@ __all__ = [
     "make_slicer",
     "make_worker_app",
 ]
+
+
+def kafka_security(settings: KafkaSettings) -> KafkaSecurity:
+    return KafkaSecurity(
+        protocol=settings.security_protocol, mechanism=settings.sasl_mechanism,
+        username=settings.sasl_username, password=settings.sasl_password,
+        cafile=settings.ssl_cafile, certfile=settings.ssl_certfile,
+        keyfile=settings.ssl_keyfile, key_password=settings.ssl_key_password,
+        check_hostname=settings.ssl_check_hostname,
+    )  # fmt: skip
+
+
+def image_policy(settings: ImagesSettings, *, worker: bool) -> ImagePolicy:
+    """The image policy of the Kafka worker (``worker=True``: local paths only if
+    ``TELLTALE_IMAGES_WORKER_LOCAL_FILES``) or of replay and the CLI."""
+    stores = frozenset(s.lower() for s in settings.object_stores)
+    return ImagePolicy(
+        max_bytes=settings.max_bytes,
+        allowed_schemes=frozenset({"file", "data", "https"}) | stores,
+        allowed_hosts=frozenset(h.lower() for h in settings.allowed_hosts),
+        fetch_timeout_s=settings.fetch_timeout_s,
+        allow_local_files=settings.worker_local_files if worker else settings.local_files,
+        allowed_buckets=frozenset(settings.buckets),
+        storage_options=(
+            {"s3": {"endpoint_url": settings.s3_endpoint_url}} if settings.s3_endpoint_url else {}
+        ),
+    )
+
+
+def feedback_rows(records: list[Feedback]) -> list[FeedbackRow]:
+    return [
+        FeedbackRow(r.feedback_id, r.event_id, r.score, r.rating, r.kind, r.user_id,
+                    r.timestamp, r.comment)
+        for r in records
+    ]  # fmt: skip
 
 
 def make_client(settings: ClickHouseSettings, *, migrated: bool = True) -> Client:
@@ -109,8 +154,16 @@ def make_cache(settings: EmbeddingCacheSettings, client: Client | None) -> Embed
     return EmbeddingCache(LruVectorCache(settings.memory_entries), shared)
 
 
-def make_pipeline(settings: Settings, client: Client | None = None) -> Pipeline:
-    return make_parts(settings, client or make_client(settings.clickhouse)).pipeline
+def make_pipeline(
+    settings: Settings, client: Client | None = None, *, worker: bool = False
+) -> Pipeline:
+    """The in-process pipeline; signals of another embedder are retrained first, once.
+
+    ``worker``: the Kafka worker's image policy (local paths refused unless configured).
+    """
+    parts = make_parts(settings, client or make_client(settings.clickhouse), worker=worker)
+    parts.signals.retrain_stale()
+    return parts.pipeline
 
 
 @dataclass(frozen=True)
@@ -124,7 +177,13 @@ class Parts:
     pipeline: Pipeline
 
 
-def make_parts(settings: Settings, client: Client, writer: ClickHouseWriter | None = None) -> Parts:
+def make_parts(
+    settings: Settings,
+    client: Client,
+    writer: ClickHouseWriter | None = None,
+    *,
+    worker: bool = False,
+) -> Parts:
     embedders = make_embedders(settings.embedder, settings.text_embedder)
     signals = LiveSignals(
         client, embedders.ids, settings.worker.signal_refresh_s,
@@ -132,7 +191,7 @@ def make_parts(settings: Settings, client: Client, writer: ClickHouseWriter | No
     )  # fmt: skip
     pipeline = Pipeline(
         embedders, signals, writer or ClickHouseWriter(client),
-        cache=make_cache(settings.cache, client),
+        image_policy(settings.images, worker=worker), cache=make_cache(settings.cache, client),
         slicer=make_slicer(settings.slices, client), groups=make_groups(settings.groups, client),
     )  # fmt: skip
     return Parts(client, embedders, signals, pipeline)
@@ -156,8 +215,11 @@ class _WorkerParts:
             parts = (
                 self._build()
                 if self._build is not None
-                else make_parts(self._settings, make_client(self._settings.clickhouse))
+                else make_parts(self._settings, make_client(self._settings.clickhouse), worker=True)
             )
+            # Signals of another embedder are retrained before the first batch (this runs on
+            # the pipeline thread, ahead of any batch); later ones by `maintain`, between batches.
+            parts.signals.retrain_stale()
             self._client, self._signals = parts.client, parts.signals
             self._pipeline = parts.pipeline
         return self._pipeline
@@ -171,6 +233,18 @@ class _WorkerParts:
                           datetime.fromisoformat(d.failed_at))
             for d in letters
         ])  # fmt: skip
+
+    def maintain(self) -> None:
+        """Between batches: retrain signals of another embedder (one version per retrain)."""
+        self.pipeline()
+        assert self._signals is not None
+        self._signals.retrain_stale()
+
+    def accept_feedback(self, records: list[Feedback]) -> int:
+        """Store delayed feedback; join it with its events where they are stored."""
+        self.pipeline()
+        assert self._client is not None
+        return record_feedback(self._client, feedback_rows(records))
 
     def accept_signal(self, payload: bytes) -> str:
         """Store a signal published on the control topic; apply it from the next batch."""
@@ -206,8 +280,23 @@ def make_worker_app(
         retry_max_s=settings.worker.retry_max_s,
         shutdown_timeout_s=settings.worker.shutdown_timeout_s,
         control_topic=settings.kafka.control_topic,
+        otlp_topics=tuple(settings.kafka.otlp_topics),
+        otlp_mapping=OtlpMapping(
+            model_version_keys=tuple(settings.otlp.model_version_from),
+            default_version=settings.otlp.default_model_version,
+        ),
+        feedback_topic=settings.kafka.feedback_topic or None,
+        security=kafka_security(settings.kafka),
     )
+    # A wrong password stops the worker here, before it joins the group: nothing is consumed.
+    check_credentials(config.bootstrap, config.security)
     parts = _WorkerParts(settings, build)
     return build_app(
-        config, parts.pipeline, parts.accept_signal, parts.record_dead_letters, health=health
+        config,
+        parts.pipeline,
+        parts.accept_signal,
+        parts.record_dead_letters,
+        health=health,
+        maintenance=parts.maintain,
+        accept_feedback=parts.accept_feedback,
     )

@@ -90,6 +90,14 @@ def tiny_embedder() -> OpenClipEmbedder:
     return OpenClipEmbedder(model_name="telltale-tiny", pretrained=None, seed=0, batch_size=64)
 
 
+@pytest.fixture(scope="session")
+def minilm() -> Any:
+    """The bundled all-MiniLM-L6-v2 (real weights, offline): the default text embedder."""
+    from signals.text_embedder import SentenceEmbedder
+
+    return SentenceEmbedder()
+
+
 @pytest.fixture
 def chdb_path(tmp_path: Path) -> Path:
     return tmp_path / "chdb"

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from storage.discovery import ClusterRow, save_clusters
+from storage.feedback import FeedbackRow
 from storage.groups import GroupRow, save_group_rows
 from storage.registry import SignalRecord, save_signal
 from storage.releases import add_release
@@ -48,6 +49,16 @@ def seed(client: Any, now: datetime) -> None:
             CacheStatsRow(at, "prompt.text", "st/all-MiniLM-L6-v2/x/w256s192", 20, 8, 2, 2, 8)
         )
     ClickHouseWriter(client).write(batch)
+    # Delayed user feedback on every third event: negative where the signal flagged it.
+    # Inserted into the table only (not joined into the feedback.negative series), so the
+    # other panels' and rules' scenario stays as it was.
+    flagged = {s.event_id: s.flagged for s in batch.scores}
+    rows = [
+        FeedbackRow(f"fb-{e.event_id}", e.event_id, -1 if flagged[e.event_id] else 1, None,
+                    "thumbs", "u1", e.timestamp + timedelta(minutes=3)).values()
+        for e in batch.events if int(e.event_id[1:]) % 3 == 0
+    ]  # fmt: skip
+    client.insert("feedback", rows, column_names=list(FeedbackRow.COLUMNS))
 
     for name, threshold in SIGNALS.items():
         save_signal(

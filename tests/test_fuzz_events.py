@@ -459,8 +459,10 @@ def poison_mix() -> list[tuple[bytes, str]]:
         return payload, reason
 
     mix = [expect(p, r) for _, p, r in NAMED_REJECTS if len(p) < 1_000_000]
+    # The worker refuses local paths before opening them (TELLTALE_IMAGES_WORKER_LOCAL_FILES).
+    local = {"cannot read image file", "not a regular file"}
     mix += [
-        expect(image_event(i, ref), r)
+        expect(image_event(i, ref), "local image files are not allowed" if r in local else r)
         for i, (_, ref, r) in enumerate(BAD_IMAGES)
         if len(ref) < 900_000
     ]
@@ -472,7 +474,7 @@ def poison_mix() -> list[tuple[bytes, str]]:
     mix += [
         (image_event(100, "https://169.254.169.254/latest/meta-data/"), "not on the allow-list"),
         (image_event(103, "http://169.254.169.254/latest/meta-data/"), "scheme 'http' is not"),
-        (image_event(104, "file:///dev/zero"), "not a regular file"),
+        (image_event(104, "file:///dev/zero"), "local image files are not allowed"),
         (image_event(101, "https://localhost/secret.png"), "not on the allow-list"),
         (image_event(102, "ftp://example.com/a.png"), "scheme 'ftp' is not allowed"),
     ]

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from signals.bank import SignalBank
 from signals.errors import TrainingError
 from signals.open_clip_embedder import OpenClipEmbedder
-from signals.spec import EventRef, Examples, SignalSpec
+from signals.spec import EventRef, Examples, SignalSpec, load_spec
 from signals.training import fit_signal, train_signal
 from storage.queries import failure_rates, table_counts
 from storage.writer import ClickHouseWriter
@@ -43,8 +43,12 @@ def chat_events(n: int, rng: random.Random, every: int = 5) -> list[GenerationEv
     ]  # fmt: skip
 
 
-def store_events(ch: Any, embedder: OpenClipEmbedder, events: list[GenerationEvent]) -> None:
-    pipeline = Pipeline(embedder, LiveSignals(ch, embedder.id, 0), ClickHouseWriter(ch))
+def store_events(ch: Any, embedder: Any, events: list[GenerationEvent]) -> None:
+    """Through the pipeline, with one open_clip embedder or per-field embedders."""
+    from signals.embedders import as_field_embedders
+
+    ids = as_field_embedders(embedder).ids
+    pipeline = Pipeline(embedder, LiveSignals(ch, ids, 0), ClickHouseWriter(ch))
     assert pipeline.process(events).written == len(events)
 
 
@@ -110,8 +114,12 @@ def test_signal_of_another_embedder_is_retrained_automatically(
         negative=tuple(neutral_text(rng) for _ in range(4))))  # fmt: skip
     save_fitted(ch, train_signal(spec, other))
     live = LiveSignals(ch, tiny_embedder.id, 0, retrain=retrainer(ch, tiny_embedder))
+    # the batch path only notes the stale signal; training happens between batches
+    assert live().signals == () and [s.version for s in live.stale] == [1]
+    [retrained] = live.retrain_stale()
     bank = live()
     [signal] = bank.signals
+    assert signal == retrained
     assert (signal.version, signal.embedder_id) == (2, tiny_embedder.id)
     rows = ch.query("SELECT version, author FROM signals ORDER BY version").result_rows
     assert rows == [(1, ""), (2, "auto-retrain from v1")]
@@ -165,14 +173,16 @@ def test_suggest_finds_uncertain_and_similar_events(
 
 
 def test_cli_signal_workflow(tiny_env: dict[str, str], tmp_path: Path,
-                             tiny_embedder: OpenClipEmbedder) -> None:  # fmt: skip
+                             tiny_embedder: OpenClipEmbedder, minilm: Any) -> None:  # fmt: skip
+    from signals.embedders import FieldEmbedders
     from storage.client import connect
     from storage.migrate import migrate
 
     db = tmp_path / "db"
     client = connect(f"chdb://{db}")
     migrate(client)
-    store_events(client, tiny_embedder, chat_events(30, random.Random(8)))
+    # stored as the CLI embeds: text with the default MiniLM, images with the tiny CLIP
+    store_events(client, FieldEmbedders(tiny_embedder, minilm), chat_events(30, random.Random(8)))
     client.close()
     runner = CliRunner()
 
@@ -192,7 +202,8 @@ def test_cli_signal_workflow(tiny_env: dict[str, str], tmp_path: Path,
     suggestions = run("signals", "suggest", "stock_advice", "--limit", "3")["suggestions"]
     assert suggestions
     labelled = run("signals", "label", "stock_advice", suggestions[0]["event_id"], "--negative")
-    assert labelled["version"] == 2 and labelled["n_negative"] == 7
+    negatives = len(load_spec(spec).examples.negative)
+    assert labelled["version"] == 2 and labelled["n_negative"] == negatives + 1
     assert run("signals", "rm", "stock_advice") == {"removed": "stock_advice"}
     assert run("signals", "list")["signals"] == []
     bad = runner.invoke(app, ["signals", "eval", "missing", "--clickhouse", f"chdb://{db}"])

@@ -32,11 +32,6 @@ EVAL_SET = Path(__file__).resolve().parents[1] / "bench" / "data" / "chat_eval.j
 
 
 @pytest.fixture(scope="session")
-def minilm() -> SentenceEmbedder:
-    return SentenceEmbedder()
-
-
-@pytest.fixture(scope="session")
 def field_embedders(tiny_embedder: OpenClipEmbedder, minilm: SentenceEmbedder) -> FieldEmbedders:
     return FieldEmbedders(tiny_embedder, minilm)
 

@@ -263,3 +263,72 @@ def test_worker_end_to_end_exactly_once_with_dead_letters(
         assert recorded == [(topic, N_BAD, N_BAD)]  # with their reasons, none lost
     finally:
         client.close()
+
+
+@pytest.mark.slow
+def test_worker_halts_on_a_misconfigured_database_without_committing_or_dead_lettering(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A column the worker writes is gone (the schema is behind the code): the real worker
+    logs one clear line, stays up without committing, dead-letters nothing (not even the
+    undecodable payload of that batch), and after the fix and a restart stores everything."""
+    topic = f"generations-{uuid.uuid4().hex[:8]}"
+    dlq = f"{topic}.dlq"
+    group = f"telltale-test-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin.create_topics([NewTopic(topic, 1, 1), NewTopic(dlq, 1, 1)])
+    admin.close()
+    db = tmp_path / "db"
+    client = connect(f"chdb://{db}")
+    migrate(client)
+    client.command("ALTER TABLE events DROP COLUMN session_id")
+    client.close()
+    env = {**os.environ, **TINY_ENV, "TELLTALE_KAFKA_TOPIC": topic,
+           "TELLTALE_KAFKA_DLQ_TOPIC": dlq, "TELLTALE_KAFKA_GROUP_ID": group,
+           "TELLTALE_KAFKA_SESSION_TIMEOUT_S": "6", "TELLTALE_KAFKA_PARTITIONS": "1"}  # fmt: skip
+    command = [sys.executable, "-m", "telltale.cli", "worker", "--clickhouse", f"chdb://{db}",
+               "--kafka", kafka_bootstrap]  # fmt: skip
+    events, _, _ = planted_events()
+    with Emitter(kafka_bootstrap, topic) as emitter:
+        for payload in events[:50]:
+            emitter.emit(validate_event(payload))
+        emitter.emit_raw(b"{broken", key="bad")
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while "storage is misconfigured" not in log_path.read_text(errors="replace"):
+                assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
+                assert time.monotonic() < deadline, "the worker never reported the fault"
+                time.sleep(0.5)
+            time.sleep(5)  # several commit intervals: nothing may be committed
+            assert proc.poll() is None  # up, for its health check to report the failure
+            assert committed(kafka_bootstrap, group, topic) == 0
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    output = log_path.read_text(errors="replace")
+    assert output.count("storage is misconfigured") == 1, output[-3000:]
+    assert "Unrecognized column 'session_id'" in output
+    assert "Traceback" not in output
+    assert read_topic(kafka_bootstrap, dlq, 1, timeout=5) == []
+
+    client = connect(f"chdb://{db}")  # the operator fixes the schema
+    client.command("ALTER TABLE events ADD COLUMN session_id String DEFAULT ''")
+    client.close()
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            wait_committed(kafka_bootstrap, group, topic, 51, proc)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    assert len(read_topic(kafka_bootstrap, dlq, 1)) == 1
+    client = connect(f"chdb://{db}")
+    try:
+        assert table_counts(client).events == 50
+    finally:
+        client.close()
