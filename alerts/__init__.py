@@ -5,9 +5,12 @@ snapshots and :class:`Detection` records; the monitor loop that reads ClickHouse
 ``detections`` table sits on top.
 
 * :class:`ReleaseSpikeDetector` — anytime-valid mixture SPRT, new version vs concurrent baseline.
-* :class:`BernoulliCusum` — slow degradation within a version, threshold calibrated to an ARL.
-* :class:`PromptDriftDetector` — MMD permutation tests on prompt embeddings, with
-  :func:`explain_drift` to say which kinds of prompts grew.
+* :class:`SeasonalCusum` — slow degradation within a version: a quasi-likelihood CUSUM against an
+  hour-of-day × weekday/weekend profile learned from history (:class:`SeasonalProfile`).
+* :class:`BernoulliCusum` — the fixed-rate CUSUM, threshold calibrated to an ARL by simulation.
+* :class:`PromptDriftDetector` — MMD permutation tests on prompt embeddings (permuting users or
+  sessions as wholes), with :func:`explain_drift` to say which kinds of prompts grew and
+  :class:`DriftHysteresis` to make one sustained shift one incident.
 * :class:`FixedHorizonZTest` — the naive repeated z-test, kept as a benchmark baseline only.
 """
 
@@ -17,11 +20,14 @@ from alerts.base import Detection, Detector
 from alerts.degradation import (
     BernoulliCusum,
     CusumState,
+    SeasonalCusum,
+    SeasonalCusumState,
     calibrate_cusum_threshold,
     crossover_rate,
 )
 from alerts.drift import (
     ClusterShift,
+    DriftHysteresis,
     DriftState,
     MMDTestResult,
     PromptDriftDetector,
@@ -32,6 +38,7 @@ from alerts.drift import (
 )
 from alerts.fixed_horizon import FixedHorizonZTest, ZTestState, two_proportion_z_test
 from alerts.release_spike import ReleaseSpikeDetector, ReleaseSpikeState, rate_confidence_sequence
+from alerts.seasonal import SeasonalProfile, fit_seasonal_profile
 
 __all__ = [
     "BernoulliCusum",
@@ -39,16 +46,21 @@ __all__ = [
     "CusumState",
     "Detection",
     "Detector",
+    "DriftHysteresis",
     "DriftState",
     "FixedHorizonZTest",
     "MMDTestResult",
     "PromptDriftDetector",
     "ReleaseSpikeDetector",
     "ReleaseSpikeState",
+    "SeasonalCusum",
+    "SeasonalCusumState",
+    "SeasonalProfile",
     "ZTestState",
     "calibrate_cusum_threshold",
     "crossover_rate",
     "explain_drift",
+    "fit_seasonal_profile",
     "median_heuristic_bandwidth",
     "mmd2_unbiased",
     "mmd_permutation_test",

@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
-__all__ = ["Detection", "Detector"]
+if TYPE_CHECKING:
+    from alerts.tracks.span import Span
+
+__all__ = ["Detection", "Detector", "Track"]
 
 StateT_co = TypeVar("StateT_co", covariant=True)
 
@@ -85,4 +88,31 @@ class Detector(Protocol[StateT_co]):
 
     def reset(self) -> None:
         """Forget everything seen so far, as if freshly constructed with the same arguments."""
+        ...
+
+
+@runtime_checkable
+class Track(Protocol):
+    """One detector kind inside the engine: its detectors, what they are fed, when they clear.
+
+    The engine reads a span of stored minutes once and hands it to every track in turn
+    (:class:`~alerts.tracks.span.Span`: the counts, the releases, the detection book). A track
+    keeps one detector per monitored series, feeds each the observations of the span in time
+    order, and records alarms and resolutions in the span's book. Each track has its own settings
+    model (:mod:`alerts.settings`), and wraps its detector through the detector's public interface
+    only.
+    """
+
+    @property
+    def name(self) -> str:
+        """The detector name written to the ``detections`` table."""
+        ...
+
+    @property
+    def series(self) -> int:
+        """How many series the track follows now."""
+        ...
+
+    def advance(self, span: Span) -> None:
+        """Feed every minute of ``span`` (``[span.start, span.until)``) to the detectors."""
         ...

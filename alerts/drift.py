@@ -18,8 +18,10 @@ or shrank, with examples an on-call engineer can read.
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -28,15 +30,21 @@ from alerts.base import Detection
 
 __all__ = [
     "ClusterShift",
+    "DriftHysteresis",
     "DriftState",
     "MMDTestResult",
     "PromptDriftDetector",
+    "collapse_repeats",
+    "count_window_start",
     "explain_drift",
+    "look_level",
     "median_heuristic_bandwidth",
     "mmd2_unbiased",
     "mmd_permutation_test",
+    "seasonal_reference_spans",
 ]
 
+_DAY = timedelta(days=1)
 _PERMUTATION_CHUNK = 1000  # bounds the memory of the (n, chunk) indicator matrix
 
 
@@ -110,8 +118,19 @@ def mmd_permutation_test(
     seed: int = 0,
     bandwidth: float | None = None,
     stop_after: int | None = None,
+    *,
+    reference_units: Sequence[Hashable] | None = None,
+    recent_units: Sequence[Hashable] | None = None,
 ) -> MMDTestResult:
     """Permutation test of "reference and recent come from the same distribution".
+
+    With ``reference_units`` / ``recent_units`` (one label per row, e.g. the user or session
+    that sent the prompt) whole *units* are permuted instead of single prompts: all rows of one
+    unit in one window move together. The null hypothesis is then that the windows' units are
+    exchangeable, which stays true when one user sends thirty near-identical retries: the
+    permutation distribution moves that block around too, so a single user cannot make a window
+    look drifted. A unit seen in both windows forms one block per window. Rows without a label
+    of their own should be given a unique one (each is then its own unit).
 
     The p-value ``(1 + #{permuted MMD^2 >= observed}) / (1 + n_permutations)`` is exactly valid
     (never anti-conservative); its smallest possible value is ``1 / (1 + n_permutations)``.
@@ -135,6 +154,7 @@ def mmd_permutation_test(
     y = _as_matrix(recent, "recent")
     kernel, used_bandwidth = _pooled_kernel(x, y, bandwidth)
     n, m = len(x), len(y)
+    blocks = _unit_blocks(n, m, reference_units, recent_units)
     observed_in_x = np.zeros(n + m)
     observed_in_x[:n] = 1.0
     row_sums = kernel.sum(axis=1)
@@ -147,8 +167,19 @@ def mmd_permutation_test(
     done = exceed = 0
     while done < n_permutations:
         size = min(chunk, n_permutations - done)
-        indicators = rng.permuted(np.tile(observed_in_x, (size, 1)), axis=1).T
-        hits = _mmd2_from_indicators(kernel, indicators, n, m, row_sums) >= bar
+        if blocks is None:
+            indicators = rng.permuted(np.tile(observed_in_x, (size, 1)), axis=1).T
+            hits = _mmd2_from_indicators(kernel, indicators, n, m, row_sums) >= bar
+        else:
+            block_of_row, x_blocks = blocks
+            block_in_x = np.zeros(int(block_of_row.max()) + 1)
+            block_in_x[:x_blocks] = 1.0
+            drawn = rng.permuted(np.tile(block_in_x, (size, 1)), axis=1)
+            indicators = drawn[:, block_of_row].T
+            sizes_x = indicators.sum(axis=0)
+            hits = (
+                _mmd2_from_indicators(kernel, indicators, sizes_x, n + m - sizes_x, row_sums) >= bar
+            )
         if stop_after is not None and exceed + int(hits.sum()) >= stop_after:
             used = done + int(np.flatnonzero(hits)[stop_after - exceed - 1]) + 1
             return MMDTestResult(observed, stop_after / used, used_bandwidth, used)
@@ -171,7 +202,8 @@ def explain_drift(
     k-means (scikit-learn, seeded) runs on reference and recent together, so the clusters are
     the same for both; a cluster whose share grew is a kind of prompt that is new or more common.
     Clusters are returned by ``change``, largest growth first, each with the members nearest its
-    centroid as examples.
+    centroid as examples. Examples are distinct prompts: rows with the same embedding (the same
+    prompt sent again, a retry) are shown once.
     """
     from sklearn.cluster import KMeans  # heavy import, needed only when an alarm is explained
 
@@ -190,7 +222,7 @@ def explain_drift(
         for offset, size in ((0, len(x)), (len(x), len(y))):
             members = np.flatnonzero(labels[offset : offset + size] == cluster)
             nearest = members[np.argsort(distances[offset + members], kind="stable")]
-            examples.append(tuple(int(i) for i in nearest[:n_examples]))
+            examples.append(_distinct(pooled, offset, nearest, n_examples))
         reference_share = float(np.mean(labels[: len(x)] == cluster))
         recent_share = float(np.mean(labels[len(x) :] == cluster))
         shifts.append(
@@ -219,7 +251,8 @@ class PromptDriftDetector:
     ``stop_after`` ends a look early once that many permutations beat the observed statistic
     (see :func:`mmd_permutation_test`), which makes looks without drift cheap. On a look that
     fires, :func:`explain_drift` with ``explain_clusters`` clusters is run and attached to the
-    state (``explain_clusters=0`` turns it off).
+    state (``explain_clusters=0`` turns it off). ``level`` overrides the per-look level (see
+    :func:`look_level` for a look whose window replaces several scheduled ones).
     """
 
     name = "prompt_drift"
@@ -232,12 +265,16 @@ class PromptDriftDetector:
         seed: int = 0,
         explain_clusters: int = 8,
         stop_after: int | None = 20,
+        *,
+        level: float | None = None,
     ) -> None:
         if not 0.0 < alpha < 1.0:
             raise ValueError("alpha must be in (0, 1)")
         if horizon_looks < 1:
             raise ValueError("horizon_looks must be >= 1")
-        level = alpha / horizon_looks
+        if level is not None and not 0.0 < level <= alpha:
+            raise ValueError("level must be in (0, alpha]")
+        level = alpha / horizon_looks if level is None else level
         if 1.0 / (1.0 + n_permutations) > level:
             raise ValueError(
                 f"n_permutations={n_permutations} cannot reach the per-look level {level:.2g}; "
@@ -260,16 +297,26 @@ class PromptDriftDetector:
     def state(self) -> DriftState | None:
         return self._state
 
-    def update(self, reference: ArrayLike, recent: ArrayLike) -> DriftState:
-        """Run one look: test ``recent`` against ``reference`` and return its result."""
+    def update(
+        self,
+        reference: ArrayLike,
+        recent: ArrayLike,
+        reference_units: Sequence[Hashable] | None = None,
+        recent_units: Sequence[Hashable] | None = None,
+    ) -> DriftState:
+        """Run one look: test ``recent`` against ``reference`` and return its result.
+
+        With unit labels (user or session per row) whole units are permuted (see
+        :func:`mmd_permutation_test`)."""
         x = _as_matrix(reference, "reference")
         y = _as_matrix(recent, "recent")
         look = self._look + 1
         # One independent, reproducible stream of permutations per look.
         seed = int(np.random.SeedSequence([self.seed, look]).generate_state(1)[0])
         result = mmd_permutation_test(
-            x, y, self.n_permutations, seed=seed, stop_after=self.stop_after
-        )
+            x, y, self.n_permutations, seed=seed, stop_after=self.stop_after,
+            reference_units=reference_units, recent_units=recent_units,
+        )  # fmt: skip
         fired = result.p_value <= self.level
         explanation = None
         if fired and self.explain_clusters > 0:
@@ -319,6 +366,149 @@ class PromptDriftDetector:
                 ],
             },
         )
+
+
+def _distinct(
+    pooled: NDArray[np.float64], offset: int, ordered: NDArray[np.intp], limit: int
+) -> tuple[int, ...]:
+    """The first ``limit`` indices of ``ordered`` whose rows (at ``offset + i``) differ."""
+    seen: set[bytes] = set()
+    chosen: list[int] = []
+    for i in ordered:
+        key = np.round(pooled[offset + int(i)], 6).tobytes()
+        if key in seen:
+            continue
+        seen.add(key)
+        chosen.append(int(i))
+        if len(chosen) == limit:
+            break
+    return tuple(chosen)
+
+
+def collapse_repeats(vectors: ArrayLike, units: Sequence[Hashable]) -> list[int]:
+    """Indices of the rows to keep when repeats of one prompt by one unit count once.
+
+    A row is a repeat when an earlier row of the same unit has the same embedding (rounded to six
+    decimals): a client retrying the same request. Different units sending the same prompt are
+    all kept (that *is* a shift in what users ask).
+    """
+    matrix = np.asarray(vectors, dtype=np.float64)
+    if len(matrix) != len(units):
+        raise ValueError("one unit label per row is needed")
+    rounded = np.round(matrix, 6)
+    seen: set[tuple[Hashable, bytes]] = set()
+    keep = []
+    for i, unit in enumerate(units):
+        key = (unit, rounded[i].tobytes())
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return keep
+
+
+def seasonal_reference_spans(
+    start: datetime,
+    end: datetime,
+    days: int,
+    *,
+    before: datetime | None = None,
+    reach_days: int = 14,
+) -> list[tuple[datetime, datetime]]:
+    """The same clock hours as ``[start, end)`` on ``days`` previous days, newest first.
+
+    This is the reference for a product whose topics follow the time of day (support questions
+    by day, creative writing at night), so a daily cycle is not mistaken for drift. With
+    ``before`` (when an open drift incident began) only days whose span ends by then are used,
+    reaching back at most ``reach_days``: while an incident is open the window is compared with
+    how prompts looked *before* it, so a sustained shift is not slowly absorbed into its own
+    reference and re-opened as a second incident a day later.
+    """
+    if days < 1 or reach_days < days:
+        raise ValueError("need 1 <= days <= reach_days")
+    if end <= start:
+        raise ValueError("the window must have a positive length")
+    spans = []
+    for d in range(1, reach_days + 1):
+        span = (start - d * _DAY, end - d * _DAY)
+        if before is not None and span[1] > before:
+            continue
+        spans.append(span)
+        if len(spans) == days:
+            break
+    return spans
+
+
+def count_window_start(
+    end: datetime, pending: datetime | None, recent: timedelta, longest: timedelta
+) -> datetime:
+    """Start of the recent window that ends at ``end``.
+
+    The window covers at least ``recent`` and reaches back to ``pending``, the end of the last
+    window that was tested, when that is earlier: at low traffic a look with too few prompts is
+    skipped and its prompts stay in the next window, so windows hold a *count* of prompts (at
+    least the minimum) rather than a fixed hour. ``longest`` caps how far back a window reaches.
+    """
+    start = end - recent if pending is None else min(end - recent, pending)
+    return max(start, end - longest)
+
+
+def look_level(alpha: float, horizon_looks: int, window: timedelta, every: timedelta) -> float:
+    """Significance level of one look whose recent window spans ``window``.
+
+    Looks are scheduled every ``every`` and budgeted ``alpha`` per ``horizon_looks`` of them
+    (Bonferroni). A count window that waited for prompts spans several schedule slots and
+    replaces the looks that were skipped, so it gets their share too:
+    ``alpha / horizon_looks * window / every`` (at most ``alpha``). Recent windows never
+    overlap, so the levels of the looks within any ``horizon_looks * every`` still sum to at
+    most ``alpha``, and ~10 prompts an hour are tested at a useful level.
+    """
+    slots = max(1.0, window / every)
+    return min(alpha, alpha / horizon_looks * slots)
+
+
+_LookOutcome = Literal["opened", "continuing", "resolved", "quiet"]
+
+
+class DriftHysteresis:
+    """Turns per-look verdicts into incidents: open on strong evidence, close on lasting calm.
+
+    An incident opens on a look that fires (its p-value at or below the per-look level, a strong
+    threshold), stays open through looks whose p-value is at most ``clean_level`` (a much
+    weaker one: the shift is still visible), and resolves only after ``clean_looks`` consecutive
+    looks above ``clean_level``. A sustained shift whose p-values hover around the per-look level
+    is therefore one incident, not one per crossing.
+
+    >>> h = DriftHysteresis(clean_level=0.05, clean_looks=2)
+    >>> [h.update(f, p) for f, p in [(True, 1e-5), (False, 0.01), (False, 0.3), (True, 1e-6),
+    ...                              (False, 0.5), (False, 0.4)]]
+    ['opened', 'continuing', 'continuing', 'continuing', 'continuing', 'resolved']
+    """
+
+    def __init__(self, clean_level: float = 0.05, clean_looks: int = 3, *, is_open: bool = False):
+        if not 0.0 < clean_level < 1.0:
+            raise ValueError("clean_level must be in (0, 1)")
+        if clean_looks < 1:
+            raise ValueError("clean_looks must be >= 1")
+        self.clean_level = clean_level
+        self.clean_looks = clean_looks
+        self.is_open = is_open
+        self.clean_streak = 0
+
+    def update(self, fired: bool, p_value: float) -> _LookOutcome:
+        """Consume one look's verdict and say what happened to the incident."""
+        if not self.is_open:
+            if fired:
+                self.is_open, self.clean_streak = True, 0
+                return "opened"
+            return "quiet"
+        if fired or p_value <= self.clean_level:
+            self.clean_streak = 0
+            return "continuing"
+        self.clean_streak += 1
+        if self.clean_streak >= self.clean_looks:
+            self.is_open, self.clean_streak = False, 0
+            return "resolved"
+        return "continuing"
 
 
 def _as_matrix(data: ArrayLike, name: str) -> NDArray[np.float64]:
@@ -381,8 +571,8 @@ def _pooled_kernel(
 def _mmd2_from_indicators(
     kernel: NDArray[np.float64],
     in_x: NDArray[np.float64],
-    n: int,
-    m: int,
+    n: int | NDArray[np.float64],
+    m: int | NDArray[np.float64],
     row_sums: NDArray[np.float64] | None = None,
 ) -> NDArray[np.float64]:
     """Unbiased ``MMD^2`` for each column of ``in_x`` (1 marks the rows assigned to ``x``).
@@ -390,7 +580,16 @@ def _mmd2_from_indicators(
     With ``K`` the zero-diagonal kernel, ``a`` an indicator and ``r = K 1``: the within-x sum is
     ``a'Ka``, the cross sum ``a'r - a'Ka`` and the within-y sum ``1'r - 2a'r + a'Ka``, so all
     permutations cost one matrix product. Pass ``row_sums`` (``r``) when calling repeatedly.
+    ``n`` and ``m`` may be per-column arrays (unit permutations move blocks of unequal size);
+    a column that leaves fewer than two rows on a side gets ``+inf`` (counted as exceeding the
+    observed value, which keeps the p-value conservative).
     """
+    n = np.asarray(n, dtype=np.float64)
+    m = np.asarray(m, dtype=np.float64)
+    degenerate = (n < 2) | (m < 2)
+    if np.any(degenerate):
+        n = np.where(degenerate, 2.0, n)
+        m = np.where(degenerate, 2.0, m)
     if row_sums is None:
         row_sums = kernel.sum(axis=1)
     total = float(row_sums.sum())
@@ -398,7 +597,32 @@ def _mmd2_from_indicators(
     to_rest = row_sums @ in_x
     cross = to_rest - within_x
     within_y = total - 2.0 * to_rest + within_x
-    result: NDArray[np.float64] = (
-        within_x / (n * (n - 1)) + within_y / (m * (m - 1)) - 2.0 * cross / (n * m)
+    result: NDArray[np.float64] = np.where(
+        degenerate,
+        np.inf,
+        within_x / (n * (n - 1)) + within_y / (m * (m - 1)) - 2.0 * cross / (n * m),
     )
     return result
+
+
+def _unit_blocks(
+    n: int,
+    m: int,
+    reference_units: Sequence[Hashable] | None,
+    recent_units: Sequence[Hashable] | None,
+) -> tuple[NDArray[np.int64], int] | None:
+    """Block number of every pooled row (reference blocks first) and the number of reference
+    blocks, or ``None`` when no units were given (every row its own unit)."""
+    if reference_units is None and recent_units is None:
+        return None
+    if reference_units is None or recent_units is None:
+        raise ValueError("give units for both windows or for neither")
+    if len(reference_units) != n or len(recent_units) != m:
+        raise ValueError("one unit label per row is needed in each window")
+    codes: dict[tuple[int, Hashable], int] = {}
+    block = np.empty(n + m, dtype=np.int64)
+    for side, labels, offset in ((0, reference_units, 0), (1, recent_units, n)):
+        for i, label in enumerate(labels):
+            block[offset + i] = codes.setdefault((side, label), len(codes))
+    x_blocks = sum(1 for side, _ in codes if side == 0)
+    return block, x_blocks

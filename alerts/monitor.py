@@ -4,11 +4,20 @@ Each cycle
 
 1. registers a release (``source='auto'``, at the version's first event) for every
    (model, version) seen in ``events`` without a ``releases`` row;
-2. advances the :class:`~alerts.engine.DetectionEngine` over the minutes that closed since the
-   last cycle (a minute counts as closed ``settle_s`` after it ended, so late events land first);
-3. writes the changed detections, then sends what the webhook still owes: each firing once, and
+2. measures the ingest lag (``ingested_at - timestamp`` of the last hour's events) and lets a
+   minute settle for its p99 (at least ``settle_s``, at most ``settle_max_s``) before it is
+   processed, so the rows that usually arrive late are in when it is read; the p99 is in the
+   cycle report and the cycle's log line;
+3. if rows landed since the last cycle in minutes the detectors already processed (later than
+   the p99), or a caller said so through :meth:`Monitor.request_rewind`, rebuilds the
+   detectors' state from storage (as after a failed cycle): the late rows are then counted
+   where they belong, and the detection book keeps what was already recorded from opening or
+   paging twice;
+4. advances the :class:`~alerts.engine.DetectionEngine` over the minutes that settled since the
+   last cycle (lagged baselines are read as of the same lateness as the live minutes);
+5. writes the changed detections, then sends what the webhook still owes: each firing once, and
    a resolve message once when it clears, marking ``notified`` after every delivery;
-4. logs how long it took (``monitor cycle ... in 0.42 s``) for the pipeline-health view.
+6. logs how long it took (``monitor cycle ... in 0.42 s``) for the pipeline-health view.
 
 A monitor that starts (or restarts) replays ``lookback_minutes`` of history to rebuild its
 detectors' state; :class:`~alerts.state.DetectionBook` makes sure the alarms of that replay do not
@@ -33,6 +42,7 @@ from alerts.notify import Notifier
 from alerts.settings import MonitorSettings, NotifySettings
 from alerts.state import ClickHouseStore, DetectionBook
 from storage.releases import Release, add_release, list_releases, unreleased_versions
+from storage.series import IngestLag, ingest_lag, ingest_watermark, late_rows
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -59,6 +69,10 @@ class CycleReport:
     data_until: datetime
     registered: list[Release] = field(default_factory=list)
     engine: EngineReport = field(default_factory=EngineReport)
+    ingest_lag: IngestLag | None = None
+    settle_s: float = 0.0
+    late_rows: int = 0
+    recomputed: bool = False
     notifications_sent: int = 0
     notification_failures: int = 0
     open_detections: int = 0
@@ -77,6 +91,10 @@ class CycleReport:
                 for r in self.registered
             ],
             **self.engine.as_dict(),
+            "ingest_lag": self.ingest_lag.as_dict() if self.ingest_lag else None,
+            "settle_s": self.settle_s,
+            "late_rows": self.late_rows,
+            "recomputed": self.recomputed,
             "notifications_sent": self.notifications_sent,
             "notification_failures": self.notification_failures,
             "open_detections": self.open_detections,
@@ -108,6 +126,7 @@ class Monitor:
         self._store = ClickHouseStore(client)
         self._book: DetectionBook | None = None
         self._engine: DetectionEngine | None = None
+        self._watermark: datetime | None = None
         self._rewind = threading.Event()
         self._seen_until: datetime | None = None
 
@@ -123,10 +142,12 @@ class Monitor:
     def request_rewind(self) -> None:
         """Rebuild the detectors from storage at the start of the next cycle.
 
-        For events stored after their minute was already processed (a replay of old logs into
-        a running monitor, a worker that caught up on a backlog): the rebuild replays
-        ``lookback_minutes`` of history, and the :class:`DetectionBook` keeps what is already
-        recorded from opening or paging twice. Safe to call from any thread.
+        For events stored after their minute was already processed, when the caller knows it
+        (``telltale serve --all`` replaying old logs into a running monitor). The monitor also
+        finds such rows itself through the ``ingested_at`` watermark (``late_rows``); either
+        way the rebuild replays ``lookback_minutes`` of history, and the
+        :class:`DetectionBook` keeps what is already recorded from opening or paging twice.
+        Safe to call from any thread.
         """
         self._rewind.set()
 
@@ -134,22 +155,40 @@ class Monitor:
         """One cycle, with data up to ``now`` (default: the clock) less the settle time."""
         started = time.perf_counter()
         now = (now or self._clock()).astimezone(UTC)
-        until = floor_minute(now - timedelta(seconds=self._settings.settle_s))
-        report = CycleReport(started_at=self._clock(), data_until=until)
+        s = self._settings
         try:
+            lag = ingest_lag(self._client, now, cap_s=s.backfill_after_s)
+            settle = min(max(s.settle_s, lag.p99_s or 0.0), max(s.settle_s, s.settle_max_s))
+            until = floor_minute(now - timedelta(seconds=settle))
+            report = CycleReport(started_at=self._clock(), data_until=until, ingest_lag=lag,
+                                 settle_s=round(settle, 3))  # fmt: skip
+            report.registered = register_new_releases(self._client)
+            watermark = ingest_watermark(self._client)
             if self._rewind.is_set():
                 self._rewind.clear()
-                self._book, self._engine = None, None
-                log.info("rebuilding the detectors from storage (events arrived late)")
-            report.registered = register_new_releases(self._client)
+                if self._engine is not None:
+                    log.info("rebuilding the detectors from storage (events arrived late)")
+                    self._book, self._engine = None, None
+                    report.recomputed = True
+            elif self._engine is not None and self._watermark is not None:
+                since = self._engine.position - timedelta(minutes=s.lookback_minutes)
+                report.late_rows = late_rows(
+                    self._client, self._watermark, self._engine.position, since
+                )
+                if report.late_rows:
+                    log.info("%d late rows landed in processed minutes: recomputing",
+                             report.late_rows)  # fmt: skip
+                    self._book, self._engine = None, None
+                    report.recomputed = True
+            self._watermark = watermark
             if self._book is None or self._engine is None:
                 self._book = DetectionBook(self._store)
-                start = until - timedelta(minutes=self._settings.lookback_minutes)
+                start = until - timedelta(minutes=s.lookback_minutes)
                 self._engine = DetectionEngine(
-                    self._client, self._settings, self._book, self._store, start=start,
-                    drift_catchup_looks=self._settings.drift_catchup_looks,
+                    self._client, s, self._book, self._store, start=start,
+                    drift_catchup_looks=s.drift_catchup_looks,
                 )  # fmt: skip
-            report.engine = self._engine.advance(until, list_releases(self._client))
+            report.engine = self._engine.advance(until, list_releases(self._client), read_at=now)
             seen = self._seen_until
             self._seen_until = until if seen is None else max(seen, until)
             self._book.flush()
@@ -158,17 +197,21 @@ class Monitor:
             report.open_detections = len(self._book.open_rows())
         except Exception:
             # Half-fed detectors must not be fed the same minutes again: rebuild from storage.
-            self._book, self._engine = None, None
+            self._book, self._engine, self._watermark = None, None, None
             raise
         finally:
-            report.duration_s = time.perf_counter() - started
+            duration = time.perf_counter() - started
+        report.duration_s = duration
         log.info(
             "monitor cycle up to %s in %.3f s: %d opened, %d resolved, %d drift looks, "
-            "%d notifications sent, %d open",
+            "%d notifications sent, %d open; ingest lag p99 %s s (settle %.0f s), "
+            "%d late rows%s, %d degenerate signals skipped",
             until.isoformat(), report.duration_s, len(report.engine.opened),
             len(report.engine.resolved), report.engine.drift_looks, report.notifications_sent,
             report.open_detections,
-            extra={"monitor_cycle_s": report.duration_s},
+            "n/a" if lag.p99_s is None else f"{lag.p99_s:.1f}", settle, report.late_rows,
+            " (recomputed)" if report.recomputed else "", len(report.engine.skipped_signals),
+            extra={"monitor_cycle_s": report.duration_s, "ingest_lag_p99_s": lag.p99_s},
         )  # fmt: skip
         return report
 

@@ -10,16 +10,84 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["PAGERDUTY_EVENTS_URL", "MonitorSettings", "NotifySettings"]
+__all__ = [
+    "PAGERDUTY_EVENTS_URL",
+    "CusumSettings",
+    "DriftSettings",
+    "MonitorSettings",
+    "NotifySettings",
+    "SpikeSettings",
+]
+
+_DAY = 1_440
+
+
+class SpikeSettings(BaseModel):
+    """The release test's own settings (built from ``TELLTALE_MONITOR_SPIKE_*``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    alpha: float
+    mixture_tau: float
+    horizon_minutes: int
+    baseline_lags_minutes: tuple[int, ...]
+    weekend_days: tuple[int, ...]
+    concurrent_window_minutes: int
+    bucket_min_events: int
+    history_days: int
+    icc_prior: float
+    day_cv_floor: float
+
+
+class CusumSettings(BaseModel):
+    """The slow-degradation CUSUM's own settings (``TELLTALE_MONITOR_CUSUM_*``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    delta: float
+    arl0_minutes: float
+    min_history_minutes: int
+    min_failures: int
+    history_minutes: int
+    idle_drop_minutes: int
+    seed: int
+
+
+class DriftSettings(BaseModel):
+    """The prompt-drift test's own settings (``TELLTALE_MONITOR_DRIFT_*``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str
+    every_minutes: int
+    recent_minutes: int
+    longest_window_minutes: int
+    reference_days: int
+    reference_minutes: int
+    recent_sample: int
+    reference_sample: int
+    min_prompts: int
+    alpha: float
+    horizon_looks: int
+    permutations: int
+    clusters: int
+    clean_level: float
+    clean_looks: int
+    seed: int
+
 
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
 
 class MonitorSettings(BaseSettings):
-    """How the monitor schedules its work and tunes its three detectors."""
+    """How the monitor schedules its work and tunes its three detectors.
+
+    The fields are flat so that each is one environment variable; :attr:`spike`, :attr:`cusum`
+    and :attr:`drift` hand each detector's track its own settings model.
+    """
 
     model_config = SettingsConfigDict(env_prefix="TELLTALE_MONITOR_", extra="ignore")
 
@@ -27,7 +95,22 @@ class MonitorSettings(BaseSettings):
     settle_s: float = Field(
         default=120.0,
         ge=0,
-        description="a minute is processed once it ended this long ago (late events settle)",
+        description="a minute is processed at least this long after it ended; the monitor "
+        "waits longer when the measured p99 ingest lag is longer",
+    )
+    settle_max_s: float = Field(
+        default=1_800.0, ge=0, description="the most the measured ingest lag may delay a minute"
+    )
+    backfill_after_s: float = Field(
+        default=86_400.0,
+        gt=0,
+        description="rows this much later than their timestamp are back-fills, not late rows",
+    )
+    unit_repeat_window_minutes: int = Field(
+        default=10,
+        ge=1,
+        description="repeats of one request (same session or user, same prompt) within this "
+        "window count as one unit",
     )
     lookback_minutes: int = Field(
         default=10_080,
@@ -48,26 +131,73 @@ class MonitorSettings(BaseSettings):
         default=10_080, ge=1, description="how long after a release its test keeps running"
     )
     spike_baseline_lags_minutes: list[int] = Field(
-        default=[10_080, 1_440],
-        description="after a full cut-over, pair a minute with the previous version's minute "
-        "this much earlier (first lag with traffic wins): a week, then a day",
+        default=[7 * _DAY, _DAY, 2 * _DAY, 3 * _DAY, 4 * _DAY, 5 * _DAY, 6 * _DAY],
+        description="after a full cut-over, compare with the previous version this much earlier: "
+        "the first lag landing on a day of the same weekday type with traffic in that hour wins",
+    )
+    spike_weekend_days: list[int] = Field(
+        default=[5, 6], description="weekdays (Monday=0, UTC) that are weekend days"
+    )
+    spike_concurrent_window_minutes: int = Field(
+        default=60,
+        ge=1,
+        description="the previous version counts as serving beside the new one (concurrent "
+        "baseline) while it had traffic this recently",
+    )
+    spike_bucket_min_events: int = Field(
+        default=20, ge=1, description="a bucket closes once both versions have this many units"
+    )
+    spike_history_days: int = Field(
+        default=7, ge=1, description="baseline history read to estimate its variance components"
+    )
+    spike_icc_prior: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="intraclass correlation within a minute assumed when the baseline's history "
+        "cannot estimate it",
+    )
+    spike_day_cv_floor: float = Field(
+        default=0.05, ge=0.0, description="least day-to-day coefficient of variation assumed"
     )
 
-    # slow degradation: Bernoulli CUSUM within one version
-    cusum_delta: float = Field(default=0.01, gt=0, lt=1, description="shift to detect (rate)")
-    cusum_arl0_minutes: float = Field(
-        default=43_200.0, gt=1, description="target minutes between false alarms per series"
+    # slow degradation: quasi-likelihood CUSUM against a seasonal profile, within one version
+    cusum_delta: float = Field(
+        default=0.01, gt=0, lt=0.5, description="shift to detect (rate, above the expected)"
     )
-    cusum_warmup_minutes: int = Field(default=60, ge=1)
+    cusum_arl0_minutes: float = Field(
+        default=43_200.0, gt=1, description="at least this many minutes between false alarms"
+    )
+    cusum_min_history_minutes: int = Field(
+        default=1_440, ge=60, description="history to learn the daily profile from before testing"
+    )
+    cusum_min_failures: int = Field(
+        default=30, ge=1, description="failures the history must hold before testing"
+    )
+    cusum_history_minutes: int = Field(
+        default=10_080, ge=60, description="the profile is refit daily on this much history"
+    )
     idle_drop_minutes: int = Field(
         default=1_440, ge=1, description="forget a series after this long without traffic"
     )
 
-    # prompt drift: MMD permutation test, recent window vs the window before it
+    # prompt drift: MMD permutation test by unit, recent window vs the same hours of past days
     drift_field: str = "prompt.text"
     drift_every_minutes: int = Field(default=60, ge=1, description="one look per this many")
     drift_recent_minutes: int = Field(default=60, ge=1)
-    drift_reference_minutes: int = Field(default=1_440, ge=1)
+    drift_longest_window_minutes: int = Field(
+        default=1_440, ge=1, description="a window waiting for enough prompts reaches back so far"
+    )
+    drift_reference_days: int = Field(
+        default=7, ge=1, le=14, description="reference: the same hours on this many past days"
+    )
+    drift_reference_minutes: int = Field(
+        default=0,
+        ge=0,
+        description="fallback reference while the same hours of past days hold too few "
+        "prompts: this span just before the window (0: none, wait for a day of history; a "
+        "contiguous reference mistakes a daily topic cycle for drift)",
+    )
     drift_recent_sample: int = Field(default=500, ge=10)
     drift_reference_sample: int = Field(default=1_000, ge=10)
     drift_min_prompts: int = Field(default=50, ge=2, description="skip looks with fewer")
@@ -75,9 +205,65 @@ class MonitorSettings(BaseSettings):
     drift_horizon_looks: int = Field(default=24, ge=1)
     drift_permutations: int = Field(default=4_999, ge=99)
     drift_clusters: int = Field(default=8, ge=0, description="clusters in the explanation")
+    drift_clean_level: float = Field(
+        default=0.05, gt=0, lt=1, description="a look with a p-value above this is clean"
+    )
+    drift_clean_looks: int = Field(
+        default=3, ge=1, description="an open drift incident resolves after this many clean looks"
+    )
     drift_catchup_looks: int = Field(
         default=24, ge=1, description="most looks a starting monitor computes for old windows"
     )
+
+    @property
+    def spike(self) -> SpikeSettings:
+        return SpikeSettings(
+            alpha=self.spike_alpha, mixture_tau=self.spike_mixture_tau,
+            horizon_minutes=self.spike_horizon_minutes,
+            baseline_lags_minutes=tuple(self.spike_baseline_lags_minutes),
+            weekend_days=tuple(self.spike_weekend_days),
+            concurrent_window_minutes=self.spike_concurrent_window_minutes,
+            bucket_min_events=self.spike_bucket_min_events,
+            history_days=self.spike_history_days,
+            icc_prior=self.spike_icc_prior, day_cv_floor=self.spike_day_cv_floor,
+        )  # fmt: skip
+
+    @property
+    def cusum(self) -> CusumSettings:
+        return CusumSettings(
+            delta=self.cusum_delta, arl0_minutes=self.cusum_arl0_minutes,
+            min_history_minutes=self.cusum_min_history_minutes,
+            min_failures=self.cusum_min_failures, history_minutes=self.cusum_history_minutes,
+            idle_drop_minutes=self.idle_drop_minutes, seed=self.seed,
+        )  # fmt: skip
+
+    @property
+    def drift(self) -> DriftSettings:
+        return DriftSettings(
+            field=self.drift_field, every_minutes=self.drift_every_minutes,
+            recent_minutes=self.drift_recent_minutes,
+            longest_window_minutes=self.drift_longest_window_minutes,
+            reference_days=self.drift_reference_days,
+            reference_minutes=self.drift_reference_minutes,
+            recent_sample=self.drift_recent_sample, reference_sample=self.drift_reference_sample,
+            min_prompts=self.drift_min_prompts, alpha=self.drift_alpha,
+            horizon_looks=self.drift_horizon_looks, permutations=self.drift_permutations,
+            clusters=self.drift_clusters, clean_level=self.drift_clean_level,
+            clean_looks=self.drift_clean_looks, seed=self.seed,
+        )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _history_holds_minimum(self) -> MonitorSettings:
+        if self.cusum_history_minutes < self.cusum_min_history_minutes:
+            raise ValueError("cusum_history_minutes must be >= cusum_min_history_minutes")
+        return self
+
+    @field_validator("spike_weekend_days")
+    @classmethod
+    def _weekdays(cls, value: list[int]) -> list[int]:
+        if any(not 0 <= day <= 6 for day in value):
+            raise ValueError("weekend days are weekday numbers 0 (Monday) to 6 (Sunday)")
+        return value
 
     @field_validator("spike_baseline_lags_minutes")
     @classmethod

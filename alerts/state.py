@@ -232,13 +232,23 @@ class DetectionBook:
         self._dirty[row.detection_id] = row
         return "opened"
 
-    def refresh(self, detection: Detection, details: dict[str, Any] | None = None) -> None:
-        """Update an open detection's statistics (e.g. the effect estimate as data accrues)."""
+    def refresh(
+        self,
+        detection: Detection,
+        details: dict[str, Any] | None = None,
+        *,
+        signal: str | None = None,
+    ) -> None:
+        """Update an open detection's statistics (e.g. the effect estimate as data accrues) and,
+        with ``signal``, the signals it names (a release's incident gains the signals that
+        regress after it opened)."""
         sid = (detection.detector, detection.key)
         episode = self._open.get(sid)
         if episode is None:
             return
         updated = _with_stats(episode.row, detection, {**detection.details, **(details or {})})
+        if signal is not None:
+            updated = replace(updated, signal=signal)
         if updated.values()[:-1] != episode.row.values()[:-1]:  # all but updated_at
             self._put(sid, updated)
 

@@ -107,8 +107,12 @@ def alerts_list(
     clickhouse: ClickHouseOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
-    """Detections the monitor opened, newest first."""
+    """Detections the monitor opened, newest first; the signals it skips (degenerate) and why;
+    the ingest lag of the last hour (its p99 is how long the monitor lets a minute settle)."""
+    from datetime import UTC, datetime
+
     from storage.detections import list_detections
+    from storage.series import degenerate_signals, ingest_lag
 
     try:
         with open_client(clickhouse) as client:
@@ -116,13 +120,21 @@ def alerts_list(
                 client, state=state, detector=detector, since=parse_time(since),
                 until=parse_time(until), limit=limit,
             )  # fmt: skip
+            skipped = degenerate_signals(client)
+            lag = ingest_lag(client, datetime.now(UTC))
     except _ERRORS as exc:
         raise fail(exc) from exc
     documents = [r.as_dict() for r in rows]
+    skipped_docs = [{"signal": name, "reason": reason} for name, reason in skipped.items()]
     if fmt == "json":
-        print_json({"detections": documents})
+        print_json({"detections": documents, "skipped_signals": skipped_docs,
+                    "ingest_lag": lag.as_dict()})  # fmt: skip
         return
     _print_table(documents, with_notified=True)
+    for doc in skipped_docs:
+        console.print(f"not monitored: signal {doc['signal']} is degenerate ({doc['reason']})")
+    p99 = "n/a" if lag.p99_s is None else f"{lag.p99_s:.1f} s"
+    console.print(f"ingest lag, last hour: p99 {p99} over {lag.events} events")
 
 
 @alerts_app.command("backtest")

@@ -261,7 +261,8 @@ def _live_routes(
         start, end = _window(range_, since, until)
         ctx = QueryContext(
             start=start, end=end, interval_s=interval_for(start, end),
-            variables={"app": None, "model": None, "version": None, "signal": None},
+            variables={"app": None, "model": None, "version": None, "signal": None,
+                       "slice_key": None},
         )  # fmt: skip
         chosen = range_ if since is None else None
         result = build_report(

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timedelta
+import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -13,12 +14,14 @@ import pytest
 from alerts_seed import T0, prompts, traffic, webhook_server
 from pydantic import SecretStr
 
+from alerts.degradation import BernoulliCusum
 from alerts.monitor import Monitor, register_new_releases
 from alerts.notify import WebhookNotifier
 from alerts.settings import MonitorSettings, NotifySettings
 from storage.client import connect
 from storage.detections import list_detections
 from storage.releases import add_release, list_releases
+from storage.series import minute_counts
 
 SECRET = "s3cr3t-pd-path"
 ROUTING_KEY = "pd-r0uting-k3y"
@@ -122,25 +125,44 @@ def test_firing_is_paged_once_resolved_once_and_survives_restarts(
     assert any("monitor cycle" in r.getMessage() for r in caplog.records)
 
 
-def test_slow_degradation_opens_and_clears(ch: Any) -> None:
-    traffic(ch, model="img", version="v3", start=T0, minutes=150, per_minute=50, rate=0.02,
-            seed=4)  # fmt: skip
-    traffic(ch, model="img", version="v3", start=T0 + 150 * MIN, minutes=40, per_minute=50,
-            rate=0.09, seed=5)  # fmt: skip
-    traffic(ch, model="img", version="v3", start=T0 + 190 * MIN, minutes=110, per_minute=50,
-            rate=0.02, seed=6)  # fmt: skip
-    monitor = _monitor(ch, cusum_arl0_minutes=10_000, resolve_after_minutes=45)
-    for minute in (120, 200, 310):
-        monitor.run_once(now=T0 + minute * MIN)
+def _daily_cycle_rate(hour: int) -> float:
+    """1 % at 03:00 UTC, 3 % at 15:00: the failure rate of a product that fails more by day."""
+    return 0.02 - 0.01 * math.cos(2 * math.pi * (hour - 3) / 24)
 
+
+def test_slow_degradation_learns_the_daily_cycle_and_pages_a_real_step(ch: Any) -> None:
+    day0 = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday
+    step_hour = 24 + 14  # Tuesday 14:00-15:00: the rate is 9 points above the cycle
+    for hour in range(48):
+        rate = _daily_cycle_rate(hour % 24) + (0.09 if hour == step_hour else 0.0)
+        traffic(ch, model="img", version="v3", start=day0 + hour * 60 * MIN, minutes=60,
+                per_minute=15, rate=rate, seed=500 + hour)  # fmt: skip
+    monitor = _monitor(ch, lookback_minutes=3_000, cusum_arl0_minutes=10_000,
+                       resolve_after_minutes=45)  # fmt: skip
+
+    # Tuesday until 14:00: a day of history learned, then twelve hours of the cycle, no alarm.
+    quiet = monitor.run_once(now=day0 + (24 + 14) * 60 * MIN + 3 * MIN)
+    assert quiet.engine.opened == [] and list_detections(ch) == []
+    # The same counts do page a CUSUM with one fixed rate learned from a warm-up hour (at
+    # night, as the previous detector would have): the cycle alone is enough without a profile.
+    flat = BernoulliCusum(delta=0.01, arl0_minutes=10_000, warmup_minutes=60)
+    counts = minute_counts(ch, day0 + 24 * 60 * MIN, day0 + step_hour * 60 * MIN)
+    series = counts[("img", "v3", "stock_advice")]
+    assert sum(flat.update(*series.get(m, (0, 0))).fired for m in sorted(series)) > 0
+
+    for hours in (15.5, 17):
+        monitor.run_once(now=day0 + (24 + hours) * 60 * MIN + 3 * MIN)
     rows = list_detections(ch)
     assert [(r.detector, r.state) for r in rows] == [("degradation", "resolved")]
     row = rows[0]
-    assert T0 + 150 * MIN < row.opened_at < T0 + 175 * MIN
-    assert row.resolved_at is not None and row.resolved_at < T0 + 260 * MIN
+    step = day0 + step_hour * 60 * MIN
+    assert step < row.opened_at < step + 45 * MIN
+    assert row.resolved_at is not None and row.resolved_at < step + 120 * MIN
     change_at = datetime.fromisoformat(row.details["change_at"])
-    assert abs(change_at - (T0 + 150 * MIN)) <= 10 * MIN  # the CUSUM's change-point estimate
-    assert row.statistic >= row.threshold and row.effect is not None and row.effect > 0.03
+    assert abs(change_at - step) <= 15 * MIN  # the CUSUM's change-point estimate
+    assert row.statistic >= row.threshold >= math.log(10_000)
+    assert row.effect is not None and row.effect > 0.04  # observed minus the profile's rate
+    assert 0.015 < row.details["expected_since_change"] < 0.04
 
 
 def test_prompt_drift_windows_explained_and_resumed_after_restart(ch: Any) -> None:

@@ -140,6 +140,9 @@ def test_all_in_one_streams_scores_records_and_reports(
 
 
 def test_late_events_rebuild_the_detectors(ch: Any) -> None:
+    """Late events are recomputed either way: the monitor finds them itself through the
+    ``ingested_at`` watermark (issue 10), and ``request_rewind`` (what ``serve --all`` calls)
+    forces a rebuild; the detection book keeps a rebuild from opening the same thing twice."""
     settings = MonitorSettings.model_validate({"lookback_minutes": 600})
     monitor = Monitor(ch, settings)
     traffic(ch, model="chat", version="v1", start=T0, minutes=120, per_minute=30, rate=0.02,
@@ -149,12 +152,19 @@ def test_late_events_rebuild_the_detectors(ch: Any) -> None:
     # A canary's events of an hour ago arrive only now (a backlog): their minutes were processed.
     traffic(ch, model="chat", version="v2", start=T0 + 60 * MIN, minutes=60, per_minute=30,
             rate=0.15, seed=2)  # fmt: skip
-    assert monitor.run_once(now=T0 + 126 * MIN).open_detections == 0
-    monitor.request_rewind()
     report = monitor.run_once(now=T0 + 126 * MIN)
+    assert report.late_rows > 0 and report.recomputed
     assert report.open_detections == 1
     assert monitor.position == T0 + 124 * MIN  # a rebuild never moves the position back
-    assert len(report.engine.opened) == 1 and "chat/v2/" in report.engine.opened[0]
+    assert len(report.engine.opened) == 1 and "model=chat/v2" in report.engine.opened[0]
+    # Nothing new landed: no rebuild unless asked for; asked for, the rebuild opens nothing twice.
+    quiet = monitor.run_once(now=T0 + 127 * MIN)
+    assert quiet.late_rows == 0 and not quiet.recomputed
+    monitor.request_rewind()
+    rebuilt = monitor.run_once(now=T0 + 128 * MIN)
+    assert rebuilt.recomputed and rebuilt.engine.opened == []
+    assert rebuilt.open_detections == 1
+    assert monitor.position == T0 + 126 * MIN
 
 
 def test_the_all_in_one_writer_asks_for_a_rewind_only_for_processed_minutes(ch: Any) -> None:

@@ -1,0 +1,158 @@
+"""A seasonal expectation for a failure rate: hour of day × weekday/weekend, with shrinkage.
+
+Production failure rates follow the clock: a product may fail 1 % of the time at night and 3 % by
+day (other users, other prompts), and differently on weekends. A change detector that compares
+every minute with one fixed rate either pages every afternoon or is blind every night. This
+module learns the *expected* rate of a minute from history, as a product of two factors:
+
+* ``hour_rate[h]`` — the rate in hour-of-day ``h`` (UTC), and
+* ``day_level[d]`` — a multiplier for weekdays (``d = 0``) and weekends (``d = 1``),
+
+fitted by two rounds of raking (iterative proportional fitting) on the history's counts. Each
+factor is shrunk towards the pooled value by ``prior_failures`` pseudo-failures, so an hour seen
+with a handful of failures stays close to the day's overall rate, and a day type never seen (no
+weekend in the history yet) keeps the weekday level: the hierarchy falls back from hour × day type
+to hour-of-day to one overall rate as history thins out.
+
+The history's *dispersion* is estimated from the fitted profile's Pearson residuals over blocks of
+consecutive minutes (1, 5 and 15 minutes; the largest wins): failures that come in bursts (a
+user retrying a failing request, a shared upstream outage, beta-binomial minute-to-minute
+variation) show up as variance beyond the binomial, and a quasi-likelihood detector divides its
+log-likelihood ratio by it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = ["SeasonalProfile", "fit_seasonal_profile", "hour_and_day_type"]
+
+_DISPERSION_BLOCKS = (1, 5, 15)
+_MIN_BLOCKS = 40  # fewer blocks than this give a dispersion estimate too noisy to use
+_PARAMETERS = 26  # 24 hour rates and 2 day levels, used up by the fit
+
+
+def hour_and_day_type(at: datetime) -> tuple[int, int]:
+    """The hour of day (UTC) and day type (0 weekday, 1 Saturday or Sunday) of ``at``."""
+    if at.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    utc = at.astimezone(UTC)
+    return utc.hour, int(utc.weekday() >= 5)
+
+
+@dataclass(frozen=True)
+class SeasonalProfile:
+    """Expected failure rate by hour of day and day type, and the history's dispersion.
+
+    ``expected(hour, day_type)`` is ``hour_rate[hour] * day_level[day_type]``, capped to
+    ``(0, 0.5]``. ``dispersion`` (``>= 1``) is the variance of failure counts relative to the
+    binomial; ``failures`` and ``events`` say how much history the fit saw, ``day_types_seen``
+    which day types it contained.
+    """
+
+    hour_rate: tuple[float, ...]
+    day_level: tuple[float, float]
+    dispersion: float
+    events: int
+    failures: int
+    day_types_seen: tuple[bool, bool]
+
+    def expected(self, hour: int, day_type: int) -> float:
+        return float(min(0.5, max(1e-6, self.hour_rate[hour] * self.day_level[day_type])))
+
+    def expected_many(
+        self, hours: NDArray[np.int64], days: NDArray[np.int64]
+    ) -> NDArray[np.float64]:
+        rates = np.asarray(self.hour_rate)[hours] * np.asarray(self.day_level)[days]
+        clipped: NDArray[np.float64] = np.clip(rates, 1e-6, 0.5)
+        return clipped
+
+
+def fit_seasonal_profile(
+    minute_index: NDArray[np.int64],
+    hours: NDArray[np.int64],
+    days: NDArray[np.int64],
+    n: NDArray[np.int64],
+    k: NDArray[np.int64],
+    *,
+    prior_failures: float = 20.0,
+) -> SeasonalProfile:
+    """Fit a :class:`SeasonalProfile` to per-minute counts.
+
+    ``minute_index`` numbers the minutes consecutively (gaps allowed; blocks for the dispersion
+    are ``minute_index // B``), ``hours`` and ``days`` are each minute's hour of day and day type,
+    ``n`` and ``k`` its events and failures. The fit needs at least one failure.
+
+    >>> idx = np.arange(2880)
+    >>> hours = (idx // 60) % 24
+    >>> n = np.full(2880, 100)
+    >>> k = np.where((hours >= 8) & (hours < 20), 3, 1)
+    >>> p = fit_seasonal_profile(idx, hours, np.zeros(2880, dtype=np.int64), n, k)
+    >>> round(p.expected(12, 0), 2), round(p.expected(2, 0), 2)
+    (0.03, 0.01)
+    """
+    events = np.asarray(n, dtype=np.float64)
+    fails = np.asarray(k, dtype=np.float64)
+    hours = np.asarray(hours, dtype=np.int64)
+    days = np.asarray(days, dtype=np.int64)
+    total_k, total_n = float(fails.sum()), float(events.sum())
+    if total_k <= 0 or total_n <= 0:
+        raise ValueError("the history needs events and at least one failure")
+    base = total_k / total_n
+    k_hour = np.bincount(hours, weights=fails, minlength=24)
+    k_day = np.bincount(days, weights=fails, minlength=2)
+    dispersion = 1.0
+    hour_rate = np.full(24, base)
+    level = np.ones(2)
+    for _ in range(2):  # a first fit, then a refit with the prior in units of effective failures
+        prior = prior_failures * dispersion
+        for _ in range(3):
+            exposure_hour = np.bincount(hours, weights=events * level[days], minlength=24)
+            hour_rate = (k_hour + prior) / (exposure_hour + prior / base)
+            expected_day = np.bincount(days, weights=events * hour_rate[hours], minlength=2)
+            level = (k_day + prior) / (expected_day + prior)
+        expected = np.clip(hour_rate[hours] * level[days], 1e-6, 0.5)
+        dispersion = _dispersion(np.asarray(minute_index, dtype=np.int64), events, fails, expected)
+    seen = np.bincount(days, weights=events, minlength=2) > 0
+    return SeasonalProfile(
+        hour_rate=tuple(float(r) for r in hour_rate),
+        day_level=(float(level[0]), float(level[1])),
+        dispersion=dispersion,
+        events=int(total_n),
+        failures=int(total_k),
+        day_types_seen=(bool(seen[0]), bool(seen[1])),
+    )
+
+
+def _dispersion(
+    index: NDArray[np.int64],
+    n: NDArray[np.float64],
+    k: NDArray[np.float64],
+    expected: NDArray[np.float64],
+) -> float:
+    """Largest Pearson dispersion over blocks of 1, 5 and 15 consecutive minutes (at least 1).
+
+    Bursts that span several minutes (a retry storm) barely move the per-minute statistic but
+    dominate the 15-minute one, which is why several block lengths are tried. The statistic is
+    corrected for the parameters the profile used up.
+    """
+    mean = n * expected
+    var = n * expected * (1.0 - expected)
+    best = 1.0
+    for size in _DISPERSION_BLOCKS:
+        block = index // size
+        _, inverse = np.unique(block, return_inverse=True)
+        observed = np.bincount(inverse, weights=k)
+        means = np.bincount(inverse, weights=mean)
+        variances = np.bincount(inverse, weights=var)
+        used = variances > 0
+        blocks = int(used.sum())
+        if blocks < _MIN_BLOCKS:
+            continue
+        pearson = float(np.sum((observed[used] - means[used]) ** 2 / variances[used]))
+        best = max(best, pearson / max(blocks - _PARAMETERS, blocks / 2))
+    return best

@@ -1,0 +1,121 @@
+"""What every track is handed for one advance: the span of minutes, its counts, the releases."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from storage.releases import Release
+from storage.series import MinuteCounts, SeriesKey
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
+    from alerts.state import DetectionBook, DetectionStore
+
+__all__ = [
+    "MINUTE",
+    "EngineReport",
+    "ReleaseLink",
+    "Span",
+    "floor_minute",
+    "link_releases",
+    "series_key",
+]
+
+MINUTE = timedelta(minutes=1)
+
+
+def floor_minute(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def series_key(model: str, version: str, signal: str) -> str:
+    return f"model={model}/{version}/signal={signal}"
+
+
+@dataclass(frozen=True)
+class ReleaseLink:
+    """A release with its predecessor (the baseline) and successor (when it was superseded)."""
+
+    model: str
+    version: str
+    released_at: datetime
+    source: str
+    previous: str | None
+    superseded_at: datetime | None
+
+
+def link_releases(releases: Iterable[Release]) -> dict[tuple[str, str], ReleaseLink]:
+    """Order each model's releases by time and link each to the one before and after it."""
+    by_model: dict[str, list[Release]] = {}
+    for r in releases:
+        by_model.setdefault(r.model, []).append(r)
+    links = {}
+    for model, items in by_model.items():
+        items.sort(key=lambda r: (r.released_at, r.model_version))
+        for i, r in enumerate(items):
+            links[(model, r.model_version)] = ReleaseLink(
+                model=model,
+                version=r.model_version,
+                released_at=r.released_at.astimezone(UTC),
+                source=r.source,
+                previous=items[i - 1].model_version if i else None,
+                superseded_at=items[i + 1].released_at.astimezone(UTC)
+                if i + 1 < len(items)
+                else None,
+            )
+    return links
+
+
+@dataclass
+class EngineReport:
+    """What one :meth:`~alerts.engine.DetectionEngine.advance` did."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    spike_series: int = 0
+    cusum_series: int = 0
+    drift_looks: int = 0
+    opened: list[str] = field(default_factory=list)
+    resolved: list[str] = field(default_factory=list)
+    skipped_signals: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+            "spike_series": self.spike_series,
+            "cusum_series": self.cusum_series,
+            "drift_looks": self.drift_looks,
+            "opened": list(self.opened),
+            "resolved": list(self.resolved),
+            "skipped_signals": dict(self.skipped_signals),
+        }
+
+
+@dataclass
+class Span:
+    """The minutes ``[start, until)`` one advance covers, and everything read for them once.
+
+    ``counts`` are independent units per minute (:func:`storage.series.unit_counts`) of every
+    series, degenerate signals already removed (``skipped`` names them with the reason).
+    ``read_at`` is when the live monitor read the data (``None`` in a backtest): lagged baselines
+    are read as of ``read_at - lag`` so they are exactly as late as the live minutes.
+    """
+
+    client: Client
+    start: datetime
+    until: datetime
+    counts: dict[SeriesKey, MinuteCounts]
+    links: dict[tuple[str, str], ReleaseLink]
+    book: DetectionBook
+    store: DetectionStore
+    report: EngineReport
+    skipped: dict[str, str]
+    read_at: datetime | None
+    repeat_window_minutes: int
+    backfill_after_s: float
+    resolve_after: timedelta

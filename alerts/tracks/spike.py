@@ -1,0 +1,392 @@
+"""The release track: one incident per release, one anytime-valid test per signal inside it.
+
+What is tested
+--------------
+Per release of a model (with a previous release to compare with), from its release until
+``horizon_minutes`` later or the model's next release, every monitored signal gets its own
+:class:`~alerts.release_spike.ReleaseSpikeDetector` at level ``alpha / S``, ``S`` the number of
+signals in the family (the active, non-degenerate signals known when the release's test starts,
+at least those with traffic). This is Bonferroni on e-values: the chance that *any* signal of a
+release pages although none regressed is at most ``alpha``, so thirty signals do not mean thirty
+times ``alpha`` false pages. A release that regresses several signals opens **one** detection
+(key ``model=M/VERSION``) whose ``signal`` column and ``details["signals"]`` list every signal
+whose test fired.
+
+The baseline, per minute
+------------------------
+1. **Concurrent** (first choice): the previous version still serves (it had traffic within
+   ``concurrent_window_minutes``): its units in the same minutes (canary, A/B, gradual roll-out).
+2. **Lagged, like with like** (after a full cut-over): the previous version over the same clock
+   span ``lag`` earlier, for the first of ``baseline_lags_minutes`` that lands on a day of the
+   same weekday type (never a weekend day against a weekday) and had traffic in that hour. Buckets
+   of one new-version day against one baseline day form a block carrying the day-level variance
+   component. Lagged minutes are read "as of" the same lateness as the live ones.
+
+Minutes are summed into buckets (:class:`~alerts.release_spike.AdaptiveBuckets`) until both sides
+have ``bucket_min_events`` units, so ten events an hour still reach a verdict within a day. The
+variance components come from the previous version's own last ``history_days``
+(:func:`~alerts.release_spike.estimate_dispersion`).
+
+The detection clears when the version is superseded by a newer release, or has had no traffic for
+``resolve_after`` (a roll-back).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from alerts.base import Detection
+from alerts.localize import ReleaseLocalizer
+from alerts.release_spike import (
+    AdaptiveBuckets,
+    Dispersion,
+    ReleaseSpikeDetector,
+    like_with_like_lags,
+)
+from alerts.release_spike import estimate_dispersion as _estimate
+from alerts.settings import SpikeSettings
+from alerts.tracks.span import MINUTE, ReleaseLink, Span, floor_minute
+from storage.registry import latest_signals
+from storage.series import MinuteCounts, SeriesKey, unit_counts
+
+__all__ = ["SPIKE", "ReleaseSpikeTrack", "release_key"]
+
+SPIKE = "release_spike"
+HOUR = timedelta(hours=1)
+_CONCURRENT: tuple[str, ...] = ("concurrent",)
+
+Lagged = dict[tuple[str, str, int], dict[SeriesKey, MinuteCounts]]
+
+
+def release_key(model: str, version: str) -> str:
+    return f"model={model}/{version}"
+
+
+@dataclass
+class _SignalTest:
+    detector: ReleaseSpikeDetector
+    buckets: AdaptiveBuckets
+    dispersion: Dispersion
+    fired_at: datetime | None = None
+
+
+@dataclass
+class _ReleaseTest:
+    link: ReleaseLink
+    next_minute: datetime
+    test_end: datetime  # tests are fed before this minute only
+    last_traffic: datetime
+    family: int
+    history: dict[str, MinuteCounts]
+    previous_traffic: datetime | None = None
+    tests: dict[str, _SignalTest] = field(default_factory=dict)
+    baselines: dict[str, int] = field(default_factory=dict)  # kind -> minutes
+    hour_lags: dict[datetime, int | None] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return release_key(self.link.model, self.link.version)
+
+
+class ReleaseSpikeTrack:
+    """Tests each release against its baseline (module docstring)."""
+
+    name = SPIKE
+
+    def __init__(self, settings: SpikeSettings, localizer: ReleaseLocalizer | None = None) -> None:
+        self._s = settings
+        self._releases: dict[str, _ReleaseTest] = {}
+        self._localizer = localizer
+
+    @property
+    def series(self) -> int:
+        return sum(max(1, len(r.tests)) for r in self._releases.values())
+
+    def advance(self, span: Span) -> None:
+        horizon = timedelta(minutes=self._s.horizon_minutes)
+        for model, version in sorted({(m, v) for m, v, _ in span.counts}):
+            key = release_key(model, version)
+            link = span.links.get((model, version))
+            if key in self._releases or link is None or link.previous is None:
+                continue
+            first = max(floor_minute(link.released_at), span.start)
+            test_end = link.released_at + horizon
+            if link.superseded_at is not None:
+                test_end = min(test_end, link.superseded_at)
+            if first >= test_end:
+                continue
+            self._releases[key] = self._new(link, first, test_end, span)
+        # Open detections whose release is not tracked (older than this monitor's history) are
+        # followed for their resolution only.
+        for row in span.book.open_rows():
+            if row.detector != SPIKE or row.key in self._releases:
+                continue
+            if row.key != release_key(row.model, row.model_version):
+                # Opened per signal by an earlier telltale: the release's incident replaces it.
+                span.book.resolve(
+                    SPIKE, row.key, span.start, "replaced by one incident per release"
+                )
+                continue
+            link = span.links.get((row.model, row.model_version))
+            if link is not None:
+                self._releases[row.key] = self._new(link, span.start, span.start, span)
+        lagged: Lagged = {}
+        for key, test in list(self._releases.items()):
+            link = span.links.get((test.link.model, test.link.version), test.link)
+            test.link = link
+            if link.superseded_at is not None:
+                test.test_end = min(test.test_end, link.superseded_at)
+            self._feed(test, span, lagged)
+            if test.next_minute >= test.test_end and span.book.episode(SPIKE, key) is None:
+                del self._releases[key]
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _new(
+        self, link: ReleaseLink, first: datetime, test_end: datetime, span: Span
+    ) -> _ReleaseTest:
+        assert link.previous is not None
+        since = link.released_at - timedelta(days=self._s.history_days)
+        history = unit_counts(
+            span.client, since, floor_minute(link.released_at), model=link.model,
+            model_version=link.previous, repeat_window_minutes=span.repeat_window_minutes,
+        )  # fmt: skip
+        by_signal = {sig: minutes for (_, _, sig), minutes in history.items()}
+        seen = {sig for m, v, sig in span.counts if m == link.model and v == link.version}
+        active = {r.name for r in latest_signals(span.client)} - set(span.skipped)
+        family = max(1, len(active), len((seen | set(by_signal)) - set(span.skipped)))
+        return _ReleaseTest(
+            link, first, test_end, last_traffic=first - MINUTE, family=family, history=by_signal
+        )
+
+    def _signal_test(self, test: _ReleaseTest, signal: str) -> _SignalTest:
+        found = test.tests.get(signal)
+        if found is None:
+            s = self._s
+            dispersion = _estimate(
+                test.history.get(signal, {}), icc_prior=s.icc_prior,
+                day_cv_floor=s.day_cv_floor,
+            )  # fmt: skip
+            test.family = max(test.family, len(test.tests) + 1)
+            detector = ReleaseSpikeDetector(
+                alpha=s.alpha / test.family, mixture_tau=s.mixture_tau,
+                dispersion=dispersion.phi, day_variance=dispersion.day_variance,
+            )  # fmt: skip
+            found = _SignalTest(detector, AdaptiveBuckets(s.bucket_min_events), dispersion)
+            test.tests[signal] = found
+        return found
+
+    # -- baselines ------------------------------------------------------------------------------
+
+    def _lag_for(
+        self, test: _ReleaseTest, minute: datetime, span: Span, lagged: Lagged
+    ) -> int | None:
+        """The like-with-like lag for ``minute``'s hour (cached per hour)."""
+        hour = minute.replace(minute=0)
+        if hour in test.hour_lags:
+            return test.hour_lags[hour]
+        chosen = None
+        for lag in like_with_like_lags(minute, self._s.baseline_lags_minutes, self._s.weekend_days):
+            shift = timedelta(minutes=lag)
+            series = self._lagged(test, lag, span, lagged)
+            if any(
+                n > 0
+                for counts in series.values()
+                for m, (n, _) in counts.items()
+                if hour - shift <= m < hour + HOUR - shift
+            ):
+                chosen = lag
+                break
+        test.hour_lags[hour] = chosen
+        return chosen
+
+    def _lagged(
+        self, test: _ReleaseTest, lag: int, span: Span, lagged: Lagged
+    ) -> dict[SeriesKey, MinuteCounts]:
+        model, previous = test.link.model, test.link.previous
+        assert previous is not None
+        cache_key = (model, previous, lag)
+        if cache_key not in lagged:
+            shift = timedelta(minutes=lag)
+            start = span.start.replace(minute=0)
+            until = span.until.replace(minute=0) + HOUR
+            lagged[cache_key] = unit_counts(
+                span.client, start - shift, until - shift, model=model, model_version=previous,
+                repeat_window_minutes=span.repeat_window_minutes,
+                as_of=span.read_at - shift if span.read_at is not None else None,
+                backfill_after_s=span.backfill_after_s,
+            )  # fmt: skip
+        return lagged[cache_key]
+
+    # -- feeding --------------------------------------------------------------------------------
+
+    def _feed(self, test: _ReleaseTest, span: Span, lagged: Lagged) -> None:
+        link = test.link
+        previous = link.previous
+        assert previous is not None
+        own = {
+            sig: minutes
+            for (m, v, sig), minutes in span.counts.items()
+            if m == link.model and v == link.version
+        }
+        same = {
+            sig: minutes
+            for (m, v, sig), minutes in span.counts.items()
+            if m == link.model and v == previous
+        }
+        window = timedelta(minutes=self._s.concurrent_window_minutes)
+        minute = test.next_minute
+        updated = False
+        while minute < span.until:
+            if any(c.get(minute, (0, 0))[0] > 0 for c in same.values()):
+                test.previous_traffic = minute
+            n_any = max((c.get(minute, (0, 0))[0] for c in own.values()), default=0)
+            if n_any > 0:
+                test.last_traffic = minute
+            if minute < test.test_end:
+                updated |= self._feed_minute(test, minute, own, same, window, span, lagged)
+            self._maybe_resolve(test, minute, span)
+            minute += MINUTE
+        test.next_minute = max(minute, test.next_minute)
+        if updated:
+            self._refresh(test, span)
+
+    def _feed_minute(
+        self,
+        test: _ReleaseTest,
+        minute: datetime,
+        own: dict[str, MinuteCounts],
+        same: dict[str, MinuteCounts],
+        window: timedelta,
+        span: Span,
+        lagged: Lagged,
+    ) -> bool:
+        concurrent = test.previous_traffic is not None and minute - test.previous_traffic < window
+        if concurrent:
+            kind, block, base = "concurrent", _CONCURRENT, same
+            base_minute = minute
+        else:
+            lag = self._lag_for(test, minute, span, lagged)
+            if lag is None:
+                return False
+            series = self._lagged(test, lag, span, lagged)
+            kind = f"lag_{lag}m"
+            block = (minute.date().isoformat(), kind)  # one day against one baseline day
+            base = {sig: c for (_, _, sig), c in series.items()}
+            base_minute = minute - timedelta(minutes=lag)
+        if any(c.get(minute, (0, 0))[0] > 0 for c in own.values()):
+            test.baselines[kind] = test.baselines.get(kind, 0) + 1
+        updated = False
+        signals = (set(own) | set(test.tests)) - set(span.skipped)
+        for signal in sorted(signals):
+            n, k = own.get(signal, {}).get(minute, (0, 0))
+            m, k_base = base.get(signal, {}).get(base_minute, (0, 0))
+            if n == 0 and m == 0:
+                continue
+            sig_test = self._signal_test(test, signal)
+            for bucket in sig_test.buckets.add(n, k, m, k_base, block=block):
+                sig_test.detector.update(
+                    bucket.n_new, bucket.k_new, bucket.n_base, bucket.k_base,
+                    block=None if bucket.block == _CONCURRENT else bucket.block,
+                    dispersion=bucket.dispersion(sig_test.dispersion),
+                )  # fmt: skip
+                updated = True
+                detection = sig_test.detector.detection(test.key, minute + MINUTE)
+                if detection is not None:
+                    sig_test.fired_at = minute + MINUTE
+                    self._alarm(test, signal, detection, span)
+        return updated
+
+    def _alarm(self, test: _ReleaseTest, signal: str, detection: Detection, span: Span) -> None:
+        outcome = span.book.alarm(
+            detection, model=test.link.model, model_version=test.link.version,
+            signal=signal, details=self._details(test),
+        )  # fmt: skip
+        if outcome == "opened":
+            span.report.opened.append(f"{SPIKE} {test.key} at {detection.opened_at}")
+
+    def _fired(self, test: _ReleaseTest) -> list[str]:
+        fired = [(t.fired_at, sig) for sig, t in test.tests.items() if t.fired_at is not None]
+        return [sig for _, sig in sorted(fired)]
+
+    def _refresh(self, test: _ReleaseTest, span: Span) -> None:
+        """Bring an open detection's figures (and its list of signals) up to date."""
+        episode = span.book.episode(SPIKE, test.key)
+        fired = self._fired(test)
+        if episode is None or not fired:
+            return
+        first = episode.row.signal.split(",")[0] if episode.row.signal else fired[0]
+        lead = test.tests.get(first) or test.tests[fired[0]]
+        s = lead.detector.state
+        if not s.fired:
+            return
+        signals = [first, *(sig for sig in fired if sig != first)]
+        span.book.refresh(
+            Detection(
+                detector=SPIKE, key=test.key, opened_at=span.until, statistic=s.e_value,
+                threshold=1.0 / lead.detector.alpha, p_value=s.p_value, e_value=s.e_value,
+                effect=s.effect, effect_low=s.cs_low, effect_high=s.cs_high,
+                details={"minutes": s.minutes, "n_new": s.n_new, "k_new": s.k_new,
+                         "n_base": s.n_base, "k_base": s.k_base, "odds_ratio": s.odds_ratio},
+            ),
+            self._details(test),
+            signal=",".join(signals),
+        )  # fmt: skip
+
+    def _details(self, test: _ReleaseTest) -> dict[str, Any]:
+        signals = []
+        fired = self._fired(test)
+        for sig in fired:
+            t = test.tests[sig]
+            s = t.detector.state
+            signals.append({
+                "signal": sig, "fired_at": t.fired_at.isoformat() if t.fired_at else None,
+                "e_value": s.e_value, "threshold": 1.0 / t.detector.alpha, "effect": s.effect,
+                "effect_low": s.cs_low, "effect_high": s.cs_high, "n_new": s.n_new,
+                "k_new": s.k_new, "n_base": s.n_base, "k_base": s.k_base,
+                "dispersion": t.dispersion.as_dict(),
+                **self._localize(test, sig),
+            })  # fmt: skip
+        return {
+            "released_at": test.link.released_at.isoformat(),
+            "release_source": test.link.source,
+            "baseline_version": test.link.previous,
+            "baseline_minutes": dict(test.baselines),
+            "family_size": test.family,
+            "alpha_per_signal": self._s.alpha / test.family,
+            "signals": signals,
+            # Where the first signal to regress concentrates (alerts.localize): the notifier's
+            # message and Grafana's ``top_slice`` read this one.
+            **(self._localize(test, fired[0]) if fired else {}),
+        }
+
+    def _localize(self, test: _ReleaseTest, signal: str) -> dict[str, Any]:
+        """The slices a fired signal's excess failures concentrate in, computed once."""
+        sig_test = test.tests[signal]
+        if self._localizer is None or sig_test.fired_at is None:
+            return {}
+        return self._localizer.details(
+            f"{test.key}/{signal}", fired=True, model=test.link.model,
+            version=test.link.version, baseline_version=test.link.previous, signal=signal,
+            released_at=test.link.released_at, at=sig_test.fired_at,
+        )  # fmt: skip
+
+    def _maybe_resolve(self, test: _ReleaseTest, minute: datetime, span: Span) -> None:
+        episode = span.book.episode(SPIKE, test.key)
+        if episode is None:
+            return
+        end_of_minute = minute + MINUTE
+        superseded = test.link.superseded_at
+        if superseded is not None and end_of_minute >= superseded:
+            at, reason = superseded, "superseded by a newer release"
+        elif end_of_minute - (test.last_traffic + MINUTE) >= span.resolve_after:
+            at = test.last_traffic + MINUTE + span.resolve_after
+            reason = "no traffic from the version"
+        else:
+            return
+        self._refresh(test, span)  # the final figures go into the resolve row
+        row = span.book.resolve(SPIKE, test.key, at, reason)
+        if row is not None:
+            span.report.resolved.append(f"{SPIKE} {test.key} at {row.resolved_at}")
