@@ -11,7 +11,6 @@ so signals trained on one set of weights are never applied to another.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from signals._digest import file_digest
 from signals._torchvision_fix import import_torchvision
 from signals.errors import EmbedderError
 from signals.windows import Windows
@@ -137,7 +137,7 @@ class OpenClipEmbedder:
 
 def _embedder_id(cfg: EmbedderConfig) -> str:
     if cfg.checkpoint_path:
-        digest = _file_digest(Path(cfg.checkpoint_path))
+        digest = file_digest(Path(cfg.checkpoint_path))
         weights = f"checkpoint-{digest}"
     elif cfg.pretrained:
         weights = cfg.pretrained
@@ -145,14 +145,6 @@ def _embedder_id(cfg: EmbedderConfig) -> str:
         weights = f"random-seed{cfg.seed}"
     suffix = "+int8" if cfg.quantize else ""
     return f"open_clip/{cfg.model_name}/{weights}{suffix}"
-
-
-def _file_digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()[:16]
 
 
 def _import_backends() -> tuple[Any, Any]:

@@ -19,7 +19,6 @@ array([1, 3])
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from signals._digest import file_digest
 from signals._torchvision_fix import import_torchvision
 from signals.errors import EmbedderError
 from signals.windows import Windows, split_windows
@@ -191,17 +191,9 @@ def _embedder_id(cfg: TextEmbedderConfig, folder: Path, window: int, stride: int
     name = cfg.model.rstrip("/").split("/")[-1] if folder.is_dir() else cfg.model
     weights = next((folder / f for f in ("model.safetensors", "pytorch_model.bin")
                     if (folder / f).exists()), None)  # fmt: skip
-    digest = _file_digest(weights) if weights is not None else "hub"
+    digest = file_digest(weights, 12) if weights is not None else "hub"
     shape = f"trunc{window}" if cfg.truncate else f"w{window}s{stride}"
     return f"st/{name}/{digest}/{shape}"
-
-
-def _file_digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()[:12]
 
 
 def _import_backends() -> tuple[Any, Any]:
