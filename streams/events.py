@@ -38,6 +38,7 @@ __all__ = [
     "decode_event",
     "decode_record",
     "encode_event",
+    "plausible_utc",
 ]
 
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
@@ -132,12 +133,7 @@ class GenerationEvent(_Strict):
     @field_validator("timestamp")
     @classmethod
     def _plausible_utc(cls, value: datetime) -> datetime:
-        value = value.astimezone(UTC)
-        if value < EARLIEST_TIMESTAMP:
-            raise ValueError(f"timestamp {value.isoformat()} is before {EARLIEST_TIMESTAMP.date()}")
-        if value > datetime.now(UTC) + MAX_FUTURE_SKEW:
-            raise ValueError(f"timestamp {value.isoformat()} is more than a day in the future")
-        return value
+        return plausible_utc(value)
 
     @model_validator(mode="after")
     def _has_content(self, info: ValidationInfo) -> GenerationEvent:
@@ -159,6 +155,19 @@ def _promote_from_attributes(data: dict[str, Any], name: str, keys: tuple[str, .
         if isinstance(value, str) and value:
             data[name] = value
             return
+
+
+def plausible_utc(value: datetime) -> datetime:
+    """``value`` in UTC, or ValueError when it is out of range, before 2000 or a day ahead."""
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"timestamp {value.isoformat()} is out of range") from exc
+    if value < EARLIEST_TIMESTAMP:
+        raise ValueError(f"timestamp {value.isoformat()} is before {EARLIEST_TIMESTAMP.date()}")
+    if value > datetime.now(UTC) + MAX_FUTURE_SKEW:
+        raise ValueError(f"timestamp {value.isoformat()} is more than a day in the future")
+    return value
 
 
 def _reject_constant(name: str) -> float:

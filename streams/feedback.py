@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import (
@@ -32,6 +33,7 @@ from pydantic import (
 )
 
 from streams.errors import InvalidEvent
+from streams.events import plausible_utc
 
 __all__ = ["Feedback", "decode_feedback", "encode_feedback", "validate_feedback"]
 
@@ -59,6 +61,11 @@ class Feedback(BaseModel):
         if isinstance(value, bool | int | float):
             raise ValueError("timestamp must be RFC 3339 text, e.g. 2026-11-26T10:00:00Z")
         return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _plausible(cls, value: datetime) -> datetime:
+        return plausible_utc(value)
 
     @model_validator(mode="after")
     def _value_and_id(self) -> Feedback:

@@ -98,3 +98,8 @@ def test_user_and_session_come_from_the_contract_or_from_otel_attributes() -> No
     nested = decode_event(raw(attributes={"session.id": "s-3"}))
     assert (nested.user_id, nested.session_id) == (None, "s-3")
     assert decode_event(raw()).user_id is None
+
+
+def test_a_timestamp_before_year_one_in_utc_is_a_reason_not_a_crash() -> None:
+    with pytest.raises(InvalidEvent, match="out of range"):
+        decode_event(raw(timestamp="0001-01-01T00:00:00+01:00"))

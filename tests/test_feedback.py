@@ -193,3 +193,12 @@ def test_release_test_fires_on_the_negative_feedback_series(
     report = _invoke(f"chdb://{path}", "alerts", "backtest")
     spikes = [d for d in report["detections"] if d["detector"] == "release_spike"]
     assert [(d["model_version"], d["signal"]) for d in spikes] == [("v2", NEGATIVE_FEEDBACK)]
+
+
+def test_feedback_timestamps_out_of_range_are_reasons() -> None:
+    from streams.errors import InvalidEvent
+    from streams.feedback import decode_feedback
+
+    for stamp in ("0001-01-01T00:00:00+01:00", "1999-12-31T23:59:59Z"):
+        with pytest.raises(InvalidEvent):
+            decode_feedback(b'{"event_id": "e", "value": -1, "timestamp": "%s"}' % stamp.encode())
