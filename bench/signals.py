@@ -95,6 +95,8 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     makers: dict[str, Callable[[], Any]] = {
         "minilm_windows": lambda: SentenceEmbedder(),
         "minilm_truncated": lambda: SentenceEmbedder(window_tokens=256, truncate=True),
+        "minilm_w128s96": lambda: SentenceEmbedder(window_tokens=128, stride_tokens=96),
+        "minilm_w64s48": lambda: SentenceEmbedder(window_tokens=64, stride_tokens=48),
         "clip_b32_random_text": lambda: OpenClipEmbedder(
             model_name="ViT-B-32", pretrained=None, seed=0
         ),
@@ -240,9 +242,16 @@ def main() -> None:
     parser.add_argument(
         "--embedders",
         nargs="+",
-        choices=("minilm_windows", "minilm_truncated", "clip_b32_random_text"),
+        choices=(
+            "minilm_windows",
+            "minilm_truncated",
+            "minilm_w128s96",
+            "minilm_w64s48",
+            "clip_b32_random_text",
+        ),
         default=["minilm_windows", "minilm_truncated", "clip_b32_random_text"],
-        help="which text embedders to compare (all three by default)",
+        help="which text embedders to compare (default: 256-token windows, truncation at "
+        "256, CLIP; also shorter windows of 128 and 64 tokens)",
     )
     parser.add_argument(
         "--shots",
