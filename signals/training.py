@@ -416,8 +416,9 @@ def _pick_threshold(probs: NDArray[np.float64], y: NDArray[np.float64], beta: fl
     threshold goes to the middle of the plateau of the highest best cut (from the lower
     neighbour of its lowest cut to its highest cut): the widest margin to the held-out scores
     on either side. Placing it just under the highest best cut, as before, sat it next to the
-    best-scored negatives and cost recall on new texts (figures in the bench notes of
-    ``bench/signals.py``).
+    best-scored negatives and cost recall on new texts: on ``bench/data/chat_eval.jsonl``
+    (MiniLM windows, 5 draws of 8+8, same vectors) held-out F1 moved by +0.03 / +0.05 / 0.00 /
+    +0.02 / 0.00 (investment, medication, pii, injection, refusal), at 16+16 by -0.01 to +0.02.
     """
     candidates = sorted(set(np.round(probs, 6).tolist()))
     scores = [_fbeta(probs >= candidate, y, beta) for candidate in candidates]
