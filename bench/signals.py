@@ -1,6 +1,8 @@
 """Signals: accuracy on real chat failure modes, training time, the cost of applying signals.
 
     .venv/bin/python bench/signals.py [--draws 5] [--json]                  # quality (default)
+    .venv/bin/python bench/signals.py --embedders minilm_windows minilm_truncated --shots 8 16 \
+        --mlp-shots                                                         # MiniLM rows only
     .venv/bin/python bench/signals.py --section costs [--model telltale-tiny] [--pretrained none]
 
 ``--section quality`` reads the labelled set ``bench/data/chat_eval.jsonl`` (written by
@@ -16,7 +18,8 @@ held out), logistic regression vs the one-hidden-layer MLP, for three text embed
 
 Each text is embedded once per embedder and reused by every draw; the embedding times give the
 text throughput of each model on the same texts. Long answers are also scored on their own
-(the held-out long texts of each draw), which is where windows and truncation differ.
+(the held-out long texts of each draw), and the very long ones (400-700 tokens, the failure
+after token 300) alone, which is where windows and truncation at 256 tokens differ.
 
 ``--section costs`` prints, with the embedder given:
 
@@ -58,6 +61,8 @@ from telltale.sample_data import advice_text, neutral_text, render_image  # noqa
 BATCH = 256
 EVAL_SET = Path(__file__).resolve().parent / "data" / "chat_eval.jsonl"
 SHOTS = (2, 4, 8, 16)
+METRICS = ("precision", "recall", "f1", "long_f1", "long_recall", "very_long_f1",
+           "very_long_recall", "cv_f1")  # fmt: skip
 
 
 def timed(fn: Callable[[], Any], repeat: int = 3) -> float:
@@ -87,11 +92,16 @@ def _summary(values: list[float]) -> dict[str, float]:
 def quality(args: argparse.Namespace) -> dict[str, Any]:
     rows = [json.loads(line) for line in EVAL_SET.read_text(encoding="utf-8").splitlines()]
     texts = [str(r["text"]) for r in rows]
-    embedders: dict[str, Any] = {
-        "minilm_windows": SentenceEmbedder(),
-        "minilm_truncated": SentenceEmbedder(window_tokens=256, truncate=True),
-        "clip_b32_random_text": OpenClipEmbedder(model_name="ViT-B-32", pretrained=None, seed=0),
+    makers: dict[str, Callable[[], Any]] = {
+        "minilm_windows": lambda: SentenceEmbedder(),
+        "minilm_truncated": lambda: SentenceEmbedder(window_tokens=256, truncate=True),
+        "minilm_w128s96": lambda: SentenceEmbedder(window_tokens=128, stride_tokens=96),
+        "minilm_w64s48": lambda: SentenceEmbedder(window_tokens=64, stride_tokens=48),
+        "clip_b32_random_text": lambda: OpenClipEmbedder(
+            model_name="ViT-B-32", pretrained=None, seed=0
+        ),
     }
+    embedders: dict[str, Any] = {n: makers[n]() for n in args.embedders}
     embedded: dict[str, list[np.ndarray]] = {}
     throughput: dict[str, dict[str, float]] = {}
     for name, embedder in embedders.items():
@@ -110,7 +120,9 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         "embedder_ids": {n: e.id for n, e in embedders.items()},
         "throughput": throughput,
         "minilm_vs_clip_text_throughput": throughput["minilm_windows"]["texts_per_s"]
-        / throughput["clip_b32_random_text"]["texts_per_s"],
+        / throughput["clip_b32_random_text"]["texts_per_s"]
+        if {"minilm_windows", "clip_b32_random_text"} <= set(throughput)
+        else None,
         "draws": args.draws,
         "results": [],
     }
@@ -122,7 +134,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         index = [i for i, r in enumerate(rows) if r["mode"] == mode]
         pos = [i for i in index if rows[i]["label"] == 1]
         neg = [i for i in index if rows[i]["label"] == 0]
-        for shots in SHOTS:
+        for shots in args.shots:
             for name, groups in embedded.items():
                 dim = groups[0].shape[1]
                 for classifier in ("logistic", "mlp"):
@@ -130,7 +142,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
                         continue
                     cells: dict[str, list[float]] = {
                         k: []
-                        for k in ("precision", "recall", "f1", "long_f1", "long_recall", "cv_f1")
+                        for k in METRICS
                     }
                     for draw in range(args.draws):
                         rng = random.Random(f"{mode}/{shots}/{draw}")
@@ -148,8 +160,12 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
                         p, r, f = _prf(y, flagged)
                         long = np.array([bool(rows[i]["long"]) for i in test])
                         _, long_r, long_f = _prf(y[long], flagged[long])
+                        very = np.array([bool(rows[i].get("very_long")) for i in test])
+                        _, very_r, very_f = _prf(y[very], flagged[very])
                         for key, value in (("precision", p), ("recall", r), ("f1", f),
                                            ("long_f1", long_f), ("long_recall", long_r),
+                                           ("very_long_f1", very_f),
+                                           ("very_long_recall", very_r),
                                            ("cv_f1", fitted.metrics["f1"])):  # fmt: skip
                             cells[key].append(value)
                     out["results"].append({
@@ -166,10 +182,11 @@ def print_quality(out: dict[str, Any]) -> None:
     for name, t in out["throughput"].items():
         print(f"  {name:<22} {out['embedder_ids'][name]:<48} {t['texts_per_s']:6.1f} texts/s "
               f"({int(t['windows'])} windows)")  # fmt: skip
-    print(
-        f"  text throughput MiniLM (windows) / CLIP ViT-B-32 text tower: "
-        f"{out['minilm_vs_clip_text_throughput']:.2f}x"
-    )
+    if out["minilm_vs_clip_text_throughput"] is not None:
+        print(
+            f"  text throughput MiniLM (windows) / CLIP ViT-B-32 text tower: "
+            f"{out['minilm_vs_clip_text_throughput']:.2f}x"
+        )
     by = {(r["mode"], r["per_class"], r["embedder"], r["classifier"]): r for r in out["results"]}
     modes = sorted({r["mode"] for r in out["results"]})
     names = list(out["throughput"])
@@ -190,21 +207,25 @@ def print_quality(out: dict[str, Any]) -> None:
                     for k in shots
                 )
                 print(f"  {mode:<18} {name:<22} {cells}")
-    print(
-        "\n8+8 examples: precision / recall / F1 on all held-out texts; F1 and recall on the "
-        "held-out long answers (200+ tokens, failure late)"
-    )
-    for classifier in ("logistic", "mlp"):
-        for mode in modes:
-            for name in names:
-                if (mode, 8, name, classifier) not in by:
-                    continue
-                r = by[(mode, 8, name, classifier)]
-                print(
-                    f"  {classifier:<8} {mode:<18} {name:<22} P {r['precision']['mean']:.2f}  "
-                    f"R {r['recall']['mean']:.2f}  F1 {r['f1']['mean']:.2f}   long: "
-                    f"F1 {r['long_f1']['mean']:.2f}  R {r['long_recall']['mean']:.2f}"
-                )
+    for k in sorted({r["per_class"] for r in out["results"]}):
+        print(
+            f"\n{k}+{k} examples: precision / recall / F1 on all held-out texts; F1 and recall "
+            "on the held-out long answers (200+ tokens, failure late) and on the very long "
+            "ones alone (400-700 tokens, failure after token 300)"
+        )
+        for classifier in ("logistic", "mlp"):
+            for mode in modes:
+                for name in names:
+                    if (mode, k, name, classifier) not in by:
+                        continue
+                    r = by[(mode, k, name, classifier)]
+                    print(
+                        f"  {classifier:<8} {mode:<18} {name:<22} P {r['precision']['mean']:.2f}"
+                        f"  R {r['recall']['mean']:.2f}  F1 {r['f1']['mean']:.2f}   long: "
+                        f"F1 {r['long_f1']['mean']:.2f}  R {r['long_recall']['mean']:.2f}   "
+                        f"400+: F1 {r['very_long_f1']['mean']:.2f}  "
+                        f"R {r['very_long_recall']['mean']:.2f}"
+                    )
 
 
 def main() -> None:
@@ -217,6 +238,27 @@ def main() -> None:
         nargs="*",
         default=[8],
         help="examples per class at which the (slow to cross-validate) MLP runs",
+    )
+    parser.add_argument(
+        "--embedders",
+        nargs="+",
+        choices=(
+            "minilm_windows",
+            "minilm_truncated",
+            "minilm_w128s96",
+            "minilm_w64s48",
+            "clip_b32_random_text",
+        ),
+        default=["minilm_windows", "minilm_truncated", "clip_b32_random_text"],
+        help="which text embedders to compare (default: 256-token windows, truncation at "
+        "256, CLIP; also shorter windows of 128 and 64 tokens)",
+    )
+    parser.add_argument(
+        "--shots",
+        type=int,
+        nargs="+",
+        default=list(SHOTS),
+        help="examples per class to draw (default: 2 4 8 16)",
     )
     parser.add_argument("--save-embeddings", help="folder to keep each model's window vectors")
     parser.add_argument("--model", default="telltale-tiny")
