@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
-    field_validator,
     model_validator,
 )
 
@@ -32,6 +33,7 @@ from streams.errors import InvalidEvent
 __all__ = [
     "MAX_PAYLOAD_BYTES",
     "Carried",
+    "EventTimestamp",
     "GenerationEvent",
     "Output",
     "Prompt",
@@ -63,6 +65,32 @@ _KNOWN_FIELDS = {
 }  # fmt: skip
 
 
+def _rfc3339_text(value: Any) -> Any:
+    # The contract is RFC 3339 text; pydantic alone would also take Unix numbers.
+    if isinstance(value, bool | int | float):
+        raise ValueError("timestamp must be RFC 3339 text, e.g. 2026-11-26T10:00:00Z")
+    return value
+
+
+def plausible_utc(value: datetime) -> datetime:
+    """``value`` in UTC, or ValueError when it is out of range, before 2000 or a day ahead."""
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ValueError(f"timestamp {value.isoformat()} is out of range") from exc
+    if value < EARLIEST_TIMESTAMP:
+        raise ValueError(f"timestamp {value.isoformat()} is before {EARLIEST_TIMESTAMP.date()}")
+    if value > datetime.now(UTC) + MAX_FUTURE_SKEW:
+        raise ValueError(f"timestamp {value.isoformat()} is more than a day in the future")
+    return value
+
+
+EventTimestamp = Annotated[
+    AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(plausible_utc)
+]
+"""An RFC 3339 timestamp in UTC within the plausible range (events and feedback alike)."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", str_max_length=MAX_TEXT_CHARS)
 
@@ -82,7 +110,7 @@ class GenerationEvent(_Strict):
     """One model call. Unknown top-level fields are kept in ``attributes``."""
 
     event_id: str = Field(min_length=1, max_length=256)
-    timestamp: AwareDatetime
+    timestamp: EventTimestamp
     model: str = Field(min_length=1, max_length=512)
     model_version: str = Field(min_length=1, max_length=512)
     prompt: Prompt = Prompt()
@@ -122,19 +150,6 @@ class GenerationEvent(_Strict):
         _promote_from_attributes(data, "session_id", _SESSION_KEYS)
         return data
 
-    @field_validator("timestamp", mode="before")
-    @classmethod
-    def _rfc3339_text(cls, value: Any) -> Any:
-        # The contract is RFC 3339 text; pydantic alone would also take Unix numbers.
-        if isinstance(value, bool | int | float):
-            raise ValueError("timestamp must be RFC 3339 text, e.g. 2026-11-26T10:00:00Z")
-        return value
-
-    @field_validator("timestamp")
-    @classmethod
-    def _plausible_utc(cls, value: datetime) -> datetime:
-        return plausible_utc(value)
-
     @model_validator(mode="after")
     def _has_content(self, info: ValidationInfo) -> GenerationEvent:
         # OTLP generation spans recorded without content still count for volume and latency:
@@ -155,19 +170,6 @@ def _promote_from_attributes(data: dict[str, Any], name: str, keys: tuple[str, .
         if isinstance(value, str) and value:
             data[name] = value
             return
-
-
-def plausible_utc(value: datetime) -> datetime:
-    """``value`` in UTC, or ValueError when it is out of range, before 2000 or a day ahead."""
-    try:
-        value = value.astimezone(UTC)
-    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
-        raise ValueError(f"timestamp {value.isoformat()} is out of range") from exc
-    if value < EARLIEST_TIMESTAMP:
-        raise ValueError(f"timestamp {value.isoformat()} is before {EARLIEST_TIMESTAMP.date()}")
-    if value > datetime.now(UTC) + MAX_FUTURE_SKEW:
-        raise ValueError(f"timestamp {value.isoformat()} is more than a day in the future")
-    return value
 
 
 def _reject_constant(name: str) -> float:

@@ -19,21 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
 from streams.errors import InvalidEvent
-from streams.events import plausible_utc
+from streams.events import EventTimestamp
 
 __all__ = ["Feedback", "decode_feedback", "encode_feedback", "validate_feedback"]
 
@@ -51,21 +48,9 @@ class Feedback(BaseModel):
     rating_scale: tuple[float, float] = (1.0, 5.0)
     kind: str = Field(default="thumbs", max_length=64, description="thumbs, rating, flag, ...")
     user_id: str = Field(default="", max_length=512)
-    timestamp: AwareDatetime
+    timestamp: EventTimestamp
     comment: str = ""
     feedback_id: str = Field(default="", max_length=256)
-
-    @field_validator("timestamp", mode="before")
-    @classmethod
-    def _rfc3339_text(cls, value: Any) -> Any:
-        if isinstance(value, bool | int | float):
-            raise ValueError("timestamp must be RFC 3339 text, e.g. 2026-11-26T10:00:00Z")
-        return value
-
-    @field_validator("timestamp")
-    @classmethod
-    def _plausible(cls, value: datetime) -> datetime:
-        return plausible_utc(value)
 
     @model_validator(mode="after")
     def _value_and_id(self) -> Feedback:
