@@ -1,14 +1,14 @@
 """All settings of telltale: one nested pydantic :class:`Settings`, read from the environment.
 
 Each package declares its own typed configuration as a plain pydantic model and reads no
-environment (``streams.settings.KafkaConfig`` and ``WorkerConfig``,
-``signals.open_clip_embedder.EmbedderConfig``, ``signals.text_embedder.TextEmbedderConfig``,
-``alerts.settings.MonitorSettings`` and ``NotifySettings``,
-``dashboards.settings.GrafanaSettings``).
-This module binds each to its environment variables by subclassing it together with
-pydantic-settings' ``BaseSettings`` (``KafkaSettings(BaseSettings, KafkaConfig)`` reads
-``TELLTALE_KAFKA_*``), so every field is declared once; sections only the composition root uses
-(ClickHouse, cache, slices, serve, ...) are declared here.
+environment: ``streams.settings.KafkaConfig`` and ``WorkerConfig``, ``streams.otlp.OtlpMapping``,
+``streams.slices.SliceConfig``, ``signals.open_clip_embedder.EmbedderConfig``,
+``signals.text_embedder.TextEmbedderConfig``, ``alerts.settings.MonitorSettings`` and
+``NotifySettings``, ``dashboards.settings.GrafanaSettings``. This module binds each to its
+environment variables by subclassing it together with pydantic-settings' ``BaseSettings``
+(``KafkaSettings(BaseSettings, KafkaConfig)`` reads ``TELLTALE_KAFKA_*``), so every field is
+declared once; sections only the composition root uses (ClickHouse, cache, signal quality,
+images, groups, serve) are declared here.
 
 Nothing is read at import time: the CLI's callback calls :func:`load_settings` once per
 invocation and commands pass its sections down as objects. Every field can be set with an
@@ -29,7 +29,9 @@ from alerts.settings import MonitorSettings, NotifySettings
 from dashboards.settings import GrafanaSettings
 from signals.open_clip_embedder import EmbedderConfig
 from signals.text_embedder import TextEmbedderConfig
+from streams.otlp import OtlpMapping
 from streams.settings import KafkaConfig, WorkerConfig, comma_list
+from streams.slices import SliceConfig
 
 __all__ = [
     "ClickHouseSettings",
@@ -88,6 +90,26 @@ class TextEmbedderSettings(BaseSettings, TextEmbedderConfig):
     """``TELLTALE_TEXT_EMBEDDER_*``: the text model and its windows."""
 
     model_config = SettingsConfigDict(env_prefix="TELLTALE_TEXT_EMBEDDER_", extra="ignore")
+
+
+class OtlpSettings(BaseSettings, OtlpMapping):
+    """``TELLTALE_OTLP_*``: how OpenTelemetry GenAI spans map onto events where the
+    conventions leave a choice."""
+
+    # No JSON decoding: TELLTALE_OTLP_MODEL_VERSION_FROM is written a,b (or as a JSON array).
+    model_config = SettingsConfigDict(
+        env_prefix="TELLTALE_OTLP_", extra="ignore", enable_decoding=False
+    )
+
+
+class SliceSettings(BaseSettings, SliceConfig):
+    """``TELLTALE_SLICE_*``: slice keys (``TELLTALE_SLICE_KEYS=locale,customer_tier``; ``app``
+    is always one) and the cap on values per key."""
+
+    # No JSON decoding: TELLTALE_SLICE_KEYS is written a,b (or as a JSON array).
+    model_config = SettingsConfigDict(
+        env_prefix="TELLTALE_SLICE_", extra="ignore", enable_decoding=False
+    )
 
 
 class MonitorEnv(BaseSettings, MonitorSettings):
@@ -154,30 +176,6 @@ class SignalQualitySettings(BaseSettings):
     )
 
 
-class SliceSettings(BaseSettings):
-    """Slices (``TELLTALE_SLICE_KEYS=locale,customer_tier``) and signal groups.
-
-    ``app`` is always a slice key. ``groups_file`` is a YAML file of signal groups
-    (:mod:`signals.groups`).
-    """
-
-    model_config = SettingsConfigDict(env_prefix="TELLTALE_SLICE_", extra="ignore")
-
-    keys: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=(), description="comma-separated attribute keys to slice rates by"
-    )
-    max_values: int = Field(
-        default=50, ge=1, le=10_000, description="values kept per key; the rest are 'other'"
-    )
-
-    @field_validator("keys", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(k.strip() for k in value.split(",") if k.strip())
-        return value
-
-
 class GroupSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TELLTALE_SIGNAL_", extra="ignore")
 
@@ -223,23 +221,6 @@ class ServeSettings(BaseSettings):
             return []
         raw = self.api_keys.get_secret_value()
         return [k.strip().encode() for k in raw.split(",") if k.strip()]
-
-
-class OtlpSettings(BaseSettings):
-    """How OpenTelemetry GenAI spans map onto events where the conventions leave a choice."""
-
-    model_config = SettingsConfigDict(env_prefix="TELLTALE_OTLP_", extra="ignore")
-
-    model_version_from: CommaList = Field(
-        default=("gen_ai.response.model", "gen_ai.prompt.version", "service.version"),
-        description="attributes tried in order for model_version (span, then resource)",
-    )
-    default_model_version: str = "unknown"
-
-    @field_validator("model_version_from", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        return comma_list(value)
 
 
 class ImagesSettings(BaseSettings):
@@ -292,10 +273,10 @@ class Settings(BaseModel):
     signal_quality: SignalQualitySettings = Field(default_factory=SignalQualitySettings)
     images: ImagesSettings = Field(default_factory=ImagesSettings)
     worker: WorkerConfig = Field(default_factory=WorkerSettings)
-    slices: SliceSettings = Field(default_factory=SliceSettings)
+    slices: SliceConfig = Field(default_factory=SliceSettings)
     groups: GroupSettings = Field(default_factory=GroupSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
-    otlp: OtlpSettings = Field(default_factory=OtlpSettings)
+    otlp: OtlpMapping = Field(default_factory=OtlpSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorEnv)
     notify: NotifySettings = Field(default_factory=NotifyEnv)
     grafana: GrafanaSettings = Field(default_factory=GrafanaEnv)

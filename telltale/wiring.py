@@ -25,7 +25,6 @@ from streams.batch_handler import WorkerHealth
 from streams.dead_letter import DeadLetter
 from streams.feedback import Feedback
 from streams.kafka_security import KafkaSecurity, check_credentials
-from streams.otlp import OtlpMapping
 from streams.pipeline import Pipeline
 from streams.settings import KafkaConfig
 from streams.signal_store import LiveSignals, PublishedSignal, retrainer, save_fitted
@@ -37,7 +36,6 @@ from telltale.settings import (
     GroupSettings,
     ImagesSettings,
     Settings,
-    SliceSettings,
 )
 
 if TYPE_CHECKING:
@@ -101,10 +99,9 @@ def make_embedder(settings: EmbedderConfig) -> OpenClipEmbedder:
     return OpenClipEmbedder(settings)
 
 
-def make_slicer(settings: SliceSettings, client: Client) -> Slicer:
+def make_slicer(settings: SliceConfig, client: Client) -> Slicer:
     """The slicer, its cap seeded with each key's most frequent stored values."""
-    config = SliceConfig(keys=settings.keys, max_values=settings.max_values)
-    return Slicer(config, top_slice_values(client, list(config.keys), config.max_values))
+    return Slicer(settings, top_slice_values(client, list(settings.keys), settings.max_values))
 
 
 def make_groups(settings: GroupSettings, client: Client | None = None) -> tuple[SignalGroup, ...]:
@@ -261,8 +258,5 @@ def make_worker_app(
         health=health,
         maintenance=parts.maintain,
         accept_feedback=parts.accept_feedback,
-        otlp_mapping=OtlpMapping(
-            model_version_keys=tuple(settings.otlp.model_version_from),
-            default_version=settings.otlp.default_model_version,
-        ),
+        otlp_mapping=settings.otlp,
     )

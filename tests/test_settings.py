@@ -133,7 +133,7 @@ def test_every_section_reads_its_documented_variables(clean_env: pytest.MonkeyPa
     assert settings.signal_quality.min_f1_margin == 0.2
     assert settings.images.allowed_hosts == ("cdn.example.com", "*.img.example.com")
     assert settings.worker.batch_size == 32 and settings.worker.signal_refresh_s == 2.5
-    assert settings.slices.keys == ("locale", "customer_tier")
+    assert settings.slices.keys == ("app", "locale", "customer_tier")
     assert settings.groups.groups_file == Path("groups.yaml")
     assert settings.serve.port == 8123 and settings.serve.key_list() == [b"key-a", b"key-b"]
     assert settings.otlp.model_version_from == ("service.version",)
@@ -172,12 +172,15 @@ def test_env_bindings_declare_no_field_of_their_own() -> None:
         KafkaSettings,
         MonitorEnv,
         NotifyEnv,
+        OtlpSettings,
+        SliceSettings,
         TextEmbedderSettings,
         WorkerSettings,
     )
 
     for binding in (EmbedderSettings, GrafanaEnv, KafkaSettings, MonitorEnv, NotifyEnv,
-                    TextEmbedderSettings, WorkerSettings):  # fmt: skip
+                    OtlpSettings, SliceSettings, TextEmbedderSettings,
+                    WorkerSettings):  # fmt: skip
         [package_model] = [b for b in binding.__bases__ if b.__module__ != "pydantic_settings.main"]
         assert not package_model.__module__.startswith("telltale")
         assert set(binding.model_fields) == set(package_model.model_fields)
