@@ -69,8 +69,8 @@ def _main(
     )
     for name in _OWN_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
-    # All settings, read from the environment once; commands take their sections from here.
-    ctx.obj = cli_settings()
+    # Settings are read from the environment once, on first use (cli_settings keeps them on this
+    # root context), so `--help` still works while a variable holds a bad value.
 
 
 @app.command()

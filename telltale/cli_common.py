@@ -63,8 +63,8 @@ CLI_ERRORS = (SignalError, StorageError, StreamError)
 
 def cli_settings() -> Settings:
     """The settings of this invocation, read from the environment once and kept on the root
-    context: the app's callback builds them; a sub-app invoked on its own (tests) builds them
-    on first use. A bad variable is a one-line error naming it, with exit code 1."""
+    context on first use, so every command of one invocation sees the same tree and `--help`
+    never reads it. A bad variable is a one-line error naming it, with exit code 1."""
     ctx = click.get_current_context(silent=True)
     root = ctx.find_root() if ctx is not None else None
     if root is not None and isinstance(root.obj, Settings):
