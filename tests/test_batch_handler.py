@@ -242,6 +242,94 @@ def test_poison_event_is_isolated_dead_lettered_with_the_database_error_and_the_
     assert harness.handler.health.ok
 
 
+def rows_of(client: Any, event_ids: set[str]) -> dict[str, int]:
+    """Rows (physical, not FINAL) that mention ``event_ids`` in every table an event writes to,
+    including the per-minute aggregates the materialized views fill from ``signal_scores`` and
+    ``events``: what a dead-lettered event must not leave behind."""
+    ids = sorted(event_ids)
+    counts = {}
+    for table in ("events", "embeddings", "signal_scores"):
+        counts[table] = int(client.query(
+            f"SELECT count() FROM {table} WHERE event_id IN {{ids:Array(String)}}",
+            parameters={"ids": ids},
+        ).result_rows[0][0])  # fmt: skip
+    # The views aggregate uniqExact(event_id) states: an orphan score shows as one more event.
+    counts["failure_rates_1m events"] = int(client.query(
+        "SELECT uniqExactMerge(events) FROM failure_rates_1m"
+    ).result_rows[0][0])  # fmt: skip
+    counts["events_1m events"] = int(client.query(
+        "SELECT uniqExactMerge(events) FROM events_1m"
+    ).result_rows[0][0])  # fmt: skip
+    return counts
+
+
+@pytest.mark.parametrize("table", ["events", "signal_scores"])
+def test_a_dead_lettered_event_leaves_no_rows_in_any_table(harness: Harness, table: str) -> None:
+    """Refused at the ``events`` insert (written last) or at the ``signal_scores`` insert: the
+    refused event's embeddings and scores must not stay behind (they would count in the
+    failure rates of an event that is not stored), and the others are stored once."""
+    column = "output_text" if table == "events" else "model"
+    harness.client.command(
+        f"ALTER TABLE {table} ADD CONSTRAINT no_poison CHECK position({column}, 'POISON') = 0"
+    )
+    events = [event_json(i) for i in range(24)]
+    poisoned = {5, 17}
+    for i in poisoned:
+        if table == "events":
+            events[i] = event_json(i, "a POISON value the database refuses")
+        else:
+            events[i] = {**events[i], "model": "POISON-chat"}
+    outcome = harness.run(records([json.dumps(e).encode() for e in events]))
+    assert outcome is Outcome.ACKNOWLEDGE
+    good = {f"evt-{i:04d}" for i in range(24) if i not in poisoned}
+    assert stored_ids(harness.client) == good
+    assert [d.offset for d in sorted(harness.dlq(expect=2), key=lambda d: d.offset)] == [5, 17]
+    left = rows_of(harness.client, {f"evt-{i:04d}" for i in poisoned})
+    assert left == {
+        "events": 0,
+        "embeddings": 0,
+        "signal_scores": 0,
+        "failure_rates_1m events": len(good),
+        "events_1m events": len(good),
+    }
+    # the accepted events were each written once: nothing was written for a refused block
+    physical = rows_of(harness.client, good)
+    assert (physical["events"], physical["signal_scores"]) == (len(good), len(good))
+    assert physical["embeddings"] == 2 * len(good)  # prompt.text and output.text
+
+
+def test_a_batch_spanning_more_months_than_one_insert_may_touch_is_stored(
+    harness: Harness,
+) -> None:
+    """ClickHouse refuses an INSERT block touching more than ``max_partitions_per_insert_block``
+    (100) partitions with code 252, which is transient: a replay of ten years of history was
+    retried forever. The writer splits inserts by month instead."""
+    start = datetime(2014, 1, 15, 12, tzinfo=UTC)
+    events = []
+    for i in range(130):  # 130 months, one event each, within the plausible range
+        month = start.replace(year=start.year + (i // 12), month=i % 12 + 1)
+        events.append({**event_json(i), "timestamp": month.isoformat()})
+    months = {e["timestamp"][:7] for e in events}
+    assert len(months) == 130
+
+    async def bounded() -> Outcome:  # a hang guard: before the fix this retried forever
+        task = asyncio.ensure_future(
+            harness.handler.handle(records([json.dumps(e).encode() for e in events]))
+        )
+        done, _ = await asyncio.wait({task}, timeout=240)
+        if not done:
+            harness.handler.stopping.set()
+        return await task
+
+    assert asyncio.run(bounded()) is Outcome.ACKNOWLEDGE
+    assert stored_ids(harness.client) == {f"evt-{i:04d}" for i in range(130)}
+    stored_months = harness.client.query(
+        "SELECT uniqExact(toYYYYMM(timestamp)) FROM signal_scores"
+    ).result_rows[0][0]
+    assert stored_months == 130
+    assert harness.dlq(expect=0) == []
+
+
 def test_a_value_that_cannot_be_serialised_for_its_column_is_a_row_error(
     ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str
 ) -> None:

@@ -17,7 +17,7 @@ from storage.errors import (
     StorageUnavailable,
     classify,
 )
-from storage.rows import EventRow, WriteBatch
+from storage.rows import EmbeddingRow, EventRow, ScoreRow, WriteBatch
 from storage.writer import ClickHouseWriter
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -77,3 +77,97 @@ def test_codes_decide_and_unknown_failures_are_transient() -> None:
     assert type(classify(ConnectionRefusedError(111, "refused"), "insert")) is StorageUnavailable
     typed = StorageMisconfigured("already typed", 60)
     assert classify(typed, "insert") is typed
+
+
+def _rows(ch: Any, table: str) -> int:
+    return int(ch.query(f"SELECT count() FROM {table}").result_rows[0][0])
+
+
+def _months(n: int) -> list[datetime]:
+    return [datetime(2012 + i // 12, i % 12 + 1, 3, 4, 5, tzinfo=UTC) for i in range(n)]
+
+
+def test_a_write_spanning_more_partitions_than_one_insert_may_touch_is_split(ch: Any) -> None:
+    """130 months in one batch: ClickHouse refuses one INSERT block over 100 partitions (code
+    252, transient, so it was retried forever); the writer inserts month groups instead."""
+    stamps = _months(130)
+    batch = WriteBatch(
+        events=[EventRow(f"e{i}", t, "m", "v1") for i, t in enumerate(stamps)],
+        embeddings=[
+            EmbeddingRow(f"e{i}", "output.text", "emb", t, "m", "v1", [0.5, 0.25])
+            for i, t in enumerate(stamps)
+        ],
+        scores=[ScoreRow(f"e{i}", "sig", 1, t, "m", "v1", 0.7, True) for i, t in enumerate(stamps)],
+    )
+    assert ClickHouseWriter(ch).write(batch) == 130
+    for table in ("events", "embeddings", "signal_scores"):
+        assert _rows(ch, table) == 130
+        months = ch.query(f"SELECT uniqExact(toYYYYMM(timestamp)) FROM {table}").result_rows
+        assert months[0][0] == 130
+
+
+def test_a_lower_partition_limit_of_the_server_is_honoured(ch: Any) -> None:
+    """An operator may lower ``max_partitions_per_insert_block``; the writer reads it."""
+    stamps = _months(30)
+    rows = [EventRow(f"e{i}", t, "m", "v1") for i, t in enumerate(stamps)]
+    ch.command("SET max_partitions_per_insert_block = 7")
+    try:
+        assert ClickHouseWriter(ch).write(WriteBatch(events=rows)) == 30
+    finally:
+        ch.command("SET max_partitions_per_insert_block = 100")
+    assert _rows(ch, "events") == 30
+
+
+def test_a_refused_event_row_writes_nothing_in_any_table(ch: Any) -> None:
+    """The rows are checked against every table before any is written: a refused ``events``
+    row (written last) leaves no embeddings or scores behind, nor counts in the views."""
+    ch.command("ALTER TABLE events ADD CONSTRAINT app_set CHECK app != ''")
+    batch = WriteBatch(
+        events=[EventRow("good", NOW, "m", "v1", app="chat"), EventRow("bad", NOW, "m", "v1")],
+        embeddings=[
+            EmbeddingRow(e, "output.text", "emb", NOW, "m", "v1", [1.0, 0.0])
+            for e in ("good", "bad")
+        ],
+        scores=[ScoreRow(e, "sig", 1, NOW, "m", "v1", 0.9, True) for e in ("good", "bad")],
+    )
+    error = failure(lambda: ClickHouseWriter(ch).write(batch))
+    assert type(error) is RowsRejected and error.code == 469
+    for table in ("events", "embeddings", "signal_scores", "failure_rates_1m"):
+        assert _rows(ch, table) == 0, table
+    # the same writer stores the good rows once the refused one is left out
+    good = WriteBatch(events=batch.events[:1], embeddings=batch.embeddings[:1],
+                      scores=batch.scores[:1])  # fmt: skip
+    assert ClickHouseWriter(ch).write(good) == 1
+    assert [_rows(ch, t) for t in ("events", "embeddings", "signal_scores")] == [1, 1, 1]
+
+
+def test_a_constraint_added_after_the_writer_started_is_checked_too(ch: Any) -> None:
+    writer = ClickHouseWriter(ch)
+    assert writer.write(WriteBatch(events=[EventRow("e0", NOW, "m", "v1")])) == 1
+    ch.command("ALTER TABLE signal_scores ADD CONSTRAINT positive CHECK score >= 0")
+    batch = WriteBatch(
+        events=[EventRow("e1", NOW, "m", "v1")],
+        embeddings=[EmbeddingRow("e1", "output.text", "emb", NOW, "m", "v1", [1.0, 0.0])],
+        scores=[ScoreRow("e1", "sig", 1, NOW, "m", "v1", -1.0, False)],
+    )
+    error = failure(lambda: writer.write(batch))
+    assert type(error) is RowsRejected
+    # the first refusal may come from the table itself; no row of e1 stays anywhere
+    for table in ("embeddings", "signal_scores"):
+        assert _rows(ch, table) == 0, table
+    assert _rows(ch, "events") == 1
+
+
+def test_a_check_copy_that_vanished_with_its_session_is_made_again(ch: Any) -> None:
+    """Temporary tables end with their session (an HTTP session expires when idle)."""
+    writer = ClickHouseWriter(ch)
+    assert writer.write(WriteBatch(events=[EventRow("e0", NOW, "m", "v1")])) == 1
+    (copy,) = [  # the writer's own copy of ``events``, dropped behind its back
+        str(r[0])
+        for r in ch.query(
+            "SELECT name FROM system.tables WHERE is_temporary AND name LIKE '%check%events'"
+        ).result_rows
+    ]
+    ch.command(f"DROP TEMPORARY TABLE {copy}")
+    assert writer.write(WriteBatch(events=[EventRow("e1", NOW, "m", "v1")])) == 1
+    assert _rows(ch, "events") == 2
