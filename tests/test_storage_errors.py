@@ -17,6 +17,7 @@ from storage.errors import (
     StorageUnavailable,
     classify,
 )
+from storage.feedback import NEGATIVE_FEEDBACK, FeedbackRow, record_feedback
 from storage.rows import EmbeddingRow, EventRow, ScoreRow, WriteBatch
 from storage.writer import ClickHouseWriter
 
@@ -171,3 +172,33 @@ def test_a_check_copy_that_vanished_with_its_session_is_made_again(ch: Any) -> N
     ch.command(f"DROP TEMPORARY TABLE {copy}")
     assert writer.write(WriteBatch(events=[EventRow("e1", NOW, "m", "v1")])) == 1
     assert _rows(ch, "events") == 2
+
+
+def _feedback_row(i: int, value: int = -1) -> FeedbackRow:
+    return FeedbackRow(f"f{i}", f"e{i}", value, None, "thumbs", "u1", NOW)
+
+
+def test_feedback_errors_are_typed_not_all_transient(ch: Any) -> None:
+    """A feedback row the database refuses was StorageUnavailable, so the feedback agent
+    retried it forever; now it is a row error (bisected and dead-lettered by the worker)."""
+    ch.command("ALTER TABLE feedback ADD CONSTRAINT known_kind CHECK kind != 'bogus'")
+    bad = FeedbackRow("f9", "e9", -1, None, "bogus", "u1", NOW)
+    error = failure(lambda: record_feedback(ch, [_feedback_row(1), bad]))
+    assert type(error) is RowsRejected and error.code == 469
+    ch.command("DROP TABLE feedback")
+    error = failure(lambda: record_feedback(ch, [_feedback_row(1)]))
+    assert type(error) is StorageMisconfigured  # `telltale migrate` has not run
+
+
+def test_feedback_joined_with_events_of_many_months_is_stored(ch: Any) -> None:
+    """Feedback arriving for events of 130 months joins into ``signal_scores`` in month
+    groups: one INSERT ... SELECT over them all is refused (code 252, transient: forever)."""
+    events = [EventRow(f"e{i}", t, "m", "v1") for i, t in enumerate(_months(130))]
+    assert ClickHouseWriter(ch).write(WriteBatch(events=events)) == 130
+    assert record_feedback(ch, [_feedback_row(i) for i in range(130)]) == 130
+    joined = ch.query(
+        "SELECT count(), uniqExact(toYYYYMM(timestamp)) FROM signal_scores "
+        "WHERE signal = {s:String}",
+        parameters={"s": NEGATIVE_FEEDBACK},
+    ).result_rows[0]
+    assert tuple(joined) == (130, 130)
