@@ -26,16 +26,19 @@ from signals.spec import Examples, SignalSpec
 from signals.training import train_signal
 from storage.client import connect
 from storage.dead_letters import DeadLetterRow, record_dead_letters
-from storage.errors import StorageUnavailable
+from storage.errors import StorageMisconfigured, StorageUnavailable
+from storage.feedback import record_feedback
 from storage.queries import table_counts
 from storage.writer import ClickHouseWriter
 from streams.batch_handler import BatchHandler, Outcome, Record, WorkerHealth, pipeline_process
 from streams.dead_letter import DeadLetter
 from streams.errors import InvalidEvent
 from streams.events import GenerationEvent, validate_event
+from streams.feedback import Feedback
 from streams.pipeline import BatchResult, Pipeline
 from streams.retry import RetryPolicy
-from streams.signal_store import LiveSignals, save_fitted
+from streams.signal_store import LiveSignals, PublishedSignal, save_fitted
+from telltale.wiring import feedback_rows
 
 pytestmark = pytest.mark.integration
 
@@ -438,3 +441,108 @@ def test_shutdown_during_an_outage_holds_the_batch_unacknowledged(
         assert h.handler.health.ok  # an outage is not a misconfiguration
     finally:
         h.producer.close()
+
+
+# ------------------------------------------------------ the worker's other agents: same rules
+
+
+def test_published_signals_share_the_retry_policy_and_an_unstorable_one_is_dead_lettered(
+    harness: Harness, tiny_embedder: OpenClipEmbedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The control-topic agent goes through the handler: storage outages are retried with the
+    batches' back-off, and a signal that cannot be stored is dead-lettered with the reason
+    (before, it was logged, acknowledged and gone)."""
+    fitted = train_signal(
+        SignalSpec(name="pushy", threshold=0.5,
+                   examples=Examples(positive=ADVICE, negative=NEUTRAL)),
+        tiny_embedder,
+    )  # fmt: skip
+    outages = {"left": 2}
+
+    def accept(payload: bytes) -> str:
+        if outages["left"]:
+            outages["left"] -= 1
+            raise StorageUnavailable("insert of a signal failed: connection refused", 210)
+        stored = save_fitted(harness.client, PublishedSignal.from_json(payload).fitted)
+        return f"{stored.name} v{stored.version}"
+
+    good = PublishedSignal(fitted, author="ops").to_json()
+    batch = records([good, b'{"fitted": {"name": "half a signal"}}', good],
+                    topic="telltale.signals")  # fmt: skip
+    caplog.set_level(logging.INFO, logger="streams")
+    assert asyncio.run(harness.handler.handle_signals(batch, accept)) is Outcome.ACKNOWLEDGE
+    versions = harness.client.query(
+        "SELECT version FROM signals FINAL WHERE name = 'pushy' ORDER BY version"
+    ).result_rows
+    assert [v for (v,) in versions] == [1, 2]
+    waits = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert [w.split("retrying in ")[1].split("s")[0] for w in waits] == ["0.1", "0.1"]
+    (letter,) = harness.dlq(expect=1)
+    assert (letter.topic, letter.offset) == ("telltale.signals", 1)
+    assert "ValidationError" in letter.reason and "FittedSignal" in letter.reason
+    assert [o for o, _ in harness.stored_dead_letters()] == [1]
+
+
+def test_published_signals_honour_shutdown_and_a_misconfigured_database(
+    harness: Harness,
+) -> None:
+    def down(payload: bytes) -> str:
+        raise StorageUnavailable("insert failed: timeout", 159)
+
+    async def scenario() -> Outcome:
+        task = asyncio.ensure_future(
+            harness.handler.handle_signals(records([b"{}"], topic="telltale.signals"), down)
+        )
+        await asyncio.sleep(0.3)  # a few failed attempts
+        assert not task.done()
+        harness.handler.stopping.set()
+        return await asyncio.wait_for(task, 5)
+
+    assert asyncio.run(scenario()) is Outcome.HOLD
+    harness.handler.stopping.clear()
+
+    def unmigrated(payload: bytes) -> str:
+        raise StorageMisconfigured("insert failed: UNKNOWN_TABLE signals", 60)
+
+    batch = records([b"{}"], topic="telltale.signals")
+    assert asyncio.run(harness.handler.handle_signals(batch, unmigrated)) is Outcome.HALT
+    assert not harness.handler.health.ok
+    assert harness.dlq(expect=0) == []
+
+
+def feedback_json(i: int, comment: str = "") -> bytes:
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    return json.dumps({"event_id": f"evt-{i:04d}", "value": -1 if i % 2 else 1,
+                       "timestamp": at.isoformat(), "user_id": f"u{i}",
+                       "comment": comment}).encode()  # fmt: skip
+
+
+def test_feedback_the_database_refuses_is_bisected_out_and_dead_lettered(
+    harness: Harness,
+) -> None:
+    """Before, a feedback insert error of any kind was 'unavailable' and the feedback agent
+    retried the batch forever; a refused row now costs only its own record."""
+    harness.client.command(
+        "ALTER TABLE feedback ADD CONSTRAINT no_poison CHECK position(comment, 'POISON') = 0"
+    )
+    assert harness.run(records([json.dumps(event_json(i)).encode() for i in range(12)])) is (
+        Outcome.ACKNOWLEDGE
+    )
+    payloads = [feedback_json(i) for i in range(12)]
+    payloads[4] = feedback_json(4, "POISON comment")
+    payloads[9] = b'{"event_id": "evt-0009"}'  # no timestamp, no value
+
+    def accept(items: list[Feedback]) -> int:
+        return record_feedback(harness.client, feedback_rows(items))
+
+    batch = records(payloads, topic="generations.feedback")
+    assert asyncio.run(harness.handler.handle_feedback(batch, accept)) is Outcome.ACKNOWLEDGE
+    stored = harness.client.query("SELECT event_id FROM feedback FINAL").result_rows
+    assert {e for (e,) in stored} == {f"evt-{i:04d}" for i in range(12) if i not in (4, 9)}
+    letters = sorted(harness.dlq(expect=2), key=lambda d: d.offset)
+    assert [d.offset for d in letters] == [4, 9]
+    assert "VIOLATED_CONSTRAINT" in letters[0].reason
+    joined = harness.client.query(
+        "SELECT count() FROM signal_scores FINAL WHERE signal = 'feedback.negative'"
+    ).result_rows[0][0]
+    assert joined == 10  # every stored feedback record met its stored event
