@@ -202,3 +202,25 @@ def test_feedback_joined_with_events_of_many_months_is_stored(ch: Any) -> None:
         parameters={"s": NEGATIVE_FEEDBACK},
     ).result_rows[0]
     assert tuple(joined) == (130, 130)
+
+
+def test_the_column_wise_write_is_split_by_month_too(ch: Any) -> None:
+    """The replay fast path (Arrow tables) of logs that span 130 months."""
+    import pyarrow as pa
+
+    stamps = _months(130)
+    ids = [f"e{i}" for i in range(130)]
+    base = {
+        "event_id": pa.array(ids),
+        "timestamp": pa.array(stamps, pa.timestamp("ms", "UTC")),
+        "model": pa.array(["m"] * 130),
+        "model_version": pa.array(["v1"] * 130),
+    }
+    scores = pa.table({**base, "signal": pa.array(["sig"] * 130),
+                       "signal_version": pa.array([1] * 130, pa.uint32()),
+                       "score": pa.array([0.25] * 130, pa.float32()),
+                       "flagged": pa.array([0] * 130, pa.uint8())})  # fmt: skip
+    written = ClickHouseWriter(ch).write_arrow(pa.table({}), scores, pa.table(base))
+    assert written == 130
+    for table in ("events", "signal_scores"):
+        assert _rows(ch, table) == 130
