@@ -261,6 +261,8 @@ class BatchHandler:
                 decoded.append((record, decode_feedback(record.value or b"")))
             except InvalidEvent as exc:
                 refused.append((record, exc.reason))
+            except Exception as exc:  # as for events: the record is dead-lettered, not the agent
+                refused.append((record, f"decoding failed: {type(exc).__name__}: {exc}"))
         try:
             stored, rejected = await self._store_feedback(decoded, accept) if decoded else (0, [])
             await self.dead_letter_records([*refused, *rejected])
@@ -317,6 +319,11 @@ class BatchHandler:
                 undecodable.append((record, exc.reason))
             except InvalidEvent as exc:
                 undecodable.append((record, exc.reason))
+                continue
+            except Exception as exc:  # a decoder's own failure: the record is at fault, not us
+                log.warning("decoding %s[%d]@%d failed", record.topic, record.partition,
+                            record.offset, exc_info=True)  # fmt: skip
+                undecodable.append((record, f"decoding failed: {type(exc).__name__}: {exc}"))
                 continue
             for item in events:
                 if isinstance(item, Carrying):

@@ -546,3 +546,28 @@ def test_feedback_the_database_refuses_is_bisected_out_and_dead_lettered(
         "SELECT count() FROM signal_scores FINAL WHERE signal = 'feedback.negative'"
     ).result_rows[0][0]
     assert joined == 10  # every stored feedback record met its stored event
+
+
+def test_a_decoder_that_fails_unexpectedly_dead_letters_its_record_not_the_agent(
+    ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str
+) -> None:
+    """A plugged decoder (an OTLP mapping, say) that raises something other than
+    InvalidEvent on one record: before, the exception left the handler, the faust agent
+    crashed and the partition stalled with the batch unacknowledged."""
+
+    def fragile(raw: bytes) -> list[GenerationEvent]:
+        data = json.loads(raw)
+        return [validate_event(e) for e in data["events"]]  # KeyError without "events"
+
+    h = make_harness(ch, tiny_embedder, kafka_bootstrap, decoders={"bundles": fragile})
+    try:
+        good = json.dumps({"events": [event_json(i) for i in range(3)]}).encode()
+        batch = records([good, b'{"spans": []}', b"[1, 2]"], topic="bundles")
+        assert h.run(batch) is Outcome.ACKNOWLEDGE
+        assert stored_ids(ch) == {f"evt-{i:04d}" for i in range(3)}
+        letters = sorted(h.dlq(expect=2), key=lambda d: d.offset)
+        assert [d.offset for d in letters] == [1, 2]
+        assert letters[0].reason.startswith("decoding failed: KeyError")
+        assert letters[1].reason.startswith("decoding failed: TypeError")
+    finally:
+        h.producer.close()
