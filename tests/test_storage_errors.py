@@ -142,6 +142,30 @@ def test_a_refused_event_row_writes_nothing_in_any_table(ch: Any) -> None:
     assert [_rows(ch, t) for t in ("events", "embeddings", "signal_scores")] == [1, 1, 1]
 
 
+@pytest.mark.parametrize("months", [1, 130])
+def test_refused_embeddings_write_nothing_in_any_table(ch: Any, months: int) -> None:
+    """``embeddings`` is written first: in one block its refusal leaves nothing behind; over
+    more months than one block may touch it is checked first like the other tables."""
+    ch.command("ALTER TABLE embeddings ADD CONSTRAINT known CHECK model != 'POISON'")
+    stamps = _months(months) if months > 1 else [NOW] * 3
+    models = ["m"] * (len(stamps) - 1) + ["POISON"]  # the refused row is in the last block
+    batch = WriteBatch(
+        events=[EventRow(f"e{i}", t, m, "v1") for i, (t, m) in enumerate(zip(stamps, models))],
+        embeddings=[
+            EmbeddingRow(f"e{i}", "output.text", "emb", t, m, "v1", [1.0, 0.0])
+            for i, (t, m) in enumerate(zip(stamps, models))
+        ],
+        scores=[
+            ScoreRow(f"e{i}", "s", 1, t, m, "v1", 0.5, False)
+            for i, (t, m) in enumerate(zip(stamps, models))
+        ],
+    )
+    error = failure(lambda: ClickHouseWriter(ch).write(batch))
+    assert type(error) is RowsRejected and error.code == 469
+    for table in ("events", "embeddings", "signal_scores", "failure_rates_1m"):
+        assert _rows(ch, table) == 0, table
+
+
 def test_a_constraint_added_after_the_writer_started_is_checked_too(ch: Any) -> None:
     writer = ClickHouseWriter(ch)
     assert writer.write(WriteBatch(events=[EventRow("e0", NOW, "m", "v1")])) == 1
