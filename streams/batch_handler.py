@@ -335,9 +335,7 @@ class BatchHandler:
         by_id = {d.event.event_id: d for d in decoded}
         refused = [*stored.refused, *((by_id[e.event_id], r) for e, r in stored.result.rejected)]
         letters.extend(await self._dead_letter_events(refused))
-        if letters and self._record is not None:
-            record_letters = self._record
-            await self._blocking(lambda: record_letters(letters))
+        await self._record_letters(letters)
         result = stored.result
         log.info(
             "batch: %d written, %d already stored, %d rejected, %d scores; "
@@ -392,9 +390,21 @@ class BatchHandler:
     async def dead_letter_records(self, refused: Sequence[tuple[Record, str]]) -> None:
         """Dead-letter whole records (and record the letters): for agents beside the batches."""
         letters = [await self._dead_letter(record, reason) for record, reason in refused]
-        if letters and self._record is not None:
-            record_letters = self._record
+        await self._record_letters(letters)
+
+    async def _record_letters(self, letters: list[DeadLetter]) -> None:
+        """Store the dead letters' coordinates and reasons (for charts and alerts), retrying
+        outages. Rows the database refuses there are logged, not raised: the letters are
+        already on the dead-letter topic, and raising would leave the batch unacknowledged
+        and retried forever."""
+        if not letters or self._record is None:
+            return
+        record_letters = self._record
+        try:
             await self._blocking(lambda: record_letters(letters))
+        except RowsRejected as exc:
+            log.warning("%d dead letters are on the topic but not recorded in the database: %s",
+                        len(letters), exc)  # fmt: skip
 
     async def _dead_letter(self, record: Record, reason: str) -> DeadLetter:
         letter = DeadLetter.of(

@@ -571,3 +571,22 @@ def test_a_decoder_that_fails_unexpectedly_dead_letters_its_record_not_the_agent
         assert letters[1].reason.startswith("decoding failed: TypeError")
     finally:
         h.producer.close()
+
+
+def test_dead_letters_the_database_refuses_to_record_do_not_hold_the_batch(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The dead letters reach the topic first; if the ``dead_letters`` table then refuses
+    their rows, the batch is still acknowledged (before, RowsRejected left the handler and
+    the batch stayed unacknowledged)."""
+    harness.client.command(
+        "ALTER TABLE dead_letters ADD CONSTRAINT short CHECK length(reason) < 10"
+    )
+    payloads = [json.dumps(event_json(i)).encode() for i in range(4)]
+    payloads[2] = b"not json"
+    caplog.set_level(logging.INFO, logger="streams")
+    assert harness.run(records(payloads)) is Outcome.ACKNOWLEDGE
+    assert stored_ids(harness.client) == {f"evt-{i:04d}" for i in (0, 1, 3)}
+    assert [d.offset for d in harness.dlq(expect=1)] == [2]
+    assert harness.stored_dead_letters() == []
+    assert "not recorded in the database" in caplog.text
