@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from storage.errors import StorageUnavailable
+from storage.errors import classify
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -66,8 +66,10 @@ class FeedbackRow:
 def record_feedback(client: Client, rows: Sequence[FeedbackRow]) -> int:
     """Store ``rows`` (idempotent on feedback id) and join those whose event is stored.
 
-    Returns how many rows were given. Raises :class:`StorageUnavailable` on failure; the
-    caller retries the same rows, which is harmless.
+    Returns how many rows were given. Raises the typed error of the failure
+    (:func:`storage.errors.classify`): the caller retries the same rows when storage is
+    unavailable (harmless), narrows them down when the database refuses some, and stops when
+    it is misconfigured (retrying either of those forever would stall the topic).
     """
     if not rows:
         return 0
@@ -76,7 +78,7 @@ def record_feedback(client: Client, rows: Sequence[FeedbackRow]) -> int:
             "feedback", [r.values() for r in rows], column_names=list(FeedbackRow.COLUMNS)
         )
     except Exception as exc:
-        raise StorageUnavailable(f"insert of {len(rows)} feedback records failed: {exc}") from exc
+        raise classify(exc, f"insert of {len(rows)} feedback records") from exc
     join_feedback(client, [r.event_id for r in rows])
     return len(rows)
 
@@ -84,12 +86,12 @@ def record_feedback(client: Client, rows: Sequence[FeedbackRow]) -> int:
 _JOIN = f"""
 INSERT INTO signal_scores
     (event_id, signal, signal_version, timestamp, model, model_version, score, flagged)
-SELECT e.event_id, '{NEGATIVE_FEEDBACK}', 1, e.timestamp, e.model, e.model_version,
-       toFloat32(f.low), toUInt8(f.low < 0)
+SELECT e.event_id, '{NEGATIVE_FEEDBACK}', 1, e.at, e.m, e.mv, toFloat32(f.low), toUInt8(f.low < 0)
 FROM (
-    SELECT event_id, any(timestamp) AS timestamp, any(model) AS model,
-           any(model_version) AS model_version
-    FROM events WHERE event_id IN {{ids:Array(String)}} GROUP BY event_id
+    SELECT event_id, any(timestamp) AS at, any(model) AS m, any(model_version) AS mv
+    FROM events WHERE event_id IN {{ids:Array(String)}}
+        AND toYYYYMM(timestamp) IN {{months:Array(UInt32)}}
+    GROUP BY event_id
 ) AS e
 INNER JOIN (
     SELECT event_id, min(value) AS low
@@ -99,13 +101,38 @@ INNER JOIN (
 
 
 def join_feedback(client: Client, event_ids: Sequence[str]) -> None:
-    """Write the feedback series rows of ``event_ids`` that have both an event and feedback."""
+    """Write the feedback series rows of ``event_ids`` that have both an event and feedback.
+
+    The rows go to ``signal_scores``, partitioned by the events' month: they are inserted a
+    group of months at a time, so one insert never touches more partitions than
+    ``max_partitions_per_insert_block`` (feedback for years of events would otherwise be
+    refused with a transient error, and retried forever).
+    """
     ids = list(dict.fromkeys(event_ids))
     for start in range(0, len(ids), _ID_CHUNK):
+        chunk = ids[start : start + _ID_CHUNK]
         try:
-            client.command(_JOIN, parameters={"ids": ids[start : start + _ID_CHUNK]})
+            months = [
+                int(r[0]) for r in client.query(_MONTHS, parameters={"ids": chunk}).result_rows
+            ]
+            limit = _partition_limit(client) if len(months) > 1 else 1
+            for first in range(0, len(months), limit):  # no months: none of the events stored
+                group = months[first : first + limit]
+                client.command(_JOIN, parameters={"ids": chunk, "months": group})
         except Exception as exc:
-            raise StorageUnavailable(f"joining feedback failed: {exc}") from exc
+            raise classify(exc, "joining feedback") from exc
+
+
+_MONTHS = "SELECT DISTINCT toYYYYMM(timestamp) FROM events WHERE event_id IN {ids:Array(String)}"
+
+
+def _partition_limit(client: Client) -> int:
+    """The server's ``max_partitions_per_insert_block``; 0 (no limit) reads as one block."""
+    rows = client.query(
+        "SELECT value FROM system.settings WHERE name = 'max_partitions_per_insert_block'"
+    ).result_rows
+    limit = int(rows[0][0]) if rows else 100
+    return limit if limit > 0 else 1_000_000  # more months than there are
 
 
 def negatively_rated(

@@ -4,13 +4,28 @@ Order of inserts matters. Embeddings and scores go first and ``events`` last, so
 ``events`` row means the whole event is stored: :meth:`ClickHouseWriter.existing_event_ids`
 lets the pipeline skip those on redelivery, and anything written before a crash is re-written
 harmlessly (see ``storage.schema`` for why duplicates never change counts).
+
+Two things keep a write from half-succeeding or failing for good:
+
+* **Checked before written.** The blocks are first inserted into an empty ``Null``-engine
+  temporary copy of its table (same columns, types and constraints, no data, no views), so a
+  value the database refuses raises :class:`~storage.errors.RowsRejected` before any table is
+  touched: a refused event leaves no embeddings or scores behind (the per-minute views would
+  count those as an event that was never stored). The copies are remade when a table's
+  definition changes (an operator adds a constraint while the worker runs).
+* **Split by partition.** ClickHouse refuses one INSERT block that touches more than
+  ``max_partitions_per_insert_block`` partitions (code 252, which is transient for a busy
+  table): the rows of each table are inserted in groups of at most that many months, so a
+  replay of years of history is stored instead of retried forever.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from storage.errors import BackPressure, StorageError, classify
@@ -26,6 +41,11 @@ __all__ = ["ClickHouseWriter"]
 log = logging.getLogger(__name__)
 
 _ID_CHUNK = 5_000
+_UNKNOWN_TABLE = 60
+_PARTITION_LIMIT_DEFAULT = 100  # ClickHouse's default max_partitions_per_insert_block
+_MONTH_COLUMN = {"events": "timestamp", "embeddings": "timestamp", "signal_scores": "timestamp",
+                 "embedding_cache_stats": "at"}  # fmt: skip
+"""The column each table is partitioned by (``toYYYYMM`` of it; see ``storage.schema``)."""
 
 
 class ClickHouseWriter:
@@ -41,6 +61,9 @@ class ClickHouseWriter:
         self._client = client
         self._max_rows = max_rows
         self._buffer = WriteBatch()
+        self._limit: int | None = None
+        self._probe_suffix = uuid.uuid4().hex[:12]
+        self._probed: dict[str, str | None] = {}  # table -> definition its check copy was made of
 
     @property
     def pending(self) -> int:
@@ -54,21 +77,34 @@ class ClickHouseWriter:
         self._buffer.extend(batch)
 
     def flush(self) -> int:
-        """Insert everything buffered; return the number of events written."""
+        """Insert everything buffered; return the number of events written.
+
+        The rows are checked against their tables first (:meth:`_check`; the first table
+        written only when it takes several blocks): a refused row raises
+        :class:`~storage.errors.RowsRejected` with nothing written to any table.
+        """
         batch = self._buffer
         if not len(batch):
             return 0
         try:
-            self._insert("embeddings", EmbeddingRow.COLUMNS, (r.values() for r in batch.embeddings))
             feedback_scores = self._feedback(batch.events)
-            self._insert("signal_scores", ScoreRow.COLUMNS,
-                         (r.values() for r in [*batch.scores, *feedback_scores]))  # fmt: skip
-            self._insert(
-                "embedding_cache_stats",
-                CacheStatsRow.COLUMNS,
-                (r.values() for r in batch.cache_stats),
-            )
-            self._insert("events", EventRow.COLUMNS, (r.values() for r in batch.events))
+            blocks = [  # written in this order: ``events`` last
+                ("embeddings", EmbeddingRow.COLUMNS, [r.values() for r in batch.embeddings]),
+                ("signal_scores", ScoreRow.COLUMNS,
+                 [r.values() for r in [*batch.scores, *feedback_scores]]),
+                ("embedding_cache_stats", CacheStatsRow.COLUMNS,
+                 [r.values() for r in batch.cache_stats]),
+                ("events", EventRow.COLUMNS, [r.values() for r in batch.events]),
+            ]  # fmt: skip
+            # ``embeddings`` goes first, so a refusal of its only block leaves nothing written:
+            # it is checked only when it takes several blocks (its vectors are the bulk of a
+            # batch's bytes; checking them too cost 1.7x the write time instead of 1.2x)
+            first = blocks[0]
+            several = len(_by_month(first[2], first[1].index("timestamp"),
+                                    self._partition_limit())) > 1  # fmt: skip
+            self._check([b for b in blocks[0 if several else 1 :] if b[2]])
+            for table, columns, rows in blocks:
+                self._insert(table, columns, rows)
         except Exception as exc:
             raise classify(exc, f"insert of {len(batch.events)} events") from exc
         self._buffer = WriteBatch()
@@ -94,7 +130,9 @@ class ClickHouseWriter:
     def write_arrow(self, embeddings: pa.Table, scores: pa.Table, events: pa.Table) -> int:
         """Insert whole Arrow tables, column-wise (the replay fast path); return the events.
 
-        Same order as :meth:`flush` (``events`` last) and the same typed errors. The tables
+        Same order as :meth:`flush` (``events`` last), the same split by month and the same
+        typed errors; the blocks are not checked first (replayed logs are validated before
+        they get here, and this is the fast path). The tables
         must name columns of their ClickHouse tables; missing ones take their defaults. Nothing
         is buffered: the rows go in with this call or not at all.
         """
@@ -103,9 +141,9 @@ class ClickHouseWriter:
         try:
             for table, data in (("embeddings", embeddings), ("signal_scores", scores),
                                 ("events", events)):  # fmt: skip
-                if data.num_rows:
-                    self._client.insert_arrow(table, data)
-                    log.debug("inserted %d rows into %s (arrow)", data.num_rows, table)
+                for part in _arrow_by_month(data, _MONTH_COLUMN[table], self._partition_limit()):
+                    self._client.insert_arrow(table, part)
+                    log.debug("inserted %d rows into %s (arrow)", part.num_rows, table)
         except Exception as exc:
             raise classify(exc, f"insert of {events.num_rows} events") from exc
         return int(events.num_rows)
@@ -151,8 +189,86 @@ class ClickHouseWriter:
             found.update(str(row[0]) for row in rows)
         return found
 
-    def _insert(self, table: str, columns: tuple[str, ...], rows: Iterable[list[object]]) -> None:
-        data = list(rows)
-        if data:
-            self._client.insert(table, data, column_names=list(columns))
-            log.debug("inserted %d rows into %s", len(data), table)
+    def _insert(self, table: str, columns: tuple[str, ...], rows: list[list[object]]) -> None:
+        """Insert ``rows`` into ``table`` in blocks of at most the partitions one may touch."""
+        limit = self._partition_limit()
+        for block in _by_month(rows, columns.index(_MONTH_COLUMN[table]), limit):
+            self._client.insert(table, block, column_names=list(columns))
+            log.debug("inserted %d rows into %s", len(block), table)
+
+    def _check(self, blocks: Sequence[tuple[str, tuple[str, ...], list[list[object]]]]) -> None:
+        """Insert every block into the ``Null`` copy of its table: raises what the table would,
+        stores nothing. The copies are (re)made when a table's definition is new or changed."""
+        tables = [table for table, _, _ in blocks]
+        current = {
+            str(name): str(create)
+            for name, create in self._client.query(
+                "SELECT name, create_table_query FROM system.tables "
+                "WHERE database = currentDatabase() AND name IN {names:Array(String)}",
+                parameters={"names": tables},
+            ).result_rows
+        }
+        for table, columns, rows in blocks:
+            probe = f"_telltale_check_{self._probe_suffix}_{table}"
+            if table not in self._probed or self._probed[table] != current.get(table):
+                self._copy(table, probe, current.get(table))
+            try:
+                self._client.insert(probe, rows, column_names=list(columns))
+            except Exception as exc:
+                if getattr(exc, "code", None) != _UNKNOWN_TABLE:
+                    raise
+                # A temporary table lives as long as its session, and an HTTP session ends
+                # after a while idle: make the copy again (a missing table itself still fails).
+                self._copy(table, probe, current.get(table))
+                self._client.insert(probe, rows, column_names=list(columns))
+
+    def _copy(self, table: str, probe: str, definition: str | None) -> None:
+        self._client.command(f"DROP TEMPORARY TABLE IF EXISTS {probe}")
+        self._client.command(f"CREATE TEMPORARY TABLE {probe} AS {table} ENGINE = Null")
+        self._probed[table] = definition
+
+    def _partition_limit(self) -> int:
+        """The server's ``max_partitions_per_insert_block`` (0: no limit), read once."""
+        if self._limit is None:
+            rows = self._client.query(
+                "SELECT value FROM system.settings WHERE name = 'max_partitions_per_insert_block'"
+            ).result_rows
+            self._limit = int(rows[0][0]) if rows else _PARTITION_LIMIT_DEFAULT
+        return self._limit
+
+
+def _month(value: object) -> tuple[int, int]:
+    if not isinstance(value, datetime):
+        raise TypeError(f"a partition column holds {type(value).__name__}, not a datetime")
+    at = value.astimezone(UTC) if value.tzinfo else value  # naive values are UTC already
+    return at.year, at.month
+
+
+def _by_month(rows: list[list[object]], column: int, limit: int) -> list[list[list[object]]]:
+    """``rows`` in blocks that each touch at most ``limit`` months (all at once when the
+    limit is 0 or not reached), months in order of first appearance."""
+    if not rows:
+        return []
+    groups: dict[tuple[int, int], list[list[object]]] = {}
+    for row in rows:
+        groups.setdefault(_month(row[column]), []).append(row)
+    if limit <= 0 or len(groups) <= limit:
+        return [rows]
+    months = list(groups.values())
+    return [[r for g in months[i : i + limit] for r in g] for i in range(0, len(months), limit)]
+
+
+def _arrow_by_month(data: pa.Table, column: str, limit: int) -> list[pa.Table]:
+    """The Arrow twin of :func:`_by_month` (no blocks for an empty table)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not data.num_rows:
+        return []
+    stamps = pc.cast(data.column(column), pa.timestamp("ms", "UTC"))
+    key = pc.add(pc.multiply(pc.year(stamps), 100), pc.month(stamps))
+    months = pc.unique(key)
+    if limit <= 0 or len(months) <= limit:
+        return [data]
+    chunks = [months[i : i + limit] for i in range(0, len(months), limit)]
+    return [data.filter(pc.is_in(key, value_set=chunk)) for chunk in chunks]

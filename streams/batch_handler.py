@@ -16,6 +16,12 @@ Storage errors decide the outcome by what they concern (:mod:`storage.errors`):
 * :class:`~storage.errors.StorageMisconfigured` (a missing table or column, authentication):
   one clear log line, :class:`WorkerHealth` turns failing, nothing is dead-lettered or
   acknowledged, and the caller stops consuming.
+
+The worker's other agents go through the same handler, so they share the retry policy, the
+shutdown flag and the health: :meth:`BatchHandler.handle_signals` (the control topic: a signal
+that cannot be stored is dead-lettered with the reason, not skipped) and
+:meth:`BatchHandler.handle_feedback` (feedback rows the database refuses are bisected out and
+dead-lettered like events).
 """
 
 from __future__ import annotations
@@ -25,15 +31,19 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from storage.errors import RowsRejected, StorageMisconfigured
 from streams.dead_letter import DeadLetter
 from streams.errors import InvalidEvent, PartlyInvalid
 from streams.events import MAX_PAYLOAD_BYTES, Carried, GenerationEvent, decode_record
+from streams.feedback import Feedback, decode_feedback
 from streams.pipeline import BatchResult, Pipeline
 from streams.retry import RetryPolicy, ShuttingDown
 
 __all__ = [
+    "AcceptFeedback",
+    "AcceptSignal",
     "BatchHandler",
     "Carrying",
     "Decoder",
@@ -65,6 +75,12 @@ or raises :class:`~streams.errors.InvalidEvent` with the reason."""
 
 Process = Callable[[Sequence[GenerationEvent], Mapping[str, Carrying]], BatchResult]
 """Runs the pipeline on events; the mapping holds, by event id, the vectors some carried."""
+
+AcceptSignal = Callable[[bytes], str]
+"""Store one signal published on the control topic; return what was stored (for the log)."""
+
+AcceptFeedback = Callable[[list[Feedback]], int]
+"""Store decoded feedback records; return how many were stored."""
 
 SendDeadLetter = Callable[[bytes | None, bytes], Awaitable[None]]
 """Deliver ``(key, value)`` to the dead-letter topic; returns once the broker has it."""
@@ -205,14 +221,89 @@ class BatchHandler:
             )
             return Outcome.HOLD
         except StorageMisconfigured as exc:
-            self.health.fail(str(exc))
-            log.error(  # one line, no traceback: the cause is the database, not this code
-                "storage is misconfigured; consumption stopped, nothing acknowledged or "
-                "dead-lettered (run `telltale migrate` or fix the credentials, then restart): %s",
-                exc,
-            )
-            return Outcome.HALT
+            return self._halt(exc)
         return Outcome.ACKNOWLEDGE
+
+    async def handle_signals(self, batch: Sequence[Record], accept: AcceptSignal) -> Outcome:
+        """Store each signal published on the control topic, in order, with the batches' retry
+        policy and shutdown. A signal that cannot be stored for a reason of its own (invalid,
+        refused by the database) is dead-lettered with that reason instead of being dropped."""
+        if not self.health.ok:
+            return Outcome.HALT
+        try:
+            for record in batch:
+                try:
+                    stored = await self._blocking(partial(accept, record.value or b""))
+                except (ShuttingDown, StorageMisconfigured):
+                    raise
+                except Exception as exc:
+                    log.warning("a published signal cannot be stored", exc_info=True)
+                    await self.dead_letter_records([(record, _reason(exc))])
+                    continue
+                log.info("published signal stored: %s", stored)
+        except ShuttingDown as exc:
+            log.warning("stopping with published signals not stored (%s); read again after a "
+                        "restart", exc)  # fmt: skip
+            return Outcome.HOLD
+        except StorageMisconfigured as exc:
+            return self._halt(exc)
+        return Outcome.ACKNOWLEDGE
+
+    async def handle_feedback(self, batch: Sequence[Record], accept: AcceptFeedback) -> Outcome:
+        """Store delayed feedback: invalid records and records whose rows the database refuses
+        (found by bisection) are dead-lettered, the rest stored; same retries and shutdown."""
+        if not self.health.ok:
+            return Outcome.HALT
+        decoded: list[tuple[Record, Feedback]] = []
+        refused: list[tuple[Record, str]] = []
+        for record in batch:
+            try:
+                decoded.append((record, decode_feedback(record.value or b"")))
+            except InvalidEvent as exc:
+                refused.append((record, exc.reason))
+            except Exception as exc:  # as for events: the record is dead-lettered, not the agent
+                refused.append((record, f"decoding failed: {type(exc).__name__}: {exc}"))
+        try:
+            stored, rejected = await self._store_feedback(decoded, accept) if decoded else (0, [])
+            await self.dead_letter_records([*refused, *rejected])
+        except ShuttingDown as exc:
+            log.warning("stopping with %d feedback records not stored (%s); delivered again "
+                        "after a restart", len(batch), exc)  # fmt: skip
+            return Outcome.HOLD
+        except StorageMisconfigured as exc:
+            return self._halt(exc)
+        dead = len(refused) + len(rejected)
+        log.info("feedback: %d records stored, %d dead-lettered", stored, dead)
+        return Outcome.ACKNOWLEDGE
+
+    async def _store_feedback(
+        self, decoded: list[tuple[Record, Feedback]], accept: AcceptFeedback
+    ) -> tuple[int, list[tuple[Record, str]]]:
+        """Store ``decoded``; bisect around the records whose rows the database refuses."""
+        feedback = [f for _, f in decoded]
+        try:
+            stored = await self._blocking(lambda: accept(feedback))
+        except (ShuttingDown, StorageMisconfigured):
+            raise
+        except Exception as exc:
+            if len(decoded) == 1:
+                return 0, [(decoded[0][0], _reason(exc))]
+            log.warning("feedback batch of %d failed; bisecting: %s", len(decoded), exc)
+            half = len(decoded) // 2
+            first, first_refused = await self._store_feedback(decoded[:half], accept)
+            second, second_refused = await self._store_feedback(decoded[half:], accept)
+            return first + second, [*first_refused, *second_refused]
+        assert isinstance(stored, int)
+        return stored, []
+
+    def _halt(self, exc: StorageMisconfigured) -> Outcome:
+        self.health.fail(str(exc))
+        log.error(  # one line, no traceback: the cause is the database, not this code
+            "storage is misconfigured; consumption stopped, nothing acknowledged or "
+            "dead-lettered (run `telltale migrate` or fix the credentials, then restart): %s",
+            exc,
+        )
+        return Outcome.HALT
 
     async def _handle(self, batch: Sequence[Record]) -> None:
         # Dead letters are sent only once the batch is stored: a batch that is held or halted
@@ -229,6 +320,11 @@ class BatchHandler:
             except InvalidEvent as exc:
                 undecodable.append((record, exc.reason))
                 continue
+            except Exception as exc:  # a decoder's own failure: the record is at fault, not us
+                log.warning("decoding %s[%d]@%d failed", record.topic, record.partition,
+                            record.offset, exc_info=True)  # fmt: skip
+                undecodable.append((record, f"decoding failed: {type(exc).__name__}: {exc}"))
+                continue
             for item in events:
                 if isinstance(item, Carrying):
                     decoded.append(_Decoded(record, item.event, item))
@@ -239,9 +335,7 @@ class BatchHandler:
         by_id = {d.event.event_id: d for d in decoded}
         refused = [*stored.refused, *((by_id[e.event_id], r) for e, r in stored.result.rejected)]
         letters.extend(await self._dead_letter_events(refused))
-        if letters and self._record is not None:
-            record_letters = self._record
-            await self._blocking(lambda: record_letters(letters))
+        await self._record_letters(letters)
         result = stored.result
         log.info(
             "batch: %d written, %d already stored, %d rejected, %d scores; "
@@ -296,9 +390,21 @@ class BatchHandler:
     async def dead_letter_records(self, refused: Sequence[tuple[Record, str]]) -> None:
         """Dead-letter whole records (and record the letters): for agents beside the batches."""
         letters = [await self._dead_letter(record, reason) for record, reason in refused]
-        if letters and self._record is not None:
-            record_letters = self._record
+        await self._record_letters(letters)
+
+    async def _record_letters(self, letters: list[DeadLetter]) -> None:
+        """Store the dead letters' coordinates and reasons (for charts and alerts), retrying
+        outages. Rows the database refuses there are logged, not raised: the letters are
+        already on the dead-letter topic, and raising would leave the batch unacknowledged
+        and retried forever."""
+        if not letters or self._record is None:
+            return
+        record_letters = self._record
+        try:
             await self._blocking(lambda: record_letters(letters))
+        except RowsRejected as exc:
+            log.warning("%d dead letters are on the topic but not recorded in the database: %s",
+                        len(letters), exc)  # fmt: skip
 
     async def _dead_letter(self, record: Record, reason: str) -> DeadLetter:
         letter = DeadLetter.of(

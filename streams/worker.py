@@ -24,11 +24,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any, TypeVar
 
-from storage.errors import StorageMisconfigured
 from streams.batch_handler import (
+    AcceptFeedback,
+    AcceptSignal,
     BatchHandler,
     Decoder,
     Outcome,
@@ -40,10 +40,10 @@ from streams.batch_handler import (
 from streams.dead_letter import DeadLetter
 from streams.errors import InvalidEvent, PartlyInvalid
 from streams.events import GenerationEvent
-from streams.feedback import Feedback, decode_feedback
+from streams.feedback import Feedback
 from streams.otlp import OtlpMapping, decode_otlp, otlp_kind_of_topic
 from streams.pipeline import Pipeline
-from streams.retry import RetryPolicy, ShuttingDown
+from streams.retry import RetryPolicy
 from streams.settings import KafkaConfig, WorkerConfig
 
 __all__ = ["build_app"]
@@ -51,6 +51,7 @@ __all__ = ["build_app"]
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_A = TypeVar("_A")
 
 
 def otlp_decoders(
@@ -163,69 +164,34 @@ class _Runtime:
             log.warning("batch still running after %.0fs; stopping without committing it (its "
                         "events are delivered again after a restart)", timeout)  # fmt: skip
 
-    async def read_signals(self, stream: Any, accept_signal: Callable[[bytes], str]) -> None:
-        """Store each published signal, with the batches' retry policy; ack once stored."""
+    async def read_signals(self, stream: Any, accept_signal: AcceptSignal) -> None:
+        """Store each published signal through the batch handler (same retry policy, shutdown
+        and health; an unstorable signal is dead-lettered); ack once handled."""
         async for batch in stream.noack_take(1, within=self.config.batch_timeout_s):
-            if self.stopping.is_set() or not self.handler.health.ok:
-                continue  # unacked: read again after a restart
-            try:
-                for event in batch:
-                    await self._store_signal(event.value, accept_signal)
-            except ShuttingDown:
-                continue
-            except StorageMisconfigured as exc:
-                self.handler.health.fail(str(exc))
-                log.error("storage is misconfigured; published signals are not read: %s", exc)
-                await self.stopping.wait()
-                continue
-            for event in batch:
-                await stream.ack(event)
+            await self._handle_other(stream, batch, self.handler.handle_signals, accept_signal)
 
-    async def _store_signal(self, payload: bytes, accept_signal: Callable[[bytes], str]) -> None:
-        try:
-            outcome = await self.retry.run(
-                lambda: self.run_blocking(lambda: accept_signal(payload)), self.stopping, "signal"
-            )
-        except (ShuttingDown, StorageMisconfigured):
-            raise
-        except Exception:
-            log.exception("a published signal is invalid and was skipped")
-            return
-        log.info("published signal stored: %s", outcome)
-
-    async def read_feedback(
-        self, stream: Any, accept_feedback: Callable[[list[Feedback]], int]
-    ) -> None:
-        """Store delayed feedback in batches (invalid records are dead-lettered); ack once
-        stored, with the batches' retry policy."""
+    async def read_feedback(self, stream: Any, accept_feedback: AcceptFeedback) -> None:
+        """Store delayed feedback in batches through the batch handler (invalid or refused
+        records are dead-lettered); ack once handled."""
         config = self.config
         async for batch in stream.noack_take(config.batch_size, within=config.batch_timeout_s):
-            if self.stopping.is_set() or not self.handler.health.ok:
-                continue  # unacked: read again after a restart
-            records: list[Feedback] = []
-            invalid: list[tuple[Record, str]] = []
-            for event in batch:
-                try:
-                    records.append(decode_feedback(event.message.value or b""))
-                except InvalidEvent as exc:
-                    invalid.append((_record(event), exc.reason))
-            try:
-                if records:
-                    await self._store_feedback(partial(accept_feedback, records))
-                await self.handler.dead_letter_records(invalid)
-            except ShuttingDown:
-                continue  # unacknowledged: delivered again after a restart
-            except StorageMisconfigured as exc:
-                self.handler.health.fail(str(exc))
-                log.error("storage is misconfigured; feedback is not read: %s", exc)
-                await self.stopping.wait()
-                continue
+            await self._handle_other(stream, batch, self.handler.handle_feedback, accept_feedback)
+
+    async def _handle_other(
+        self,
+        stream: Any,
+        batch: Sequence[Any],
+        handle: Callable[[Sequence[Record], _A], Awaitable[Outcome]],
+        accept: _A,
+    ) -> None:
+        if self.stopping.is_set():
+            return  # unacked: read again after a restart
+        outcome = await handle([_record(event) for event in batch], accept)
+        if outcome is Outcome.ACKNOWLEDGE:
             for event in batch:
                 await stream.ack(event)
-
-    async def _store_feedback(self, store: Callable[[], int]) -> None:
-        stored = await self.retry.run(lambda: self.run_blocking(store), self.stopping, "feedback")
-        log.info("feedback: %d records stored", stored)
+        elif outcome is Outcome.HALT:
+            await self.stopping.wait()  # consumption stopped for good: take nothing more
 
     async def maintain(self, maintenance: Callable[[], None]) -> None:
         if self.stopping.is_set() or not self.handler.health.ok:

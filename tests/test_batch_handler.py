@@ -26,16 +26,19 @@ from signals.spec import Examples, SignalSpec
 from signals.training import train_signal
 from storage.client import connect
 from storage.dead_letters import DeadLetterRow, record_dead_letters
-from storage.errors import StorageUnavailable
+from storage.errors import StorageMisconfigured, StorageUnavailable
+from storage.feedback import record_feedback
 from storage.queries import table_counts
 from storage.writer import ClickHouseWriter
 from streams.batch_handler import BatchHandler, Outcome, Record, WorkerHealth, pipeline_process
 from streams.dead_letter import DeadLetter
 from streams.errors import InvalidEvent
 from streams.events import GenerationEvent, validate_event
+from streams.feedback import Feedback
 from streams.pipeline import BatchResult, Pipeline
 from streams.retry import RetryPolicy
-from streams.signal_store import LiveSignals, save_fitted
+from streams.signal_store import LiveSignals, PublishedSignal, save_fitted
+from telltale.wiring import feedback_rows
 
 pytestmark = pytest.mark.integration
 
@@ -242,6 +245,94 @@ def test_poison_event_is_isolated_dead_lettered_with_the_database_error_and_the_
     assert harness.handler.health.ok
 
 
+def rows_of(client: Any, event_ids: set[str]) -> dict[str, int]:
+    """Rows (physical, not FINAL) that mention ``event_ids`` in every table an event writes to,
+    including the per-minute aggregates the materialized views fill from ``signal_scores`` and
+    ``events``: what a dead-lettered event must not leave behind."""
+    ids = sorted(event_ids)
+    counts = {}
+    for table in ("events", "embeddings", "signal_scores"):
+        counts[table] = int(client.query(
+            f"SELECT count() FROM {table} WHERE event_id IN {{ids:Array(String)}}",
+            parameters={"ids": ids},
+        ).result_rows[0][0])  # fmt: skip
+    # The views aggregate uniqExact(event_id) states: an orphan score shows as one more event.
+    counts["failure_rates_1m events"] = int(client.query(
+        "SELECT uniqExactMerge(events) FROM failure_rates_1m"
+    ).result_rows[0][0])  # fmt: skip
+    counts["events_1m events"] = int(client.query(
+        "SELECT uniqExactMerge(events) FROM events_1m"
+    ).result_rows[0][0])  # fmt: skip
+    return counts
+
+
+@pytest.mark.parametrize("table", ["events", "signal_scores"])
+def test_a_dead_lettered_event_leaves_no_rows_in_any_table(harness: Harness, table: str) -> None:
+    """Refused at the ``events`` insert (written last) or at the ``signal_scores`` insert: the
+    refused event's embeddings and scores must not stay behind (they would count in the
+    failure rates of an event that is not stored), and the others are stored once."""
+    column = "output_text" if table == "events" else "model"
+    harness.client.command(
+        f"ALTER TABLE {table} ADD CONSTRAINT no_poison CHECK position({column}, 'POISON') = 0"
+    )
+    events = [event_json(i) for i in range(24)]
+    poisoned = {5, 17}
+    for i in poisoned:
+        if table == "events":
+            events[i] = event_json(i, "a POISON value the database refuses")
+        else:
+            events[i] = {**events[i], "model": "POISON-chat"}
+    outcome = harness.run(records([json.dumps(e).encode() for e in events]))
+    assert outcome is Outcome.ACKNOWLEDGE
+    good = {f"evt-{i:04d}" for i in range(24) if i not in poisoned}
+    assert stored_ids(harness.client) == good
+    assert [d.offset for d in sorted(harness.dlq(expect=2), key=lambda d: d.offset)] == [5, 17]
+    left = rows_of(harness.client, {f"evt-{i:04d}" for i in poisoned})
+    assert left == {
+        "events": 0,
+        "embeddings": 0,
+        "signal_scores": 0,
+        "failure_rates_1m events": len(good),
+        "events_1m events": len(good),
+    }
+    # the accepted events were each written once: nothing was written for a refused block
+    physical = rows_of(harness.client, good)
+    assert (physical["events"], physical["signal_scores"]) == (len(good), len(good))
+    assert physical["embeddings"] == 2 * len(good)  # prompt.text and output.text
+
+
+def test_a_batch_spanning_more_months_than_one_insert_may_touch_is_stored(
+    harness: Harness,
+) -> None:
+    """ClickHouse refuses an INSERT block touching more than ``max_partitions_per_insert_block``
+    (100) partitions with code 252, which is transient: a replay of ten years of history was
+    retried forever. The writer splits inserts by month instead."""
+    start = datetime(2014, 1, 15, 12, tzinfo=UTC)
+    events = []
+    for i in range(130):  # 130 months, one event each, within the plausible range
+        month = start.replace(year=start.year + (i // 12), month=i % 12 + 1)
+        events.append({**event_json(i), "timestamp": month.isoformat()})
+    months = {e["timestamp"][:7] for e in events}
+    assert len(months) == 130
+
+    async def bounded() -> Outcome:  # a hang guard: before the fix this retried forever
+        task = asyncio.ensure_future(
+            harness.handler.handle(records([json.dumps(e).encode() for e in events]))
+        )
+        done, _ = await asyncio.wait({task}, timeout=240)
+        if not done:
+            harness.handler.stopping.set()
+        return await task
+
+    assert asyncio.run(bounded()) is Outcome.ACKNOWLEDGE
+    assert stored_ids(harness.client) == {f"evt-{i:04d}" for i in range(130)}
+    stored_months = harness.client.query(
+        "SELECT uniqExact(toYYYYMM(timestamp)) FROM signal_scores"
+    ).result_rows[0][0]
+    assert stored_months == 130
+    assert harness.dlq(expect=0) == []
+
+
 def test_a_value_that_cannot_be_serialised_for_its_column_is_a_row_error(
     ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str
 ) -> None:
@@ -350,3 +441,152 @@ def test_shutdown_during_an_outage_holds_the_batch_unacknowledged(
         assert h.handler.health.ok  # an outage is not a misconfiguration
     finally:
         h.producer.close()
+
+
+# ------------------------------------------------------ the worker's other agents: same rules
+
+
+def test_published_signals_share_the_retry_policy_and_an_unstorable_one_is_dead_lettered(
+    harness: Harness, tiny_embedder: OpenClipEmbedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The control-topic agent goes through the handler: storage outages are retried with the
+    batches' back-off, and a signal that cannot be stored is dead-lettered with the reason
+    (before, it was logged, acknowledged and gone)."""
+    fitted = train_signal(
+        SignalSpec(name="pushy", threshold=0.5,
+                   examples=Examples(positive=ADVICE, negative=NEUTRAL)),
+        tiny_embedder,
+    )  # fmt: skip
+    outages = {"left": 2}
+
+    def accept(payload: bytes) -> str:
+        if outages["left"]:
+            outages["left"] -= 1
+            raise StorageUnavailable("insert of a signal failed: connection refused", 210)
+        stored = save_fitted(harness.client, PublishedSignal.from_json(payload).fitted)
+        return f"{stored.name} v{stored.version}"
+
+    good = PublishedSignal(fitted, author="ops").to_json()
+    batch = records([good, b'{"fitted": {"name": "half a signal"}}', good],
+                    topic="telltale.signals")  # fmt: skip
+    caplog.set_level(logging.INFO, logger="streams")
+    assert asyncio.run(harness.handler.handle_signals(batch, accept)) is Outcome.ACKNOWLEDGE
+    versions = harness.client.query(
+        "SELECT version FROM signals FINAL WHERE name = 'pushy' ORDER BY version"
+    ).result_rows
+    assert [v for (v,) in versions] == [1, 2]
+    waits = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert [w.split("retrying in ")[1].split("s")[0] for w in waits] == ["0.1", "0.1"]
+    (letter,) = harness.dlq(expect=1)
+    assert (letter.topic, letter.offset) == ("telltale.signals", 1)
+    assert "ValidationError" in letter.reason and "FittedSignal" in letter.reason
+    assert [o for o, _ in harness.stored_dead_letters()] == [1]
+
+
+def test_published_signals_honour_shutdown_and_a_misconfigured_database(
+    harness: Harness,
+) -> None:
+    def down(payload: bytes) -> str:
+        raise StorageUnavailable("insert failed: timeout", 159)
+
+    async def scenario() -> Outcome:
+        task = asyncio.ensure_future(
+            harness.handler.handle_signals(records([b"{}"], topic="telltale.signals"), down)
+        )
+        await asyncio.sleep(0.3)  # a few failed attempts
+        assert not task.done()
+        harness.handler.stopping.set()
+        return await asyncio.wait_for(task, 5)
+
+    assert asyncio.run(scenario()) is Outcome.HOLD
+    harness.handler.stopping.clear()
+
+    def unmigrated(payload: bytes) -> str:
+        raise StorageMisconfigured("insert failed: UNKNOWN_TABLE signals", 60)
+
+    batch = records([b"{}"], topic="telltale.signals")
+    assert asyncio.run(harness.handler.handle_signals(batch, unmigrated)) is Outcome.HALT
+    assert not harness.handler.health.ok
+    assert harness.dlq(expect=0) == []
+
+
+def feedback_json(i: int, comment: str = "") -> bytes:
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    return json.dumps({"event_id": f"evt-{i:04d}", "value": -1 if i % 2 else 1,
+                       "timestamp": at.isoformat(), "user_id": f"u{i}",
+                       "comment": comment}).encode()  # fmt: skip
+
+
+def test_feedback_the_database_refuses_is_bisected_out_and_dead_lettered(
+    harness: Harness,
+) -> None:
+    """Before, a feedback insert error of any kind was 'unavailable' and the feedback agent
+    retried the batch forever; a refused row now costs only its own record."""
+    harness.client.command(
+        "ALTER TABLE feedback ADD CONSTRAINT no_poison CHECK position(comment, 'POISON') = 0"
+    )
+    assert harness.run(records([json.dumps(event_json(i)).encode() for i in range(12)])) is (
+        Outcome.ACKNOWLEDGE
+    )
+    payloads = [feedback_json(i) for i in range(12)]
+    payloads[4] = feedback_json(4, "POISON comment")
+    payloads[9] = b'{"event_id": "evt-0009"}'  # no timestamp, no value
+
+    def accept(items: list[Feedback]) -> int:
+        return record_feedback(harness.client, feedback_rows(items))
+
+    batch = records(payloads, topic="generations.feedback")
+    assert asyncio.run(harness.handler.handle_feedback(batch, accept)) is Outcome.ACKNOWLEDGE
+    stored = harness.client.query("SELECT event_id FROM feedback FINAL").result_rows
+    assert {e for (e,) in stored} == {f"evt-{i:04d}" for i in range(12) if i not in (4, 9)}
+    letters = sorted(harness.dlq(expect=2), key=lambda d: d.offset)
+    assert [d.offset for d in letters] == [4, 9]
+    assert "VIOLATED_CONSTRAINT" in letters[0].reason
+    joined = harness.client.query(
+        "SELECT count() FROM signal_scores FINAL WHERE signal = 'feedback.negative'"
+    ).result_rows[0][0]
+    assert joined == 10  # every stored feedback record met its stored event
+
+
+def test_a_decoder_that_fails_unexpectedly_dead_letters_its_record_not_the_agent(
+    ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str
+) -> None:
+    """A plugged decoder (an OTLP mapping, say) that raises something other than
+    InvalidEvent on one record: before, the exception left the handler, the faust agent
+    crashed and the partition stalled with the batch unacknowledged."""
+
+    def fragile(raw: bytes) -> list[GenerationEvent]:
+        data = json.loads(raw)
+        return [validate_event(e) for e in data["events"]]  # KeyError without "events"
+
+    h = make_harness(ch, tiny_embedder, kafka_bootstrap, decoders={"bundles": fragile})
+    try:
+        good = json.dumps({"events": [event_json(i) for i in range(3)]}).encode()
+        batch = records([good, b'{"spans": []}', b"[1, 2]"], topic="bundles")
+        assert h.run(batch) is Outcome.ACKNOWLEDGE
+        assert stored_ids(ch) == {f"evt-{i:04d}" for i in range(3)}
+        letters = sorted(h.dlq(expect=2), key=lambda d: d.offset)
+        assert [d.offset for d in letters] == [1, 2]
+        assert letters[0].reason.startswith("decoding failed: KeyError")
+        assert letters[1].reason.startswith("decoding failed: TypeError")
+    finally:
+        h.producer.close()
+
+
+def test_dead_letters_the_database_refuses_to_record_do_not_hold_the_batch(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The dead letters reach the topic first; if the ``dead_letters`` table then refuses
+    their rows, the batch is still acknowledged (before, RowsRejected left the handler and
+    the batch stayed unacknowledged)."""
+    harness.client.command(
+        "ALTER TABLE dead_letters ADD CONSTRAINT short CHECK length(reason) < 10"
+    )
+    payloads = [json.dumps(event_json(i)).encode() for i in range(4)]
+    payloads[2] = b"not json"
+    caplog.set_level(logging.INFO, logger="streams")
+    assert harness.run(records(payloads)) is Outcome.ACKNOWLEDGE
+    assert stored_ids(harness.client) == {f"evt-{i:04d}" for i in (0, 1, 3)}
+    assert [d.offset for d in harness.dlq(expect=1)] == [2]
+    assert harness.stored_dead_letters() == []
+    assert "not recorded in the database" in caplog.text

@@ -17,7 +17,8 @@ from storage.errors import (
     StorageUnavailable,
     classify,
 )
-from storage.rows import EventRow, WriteBatch
+from storage.feedback import NEGATIVE_FEEDBACK, FeedbackRow, record_feedback
+from storage.rows import EmbeddingRow, EventRow, ScoreRow, WriteBatch
 from storage.writer import ClickHouseWriter
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -77,3 +78,173 @@ def test_codes_decide_and_unknown_failures_are_transient() -> None:
     assert type(classify(ConnectionRefusedError(111, "refused"), "insert")) is StorageUnavailable
     typed = StorageMisconfigured("already typed", 60)
     assert classify(typed, "insert") is typed
+
+
+def _rows(ch: Any, table: str) -> int:
+    return int(ch.query(f"SELECT count() FROM {table}").result_rows[0][0])
+
+
+def _months(n: int) -> list[datetime]:
+    return [datetime(2012 + i // 12, i % 12 + 1, 3, 4, 5, tzinfo=UTC) for i in range(n)]
+
+
+def test_a_write_spanning_more_partitions_than_one_insert_may_touch_is_split(ch: Any) -> None:
+    """130 months in one batch: ClickHouse refuses one INSERT block over 100 partitions (code
+    252, transient, so it was retried forever); the writer inserts month groups instead."""
+    stamps = _months(130)
+    batch = WriteBatch(
+        events=[EventRow(f"e{i}", t, "m", "v1") for i, t in enumerate(stamps)],
+        embeddings=[
+            EmbeddingRow(f"e{i}", "output.text", "emb", t, "m", "v1", [0.5, 0.25])
+            for i, t in enumerate(stamps)
+        ],
+        scores=[ScoreRow(f"e{i}", "sig", 1, t, "m", "v1", 0.7, True) for i, t in enumerate(stamps)],
+    )
+    assert ClickHouseWriter(ch).write(batch) == 130
+    for table in ("events", "embeddings", "signal_scores"):
+        assert _rows(ch, table) == 130
+        months = ch.query(f"SELECT uniqExact(toYYYYMM(timestamp)) FROM {table}").result_rows
+        assert months[0][0] == 130
+
+
+def test_a_lower_partition_limit_of_the_server_is_honoured(ch: Any) -> None:
+    """An operator may lower ``max_partitions_per_insert_block``; the writer reads it."""
+    stamps = _months(30)
+    rows = [EventRow(f"e{i}", t, "m", "v1") for i, t in enumerate(stamps)]
+    ch.command("SET max_partitions_per_insert_block = 7")
+    try:
+        assert ClickHouseWriter(ch).write(WriteBatch(events=rows)) == 30
+    finally:
+        ch.command("SET max_partitions_per_insert_block = 100")
+    assert _rows(ch, "events") == 30
+
+
+def test_a_refused_event_row_writes_nothing_in_any_table(ch: Any) -> None:
+    """The rows are checked against every table before any is written: a refused ``events``
+    row (written last) leaves no embeddings or scores behind, nor counts in the views."""
+    ch.command("ALTER TABLE events ADD CONSTRAINT app_set CHECK app != ''")
+    batch = WriteBatch(
+        events=[EventRow("good", NOW, "m", "v1", app="chat"), EventRow("bad", NOW, "m", "v1")],
+        embeddings=[
+            EmbeddingRow(e, "output.text", "emb", NOW, "m", "v1", [1.0, 0.0])
+            for e in ("good", "bad")
+        ],
+        scores=[ScoreRow(e, "sig", 1, NOW, "m", "v1", 0.9, True) for e in ("good", "bad")],
+    )
+    error = failure(lambda: ClickHouseWriter(ch).write(batch))
+    assert type(error) is RowsRejected and error.code == 469
+    for table in ("events", "embeddings", "signal_scores", "failure_rates_1m"):
+        assert _rows(ch, table) == 0, table
+    # the same writer stores the good rows once the refused one is left out
+    good = WriteBatch(events=batch.events[:1], embeddings=batch.embeddings[:1],
+                      scores=batch.scores[:1])  # fmt: skip
+    assert ClickHouseWriter(ch).write(good) == 1
+    assert [_rows(ch, t) for t in ("events", "embeddings", "signal_scores")] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("months", [1, 130])
+def test_refused_embeddings_write_nothing_in_any_table(ch: Any, months: int) -> None:
+    """``embeddings`` is written first: in one block its refusal leaves nothing behind; over
+    more months than one block may touch it is checked first like the other tables."""
+    ch.command("ALTER TABLE embeddings ADD CONSTRAINT known CHECK model != 'POISON'")
+    stamps = _months(months) if months > 1 else [NOW] * 3
+    models = ["m"] * (len(stamps) - 1) + ["POISON"]  # the refused row is in the last block
+    batch = WriteBatch(
+        events=[EventRow(f"e{i}", t, m, "v1") for i, (t, m) in enumerate(zip(stamps, models))],
+        embeddings=[
+            EmbeddingRow(f"e{i}", "output.text", "emb", t, m, "v1", [1.0, 0.0])
+            for i, (t, m) in enumerate(zip(stamps, models))
+        ],
+        scores=[
+            ScoreRow(f"e{i}", "s", 1, t, m, "v1", 0.5, False)
+            for i, (t, m) in enumerate(zip(stamps, models))
+        ],
+    )
+    error = failure(lambda: ClickHouseWriter(ch).write(batch))
+    assert type(error) is RowsRejected and error.code == 469
+    for table in ("events", "embeddings", "signal_scores", "failure_rates_1m"):
+        assert _rows(ch, table) == 0, table
+
+
+def test_a_constraint_added_after_the_writer_started_is_checked_too(ch: Any) -> None:
+    writer = ClickHouseWriter(ch)
+    assert writer.write(WriteBatch(events=[EventRow("e0", NOW, "m", "v1")])) == 1
+    ch.command("ALTER TABLE signal_scores ADD CONSTRAINT positive CHECK score >= 0")
+    batch = WriteBatch(
+        events=[EventRow("e1", NOW, "m", "v1")],
+        embeddings=[EmbeddingRow("e1", "output.text", "emb", NOW, "m", "v1", [1.0, 0.0])],
+        scores=[ScoreRow("e1", "sig", 1, NOW, "m", "v1", -1.0, False)],
+    )
+    error = failure(lambda: writer.write(batch))
+    assert type(error) is RowsRejected
+    # the first refusal may come from the table itself; no row of e1 stays anywhere
+    for table in ("embeddings", "signal_scores"):
+        assert _rows(ch, table) == 0, table
+    assert _rows(ch, "events") == 1
+
+
+def test_a_check_copy_that_vanished_with_its_session_is_made_again(ch: Any) -> None:
+    """Temporary tables end with their session (an HTTP session expires when idle)."""
+    writer = ClickHouseWriter(ch)
+    assert writer.write(WriteBatch(events=[EventRow("e0", NOW, "m", "v1")])) == 1
+    (copy,) = [  # the writer's own copy of ``events``, dropped behind its back
+        str(r[0])
+        for r in ch.query(
+            "SELECT name FROM system.tables WHERE is_temporary AND name LIKE '%check%events'"
+        ).result_rows
+    ]
+    ch.command(f"DROP TEMPORARY TABLE {copy}")
+    assert writer.write(WriteBatch(events=[EventRow("e1", NOW, "m", "v1")])) == 1
+    assert _rows(ch, "events") == 2
+
+
+def _feedback_row(i: int, value: int = -1) -> FeedbackRow:
+    return FeedbackRow(f"f{i}", f"e{i}", value, None, "thumbs", "u1", NOW)
+
+
+def test_feedback_errors_are_typed_not_all_transient(ch: Any) -> None:
+    """A feedback row the database refuses was StorageUnavailable, so the feedback agent
+    retried it forever; now it is a row error (bisected and dead-lettered by the worker)."""
+    ch.command("ALTER TABLE feedback ADD CONSTRAINT known_kind CHECK kind != 'bogus'")
+    bad = FeedbackRow("f9", "e9", -1, None, "bogus", "u1", NOW)
+    error = failure(lambda: record_feedback(ch, [_feedback_row(1), bad]))
+    assert type(error) is RowsRejected and error.code == 469
+    ch.command("DROP TABLE feedback")
+    error = failure(lambda: record_feedback(ch, [_feedback_row(1)]))
+    assert type(error) is StorageMisconfigured  # `telltale migrate` has not run
+
+
+def test_feedback_joined_with_events_of_many_months_is_stored(ch: Any) -> None:
+    """Feedback arriving for events of 130 months joins into ``signal_scores`` in month
+    groups: one INSERT ... SELECT over them all is refused (code 252, transient: forever)."""
+    events = [EventRow(f"e{i}", t, "m", "v1") for i, t in enumerate(_months(130))]
+    assert ClickHouseWriter(ch).write(WriteBatch(events=events)) == 130
+    assert record_feedback(ch, [_feedback_row(i) for i in range(130)]) == 130
+    joined = ch.query(
+        "SELECT count(), uniqExact(toYYYYMM(timestamp)) FROM signal_scores "
+        "WHERE signal = {s:String}",
+        parameters={"s": NEGATIVE_FEEDBACK},
+    ).result_rows[0]
+    assert tuple(joined) == (130, 130)
+
+
+def test_the_column_wise_write_is_split_by_month_too(ch: Any) -> None:
+    """The replay fast path (Arrow tables) of logs that span 130 months."""
+    import pyarrow as pa
+
+    stamps = _months(130)
+    ids = [f"e{i}" for i in range(130)]
+    base = {
+        "event_id": pa.array(ids),
+        "timestamp": pa.array(stamps, pa.timestamp("ms", "UTC")),
+        "model": pa.array(["m"] * 130),
+        "model_version": pa.array(["v1"] * 130),
+    }
+    scores = pa.table({**base, "signal": pa.array(["sig"] * 130),
+                       "signal_version": pa.array([1] * 130, pa.uint32()),
+                       "score": pa.array([0.25] * 130, pa.float32()),
+                       "flagged": pa.array([0] * 130, pa.uint8())})  # fmt: skip
+    written = ClickHouseWriter(ch).write_arrow(pa.table({}), scores, pa.table(base))
+    assert written == 130
+    for table in ("events", "signal_scores"):
+        assert _rows(ch, table) == 130
