@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
+from signals.live import LiveSignals
 from signals.open_clip_embedder import OpenClipEmbedder
 from signals.spec import Examples, SignalSpec
 from signals.training import train_signal
@@ -35,7 +36,7 @@ from streams.errors import InvalidEvent
 from streams.events import GenerationEvent, validate_event
 from streams.pipeline import BatchResult, Pipeline
 from streams.retry import RetryPolicy
-from streams.signal_store import LiveSignals, save_fitted
+from telltale.signal_store import ClickHouseSignalStore
 
 pytestmark = pytest.mark.integration
 
@@ -103,8 +104,8 @@ def make_harness(
     process: Callable[[Sequence[GenerationEvent]], BatchResult] | None = None,
     **kwargs: Any,
 ) -> Harness:
-    pipeline = Pipeline(embedder, LiveSignals(client, embedder.id, refresh_s=0),
-                        ClickHouseWriter(client))  # fmt: skip
+    live = LiveSignals(ClickHouseSignalStore(client), embedder.id, refresh_s=0)
+    pipeline = Pipeline(embedder, live, ClickHouseWriter(client))
     dlq_topic = f"dlq-{uuid.uuid4().hex[:8]}"
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     executor = ThreadPoolExecutor(max_workers=1)
@@ -137,7 +138,7 @@ def make_harness(
 
 @pytest.fixture
 def harness(ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str) -> Iterator[Harness]:
-    save_fitted(ch, train_signal(
+    ClickHouseSignalStore(ch).save(train_signal(
         SignalSpec(name="advice", threshold=0.5,
                    examples=Examples(positive=ADVICE, negative=NEUTRAL)),
         tiny_embedder,
@@ -304,8 +305,8 @@ def test_transient_errors_are_retried_with_back_off_until_storage_returns(
     ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    pipeline = Pipeline(tiny_embedder, LiveSignals(ch, tiny_embedder.id, refresh_s=0),
-                        ClickHouseWriter(ch))  # fmt: skip
+    live = LiveSignals(ClickHouseSignalStore(ch), tiny_embedder.id, refresh_s=0)
+    pipeline = Pipeline(tiny_embedder, live, ClickHouseWriter(ch))
     failures = {"left": 3}
 
     def flaky(events: Sequence[GenerationEvent], carried: object = None) -> BatchResult:

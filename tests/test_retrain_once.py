@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
+from signals.live import LiveSignals, retrainer
 from signals.open_clip_embedder import OpenClipEmbedder
 from signals.spec import Examples, SignalSpec
 from signals.training import train_signal
-from streams.signal_store import LiveSignals, load_fitted, retrainer, save_fitted
 from telltale.sample_data import advice_text, neutral_text
+from telltale.signal_store import ClickHouseSignalStore, stored_examples
 
 WORKERS = 3
 
@@ -30,11 +31,16 @@ def old_signal(ch: Any) -> None:
     spec = SignalSpec(name="advice", examples=Examples(
         positive=tuple(advice_text(rng) for _ in range(4)),
         negative=tuple(neutral_text(rng) for _ in range(4))))  # fmt: skip
-    save_fitted(ch, train_signal(spec, old))
+    ClickHouseSignalStore(ch).save(train_signal(spec, old))
 
 
 def worker(ch: Any, embedder: OpenClipEmbedder) -> LiveSignals:
-    return LiveSignals(ch, embedder.id, refresh_s=3600, retrain=retrainer(ch, embedder))
+    return LiveSignals(
+        ClickHouseSignalStore(ch),
+        embedder.id,
+        refresh_s=3600,
+        retrain=retrainer(ClickHouseSignalStore(ch), embedder, stored_examples(ch)),
+    )
 
 
 def versions(ch: Any) -> list[tuple[int, str, str]]:
@@ -59,7 +65,7 @@ def test_three_workers_that_all_see_the_old_version_store_one_new_version(
     weights = {bank[0].model_dump_json(include={"weights", "bias", "threshold"})
                for bank in applied}  # fmt: skip
     assert len(weights) == 1  # every worker scores with the same model
-    assert [s.version for s in load_fitted(ch)] == [2]
+    assert [s.version for s in ClickHouseSignalStore(ch).latest()] == [2]
 
 
 def test_concurrent_retrains_on_threads_store_one_new_version(

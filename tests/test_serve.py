@@ -28,6 +28,7 @@ from conftest import TINY_ENV, _free_port
 from hypothesis import HealthCheck, settings
 from pydantic import SecretStr
 
+from signals.live import LiveSignals
 from signals.spec import load_spec
 from signals.training import train_signal
 from storage.client import connect
@@ -36,9 +37,9 @@ from storage.serialized import SerializedClient
 from storage.writer import ClickHouseWriter
 from streams.guardrail import Scored, Scorer, ScoreRequest, storage_recorder, verdict_of
 from streams.pipeline import Pipeline
-from streams.signal_store import LiveSignals, save_fitted
 from telltale.serve import GuardrailService, create_app
 from telltale.settings import ServeSettings
+from telltale.signal_store import ClickHouseSignalStore
 
 KEY = "test-key-0123456789"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
@@ -70,7 +71,7 @@ class Running:
 
 def _train(client: Any, embedder: Any) -> None:
     for path in ("examples/stock_advice.yaml", "examples/jailbreak.yaml"):
-        save_fitted(client, train_signal(load_spec(path), embedder), author="test")
+        ClickHouseSignalStore(client).save(train_signal(load_spec(path), embedder), author="test")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_embedder: Any) -> Iter
     migrate(raw)
     client = SerializedClient(raw)
     _train(client, tiny_embedder)
-    live = LiveSignals(client, tiny_embedder.id, refresh_s=0.5)  # type: ignore[arg-type]
+    live = LiveSignals(ClickHouseSignalStore(client), tiny_embedder.id, refresh_s=0.5)  # type: ignore[arg-type]
     settings_ = ServeSettings(
         api_keys=SecretStr(f"other-key,{KEY}"), max_body_bytes=64 * 1024, batch_max_wait_ms=20
     )
