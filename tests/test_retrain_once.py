@@ -34,13 +34,10 @@ def old_signal(ch: Any) -> None:
     ClickHouseSignalStore(ch).save(train_signal(spec, old))
 
 
-def worker(ch: Any, embedder: OpenClipEmbedder) -> LiveSignals:
-    return LiveSignals(
-        ClickHouseSignalStore(ch),
-        embedder.id,
-        refresh_s=3600,
-        retrain=retrainer(ClickHouseSignalStore(ch), embedder, stored_examples(ch)),
-    )
+def worker(ch: Any, embedder: OpenClipEmbedder, refresh_s: float = 3600) -> LiveSignals:
+    store = ClickHouseSignalStore(ch)
+    retrain = retrainer(store, embedder, stored_examples(ch))
+    return LiveSignals(store, embedder.id, refresh_s, retrain)
 
 
 def versions(ch: Any) -> list[tuple[int, str, str]]:
@@ -93,3 +90,20 @@ def test_concurrent_retrains_on_threads_store_one_new_version(
         thread.join(timeout=120)
     assert sorted(results) == [[2]] * WORKERS
     assert [v for v, _, _ in versions(ch)] == [1, 2]
+
+
+def test_workers_on_the_old_embedder_do_not_retrain_back_during_a_rolling_upgrade(
+    ch: Any, tiny_embedder: OpenClipEmbedder, old_signal: None
+) -> None:
+    """A worker still on the old embedder sees v2, retrained away from its embedder by a
+    worker on the new one: it leaves v2 unapplied instead of storing v3 back on the old one."""
+    old = worker(ch, OpenClipEmbedder(model_name="telltale-tiny", pretrained=None, seed=5), 0)
+    new = worker(ch, tiny_embedder, 0)
+    assert [s.version for s in old().signals] == [1]
+    assert [s.version for s in new.retrain_stale()] == [2]
+    for _ in range(3):
+        assert old.retrain_stale() == [] and new.retrain_stale() == []
+    assert old().signals == () and old.held == [("advice", 2)]
+    assert [s.version for s in new().signals] == [2]
+    old_id = versions(ch)[0][1]
+    assert versions(ch) == [(1, old_id, ""), (2, tiny_embedder.id, "auto-retrain from v1")]
