@@ -30,7 +30,7 @@ from signals.base import Embedder
 from signals.embedders import FieldEmbedders, ids_by_field
 from signals.errors import SignalError
 from signals.fitted import FittedSignal
-from signals.store import SignalStore
+from signals.store import RetrainOrigin, SignalStore
 from signals.training import ExampleLookup, train_signal
 
 __all__ = ["DEFAULT_RETRAIN_COOLDOWN_S", "LiveSignals", "Retrain", "retrainer"]
@@ -87,6 +87,7 @@ class LiveSignals:
         self._loaded_at = float("-inf")
         self._skipped: set[tuple[str, int]] = set()
         self._held: set[tuple[str, int]] = set()
+        self._origins: dict[tuple[str, int], RetrainOrigin | None] = {}
         self._stale: dict[tuple[str, int], FittedSignal] = {}
 
     @property
@@ -205,5 +206,8 @@ class LiveSignals:
         age_s = (self._clock() - fitted.trained_at).total_seconds()
         if age_s >= self._cooldown_s:
             return False
-        origin = self._store.retrained_from(fitted)
+        key = (fitted.name, fitted.version)
+        if key not in self._origins:  # a stored version's origin never changes
+            self._origins[key] = self._store.retrained_from(fitted)
+        origin = self._origins[key]
         return origin is not None and origin.embedder_id == embedder_id
