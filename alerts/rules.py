@@ -21,12 +21,13 @@ service). Release-spike alerts carry the top slice of their localisation as the 
 label and in their summary.
 
 The same objects come out two ways: :func:`api_payloads` for the alerting provisioning HTTP
-API and :func:`provisioning_file` for Grafana's file provisioning (apiVersion 1).
+API and :func:`provisioning_file` for Grafana's file provisioning (apiVersion 1). Where they go
+(folder, organisation, webhook, runbook base URL) is :class:`dashboards.settings.GrafanaSettings`,
+the settings ``dashboards push`` uses too.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,12 +46,12 @@ from dashboards.queries import (
     NamedQuery,
     open_detections_for,
 )
+from dashboards.settings import GrafanaSettings
 
 __all__ = [
     "CONTACT_POINT_UID",
     "RULES",
     "RULE_GROUP",
-    "AlertingOptions",
     "AlertingPayloads",
     "Route",
     "RuleSpec",
@@ -63,8 +64,6 @@ RULE_GROUP = "telltale"
 GROUP_INTERVAL_S = 60
 CONTACT_POINT_UID = "telltale-webhook"
 RUNBOOKS = "runbooks.md"
-DEFAULT_RUNBOOK_BASE_URL = "http://localhost:8080/runbooks"
-DEFAULT_WEBHOOK_URL = "http://alert-receiver:8080/telltale"
 _EXPRESSION_UID = "__expr__"
 
 Comparison = Literal["gt", "lt"]
@@ -224,23 +223,6 @@ class Route:
 
 
 @dataclass(frozen=True)
-class AlertingOptions:
-    """Where the objects go. ``webhook_url`` is the example contact point's target."""
-
-    folder_uid: str = "telltale"
-    folder_title: str = "Telltale"
-    org_id: int = 1
-    webhook_url: str = DEFAULT_WEBHOOK_URL
-    runbook_base_url: str = DEFAULT_RUNBOOK_BASE_URL
-
-    def __post_init__(self) -> None:
-        # Grafana shows runbook_url as a link: a relative path would resolve against Grafana.
-        if not re.match(r"^https?://[^/\s]+", self.runbook_base_url):
-            raise ValueError(f"runbook_base_url must be an absolute http(s) URL, not "
-                             f"{self.runbook_base_url!r}")  # fmt: skip
-
-
-@dataclass(frozen=True)
 class AlertingPayloads:
     """Bodies for the alerting provisioning API, one per object, plus the policy tree."""
 
@@ -264,7 +246,7 @@ def notification_policy() -> Route:
     )
 
 
-def _rule(spec: RuleSpec, options: AlertingOptions) -> alerting.Rule:
+def _rule(spec: RuleSpec, options: GrafanaSettings) -> alerting.Rule:
     query = (
         alerting.Query("A")
         .datasource_uid(DATASOURCE_UID)
@@ -316,20 +298,20 @@ def _rule(spec: RuleSpec, options: AlertingOptions) -> alerting.Rule:
     )
 
 
-def _contact_point(options: AlertingOptions) -> alerting.ContactPoint:
+def _contact_point(options: GrafanaSettings) -> alerting.ContactPoint:
     return (
         alerting.ContactPoint()
         .uid(CONTACT_POINT_UID)
         .name(CONTACT_POINT_UID)
         .type("webhook")
-        .settings({"url": options.webhook_url, "httpMethod": "POST"})
+        .settings({"url": options.webhook_url.get_secret_value(), "httpMethod": "POST"})
         .disable_resolve_message(False)
     )
 
 
-def api_payloads(options: AlertingOptions | None = None) -> AlertingPayloads:
+def api_payloads(options: GrafanaSettings | None = None) -> AlertingPayloads:
     """Bodies for ``/api/v1/provisioning/alert-rules``, ``/contact-points`` and ``/policies``."""
-    options = options or AlertingOptions()
+    options = options or GrafanaSettings()
     return AlertingPayloads(
         rules=tuple(plain(_rule(spec, options).build()) for spec in RULES),
         contact_point=plain(_contact_point(options).build()),
@@ -371,9 +353,9 @@ def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _LiteralDumper.add_representer(str, _str_representer)
 
 
-def provisioning_file(options: AlertingOptions | None = None) -> str:
+def provisioning_file(options: GrafanaSettings | None = None) -> str:
     """The alerting provisioning file: rule group, contact point and policy tree."""
-    options = options or AlertingOptions()
+    options = options or GrafanaSettings()
     payloads = api_payloads(options)
     contact = payloads.contact_point
     document = {

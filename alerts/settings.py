@@ -1,9 +1,9 @@
-"""Settings of the monitor and of the webhook notifier (pydantic-settings, read from the env).
+"""Settings of the monitor and of the webhook notifier: typed pydantic models, no environment.
 
-Nothing is read at import time: the CLI builds these once and passes them down.
-``TELLTALE_MONITOR_*`` tunes the detectors and the schedule; ``TELLTALE_NOTIFY_*`` configures the
-webhook, whose URL and PagerDuty routing key are secrets (``SecretStr``: never printed, logged or
-put in an exception message).
+This package only declares them; :mod:`telltale.settings` binds them to the environment
+(``TELLTALE_MONITOR_*`` tunes the detectors and the schedule, ``TELLTALE_NOTIFY_*`` configures
+the webhook) and the CLI builds them once and passes them down. The webhook URL and PagerDuty
+routing key are secrets (``SecretStr``: never printed, logged or put in an exception message).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "PAGERDUTY_EVENTS_URL",
@@ -82,14 +81,12 @@ class DriftSettings(BaseModel):
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
 
-class MonitorSettings(BaseSettings):
+class MonitorSettings(BaseModel):
     """How the monitor schedules its work and tunes its three detectors.
 
     The fields are flat so that each is one environment variable; :attr:`spike`, :attr:`cusum`
     and :attr:`drift` hand each detector's track its own settings model.
     """
-
-    model_config = SettingsConfigDict(env_prefix="TELLTALE_MONITOR_", extra="ignore")
 
     interval_s: float = Field(default=60.0, gt=0, description="seconds between cycles")
     settle_s: float = Field(
@@ -273,10 +270,8 @@ class MonitorSettings(BaseSettings):
         return value
 
 
-class NotifySettings(BaseSettings):
+class NotifySettings(BaseModel):
     """The webhook notifier. Without a URL (and, for PagerDuty, a routing key) it is off."""
-
-    model_config = SettingsConfigDict(env_prefix="TELLTALE_NOTIFY_", extra="ignore")
 
     webhook_url: SecretStr | None = Field(
         default=None, description="where to POST; for 'pagerduty' the Events API v2 by default"

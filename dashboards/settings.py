@@ -1,26 +1,24 @@
 """Grafana settings: where ``dashboards push`` / ``alerts push`` send things, and how Grafana
-reaches ClickHouse. Read from ``TELLTALE_GRAFANA_*`` variables when the CLI builds it; nothing
-is read at import time. Secrets are :class:`~pydantic.SecretStr` and never printed or logged.
+reaches ClickHouse. A plain pydantic model: :mod:`telltale.settings` binds it to the
+``TELLTALE_GRAFANA_*`` variables and the CLI builds it once; this package reads no environment.
+Secrets are :class:`~pydantic.SecretStr` and never printed or logged.
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator
 
 __all__ = ["GrafanaSettings"]
 
 
-class GrafanaSettings(BaseSettings):
+class GrafanaSettings(BaseModel):
     """``TELLTALE_GRAFANA_URL``, ``_TOKEN`` (a service-account token), ``_ORG_ID``, ``_FOLDER_UID``
     and ``_FOLDER_TITLE`` address Grafana. ``_CLICKHOUSE_*`` describe the ClickHouse server *as
     Grafana sees it* (``http://clickhouse:8123`` inside docker-compose), which can differ from
     telltale's own ``TELLTALE_CLICKHOUSE_DSN``. ``_WEBHOOK_URL`` is the example contact point.
     """
-
-    model_config = SettingsConfigDict(env_prefix="TELLTALE_GRAFANA_", extra="ignore")
 
     url: str = "http://localhost:3000"
     token: SecretStr | None = None

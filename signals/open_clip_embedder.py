@@ -14,11 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from signals._digest import file_digest
 from signals._torchvision_fix import import_torchvision
@@ -39,16 +39,32 @@ BUNDLED_CONFIGS = Path(__file__).parent / "model_configs"
 """Model configs shipped with telltale (``telltale-tiny``: a 4-layer, width-256 test model)."""
 
 
-@dataclass(frozen=True)
-class EmbedderConfig:
+class EmbedderConfig(BaseModel):
+    """Which open_clip model and weights, where it runs, and in what batches.
+
+    A plain model (no environment): :mod:`telltale.settings` binds it to ``TELLTALE_EMBEDDER_*``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
     model_name: str = "ViT-B-32"
-    pretrained: str | None = "laion2b_s34b_b79k"
+    pretrained: str | None = Field(
+        default="laion2b_s34b_b79k",
+        description="open_clip pretrained tag; empty or 'none' for seeded random weights",
+    )
     checkpoint_path: str | None = None
     device: str = "cpu"
     threads: int | None = None
-    batch_size: int = 64
+    batch_size: int = Field(default=64, ge=1)
     seed: int = 0
     quantize: bool = False
+
+    @field_validator("pretrained", "checkpoint_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "none", "random"):
+            return None
+        return value
 
 
 class OpenClipEmbedder:
@@ -57,7 +73,7 @@ class OpenClipEmbedder:
     def __init__(self, config: EmbedderConfig | None = None, **overrides: Any) -> None:
         cfg = config or EmbedderConfig()
         if overrides:
-            cfg = EmbedderConfig(**{**cfg.__dict__, **overrides})
+            cfg = EmbedderConfig.model_validate({**cfg.model_dump(), **overrides})
         self.config = cfg
         torch, open_clip = _import_backends()
         if cfg.threads:

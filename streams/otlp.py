@@ -43,8 +43,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from streams.errors import InvalidEvent
 from streams.events import MAX_TEXT_CHARS, GenerationEvent, validate_event
+from streams.settings import comma_list
 
 __all__ = [
     "DEFAULT_MODEL_VERSION_KEYS",
@@ -79,17 +82,27 @@ _KEPT_ATTRIBUTES = (
 )  # fmt: skip
 
 
-@dataclass(frozen=True)
-class OtlpMapping:
+class OtlpMapping(BaseModel):
     """How OTLP attributes map onto the event contract where a choice is needed.
 
-    ``model_version_keys``: attribute names tried in order for ``model_version`` (span or log
-    attributes first, then resource attributes); ``default_version`` when none has a value.
+    ``model_version_from``: attribute names tried in order for ``model_version`` (span or log
+    attributes first, then resource attributes); ``default_model_version`` when none has a
+    value. A plain model: :mod:`telltale.settings` binds it to ``TELLTALE_OTLP_*``.
     """
 
-    model_version_keys: tuple[str, ...] = DEFAULT_MODEL_VERSION_KEYS
-    default_version: str = "unknown"
+    model_config = ConfigDict(frozen=True)
+
+    model_version_from: tuple[str, ...] = Field(
+        default=DEFAULT_MODEL_VERSION_KEYS,
+        description="attributes tried in order for model_version (span, then resource)",
+    )
+    default_model_version: str = "unknown"
     default_model: str = "unknown"
+
+    @field_validator("model_version_from", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return comma_list(value)
 
 
 @dataclass
@@ -403,8 +416,8 @@ def _event(
     trace_id: str, span_id: str,
 ) -> dict[str, Any]:  # fmt: skip
     model = _first(attrs, ("gen_ai.request.model", "gen_ai.response.model", "llm.model_name"))
-    version = _first(attrs, mapping.model_version_keys) or _first(
-        resource, mapping.model_version_keys
+    version = _first(attrs, mapping.model_version_from) or _first(
+        resource, mapping.model_version_from
     )
     app = _first(resource, ("service.name",)) or _first(attrs, ("gen_ai.application_name",))
     attributes = {
@@ -419,7 +432,7 @@ def _event(
         "event_id": event_id,
         "timestamp": timestamp,
         "model": model or mapping.default_model,
-        "model_version": version or mapping.default_version,
+        "model_version": version or mapping.default_model_version,
         "app": app or "",
         "attributes": attributes,
     }

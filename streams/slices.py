@@ -16,9 +16,11 @@ all start from the same top values).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from streams.events import GenerationEvent
+from streams.settings import comma_list
 
 __all__ = ["OTHER", "UNSET", "SliceConfig", "Slicer"]
 
@@ -28,18 +30,30 @@ ALWAYS = ("app",)
 MAX_VALUE_CHARS = 200  # a slice value is a label, not a payload
 
 
-@dataclass(frozen=True)
-class SliceConfig:
-    """Which keys are sliced and how many values each may have."""
+class SliceConfig(BaseModel):
+    """Which keys are sliced and how many values each may have (``app`` always, first).
 
-    keys: tuple[str, ...] = ()
-    max_values: int = 50
+    A plain model: :mod:`telltale.settings` binds it to ``TELLTALE_SLICE_*``.
+    """
 
-    def __post_init__(self) -> None:
-        if self.max_values < 1:
-            raise ValueError("max_values must be at least 1")
-        keys = tuple(dict.fromkeys((*ALWAYS, *(k.strip() for k in self.keys if k.strip()))))
-        object.__setattr__(self, "keys", keys)
+    model_config = ConfigDict(frozen=True)
+
+    keys: tuple[str, ...] = Field(
+        default=ALWAYS, description="comma-separated attribute keys to slice rates by"
+    )
+    max_values: int = Field(
+        default=50, ge=1, le=10_000, description="values kept per key; the rest are 'other'"
+    )
+
+    @field_validator("keys", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return comma_list(value)
+
+    @field_validator("keys")
+    @classmethod
+    def _app_always_once(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*ALWAYS, *(k.strip() for k in value if k.strip()))))
 
 
 class Slicer:

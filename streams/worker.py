@@ -24,7 +24,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
@@ -42,42 +41,21 @@ from streams.dead_letter import DeadLetter
 from streams.errors import InvalidEvent, PartlyInvalid
 from streams.events import GenerationEvent
 from streams.feedback import Feedback, decode_feedback
-from streams.kafka_security import KafkaSecurity
 from streams.otlp import OtlpMapping, decode_otlp, otlp_kind_of_topic
 from streams.pipeline import Pipeline
 from streams.retry import RetryPolicy, ShuttingDown
+from streams.settings import KafkaConfig, WorkerConfig
 
-__all__ = ["WorkerConfig", "build_app"]
+__all__ = ["build_app"]
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True)
-class WorkerConfig:
-    bootstrap: str
-    topic: str = "generations"
-    dlq_topic: str = "generations.dlq"
-    group_id: str = "telltale-worker"
-    partitions: int = 3
-    batch_size: int = 256
-    batch_timeout_s: float = 1.0
-    session_timeout_s: float = 30.0
-    commit_interval_s: float = 1.0
-    max_payload_bytes: int = 4 * 1024 * 1024
-    retry_initial_s: float = 0.5
-    retry_max_s: float = 30.0
-    control_topic: str = "telltale.signals"
-    shutdown_timeout_s: float = 30.0
-    maintenance_interval_s: float = 10.0
-    otlp_topics: tuple[str, ...] = ()  # the OpenTelemetry Collector's Kafka exporter topics
-    otlp_mapping: OtlpMapping = field(default_factory=OtlpMapping)
-    feedback_topic: str | None = None
-    security: KafkaSecurity = field(default_factory=KafkaSecurity)
-
-
-def otlp_decoders(config: WorkerConfig) -> dict[str, Decoder]:
+def otlp_decoders(
+    topics: Sequence[str], mapping: OtlpMapping, max_payload_bytes: int
+) -> dict[str, Decoder]:
     """A decoder per OTLP topic: the generations of one export record (``streams.otlp``).
 
     A record whose items partly fail validation yields its valid events and raises
@@ -89,10 +67,10 @@ def otlp_decoders(config: WorkerConfig) -> dict[str, Decoder]:
         kind = otlp_kind_of_topic(topic)
 
         def decode(raw: bytes) -> Sequence[GenerationEvent]:
-            if len(raw) > config.max_payload_bytes:
+            if len(raw) > max_payload_bytes:
                 raise InvalidEvent(f"OTLP record of {len(raw)} bytes exceeds the limit of "
-                                   f"{config.max_payload_bytes} bytes")  # fmt: skip
-            decoded = decode_otlp(raw, kind, config.otlp_mapping)
+                                   f"{max_payload_bytes} bytes")  # fmt: skip
+            decoded = decode_otlp(raw, kind, mapping)
             if decoded.skipped:
                 log.debug("%s: skipped %s", topic, dict(decoded.skipped))
             if decoded.invalid:
@@ -105,7 +83,7 @@ def otlp_decoders(config: WorkerConfig) -> dict[str, Decoder]:
 
         return decode
 
-    return {topic: decoder(topic) for topic in config.otlp_topics}
+    return {topic: decoder(topic) for topic in topics}
 
 
 def _record(event: Any) -> Record:
@@ -268,6 +246,7 @@ class _Runtime:
 
 
 def build_app(
+    kafka: KafkaConfig,
     config: WorkerConfig,
     pipeline_factory: Callable[[], Pipeline],
     accept_signal: Callable[[bytes], str] | None = None,
@@ -277,11 +256,12 @@ def build_app(
     health: WorkerHealth | None = None,
     maintenance: Callable[[], None] | None = None,
     accept_feedback: Callable[[list[Feedback]], int] | None = None,
+    otlp_mapping: OtlpMapping | None = None,
 ) -> Any:
     """Create the faust app with its agents. The pipeline is built when the worker starts.
 
     With ``accept_signal``, a second agent reads fitted signals published to
-    ``config.control_topic`` (``telltale signals add --publish``), stores each as a new
+    ``kafka.control_topic`` (``telltale signals add --publish``), stores each as a new
     version and applies it from the next batch: the way to change the signals of a running
     worker that owns its embedded database. With ``record_dead_letters``, the dead letters of
     each batch are also stored (coordinates and reasons, on the pipeline thread) before the
@@ -290,41 +270,42 @@ def build_app(
     ``health`` turns failing when storage is misconfigured and consumption stops.
     ``maintenance`` (retraining signals of another embedder) runs on the pipeline thread every
     ``maintenance_interval_s``, between batches and never inside one. With
-    ``config.otlp_topics`` the same agent also reads the OpenTelemetry Collector's export
-    records (``streams.otlp``); with ``config.feedback_topic`` and ``accept_feedback`` another
-    agent stores delayed user feedback.
+    ``kafka.otlp_topics`` the same agent also reads the OpenTelemetry Collector's export
+    records (``streams.otlp``, mapped by ``otlp_mapping``); with ``kafka.feedback_topic`` and
+    ``accept_feedback`` another agent stores delayed user feedback.
     """
     import faust
 
     app = faust.App(
-        config.group_id,
-        broker=f"kafka://{config.bootstrap}",
+        kafka.group_id,
+        broker=f"kafka://{kafka.bootstrap}",
         store="memory://",
         key_serializer="raw",
         value_serializer="raw",
-        topic_partitions=config.partitions,
+        topic_partitions=kafka.partitions,
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
-        broker_session_timeout=config.session_timeout_s,
-        broker_heartbeat_interval=min(3.0, config.session_timeout_s / 3),
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, kafka.session_timeout_s / 3),
         broker_commit_interval=config.commit_interval_s,
         producer_acks=-1,
         web_enabled=False,
-        broker_credentials=config.security.faust_credentials(),
+        broker_credentials=kafka.security.faust_credentials(),
         # faust's own drain waits for every taken message to be acked, without a bound: a
         # batch retrying against failed storage would block shutdown forever. `drain` below
         # bounds the wait and lets such a batch go unacknowledged.
         stream_wait_empty=False,
     )
-    dead_letters = app.topic(config.dlq_topic, partitions=config.partitions)
+    dead_letters = app.topic(kafka.dlq_topic, partitions=kafka.partitions)
 
     async def send_dead_letter(key: bytes | None, value: bytes) -> None:
         await (await dead_letters.send(key=key, value=value))  # delivered before the ack
 
-    decoders = {**otlp_decoders(config), **(decoders or {})}
+    otlp = otlp_decoders(kafka.otlp_topics, otlp_mapping or OtlpMapping(), config.max_payload_bytes)
+    decoders = {**otlp, **(decoders or {})}
     runtime = _Runtime(config, pipeline_factory, send_dead_letter, record_dead_letters,
                        decoders, health)  # fmt: skip
-    source = app.topic(config.topic, *config.otlp_topics, partitions=config.partitions)
+    source = app.topic(kafka.topic, *kafka.otlp_topics, partitions=kafka.partitions)
     app.agent(source, name="consume")(runtime.consume)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's stubs reject async defs
@@ -336,9 +317,9 @@ def build_app(
         async def signals(stream: Any) -> None:
             await runtime.read_signals(stream, accept_signal)
 
-        app.agent(app.topic(config.control_topic, partitions=1), name="signals")(signals)
-    if config.feedback_topic and accept_feedback is not None:
-        feedback_topic = app.topic(config.feedback_topic, partitions=config.partitions)
+        app.agent(app.topic(kafka.control_topic, partitions=1), name="signals")(signals)
+    if kafka.feedback_topic and accept_feedback is not None:
+        feedback_topic = app.topic(kafka.feedback_topic, partitions=kafka.partitions)
 
         async def feedback(stream: Any) -> None:
             await runtime.read_feedback(stream, accept_feedback)

@@ -23,6 +23,7 @@ from telltale.cli_common import (
     ClickHouseOpt,
     FormatOpt,
     KafkaOpt,
+    cli_settings,
     console,
     fail,
     open_client,
@@ -56,6 +57,7 @@ _OWN_LOGGERS = ("signals", "streams", "storage", "alerts", "dashboards", "tellta
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
     # telltale's own loggers at INFO; libraries (open_clip logs every step of loading a model
@@ -67,6 +69,8 @@ def _main(
     )
     for name in _OWN_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    # Settings are read from the environment once, on first use (cli_settings keeps them on this
+    # root context), so `--help` still works while a variable holds a bad value.
 
 
 @app.command()
@@ -103,7 +107,9 @@ def worker(clickhouse: ClickHouseOpt = None, kafka: KafkaOpt = None) -> None:
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="[env TELLTALE_SERVE_HOST, 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="[env TELLTALE_SERVE_PORT, 8000]")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=0, max=65535, help="[env TELLTALE_SERVE_PORT, 8000]")
+    ] = None,
     all_in_one: Annotated[
         bool, typer.Option("--all", help="also run the worker, the monitor and the live report")
     ] = False,
@@ -112,11 +118,12 @@ def serve(
 ) -> None:
     """The guardrail API (POST /v1/score); with --all the whole job in one process."""
     from telltale.serve_all import serve as run_server
-    from telltale.settings import ServeSettings
 
     settings = settings_for(clickhouse, kafka)
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-    settings.serve = ServeSettings(**overrides)  # type: ignore[arg-type]
+    if overrides:
+        serve_settings = settings.serve.model_copy(update=overrides)
+        settings = settings.model_copy(update={"serve": serve_settings})
     try:
         run_server(settings, all_in_one=all_in_one)
     except CLI_ERRORS as exc:
@@ -401,7 +408,7 @@ def demo(
 
     dsn = clickhouse or "chdb://./.telltale/demo-db"
     try:
-        report = run_demo(dsn, events_per_version=events, console=console)
+        report = run_demo(dsn, events_per_version=events, console=console, settings=cli_settings())
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
     if fmt == "json":

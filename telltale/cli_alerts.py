@@ -5,8 +5,8 @@ Wired into the main app by ``telltale.cli``::
     app.command()(monitor)
     app.add_typer(alerts_app, name="alerts")
 
-Settings come from the environment (``TELLTALE_MONITOR_*``, ``TELLTALE_NOTIFY_*``; see
-:mod:`alerts.settings`); ``--clickhouse`` and ``--interval`` override theirs.
+Settings are the invocation's (``cli_settings``: ``TELLTALE_MONITOR_*``, ``TELLTALE_NOTIFY_*``;
+see :mod:`alerts.settings`); ``--clickhouse`` and ``--interval`` override theirs.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from telltale.cli_common import (
     CLI_ERRORS,
     ClickHouseOpt,
     FormatOpt,
+    cli_settings,
     console,
     fail,
     open_client,
@@ -54,13 +55,12 @@ def monitor(
     """Run the detectors on a schedule: release spikes, slow degradation, prompt drift."""
     from alerts.monitor import Monitor
     from alerts.notify import WebhookNotifier
-    from alerts.settings import MonitorSettings, NotifySettings
     from storage.groups import load_group_rows
 
-    settings = MonitorSettings()
+    settings = cli_settings().monitor
     if interval is not None:
         settings = settings.model_copy(update={"interval_s": interval})
-    notify = NotifySettings()
+    notify = cli_settings().notify
     stop = threading.Event()
     try:
         with open_client(clickhouse) as client:
@@ -150,11 +150,10 @@ def alerts_backtest(
 ) -> None:
     """What the detectors would have fired over stored history, and when; sends nothing."""
     from alerts.backtest import backtest
-    from alerts.settings import MonitorSettings
 
     try:
         with open_client(clickhouse) as client:
-            report = backtest(client, MonitorSettings(), parse_time(since), parse_time(until))
+            report = backtest(client, cli_settings().monitor, parse_time(since), parse_time(until))
     except _ERRORS as exc:
         raise fail(exc) from exc
     document = report.as_dict()

@@ -1,8 +1,12 @@
-"""What every ``telltale`` command shares: connection options, output, errors, time parsing.
+"""What every ``telltale`` command shares: settings, connection options, output, errors, time
+parsing.
 
 Command modules (``cli``, ``cli_signals``, ...) import these so the CLI contract stays uniform:
 ``--clickhouse DSN`` everywhere, ``--kafka HOST:PORT`` where Kafka is used, ``--format json``
 printing exactly one JSON document on stdout, and a clear one-line error with exit code 1.
+Settings are read from the environment once per invocation (:func:`cli_settings`, called by
+the app's callback) and kept on the root context; ``--clickhouse``/``--kafka`` override them
+for one command (:func:`settings_for`).
 """
 
 from __future__ import annotations
@@ -14,19 +18,21 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
+import click
 import typer
 from rich.console import Console
 
 from signals.errors import SignalError
 from storage.errors import StorageError
 from streams.errors import StreamError
-from telltale.settings import ClickHouseSettings, KafkaSettings, Settings
+from telltale.settings import Settings, SettingsError, load_settings
 
 __all__ = [
     "CLI_ERRORS",
     "ClickHouseOpt",
     "FormatOpt",
     "KafkaOpt",
+    "cli_settings",
     "console",
     "fail",
     "open_client",
@@ -55,10 +61,26 @@ FormatOpt = Annotated[
 CLI_ERRORS = (SignalError, StorageError, StreamError)
 
 
+def cli_settings() -> Settings:
+    """The settings of this invocation, read from the environment once and kept on the root
+    context on first use, so every command of one invocation sees the same tree and `--help`
+    never reads it. A bad variable is a one-line error naming it, with exit code 1."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    if root is not None and isinstance(root.obj, Settings):
+        return root.obj
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        raise fail(exc) from exc
+    if root is not None:
+        root.obj = settings
+    return settings
+
+
 def settings_for(clickhouse: str | None = None, kafka: str | None = None) -> Settings:
-    ch = ClickHouseSettings(dsn=clickhouse) if clickhouse else ClickHouseSettings()
-    kf = KafkaSettings(bootstrap=kafka) if kafka else KafkaSettings()
-    return Settings(kafka=kf, clickhouse=ch)
+    """:func:`cli_settings` with this command's ``--clickhouse`` / ``--kafka`` overrides."""
+    return cli_settings().with_overrides(clickhouse=clickhouse, kafka=kafka)
 
 
 @contextmanager

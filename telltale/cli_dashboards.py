@@ -1,7 +1,8 @@
 """``telltale dashboards build|push``, ``telltale alerts push`` and ``telltale report``.
 
 Wiring only: the dashboards, the alert rules and the report live in ``dashboards`` and
-``alerts.rules``; this module builds :class:`~dashboards.settings.GrafanaSettings` once, turns
+``alerts.rules``; this module takes :class:`~dashboards.settings.GrafanaSettings` from the
+invocation's settings (``TELLTALE_GRAFANA_*``), applies ``--grafana-url``/``--folder``, turns
 it into plans and files, and prints results (one JSON document with ``--format json``).
 Grafana's token is never printed or logged; ``--dry-run`` redacts the other secrets too.
 """
@@ -15,9 +16,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from alerts.rules import AlertingOptions, api_payloads, provisioning_file
+from alerts.rules import api_payloads, provisioning_file
 from dashboards.clickhouse import DATASOURCE_UID
 from dashboards.datasource import datasource_file, datasource_payload
 from dashboards.definitions import build_dashboards
@@ -37,6 +38,7 @@ from telltale.cli_common import (
     CLI_ERRORS,
     ClickHouseOpt,
     FormatOpt,
+    cli_settings,
     console,
     fail,
     open_client,
@@ -70,11 +72,10 @@ RootOpt = Annotated[
 ]
 
 
-def _file_options(settings: GrafanaSettings) -> AlertingOptions:
-    """Alerting options for files: folder and org from settings, never a secret (the example
-    webhook URL stays; the real one is sent by ``alerts push`` only)."""
-    return AlertingOptions(folder_title=settings.folder_title, org_id=settings.org_id,
-                           runbook_base_url=settings.runbook_base_url)  # fmt: skip
+def _file_options(settings: GrafanaSettings) -> GrafanaSettings:
+    """The settings for files: folder, org and runbooks from settings, never a secret (the
+    example webhook URL stays; the real one is sent by ``alerts push`` only)."""
+    return settings.model_copy(update={"webhook_url": GrafanaSettings().webhook_url})
 
 
 def generated_files(root: Path, settings: GrafanaSettings) -> dict[Path, str]:
@@ -127,15 +128,18 @@ def _report_files(what: str, paths: list[Path], fmt: str) -> None:
 
 
 def _settings(grafana_url: str | None = None, folder: str | None = None) -> GrafanaSettings:
-    """Settings from the environment, with the command line's overrides; a bad value is a
+    """The invocation's Grafana settings with the command line's overrides; a bad value is a
     one-line error, not a traceback."""
+    settings = cli_settings().grafana
     overrides: dict[str, Any] = {}
     if grafana_url:
         overrides["url"] = grafana_url
     if folder:
         overrides["folder_uid"] = folder
+    if not overrides:
+        return settings
     try:
-        return GrafanaSettings(**overrides)
+        return GrafanaSettings.model_validate({**settings.model_dump(), **overrides})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise fail(ValueError(f"invalid Grafana settings: {problems}")) from exc
@@ -190,16 +194,8 @@ def alerts_push(
 ) -> None:
     """Create or update the alert rules, the example contact point and notification policy."""
     settings = _settings(grafana_url, folder)
-    webhook = "***" if dry_run else settings.webhook_url.get_secret_value()
-    payloads = api_payloads(
-        AlertingOptions(
-            folder_uid=settings.folder_uid,
-            folder_title=settings.folder_title,
-            org_id=settings.org_id,
-            webhook_url=webhook,
-            runbook_base_url=settings.runbook_base_url,
-        )
-    )
+    shown = settings.model_copy(update={"webhook_url": SecretStr("***")}) if dry_run else settings
+    payloads = api_payloads(shown)
     contact = payloads.contact_point
     plan = [
         folder_upsert(settings),

@@ -15,6 +15,7 @@ from telltale.cli_common import (
     ClickHouseOpt,
     FormatOpt,
     KafkaOpt,
+    cli_settings,
     console,
     fail,
     open_client,
@@ -47,20 +48,19 @@ def _current(client: Any, name: str) -> FittedSignal:
 
 def _embedder() -> Any:
     """The field embedders of the current settings (text model and open_clip)."""
-    from telltale.settings import EmbedderSettings, TextEmbedderSettings
     from telltale.wiring import make_embedders
 
-    return make_embedders(EmbedderSettings(), TextEmbedderSettings())
+    settings = cli_settings()
+    return make_embedders(settings.embedder, settings.text_embedder)
 
 
 def _verdict(client: Any, fitted: FittedSignal) -> Any:
     """Judge ``fitted`` on its examples and, when a database is given, its stored events."""
     from signals.examples import stored_flag_share
     from signals.verdict import judge
-    from telltale.settings import SignalQualitySettings
     from telltale.signal_store import ClickHouseEmbeddings
 
-    quality = SignalQualitySettings()
+    quality = cli_settings().signal_quality
     share, scored = (
         stored_flag_share(ClickHouseEmbeddings(client), fitted, quality.flag_share_sample)
         if client is not None
@@ -299,11 +299,9 @@ def evaluate(
             verdict = _verdict(client, fitted)
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
-    from telltale.settings import SignalQualitySettings
-
     events = sum(r.events for r in rates)
     flagged = sum(r.failures for r in rates)
-    quality = SignalQualitySettings()
+    quality = cli_settings().signal_quality
     report = {
         **_summary(fitted),
         "verdict": verdict.as_dict(),

@@ -25,7 +25,9 @@ from rich.table import Table
 from signals.errors import SpecError
 from signals.fitted import FittedSignal
 from signals.live import LiveSignals
+from signals.open_clip_embedder import EmbedderConfig
 from signals.spec import Examples, SignalSpec
+from signals.text_embedder import TextEmbedderConfig
 from signals.training import train_signal
 from storage.client import redact_dsn
 from storage.queries import failure_rates
@@ -41,19 +43,15 @@ from telltale.sample_data import (
     render_image,
     sample_events,
 )
-from telltale.settings import (
-    ClickHouseSettings,
-    EmbedderSettings,
-    EmbeddingCacheSettings,
-    TextEmbedderSettings,
-)
+from telltale.settings import Settings, load_settings
 from telltale.signal_store import ClickHouseSignalStore
 from telltale.wiring import make_cache, make_client, make_embedders
 
 __all__ = ["DEMO_EMBEDDER", "DEMO_TEXT_EMBEDDER", "run_demo"]
 
-DEMO_EMBEDDER = EmbedderSettings(model_name="telltale-tiny", pretrained=None, seed=0)
-DEMO_TEXT_EMBEDDER = TextEmbedderSettings()  # the bundled MiniLM, real weights, offline
+# The demo runs on these models whatever TELLTALE_EMBEDDER_* say: small, offline, repeatable.
+DEMO_EMBEDDER = EmbedderConfig(model_name="telltale-tiny", pretrained=None, seed=0)
+DEMO_TEXT_EMBEDDER = TextEmbedderConfig()  # the bundled MiniLM, real weights, offline
 
 # (model, version, kind, planted failure rate)
 _RELEASES = [
@@ -90,12 +88,17 @@ def run_demo(
     dsn: str,
     events_per_version: int = 150,
     console: Console | None = None,
-    embedder_settings: EmbedderSettings = DEMO_EMBEDDER,
-    text_settings: TextEmbedderSettings = DEMO_TEXT_EMBEDDER,
+    embedder_settings: EmbedderConfig = DEMO_EMBEDDER,
+    text_settings: TextEmbedderConfig = DEMO_TEXT_EMBEDDER,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
+    """The whole job on ``dsn``: train two signals, run sample events through the pipeline,
+    print the rates. ``settings`` (the CLI's; read from the environment when not given)
+    supply the ClickHouse credentials and the cache; the models are the demo's own."""
     console = console or Console(stderr=True)
+    settings = (settings or load_settings()).with_overrides(clickhouse=dsn)
     rng = random.Random(20261126)
-    client = make_client(ClickHouseSettings(dsn=dsn))
+    client = make_client(settings.clickhouse)
     console.print(f"[bold]telltale demo[/bold] — ClickHouse: {redact_dsn(dsn)}")
     embedder = make_embedders(embedder_settings, text_settings)
     console.print(
@@ -136,7 +139,7 @@ def run_demo(
             spacing=timedelta(seconds=3600 / events_per_version),
         )  # fmt: skip
 
-    cache = make_cache(EmbeddingCacheSettings(), client)
+    cache = make_cache(settings.cache, client)
     pipeline = Pipeline(
         embedder, LiveSignals(store, embedder.ids, 0), ClickHouseWriter(client), cache=cache
     )

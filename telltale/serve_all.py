@@ -142,7 +142,6 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
     async def start_all() -> None:
         from alerts.monitor import Monitor
         from alerts.notify import WebhookNotifier
-        from alerts.settings import MonitorSettings, NotifySettings
 
         # The worker's own pipeline shares model, signals and client, with its own writer.
         shared = Parts(
@@ -153,8 +152,7 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
         app = make_worker_app(settings, build=lambda: shared)
         await app.start()
         worker["app"] = app
-        monitor_settings = MonitorSettings()
-        notify = NotifySettings()
+        monitor_settings, notify = settings.monitor, settings.notify
         stop = threading.Event()
         notifier = WebhookNotifier(notify, sleep=stop.wait) if notify.enabled else None
         monitored.monitor = Monitor(client, monitor_settings, notifier, notify)

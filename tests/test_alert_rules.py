@@ -13,17 +13,17 @@ from typing import Any
 import pytest
 import yaml
 from dashboard_seed import CHAT, IMAGE, NEW, now_minute, seed
+from pydantic import SecretStr
 
 from alerts.rules import (
     CONTACT_POINT_UID,
     RULE_GROUP,
     RULES,
-    AlertingOptions,
     RuleSpec,
     api_payloads,
     provisioning_file,
 )
-from dashboards import DATASOURCE_UID, QueryContext
+from dashboards import DATASOURCE_UID, GrafanaSettings, QueryContext
 from dashboards.run import Frame, run_query
 from storage.client import connect
 from storage.migrate import migrate
@@ -146,7 +146,9 @@ REQUIRED_RULE_FIELDS = {
 
 @pytest.fixture(scope="module")
 def payloads() -> Any:
-    return api_payloads(AlertingOptions(folder_uid="team-folder", webhook_url="https://hook/x"))
+    return api_payloads(
+        GrafanaSettings(folder_uid="team-folder", webhook_url=SecretStr("https://hook/x"))
+    )
 
 
 def test_rule_payloads_have_the_documented_shape(payloads: Any) -> None:
@@ -249,5 +251,5 @@ def test_file_rules_equal_the_api_rules() -> None:
 
 
 def test_no_secret_reaches_the_file() -> None:
-    text = provisioning_file(AlertingOptions())
+    text = provisioning_file(GrafanaSettings())
     assert "alert-receiver" in text  # the example contact point, not a configured secret

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import struct
-import time
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -313,10 +312,8 @@ def test_payload_size_limit_is_configurable_and_checked_before_parsing() -> None
     with pytest.raises(InvalidEvent, match="exceeds the limit of 1024 bytes"):
         decode_event(small, max_bytes=1_024)
     too_big = b"[" * (MAX_PAYLOAD_BYTES + 1)  # would be a RecursionError if it were parsed
-    started = time.perf_counter()
     with pytest.raises(InvalidEvent, match=f"limit of {MAX_PAYLOAD_BYTES} bytes"):
         decode_event(too_big)
-    assert time.perf_counter() - started < 0.5
     with pytest.raises(InvalidEvent, match="exceeds"):
         decode_event(small.decode(), max_bytes=1_024)  # str input is measured in UTF-8 bytes
 
@@ -424,10 +421,8 @@ BAD_IMAGES: list[tuple[str, str, str]] = [
 )
 def test_bad_images_raise_image_error_quickly(ref: str, reason: str) -> None:
     policy = ImagePolicy(max_bytes=1_000_000)
-    started = time.perf_counter()
     with pytest.raises(ImageError, match=reason):
-        load_image(ref, policy)
-    assert time.perf_counter() - started < 2.0
+        load_image(ref, policy)  # each reason names the check that stopped it before decoding
     assert len(ref) < 3_000_000  # every bomb here is small on the wire
 
 

@@ -27,12 +27,13 @@ import pytest
 import yaml
 
 from alerts.receiver import Receiver, render_runbooks
-from alerts.rules import RULES, AlertingOptions, api_payloads, provisioning_file
+from alerts.rules import RULES, api_payloads, provisioning_file
 from dashboards.clickhouse import GRAFANA_VERSION, PLUGIN_MIN_GRAFANA, PLUGIN_VERSION
 from dashboards.definitions import build_dashboards
 from dashboards.files import dashboard_document
 from dashboards.macros import interval_for, parse_interval_s, round_interval_ms
 from dashboards.settings import GrafanaSettings
+from telltale.settings import SettingsError, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
@@ -163,15 +164,14 @@ def test_runbook_urls_are_absolute_and_configurable(monkeypatch: pytest.MonkeyPa
     assert "8080:8080" in receiver_ports
     assert url.startswith("http://localhost:8080/runbooks#")
     monkeypatch.setenv("TELLTALE_GRAFANA_RUNBOOK_BASE_URL", "https://wiki.example/telltale/")
-    settings = GrafanaSettings()
-    options = AlertingOptions(runbook_base_url=settings.runbook_base_url)
-    urls = [r["annotations"]["runbook_url"] for r in api_payloads(options).rules]
+    settings = load_settings().grafana
+    urls = [r["annotations"]["runbook_url"] for r in api_payloads(settings).rules]
     assert all(u.startswith("https://wiki.example/telltale#telltale-") for u in urls)
-    with pytest.raises(ValueError, match="absolute"):
-        AlertingOptions(runbook_base_url="alerts/provisioning/runbooks.md")
+    with pytest.raises(ValueError, match="not an http"):
+        GrafanaSettings(runbook_base_url="alerts/provisioning/runbooks.md")
     monkeypatch.setenv("TELLTALE_GRAFANA_RUNBOOK_BASE_URL", "runbooks.md")
-    with pytest.raises(ValueError):
-        GrafanaSettings()
+    with pytest.raises(SettingsError, match="TELLTALE_GRAFANA_RUNBOOK_BASE_URL"):
+        load_settings()
 
 
 def test_release_spike_alerts_carry_the_top_slice() -> None:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import pytest
 
@@ -181,13 +182,26 @@ INTERNAL = [
 ]
 
 
+@contextlib.contextmanager
+def _no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Any name lookup or connection attempt fails the test (a spy, not a stand-in)."""
+
+    def refuse(*args: object, **kwargs: object) -> NoReturn:
+        raise AssertionError(f"network used: {args!r}")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(socket, "getaddrinfo", refuse)
+        patch.setattr(socket.socket, "connect", refuse)
+        yield
+
+
 @pytest.mark.parametrize("url", INTERNAL)
-def test_internal_addresses_are_refused_unless_allow_listed(url: str) -> None:
+def test_internal_addresses_are_refused_unless_allow_listed(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     policy = ImagePolicy(allowed_hosts=frozenset({"example.com"}))
-    started = time.perf_counter()
-    with pytest.raises(ImageError, match="not on the allow-list"):
-        load_image(url, policy)
-    assert time.perf_counter() - started < 0.5  # refused before any connection is tried
+    with _no_network(monkeypatch), pytest.raises(ImageError, match="not on the allow-list"):
+        load_image(url, policy)  # refused before any name lookup or connection is tried
 
 
 def test_http_is_refused_by_default_even_for_allow_listed_hosts() -> None:
@@ -291,20 +305,18 @@ def test_an_allow_listed_local_server_serves_an_image(image_server: str) -> None
 
 
 def test_fetch_size_limit_is_enforced(image_server: str) -> None:
-    started = time.perf_counter()
+    # /big sends 4 MiB without a Content-Length: the limit is found while reading.
     with pytest.raises(ImageError, match="exceeds 1000000 bytes"):
         load_image(f"{image_server}/big", LOCAL)
-    assert time.perf_counter() - started < 5.0
 
 
 def test_fetch_time_limit_is_enforced_for_slow_headers_and_slow_bodies(image_server: str) -> None:
-    for path in ("/slow-headers", "/drip"):
-        started = time.perf_counter()
-        with pytest.raises(ImageError, match=r"timed out|took longer"):
-            load_image(f"{image_server}{path}", LOCAL)
-        took = time.perf_counter() - started
-        # at most the whole-fetch limit plus one socket wait of the same length
-        assert took < 2 * LOCAL.fetch_timeout_s + 0.5, (path, took)
+    # /slow-headers: the socket wait gives up. /drip: every read is quick (one byte per 0.2 s,
+    # 12+ s for the image), so only the whole-fetch deadline can stop it, with its own message.
+    with pytest.raises(ImageError, match="timed out"):
+        load_image(f"{image_server}/slow-headers", LOCAL)
+    with pytest.raises(ImageError, match=r"took longer than 1\.0s"):
+        load_image(f"{image_server}/drip", LOCAL)
 
 
 def test_redirects_cannot_leave_the_allow_list(image_server: str) -> None:
@@ -318,10 +330,8 @@ def test_local_paths_that_are_not_regular_files_are_refused(tmp_path: Path) -> N
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     for ref in ("/dev/zero", "file:///dev/zero", "/dev/urandom", str(fifo), str(tmp_path)):
-        started = time.perf_counter()
         with pytest.raises(ImageError, match="not a regular file"):
-            load_image(ref, LOCAL)
-        assert time.perf_counter() - started < 1.0, ref
+            load_image(ref, LOCAL)  # refused before opening: a FIFO would block, /dev/zero fill
     big = tmp_path / "big.png"
     big.write_bytes(png_bytes() + b"\0" * 1_100_000)
     with pytest.raises(ImageError, match="exceeds"):

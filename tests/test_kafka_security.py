@@ -127,13 +127,12 @@ def test_wrong_password_is_a_clear_error(auth_broker: str, mechanism: str) -> No
         protocol="SASL_PLAINTEXT", mechanism=mechanism,  # type: ignore[arg-type]
         username="svc-telltale", password=SecretStr(PASSWORD),
     )  # fmt: skip
-    started = time.monotonic()
     with pytest.raises(KafkaAuthError) as info:
         check_credentials(auth_broker, security)
     message = str(info.value)
     assert "svc-telltale" in message and mechanism in message and "failed" in message
     assert PASSWORD not in message
-    assert time.monotonic() - started < 10  # not a client timeout
+    assert "timed out" not in message.lower()  # the broker's answer, not a client timeout
 
 
 @pytest.mark.integration

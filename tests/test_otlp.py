@@ -84,10 +84,10 @@ def test_inference_details_log_records(which: int) -> None:
 
 def test_model_version_rule_is_configurable() -> None:
     batch = genai_batch()
-    mapping = OtlpMapping(model_version_keys=("deployment.sha", "service.version"))
+    mapping = OtlpMapping(model_version_from=("deployment.sha", "service.version"))
     events = by_span(decode_otlp(to_proto(batch.spans), mapping=mapping).events, batch.spans)
     assert events["chat gpt-4o"].model_version == "2.3.0"  # service.version, from the resource
-    nothing = OtlpMapping(model_version_keys=("deployment.sha",), default_version="n/a")
+    nothing = OtlpMapping(model_version_from=("deployment.sha",), default_model_version="n/a")
     events = by_span(decode_otlp(to_proto(batch.spans), mapping=nothing).events, batch.spans)
     assert {e.model_version for e in events.values()} == {"n/a"}
 

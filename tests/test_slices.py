@@ -61,7 +61,7 @@ def _seed(
 
 def test_slice_settings_parse_a_comma_list(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TELLTALE_SLICE_KEYS", " locale, customer_tier ,,prompt_template")
-    assert SliceSettings().keys == ("locale", "customer_tier", "prompt_template")
+    assert SliceSettings().keys == ("app", "locale", "customer_tier", "prompt_template")
     assert SliceConfig(keys=("locale", "app")).keys == ("app", "locale")  # app always, once
 
 
