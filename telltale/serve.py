@@ -83,7 +83,7 @@ the server's disk."""
 
 MAINTENANCE_INTERVAL_S = 10.0
 """How often the API alone (``telltale serve`` without ``--all``) retrains stale signals, as the
-worker does between its batches."""
+worker does between its batches (``TELLTALE_WORKER_MAINTENANCE_INTERVAL_S`` in ``serve``)."""
 
 
 class SignalScore(BaseModel):

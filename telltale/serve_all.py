@@ -129,6 +129,7 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
         parts.embedders, parts.signals, settings.serve, recorder=recorder,
         cache=parts.pipeline.cache,
         maintenance=None if all_in_one else parts.signals.retrain_stale,
+        maintenance_interval_s=settings.worker.maintenance_interval_s,
     )  # fmt: skip
     if not all_in_one:
 

@@ -170,6 +170,7 @@ def make_parts(
     signals = LiveSignals(
         store, embedders.ids, settings.worker.signal_refresh_s,
         retrain=retrainer(store, embedders, stored_examples(client)),
+        retrain_cooldown_s=settings.worker.retrain_cooldown_s,
     )  # fmt: skip
     pipeline = Pipeline(
         embedders, signals, writer or ClickHouseWriter(client),
