@@ -90,11 +90,6 @@ class LiveSignals:
         self._origins: dict[tuple[str, int], RetrainOrigin | None] = {}
         self._stale: dict[tuple[str, int], FittedSignal] = {}
 
-    @property
-    def store(self) -> SignalStore:
-        """Where the signals are read from (and retrains stored)."""
-        return self._store
-
     def __call__(self) -> SignalBank:
         with self._lock:
             if time.monotonic() - self._loaded_at >= self._refresh_s:
