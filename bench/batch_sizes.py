@@ -27,6 +27,7 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from signals.live import LiveSignals  # noqa: E402
 from signals.open_clip_embedder import OpenClipEmbedder  # noqa: E402
 from storage.client import connect  # noqa: E402
 from storage.migrate import migrate  # noqa: E402
@@ -34,8 +35,8 @@ from storage.rows import EmbeddingRow, EventRow, ScoreRow, WriteBatch  # noqa: E
 from storage.writer import ClickHouseWriter  # noqa: E402
 from streams.events import GenerationEvent, validate_event  # noqa: E402
 from streams.pipeline import Pipeline  # noqa: E402
-from streams.signal_store import LiveSignals  # noqa: E402
 from telltale.sample_data import advice_text, neutral_text  # noqa: E402
+from telltale.signal_store import ClickHouseSignalStore  # noqa: E402
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)
 
@@ -60,7 +61,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         client = connect(f"chdb://{tmp}/db")
         migrate(client)
-        pipeline = Pipeline(embedder, LiveSignals(client, embedder.id, 3600),
+        pipeline = Pipeline(embedder, LiveSignals(ClickHouseSignalStore(client), embedder.id, 3600),
                             ClickHouseWriter(client))  # fmt: skip
         for size in (16, 64, 256, 1024):
             batch = events(args.pipeline_events, f"b{size}", rng)

@@ -45,6 +45,7 @@ from typing import Any  # noqa: E402
 from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
 
+from signals.live import LiveSignals  # noqa: E402
 from signals.open_clip_embedder import OpenClipEmbedder  # noqa: E402
 from signals.spec import Examples, SignalSpec  # noqa: E402
 from signals.training import train_signal  # noqa: E402
@@ -55,8 +56,8 @@ from storage.writer import ClickHouseWriter  # noqa: E402
 from streams.emitter import Emitter  # noqa: E402
 from streams.events import GenerationEvent, validate_event  # noqa: E402
 from streams.pipeline import Pipeline  # noqa: E402
-from streams.signal_store import LiveSignals, save_fitted  # noqa: E402
 from telltale.sample_data import advice_text, neutral_text  # noqa: E402
+from telltale.signal_store import ClickHouseSignalStore  # noqa: E402
 
 
 def make_events(n: int, prefix: str, rng: random.Random) -> list[GenerationEvent]:
@@ -188,14 +189,16 @@ def main() -> None:
         client = connect(f"chdb://{db}")
         migrate(client)
         for f in fitted:
-            save_fitted(client, f)
+            ClickHouseSignalStore(client).save(f)
         client.close()
         client = connect(f"chdb://{tmp}/inproc")
         migrate(client)
         for f in fitted:
-            save_fitted(client, f)
+            ClickHouseSignalStore(client).save(f)
         pipeline = Pipeline(
-            embedder, LiveSignals(client, embedder.id, 60), ClickHouseWriter(client)
+            embedder,
+            LiveSignals(ClickHouseSignalStore(client), embedder.id, 60),
+            ClickHouseWriter(client),
         )
         broker, bootstrap = start_broker()
         topic, group = f"bench-{uuid.uuid4().hex[:6]}", f"bench-{uuid.uuid4().hex[:6]}"

@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
+from signals.live import LiveSignals  # noqa: E402
 from signals.open_clip_embedder import OpenClipEmbedder  # noqa: E402
 from signals.spec import Examples, SignalSpec  # noqa: E402
 from signals.training import train_signal  # noqa: E402
@@ -51,8 +52,8 @@ from storage.writer import ClickHouseWriter  # noqa: E402
 from streams.events import GenerationEvent  # noqa: E402
 from streams.pipeline import Pipeline  # noqa: E402
 from streams.replay import RejectWriter, Replayer, Vectors  # noqa: E402
-from streams.signal_store import LiveSignals, save_fitted  # noqa: E402
 from telltale.sample_data import advice_text, neutral_text  # noqa: E402
+from telltale.signal_store import ClickHouseSignalStore  # noqa: E402
 
 T0 = datetime(2026, 6, 1, tzinfo=UTC)
 BATCH = 2048
@@ -107,7 +108,9 @@ class Store:
 
     def __init__(self, client: Any, embedder: OpenClipEmbedder) -> None:
         writer = ClickHouseWriter(client, max_rows=10_000_000)
-        self.pipeline = Pipeline(embedder, LiveSignals(client, embedder.id, 3600), writer)
+        self.pipeline = Pipeline(
+            embedder, LiveSignals(ClickHouseSignalStore(client), embedder.id, 3600), writer
+        )
 
     def __call__(
         self, batch: list[GenerationEvent], vectors: Vectors
@@ -196,7 +199,7 @@ def main() -> None:
             generated = time.perf_counter() - t0
             client = connect(f"chdb://{tmp / kind}")
             migrate(client)
-            save_fitted(client, fitted)
+            ClickHouseSignalStore(client).save(fitted)
             eps, rss_growth, written = replay(client, embedder, path, tmp)
             stored = table_counts(client).events
             client.close()

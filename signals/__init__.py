@@ -20,9 +20,10 @@ from signals.errors import (
 )
 from signals.fitted import FittedSignal
 from signals.images import ImagePolicy, load_image
+from signals.live import LiveSignals
 from signals.open_clip_embedder import EmbedderConfig, OpenClipEmbedder
-from signals.registry import SignalRegistry
 from signals.spec import Examples, SignalSpec, load_spec, parse_spec
+from signals.store import InMemorySignalStore, SignalStore
 from signals.text_embedder import SentenceEmbedder, TextEmbedderConfig
 from signals.training import fit_signal, train_signal
 from signals.verdict import Verdict, judge
@@ -41,14 +42,16 @@ __all__ = [
     "FittedSignal",
     "ImageError",
     "ImagePolicy",
+    "InMemorySignalStore",
+    "LiveSignals",
     "LruVectorCache",
     "Modality",
     "OpenClipEmbedder",
     "SentenceEmbedder",
     "SignalBank",
     "SignalError",
-    "SignalRegistry",
     "SignalSpec",
+    "SignalStore",
     "SpecError",
     "Target",
     "TextEmbedder",

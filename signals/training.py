@@ -47,8 +47,8 @@ _ZERO_SHOT_COSINE = 0.25
 class ExampleLookup(Protocol):
     """Embeddings of stored events, for examples given as ``{event_id: ...}``.
 
-    Implemented where storage is known (``streams.signal_store``); returns, for each id it
-    knows, the ``field`` embedding in ``embedder``'s space: a ``(dim,)`` vector or, for a long
+    Implemented by :class:`signals.examples.StoredExamples`; returns, for each id it knows,
+    the ``field`` embedding in ``embedder``'s space: a ``(dim,)`` vector or, for a long
     text, its ``(windows, dim)`` window vectors. Unknown ids are left out.
     """
 

@@ -5,9 +5,10 @@ Storage keeps them as JSON documents; the ``signals`` package owns their meaning
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -19,6 +20,7 @@ __all__ = [
     "latest_signals",
     "next_version",
     "save_signal",
+    "signal_version",
 ]
 
 
@@ -102,30 +104,46 @@ def delete_signal(client: Client, name: str, author: str = "") -> bool:
     return True
 
 
+def signal_version(client: Client, name: str, version: int) -> SignalRecord | None:
+    """One stored version of a signal (a tombstone has an empty ``fitted``); None if absent."""
+    rows = client.query(
+        f"SELECT {_SELECTED} FROM signals FINAL "  # noqa: S608 - fixed column list
+        "WHERE name = {name:String} AND version = {version:UInt32}",
+        parameters={"name": name, "version": version},
+    ).result_rows
+    return _record(rows[0]) if rows else None
+
+
 def latest_signals(client: Client) -> list[SignalRecord]:
     """The newest version of every signal that is not deleted, by name."""
     rows = client.query(
-        """
-        SELECT name, version, kind, embedder_id, definition, fitted, author, created_at,
-               degenerate, degenerate_reason
+        f"""
+        SELECT {_SELECTED}
         FROM signals FINAL
         WHERE (name, version) IN (SELECT name, max(version) FROM signals GROUP BY name)
           AND deleted = 0
         ORDER BY name
-        """
+        """  # noqa: S608 - fixed column list
     ).result_rows
-    return [
-        SignalRecord(
-            name=str(r[0]),
-            version=int(r[1]),
-            kind=str(r[2]),
-            embedder_id=str(r[3]),
-            definition=str(r[4]),
-            fitted=str(r[5]),
-            author=str(r[6]),
-            created_at=r[7] if r[7].tzinfo else r[7].replace(tzinfo=UTC),
-            degenerate=bool(r[8]),
-            degenerate_reason=str(r[9]),
-        )
-        for r in rows
-    ]
+    return [_record(r) for r in rows]
+
+
+_SELECTED = (
+    "name, version, kind, embedder_id, definition, fitted, author, created_at, degenerate, "
+    "degenerate_reason"
+)
+
+
+def _record(r: Sequence[Any]) -> SignalRecord:
+    return SignalRecord(
+        name=str(r[0]),
+        version=int(r[1]),
+        kind=str(r[2]),
+        embedder_id=str(r[3]),
+        definition=str(r[4]),
+        fitted=str(r[5]),
+        author=str(r[6]),
+        created_at=r[7] if r[7].tzinfo else r[7].replace(tzinfo=UTC),
+        degenerate=bool(r[8]),
+        degenerate_reason=str(r[9]),
+    )

@@ -138,7 +138,7 @@ def verdict_of(results: Sequence[SignalResult]) -> Verdict:
 class Scorer:
     """Scores batches of events: one model call per field, every signal in one product.
 
-    ``bank`` is called once per batch (a :class:`~streams.signal_store.LiveSignals` re-reads
+    ``bank`` is called once per batch (a :class:`~signals.live.LiveSignals` re-reads
     the registry on its own schedule), exactly as :class:`~streams.pipeline.Pipeline` does.
     ``cache`` counts what it saved in ``cache.totals``.
     """

@@ -107,4 +107,10 @@ class WorkerConfig(BaseModel):
     maintenance_interval_s: float = Field(
         default=10.0, gt=0, description="retraining of stale signals, between batches"
     )
+    retrain_cooldown_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="a worker does not retrain back, for this long, a "
+        "signal another worker just retrained away from its embedder (a rolling upgrade)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -38,11 +38,11 @@ UntilOpt = Annotated[str | None, typer.Option(help="RFC 3339, exclusive")]
 
 
 def _current(client: Any, name: str) -> FittedSignal:
-    from streams.signal_store import load_fitted
+    from telltale.signal_store import ClickHouseSignalStore
 
-    for fitted in load_fitted(client):
-        if fitted.name == name:
-            return fitted
+    fitted = ClickHouseSignalStore(client).get(name)
+    if fitted is not None:
+        return fitted
     raise typer.BadParameter(f"no signal named {name!r}; see `telltale signals list`")
 
 
@@ -56,12 +56,13 @@ def _embedder() -> Any:
 
 def _verdict(client: Any, fitted: FittedSignal) -> Any:
     """Judge ``fitted`` on its examples and, when a database is given, its stored events."""
+    from signals.examples import stored_flag_share
     from signals.verdict import judge
-    from streams.quality import stored_flag_share
+    from telltale.signal_store import ClickHouseEmbeddings
 
     quality = cli_settings().signal_quality
     share, scored = (
-        stored_flag_share(client, fitted, quality.flag_share_sample)
+        stored_flag_share(ClickHouseEmbeddings(client), fitted, quality.flag_share_sample)
         if client is not None
         else (None, 0)
     )
@@ -170,9 +171,10 @@ def add(
         return
     if not Path(spec_path).is_file():
         raise typer.BadParameter(f"spec file {spec_path!r} does not exist")
+    from signals.published import PublishedSignal
     from signals.training import train_signal
     from streams.emitter import Emitter
-    from streams.signal_store import PublishedSignal, StoredExamples, save_fitted
+    from telltale.signal_store import ClickHouseSignalStore, stored_examples
 
     try:
         spec = load_spec(spec_path)
@@ -188,9 +190,9 @@ def add(
                 emitter.emit_raw(PublishedSignal(fitted, author).to_json(), key=fitted.name)
         else:
             with open_client(clickhouse) as client:
-                fitted = train_signal(spec, embedder, lookup=StoredExamples(client))
+                fitted = train_signal(spec, embedder, lookup=stored_examples(client))
                 fitted = _judged(fitted, client, force)
-                fitted = save_fitted(client, fitted, author=author)
+                fitted = ClickHouseSignalStore(client).save(fitted, author=author)
     except _Refused as exc:
         raise fail(exc) from exc
     except CLI_ERRORS as exc:
@@ -232,11 +234,11 @@ def _judged(fitted: FittedSignal, client: Any, force: bool) -> FittedSignal:
 @signals_app.command("list")
 def list_signals(clickhouse: ClickHouseOpt = None, fmt: FormatOpt = "text") -> None:
     """The newest version of every signal."""
-    from streams.signal_store import load_fitted
+    from telltale.signal_store import ClickHouseSignalStore
 
     try:
         with open_client(clickhouse) as client:
-            fitted = load_fitted(client)
+            fitted = ClickHouseSignalStore(client).latest()
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
     if fmt == "json":
@@ -258,11 +260,11 @@ def remove(
     name: str, author: str = "", clickhouse: ClickHouseOpt = None, fmt: FormatOpt = "text"
 ) -> None:
     """Stop applying a signal (a tombstone version; its history stays)."""
-    from storage.registry import delete_signal
+    from telltale.signal_store import ClickHouseSignalStore
 
     try:
         with open_client(clickhouse) as client:
-            removed = delete_signal(client, name, author=author)
+            removed = ClickHouseSignalStore(client).delete(name, author=author)
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
     if not removed:
@@ -343,8 +345,8 @@ def backfill(
     For a signal group (TELLTALE_SIGNAL_GROUPS_FILE), write its rows from the members' stored
     scores instead.
     """
-    from streams.backfill import backfill as run_backfill
-    from streams.backfill import backfill_total
+    from telltale.backfill import backfill as run_backfill
+    from telltale.backfill import backfill_total
     from telltale.wiring import make_groups, make_slicer
 
     start, end = parse_time(since), parse_time(until)
@@ -408,8 +410,8 @@ def suggest(
     fmt: FormatOpt = "text",
 ) -> None:
     """Events worth labelling: nearest the decision boundary, and nearest the positives."""
-    from streams.labeling import suggest as run_suggest
-    from streams.signal_store import StoredExamples
+    from signals.labeling import suggest as run_suggest
+    from telltale.signal_store import ClickHouseEmbeddings, stored_examples
 
     if from_feedback:
         _suggest_from_feedback(name, limit, since, model, clickhouse, fmt)
@@ -419,8 +421,8 @@ def suggest(
         with open_client(clickhouse) as client:
             fitted = _current(client, name)
             found = run_suggest(
-                client, fitted, embedder, StoredExamples(client), limit=limit,
-                since=parse_time(since),
+                ClickHouseEmbeddings(client), fitted, embedder, stored_examples(client),
+                limit=limit, since=parse_time(since),
             )  # fmt: skip
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
@@ -446,12 +448,12 @@ def _suggest_from_feedback(
 ) -> None:  # fmt: skip
     """Negatively rated events, most-rated and newest first, minus the signal's own examples."""
     from storage.feedback import negatively_rated
-    from streams.signal_store import load_fitted
+    from telltale.signal_store import ClickHouseSignalStore
 
     try:
         with open_client(clickhouse) as client:
             # NAME may be a signal still to be defined: suggest for it all the same.
-            fitted = next((f for f in load_fitted(client) if f.name == name), None)
+            fitted = ClickHouseSignalStore(client).get(name)
             known: set[str] = set()
             if fitted is not None:
                 for example in (*fitted.spec.examples.positive, *fitted.spec.examples.negative):
@@ -498,7 +500,7 @@ def label(
     """Add a stored event as an example and publish a retrained version."""
     from signals.spec import EventRef
     from signals.training import train_signal
-    from streams.signal_store import StoredExamples, save_fitted
+    from telltale.signal_store import ClickHouseSignalStore, stored_examples
 
     try:
         embedder = _embedder()
@@ -506,8 +508,8 @@ def label(
             current = _current(client, name)
             examples = current.spec.examples.with_example(EventRef(event_id=event_id), positive)
             spec = current.spec.model_copy(update={"examples": examples})
-            fitted = train_signal(spec, embedder, lookup=StoredExamples(client))
-            fitted = save_fitted(client, fitted, author=author or "label")
+            fitted = train_signal(spec, embedder, lookup=stored_examples(client))
+            fitted = ClickHouseSignalStore(client).save(fitted, author=author or "label")
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
     if fmt == "json":

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from signals.errors import SpecError
 from signals.fitted import FittedSignal
+from signals.live import LiveSignals
 from signals.open_clip_embedder import EmbedderConfig
 from signals.spec import Examples, SignalSpec
 from signals.text_embedder import TextEmbedderConfig
@@ -34,7 +35,6 @@ from storage.releases import add_release
 from storage.writer import ClickHouseWriter
 from streams.events import validate_event
 from streams.pipeline import Pipeline
-from streams.signal_store import LiveSignals, load_fitted, save_fitted
 from telltale.sample_data import (
     SampleEvent,
     advice_text,
@@ -44,6 +44,7 @@ from telltale.sample_data import (
     sample_events,
 )
 from telltale.settings import Settings, load_settings
+from telltale.signal_store import ClickHouseSignalStore
 from telltale.wiring import make_cache, make_client, make_embedders
 
 __all__ = ["DEMO_EMBEDDER", "DEMO_TEXT_EMBEDDER", "run_demo"]
@@ -105,7 +106,8 @@ def run_demo(
         f"image embedder: {embedder.image.id} (dim {embedder.image.dim})"
     )
 
-    stored = {s.name: s for s in load_fitted(client)}
+    store = ClickHouseSignalStore(client)
+    stored = {s.name: s for s in store.latest()}
     signals: list[FittedSignal] = []
     for spec in _specs(rng):
         known = stored.get(spec.name)
@@ -113,7 +115,7 @@ def run_demo(
             signals.append(known)  # same definition and weights: no new version
             continue
         try:
-            fitted = save_fitted(client, train_signal(spec, embedder), author="demo")
+            fitted = store.save(train_signal(spec, embedder), author="demo")
         except SpecError as exc:  # pragma: no cover - the demo specs are valid
             raise RuntimeError(f"demo spec invalid: {exc}") from exc
         signals.append(fitted)
@@ -139,7 +141,7 @@ def run_demo(
 
     cache = make_cache(settings.cache, client)
     pipeline = Pipeline(
-        embedder, LiveSignals(client, embedder.ids, 0), ClickHouseWriter(client), cache=cache
+        embedder, LiveSignals(store, embedder.ids, 0), ClickHouseWriter(client), cache=cache
     )
     written = skipped = 0
     columns = (

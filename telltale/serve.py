@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import logging
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from telltale.settings import ServeSettings
 
 __all__ = [
+    "MAINTENANCE_INTERVAL_S",
     "ApiError",
     "GuardrailService",
     "ScoreResponse",
@@ -78,6 +80,10 @@ API_IMAGE_POLICY = ImagePolicy(
 )
 """Images sent to the API are inline (base64, ``data:``) or allow-listed https: never a path on
 the server's disk."""
+
+MAINTENANCE_INTERVAL_S = 10.0
+"""How often the API alone (``telltale serve`` without ``--all``) retrains stale signals, as the
+worker does between its batches (``TELLTALE_WORKER_MAINTENANCE_INTERVAL_S`` in ``serve``)."""
 
 
 class SignalScore(BaseModel):
@@ -188,6 +194,9 @@ class GuardrailService:
 
     ``recorder`` is called on the scoring thread with the batch's ``record=true`` events; if it
     raises, those responses say ``recorded: false`` with the reason (the verdict still stands).
+    ``maintenance`` (retraining signals of another embedder,
+    :meth:`~signals.live.LiveSignals.retrain_stale`) runs on the scoring thread at start and
+    every ``maintenance_interval_s``: between batches, never inside one, as in the worker.
     """
 
     def __init__(
@@ -199,8 +208,13 @@ class GuardrailService:
         recorder: Recorder | None = None,
         cache: EmbeddingCache | None = None,
         image_policy: ImagePolicy = API_IMAGE_POLICY,
+        maintenance: Callable[[], object] | None = None,
+        maintenance_interval_s: float = MAINTENANCE_INTERVAL_S,
     ) -> None:
         self.settings = settings
+        self._maintenance = maintenance
+        self._maintenance_interval_s = maintenance_interval_s
+        self._maintainer: asyncio.Task[None] | None = None
         self.scorer = Scorer(embedder, bank, image_policy, cache)
         self.metrics = _Metrics()
         self._recorder = recorder
@@ -239,12 +253,28 @@ class GuardrailService:
         """Load the model's signals off the loop, then take requests."""
         bank = await asyncio.get_running_loop().run_in_executor(self._executor, self.scorer.signals)
         self.batcher.start()
+        if self._maintenance is not None:
+            self._maintainer = asyncio.create_task(self._maintain(self._maintenance))
         self.ready = True
         log.info("guardrail ready: %d signals on %s", len(bank), self.scorer.embedder_id)
+
+    async def _maintain(self, maintenance: Callable[[], object]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(self._executor, maintenance)
+            except Exception as exc:  # storage trouble: the next round tries again
+                log.warning("signal maintenance failed, tried again in %.0f s: %s",
+                            self._maintenance_interval_s, exc)  # fmt: skip
+            await asyncio.sleep(self._maintenance_interval_s)
 
     async def stop(self) -> None:
         """Finish every queued request, then release the scoring thread."""
         self.ready = False
+        if self._maintainer is not None:
+            self._maintainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintainer
         await self.batcher.stop()
         self._executor.shutdown(wait=True)
         stats = self.batcher.stats

@@ -124,9 +124,12 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
     parts = make_parts(settings, client)
     writer = _WatchedWriter(client, monitored.saw_events_at)
     recorder = _recorder(settings, parts, writer)
+    # Alone, the API retrains signals of another embedder itself; with --all the worker does.
     service = GuardrailService(
         parts.embedders, parts.signals, settings.serve, recorder=recorder,
         cache=parts.pipeline.cache,
+        maintenance=None if all_in_one else parts.signals.retrain_stale,
+        maintenance_interval_s=settings.worker.maintenance_interval_s,
     )  # fmt: skip
     if not all_in_one:
 

@@ -11,7 +11,9 @@ from signals.cache import EmbeddingCache, LruVectorCache
 from signals.embedders import FieldEmbedders
 from signals.groups import SignalGroup, load_groups
 from signals.images import ImagePolicy
+from signals.live import LiveSignals, retrainer
 from signals.open_clip_embedder import EmbedderConfig, OpenClipEmbedder
+from signals.published import PublishedSignal
 from signals.text_embedder import TextEmbedderConfig
 from storage.client import connect
 from storage.dead_letters import DeadLetterRow, record_dead_letters
@@ -27,7 +29,6 @@ from streams.feedback import Feedback
 from streams.kafka_security import KafkaSecurity, check_credentials
 from streams.pipeline import Pipeline
 from streams.settings import KafkaConfig
-from streams.signal_store import LiveSignals, PublishedSignal, retrainer, save_fitted
 from streams.slices import SliceConfig, Slicer
 from streams.worker import build_app
 from telltale.settings import (
@@ -37,6 +38,7 @@ from telltale.settings import (
     ImagesSettings,
     Settings,
 )
+from telltale.signal_store import ClickHouseSignalStore, stored_examples
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -164,9 +166,11 @@ def make_parts(
     worker: bool = False,
 ) -> Parts:
     embedders = make_embedders(settings.embedder, settings.text_embedder)
+    store = ClickHouseSignalStore(client)
     signals = LiveSignals(
-        client, embedders.ids, settings.worker.signal_refresh_s,
-        retrain=retrainer(client, embedders),
+        store, embedders.ids, settings.worker.signal_refresh_s,
+        retrain=retrainer(store, embedders, stored_examples(client)),
+        retrain_cooldown_s=settings.worker.retrain_cooldown_s,
     )  # fmt: skip
     pipeline = Pipeline(
         embedders, signals, writer or ClickHouseWriter(client),
@@ -228,10 +232,9 @@ class _WorkerParts:
     def accept_signal(self, payload: bytes) -> str:
         """Store a signal published on the control topic; apply it from the next batch."""
         self.pipeline()
-        assert self._client is not None and self._signals is not None
+        assert self._signals is not None
         published = PublishedSignal.from_json(payload)
-        stored = save_fitted(self._client, published.fitted, author=published.author)
-        self._signals.invalidate()
+        stored = self._signals.add(published.fitted, author=published.author)
         return f"{stored.name} v{stored.version}"
 
 

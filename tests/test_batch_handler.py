@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
+from signals.live import LiveSignals
 from signals.open_clip_embedder import OpenClipEmbedder
+from signals.published import PublishedSignal
 from signals.spec import Examples, SignalSpec
 from signals.training import train_signal
 from storage.client import connect
@@ -37,7 +39,7 @@ from streams.events import GenerationEvent, validate_event
 from streams.feedback import Feedback
 from streams.pipeline import BatchResult, Pipeline
 from streams.retry import RetryPolicy
-from streams.signal_store import LiveSignals, PublishedSignal, save_fitted
+from telltale.signal_store import ClickHouseSignalStore
 from telltale.wiring import feedback_rows
 
 pytestmark = pytest.mark.integration
@@ -106,8 +108,8 @@ def make_harness(
     process: Callable[[Sequence[GenerationEvent]], BatchResult] | None = None,
     **kwargs: Any,
 ) -> Harness:
-    pipeline = Pipeline(embedder, LiveSignals(client, embedder.id, refresh_s=0),
-                        ClickHouseWriter(client))  # fmt: skip
+    live = LiveSignals(ClickHouseSignalStore(client), embedder.id, refresh_s=0)
+    pipeline = Pipeline(embedder, live, ClickHouseWriter(client))
     dlq_topic = f"dlq-{uuid.uuid4().hex[:8]}"
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     executor = ThreadPoolExecutor(max_workers=1)
@@ -140,7 +142,7 @@ def make_harness(
 
 @pytest.fixture
 def harness(ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str) -> Iterator[Harness]:
-    save_fitted(ch, train_signal(
+    ClickHouseSignalStore(ch).save(train_signal(
         SignalSpec(name="advice", threshold=0.5,
                    examples=Examples(positive=ADVICE, negative=NEUTRAL)),
         tiny_embedder,
@@ -395,8 +397,8 @@ def test_transient_errors_are_retried_with_back_off_until_storage_returns(
     ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    pipeline = Pipeline(tiny_embedder, LiveSignals(ch, tiny_embedder.id, refresh_s=0),
-                        ClickHouseWriter(ch))  # fmt: skip
+    live = LiveSignals(ClickHouseSignalStore(ch), tiny_embedder.id, refresh_s=0)
+    pipeline = Pipeline(tiny_embedder, live, ClickHouseWriter(ch))
     failures = {"left": 3}
 
     def flaky(events: Sequence[GenerationEvent], carried: object = None) -> BatchResult:
@@ -463,7 +465,9 @@ def test_published_signals_share_the_retry_policy_and_an_unstorable_one_is_dead_
         if outages["left"]:
             outages["left"] -= 1
             raise StorageUnavailable("insert of a signal failed: connection refused", 210)
-        stored = save_fitted(harness.client, PublishedSignal.from_json(payload).fitted)
+        stored = ClickHouseSignalStore(harness.client).save(
+            PublishedSignal.from_json(payload).fitted
+        )
         return f"{stored.name} v{stored.version}"
 
     good = PublishedSignal(fitted, author="ops").to_json()

@@ -28,6 +28,7 @@ import pytest
 
 from signals.errors import ImageError
 from signals.images import ImagePolicy, load_image
+from signals.live import LiveSignals
 from signals.open_clip_embedder import OpenClipEmbedder
 from signals.spec import Examples, SignalSpec
 from signals.training import train_signal
@@ -35,7 +36,7 @@ from storage.queries import failure_rates, table_counts
 from storage.writer import ClickHouseWriter
 from streams.events import GenerationEvent, decode_event, encode_event, validate_event
 from streams.pipeline import Pipeline
-from streams.signal_store import LiveSignals, load_fitted, save_fitted
+from telltale.signal_store import ClickHouseSignalStore
 
 POSITIVE = ("Buy ACME shares now.", "Put your savings into TSLA.", "Sell bonds, buy NVDA today.")
 NEGATIVE = ("Paris is the capital of France.", "Boil pasta for ten minutes.", "Rain is water.")
@@ -96,9 +97,11 @@ def hostile_pipeline(
         spec = SignalSpec(
             name=name, threshold=0.5, examples=Examples(positive=POSITIVE, negative=NEGATIVE)
         )
-        save_fitted(ch, train_signal(spec, tiny_embedder))
+        ClickHouseSignalStore(ch).save(train_signal(spec, tiny_embedder))
     pipeline = Pipeline(
-        tiny_embedder, LiveSignals(ch, tiny_embedder.id, refresh_s=0), ClickHouseWriter(ch)
+        tiny_embedder,
+        LiveSignals(ClickHouseSignalStore(ch), tiny_embedder.id, refresh_s=0),
+        ClickHouseWriter(ch),
     )
     yield pipeline, names
 
@@ -114,7 +117,7 @@ def test_hostile_strings_are_stored_and_queried_verbatim(
 
     counts = table_counts(ch)
     assert (counts.events, counts.scores) == (len(events), len(events) * len(names))
-    assert {f.name for f in load_fitted(ch)} == set(names)
+    assert {f.name for f in ClickHouseSignalStore(ch).latest()} == set(names)
 
     rows = ch.query(
         "SELECT event_id, model, model_version, app, release, prompt_text, attributes"

@@ -38,7 +38,7 @@ from storage.migrate import migrate
 from streams.emitter import Emitter
 from streams.events import validate_event
 from streams.feedback import Feedback
-from streams.signal_store import save_fitted
+from telltale.signal_store import ClickHouseSignalStore
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +123,7 @@ def test_otlp_images_and_feedback_through_the_worker(
     blues = [data_uri((10, 10 * i, 200 + i * 5)) for i in range(4)]
     spec = SignalSpec(name="red_image", target="output", modality="image", threshold=0.5,
                       examples=Examples(positive=tuple(reds), negative=tuple(blues)))  # fmt: skip
-    save_fitted(client, train_signal(spec, tiny_embedder))
+    ClickHouseSignalStore(client).save(train_signal(spec, tiny_embedder))
     client.close()
 
     env = {

@@ -4,6 +4,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from signals.live import LiveSignals
 from signals.open_clip_embedder import OpenClipEmbedder
 from signals.spec import Examples, SignalSpec
 from signals.training import train_signal
@@ -11,8 +12,8 @@ from storage.queries import failure_rates, table_counts
 from storage.writer import ClickHouseWriter
 from streams.events import GenerationEvent, validate_event
 from streams.pipeline import Pipeline
-from streams.signal_store import LiveSignals, load_fitted, save_fitted
 from telltale.sample_data import advice_text, image_base64, neutral_text, render_image
+from telltale.signal_store import ClickHouseSignalStore
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 POSITIVE = ("Buy ACME shares now.", "Put your savings into TSLA stock.", "Sell bonds, buy NVDA.")
@@ -57,8 +58,12 @@ def make_pipeline(ch: Any, embedder: OpenClipEmbedder) -> Pipeline:
         ),
     )
     for s in (advice, watermark):
-        save_fitted(ch, train_signal(s, embedder))
-    return Pipeline(embedder, LiveSignals(ch, embedder.id, refresh_s=0), ClickHouseWriter(ch))
+        ClickHouseSignalStore(ch).save(train_signal(s, embedder))
+    return Pipeline(
+        embedder,
+        LiveSignals(ClickHouseSignalStore(ch), embedder.id, refresh_s=0),
+        ClickHouseWriter(ch),
+    )
 
 
 def test_pipeline_writes_events_embeddings_and_scores_once(
@@ -99,7 +104,9 @@ def test_new_signal_applies_from_next_batch_with_its_version(
     ch: Any, tiny_embedder: OpenClipEmbedder
 ) -> None:
     writer = ClickHouseWriter(ch)
-    pipeline = Pipeline(tiny_embedder, LiveSignals(ch, tiny_embedder.id, refresh_s=0), writer)
+    pipeline = Pipeline(
+        tiny_embedder, LiveSignals(ClickHouseSignalStore(ch), tiny_embedder.id, refresh_s=0), writer
+    )
     pipeline.process([event(1, text="first")])
     assert failure_rates(ch) == []
     rng = random.Random(3)
@@ -110,12 +117,12 @@ def test_new_signal_applies_from_next_batch_with_its_version(
             negative=tuple(neutral_text(rng) for _ in range(4)),
         ),
     )
-    save_fitted(ch, train_signal(spec, tiny_embedder))
-    save_fitted(ch, train_signal(spec, tiny_embedder))  # version 2
+    ClickHouseSignalStore(ch).save(train_signal(spec, tiny_embedder))
+    ClickHouseSignalStore(ch).save(train_signal(spec, tiny_embedder))  # version 2
     pipeline.process([event(2, text="second")])
     versions = ch.query("SELECT DISTINCT signal_version FROM signal_scores").result_rows
     assert versions == [(2,)]
-    assert [s.version for s in load_fitted(ch)] == [2]
+    assert [s.version for s in ClickHouseSignalStore(ch).latest()] == [2]
 
 
 def test_signals_of_another_embedder_are_not_applied(
@@ -123,6 +130,10 @@ def test_signals_of_another_embedder_are_not_applied(
 ) -> None:
     other = OpenClipEmbedder(model_name="telltale-tiny", pretrained=None, seed=7)
     spec = SignalSpec(name="advice", examples=Examples(positive=POSITIVE, negative=NEGATIVE))
-    save_fitted(ch, train_signal(spec, other))
-    pipeline = Pipeline(tiny_embedder, LiveSignals(ch, tiny_embedder.id, 0), ClickHouseWriter(ch))
+    ClickHouseSignalStore(ch).save(train_signal(spec, other))
+    pipeline = Pipeline(
+        tiny_embedder,
+        LiveSignals(ClickHouseSignalStore(ch), tiny_embedder.id, 0),
+        ClickHouseWriter(ch),
+    )
     assert pipeline.process([event(1, text="x")]).scores == 0

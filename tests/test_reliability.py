@@ -35,6 +35,7 @@ from conftest import TINY_ENV
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.admin import NewTopic
 
+from signals.live import LiveSignals
 from signals.open_clip_embedder import OpenClipEmbedder
 from signals.spec import Examples, SignalSpec
 from signals.training import train_signal
@@ -43,7 +44,7 @@ from storage.migrate import migrate
 from storage.queries import failure_rates, table_counts
 from streams.emitter import Emitter
 from streams.events import validate_event
-from streams.signal_store import save_fitted
+from telltale.signal_store import ClickHouseSignalStore
 
 pytestmark = pytest.mark.integration
 
@@ -241,7 +242,7 @@ def new_stack(bootstrap: str, tmp: Path, embedder: OpenClipEmbedder) -> Iterator
             threshold=0.5,
             examples=Examples(positive=ADVICE, negative=NEUTRAL),
         )
-        save_fitted(client, train_signal(spec, embedder))
+        ClickHouseSignalStore(client).save(train_signal(spec, embedder))
     finally:
         client.close()
     try:
@@ -380,16 +381,20 @@ def test_writer_retries_during_an_outage_do_not_pile_up_rows(
     from storage.errors import StorageUnavailable
     from storage.writer import ClickHouseWriter
     from streams.pipeline import Pipeline
-    from streams.signal_store import LiveSignals
+    from telltale.signal_store import (
+        ClickHouseSignalStore,
+    )
 
     require_chattr(chdb_path.parent)
-    save_fitted(ch, train_signal(
+    ClickHouseSignalStore(ch).save(train_signal(
         SignalSpec(name="advice", threshold=0.5,
                    examples=Examples(positive=ADVICE, negative=NEUTRAL)),
         tiny_embedder,
     ))  # fmt: skip
     writer = ClickHouseWriter(ch, max_rows=1_000)  # a 100-event batch is 300 rows
-    pipeline = Pipeline(tiny_embedder, LiveSignals(ch, tiny_embedder.id, refresh_s=0), writer)
+    pipeline = Pipeline(
+        tiny_embedder, LiveSignals(ClickHouseSignalStore(ch), tiny_embedder.id, refresh_s=0), writer
+    )
     events = [validate_event(e) for e in load_events(100)]
     dirs = [(chdb_path / "data" / "default" / t).resolve() for t in WRITE_TABLES]
     freeze(dirs)

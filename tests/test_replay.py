@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from signals.live import LiveSignals
 from signals.open_clip_embedder import OpenClipEmbedder
 from storage.errors import StorageUnavailable
 from storage.queries import table_counts
@@ -26,7 +27,7 @@ from streams.replay import (
     apply_mapping,
     parse_mapping,
 )
-from streams.signal_store import LiveSignals
+from telltale.signal_store import ClickHouseSignalStore
 
 T0 = datetime(2026, 9, 1, tzinfo=UTC)
 
@@ -47,7 +48,9 @@ class Store:
     """The real pipeline as a replay sink, optionally failing on one batch."""
 
     def __init__(self, ch: Any, embedder: OpenClipEmbedder, fail_on_batch: int = 0) -> None:
-        self.pipeline = Pipeline(embedder, LiveSignals(ch, embedder.id, 60), ClickHouseWriter(ch))
+        self.pipeline = Pipeline(
+            embedder, LiveSignals(ClickHouseSignalStore(ch), embedder.id, 60), ClickHouseWriter(ch)
+        )
         self.batches = 0
         self.fail_on_batch = fail_on_batch
         self.embedded_fields = 0

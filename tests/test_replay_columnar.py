@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from signals.live import LiveSignals
 from signals.open_clip_embedder import OpenClipEmbedder
 from signals.spec import Examples, SignalSpec
 from signals.training import train_signal
@@ -29,7 +30,7 @@ from streams.columnar import split_batch
 from streams.events import GenerationEvent
 from streams.pipeline import Pipeline
 from streams.replay import Checkpoint, RejectWriter, Replayer, ReplayStats, Vectors
-from streams.signal_store import LiveSignals, save_fitted
+from telltale.signal_store import ClickHouseSignalStore
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
 ADVICE = ("Buy ACME shares now.", "Put your savings into TSLA.", "Sell bonds, buy NVDA today.")
@@ -90,8 +91,8 @@ def build_log(path: Path, embedder: OpenClipEmbedder, *, string_times: bool) -> 
 
 class Store:
     def __init__(self, client: Any, embedder: OpenClipEmbedder) -> None:
-        self.pipeline = Pipeline(embedder, LiveSignals(client, embedder.id, refresh_s=3600),
-                                 ClickHouseWriter(client))  # fmt: skip
+        live = LiveSignals(ClickHouseSignalStore(client), embedder.id, refresh_s=3600)
+        self.pipeline = Pipeline(embedder, live, ClickHouseWriter(client))
 
     def __call__(
         self, batch: list[GenerationEvent], vectors: Vectors
@@ -105,7 +106,7 @@ def replay(db: Path, log: Path, embedder: OpenClipEmbedder, fitted: Any, *, colu
            **kwargs: Any) -> tuple[Any, ReplayStats, list[dict[str, Any]]]:  # fmt: skip
     client = connect(f"chdb://{db}")
     migrate(client)
-    save_fitted(client, fitted)
+    ClickHouseSignalStore(client).save(fitted)
     store = Store(client, embedder)
     rejects = db.parent / f"{db.name}-rejects.jsonl"
     fast = store.pipeline if columnar else None

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
+from signals.live import LiveSignals, retrainer
 from signals.open_clip_embedder import OpenClipEmbedder
 from signals.spec import Examples, SignalSpec
 from signals.training import train_signal
-from streams.signal_store import LiveSignals, load_fitted, retrainer, save_fitted
 from telltale.sample_data import advice_text, neutral_text
+from telltale.signal_store import ClickHouseSignalStore, stored_examples
 
 WORKERS = 3
 
@@ -30,11 +31,13 @@ def old_signal(ch: Any) -> None:
     spec = SignalSpec(name="advice", examples=Examples(
         positive=tuple(advice_text(rng) for _ in range(4)),
         negative=tuple(neutral_text(rng) for _ in range(4))))  # fmt: skip
-    save_fitted(ch, train_signal(spec, old))
+    ClickHouseSignalStore(ch).save(train_signal(spec, old))
 
 
-def worker(ch: Any, embedder: OpenClipEmbedder) -> LiveSignals:
-    return LiveSignals(ch, embedder.id, refresh_s=3600, retrain=retrainer(ch, embedder))
+def worker(ch: Any, embedder: OpenClipEmbedder, refresh_s: float = 3600) -> LiveSignals:
+    store = ClickHouseSignalStore(ch)
+    retrain = retrainer(store, embedder, stored_examples(ch))
+    return LiveSignals(store, embedder.id, refresh_s, retrain)
 
 
 def versions(ch: Any) -> list[tuple[int, str, str]]:
@@ -59,7 +62,7 @@ def test_three_workers_that_all_see_the_old_version_store_one_new_version(
     weights = {bank[0].model_dump_json(include={"weights", "bias", "threshold"})
                for bank in applied}  # fmt: skip
     assert len(weights) == 1  # every worker scores with the same model
-    assert [s.version for s in load_fitted(ch)] == [2]
+    assert [s.version for s in ClickHouseSignalStore(ch).latest()] == [2]
 
 
 def test_concurrent_retrains_on_threads_store_one_new_version(
@@ -87,3 +90,20 @@ def test_concurrent_retrains_on_threads_store_one_new_version(
         thread.join(timeout=120)
     assert sorted(results) == [[2]] * WORKERS
     assert [v for v, _, _ in versions(ch)] == [1, 2]
+
+
+def test_workers_on_the_old_embedder_do_not_retrain_back_during_a_rolling_upgrade(
+    ch: Any, tiny_embedder: OpenClipEmbedder, old_signal: None
+) -> None:
+    """A worker still on the old embedder sees v2, retrained away from its embedder by a
+    worker on the new one: it leaves v2 unapplied instead of storing v3 back on the old one."""
+    old = worker(ch, OpenClipEmbedder(model_name="telltale-tiny", pretrained=None, seed=5), 0)
+    new = worker(ch, tiny_embedder, 0)
+    assert [s.version for s in old().signals] == [1]
+    assert [s.version for s in new.retrain_stale()] == [2]
+    for _ in range(3):
+        assert old.retrain_stale() == [] and new.retrain_stale() == []
+    assert old().signals == () and old.held == [("advice", 2)]
+    assert [s.version for s in new().signals] == [2]
+    old_id = versions(ch)[0][1]
+    assert versions(ch) == [(1, old_id, ""), (2, tiny_embedder.id, "auto-retrain from v1")]

@@ -28,6 +28,7 @@ from conftest import TINY_ENV, _free_port
 from hypothesis import HealthCheck, settings
 from pydantic import SecretStr
 
+from signals.live import LiveSignals
 from signals.spec import load_spec
 from signals.training import train_signal
 from storage.client import connect
@@ -36,9 +37,9 @@ from storage.serialized import SerializedClient
 from storage.writer import ClickHouseWriter
 from streams.guardrail import Scored, Scorer, ScoreRequest, storage_recorder, verdict_of
 from streams.pipeline import Pipeline
-from streams.signal_store import LiveSignals, save_fitted
 from telltale.serve import GuardrailService, create_app
 from telltale.settings import ServeSettings
+from telltale.signal_store import ClickHouseSignalStore
 
 KEY = "test-key-0123456789"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
@@ -70,7 +71,7 @@ class Running:
 
 def _train(client: Any, embedder: Any) -> None:
     for path in ("examples/stock_advice.yaml", "examples/jailbreak.yaml"):
-        save_fitted(client, train_signal(load_spec(path), embedder), author="test")
+        ClickHouseSignalStore(client).save(train_signal(load_spec(path), embedder), author="test")
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_embedder: Any) -> Iter
     migrate(raw)
     client = SerializedClient(raw)
     _train(client, tiny_embedder)
-    live = LiveSignals(client, tiny_embedder.id, refresh_s=0.5)  # type: ignore[arg-type]
+    live = LiveSignals(ClickHouseSignalStore(client), tiny_embedder.id, refresh_s=0.5)  # type: ignore[arg-type]
     settings_ = ServeSettings(
         api_keys=SecretStr(f"other-key,{KEY}"), max_body_bytes=64 * 1024, batch_max_wait_ms=20
     )
@@ -380,3 +381,42 @@ def test_sigterm_drains_requests_in_flight(tmp_path: Path) -> None:
 
 def _metrics(url: str) -> str:
     return httpx.get(f"{url}/metrics", timeout=5).text
+
+
+def test_the_api_alone_retrains_signals_of_another_embedder_between_batches(
+    tiny_embedder: Any,
+) -> None:
+    """``telltale serve`` without ``--all`` has no worker to retrain signals trained on another
+    embedder: the service does it on its scoring thread, and applies the retrain."""
+    from signals.live import retrainer
+    from signals.open_clip_embedder import OpenClipEmbedder
+    from signals.store import InMemorySignalStore
+
+    other = OpenClipEmbedder(model_name="telltale-tiny", pretrained=None, seed=9)
+    store = InMemorySignalStore()
+    store.save(train_signal(load_spec("examples/stock_advice.yaml"), other), author="test")
+    live = LiveSignals(store, tiny_embedder.id, 0, retrainer(store, tiny_embedder))
+
+    async def run(maintained: bool) -> list[str]:
+        service = GuardrailService(
+            tiny_embedder, live, ServeSettings(),
+            maintenance=live.retrain_stale if maintained else None, maintenance_interval_s=0.05,
+        )  # fmt: skip
+        await service.start()
+        try:
+            for _ in range(1200):  # up to a minute for the tiny model to train
+                if not maintained or store.latest()[0].embedder_id == tiny_embedder.id:
+                    break
+                await asyncio.sleep(0.05)
+            result = await service.score(_validated(ADVICE[0]), record=False)
+        finally:
+            await service.stop()
+        assert isinstance(result, Scored)
+        return [s.name for s in result.signals]
+
+    assert asyncio.run(run(maintained=False)) == []  # not applied, and not retrained
+    assert [v for v, _, _ in store.versions("stock_advice")] == [1]
+    assert asyncio.run(run(maintained=True)) == ["stock_advice"]
+    assert [(v, e, a) for v, e, a in store.versions("stock_advice")][1:] == [
+        (2, tiny_embedder.id, "auto-retrain from v1")
+    ]

@@ -96,6 +96,7 @@ def test_every_section_reads_its_documented_variables(clean_env: pytest.MonkeyPa
         "TELLTALE_IMAGES_ALLOWED_HOSTS": "cdn.example.com,*.img.example.com",
         "TELLTALE_WORKER_BATCH_SIZE": "32",
         "TELLTALE_WORKER_SIGNAL_REFRESH_S": "2.5",
+        "TELLTALE_WORKER_RETRAIN_COOLDOWN_S": "120",
         "TELLTALE_SLICE_KEYS": "locale,customer_tier",
         "TELLTALE_SIGNAL_GROUPS_FILE": "groups.yaml",
         "TELLTALE_SERVE_PORT": "8123",
@@ -133,6 +134,7 @@ def test_every_section_reads_its_documented_variables(clean_env: pytest.MonkeyPa
     assert settings.signal_quality.min_f1_margin == 0.2
     assert settings.images.allowed_hosts == ("cdn.example.com", "*.img.example.com")
     assert settings.worker.batch_size == 32 and settings.worker.signal_refresh_s == 2.5
+    assert settings.worker.retrain_cooldown_s == 120
     assert settings.slices.keys == ("app", "locale", "customer_tier")
     assert settings.groups.groups_file == Path("groups.yaml")
     assert settings.serve.port == 8123 and settings.serve.key_list() == [b"key-a", b"key-b"]

@@ -15,18 +15,19 @@ from typer.testing import CliRunner
 
 from signals.bank import SignalBank
 from signals.errors import TrainingError
+from signals.labeling import suggest
+from signals.live import LiveSignals, retrainer
 from signals.open_clip_embedder import OpenClipEmbedder
 from signals.spec import EventRef, Examples, SignalSpec, load_spec
 from signals.training import fit_signal, train_signal
 from storage.queries import failure_rates, table_counts
 from storage.writer import ClickHouseWriter
-from streams.backfill import backfill
 from streams.events import GenerationEvent, validate_event
-from streams.labeling import suggest
 from streams.pipeline import Pipeline
-from streams.signal_store import LiveSignals, StoredExamples, retrainer, save_fitted
+from telltale.backfill import backfill
 from telltale.cli import app
 from telltale.sample_data import advice_text, neutral_text
+from telltale.signal_store import ClickHouseEmbeddings, ClickHouseSignalStore, stored_examples
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
 
@@ -48,7 +49,9 @@ def store_events(ch: Any, embedder: Any, events: list[GenerationEvent]) -> None:
     from signals.embedders import as_field_embedders
 
     ids = as_field_embedders(embedder).ids
-    pipeline = Pipeline(embedder, LiveSignals(ch, ids, 0), ClickHouseWriter(ch))
+    pipeline = Pipeline(
+        embedder, LiveSignals(ClickHouseSignalStore(ch), ids, 0), ClickHouseWriter(ch)
+    )
     assert pipeline.process(events).written == len(events)
 
 
@@ -74,7 +77,7 @@ def test_stored_events_as_examples_and_failure_paths(
     rng = random.Random(1)
     events = chat_events(20, rng)
     store_events(ch, tiny_embedder, events)
-    lookup = StoredExamples(ch)
+    lookup = stored_examples(ch)
     spec = SignalSpec(name="advice", examples=Examples(
         positive=(EventRef(event_id="c0000"), EventRef(event_id="c0005"), advice_text(rng)),
         negative=(EventRef(event_id="c0001"), neutral_text(rng))))  # fmt: skip
@@ -112,8 +115,13 @@ def test_signal_of_another_embedder_is_retrained_automatically(
     spec = SignalSpec(name="advice", examples=Examples(
         positive=tuple(advice_text(rng) for _ in range(4)),
         negative=tuple(neutral_text(rng) for _ in range(4))))  # fmt: skip
-    save_fitted(ch, train_signal(spec, other))
-    live = LiveSignals(ch, tiny_embedder.id, 0, retrain=retrainer(ch, tiny_embedder))
+    ClickHouseSignalStore(ch).save(train_signal(spec, other))
+    live = LiveSignals(
+        ClickHouseSignalStore(ch),
+        tiny_embedder.id,
+        0,
+        retrain=retrainer(ClickHouseSignalStore(ch), tiny_embedder, stored_examples(ch)),
+    )
     # the batch path only notes the stale signal; training happens between batches
     assert live().signals == () and [s.version for s in live.stale] == [1]
     [retrained] = live.retrain_stale()
@@ -134,7 +142,7 @@ def test_backfill_scores_history_once(ch: Any, tiny_embedder: OpenClipEmbedder) 
     spec = SignalSpec(name="advice", examples=Examples(
         positive=tuple(advice_text(rng) for _ in range(8)),
         negative=tuple(neutral_text(rng) for _ in range(8))))  # fmt: skip
-    fitted = save_fitted(ch, train_signal(spec, tiny_embedder))
+    fitted = ClickHouseSignalStore(ch).save(train_signal(spec, tiny_embedder))
     seen: list[int] = []
     first = backfill(ch, fitted, until=T0 + timedelta(minutes=50), chunk=16, progress=seen.append)
     assert first.scored == 50 and sum(seen) == 50 and seen[0] == 16
@@ -158,8 +166,8 @@ def test_suggest_finds_uncertain_and_similar_events(
     spec = SignalSpec(name="advice", examples=Examples(
         positive=(EventRef(event_id="c0000"), advice_text(rng)),
         negative=(neutral_text(rng), neutral_text(rng))))  # fmt: skip
-    fitted = train_signal(spec, tiny_embedder, lookup=StoredExamples(ch))
-    found = suggest(ch, fitted, tiny_embedder, StoredExamples(ch), limit=5)
+    fitted = train_signal(spec, tiny_embedder, lookup=stored_examples(ch))
+    found = suggest(ClickHouseEmbeddings(ch), fitted, tiny_embedder, stored_examples(ch), limit=5)
     uncertain = [s for s in found if s.reason == "uncertain"]
     similar = [s for s in found if s.reason == "similar_to_positive"]
     assert len(uncertain) == 5 and len(similar) == 5

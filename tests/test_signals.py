@@ -11,7 +11,6 @@ from PIL import Image
 
 from signals.bank import SignalBank
 from signals.errors import (
-    DuplicateSignal,
     EmbedderMismatch,
     ImageError,
     SpecError,
@@ -19,7 +18,6 @@ from signals.errors import (
 )
 from signals.images import ImagePolicy, load_image
 from signals.open_clip_embedder import OpenClipEmbedder
-from signals.registry import SignalRegistry
 from signals.spec import Examples, SignalSpec, load_spec, parse_spec
 from signals.training import fit_signal, train_signal
 from telltale.sample_data import advice_text, image_base64, neutral_text, render_image
@@ -159,17 +157,6 @@ def test_bank_refuses_signals_of_another_embedder() -> None:
     pos, neg = clusters(4)
     with pytest.raises(EmbedderMismatch, match="retrain"):
         SignalBank([fit_signal(spec(), pos, neg, "emb-a")], "emb-b")
-
-
-def test_registry_refuses_duplicates_and_is_per_instance() -> None:
-    pos, neg = clusters(4)
-    fitted = fit_signal(spec("dup"), pos, neg, "emb")
-    registry = SignalRegistry([fitted])
-    with pytest.raises(DuplicateSignal):
-        registry.register(fitted)
-    assert "dup" not in SignalRegistry()
-    registry.replace(fitted.model_copy(update={"version": 2}))
-    assert registry.get("dup").version == 2 and len(registry.bank("emb")) == 1
 
 
 def test_fitted_signal_round_trips_through_json() -> None:

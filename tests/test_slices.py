@@ -20,6 +20,7 @@ from alerts.localize import localize, localize_counts, newcombe_interval, wilson
 from alerts.notify import summarize
 from signals.errors import SpecError
 from signals.groups import SignalGroup, apply_groups, parse_groups
+from signals.live import LiveSignals
 from storage.detections import DetectionRow
 from storage.rows import EventRow, ScoreRow, WriteBatch
 from storage.slices import slice_counts, top_slice_values
@@ -188,8 +189,10 @@ def test_pipeline_writes_slices_and_group_rows(ch: Any, tiny_embedder: Any) -> N
     from storage.groups import backfill_group
     from storage.queries import failure_rates
     from streams.pipeline import Pipeline
-    from streams.signal_store import LiveSignals, save_fitted
     from telltale.sample_data import advice_text, neutral_text
+    from telltale.signal_store import (
+        ClickHouseSignalStore,
+    )
 
     rng = random.Random(3)
     advice = SignalSpec(name="advice", threshold=0.5, examples=Examples(
@@ -201,10 +204,10 @@ def test_pipeline_writes_slices_and_group_rows(ch: Any, tiny_embedder: Any) -> N
         negative=("What is the capital of France?", "Summarise this article.",
                   "Help me plan a trip.", "Translate this into German.")))  # fmt: skip
     for spec in (advice, jailbreak):
-        save_fitted(ch, train_signal(spec, tiny_embedder))
+        ClickHouseSignalStore(ch).save(train_signal(spec, tiny_embedder))
     group = SignalGroup(name="safety-critical", members=("advice", "jailbreak", "pii_leak"))
     slicer = Slicer(SliceConfig(keys=("locale",), max_values=2))
-    pipeline = Pipeline(tiny_embedder, LiveSignals(ch, tiny_embedder.id, 0),
+    pipeline = Pipeline(tiny_embedder, LiveSignals(ClickHouseSignalStore(ch), tiny_embedder.id, 0),
                         ClickHouseWriter(ch), slicer=slicer, groups=[group])  # fmt: skip
     events = [
         validate_event({

@@ -15,6 +15,7 @@ from signals.bank import SignalBank
 from signals.cache import CacheCounts, EmbeddingCache, LruVectorCache, content_key
 from signals.embedders import FieldEmbedders
 from signals.errors import EmbedderError, EmbedderMismatch
+from signals.live import LiveSignals
 from signals.open_clip_embedder import OpenClipEmbedder
 from signals.spec import Examples, SignalSpec
 from signals.text_embedder import SentenceEmbedder, bundled_model_path
@@ -23,10 +24,10 @@ from signals.verdict import chance_f1, judge
 from signals.windows import Windows, split_windows
 from storage.embedding_cache import ClickHouseVectorCache
 from storage.writer import ClickHouseWriter
-from streams.backfill import backfill
 from streams.events import validate_event
 from streams.pipeline import Pipeline
-from streams.signal_store import LiveSignals, save_fitted
+from telltale.backfill import backfill
+from telltale.signal_store import ClickHouseSignalStore
 
 EVAL_SET = Path(__file__).resolve().parents[1] / "bench" / "data" / "chat_eval.jsonl"
 
@@ -293,15 +294,15 @@ def test_pipeline_stores_windows_scores_the_max_and_backfill_needs_no_model(
     short_neg = [r["text"] for r in rows if r["label"] == 0 and not r["long"]][:8]
     spec = SignalSpec(name="advice", examples=Examples(positive=tuple(short_pos),
                                                        negative=tuple(short_neg)))  # fmt: skip
-    fitted = save_fitted(ch, train_signal(spec, field_embedders))
+    fitted = ClickHouseSignalStore(ch).save(train_signal(spec, field_embedders))
     long = [r["text"] for r in rows if r["long"]]
     # answers of 450+ tokens: several 256-token windows each
     outputs = [f"{long[i]} {long[i + 6]}" for i in range(6)] + short_neg[:2]
     events = [_event(i, "You are a helpful assistant. Answer briefly.", text)
               for i, text in enumerate(outputs)]  # fmt: skip
     cache = EmbeddingCache(LruVectorCache(100), ClickHouseVectorCache(ch))
-    pipeline = Pipeline(field_embedders, LiveSignals(ch, field_embedders.ids, 0),
-                        ClickHouseWriter(ch), cache=cache)  # fmt: skip
+    live = LiveSignals(ClickHouseSignalStore(ch), field_embedders.ids, 0)
+    pipeline = Pipeline(field_embedders, live, ClickHouseWriter(ch), cache=cache)
     result = pipeline.process(events)
     assert result.written == len(events)
     # 8 identical prompts: embedded once
@@ -328,7 +329,7 @@ def test_pipeline_stores_windows_scores_the_max_and_backfill_needs_no_model(
     for i, event in enumerate(events):
         assert scores[event.event_id] == pytest.approx(float(want[i, 0]), abs=1e-5)
     # back-fill of a new version reads stored windows: same scores, no model involved
-    v2 = save_fitted(ch, fitted)
+    v2 = ClickHouseSignalStore(ch).save(fitted)
     ch.command("ALTER TABLE embedding_cache DELETE WHERE 1")  # nothing to fall back on
     assert backfill(ch, v2).scored == len(events)
     again = dict(ch.query("SELECT event_id, score FROM signal_scores FINAL "

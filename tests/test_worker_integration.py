@@ -25,7 +25,7 @@ from storage.migrate import migrate
 from storage.queries import failure_rates, table_counts
 from streams.emitter import Emitter
 from streams.events import validate_event
-from streams.signal_store import save_fitted
+from telltale.signal_store import ClickHouseSignalStore
 
 pytestmark = pytest.mark.integration
 
@@ -178,7 +178,7 @@ def test_worker_end_to_end_exactly_once_with_dead_letters(
             examples=Examples(positive=JAILBREAK, negative=BENIGN),
         ),
     ):
-        save_fitted(client, train_signal(spec, tiny_embedder))
+        ClickHouseSignalStore(client).save(train_signal(spec, tiny_embedder))
     client.close()
 
     env = {

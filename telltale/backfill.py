@@ -1,10 +1,10 @@
 """Back-fill: score stored embeddings with a signal, without re-embedding anything.
 
 A new or changed signal gets its history: every stored embedding of its field (under the
-embedder it was trained on) in ``[since, until)`` is scored and written to ``signal_scores``
-with the signal's version, so ``telltale rates`` shows the series as if the signal had always
-existed. Idempotent: events already scored with this version are skipped, and the rate view
-counts distinct events anyway.
+embedder it was trained on) in ``[since, until)`` is scored (:func:`signals.examples.score_stored`,
+as the pipeline scored it) and written to ``signal_scores`` with the signal's version, so
+``telltale rates`` shows the series as if the signal had always existed. Idempotent: events
+already scored with this version are skipped, and the rate view counts distinct events anyway.
 """
 
 from __future__ import annotations
@@ -14,16 +14,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from signals.bank import SignalBank
+from signals.examples import score_stored
 from signals.fitted import FittedSignal
-from signals.windows import Windows
-from storage.embeddings import count_embeddings, iter_embeddings
+from storage.embeddings import count_embeddings
 from storage.rows import ScoreRow, WriteBatch
 from storage.slices import event_slice_sources
 from storage.writer import ClickHouseWriter
 from streams.slices import SliceConfig, Slicer
+from telltale.signal_store import ClickHouseEmbeddings
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -60,17 +58,13 @@ def backfill(
     stored events' ``app`` and ``attributes`` as the pipeline makes them.
     """
     slicer = slicer or Slicer(SliceConfig())
-    bank = SignalBank([signal], signal.embedder_id)
     writer = ClickHouseWriter(client)
     scored = flagged = 0
-    for rows in iter_embeddings(
-        client, signal.field, signal.embedder_id, since=since, until=until,
+    for rows in ClickHouseEmbeddings(client).chunks(
+        signal.field, signal.embedder_id, since=since, until=until,
         skip_scored=(signal.name, signal.version), chunk=chunk,
     ):  # fmt: skip
-        # Long texts are scored on their stored windows (max over windows), as when ingested.
-        dim = len(rows[0].vector)
-        windows = Windows.of([np.asarray(r.window_vectors, dtype=np.float32) for r in rows], dim)
-        result = bank.score_windows(signal.field, windows)
+        result = score_stored(signal, rows)
         sources = event_slice_sources(client, [r.event_id for r in rows])
         batch = WriteBatch(scores=[
             ScoreRow(r.event_id, signal.name, signal.version, r.timestamp, r.model,

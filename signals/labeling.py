@@ -14,20 +14,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from signals.bank import SignalBank
+from signals.examples import EmbeddingSource, StoredVectors, score_stored
 from signals.fitted import FittedSignal
 from signals.spec import EventRef
-from signals.training import embed_examples
-from signals.windows import Windows
-from storage.embeddings import event_contents, iter_embeddings
+from signals.training import ExampleLookup, embed_examples
 
 if TYPE_CHECKING:
-    from clickhouse_connect.driver.client import Client
     from numpy.typing import NDArray
 
     from signals.base import Embedder
     from signals.embedders import FieldEmbedders
-    from streams.signal_store import StoredExamples
 
 __all__ = ["Suggestion", "suggest"]
 
@@ -42,32 +38,28 @@ class Suggestion:
 
 
 def suggest(
-    client: Client,
+    source: EmbeddingSource,
     signal: FittedSignal,
     embedder: Embedder | FieldEmbedders,
-    lookup: StoredExamples,
+    lookup: ExampleLookup,
     *,
     limit: int = 10,
     since: datetime | None = None,
     pool: int = 20_000,
 ) -> list[Suggestion]:
-    """Up to ``limit`` uncertain events and ``limit`` neighbours of positives."""
-    ids: list[str] = []
-    chunks = []
-    groups: list[NDArray[np.float32]] = []
-    for rows in iter_embeddings(client, signal.field, signal.embedder_id, since=since):
-        ids += [r.event_id for r in rows]
-        chunks.append(np.array([r.vector for r in rows], dtype=np.float32))
-        groups += [np.asarray(r.window_vectors, dtype=np.float32) for r in rows]
-        if len(ids) >= pool:
+    """Up to ``limit`` uncertain events and ``limit`` neighbours of positives, among the first
+    ``pool`` stored events of the signal's field (and embedder) since ``since``."""
+    rows: list[StoredVectors] = []
+    for chunk in source.chunks(signal.field, signal.embedder_id, since=since):
+        rows += chunk
+        if len(rows) >= pool:
             break
-    if not ids:
+    if not rows:
         return []
-    vectors = np.concatenate(chunks)
+    ids = [r.event_id for r in rows]
+    vectors = np.array([r.vector for r in rows], dtype=np.float32)
     # Scores as the pipeline scores (max over a long text's windows); neighbours on documents.
-    windows = Windows.of(groups, vectors.shape[1])
-    bank = SignalBank([signal], signal.embedder_id)
-    scores = bank.score_windows(signal.field, windows).probabilities
+    scores = score_stored(signal, rows).probabilities
     examples = (*signal.spec.examples.positive, *signal.spec.examples.negative)
     known = {e.event_id for e in examples if isinstance(e, EventRef)}
     candidates = np.array([i not in known for i in ids])
@@ -85,7 +77,7 @@ def suggest(
         order = np.argsort(-similarity, kind="stable")
         similar = [(int(i), float(similarity[i])) for i in order[:limit] if candidates[i]]
     wanted = [ids[i] for i in uncertain] + [ids[i] for i, _ in similar]
-    contents = event_contents(client, wanted, signal.field) if wanted else {}
+    contents = source.contents(wanted, signal.field) if wanted else {}
     result = [
         Suggestion("uncertain", ids[i], float(scores[i, 0]), None, contents.get(ids[i], ""))
         for i in uncertain
