@@ -147,6 +147,12 @@ class TextEmbedderSettings(BaseSettings):
     window_tokens: int = Field(default=256, ge=8, le=510, description="tokens per window")
     stride_tokens: int = Field(default=192, ge=1, description="tokens between window starts")
     max_windows: int = Field(default=32, ge=1, description="windows per text at most")
+    units: Literal["sentences", "tokens"] = Field(
+        default="sentences",
+        description="windows are sentences (scores a one-sentence failure on its own; measured "
+        "in bench/signals.py) or token spans of window_tokens every stride_tokens",
+    )
+    min_unit_tokens: int = Field(default=8, ge=0, description="shorter sentences join the next")
     device: str = "cpu"
     threads: int | None = None
     batch_size: int = Field(default=64, ge=1)

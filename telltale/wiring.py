@@ -141,7 +141,8 @@ def make_embedders(
 
     return FieldEmbedders(clip, SentenceEmbedder(TextEmbedderConfig(
         model=text.model, window_tokens=text.window_tokens, stride_tokens=text.stride_tokens,
-        max_windows=text.max_windows, device=text.device, threads=text.threads,
+        max_windows=text.max_windows, units=text.units, min_unit_tokens=text.min_unit_tokens,
+        device=text.device, threads=text.threads,
         batch_size=text.batch_size,
     )))  # fmt: skip
 

@@ -20,7 +20,7 @@ from signals.spec import Examples, SignalSpec
 from signals.text_embedder import SentenceEmbedder, bundled_model_path
 from signals.training import fit_signal, train_signal
 from signals.verdict import chance_f1, judge
-from signals.windows import Windows, split_windows
+from signals.windows import Windows, sentence_units, split_sentences, split_windows
 from storage.embedding_cache import ClickHouseVectorCache
 from storage.writer import ClickHouseWriter
 from streams.backfill import backfill
@@ -56,6 +56,30 @@ def test_windows_cover_every_token_within_the_size(n: int, size: int, stride: in
         assert all(len(w) == size for w in windows)
 
 
+def test_sentences_keep_their_punctuation_and_split_nothing_inside_numbers_or_addresses() -> None:
+    text = 'Sure. Take 2.5 mg, i.e. half a tablet!\nWrite to jo.li@x.org. Say "stop." Done?  end'
+    expected = ["Sure.", "Take 2.5 mg, i.e.", "half a tablet!", "Write to jo.li@x.org.",
+                'Say "stop."', "Done?", "end"]  # fmt: skip
+    assert split_sentences(text) == expected
+    assert split_sentences("") == [""] and split_sentences("no end") == ["no end"]
+
+
+@pytest.mark.parametrize("lengths", [[], [0], [1], [3, 1, 9, 2], [2, 2, 2, 2, 2], [40, 1, 1],
+                                     [1, 1, 25, 5]])  # fmt: skip
+def test_sentence_units_cover_every_token_in_order_and_short_ones_join(lengths: list[int]) -> None:
+    sentences, start = [], 0
+    for n in lengths:
+        sentences.append(list(range(start, start + n)))
+        start += n
+    units = sentence_units(sentences, min_tokens=3, size=16, stride=12)
+    ids = list(range(start))
+    assert units and all(len(u) <= 16 for u in units)
+    assert sorted(set().union(*map(set, units))) == ids
+    assert all(u == ids[u[0] : u[0] + len(u)] for u in units if u)  # contiguous, in order
+    if start >= 3:  # a text of three tokens or more has no unit under three tokens
+        assert all(len(u) >= 3 for u in units)
+
+
 def test_windows_container_validates_and_reduces() -> None:
     vectors = np.eye(4, dtype=np.float32)
     windows = Windows(vectors, np.array([0, 1, 4]))
@@ -76,7 +100,7 @@ def test_windows_container_validates_and_reduces() -> None:
 
 def test_bundled_minilm_loads_offline_and_windows_long_texts(minilm: SentenceEmbedder) -> None:
     assert bundled_model_path() is not None
-    assert minilm.id.startswith("st/all-MiniLM-L6-v2/") and minilm.id.endswith("/w256s192")
+    assert minilm.id.startswith("st/all-MiniLM-L6-v2/") and minilm.id.endswith("/sent8w256s192")
     assert minilm.dim == 384
     long = " ".join(r["text"] for r in eval_rows("refusal") if r["long"])[:6000]
     windows = minilm.embed_windows(["Hello there.", long, ""])
@@ -105,6 +129,26 @@ def test_truncation_is_recorded_in_the_id_and_keeps_one_window() -> None:
     truncated = SentenceEmbedder(window_tokens=64, truncate=True)
     assert truncated.id.endswith("/trunc64")
     assert truncated.embed_windows(["word " * 500]).counts().tolist() == [1]
+
+
+def test_sentence_windows_are_the_sentences_and_long_texts_are_capped(
+    minilm: SentenceEmbedder,
+) -> None:
+    tokens = SentenceEmbedder(units="tokens", window_tokens=64, stride_tokens=48, max_windows=3)
+    assert tokens.id.endswith("/w64s48")
+    capped = SentenceEmbedder(window_tokens=64, stride_tokens=48, max_windows=3)
+    assert capped.id.endswith("/sent8w64s48")
+    sentences = ["Here is the plan for the week ahead.", "Sure.",
+                 "Take two tablets of ibuprofen every four hours."]  # fmt: skip
+    windows = minilm.embed_windows([" ".join(sentences)])
+    assert windows.counts().tolist() == [2]  # "Sure." is joined to the sentence after it
+    alone = minilm.embed_texts([sentences[0], " ".join(sentences[1:])])
+    np.testing.assert_allclose(windows.vectors, alone, atol=1e-5)
+    # the same span of tokens as token windows: max_windows x stride + window = 208 tokens
+    long = " ".join(f"Sentence number {i} of a long paste." for i in range(100))
+    span = sum(len(u) for u in capped._sentence_windows(long))
+    assert 200 <= span <= 208 < len(capped._tokens([long])[0])
+    assert len(tokens.embed_windows([long]).vectors) == 3
 
 
 # --- per-field embedders ----------------------------------------------------------------------
