@@ -8,15 +8,14 @@ and its extra imports while giving the same vectors. The name
 package when it is installed.
 
 Each text is cut into windows and *all* windows of a call go through the model together, in
-batches of ``batch_size`` full windows' worth of tokens. With ``units="sentences"`` (the
-default) a window is a sentence (:func:`signals.windows.split_sentences`; sentences under
+batches of ``batch_size`` windows (sorted by length). With ``units="sentences"`` (the default)
+a window is a sentence (:func:`signals.windows.split_sentences`; sentences under
 ``min_unit_tokens`` tokens joined to the next, any longer than ``window_tokens`` cut into token
-windows); with ``units="tokens"``
-the text is tokenised once and cut into windows of ``window_tokens`` tokens every
-``stride_tokens`` (:func:`signals.windows.split_windows`). Why sentences: see
-:mod:`signals.windows`. ``max_windows`` caps the work per text: token windows stop after that
-many, sentences after the same span of tokens (``max_windows × stride + window``); the cut is
-logged.
+windows); with ``units="tokens"`` the text is tokenised once and cut into windows of
+``window_tokens`` tokens every ``stride_tokens`` (:func:`signals.windows.split_windows`).
+Why sentences: see :mod:`signals.windows`. ``max_windows`` caps the work per text: token
+windows stop after that many, sentences after the same span of tokens (``max_windows × stride
++ window``); the cut is logged.
 
 >>> embedder = SentenceEmbedder(TextEmbedderConfig())  # doctest: +SKIP
 >>> embedder.embed_windows(["Short.", "A long answer. Of many sentences. ..."]).counts()
@@ -180,7 +179,8 @@ class SentenceEmbedder:
         order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))
         out = np.zeros((len(pieces), self._dim), dtype=np.float32)
         with self._lock, torch.inference_mode():
-            for chunk in self._batches(order, pieces):
+            for start in range(0, len(order), self.config.batch_size):
+                chunk = order[start : start + self.config.batch_size]
                 rows = [[cls_id, *pieces[i], sep_id] for i in chunk]
                 width = max(len(r) for r in rows)
                 ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -198,23 +198,6 @@ class SentenceEmbedder:
                 pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp_min(1e-12)
                 out[chunk] = pooled.float().cpu().numpy()
         return out
-
-    def _batches(self, order: list[int], pieces: list[list[int]]) -> list[list[int]]:
-        """Batches of at most ``batch_size`` full windows' worth of tokens: ``batch_size``
-        windows of the full width, proportionally more short ones (sentences), so a forward
-        pass does as much work for short units as for long ones."""
-        budget = self.config.batch_size * (self._window + 2)
-        batches: list[list[int]] = []
-        current: list[int] = []
-        for i in order:  # ascending length: the last row is the widest
-            width = len(pieces[i]) + 2
-            if current and (len(current) + 1) * width > budget:
-                batches.append(current)
-                current = []
-            current.append(i)
-        if current:
-            batches.append(current)
-        return batches
 
 
 def _resolve(model: str) -> str:
