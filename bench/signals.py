@@ -11,7 +11,9 @@ late) and reports, for every failure mode, held-out precision, recall and F1 at 
 examples per class (mean and range over ``--draws`` random draws; every text not drawn is
 held out), logistic regression vs the one-hidden-layer MLP, for three text embedders:
 
-* MiniLM (all-MiniLM-L6-v2, real weights) with overlapping windows (the default);
+* MiniLM (all-MiniLM-L6-v2, real weights) with sentence windows (the product's default,
+  ``minilm_windows``) and with 256-token windows every 192 (the default before,
+  ``minilm_w256s192``);
 * the same MiniLM truncated to its first 256 tokens (what the model alone sees);
 * CLIP ViT-B-32's text tower with *random weights* (no pretrained weights are reachable here),
   which reads the first 77 tokens.
