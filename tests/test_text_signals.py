@@ -21,7 +21,7 @@ from signals.spec import Examples, SignalSpec
 from signals.text_embedder import SentenceEmbedder, bundled_model_path
 from signals.training import fit_signal, train_signal
 from signals.verdict import chance_f1, judge
-from signals.windows import Windows, split_windows
+from signals.windows import Windows, sentence_units, split_sentences, split_windows
 from storage.embedding_cache import ClickHouseVectorCache
 from storage.writer import ClickHouseWriter
 from streams.events import validate_event
@@ -57,6 +57,30 @@ def test_windows_cover_every_token_within_the_size(n: int, size: int, stride: in
         assert all(len(w) == size for w in windows)
 
 
+def test_sentences_keep_their_punctuation_and_split_nothing_inside_numbers_or_addresses() -> None:
+    text = 'Sure. Take 2.5 mg, i.e. half a tablet!\nWrite to jo.li@x.org. Say "stop." Done?  end'
+    expected = ["Sure.", "Take 2.5 mg, i.e.", "half a tablet!", "Write to jo.li@x.org.",
+                'Say "stop."', "Done?", "end"]  # fmt: skip
+    assert split_sentences(text) == expected
+    assert split_sentences("") == [""] and split_sentences("no end") == ["no end"]
+
+
+@pytest.mark.parametrize("lengths", [[], [0], [1], [3, 1, 9, 2], [2, 2, 2, 2, 2], [40, 1, 1],
+                                     [1, 1, 25, 5]])  # fmt: skip
+def test_sentence_units_cover_every_token_in_order_and_short_ones_join(lengths: list[int]) -> None:
+    sentences, start = [], 0
+    for n in lengths:
+        sentences.append(list(range(start, start + n)))
+        start += n
+    units = sentence_units(sentences, min_tokens=3, size=16, stride=12)
+    ids = list(range(start))
+    assert units and all(len(u) <= 16 for u in units)
+    assert sorted(set().union(*map(set, units))) == ids
+    assert all(u == ids[u[0] : u[0] + len(u)] for u in units if u)  # contiguous, in order
+    if start >= 3:  # a text of three tokens or more has no unit under three tokens
+        assert all(len(u) >= 3 for u in units)
+
+
 def test_windows_container_validates_and_reduces() -> None:
     vectors = np.eye(4, dtype=np.float32)
     windows = Windows(vectors, np.array([0, 1, 4]))
@@ -77,7 +101,7 @@ def test_windows_container_validates_and_reduces() -> None:
 
 def test_bundled_minilm_loads_offline_and_windows_long_texts(minilm: SentenceEmbedder) -> None:
     assert bundled_model_path() is not None
-    assert minilm.id.startswith("st/all-MiniLM-L6-v2/") and minilm.id.endswith("/w256s192")
+    assert minilm.id.startswith("st/all-MiniLM-L6-v2/") and minilm.id.endswith("/sent8w256s192")
     assert minilm.dim == 384
     long = " ".join(r["text"] for r in eval_rows("refusal") if r["long"])[:6000]
     windows = minilm.embed_windows(["Hello there.", long, ""])
@@ -106,6 +130,26 @@ def test_truncation_is_recorded_in_the_id_and_keeps_one_window() -> None:
     truncated = SentenceEmbedder(window_tokens=64, truncate=True)
     assert truncated.id.endswith("/trunc64")
     assert truncated.embed_windows(["word " * 500]).counts().tolist() == [1]
+
+
+def test_sentence_windows_are_the_sentences_and_long_texts_are_capped(
+    minilm: SentenceEmbedder,
+) -> None:
+    tokens = SentenceEmbedder(units="tokens", window_tokens=64, stride_tokens=48, max_windows=3)
+    assert tokens.id.endswith("/w64s48")
+    capped = SentenceEmbedder(window_tokens=64, stride_tokens=48, max_windows=3)
+    assert capped.id.endswith("/sent8w64s48")
+    sentences = ["Here is the plan for the week ahead.", "Sure.",
+                 "Take two tablets of ibuprofen every four hours."]  # fmt: skip
+    windows = minilm.embed_windows([" ".join(sentences)])
+    assert windows.counts().tolist() == [2]  # "Sure." is joined to the sentence after it
+    alone = minilm.embed_texts([sentences[0], " ".join(sentences[1:])])
+    np.testing.assert_allclose(windows.vectors, alone, atol=1e-5)
+    # the same span of tokens as token windows: max_windows x stride + window = 208 tokens
+    long = " ".join(f"Sentence number {i} of a long paste." for i in range(100))
+    span = sum(len(u) for u in capped._sentence_windows(long))
+    assert 200 <= span <= 208 < len(capped._tokens([long])[0])
+    assert len(tokens.embed_windows([long]).vectors) == 3
 
 
 # --- per-field embedders ----------------------------------------------------------------------
@@ -138,8 +182,9 @@ def test_eight_examples_per_class_separate_a_failure_mode_on_held_out_texts(
 ) -> None:
     from sklearn.metrics import roc_auc_score
 
-    # Answers of 400-700 tokens with the failure after token 300 are left out here: 256-token
-    # windows dilute a one-sentence failure that far in (bench/signals.py reports them apart).
+    # Answers of 400-700 tokens are left out (this test's scope before sentence windows): with
+    # them in, this one draw of investment advice ranks at AUC 0.70 (bench/signals.py measures
+    # every answer over five draws; see the README).
     rows = [r for r in eval_rows(mode) if not r["very_long"]]
     rng = random.Random(mode)
     pos = rng.sample([r for r in rows if r["label"] == 1], 8)
@@ -165,9 +210,8 @@ def test_eight_examples_per_class_separate_a_failure_mode_on_held_out_texts(
 def test_windows_find_a_failure_late_in_a_long_answer_that_truncation_misses(
     minilm: SentenceEmbedder,
 ) -> None:
-    # the long answers of 200-316 tokens (this test's scope); the 400-700-token ones, where a
-    # 256-token window dilutes the failure, are measured apart by bench/signals.py
-    rows = [r for r in eval_rows("medication_dosage") if not r["very_long"]]
+    # the long answers: 200-316 tokens and 400-700 tokens, the failure late
+    rows = eval_rows("medication_dosage")
 
     def pick(label: int, long: bool) -> list[str]:
         return [r["text"] for r in rows if r["label"] == label and r["long"] == long]
@@ -209,6 +253,36 @@ def test_long_positive_examples_train_on_their_failure_window(minilm: SentenceEm
     assert all(np.array_equal(a, b) for a, b in zip(before, pos_groups, strict=True))
     assert fitted.metrics["roc_auc"] >= 0.8
     assert (fitted.n_positive, fitted.n_negative) == (6, 6)
+
+
+def test_windowed_positives_choose_how_the_failure_window_is_found_by_cross_validation() -> None:
+    # Answers made of shared harmless sentences; a positive also holds one failure sentence
+    # (near one direction). Negatives hold harmless sentences only.
+    rng = np.random.default_rng(5)
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+    harmless = unit(rng.normal(size=(12, 32)))
+    failure = unit(rng.normal(size=32))
+
+    def answer(failing: bool) -> np.ndarray:
+        rows = list(harmless[rng.choice(12, size=4, replace=False)])
+        if failing:
+            rows.insert(int(rng.integers(0, 5)), unit(failure + 0.4 * rng.normal(size=32)))
+        return np.stack(rows)
+
+    pos, neg = [answer(True) for _ in range(8)], [answer(False) for _ in range(8)]
+    fitted = fit_signal(SignalSpec(name="late"), pos, neg, "e")
+    assert fitted.metrics["selection"] in (0.0, 1.0, 2.0)
+    assert fitted.metrics["regularization"] in (1.0, 0.1)
+    bank = SignalBank([fitted], "e")
+    test_pos, test_neg = [answer(True) for _ in range(20)], [answer(False) for _ in range(20)]
+    flagged = bank.score_windows("output.text", Windows.of(test_pos + test_neg, 32)).flagged[:, 0]
+    assert flagged[:20].mean() >= 0.9 and flagged[20:].mean() <= 0.1
+    # one window per example: nothing to choose, the spec's C as given
+    single = fit_signal(SignalSpec(name="short"), [g[:1] for g in pos], [g[:1] for g in neg], "e")
+    assert "selection" not in single.metrics
 
 
 # --- verdict ----------------------------------------------------------------------------------
