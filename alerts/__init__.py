@@ -16,6 +16,7 @@ snapshots and :class:`Detection` records; the monitor loop that reads ClickHouse
 
 from __future__ import annotations
 
+from alerts.backtest import backtest
 from alerts.base import Detection, Detector
 from alerts.degradation import (
     BernoulliCusum,
@@ -25,6 +26,7 @@ from alerts.degradation import (
     calibrate_cusum_threshold,
     crossover_rate,
 )
+from alerts.discover import DiscoveryOptions, as_dict, discover
 from alerts.drift import (
     ClusterShift,
     DriftHysteresis,
@@ -36,34 +38,55 @@ from alerts.drift import (
     mmd2_unbiased,
     mmd_permutation_test,
 )
+from alerts.errors import AlertError
 from alerts.fixed_horizon import FixedHorizonZTest, ZTestState, two_proportion_z_test
+from alerts.localize import slice_label, wilson_interval
+from alerts.monitor import Monitor
+from alerts.notify import WebhookNotifier
+from alerts.receiver import Receiver
 from alerts.release_spike import ReleaseSpikeDetector, ReleaseSpikeState, rate_confidence_sequence
+from alerts.rules import api_payloads, provisioning_file
 from alerts.seasonal import SeasonalProfile, fit_seasonal_profile
+from alerts.settings import MonitorSettings, NotifySettings
 
 __all__ = [
+    "AlertError",
     "BernoulliCusum",
     "ClusterShift",
     "CusumState",
     "Detection",
     "Detector",
+    "DiscoveryOptions",
     "DriftHysteresis",
     "DriftState",
     "FixedHorizonZTest",
     "MMDTestResult",
+    "Monitor",
+    "MonitorSettings",
+    "NotifySettings",
     "PromptDriftDetector",
+    "Receiver",
     "ReleaseSpikeDetector",
     "ReleaseSpikeState",
     "SeasonalCusum",
     "SeasonalCusumState",
     "SeasonalProfile",
+    "WebhookNotifier",
     "ZTestState",
+    "api_payloads",
+    "as_dict",
+    "backtest",
     "calibrate_cusum_threshold",
     "crossover_rate",
+    "discover",
     "explain_drift",
     "fit_seasonal_profile",
     "median_heuristic_bandwidth",
     "mmd2_unbiased",
     "mmd_permutation_test",
+    "provisioning_file",
     "rate_confidence_sequence",
+    "slice_label",
     "two_proportion_z_test",
+    "wilson_interval",
 ]

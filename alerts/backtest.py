@@ -21,9 +21,14 @@ from typing import TYPE_CHECKING, Any
 from alerts.engine import DetectionEngine, EngineReport, floor_minute
 from alerts.settings import MonitorSettings
 from alerts.state import DetectionBook, MemoryStore
-from storage.detections import DetectionRow, DriftWindowRow
-from storage.releases import Release, list_releases, unreleased_versions
-from storage.series import data_bounds
+from storage import (
+    DetectionRow,
+    DriftWindowRow,
+    Release,
+    data_bounds,
+    list_releases,
+    unreleased_versions,
+)
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client

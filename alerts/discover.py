@@ -22,10 +22,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from signals.discovery import discover_clusters
-from storage.discovery import ClusterRow, cluster_signal_scores, save_clusters
-from storage.embeddings import event_contents
-from storage.series import data_bounds, prompt_models, prompt_sample
+from signals import discover_clusters
+from storage import (
+    ClusterRow,
+    cluster_signal_scores,
+    data_bounds,
+    event_contents,
+    prompt_models,
+    prompt_sample,
+    save_clusters,
+)
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client

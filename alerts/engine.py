@@ -44,8 +44,7 @@ from alerts.tracks import (
     floor_minute,
     link_releases,
 )
-from storage.releases import Release
-from storage.series import degenerate_signals, unit_counts
+from storage import Release, degenerate_signals, unit_counts
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client

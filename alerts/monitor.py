@@ -41,8 +41,16 @@ from alerts.errors import NotifyError
 from alerts.notify import Notifier
 from alerts.settings import MonitorSettings, NotifySettings
 from alerts.state import ClickHouseStore, DetectionBook
-from storage.releases import Release, add_release, list_releases, unreleased_versions
-from storage.series import IngestLag, ingest_lag, ingest_watermark, late_rows
+from storage import (
+    IngestLag,
+    Release,
+    add_release,
+    ingest_lag,
+    ingest_watermark,
+    late_rows,
+    list_releases,
+    unreleased_versions,
+)
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from alerts.errors import NotifyError
 from alerts.settings import NotifySettings
-from storage.detections import DetectionRow, json_safe
+from storage import DetectionRow, json_safe
 
 __all__ = ["Action", "Notifier", "WebhookNotifier", "build_payload", "summarize"]
 

@@ -37,16 +37,17 @@ from grafana_foundation_sdk.models import alerting as alerting_models
 from grafana_foundation_sdk.models import dashboard as dashboard_models
 
 from alerts.engine import DEGRADATION, DRIFT, SPIKE
-from dashboards.clickhouse import DATASOURCE_UID, ClickHouseQueryBuilder
-from dashboards.files import plain
-from dashboards.queries import (
+from dashboards import (
+    DATASOURCE_UID,
     DEAD_LETTER_SHARE_RECENT,
     INGEST_LAG_RECENT,
     SECONDS_SINCE_LAST_EVENT,
+    ClickHouseQueryBuilder,
+    GrafanaSettings,
     NamedQuery,
     open_detections_for,
+    plain,
 )
-from dashboards.settings import GrafanaSettings
 
 __all__ = [
     "CONTACT_POINT_UID",

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from alerts.base import Detection
-from storage.detections import (
+from storage import (
     DetectionRow,
     DriftWindowRow,
     detection_watermarks,

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from signals.bank import FieldScores, SignalBank
 from signals.base import Embedder, Modality, Target, TextEmbedder
-from signals.cache import EmbeddingCache, LruVectorCache
-from signals.embedders import FieldEmbedders
+from signals.cache import CacheCounts, EmbeddingCache, LruVectorCache
+from signals.discovery import discover_clusters
+from signals.embedders import FieldEmbedders, as_field_embedders
 from signals.errors import (
     DuplicateSignal,
     EmbedderError,
@@ -18,28 +19,41 @@ from signals.errors import (
     SpecError,
     TrainingError,
 )
+from signals.examples import StoredExamples, score_stored, stored_flag_share
 from signals.fitted import FittedSignal
+from signals.groups import GroupScore, SignalGroup, apply_groups, load_groups
 from signals.images import ImagePolicy, load_image
-from signals.live import LiveSignals
+from signals.labeling import suggest
+from signals.live import LiveSignals, retrainer
 from signals.open_clip_embedder import EmbedderConfig, OpenClipEmbedder
-from signals.spec import Examples, SignalSpec, load_spec, parse_spec
-from signals.store import InMemorySignalStore, SignalStore
+from signals.published import PublishedSignal
+from signals.spec import EventRef, Examples, SignalSpec, load_spec, parse_spec
+from signals.store import (
+    InMemorySignalStore,
+    RetrainOrigin,
+    SignalStore,
+    retrain_author,
+    retrained_from_version,
+)
 from signals.text_embedder import SentenceEmbedder, TextEmbedderConfig
 from signals.training import fit_signal, train_signal
 from signals.verdict import Verdict, judge
 from signals.windows import Windows
 
 __all__ = [
+    "CacheCounts",
     "DuplicateSignal",
     "Embedder",
     "EmbedderConfig",
     "EmbedderError",
     "EmbedderMismatch",
     "EmbeddingCache",
+    "EventRef",
     "Examples",
     "FieldEmbedders",
     "FieldScores",
     "FittedSignal",
+    "GroupScore",
     "ImageError",
     "ImagePolicy",
     "InMemorySignalStore",
@@ -47,22 +61,36 @@ __all__ = [
     "LruVectorCache",
     "Modality",
     "OpenClipEmbedder",
+    "PublishedSignal",
+    "RetrainOrigin",
     "SentenceEmbedder",
     "SignalBank",
     "SignalError",
+    "SignalGroup",
     "SignalSpec",
     "SignalStore",
     "SpecError",
+    "StoredExamples",
     "Target",
     "TextEmbedder",
     "TextEmbedderConfig",
     "TrainingError",
     "Verdict",
     "Windows",
+    "apply_groups",
+    "as_field_embedders",
+    "discover_clusters",
     "fit_signal",
     "judge",
+    "load_groups",
     "load_image",
     "load_spec",
     "parse_spec",
+    "retrain_author",
+    "retrained_from_version",
+    "retrainer",
+    "score_stored",
+    "stored_flag_share",
+    "suggest",
     "train_signal",
 ]

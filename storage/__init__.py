@@ -6,27 +6,146 @@ Knows nothing of torch: vectors arrive as sequences of floats.
 from __future__ import annotations
 
 from storage.client import connect, redact_dsn
-from storage.errors import BackPressure, MigrationError, StorageError, StorageUnavailable
+from storage.dead_letters import DeadLetterRow, record_dead_letters
+from storage.detections import (
+    DetectionRow,
+    DriftWindowRow,
+    detection_watermarks,
+    insert_detections,
+    insert_drift_windows,
+    json_safe,
+    last_drift_window_ends,
+    list_detections,
+    pending_detections,
+)
+from storage.discovery import ClusterRow, cluster_signal_scores, load_cluster, save_clusters
+from storage.embedding_cache import ClickHouseVectorCache
+from storage.embeddings import (
+    StoredEmbedding,
+    count_embeddings,
+    event_contents,
+    iter_embeddings,
+    sample_embeddings,
+    windows_by_event,
+)
+from storage.errors import (
+    BackPressure,
+    MigrationError,
+    RowsRejected,
+    StorageError,
+    StorageMisconfigured,
+    StorageUnavailable,
+)
+from storage.feedback import FeedbackRow, feedback_summary, negatively_rated, record_feedback
+from storage.groups import GroupRow, backfill_group, load_group_rows, save_group_rows
 from storage.migrate import migrate
-from storage.queries import RateRow, TableCounts, failure_rates, table_counts
-from storage.rows import EmbeddingRow, EventRow, ScoreRow, WriteBatch
+from storage.prompts import UnitSample, prompt_unit_sample
+from storage.queries import RateRow, TableCounts, failure_rates, score_quantiles, table_counts
+from storage.registry import (
+    SignalRecord,
+    delete_signal,
+    insert_signal,
+    latest_signals,
+    next_version,
+    save_signal,
+    signal_version,
+)
+from storage.releases import Release, add_release, list_releases, unreleased_versions
+from storage.rows import CacheStatsRow, EmbeddingRow, EventRow, ScoreRow, WriteBatch
+from storage.serialized import SerializedClient
+from storage.series import (
+    IngestLag,
+    MinuteCounts,
+    SeriesKey,
+    data_bounds,
+    degenerate_signals,
+    ingest_lag,
+    ingest_watermark,
+    late_rows,
+    prompt_models,
+    prompt_sample,
+    unit_counts,
+)
+from storage.slices import event_slice_sources, slice_counts, top_slice_values
 from storage.writer import ClickHouseWriter
 
 __all__ = [
     "BackPressure",
+    "CacheStatsRow",
+    "ClickHouseVectorCache",
     "ClickHouseWriter",
+    "ClusterRow",
+    "DeadLetterRow",
+    "DetectionRow",
+    "DriftWindowRow",
     "EmbeddingRow",
     "EventRow",
+    "FeedbackRow",
+    "GroupRow",
+    "IngestLag",
     "MigrationError",
+    "MinuteCounts",
     "RateRow",
+    "Release",
+    "RowsRejected",
     "ScoreRow",
+    "SerializedClient",
+    "SeriesKey",
+    "SignalRecord",
     "StorageError",
+    "StorageMisconfigured",
     "StorageUnavailable",
+    "StoredEmbedding",
     "TableCounts",
+    "UnitSample",
     "WriteBatch",
+    "add_release",
+    "backfill_group",
+    "cluster_signal_scores",
     "connect",
+    "count_embeddings",
+    "data_bounds",
+    "degenerate_signals",
+    "delete_signal",
+    "detection_watermarks",
+    "event_contents",
+    "event_slice_sources",
     "failure_rates",
+    "feedback_summary",
+    "ingest_lag",
+    "ingest_watermark",
+    "insert_detections",
+    "insert_drift_windows",
+    "insert_signal",
+    "iter_embeddings",
+    "json_safe",
+    "last_drift_window_ends",
+    "late_rows",
+    "latest_signals",
+    "list_detections",
+    "list_releases",
+    "load_cluster",
+    "load_group_rows",
     "migrate",
+    "negatively_rated",
+    "next_version",
+    "pending_detections",
+    "prompt_models",
+    "prompt_sample",
+    "prompt_unit_sample",
+    "record_dead_letters",
+    "record_feedback",
     "redact_dsn",
+    "sample_embeddings",
+    "save_clusters",
+    "save_group_rows",
+    "save_signal",
+    "score_quantiles",
+    "signal_version",
+    "slice_counts",
     "table_counts",
+    "top_slice_values",
+    "unit_counts",
+    "unreleased_versions",
+    "windows_by_event",
 ]

@@ -2,23 +2,86 @@
 
 from __future__ import annotations
 
+from streams.batch_handler import WorkerHealth
 from streams.dead_letter import DeadLetter
 from streams.emitter import Emitter
 from streams.errors import EmitError, InvalidEvent, StreamError
-from streams.events import GenerationEvent, Output, Prompt, decode_event, encode_event
+from streams.events import (
+    GenerationEvent,
+    Output,
+    Prompt,
+    decode_event,
+    encode_event,
+    validate_event,
+)
+from streams.feedback import Feedback, validate_feedback
+from streams.guardrail import (
+    GuardrailClosed,
+    MicroBatcher,
+    Recorder,
+    Rejected,
+    Scored,
+    Scorer,
+    ScoreRequest,
+    kafka_recorder,
+    storage_recorder,
+)
+from streams.kafka_security import KafkaSecurity, check_credentials
+from streams.otlp import OtlpMapping
 from streams.pipeline import BatchResult, Pipeline
+from streams.replay import (
+    Checkpoint,
+    RejectWriter,
+    Replayer,
+    ReplayStats,
+    Vectors,
+    parse_mapping,
+    read_records,
+)
+from streams.settings import KafkaConfig, WorkerConfig, comma_list
+from streams.slices import SliceConfig, Slicer
+from streams.worker import build_app
 
 __all__ = [
     "BatchResult",
+    "Checkpoint",
     "DeadLetter",
     "EmitError",
     "Emitter",
+    "Feedback",
     "GenerationEvent",
+    "GuardrailClosed",
     "InvalidEvent",
+    "KafkaConfig",
+    "KafkaSecurity",
+    "MicroBatcher",
+    "OtlpMapping",
     "Output",
     "Pipeline",
     "Prompt",
+    "Recorder",
+    "RejectWriter",
+    "Rejected",
+    "ReplayStats",
+    "Replayer",
+    "ScoreRequest",
+    "Scored",
+    "Scorer",
+    "SliceConfig",
+    "Slicer",
     "StreamError",
+    "Vectors",
+    "WorkerConfig",
+    "WorkerHealth",
+    "build_app",
+    "check_credentials",
+    "comma_list",
     "decode_event",
     "encode_event",
+    "kafka_recorder",
+    "parse_mapping",
+    "read_records",
+    "storage_recorder",
+    "validate_event",
+    "validate_feedback",
 ]

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from storage.errors import RowsRejected, StorageMisconfigured
+from storage import RowsRejected, StorageMisconfigured
 from streams.dead_letter import DeadLetter
 from streams.errors import InvalidEvent, PartlyInvalid
 from streams.events import MAX_PAYLOAD_BYTES, Carried, GenerationEvent, decode_record

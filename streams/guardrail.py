@@ -35,18 +35,22 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import numpy as np
 
-from signals.cache import CacheCounts, EmbeddingCache
-from signals.embedders import FieldEmbedders, as_field_embedders
-from signals.errors import ImageError
-from signals.images import ImagePolicy, load_image
+from signals import (
+    CacheCounts,
+    EmbeddingCache,
+    FieldEmbedders,
+    ImageError,
+    ImagePolicy,
+    as_field_embedders,
+    load_image,
+)
 from streams.events import GenerationEvent, encode_event
 from streams.pipeline import FIELD_CONTENT, embed_field
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-    from signals.bank import SignalBank
-    from signals.base import Embedder
+    from signals import Embedder, SignalBank
     from streams.emitter import Emitter
     from streams.pipeline import Pipeline
 

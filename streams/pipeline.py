@@ -20,13 +20,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from signals.cache import CacheCounts
-from signals.embedders import FieldEmbedders, as_field_embedders
-from signals.errors import ImageError
-from signals.groups import GroupScore, SignalGroup, apply_groups
-from signals.images import ImagePolicy, load_image
-from signals.windows import Windows
-from storage.rows import CacheStatsRow, EmbeddingRow, EventRow, ScoreRow, WriteBatch
+from signals import (
+    CacheCounts,
+    FieldEmbedders,
+    GroupScore,
+    ImageError,
+    ImagePolicy,
+    SignalGroup,
+    Windows,
+    apply_groups,
+    as_field_embedders,
+    load_image,
+)
+from storage import CacheStatsRow, EmbeddingRow, EventRow, ScoreRow, WriteBatch
 from streams.events import GenerationEvent
 from streams.slices import SliceConfig, Slicer
 
@@ -35,10 +41,8 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
     from PIL import Image
 
-    from signals.bank import SignalBank
-    from signals.base import Embedder
-    from signals.cache import EmbeddingCache
-    from storage.writer import ClickHouseWriter
+    from signals import Embedder, EmbeddingCache, SignalBank
+    from storage import ClickHouseWriter
     from streams.columnar import ColumnarBatch
 
 __all__ = ["FIELD_CONTENT", "BatchResult", "Pipeline", "embed_field"]

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from storage.errors import StorageUnavailable
+from storage import StorageUnavailable
 
 __all__ = ["RetryPolicy", "ShuttingDown"]
 

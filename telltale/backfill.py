@@ -14,13 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from signals.examples import score_stored
-from signals.fitted import FittedSignal
-from storage.embeddings import count_embeddings
-from storage.rows import ScoreRow, WriteBatch
-from storage.slices import event_slice_sources
-from storage.writer import ClickHouseWriter
-from streams.slices import SliceConfig, Slicer
+from signals import FittedSignal, score_stored
+from storage import ClickHouseWriter, ScoreRow, WriteBatch, count_embeddings, event_slice_sources
+from streams import SliceConfig, Slicer
 from telltale.signal_store import ClickHouseEmbeddings
 
 if TYPE_CHECKING:

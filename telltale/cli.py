@@ -76,7 +76,7 @@ def _main(
 @app.command()
 def migrate(clickhouse: ClickHouseOpt = None, fmt: FormatOpt = "text") -> None:
     """Create or update the ClickHouse schema (idempotent)."""
-    from storage.migrate import migrate as run_migrations
+    from storage import migrate as run_migrations
 
     try:
         with open_client(clickhouse, migrated=False) as client:
@@ -153,7 +153,7 @@ def rates(
     The built-in series ``feedback.negative`` is the share of events with user feedback whose
     feedback was negative; ``--feedback`` shows it per app, model and version instead.
     """
-    from storage.queries import failure_rates
+    from storage import failure_rates
 
     if feedback:
         _feedback_rates(since, until, clickhouse, fmt)
@@ -198,8 +198,8 @@ def _slice_rates(
     fmt: str,
 ) -> None:
     """``rates --by KEY...``: per slice (each key alone, then all keys together)."""
-    from alerts.localize import slice_label, wilson_interval
-    from storage.slices import slice_counts
+    from alerts import slice_label, wilson_interval
+    from storage import slice_counts
 
     keys = list(dict.fromkeys(keys))
     groupings = [[k] for k in keys] + ([keys] if len(keys) > 1 else [])
@@ -251,8 +251,8 @@ def discover(
     fmt: FormatOpt = "text",
 ) -> None:
     """Clusters of recent outputs, ranked by distance from the bulk and growth of share."""
-    from alerts.discover import DiscoveryOptions, as_dict
-    from alerts.discover import discover as run_discover
+    from alerts import DiscoveryOptions, as_dict
+    from alerts import discover as run_discover
 
     options = DiscoveryOptions(field=field, top=top, sample=sample)
     try:
@@ -282,7 +282,7 @@ def discover(
 
 
 def _feedback_rates(since: str | None, until: str | None, clickhouse: str | None, fmt: str) -> None:
-    from storage.feedback import feedback_summary
+    from storage import feedback_summary
 
     try:
         with open_client(clickhouse) as client:
@@ -309,7 +309,7 @@ def releases_add(
     fmt: FormatOpt = "text",
 ) -> None:
     """Record that MODEL VERSION was released at a time."""
-    from storage.releases import add_release
+    from storage import add_release
 
     when = parse_time(at)
     if when is None:  # pragma: no cover - typer requires --at
@@ -353,7 +353,7 @@ def replay(
     fmt: FormatOpt = "text",
 ) -> None:
     """Replay JSONL (plain or gzip) and Parquet logs through the pipeline, keeping timestamps."""
-    from streams.replay import parse_mapping
+    from streams import parse_mapping
     from telltale.replay import replay_feedback, replay_files
 
     if feedback:

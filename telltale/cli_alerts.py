@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from alerts.errors import AlertError
+from alerts import AlertError
 from telltale.cli_common import (
     CLI_ERRORS,
     ClickHouseOpt,
@@ -53,9 +53,8 @@ def monitor(
     fmt: FormatOpt = "text",
 ) -> None:
     """Run the detectors on a schedule: release spikes, slow degradation, prompt drift."""
-    from alerts.monitor import Monitor
-    from alerts.notify import WebhookNotifier
-    from storage.groups import load_group_rows
+    from alerts import Monitor, WebhookNotifier
+    from storage import load_group_rows
 
     settings = cli_settings().monitor
     if interval is not None:
@@ -111,8 +110,7 @@ def alerts_list(
     the ingest lag of the last hour (its p99 is how long the monitor lets a minute settle)."""
     from datetime import UTC, datetime
 
-    from storage.detections import list_detections
-    from storage.series import degenerate_signals, ingest_lag
+    from storage import degenerate_signals, ingest_lag, list_detections
 
     try:
         with open_client(clickhouse) as client:
@@ -149,7 +147,7 @@ def alerts_backtest(
     fmt: FormatOpt = "text",
 ) -> None:
     """What the detectors would have fired over stored history, and when; sends nothing."""
-    from alerts.backtest import backtest
+    from alerts import backtest
 
     try:
         with open_client(clickhouse) as client:
@@ -199,7 +197,7 @@ def alerts_receiver(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
 ) -> None:
     """Receive Grafana's alert webhooks (logged, one line per alert) and serve the runbooks."""
-    from alerts.receiver import Receiver
+    from alerts import Receiver
 
     receiver = Receiver(host, port)
     console.print(f"alert receiver on http://{host}:{receiver.port}/ (runbooks at /runbooks)")

@@ -22,9 +22,9 @@ import click
 import typer
 from rich.console import Console
 
-from signals.errors import SignalError
-from storage.errors import StorageError
-from streams.errors import StreamError
+from signals import SignalError
+from storage import StorageError
+from streams import StreamError
 from telltale.settings import Settings, SettingsError, load_settings
 
 __all__ = [

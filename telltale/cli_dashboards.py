@@ -18,22 +18,27 @@ from typing import Annotated, Any
 import typer
 from pydantic import SecretStr, ValidationError
 
-from alerts.rules import api_payloads, provisioning_file
-from dashboards.clickhouse import DATASOURCE_UID
-from dashboards.datasource import datasource_file, datasource_payload
-from dashboards.definitions import build_dashboards
-from dashboards.errors import DashboardsError
-from dashboards.files import dashboard_document, dashboard_files, stale_files, write_files
-from dashboards.macros import QueryContext, interval_for
-from dashboards.provision import (
+from alerts import api_payloads, provisioning_file
+from dashboards import (
+    DATASOURCE_UID,
+    DashboardsError,
+    GrafanaSettings,
     Provisioner,
+    QueryContext,
     Upsert,
+    build_dashboards,
     connect_grafana,
+    dashboard_document,
+    dashboard_files,
     dashboard_upsert,
+    datasource_file,
+    datasource_payload,
     folder_upsert,
+    interval_for,
+    stale_files,
+    write_files,
 )
-from dashboards.settings import GrafanaSettings
-from storage.client import redact_dsn
+from storage import redact_dsn
 from telltale.cli_common import (
     CLI_ERRORS,
     ClickHouseOpt,
@@ -214,7 +219,7 @@ def report_window(
 ) -> tuple[datetime, datetime]:
     """The report's range: ``until`` defaults to the end of the data (its last minute, plus
     one), or now on an empty database; ``since`` to 24 hours before ``until``."""
-    from storage.series import data_bounds
+    from storage import data_bounds
 
     if until is None:
         bounds = data_bounds(client)
@@ -242,8 +247,7 @@ def report(
     Without ``--until`` the report ends at the last minute *of data* (a replayed log from
     September is reported as of September), and without ``--since`` it covers 24 hours.
     """
-    from dashboards.report import build_report
-    from dashboards.view import view
+    from dashboards import build_report, view
 
     chosen = {"app": app, "model": model, "version": version, "signal": signal,
               "slice_key": slice_key}  # fmt: skip

@@ -25,7 +25,7 @@ from telltale.cli_common import (
 )
 
 if TYPE_CHECKING:
-    from signals.fitted import FittedSignal
+    from signals import FittedSignal
 
 __all__ = ["signals_app"]
 
@@ -56,8 +56,7 @@ def _embedder() -> Any:
 
 def _verdict(client: Any, fitted: FittedSignal) -> Any:
     """Judge ``fitted`` on its examples and, when a database is given, its stored events."""
-    from signals.examples import stored_flag_share
-    from signals.verdict import judge
+    from signals import judge, stored_flag_share
     from telltale.signal_store import ClickHouseEmbeddings
 
     quality = cli_settings().signal_quality
@@ -86,8 +85,8 @@ def _spec_from_cluster(cluster_id: str, name: str, clickhouse: str | None, out: 
     """Write a starting spec: positives from the cluster, negatives from the bulk."""
     import yaml
 
-    from signals.spec import SignalSpec
-    from storage.discovery import load_cluster
+    from signals import SignalSpec
+    from storage import load_cluster
 
     try:
         with open_client(clickhouse) as client:
@@ -159,7 +158,7 @@ def add(
 
     With ``--from-cluster ID NAME``, write a starting spec instead (nothing is trained).
     """
-    from signals.spec import load_spec
+    from signals import load_spec
 
     if from_cluster is not None:
         target = out or Path(f"{spec_path}.yaml")
@@ -171,9 +170,8 @@ def add(
         return
     if not Path(spec_path).is_file():
         raise typer.BadParameter(f"spec file {spec_path!r} does not exist")
-    from signals.published import PublishedSignal
-    from signals.training import train_signal
-    from streams.emitter import Emitter
+    from signals import PublishedSignal, train_signal
+    from streams import Emitter
     from telltale.signal_store import ClickHouseSignalStore, stored_examples
 
     try:
@@ -284,7 +282,7 @@ def evaluate(
     fmt: FormatOpt = "text",
 ) -> None:
     """Cross-validated metrics of the current version, and how it behaves on stored events."""
-    from storage.queries import failure_rates, score_quantiles
+    from storage import failure_rates, score_quantiles
 
     try:
         with open_client(clickhouse) as client:
@@ -356,7 +354,7 @@ def backfill(
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
     if name in groups:
-        from storage.groups import backfill_group
+        from storage import backfill_group
 
         group = groups[name]
         try:
@@ -410,7 +408,7 @@ def suggest(
     fmt: FormatOpt = "text",
 ) -> None:
     """Events worth labelling: nearest the decision boundary, and nearest the positives."""
-    from signals.labeling import suggest as run_suggest
+    from signals import suggest as run_suggest
     from telltale.signal_store import ClickHouseEmbeddings, stored_examples
 
     if from_feedback:
@@ -447,7 +445,7 @@ def _suggest_from_feedback(
     fmt: str,
 ) -> None:  # fmt: skip
     """Negatively rated events, most-rated and newest first, minus the signal's own examples."""
-    from storage.feedback import negatively_rated
+    from storage import negatively_rated
     from telltale.signal_store import ClickHouseSignalStore
 
     try:
@@ -498,8 +496,7 @@ def label(
     fmt: FormatOpt = "text",
 ) -> None:
     """Add a stored event as an example and publish a retrained version."""
-    from signals.spec import EventRef
-    from signals.training import train_signal
+    from signals import EventRef, train_signal
     from telltale.signal_store import ClickHouseSignalStore, stored_examples
 
     try:

@@ -22,19 +22,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from signals.errors import SpecError
-from signals.fitted import FittedSignal
-from signals.live import LiveSignals
-from signals.open_clip_embedder import EmbedderConfig
-from signals.spec import Examples, SignalSpec
-from signals.text_embedder import TextEmbedderConfig
-from signals.training import train_signal
-from storage.client import redact_dsn
-from storage.queries import failure_rates
-from storage.releases import add_release
-from storage.writer import ClickHouseWriter
-from streams.events import validate_event
-from streams.pipeline import Pipeline
+from signals import (
+    EmbedderConfig,
+    Examples,
+    FittedSignal,
+    LiveSignals,
+    SignalSpec,
+    SpecError,
+    TextEmbedderConfig,
+    train_signal,
+)
+from storage import ClickHouseWriter, add_release, failure_rates, redact_dsn
+from streams import Pipeline, validate_event
 from telltale.sample_data import (
     SampleEvent,
     advice_text,

@@ -11,10 +11,16 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from streams.emitter import Emitter
-from streams.events import GenerationEvent
-from streams.pipeline import Pipeline
-from streams.replay import Checkpoint, RejectWriter, Replayer, ReplayStats, Vectors
+from streams import (
+    Checkpoint,
+    Emitter,
+    GenerationEvent,
+    Pipeline,
+    RejectWriter,
+    Replayer,
+    ReplayStats,
+    Vectors,
+)
 from telltale.settings import Settings
 from telltale.wiring import kafka_security, make_client, make_pipeline
 
@@ -132,10 +138,8 @@ def replay_feedback(
     """Replay logged feedback records (JSONL or Parquet): into ClickHouse, or with
     ``to_kafka`` onto the feedback topic. Idempotent: a record's feedback id makes a second
     replay store nothing new. Invalid records go to ``reject_file`` with the reason."""
-    from storage.feedback import record_feedback
-    from streams.errors import InvalidEvent
-    from streams.feedback import Feedback, validate_feedback
-    from streams.replay import read_records
+    from storage import record_feedback
+    from streams import Feedback, InvalidEvent, read_records, validate_feedback
     from telltale.wiring import feedback_rows
 
     started = time.monotonic()

@@ -41,26 +41,24 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from signals.images import ImagePolicy
-from streams.errors import InvalidEvent
-from streams.events import GenerationEvent, validate_event
-from streams.guardrail import (
+from signals import ImagePolicy
+from streams import (
+    GenerationEvent,
     GuardrailClosed,
+    InvalidEvent,
     MicroBatcher,
     Recorder,
     Rejected,
     Scored,
     Scorer,
     ScoreRequest,
+    validate_event,
 )
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from signals.bank import SignalBank
-    from signals.base import Embedder
-    from signals.cache import EmbeddingCache
-    from signals.embedders import FieldEmbedders
+    from signals import Embedder, EmbeddingCache, FieldEmbedders, SignalBank
     from telltale.settings import ServeSettings
 
 __all__ = [

@@ -34,11 +34,8 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from storage.client import redact_dsn
-from storage.serialized import SerializedClient
-from storage.writer import ClickHouseWriter
-from streams.guardrail import Recorder, kafka_recorder, storage_recorder
-from streams.pipeline import Pipeline
+from storage import ClickHouseWriter, SerializedClient, redact_dsn
+from streams import Pipeline, Recorder, kafka_recorder, storage_recorder
 from telltale.serve import GuardrailService, create_app
 from telltale.settings import Settings
 from telltale.wiring import Parts, make_client, make_parts, make_worker_app
@@ -46,8 +43,8 @@ from telltale.wiring import Parts, make_client, make_parts, make_worker_app
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-    from alerts.monitor import Monitor
-    from storage.rows import WriteBatch
+    from alerts import Monitor
+    from storage import WriteBatch
 
 __all__ = ["RANGES", "build_server", "serve"]
 
@@ -105,7 +102,7 @@ def _recorder(settings: Settings, parts: Parts, writer: ClickHouseWriter) -> Rec
 
     def record(scored: Any) -> None:
         if "recorder" not in state:  # connect on first use: a broker that is down fails here
-            from streams.emitter import Emitter
+            from streams import Emitter
 
             state["recorder"] = kafka_recorder(
                 Emitter(settings.kafka.bootstrap, settings.kafka.topic)
@@ -141,8 +138,7 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
     worker: dict[str, Any] = {}
 
     async def start_all() -> None:
-        from alerts.monitor import Monitor
-        from alerts.notify import WebhookNotifier
+        from alerts import Monitor, WebhookNotifier
 
         # The worker's own pipeline shares model, signals and client, with its own writer.
         shared = Parts(
@@ -254,10 +250,7 @@ def _live_routes(
         until: Annotated[datetime | None, Query(description="end (UTC); default now")] = None,
     ) -> HTMLResponse:
         """The report of every dashboard panel, rendered now from the live database."""
-        from dashboards.definitions import build_dashboards
-        from dashboards.macros import QueryContext, interval_for
-        from dashboards.report import build_report
-        from dashboards.view import view
+        from dashboards import QueryContext, build_dashboards, build_report, interval_for, view
 
         start, end = _window(range_, since, until)
         ctx = QueryContext(
@@ -281,7 +274,7 @@ def _live_routes(
         bucket: Literal["total", "minute", "hour", "day"] = "total",
     ) -> RatesResponse:
         """Failure rates per signal, model and version (optionally per time bucket)."""
-        from storage.queries import failure_rates
+        from storage import failure_rates
 
         rows = failure_rates(client, signal=signal, model=model, since=_utc(since),
                              until=_utc(until), bucket=bucket)  # fmt: skip
@@ -296,7 +289,7 @@ def _live_routes(
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ) -> DetectionsResponse:
         """Detections the monitor opened, newest first."""
-        from storage.detections import list_detections
+        from storage import list_detections
 
         rows = list_detections(client, state=state, detector=detector, since=_utc(since),
                                until=_utc(until), limit=limit)  # fmt: skip

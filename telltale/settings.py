@@ -25,13 +25,10 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from alerts.settings import MonitorSettings, NotifySettings
-from dashboards.settings import GrafanaSettings
-from signals.open_clip_embedder import EmbedderConfig
-from signals.text_embedder import TextEmbedderConfig
-from streams.otlp import OtlpMapping
-from streams.settings import KafkaConfig, WorkerConfig, comma_list
-from streams.slices import SliceConfig
+from alerts import MonitorSettings, NotifySettings
+from dashboards import GrafanaSettings
+from signals import EmbedderConfig, TextEmbedderConfig
+from streams import KafkaConfig, OtlpMapping, SliceConfig, WorkerConfig, comma_list
 
 __all__ = [
     "ClickHouseSettings",

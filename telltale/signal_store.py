@@ -15,30 +15,32 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from signals.examples import StoredExamples
-from signals.fitted import FittedSignal
-from signals.store import RetrainOrigin, retrain_author, retrained_from_version
-from storage.embeddings import (
-    StoredEmbedding,
-    event_contents,
-    iter_embeddings,
-    sample_embeddings,
-    windows_by_event,
+from signals import (
+    FittedSignal,
+    RetrainOrigin,
+    StoredExamples,
+    retrain_author,
+    retrained_from_version,
 )
-from storage.registry import (
+from storage import (
     SignalRecord,
+    StoredEmbedding,
     delete_signal,
+    event_contents,
     insert_signal,
+    iter_embeddings,
     latest_signals,
     next_version,
+    sample_embeddings,
     save_signal,
     signal_version,
+    windows_by_event,
 )
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-    from signals.images import ImagePolicy
+    from signals import ImagePolicy
 
 __all__ = ["ClickHouseEmbeddings", "ClickHouseSignalStore", "stored_examples"]
 

@@ -7,30 +7,45 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from signals.cache import EmbeddingCache, LruVectorCache
-from signals.embedders import FieldEmbedders
-from signals.groups import SignalGroup, load_groups
-from signals.images import ImagePolicy
-from signals.live import LiveSignals, retrainer
-from signals.open_clip_embedder import EmbedderConfig, OpenClipEmbedder
-from signals.published import PublishedSignal
-from signals.text_embedder import TextEmbedderConfig
-from storage.client import connect
-from storage.dead_letters import DeadLetterRow, record_dead_letters
-from storage.embedding_cache import ClickHouseVectorCache
-from storage.feedback import FeedbackRow, record_feedback
-from storage.groups import GroupRow, save_group_rows
-from storage.migrate import migrate
-from storage.slices import top_slice_values
-from storage.writer import ClickHouseWriter
-from streams.batch_handler import WorkerHealth
-from streams.dead_letter import DeadLetter
-from streams.feedback import Feedback
-from streams.kafka_security import KafkaSecurity, check_credentials
-from streams.pipeline import Pipeline
-from streams.settings import KafkaConfig
-from streams.slices import SliceConfig, Slicer
-from streams.worker import build_app
+from signals import (
+    EmbedderConfig,
+    EmbeddingCache,
+    FieldEmbedders,
+    ImagePolicy,
+    LiveSignals,
+    LruVectorCache,
+    OpenClipEmbedder,
+    PublishedSignal,
+    SignalGroup,
+    TextEmbedderConfig,
+    load_groups,
+    retrainer,
+)
+from storage import (
+    ClickHouseVectorCache,
+    ClickHouseWriter,
+    DeadLetterRow,
+    FeedbackRow,
+    GroupRow,
+    connect,
+    migrate,
+    record_dead_letters,
+    record_feedback,
+    save_group_rows,
+    top_slice_values,
+)
+from streams import (
+    DeadLetter,
+    Feedback,
+    KafkaConfig,
+    KafkaSecurity,
+    Pipeline,
+    SliceConfig,
+    Slicer,
+    WorkerHealth,
+    build_app,
+    check_credentials,
+)
 from telltale.settings import (
     ClickHouseSettings,
     EmbeddingCacheSettings,
@@ -122,7 +137,7 @@ def make_embedders(image: EmbedderConfig, text: TextEmbedderConfig) -> FieldEmbe
     clip = make_embedder(image)
     if text.uses_open_clip:
         return FieldEmbedders(clip)
-    from signals.text_embedder import SentenceEmbedder
+    from signals import SentenceEmbedder
 
     return FieldEmbedders(clip, SentenceEmbedder(text))
 

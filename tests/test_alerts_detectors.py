@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-import alerts
 from alerts import (
     BernoulliCusum,
     Detection,
@@ -368,35 +367,3 @@ def test_reset_forgets_everything() -> None:
     det.reset()
     again = [det.update(200, 9, 200, 3) for _ in range(5)][-1]
     assert first == again
-
-
-def test_exported_names() -> None:
-    assert set(alerts.__all__) == {
-        "BernoulliCusum",
-        "ClusterShift",
-        "CusumState",
-        "Detection",
-        "Detector",
-        "DriftHysteresis",
-        "DriftState",
-        "FixedHorizonZTest",
-        "MMDTestResult",
-        "PromptDriftDetector",
-        "ReleaseSpikeDetector",
-        "ReleaseSpikeState",
-        "SeasonalCusum",
-        "SeasonalCusumState",
-        "SeasonalProfile",
-        "ZTestState",
-        "calibrate_cusum_threshold",
-        "crossover_rate",
-        "explain_drift",
-        "fit_seasonal_profile",
-        "median_heuristic_bandwidth",
-        "mmd2_unbiased",
-        "mmd_permutation_test",
-        "rate_confidence_sequence",
-        "two_proportion_z_test",
-    }
-    for name in alerts.__all__:
-        assert getattr(alerts, name) is not None

@@ -363,28 +363,3 @@ def test_build_writes_then_check_detects_drift(
     ]
     assert runner.invoke(dashboards_app, ["build", "--root", str(tmp_path)]).exit_code == 0
     assert not (tmp_path / "dashboards" / "generated" / "old.json").exists()
-
-
-def test_exported_names() -> None:
-    import dashboards
-
-    assert set(dashboards.__all__) == {
-        "DATASOURCE_TYPE",
-        "DATASOURCE_UID",
-        "VARIABLES",
-        "BoundQuery",
-        "DashboardView",
-        "DashboardsError",
-        "GrafanaSettings",
-        "MacroError",
-        "NamedQuery",
-        "PanelView",
-        "ProvisioningError",
-        "QueryContext",
-        "build_dashboards",
-        "interval_for",
-        "render",
-        "view",
-    }
-    for name in dashboards.__all__:
-        assert hasattr(dashboards, name)

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from alerts.degradation import SeasonalCusum
 from alerts.settings import CusumSettings
 from alerts.tracks.span import MINUTE, Span, series_key
-from storage.series import MinuteCounts
+from storage import MinuteCounts
 
 __all__ = ["DEGRADATION", "CusumTrack"]
 

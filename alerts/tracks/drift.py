@@ -41,10 +41,7 @@ from alerts.drift import (
 )
 from alerts.settings import DriftSettings
 from alerts.tracks.span import EngineReport, Span
-from storage.detections import DriftWindowRow
-from storage.embeddings import event_contents
-from storage.prompts import UnitSample, prompt_unit_sample
-from storage.series import prompt_models
+from storage import DriftWindowRow, UnitSample, event_contents, prompt_models, prompt_unit_sample
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client

@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from storage.releases import Release
-from storage.series import MinuteCounts, SeriesKey
+from storage import MinuteCounts, Release, SeriesKey
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client

@@ -48,8 +48,7 @@ from alerts.release_spike import (
 from alerts.release_spike import estimate_dispersion as _estimate
 from alerts.settings import SpikeSettings
 from alerts.tracks.span import MINUTE, ReleaseLink, Span, floor_minute
-from storage.registry import latest_signals
-from storage.series import MinuteCounts, SeriesKey, unit_counts
+from storage import MinuteCounts, SeriesKey, latest_signals, unit_counts
 
 __all__ = ["SPIKE", "ReleaseSpikeTrack", "release_key"]
 
