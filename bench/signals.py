@@ -43,6 +43,7 @@ from pathlib import Path
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import random  # noqa: E402
 import time  # noqa: E402
@@ -64,7 +65,12 @@ BATCH = 256
 EVAL_SET = Path(__file__).resolve().parent / "data" / "chat_eval.jsonl"
 SHOTS = (2, 4, 8, 16)
 METRICS = ("precision", "recall", "f1", "long_f1", "long_recall", "very_long_f1",
-           "very_long_recall", "cv_f1")  # fmt: skip
+           "very_long_recall", "cv_f1", "train_s")  # fmt: skip
+BACKGROUNDS = ("none", "traffic", "traffic5")
+"""With ``--background N``: no background; N windows of unlabelled traffic of the field
+(every label at the pool's rate); the same with the mode's positives cut to <= 5 % of the
+texts (uses labels to build the background: simulates a realistic failure rate only)."""
+RESERVE = 0.4  # share of a mode's not-drawn texts kept out of the test set, for the background
 
 
 def timed(fn: Callable[[], Any], repeat: int = 3) -> float:
@@ -84,6 +90,43 @@ def _prf(y: np.ndarray, flagged: np.ndarray) -> tuple[float, float, float]:
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return precision, recall, f1
+
+
+def _background(
+    rows: list[dict[str, Any]],
+    groups: list[np.ndarray],
+    mode: str,
+    taken: set[int],
+    not_drawn: list[int],
+    variant: str,
+    windows: int,
+    rng: random.Random,
+) -> tuple[list[int], np.ndarray | None]:
+    """The test texts and the background windows of one draw.
+
+    The same split for every variant of a draw: ``RESERVE`` of the mode's not-drawn texts go to
+    the background pool, the rest are the test set (never in the background); the pool also
+    holds every text of the other modes of the same field. ``traffic`` samples ``windows``
+    window vectors from the whole pool, whatever their labels; ``traffic5`` first keeps only
+    as many of the mode's positives as make 5 % of the pool's texts.
+    """
+    shuffled = list(not_drawn)
+    rng.shuffle(shuffled)
+    reserve = set(shuffled[: int(len(shuffled) * RESERVE)])
+    test = [i for i in not_drawn if i not in reserve]
+    field = rows[not_drawn[0]]["field"]
+    pool = sorted(reserve | {i for i, r in enumerate(rows)
+                             if r["field"] == field and r["mode"] != mode and i not in taken})  # fmt: skip
+    if variant == "none":
+        return test, None
+    if variant == "traffic5":
+        failing = [i for i in pool if rows[i]["mode"] == mode and rows[i]["label"] == 1]
+        harmless = [i for i in pool if i not in set(failing)]
+        keep = int(0.05 * len(harmless) / 0.95)
+        pool = sorted(harmless + rng.sample(failing, min(keep, len(failing))))
+    vectors = np.concatenate([groups[i] for i in pool])
+    pick = np.random.default_rng(rng.randrange(2**32)).permutation(len(vectors))[:windows]
+    return test, vectors[np.sort(pick)]
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -156,15 +199,29 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
                 for classifier in ("logistic", "mlp"):
                     if classifier == "mlp" and shots not in args.mlp_shots:
                         continue
-                    cells: dict[str, list[float]] = {k: [] for k in METRICS}
-                    for draw in range(args.draws):
+                    variants = BACKGROUNDS if args.background and classifier == "logistic" \
+                        else ("",)  # fmt: skip
+                    cells_by: dict[str, dict[str, list[float]]] = {
+                        v: {k: [] for k in METRICS} for v in variants
+                    }
+                    for draw, variant in itertools.product(range(args.draws), variants):
+                        cells = cells_by[variant]
                         rng = random.Random(f"{mode}/{shots}/{draw}")
                         train_pos, train_neg = rng.sample(pos, shots), rng.sample(neg, shots)
                         taken = set(train_pos) | set(train_neg)
                         test = [i for i in index if i not in taken]
+                        background = None
+                        if args.background and classifier == "logistic":
+                            test, background = _background(
+                                rows, groups, mode, taken, test, variant, args.background,
+                                random.Random(f"background/{mode}/{shots}/{draw}"),
+                            )  # fmt: skip
                         spec = SignalSpec(name=mode, classifier=classifier, seed=draw)
+                        started = time.perf_counter()
                         fitted = fit_signal(spec, [groups[i] for i in train_pos],
-                                            [groups[i] for i in train_neg], name)  # fmt: skip
+                                            [groups[i] for i in train_neg], name,
+                                            background=background)  # fmt: skip
+                        cells["train_s"].append(time.perf_counter() - started)
                         bank = SignalBank([fitted], name)
                         flagged = bank.score_windows(
                             "output.text", Windows.of([groups[i] for i in test], dim)
@@ -180,13 +237,14 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
                             and classifier == "logistic"
                             and shots == args.errors_at
                             and name == next(iter(embedded))
+                            and variant == variants[-1]
                             and args.show_errors
                         ):
                             wrong = [(i, float(pr)) for i, pr, fl in zip(test, bank.score_windows(
                                 "output.text", Windows.of([groups[i] for i in test], dim)
                             ).probabilities[:, 0], flagged, strict=True)
                                 if bool(fl) != bool(rows[i]["label"])]  # fmt: skip
-                            out["errors"].append({"mode": mode, "embedder": name,
+                            out["errors"].append({"mode": mode, "embedder": f"{name} {variant}",
                                                   "threshold": fitted.threshold,
                                                   "wrong": [{**rows[i], "p": pr}
                                                             for i, pr in wrong]})  # fmt: skip
@@ -196,11 +254,13 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
                                            ("very_long_recall", very_r),
                                            ("cv_f1", fitted.metrics["f1"])):  # fmt: skip
                             cells[key].append(value)
-                    out["results"].append({
-                        "mode": mode, "per_class": shots, "embedder": name,
-                        "classifier": classifier,
-                        **{k: _summary(v) for k, v in cells.items()},
-                    })  # fmt: skip
+                    for variant, cells in cells_by.items():
+                        out["results"].append({
+                            "mode": mode, "per_class": shots,
+                            "embedder": f"{name}{'+' if variant else ''}{variant}",
+                            "classifier": classifier,
+                            **{k: _summary(v) for k, v in cells.items()},
+                        })  # fmt: skip
     return out
 
 
@@ -217,7 +277,7 @@ def print_quality(out: dict[str, Any]) -> None:
         )
     by = {(r["mode"], r["per_class"], r["embedder"], r["classifier"]): r for r in out["results"]}
     modes = sorted({r["mode"] for r in out["results"]})
-    names = list(out["throughput"])
+    names = list(dict.fromkeys(r["embedder"] for r in out["results"]))
     for classifier in ("logistic", "mlp"):
         shots = [k for k in SHOTS if any((m, k, n, classifier) in by
                                          for m in modes for n in names)]  # fmt: skip
@@ -228,13 +288,17 @@ def print_quality(out: dict[str, Any]) -> None:
                                                            for k in shots))  # fmt: skip
         for mode in modes:
             for name in names:
+                if not all((mode, k, name, classifier) in by for k in shots):
+                    continue
                 cells = "  ".join(
                     f"{by[(mode, k, name, classifier)]['f1']['mean']:.2f} "
                     f"[{by[(mode, k, name, classifier)]['f1']['min']:.2f},"
                     f"{by[(mode, k, name, classifier)]['f1']['max']:.2f}]"
                     for k in shots
                 )
-                print(f"  {mode:<18} {name:<22} {cells}")
+                seconds = "  ".join(f"{by[(mode, k, name, classifier)]['train_s']['mean']:.1f}"
+                                    for k in shots)  # fmt: skip
+                print(f"  {mode:<18} {name:<22} {cells}   train s: {seconds}")
     for k in sorted({r["per_class"] for r in out["results"]}):
         print(
             f"\n{k}+{k} examples: precision / recall / F1 on all held-out texts; F1 and recall "
@@ -318,6 +382,10 @@ def main() -> None:
     )
     parser.add_argument("--errors-at", type=int, default=8, help="examples per class for "
                         "--show-errors (first embedder, logistic)")  # fmt: skip
+    parser.add_argument("--background", type=int, default=0, metavar="N", help="also fit "
+                        "logistic signals with N background windows of unlabelled traffic "
+                        "(variants none / traffic / traffic5; the test set then leaves out a "
+                        "reserve of 40 %% of the mode's texts)")  # fmt: skip
     parser.add_argument("--model", default="telltale-tiny")
     parser.add_argument("--pretrained", default="none")
     parser.add_argument("--json", action="store_true")

@@ -178,12 +178,16 @@ def fit_signal(
     version: int = 1,
     *,
     query: NDArray[np.float32] | None = None,
+    background: NDArray[np.float32] | None = None,
 ) -> FittedSignal:
     """Fit from already-embedded examples. Inputs are never modified.
 
     Each class is an ``(n, dim)`` array (one vector per example) or a sequence of per-example
     ``(windows, dim)`` arrays. With windows, an example's probability is the maximum over its
     windows, in cross-validation as in scoring; see :func:`_fit_windows` for the training rows.
+    ``background``: ``(m, dim)`` unlabelled window vectors of stored traffic of the field, extra
+    negative rows of a few-shot logistic signal (in every cross-validation fold and the final
+    fit; never scored as examples); ``metrics["background_windows"]`` records how many.
     """
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
@@ -198,7 +202,8 @@ def fit_signal(
             fit = _fit_zero_shot(spec, pos, neg, query)
         else:
             _check_counts(spec, len(pos), len(neg))
-            fit = _fit_few_shot(spec, pos, neg)
+            extra = None if background is None else np.asarray(background, dtype=np.float64)
+            fit = _fit_few_shot(spec, pos, neg, None if extra is None or not len(extra) else extra)
     hidden_w = () if fit.hidden_weights is None else tuple(map(tuple, fit.hidden_weights.tolist()))
     hidden_b = () if fit.hidden_bias is None else tuple(fit.hidden_bias.tolist())
     return FittedSignal(
@@ -272,6 +277,7 @@ def _fit_windows(
     groups: Groups,
     y: NDArray[np.float64],
     selection: Selection = "top",
+    background: NDArray[np.float64] | None = None,
 ) -> _WindowModel:
     """Fit on window rows: every window of a negative example is a negative row; a positive
     example contributes its most failure-like window.
@@ -289,9 +295,17 @@ def _fit_windows(
       least like any negative window (the failure is what positives share and negatives lack).
 
     With one window per example all three are the same fit and the second round is skipped.
+
+    ``background`` (logistic only): unlabelled window vectors of stored traffic of the field,
+    added to both fits as negative rows whose weights sum to the labelled negatives' weight
+    (positives still weigh as much as all negatives together). Nearly every stored sentence is
+    harmless even where a few percent of answers fail, so a harmless sentence that happens to
+    occur only in the positives drawn is pushed down and the first fit finds the failure.
     """
 
     def fit(rows: NDArray[np.float64], labels: NDArray[np.float64]) -> _WindowModel:
+        if background is not None and len(background) and spec.classifier == "logistic":
+            return _fit_with_background(make, rows, labels, background)
         mean, scale = _standardizer(rows)
         xb, yb = _balanced(rows, labels) if spec.classifier == "mlp" else (rows, labels)
         return _WindowModel(make().fit((xb - mean) / scale, yb), mean, scale)
@@ -326,7 +340,30 @@ def _fit_windows(
     return fit(*rows_with(chosen))
 
 
-def _fit_few_shot(spec: SignalSpec, pos: Groups, neg: Groups) -> _Fit:
+def _fit_with_background(
+    make: Callable[[], Any],
+    rows: NDArray[np.float64],
+    labels: NDArray[np.float64],
+    background: NDArray[np.float64],
+) -> _WindowModel:
+    """A logistic fit on labelled rows plus background negatives, weighted per row: the
+    positives weigh half, the labelled negatives a quarter, the background a quarter (the
+    balanced class weights, with the negatives' half shared equally by labelled and
+    background rows); weights average 1 so ``C`` means what it means without background."""
+    x = np.concatenate([rows, background])
+    y = np.concatenate([labels, np.zeros(len(background))])
+    n_pos, n_neg = float(labels.sum()), float(len(labels) - labels.sum())
+    weights = np.concatenate([
+        np.where(labels == 1, 0.5 / n_pos, 0.25 / n_neg), np.full(len(background), 0.25 / len(background))
+    ]) * len(x)  # fmt: skip
+    mean, scale = _standardizer(x)
+    model = make().set_params(class_weight=None)
+    return _WindowModel(model.fit((x - mean) / scale, y, sample_weight=weights), mean, scale)
+
+
+def _fit_few_shot(
+    spec: SignalSpec, pos: Groups, neg: Groups, background: NDArray[np.float64] | None = None
+) -> _Fit:
     """Cross-validate, pick the threshold, fit on every example.
 
     A logistic signal whose examples have several windows also chooses, by the same
@@ -358,7 +395,9 @@ def _fit_few_shot(spec: SignalSpec, pos: Groups, neg: Groups) -> _Fit:
             make: Callable[[], Any] = make,
             selection: Selection = selection,
         ) -> NDArray[np.float64]:
-            model = _fit_windows(spec, make, [groups[i] for i in train], y[train], selection)
+            model = _fit_windows(
+                spec, make, [groups[i] for i in train], y[train], selection, background
+            )
             return model.example_probs([groups[i] for i in test])
 
         probs = _cross_val_probs(fit_predict, y, spec.seed)
@@ -382,7 +421,9 @@ def _fit_few_shot(spec: SignalSpec, pos: Groups, neg: Groups) -> _Fit:
     metrics = _metrics(cv_probs, y, threshold)
     if searched:
         metrics |= {"selection": float(_SELECTIONS.index(selection)), "regularization": c}
-    final = _fit_windows(spec, make, groups, y, selection)
+    if background is not None and spec.classifier == "logistic":
+        metrics["background_windows"] = float(len(background))
+    final = _fit_windows(spec, make, groups, y, selection, background)
     model, mean, scale = final.model, final.mean, final.scale
     # The standardisation is folded into the first layer so scoring stays one matrix product:
     # w·(e - mean)/scale + b  ==  (w/scale)·e + (b - w·mean/scale)
