@@ -115,8 +115,8 @@ def _background(
     reserve = set(shuffled[: int(len(shuffled) * RESERVE)])
     test = [i for i in not_drawn if i not in reserve]
     field = rows[not_drawn[0]]["field"]
-    pool = sorted(reserve | {i for i, r in enumerate(rows)
-                             if r["field"] == field and r["mode"] != mode and i not in taken})  # fmt: skip
+    others = {i for i, r in enumerate(rows) if r["field"] == field and r["mode"] != mode}
+    pool = sorted(reserve | (others - taken))
     if variant == "none":
         return test, None
     if variant == "traffic5":

@@ -36,11 +36,12 @@ from signals.store import (
     retrained_from_version,
 )
 from signals.text_embedder import SentenceEmbedder, TextEmbedderConfig
-from signals.training import fit_signal, train_signal
+from signals.training import BACKGROUND_WINDOWS, TrafficSample, fit_signal, train_signal
 from signals.verdict import Verdict, judge
 from signals.windows import Windows
 
 __all__ = [
+    "BACKGROUND_WINDOWS",
     "CacheCounts",
     "DuplicateSignal",
     "Embedder",
@@ -74,6 +75,7 @@ __all__ = [
     "Target",
     "TextEmbedder",
     "TextEmbedderConfig",
+    "TrafficSample",
     "TrainingError",
     "Verdict",
     "Windows",

@@ -13,7 +13,7 @@ ClickHouse implementation lives in the composition root (``telltale.signal_store
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -88,7 +88,8 @@ class EmbeddingSource(Protocol):
 class StoredExamples:
     """Examples given as stored event ids: their stored window vectors, or their content
     re-embedded when they were embedded by another model (a
-    :class:`~signals.training.ExampleLookup`)."""
+    :class:`~signals.training.ExampleLookup`), and a sample of stored traffic as background
+    negatives (a :class:`~signals.training.TrafficSample`)."""
 
     def __init__(self, source: EmbeddingSource, policy: ImagePolicy | None = None) -> None:
         self._source = source
@@ -124,6 +125,27 @@ class StoredExamples:
             groups = [v[None, :] for v in embedder.embed_texts([contents[e] for e in ids])]
         found.update(zip(ids, groups, strict=True))
         return found
+
+    def background(
+        self, field: str, embedder: Embedder | TextEmbedder, windows: int, exclude: Collection[str]
+    ) -> NDArray[np.float32]:
+        """Up to ``windows`` stored window vectors of ``field`` under ``embedder``'s id (a
+        :class:`~signals.training.TrafficSample`): the windows of a pseudo-random sample of
+        stored events (the store's own sample order, so the same store gives the same rows),
+        the events in ``exclude`` (the signal's own examples) left out, thinned to ``windows``
+        evenly spaced rows when there are more. ``(0, dim)`` when nothing is stored under that
+        embedder."""
+        rows = [r for r in self._source.sample(field, embedder.id, windows + len(exclude))
+                if r.event_id not in exclude]  # fmt: skip
+        if not rows:
+            return np.zeros((0, embedder.dim), dtype=np.float32)
+        vectors = np.concatenate(
+            [np.asarray(r.window_vectors, dtype=np.float32).reshape(-1, embedder.dim)
+             for r in rows]
+        )  # fmt: skip
+        if len(vectors) > windows:
+            vectors = vectors[np.linspace(0, len(vectors) - 1, windows).round().astype(int)]
+        return vectors
 
 
 def score_stored(signal: FittedSignal, rows: Sequence[StoredVectors]) -> FieldScores:

@@ -10,10 +10,10 @@ cross-validated F-beta (beta < 1 favours precision, which is what an alerting si
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -29,8 +29,10 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 __all__ = [
+    "BACKGROUND_WINDOWS",
     "MIN_EXAMPLES_PER_CLASS",
     "ExampleLookup",
+    "TrafficSample",
     "embed_example_windows",
     "embed_examples",
     "fit_signal",
@@ -55,6 +57,26 @@ class ExampleLookup(Protocol):
     def vectors(
         self, event_ids: Sequence[str], field: str, embedder: Embedder | TextEmbedder
     ) -> dict[str, NDArray[np.float32]]: ...
+
+
+BACKGROUND_WINDOWS = 1000
+"""Window vectors of stored traffic a text signal trains against (fixed a priori, in the
+brief's 200-2000; see :func:`train_signal`)."""
+
+
+@runtime_checkable
+class TrafficSample(Protocol):
+    """Unlabelled stored traffic of a field, for background negatives.
+
+    Implemented by :class:`signals.examples.StoredExamples` (the ClickHouse lookup the CLI and
+    the retrainer pass): up to ``windows`` window vectors of ``field`` stored under
+    ``embedder``'s id, a reproducible sample, leaving out the events in ``exclude``; an empty
+    ``(0, dim)`` array when nothing is stored under that embedder.
+    """
+
+    def background(
+        self, field: str, embedder: Embedder | TextEmbedder, windows: int, exclude: Collection[str]
+    ) -> NDArray[np.float32]: ...
 
 
 @dataclass(frozen=True)
@@ -157,8 +179,18 @@ def train_signal(
     version: int = 1,
     policy: ImagePolicy | None = None,
     lookup: ExampleLookup | None = None,
+    background_windows: int = BACKGROUND_WINDOWS,
 ) -> FittedSignal:
-    """Embed the spec's examples (and query) with its field's embedder and fit the signal."""
+    """Embed the spec's examples (and query) with its field's embedder and fit the signal.
+
+    A few-shot logistic text signal whose ``lookup`` is also a :class:`TrafficSample` (the
+    stored-events lookup of ``telltale signals add``, ``label`` and the retrainer) trains
+    against up to ``background_windows`` stored windows of its field as background negatives
+    (:func:`fit_signal`); with nothing stored (a fresh install) it trains on its examples
+    alone, as a signal without a store does. ``metrics["background_windows"]`` says how many.
+    Measured on ``bench/data/chat_eval.jsonl`` (``bench/signals.py --background 1000``): the
+    README's table.
+    """
     embedders = as_field_embedders(embedder)
     positives, negatives = embed_example_windows(spec, embedders, policy, lookup)
     query = (
@@ -166,8 +198,20 @@ def train_signal(
         if spec.kind == "zero_shot" and spec.query
         else None
     )
+    background = None
+    if (
+        isinstance(lookup, TrafficSample)
+        and spec.kind == "few_shot"
+        and spec.classifier == "logistic"
+        and spec.modality == "text"
+        and background_windows > 0
+    ):
+        refs = {e.event_id for e in (*spec.examples.positive, *spec.examples.negative)
+                if isinstance(e, EventRef)}  # fmt: skip
+        field_embedder = embedders.for_field(spec.field)
+        background = lookup.background(spec.field, field_embedder, background_windows, refs)
     return fit_signal(spec, positives, negatives, embedders.id_for(spec.field), version,
-                      query=query)  # fmt: skip
+                      query=query, background=background)  # fmt: skip
 
 
 def fit_signal(
@@ -204,6 +248,8 @@ def fit_signal(
             _check_counts(spec, len(pos), len(neg))
             extra = None if background is None else np.asarray(background, dtype=np.float64)
             fit = _fit_few_shot(spec, pos, neg, None if extra is None or not len(extra) else extra)
+            if background is not None and spec.classifier == "logistic":
+                fit.metrics["background_windows"] = float(len(background))
     hidden_w = () if fit.hidden_weights is None else tuple(map(tuple, fit.hidden_weights.tolist()))
     hidden_b = () if fit.hidden_bias is None else tuple(fit.hidden_bias.tolist())
     return FittedSignal(
@@ -353,9 +399,8 @@ def _fit_with_background(
     x = np.concatenate([rows, background])
     y = np.concatenate([labels, np.zeros(len(background))])
     n_pos, n_neg = float(labels.sum()), float(len(labels) - labels.sum())
-    weights = np.concatenate([
-        np.where(labels == 1, 0.5 / n_pos, 0.25 / n_neg), np.full(len(background), 0.25 / len(background))
-    ]) * len(x)  # fmt: skip
+    labelled = np.where(labels == 1, 0.5 / n_pos, 0.25 / n_neg)
+    weights = np.concatenate([labelled, np.full(len(background), 0.25 / len(background))]) * len(x)
     mean, scale = _standardizer(x)
     model = make().set_params(class_weight=None)
     return _WindowModel(model.fit((x - mean) / scale, y, sample_weight=weights), mean, scale)
@@ -421,8 +466,6 @@ def _fit_few_shot(
     metrics = _metrics(cv_probs, y, threshold)
     if searched:
         metrics |= {"selection": float(_SELECTIONS.index(selection)), "regularization": c}
-    if background is not None and spec.classifier == "logistic":
-        metrics["background_windows"] = float(len(background))
     final = _fit_windows(spec, make, groups, y, selection, background)
     model, mean, scale = final.model, final.mean, final.scale
     # The standardisation is folded into the first layer so scoring stays one matrix product:
