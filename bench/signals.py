@@ -23,6 +23,10 @@ text throughput of each model on the same texts. Long answers are also scored on
 (the held-out long texts of each draw), and the very long ones (400-700 tokens, the failure
 after token 300) alone, which is where windows and truncation at 256 tokens differ.
 
+``--background N`` also fits every logistic signal against N window vectors of unlabelled
+"traffic" (see ``_background``; variants ``none`` / ``traffic`` / ``traffic5``, the last one
+built with the labels to simulate a 5 % failure rate) and reports the training time per signal.
+
 ``--section costs`` prints, with the embedder given:
 
 1. training time (cross-validation and threshold choice included) for 8+8, 20+20 and 200+200
