@@ -25,7 +25,7 @@ from signals.groups import GroupScore, SignalGroup, apply_groups, load_groups
 from signals.images import ImagePolicy, load_image
 from signals.labeling import suggest
 from signals.live import LiveSignals, retrainer
-from signals.open_clip_embedder import EmbedderConfig, OpenClipEmbedder
+from signals.open_clip_embedder import EmbedderConfig, LazyOpenClipEmbedder, OpenClipEmbedder
 from signals.published import PublishedSignal
 from signals.spec import EventRef, Examples, SignalSpec, load_spec, parse_spec
 from signals.store import (
@@ -58,6 +58,7 @@ __all__ = [
     "ImageError",
     "ImagePolicy",
     "InMemorySignalStore",
+    "LazyOpenClipEmbedder",
     "LiveSignals",
     "LruVectorCache",
     "Modality",

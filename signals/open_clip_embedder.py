@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
     from PIL import Image
 
-__all__ = ["BUNDLED_CONFIGS", "EmbedderConfig", "OpenClipEmbedder"]
+__all__ = ["BUNDLED_CONFIGS", "EmbedderConfig", "LazyOpenClipEmbedder", "OpenClipEmbedder"]
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,48 @@ class OpenClipEmbedder:
     def _encode_images(self, images: list[Image.Image]) -> Any:
         batch = self._torch.stack([self._preprocess(img) for img in images])
         return self._model.encode_image(batch.to(self.config.device))
+
+
+class LazyOpenClipEmbedder:
+    """An :class:`OpenClipEmbedder` built on first use.
+
+    Its id follows from the configuration alone, so a command that only embeds text (training a
+    text signal with ``telltale signals add``) records the image field's id without loading, or
+    downloading, CLIP's weights. An error in those weights surfaces at the first image.
+    """
+
+    def __init__(self, config: EmbedderConfig) -> None:
+        self.config = config
+        self._id = _embedder_id(config)
+        self._embedder: OpenClipEmbedder | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._embedder is not None
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def dim(self) -> int:
+        return self._get().dim
+
+    def embed_texts(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        return self._get().embed_texts(texts)
+
+    def embed_windows(self, texts: Sequence[str]) -> Windows:
+        return self._get().embed_windows(texts)
+
+    def embed_images(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
+        return self._get().embed_images(images)
+
+    def _get(self) -> OpenClipEmbedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = OpenClipEmbedder(self.config)
+            return self._embedder
 
 
 def _embedder_id(cfg: EmbedderConfig) -> str:

@@ -51,7 +51,7 @@ def _embedder() -> Any:
     from telltale.wiring import make_embedders
 
     settings = cli_settings()
-    return make_embedders(settings.embedder, settings.text_embedder)
+    return make_embedders(settings.embedder, settings.text_embedder, lazy_image=True)
 
 
 def _verdict(client: Any, fitted: FittedSignal) -> Any:

@@ -8,10 +8,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from signals import (
+    Embedder,
     EmbedderConfig,
     EmbeddingCache,
     FieldEmbedders,
     ImagePolicy,
+    LazyOpenClipEmbedder,
     LiveSignals,
     LruVectorCache,
     OpenClipEmbedder,
@@ -132,9 +134,16 @@ def make_groups(settings: GroupSettings, client: Client | None = None) -> tuple[
     return groups
 
 
-def make_embedders(image: EmbedderConfig, text: TextEmbedderConfig) -> FieldEmbedders:
-    """open_clip for images; the text model for text fields (or CLIP's text tower)."""
-    clip = make_embedder(image)
+def make_embedders(
+    image: EmbedderConfig, text: TextEmbedderConfig, *, lazy_image: bool = False
+) -> FieldEmbedders:
+    """open_clip for images; the text model for text fields (or CLIP's text tower).
+
+    ``lazy_image`` builds open_clip on first use: the signal commands, which often train a text
+    signal only, then never load CLIP's weights. Long-running processes load it at start, so a
+    missing checkpoint stops them at once instead of at the first image.
+    """
+    clip: Embedder = LazyOpenClipEmbedder(image) if lazy_image else make_embedder(image)
     if text.uses_open_clip:
         return FieldEmbedders(clip)
     from signals import SentenceEmbedder

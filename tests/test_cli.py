@@ -57,6 +57,33 @@ def test_signals_add_list_and_versions(run) -> None:  # type: ignore[no-untyped-
     ]
 
 
+def test_a_text_signal_never_loads_clip_weights(  # type: ignore[no-untyped-def]
+    run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Weights open_clip cannot find: a text signal is trained and stored all the same, since
+    # only the image field needs CLIP and it is built on first use.
+    monkeypatch.setenv("TELLTALE_EMBEDDER_PRETRAINED", "no-such-weights")
+    added = json.loads(
+        run("signals", "add", str(EXAMPLES / "stock_advice.yaml"), "--format", "json")
+    )
+    assert added["version"] == 1 and added["embedder_id"].startswith("st/all-MiniLM-L6-v2/")
+
+
+def test_the_lazy_clip_embedder_has_its_id_at_once_and_its_errors_at_first_use() -> None:
+    from signals.errors import EmbedderError
+    from signals.open_clip_embedder import EmbedderConfig, LazyOpenClipEmbedder, OpenClipEmbedder
+
+    tiny = EmbedderConfig(model_name="telltale-tiny", pretrained=None)
+    lazy = LazyOpenClipEmbedder(tiny)
+    eager = OpenClipEmbedder(tiny)
+    assert lazy.id == eager.id and not lazy.loaded
+    assert (lazy.embed_texts(["a cat"]) == eager.embed_texts(["a cat"])).all() and lazy.loaded
+    broken = LazyOpenClipEmbedder(tiny.model_copy(update={"pretrained": "no-such-weights"}))
+    assert broken.id.endswith("/no-such-weights")
+    with pytest.raises(EmbedderError, match="no-such-weights"):
+        broken.embed_texts(["a cat"])
+
+
 def test_signals_add_reports_spec_errors(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nthreshold: 7\n")
