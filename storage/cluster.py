@@ -38,6 +38,7 @@ _TABLE = re.compile(
 _ALTER = re.compile(
     r"\s*ALTER TABLE (?P<name>\w+) (?P<action>ADD COLUMN IF NOT EXISTS .*)", re.DOTALL
 )
+_TTL = re.compile(r"\s*ALTER TABLE (?P<name>\w+) (?P<action>MODIFY TTL .*)", re.DOTALL)
 _VIEW = re.compile(
     r"\s*CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<name>\w+) TO (?P<target>\w+) AS"
     r"(?P<select>.*\bFROM )(?P<source>\w+)(?P<rest>.*)",
@@ -79,4 +80,8 @@ def render(statement: str, cluster: str | None) -> list[str]:
             f"ALTER TABLE {alter['name']}_local ON CLUSTER {cluster} {alter['action']}",
             f"ALTER TABLE {alter['name']} ON CLUSTER {cluster} {alter['action']}",
         ]
+    ttl = _TTL.fullmatch(statement)
+    if ttl is not None:
+        # Rows live on the local shards; the Distributed table stores nothing to expire.
+        return [f"ALTER TABLE {ttl['name']}_local ON CLUSTER {cluster} {ttl['action']}"]
     raise ValueError(f"cannot render for a cluster: {statement.strip()[:80]}")

@@ -347,6 +347,13 @@ ORDER BY (field, at)
 TTL toDateTime(at) + INTERVAL 90 DAY
 """
 
+# A cached vector expires 30 days after it was written: the table holds about a month of
+# distinct contents, and the vectors of a replaced embedder leave with it. A content still in use
+# is embedded once more after expiry and cached again.
+_EMBEDDING_CACHE_TTL = """
+ALTER TABLE embedding_cache MODIFY TTL toDateTime(created_at) + INTERVAL 30 DAY
+"""
+
 
 _FEEDBACK = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -401,5 +408,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         "slices: slice values on scores, failure rates by slice; signal groups; discovered "
         "clusters",
         (*_SCORE_SLICES, _SLICE_RATES, _SLICE_RATES_MV, _SIGNAL_GROUPS, _DISCOVERED_CLUSTERS),
+    ),
+    Migration(
+        14,
+        "embedding cache entries expire 30 days after they were written",
+        (_EMBEDDING_CACHE_TTL,),
     ),
 )

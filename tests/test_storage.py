@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from storage.client import redact_dsn
+from storage.embedding_cache import ClickHouseVectorCache
 from storage.migrate import applied_versions, migrate
 from storage.queries import failure_rates, table_counts
 from storage.registry import SignalRecord, delete_signal, latest_signals, save_signal
@@ -122,3 +123,23 @@ def test_releases_round_trip_in_utc(ch: Any) -> None:
 def test_redact_dsn_hides_password() -> None:
     assert redact_dsn("https://u:s3cret@host:8443/db") == "https://u:***@host:8443/db"
     assert redact_dsn("chdb:///tmp/x") == "chdb:///tmp/x"
+
+
+def test_embedding_cache_entries_expire_after_30_days(ch: Any) -> None:
+    cache = ClickHouseVectorCache(ch)
+    cache.put_many({"fresh": [[0.5, 0.5]]}, embedder_id="m", field="output.text")
+    now = datetime.now(UTC)
+    rows = [[key, "m", "output.text", [[1.0, 0.0]], now - timedelta(days=age)]
+            for key, age in (("stale", 31), ("recent", 29))]  # fmt: skip
+    ch.insert("embedding_cache", rows,
+              column_names=["key", "embedder_id", "field", "windows", "created_at"])  # fmt: skip
+    ch.command("OPTIMIZE TABLE embedding_cache FINAL")  # TTL deletes rows when parts merge
+    assert set(cache.get_many(["fresh", "recent", "stale"])) == {"fresh", "recent"}
+
+
+def test_ttl_changes_go_on_the_shards_only() -> None:
+    from storage.cluster import render
+
+    [local] = render("ALTER TABLE embedding_cache MODIFY TTL toDateTime(created_at) + "
+                     "INTERVAL 30 DAY", "prod")  # fmt: skip
+    assert local.startswith("ALTER TABLE embedding_cache_local ON CLUSTER prod MODIFY TTL")
