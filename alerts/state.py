@@ -30,6 +30,7 @@ from storage import (
     DetectionRow,
     DriftWindowRow,
     detection_watermarks,
+    drift_windows_after,
     insert_detections,
     insert_drift_windows,
     last_drift_window_ends,
@@ -78,6 +79,10 @@ class DetectionStore(Protocol):
         """Per model, the end of the newest drift window already tested."""
         ...
 
+    def drift_windows_after(self, model: str, after: datetime) -> list[DriftWindowRow]:
+        """The model's stored drift looks ending after ``after``, oldest first."""
+        ...
+
 
 class ClickHouseStore:
     """The ``detections`` and ``drift_windows`` tables."""
@@ -99,6 +104,9 @@ class ClickHouseStore:
 
     def drift_resume_points(self) -> dict[str, datetime]:
         return last_drift_window_ends(self._client)
+
+    def drift_windows_after(self, model: str, after: datetime) -> list[DriftWindowRow]:
+        return drift_windows_after(self._client, model, after)
 
 
 class MemoryStore:
@@ -131,6 +139,10 @@ class MemoryStore:
             points[w.model] = max(w.window_end, points.get(w.model, w.window_end))
         return points
 
+    def drift_windows_after(self, model: str, after: datetime) -> list[DriftWindowRow]:
+        latest = {w.window_end: w for w in self.drift_windows if w.model == model}
+        return [latest[end] for end in sorted(latest) if end > after]
+
 
 @dataclass
 class Episode:
@@ -155,6 +167,7 @@ class DetectionBook:
         self._open: dict[SeriesId, Episode] = {}
         self._unsent: dict[str, DetectionRow] = {}  # resolved, resolve message not sent yet
         self._dirty: dict[str, DetectionRow] = {}
+        self._drift_windows: list[DriftWindowRow] = []
         self._last_stamp = datetime.min.replace(tzinfo=UTC)
         self._watermarks = store.load_watermarks()
         for row in store.load_pending():
@@ -287,9 +300,23 @@ class DetectionBook:
                 self._unsent[row.detection_id] = updated
         self._dirty[row.detection_id] = updated
 
+    def record_drift_windows(self, rows: Sequence[DriftWindowRow]) -> None:
+        """Buffer drift looks; :meth:`flush` stores them *after* the detections they changed.
+
+        A stored look is never tested again (the drift track resumes after the newest one, and a
+        restart replays the stored looks into an open incident's hysteresis), so a look must
+        not be stored while the alarm or resolution it caused is not: were the cycle to fail in
+        between, the alarm would be lost for good. Written last, a look whose detections were
+        written but which itself was not is simply tested again, with the same result (its
+        permutations are seeded by model and window), and the book ignores the repeated alarm.
+        """
+        self._drift_windows.extend(rows)
+
     def flush(self) -> list[DetectionRow]:
-        """Write every changed row (one insert) and return what was written."""
+        """Write every changed row (one insert), then the buffered drift looks; return the rows
+        written."""
         if not self._dirty:
+            self._flush_drift_windows()
             return []
         stamp = self._clock().astimezone(UTC)
         stamp = stamp.replace(microsecond=stamp.microsecond // 1000 * 1000)  # DateTime64(3)
@@ -299,7 +326,13 @@ class DetectionBook:
         rows = [replace(r, updated_at=stamp) for r in self._dirty.values()]
         self._store.save(rows)
         self._dirty.clear()
+        self._flush_drift_windows()
         return rows
+
+    def _flush_drift_windows(self) -> None:
+        if self._drift_windows:
+            self._store.save_drift_windows(self._drift_windows)
+            self._drift_windows = []
 
     def _put(self, sid: SeriesId, row: DetectionRow) -> None:
         self._open[sid].row = row

@@ -25,6 +25,7 @@ __all__ = [
     "DriftWindowRow",
     "StateFilter",
     "detection_watermarks",
+    "drift_windows_after",
     "insert_detections",
     "insert_drift_windows",
     "json_safe",
@@ -244,3 +245,27 @@ def last_drift_window_ends(client: Client) -> dict[str, datetime]:
     """The end of the newest stored drift window per model (where a restarted monitor resumes)."""
     rows = client.query("SELECT model, max(window_end) FROM drift_windows GROUP BY model")
     return {str(r[0]): r[1].astimezone(UTC) for r in rows.result_rows}
+
+
+def drift_windows_after(client: Client, model: str, after: datetime) -> list[DriftWindowRow]:
+    """The stored drift looks of ``model`` whose window ends after ``after``, oldest first.
+
+    A restarted monitor replays these through the drift hysteresis of an incident still open
+    (opened at ``after``), so the clean looks it had already counted are not forgotten.
+    """
+    sql = f"""
+        SELECT {", ".join(_DRIFT_COLUMNS)} FROM drift_windows FINAL
+        WHERE model = {{model:String}} AND window_end > {{after:DateTime64(3, 'UTC')}}
+        ORDER BY window_end
+    """  # noqa: S608 - fixed column list; values are bound parameters
+    rows = client.query(sql, parameters={"model": model, "after": _utc(after)}).result_rows
+    return [_window_from_row(r) for r in rows]
+
+
+def _window_from_row(r: Sequence[Any]) -> DriftWindowRow:
+    return DriftWindowRow(
+        model=str(r[0]), window_start=r[1].astimezone(UTC), window_end=r[2].astimezone(UTC),
+        statistic=float(r[3]), threshold=float(r[4]), p_value=float(r[5]),
+        reference_size=int(r[6]), recent_size=int(r[7]),
+        clusters=json.loads(r[8]) if r[8] else [],
+    )  # fmt: skip

@@ -15,9 +15,15 @@ look that fires and resolves after ``clean_looks`` consecutive looks with a p-va
 ``clean_level`` (:class:`~alerts.drift.DriftHysteresis`), or when no look could be made for
 ``resolve_after`` since its last alarm (the model stopped sending prompts).
 
-Hysteresis state lives in memory: an incident still open in the book when the track starts (a
-restarted monitor, a rebuild after late rows) is resumed open with a zero clean streak, compared
-with the days before its first window.
+Restarts. The hysteresis is rebuilt from storage, not kept only in memory: an incident still
+open in the book when the track starts (a restarted monitor, a rebuild after late rows) is
+resumed open, compared with the days before its first window, and the looks stored in
+``drift_windows`` since it opened are replayed through its hysteresis, so the clean looks counted
+before the restart still count (three clean looks resolve it whether or not the monitor
+restarted between them). Looks are never tested twice (the track resumes after the newest stored
+window), so a look is stored only after the detection it opened, continued or resolved
+(:meth:`~alerts.state.DetectionBook.record_drift_windows`): a cycle that fails in between tests
+the look again, with the same seeded result, instead of losing its alarm.
 """
 
 from __future__ import annotations
@@ -98,7 +104,7 @@ class DriftTrack:
             if self._catchup is not None:
                 ends = ends[-self._catchup :]
             key = f"model={model}"
-            incident = self._drift_incident(book, model, key)
+            incident = self._drift_incident(span, model, key)
             windows: list[DriftWindowRow] = []
             for end in ends:
                 look = self._drift_look(client, model, end, recent, reference, incident)
@@ -110,7 +116,7 @@ class DriftTrack:
                     if episode is not None and end - episode.last_alarm >= span.resolve_after:
                         reason = "too few prompts to test since the last alarm"
                         self._close_drift(book, model, key, end, report, reason)
-                        incident = self._drift_incident(book, model, key)  # a closed one
+                        incident = self._drift_incident(span, model, key)  # a closed one
                     continue
                 window, detection, fired = look
                 windows.append(window)
@@ -124,25 +130,33 @@ class DriftTrack:
                     reason = (f"{s.clean_looks} consecutive looks with a p-value above "
                               f"{s.clean_level}")  # fmt: skip
                     self._close_drift(book, model, key, end, report, reason)
-            span.store.save_drift_windows(windows)
+            book.record_drift_windows(windows)  # stored after the detections (docstring)
             report.drift_looks += len(windows)
 
-    def _drift_incident(self, book: DetectionBook, model: str, key: str) -> DriftHysteresis:
-        """The model's incident state; an incident still open in the book (a restarted monitor)
-        is resumed open, compared with the days before its first window."""
+    def _drift_incident(self, span: Span, model: str, key: str) -> DriftHysteresis:
+        """The model's incident state. An incident still open in the book (a restarted monitor)
+        is resumed open, compared with the days before its first window, with the stored looks
+        since it opened replayed through its hysteresis (module docstring)."""
         incident = self._drift_incidents.get(model)
-        if incident is None:
-            episode = book.episode(DRIFT, key)
-            incident = DriftHysteresis(
-                self._s.clean_level, self._s.clean_looks, is_open=episode is not None
-            )
-            self._drift_incidents[model] = incident
-            if episode is not None:
-                began = episode.row.details.get("window_start")
-                self._drift_since[model] = (
-                    datetime.fromisoformat(began) if isinstance(began, str)
-                    else episode.row.opened_at
-                )  # fmt: skip
+        if incident is not None:
+            return incident
+        s, book = self._s, span.book
+        episode = book.episode(DRIFT, key)
+        incident = DriftHysteresis(s.clean_level, s.clean_looks, is_open=episode is not None)
+        self._drift_incidents[model] = incident
+        if episode is None:
+            return incident
+        began = episode.row.details.get("window_start")
+        self._drift_since[model] = (
+            datetime.fromisoformat(began) if isinstance(began, str) else episode.row.opened_at
+        )
+        for look in span.store.drift_windows_after(model, episode.row.opened_at):
+            if incident.update(look.p_value <= look.threshold, look.p_value) == "resolved":
+                # Stored by a telltale that wrote looks before detections: the resolution the
+                # look made was lost, and is recorded now, at that look.
+                reason = f"{s.clean_looks} consecutive looks with a p-value above {s.clean_level}"
+                self._close_drift(book, model, key, look.window_end, span.report, reason)
+                return self._drift_incident(span, model, key)  # a closed one
         return incident
 
     def _close_drift(
