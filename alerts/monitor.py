@@ -20,7 +20,9 @@ Each cycle
 6. logs how long it took (``monitor cycle ... in 0.42 s``) for the pipeline-health view.
 
 A monitor that starts (or restarts) replays ``lookback_minutes`` of history to rebuild its
-detectors' state; :class:`~alerts.state.DetectionBook` makes sure the alarms of that replay do not
+detectors' state (prompt-drift incidents are rebuilt from their stored looks instead; it warns
+when the lookback is shorter than a release test's horizon or a CUSUM's warm-up);
+:class:`~alerts.state.DetectionBook` makes sure the alarms of that replay do not
 open or page anything that is already recorded. A cycle that fails (ClickHouse unreachable)
 drops the in-memory state and the next cycle rebuilds it the same way, so no minute is ever fed
 to a detector twice.
@@ -137,6 +139,7 @@ class Monitor:
         self._watermark: datetime | None = None
         self._rewind = threading.Event()
         self._seen_until: datetime | None = None
+        _warn_short_lookback(settings)
 
     @property
     def position(self) -> datetime | None:
@@ -266,3 +269,21 @@ class Monitor:
                 report.notification_failures += 1
                 log.error("notification of %s failed: %s", row.detection_id, exc)
                 return
+
+
+def _warn_short_lookback(s: MonitorSettings) -> None:
+    """Say when a restart cannot rebuild the release tests or the CUSUMs as they were
+    (:mod:`alerts.tracks.spike`, :mod:`alerts.tracks.cusum`); drift incidents are rebuilt from
+    their stored looks whatever the lookback."""
+    if s.lookback_minutes < s.spike_horizon_minutes:
+        log.warning(
+            "lookback_minutes=%d is shorter than spike_horizon_minutes=%d: after a restart, a "
+            "release older than the lookback is tested afresh (alpha spent again)",
+            s.lookback_minutes, s.spike_horizon_minutes,
+        )  # fmt: skip
+    if s.lookback_minutes < s.cusum_min_history_minutes:
+        log.warning(
+            "lookback_minutes=%d is shorter than cusum_min_history_minutes=%d: after a restart "
+            "the degradation CUSUMs warm up again and cannot alarm for a while",
+            s.lookback_minutes, s.cusum_min_history_minutes,
+        )  # fmt: skip

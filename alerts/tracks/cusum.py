@@ -5,6 +5,18 @@ profile and a dispersion learned from the series' own history (``min_history_min
 ``min_failures`` before it tests; the monitor's lookback replays that history on start). A
 detection clears after ``resolve_after`` without a new alarm (the CUSUM restarts after each
 alarm, so a persisting shift keeps re-alarming). Degenerate signals are not followed.
+
+Restarts. The CUSUMs are not stored: a restarted monitor rebuilds them by replaying
+``lookback_minutes`` of stored minutes, and the detection book keeps the replay's alarms from
+opening or paging anything already recorded (an alarm inside an open incident continues it; one
+at or before the series' watermark is ignored). The rebuilt chart equals the first monitor's only
+when the lookback reaches back to the series' first minute; otherwise its profile is learned from
+less history and its trajectory can differ, which is harmless for an alarm inside an open
+incident (tested: ``tests/test_cusum_restart.py``) but could, in principle, open a second
+detection for minutes the first monitor had already passed quietly. With a lookback shorter than
+``min_history_minutes`` the rebuilt CUSUM cannot test at all for a while: an open incident then
+resolves after ``resolve_after`` although the shift persists, and pages again once the chart
+tests. The monitor warns at start when its lookback is that short (the default, a week, is not).
 """
 
 from __future__ import annotations

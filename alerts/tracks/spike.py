@@ -29,6 +29,14 @@ variance components come from the previous version's own last ``history_days``
 
 The detection clears when the version is superseded by a newer release, or has had no traffic for
 ``resolve_after`` (a roll-back).
+
+Restarts. The e-processes are not stored: a restarted monitor rebuilds each release's test by
+replaying ``lookback_minutes`` from the release, and the detection book keeps the replay's alarms
+from opening or paging twice. With ``lookback_minutes >= horizon_minutes`` (the defaults, a week
+each) every release still under test is replayed from its first minute and the rebuilt test is
+the one the first monitor ran. A shorter lookback starts a release older than it afresh at the
+lookback's start: a new test at the full level, so every restart spends ``alpha`` again on that
+release (the monitor warns at start).
 """
 
 from __future__ import annotations
