@@ -1,7 +1,7 @@
 """Prompt-drift incidents across monitor restarts, over real chDB: a new monitor object on the
 same database neither re-pages an incident that is still open nor forgets the clean looks it had
-counted, and a monitor that dies between testing looks and recording their detections loses no
-alarm.
+counted; a monitor that dies between testing looks and recording their detections loses no
+alarm; looks lost after their detections were written are tested again without a second incident.
 
 The traffic is the intermittent shift of ``test_drift_monitor``: on Tuesday the hourly looks fire
 at 11:00, 13:00 and 15:00 and are clean from 16:00, so one uninterrupted monitor opens one
@@ -10,9 +10,11 @@ incident at 11:00 and resolves it at 18:00, after the clean looks of 16, 17 and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import pytest
 from alerts_seed import webhook_server
 from pydantic import SecretStr
 from test_drift_monitor import BASE, DAY0, H, _topics, _windows, _write
@@ -22,7 +24,7 @@ from alerts.monitor import Monitor
 from alerts.notify import WebhookNotifier
 from alerts.settings import MonitorSettings, NotifySettings
 from alerts.state import ClickHouseStore, DetectionBook
-from storage import list_detections
+from storage import DriftWindowRow, StorageUnavailable, list_detections
 
 TUESDAY = DAY0 + 24 * H
 STRONG = {10, 12, 14}  # Tuesday: these hours send 45 % of prompts about a new topic
@@ -104,4 +106,36 @@ def test_a_monitor_that_dies_before_recording_its_looks_loses_no_alarm(ch: Any) 
     assert (row.state, row.opened_at, row.resolved_at) == (
         "resolved", TUESDAY + 11 * H, TUESDAY + 18 * H,
     )  # fmt: skip
+    assert len(_windows(ch, "chat")) == 12
+
+
+class _WindowsUnwritable(ClickHouseStore):
+    """chDB for detections; the drift looks' insert fails (the database went away between the
+    two inserts of a flush)."""
+
+    def save_drift_windows(self, rows: Sequence[DriftWindowRow]) -> None:
+        raise StorageUnavailable("drift_windows insert failed")
+
+
+def test_looks_lost_after_their_detection_was_written_are_tested_again(ch: Any) -> None:
+    _traffic(ch)
+    settings = MonitorSettings.model_validate(SETTINGS)
+    store = _WindowsUnwritable(ch)
+    book = DetectionBook(store)
+    DetectionEngine(ch, settings, book, store, start=TUESDAY + 8 * H).advance(TUESDAY + 12 * H, [])
+    with pytest.raises(StorageUnavailable):
+        book.flush()
+    (row,) = list_detections(ch)
+    assert (row.state, row.opened_at) == ("firing", TUESDAY + 11 * H)
+    assert _windows(ch, "chat") == []
+
+    # The next monitor tests the looks again (the same seeded verdicts): the alarm at 11:00
+    # continues the stored incident instead of opening another, and it resolves as usual.
+    report = _monitor(ch).run_once(now=TUESDAY + 20 * H)
+    assert report.engine.opened == []
+    (row,) = list_detections(ch)
+    assert (row.state, row.opened_at, row.resolved_at) == (
+        "resolved", TUESDAY + 11 * H, TUESDAY + 18 * H,
+    )  # fmt: skip
+    assert row.details["alarms_in_episode"] == 3  # 11, 13 and 15 h, the first counted once
     assert len(_windows(ch, "chat")) == 12
