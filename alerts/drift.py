@@ -476,7 +476,9 @@ class DriftHysteresis:
     threshold), stays open through looks whose p-value is at most ``clean_level`` (a much
     weaker one: the shift is still visible), and resolves only after ``clean_looks`` consecutive
     looks above ``clean_level``. A sustained shift whose p-values hover around the per-look level
-    is therefore one incident, not one per crossing.
+    is therefore one incident, not one per crossing. Its whole state is ``is_open`` and the clean
+    streak, so a restarted monitor rebuilds it by feeding the stored looks of an open incident to
+    :meth:`update` again (:mod:`alerts.tracks.drift`).
 
     >>> h = DriftHysteresis(clean_level=0.05, clean_looks=2)
     >>> [h.update(f, p) for f, p in [(True, 1e-5), (False, 0.01), (False, 0.3), (True, 1e-6),

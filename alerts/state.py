@@ -1,8 +1,9 @@
 """Detection state: which alarms are open, what was already recorded, what still has to be sent.
 
 The detectors are in-memory state machines; the *detections table* is the monitor's memory across
-restarts. :class:`DetectionBook` sits between the two and turns each alarm into exactly one
-detection row, whoever raises it:
+restarts (with ``drift_windows``, from which an open drift incident's hysteresis is rebuilt).
+:class:`DetectionBook` sits between the two and turns each alarm into exactly one detection row,
+whoever raises it:
 
 * an alarm on a series with an **open** detection continues that detection (no new detection,
   no page; its ``last_alarm_at`` moves, which is what "quiet for N minutes" rules look at);
