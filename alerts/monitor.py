@@ -19,9 +19,11 @@ Each cycle
    a resolve message once when it clears, marking ``notified`` after every delivery;
 6. logs how long it took (``monitor cycle ... in 0.42 s``) for the pipeline-health view.
 
-A monitor that starts (or restarts) replays ``lookback_minutes`` of history to rebuild its
-detectors' state (prompt-drift incidents are rebuilt from their stored looks instead; it warns
-when the lookback is shorter than a release test's horizon or a CUSUM's warm-up);
+A monitor that starts (or restarts) replays ``lookback_minutes`` of history (at least
+``cusum_min_history_minutes``, and from ``cusum_history_minutes`` before the change point of an
+open slow-degradation incident, so its rebuilt CUSUM keeps alarming through the shift) to rebuild
+its detectors' state (prompt-drift incidents are rebuilt from their stored looks instead; it
+warns when the lookback is shorter than a release test's horizon);
 :class:`~alerts.state.DetectionBook` makes sure the alarms of that replay do not
 open or page anything that is already recorded. A cycle that fails (ClickHouse unreachable)
 drops the in-memory state and the next cycle rebuilds it the same way, so no minute is ever fed
@@ -38,12 +40,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from alerts.engine import DetectionEngine, EngineReport, floor_minute
+from alerts.engine import DEGRADATION, DetectionEngine, EngineReport, floor_minute
 from alerts.errors import NotifyError
 from alerts.notify import Notifier
 from alerts.settings import MonitorSettings, NotifySettings
 from alerts.state import ClickHouseStore, DetectionBook
 from storage import (
+    DetectionRow,
     IngestLag,
     Release,
     add_release,
@@ -194,7 +197,7 @@ class Monitor:
             self._watermark = watermark
             if self._book is None or self._engine is None:
                 self._book = DetectionBook(self._store)
-                start = until - timedelta(minutes=s.lookback_minutes)
+                start = _replay_start(until, s, self._book.open_rows())
                 self._engine = DetectionEngine(
                     self._client, s, self._book, self._store, start=start,
                     drift_catchup_looks=s.drift_catchup_looks,
@@ -272,18 +275,34 @@ class Monitor:
 
 
 def _warn_short_lookback(s: MonitorSettings) -> None:
-    """Say when a restart cannot rebuild the release tests or the CUSUMs as they were
-    (:mod:`alerts.tracks.spike`, :mod:`alerts.tracks.cusum`); drift incidents are rebuilt from
-    their stored looks whatever the lookback."""
+    """Say when a restart cannot rebuild the release tests as they were
+    (:mod:`alerts.tracks.spike`); drift incidents are rebuilt from their stored looks whatever the
+    lookback, and the replay covers a CUSUM's warm-up (:func:`_replay_start`)."""
     if s.lookback_minutes < s.spike_horizon_minutes:
         log.warning(
             "lookback_minutes=%d is shorter than spike_horizon_minutes=%d: after a restart, a "
             "release older than the lookback is tested afresh (alpha spent again)",
             s.lookback_minutes, s.spike_horizon_minutes,
         )  # fmt: skip
-    if s.lookback_minutes < s.cusum_min_history_minutes:
-        log.warning(
-            "lookback_minutes=%d is shorter than cusum_min_history_minutes=%d: after a restart "
-            "the degradation CUSUMs warm up again and cannot alarm for a while",
-            s.lookback_minutes, s.cusum_min_history_minutes,
-        )  # fmt: skip
+
+
+def _replay_start(until: datetime, s: MonitorSettings, open_rows: list[DetectionRow]) -> datetime:
+    """Where a starting monitor's replay begins: ``lookback_minutes`` (at least a CUSUM's warm-up)
+    before ``until``, and earlier when an open slow-degradation incident needs it.
+
+    A CUSUM rebuilt from too little history would not alarm again in time: the incident would
+    resolve (no new alarm for ``resolve_after``) although the shift persists, and page again once
+    the chart has warmed up, or, learned from less history, alarm on another schedule and leave
+    a gap long enough to resolve and reopen. So the replay also reaches ``cusum_history_minutes``
+    (the history the profile is fit on) before the change point of every open degradation
+    incident: the rebuilt chart learns from the history the first one had before the shift
+    began, and re-alarms through the shift as it did.
+    """
+    start = until - timedelta(minutes=max(s.lookback_minutes, s.cusum_min_history_minutes))
+    warm_up = timedelta(minutes=s.cusum_history_minutes)
+    for row in open_rows:
+        if row.detector == DEGRADATION:
+            changed = row.details.get("change_at")
+            began = datetime.fromisoformat(changed) if isinstance(changed, str) else row.opened_at
+            start = min(start, min(began, row.opened_at) - warm_up)
+    return start

@@ -1,7 +1,8 @@
 """The slow-degradation CUSUM across monitor restarts, over real chDB: a monitor restarted
 mid-incident with a lookback shorter than the series' history (its CUSUM and profile are rebuilt
 from less history than the first monitor had) continues the open incident, opens nothing new and
-resolves it once."""
+resolves it once; a lookback shorter than the CUSUM's warm-up does not make it resolve a
+persisting degradation early."""
 
 from __future__ import annotations
 
@@ -41,3 +42,25 @@ def test_a_restart_mid_degradation_continues_the_incident(ch: Any) -> None:
     assert later.engine.opened == [] and len(later.engine.resolved) == 1
     (row,) = list_detections(ch)
     assert row.detection_id == opened.detection_id and row.state == "resolved"
+
+
+def test_a_restart_with_a_short_lookback_keeps_a_persisting_degradation_open(ch: Any) -> None:
+    # The failure rate is 9 points above the cycle for five hours, Tuesday 14:00 to 19:00.
+    for hour in range(48):
+        rate = _daily_cycle_rate(hour % 24) + (0.09 if 38 <= hour < 43 else 0.0)
+        traffic(ch, model="img", version="v3", start=DAY0 + hour * 60 * MIN, minutes=60,
+                per_minute=15, rate=rate, seed=500 + hour)  # fmt: skip
+    step = DAY0 + STEP_HOUR * 60 * MIN
+    settings: dict[str, Any] = {"cusum_arl0_minutes": 10_000, "resolve_after_minutes": 45}
+    first = _monitor(ch, lookback_minutes=3_000, **settings).run_once(now=step + 45 * MIN)
+    assert len(first.engine.opened) == 1
+
+    # Restarted with a lookback (600 minutes) shorter than the CUSUM's warm-up (a day): the
+    # replay still covers the warm-up, so the chart keeps alarming while the shift lasts.
+    restarted = _monitor(ch, lookback_minutes=600, **settings)
+    for minutes in range(60, 5 * 60 + 1, 30):
+        report = restarted.run_once(now=step + minutes * MIN)
+        assert report.engine.opened == [] and report.engine.resolved == []
+    (row,) = list_detections(ch)
+    assert row.state == "firing"
+    assert datetime.fromisoformat(row.details["last_alarm_at"]) > step + 4 * 60 * MIN

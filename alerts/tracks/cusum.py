@@ -13,10 +13,11 @@ at or before the series' watermark is ignored). The rebuilt chart equals the fir
 when the lookback reaches back to the series' first minute; otherwise its profile is learned from
 less history and its trajectory can differ, which is harmless for an alarm inside an open
 incident (tested: ``tests/test_cusum_restart.py``) but could, in principle, open a second
-detection for minutes the first monitor had already passed quietly. With a lookback shorter than
-``min_history_minutes`` the rebuilt CUSUM cannot test at all for a while: an open incident then
-resolves after ``resolve_after`` although the shift persists, and pages again once the chart
-tests. The monitor warns at start when its lookback is that short (the default, a week, is not).
+detection for minutes the first monitor had already passed quietly. A replay shorter than
+``min_history_minutes`` before the shift would leave the rebuilt CUSUM unable to alarm in time
+(an open incident would resolve although the shift persists, and page again once the chart
+tests), so the monitor's replay starts ``history_minutes`` before the change point of every open
+degradation incident, whatever its ``lookback_minutes``.
 """
 
 from __future__ import annotations
