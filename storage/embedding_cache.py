@@ -2,8 +2,9 @@
 
 Workers keep an in-process LRU (``signals.cache``) and look here for what it misses before they
 run the model, so a prompt template embedded by one worker is not embedded again by another, or
-after a restart. Keys are content hashes computed by the caller (embedder id + field + content);
-this table never sees the content itself. Storage knows no numpy: vectors are float lists.
+after a restart. Keys are content hashes computed by the caller (embedder id + field + content;
+for ``output.image`` the content is a hash of the decoded pixels, one window per image); this
+table never sees the content itself. Storage knows no numpy: vectors are float lists.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ executor thread, off the event loop.
 
 Each field is embedded by its own embedder (:class:`~signals.embedders.FieldEmbedders`): text
 fields by the text model, window by window, with every window of the batch in one model call
-(after the embedding cache, when one is given, has answered what it can); images by open_clip.
+(after the embedding cache, when one is given, has answered what it can); images by open_clip,
+after the same cache (keyed by the decoded pixels).
 What is stored of the windows is described in :mod:`signals.windows`.
 """
 
@@ -57,7 +58,7 @@ class BatchResult:
     duplicates_in_batch: int = 0
     rejected: list[tuple[GenerationEvent, str]] = field(default_factory=list)
     scores: int = 0
-    cache: CacheCounts = field(default_factory=CacheCounts)  # texts of this batch
+    cache: CacheCounts = field(default_factory=CacheCounts)  # texts and images of this batch
 
 
 class Pipeline:
@@ -65,7 +66,8 @@ class Pipeline:
 
     ``bank`` is called once per batch, so a caller can swap signals between batches (hot reload)
     without the pipeline knowing where they come from. ``embedder`` is one open_clip embedder
-    for every field or a :class:`FieldEmbedders`; ``cache`` (optional) answers repeated texts.
+    for every field or a :class:`FieldEmbedders`; ``cache`` (optional) answers repeated texts
+    and images.
     ``slicer`` gives every score row the event's capped slice values (default: ``app`` only);
     ``groups`` adds one score row per signal group per event (see :mod:`signals.groups`).
     """
@@ -297,8 +299,9 @@ def embed_field(
 
     A vector in ``given`` (by event id, then field) is used instead of the model when it has
     the field embedder's size: one flat vector is one window, a list of vectors is the windows
-    themselves (what the guardrail API records). Images come from ``images`` by event id; texts
-    go through ``cache`` when there is one. The pipeline and the guardrail API both call this.
+    themselves (what the guardrail API records). Images come from ``images`` by event id. Texts
+    and images go through ``cache`` when there is one (images keyed by their decoded pixels).
+    The pipeline and the guardrail API both call this.
     """
     dim = embedders.for_field(name).dim
     groups: list[NDArray[np.float32]] = [np.zeros((1, dim), dtype=np.float32)] * len(owners)
@@ -312,8 +315,11 @@ def embed_field(
     counts: CacheCounts | None = None
     if missing:
         if name == "output.image":
-            vectors = embedders.image.embed_images([images[owners[i].event_id] for i in missing])
-            computed = Windows.single(vectors)
+            pictures = [images[owners[i].event_id] for i in missing]
+            if cache is not None:  # keyed by decoded pixels: the fetch happened, the model may not
+                computed, counts = cache.embed_images(embedders.image, name, pictures)
+            else:
+                computed = Windows.single(embedders.image.embed_images(pictures))
         else:
             texts = [_CONTENT[name](owners[i]) or "" for i in missing]
             if cache is not None:
