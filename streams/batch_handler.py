@@ -13,6 +13,10 @@ Storage errors decide the outcome by what they concern (:mod:`storage.errors`):
 * :class:`~storage.errors.RowsRejected`: the batch is bisected until the offending events are
   isolated; those are dead-lettered with the database's error and the rest is stored. Any other
   exception of the pipeline (an event that makes the embedder fail) is bisected the same way.
+* :class:`~storage.errors.StorageOverloaded` (a memory limit, a query's time limit): retried
+  like an outage, but after :attr:`~streams.retry.RetryPolicy.split_after` retries of the same
+  write the batch is bisected instead; a single event that still fails alone is dead-lettered
+  with the database's error (one batch of huge rows must not stall the partition forever).
 * :class:`~storage.errors.StorageMisconfigured` (a missing table or column, authentication):
   one clear log line, :class:`WorkerHealth` turns failing, nothing is dead-lettered or
   acknowledged, and the caller stops consuming.
@@ -22,6 +26,9 @@ shutdown flag and the health: :meth:`BatchHandler.handle_signals` (the control t
 that cannot be stored is dead-lettered with the reason, not skipped) and
 :meth:`BatchHandler.handle_feedback` (feedback rows the database refuses are bisected out and
 dead-lettered like events).
+
+Dead letters are sent to Kafka with the same back-off and shutdown: while the broker refuses
+them the batch stays unacknowledged (nothing is lost) and :attr:`WorkerHealth.waiting` says so.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from storage import RowsRejected, StorageMisconfigured
+from storage import RowsRejected, StorageMisconfigured, StorageOverloaded
 from streams.dead_letter import DeadLetter
 from streams.errors import InvalidEvent, PartlyInvalid
 from streams.events import MAX_PAYLOAD_BYTES, Carried, GenerationEvent, decode_record
@@ -137,6 +144,7 @@ class WorkerHealth:
 
     def __init__(self) -> None:
         self._failure: str | None = None
+        self._waiting: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -150,6 +158,16 @@ class WorkerHealth:
     def fail(self, reason: str) -> None:
         if self._failure is None:
             self._failure = reason
+
+    @property
+    def waiting(self) -> str | None:
+        """What the worker is waiting out right now (storage or the broker unavailable, with
+        the last error), or None: the worker is healthy but not making progress meanwhile."""
+        return self._waiting
+
+    def wait(self, reason: str | None) -> None:
+        """Record what a retry loop waits on; ``None`` once it got through."""
+        self._waiting = reason
 
 
 @dataclass
@@ -282,7 +300,7 @@ class BatchHandler:
         """Store ``decoded``; bisect around the records whose rows the database refuses."""
         feedback = [f for _, f in decoded]
         try:
-            stored = await self._blocking(lambda: accept(feedback))
+            stored = await self._blocking(lambda: accept(feedback), split=True)
         except (ShuttingDown, StorageMisconfigured):
             raise
         except Exception as exc:
@@ -354,13 +372,16 @@ class BatchHandler:
         events = [d.event for d in decoded]
         carried = {d.event.event_id: d.carrying for d in decoded if d.carrying is not None}
         try:
-            result = await self._blocking(lambda: self._process(events, carried))
+            result = await self._blocking(lambda: self._process(events, carried), split=True)
         except (ShuttingDown, StorageMisconfigured):
             raise
         except Exception as exc:
             if len(decoded) == 1:
                 return _Stored(refused=[(decoded[0], _reason(exc))])
-            if not isinstance(exc, RowsRejected):
+            if isinstance(exc, StorageOverloaded):
+                log.warning("a batch of %d overloads the database; bisecting: %s",
+                            len(decoded), exc)  # fmt: skip
+            elif not isinstance(exc, RowsRejected):
                 log.exception("batch of %d failed; bisecting it", len(decoded))
             else:
                 log.warning("database rejected rows of a batch of %d; bisecting: %s",
@@ -372,8 +393,10 @@ class BatchHandler:
         assert isinstance(result, BatchResult)
         return _Stored(result=result)
 
-    async def _blocking(self, call: Callable[[], object]) -> object:
-        return await self._retry.run(lambda: self._run_blocking(call), self.stopping)
+    async def _blocking(self, call: Callable[[], object], *, split: bool = False) -> object:
+        return await self._retry.run(
+            lambda: self._run_blocking(call), self.stopping, split=split, waiting=self.health.wait
+        )
 
     async def _dead_letter_events(self, refused: list[tuple[_Decoded, str]]) -> list[DeadLetter]:
         """One dead letter per record, whatever number of its events were refused."""
@@ -418,11 +441,18 @@ class BatchHandler:
             letter.reason,
         )
         key = record.key if record.key is None or len(record.key) <= MAX_DLQ_KEY_BYTES else None
-        await self._send(key, letter.to_json())  # delivered before the offset may be committed
+        value = letter.to_json()
+        # delivered before the offset may be committed; a broker error is waited out, not raised
+        await self._retry.run_broker(
+            lambda: self._send(key, value), self.stopping, "a dead letter",
+            waiting=self.health.wait,
+        )  # fmt: skip
         return letter
 
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, RowsRejected):
         return f"rejected by the database: {exc}"
+    if isinstance(exc, StorageOverloaded):
+        return f"too large for the database, alone and after retries: {exc}"
     return f"processing failed: {type(exc).__name__}: {exc}"

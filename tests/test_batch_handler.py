@@ -35,7 +35,7 @@ from storage.writer import ClickHouseWriter
 from streams.batch_handler import BatchHandler, Outcome, Record, WorkerHealth, pipeline_process
 from streams.dead_letter import DeadLetter
 from streams.errors import InvalidEvent
-from streams.events import GenerationEvent, validate_event
+from streams.events import MAX_TEXT_CHARS, GenerationEvent, validate_event
 from streams.feedback import Feedback
 from streams.pipeline import BatchResult, Pipeline
 from streams.retry import RetryPolicy
@@ -106,12 +106,14 @@ def make_harness(
     bootstrap: str,
     *,
     process: Callable[[Sequence[GenerationEvent]], BatchResult] | None = None,
+    insert_settings: dict[str, object] | None = None,
+    producer: KafkaProducer | None = None,
     **kwargs: Any,
 ) -> Harness:
     live = LiveSignals(ClickHouseSignalStore(client), embedder.id, refresh_s=0)
-    pipeline = Pipeline(embedder, live, ClickHouseWriter(client))
+    pipeline = Pipeline(embedder, live, ClickHouseWriter(client, insert_settings=insert_settings))
     dlq_topic = f"dlq-{uuid.uuid4().hex[:8]}"
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = producer or KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     executor = ThreadPoolExecutor(max_workers=1)
 
     async def send(key: bytes | None, value: bytes) -> None:
@@ -594,3 +596,70 @@ def test_dead_letters_the_database_refuses_to_record_do_not_hold_the_batch(
     assert [d.offset for d in harness.dlq(expect=1)] == [2]
     assert harness.stored_dead_letters() == []
     assert "not recorded in the database" in caplog.text
+
+
+# ------------------------------------------- a write too large for the database, for good
+
+
+def blob_event(i: int, blob_bytes: int, prefix: str = "big") -> bytes:
+    """An event carrying ``blob_bytes`` of attributes (a traced tool's results, say, in values
+    of the largest size an event accepts): its size is the database's business, not the
+    model's."""
+    words = " ".join(f"w{i}x{k}" for k in range(blob_bytes // 6))[:blob_bytes]
+    step = MAX_TEXT_CHARS
+    attributes = {f"tool.result.{n}": words[at : at + step]
+                  for n, at in enumerate(range(0, len(words), step))}  # fmt: skip
+    return json.dumps({**event_json(i, prefix=prefix), "attributes": attributes}).encode()
+
+
+MEMORY_LIMIT = 16_000_000  # bytes one insert may use (max_memory_usage, a real server setting)
+
+
+def test_a_batch_too_large_for_the_memory_limit_is_split_not_retried_forever(
+    ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """Every event fits the database's memory limit alone, the batch does not (code 241,
+    MEMORY_LIMIT_EXCEEDED, raised by chDB for the writer's ``max_memory_usage``). Before, that
+    was transient and retried forever on the same batch; now, after ``split_after`` retries,
+    the batch is bisected and every event is stored, none dead-lettered."""
+    h = make_harness(ch, tiny_embedder, kafka_bootstrap,
+                     insert_settings={"max_memory_usage": MEMORY_LIMIT})  # fmt: skip
+    caplog.set_level(logging.INFO, logger="streams")
+    batch = records([blob_event(i, 400_000) for i in range(16)])
+    try:
+        outcome = asyncio.run(asyncio.wait_for(h.handler.handle(batch), 120))  # hang guard
+        assert outcome is Outcome.ACKNOWLEDGE
+        assert stored_ids(ch) == {f"big-{i:04d}" for i in range(16)}
+        assert "overloads the database; bisecting" in caplog.text
+        assert "MEMORY_LIMIT_EXCEEDED" in caplog.text
+        assert h.dlq(expect=0) == [] and h.handler.health.waiting is None
+    finally:
+        h.producer.close()
+
+
+def test_one_event_too_large_alone_is_dead_lettered_with_the_database_error(
+    ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str
+) -> None:
+    """One event of the batch exceeds the memory limit even alone: it is dead-lettered with
+    the database's error after its retries, leaves no row in any table, and the rest is
+    stored."""
+    h = make_harness(ch, tiny_embedder, kafka_bootstrap,
+                     insert_settings={"max_memory_usage": MEMORY_LIMIT // 2})  # fmt: skip
+    payloads = [json.dumps(event_json(i)).encode() for i in range(12)]
+    payloads[5] = blob_event(5, 3_800_000, prefix="evt")
+    try:
+        outcome = asyncio.run(asyncio.wait_for(h.handler.handle(records(payloads)), 120))
+        assert outcome is Outcome.ACKNOWLEDGE
+        assert stored_ids(ch) == {f"evt-{i:04d}" for i in range(12) if i != 5}
+        (letter,) = h.dlq(expect=1)
+        assert letter.offset == 5 and letter.payload_bytes == len(payloads[5])
+        assert letter.truncated and payloads[5].startswith(letter.original())  # stays at 5
+        assert letter.reason.startswith("too large for the database")
+        assert "MEMORY_LIMIT_EXCEEDED" in letter.reason
+        assert rows_of(ch, {"evt-0005"}) == {
+            "events": 0, "embeddings": 0, "signal_scores": 0,
+            "failure_rates_1m events": 11, "events_1m events": 11,
+        }  # fmt: skip
+    finally:
+        h.producer.close()
