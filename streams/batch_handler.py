@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from storage import RowsRejected, StorageMisconfigured, StorageOverloaded
-from streams.dead_letter import DeadLetter
+from streams.dead_letter import MAX_RECORD_BYTES, DeadLetter
 from streams.errors import InvalidEvent, PartlyInvalid
 from streams.events import MAX_PAYLOAD_BYTES, Carried, GenerationEvent, decode_record
 from streams.feedback import Feedback, decode_feedback
@@ -65,6 +65,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_DLQ_KEY_BYTES = 1024
+MIN_LETTER_BYTES = 8_192
+"""Smallest cap a dead letter is shrunk to when the broker refuses it for its size (the reason,
+up to 4,000 characters, and the coordinates fit; the payload may be empty)."""
+
+_TOO_LARGE_ERRORS = frozenset({
+    "MessageSizeTooLargeError",  # kafka-python and aiokafka (faust): above max_request_size
+    "RecordTooLargeError",  # broker: above the topic's max.message.bytes
+    "RecordBatchTooLargeError",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -430,9 +439,34 @@ class BatchHandler:
                         len(letters), exc)  # fmt: skip
 
     async def _dead_letter(self, record: Record, reason: str) -> DeadLetter:
-        letter = DeadLetter.of(
-            record.value or b"", reason, record.topic, record.partition, record.offset
-        )
+        key = record.key if record.key is None or len(record.key) <= MAX_DLQ_KEY_BYTES else None
+        max_bytes = MAX_RECORD_BYTES
+        while True:
+            letter = DeadLetter.of(
+                record.value or b"", reason, record.topic, record.partition, record.offset,
+                max_bytes=max_bytes,
+            )  # fmt: skip
+            value = letter.to_json()
+            try:
+                # delivered before the offset may be committed; an outage is waited out
+                await self._retry.run_broker(
+                    partial(self._send, key, value), self.stopping, "a dead letter",
+                    waiting=self.health.wait, fatal=_too_large,
+                )  # fmt: skip
+            except Exception as exc:
+                if not _too_large(exc) or max_bytes <= MIN_LETTER_BYTES:
+                    raise
+                # The producer or broker takes smaller records than we thought (an operator
+                # lowered max.request.size / max.message.bytes): send less of the payload; the
+                # original stays at its topic and offset. Retrying the same letter would hold
+                # the partition forever.
+                log.warning("the dead letter of %s[%d]@%d is too large for the broker "
+                            "(%d bytes: %s); sending a shorter copy of its payload",
+                            record.topic, record.partition, record.offset, len(value),
+                            exc)  # fmt: skip
+                max_bytes = max(MIN_LETTER_BYTES, min(max_bytes, len(value)) // 4)
+                continue
+            break
         log.warning(  # the record's reason: clipped, so a hostile payload cannot flood the log
             "dead-lettered %s[%d]@%d: %s",
             record.topic,
@@ -440,14 +474,13 @@ class BatchHandler:
             record.offset,
             letter.reason,
         )
-        key = record.key if record.key is None or len(record.key) <= MAX_DLQ_KEY_BYTES else None
-        value = letter.to_json()
-        # delivered before the offset may be committed; a broker error is waited out, not raised
-        await self._retry.run_broker(
-            lambda: self._send(key, value), self.stopping, "a dead letter",
-            waiting=self.health.wait,
-        )  # fmt: skip
         return letter
+
+
+def _too_large(exc: Exception) -> bool:
+    """Whether the producer or the broker refused a record for its size (by the Kafka client's
+    error class; kafka-python, aiokafka and the broker's error codes share these names)."""
+    return any(cls.__name__ in _TOO_LARGE_ERRORS for cls in type(exc).__mro__)
 
 
 def _reason(exc: BaseException) -> str:

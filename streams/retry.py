@@ -72,11 +72,14 @@ class RetryPolicy:
         what: str = "",
         *,
         waiting: Waiting | None = None,
+        fatal: Callable[[Exception], bool] | None = None,
     ) -> _T:
         """Await ``attempt()`` (a send to Kafka) until it does not raise, with the same back-off
         and shutdown: any exception of the producer is taken for an outage of the broker, since
-        the caller holds its offsets until the send succeeds and nothing is lost by waiting."""
-        return await self._loop(attempt, stopping, what, False, waiting, broker=True)
+        the caller holds its offsets until the send succeeds and nothing is lost by waiting.
+        An exception for which ``fatal`` is true is raised at once (the caller changes what it
+        sends: waiting cannot help)."""
+        return await self._loop(attempt, stopping, what, False, waiting, broker=True, fatal=fatal)
 
     async def _loop(
         self,
@@ -87,6 +90,7 @@ class RetryPolicy:
         waiting: Waiting | None,
         *,
         broker: bool,
+        fatal: Callable[[Exception], bool] | None = None,
     ) -> _T:
         delay = self.initial_s
         overloaded = 0
@@ -98,6 +102,10 @@ class RetryPolicy:
                 raise
             except Exception as exc:
                 if not broker and not isinstance(exc, StorageUnavailable):
+                    raise
+                if fatal is not None and fatal(exc):
+                    if waiting is not None and waited:
+                        waiting(None)
                     raise
                 overloaded = overloaded + 1 if isinstance(exc, StorageOverloaded) else 0
                 if split and overloaded > self.split_after:

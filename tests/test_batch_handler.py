@@ -794,3 +794,32 @@ def test_shutdown_while_the_broker_refuses_dead_letters_holds_the_batch(
         assert h.handler.health.ok and h.stored_dead_letters() == []
     finally:
         h.producer.close(timeout=2)
+
+
+def test_a_dead_letter_too_large_for_the_producer_is_sent_shorter_not_retried_forever(
+    ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str
+) -> None:
+    """The producer takes records of at most 64 kB (an operator's ``max_request_size``; the
+    broker's ``max.message.bytes`` refuses the same way). A 300 kB record that cannot be decoded
+    makes a dead letter above that: the handler sends a shorter copy of the payload (marked
+    truncated; the original stays at its offset) instead of retrying the same letter forever
+    (or, before the retries, crashing the agent with ``MessageSizeTooLargeError``)."""
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all",
+                             max_request_size=64_000)  # fmt: skip
+    h = make_harness(ch, tiny_embedder, kafka_bootstrap, producer=producer)
+    payloads = [json.dumps(event_json(i)).encode() for i in range(3)]
+    payloads[2] = b'{"event_id": "e", "output": {"text": "' + b"z" * 300_000  # cut JSON
+    try:
+        outcome = asyncio.run(asyncio.wait_for(h.handler.handle(records(payloads)), 60))
+        assert outcome is Outcome.ACKNOWLEDGE
+        assert stored_ids(ch) == {"evt-0000", "evt-0001"}
+        (letter,) = h.dlq(expect=1)
+        assert (letter.offset, letter.payload_bytes, letter.truncated) == (
+            2,
+            len(payloads[2]),
+            True,
+        )
+        assert payloads[2].startswith(letter.original()) and len(letter.to_json()) < 64_000
+        assert "not valid JSON" in letter.reason and h.handler.health.waiting is None
+    finally:
+        h.producer.close(timeout=2)
