@@ -34,6 +34,7 @@ them the batch stays unacknowledged (nothing is lost) and :attr:`WorkerHealth.wa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -190,6 +191,7 @@ class _Decoded:
 class _Stored:
     result: BatchResult = field(default_factory=BatchResult)
     refused: list[tuple[_Decoded, str]] = field(default_factory=list)
+    overloaded: int = 0  # of ``refused``: events that overloaded the database even alone
 
     def add(self, other: _Stored) -> None:
         self.result.written += other.result.written
@@ -199,6 +201,7 @@ class _Stored:
         self.result.rejected.extend(other.result.rejected)
         self.result.cache.add(other.result.cache)
         self.refused.extend(other.refused)
+        self.overloaded += other.overloaded
 
 
 class BatchHandler:
@@ -357,7 +360,7 @@ class BatchHandler:
                     decoded.append(_Decoded(record, item.event, item))
                 else:
                     decoded.append(_Decoded(record, item))
-        stored = await self._store(decoded) if decoded else _Stored()
+        stored = await self._store_unless_overloaded(decoded) if decoded else _Stored()
         letters = [await self._dead_letter(record, reason) for record, reason in undecodable]
         by_id = {d.event.event_id: d for d in decoded}
         refused = [*stored.refused, *((by_id[e.event_id], r) for e, r in stored.result.rejected)]
@@ -376,6 +379,30 @@ class BatchHandler:
             100.0 * result.cache.hit_rate,
         )
 
+    async def _store_unless_overloaded(self, decoded: list[_Decoded]) -> _Stored:
+        """:meth:`_store`, again and again with back-off while *every* event of a batch of
+        several overloads the database even alone: then the database is short of memory or
+        time for everyone (a busy server), not too small for these events, and dead-lettering
+        the whole batch would set aside good events. One event too large alone among events
+        that are stored is dead-lettered by :meth:`_store`."""
+        delay = self._retry.initial_s
+        while True:
+            stored = await self._store(decoded)
+            if len({id(d.record) for d in decoded}) < 2 or stored.overloaded < len(decoded):
+                if stored.overloaded < len(decoded):
+                    self.health.wait(None)
+                return stored
+            reason = stored.refused[0][1]
+            if self.stopping.is_set():
+                raise ShuttingDown(reason)
+            log.warning("every event of a batch of %d overloads the database even alone: "
+                        "the database is busy, retrying the batch in %.1fs (offsets held): %s",
+                        len(decoded), delay, reason)  # fmt: skip
+            self.health.wait(f"every event overloads the database: {reason}"[:1000])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            delay = min(delay * 2, self._retry.max_s)
+
     async def _store(self, decoded: list[_Decoded]) -> _Stored:
         """Run the pipeline on ``decoded``; bisect around events it or the database refuses."""
         events = [d.event for d in decoded]
@@ -386,7 +413,8 @@ class BatchHandler:
             raise
         except Exception as exc:
             if len(decoded) == 1:
-                return _Stored(refused=[(decoded[0], _reason(exc))])
+                overloaded = int(isinstance(exc, StorageOverloaded))
+                return _Stored(refused=[(decoded[0], _reason(exc))], overloaded=overloaded)
             if isinstance(exc, StorageOverloaded):
                 log.warning("a batch of %d overloads the database; bisecting: %s",
                             len(decoded), exc)  # fmt: skip

@@ -823,3 +823,41 @@ def test_a_dead_letter_too_large_for_the_producer_is_sent_shorter_not_retried_fo
         assert "not valid JSON" in letter.reason and h.handler.health.waiting is None
     finally:
         h.producer.close(timeout=2)
+
+
+def test_a_database_too_busy_for_any_event_of_a_batch_is_waited_out_not_dead_lettered(
+    ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str
+) -> None:
+    """Every event of the batch overloads the database even alone (a 3 MB memory limit, as a
+    busy server short of memory gives every query): that is the database's state, not the
+    events' size, so the batch is retried with back-off (health says so) instead of
+    dead-lettering all of it; when the database has room again (the limit is lifted) all of
+    it is stored."""
+    live = LiveSignals(ClickHouseSignalStore(ch), tiny_embedder.id, refresh_s=0)
+    tight = Pipeline(
+        tiny_embedder, live, ClickHouseWriter(ch, insert_settings={"max_memory_usage": 3_000_000})
+    )
+    roomy = Pipeline(tiny_embedder, live, ClickHouseWriter(ch))  # fmt: skip
+    busy = {"now": True}
+
+    def process(events: Sequence[GenerationEvent], carried: object = None) -> BatchResult:
+        return (tight if busy["now"] else roomy).process(events)
+
+    h = make_harness(ch, tiny_embedder, kafka_bootstrap, process=process)
+    batch = records([blob_event(i, 1_000_000) for i in range(4)])
+
+    async def scenario() -> Outcome:
+        task = asyncio.ensure_future(h.handler.handle(batch))
+        while "every event overloads" not in (h.handler.health.waiting or ""):
+            assert not task.done(), task.result()
+            await asyncio.sleep(0.05)
+        assert "MEMORY_LIMIT_EXCEEDED" in (h.handler.health.waiting or "")
+        busy["now"] = False
+        return await task
+
+    try:
+        assert asyncio.run(asyncio.wait_for(scenario(), 120)) is Outcome.ACKNOWLEDGE
+        assert stored_ids(ch) == {f"big-{i:04d}" for i in range(4)}
+        assert h.dlq(expect=0) == [] and h.handler.health.waiting is None
+    finally:
+        h.producer.close()
