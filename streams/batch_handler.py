@@ -389,8 +389,7 @@ class BatchHandler:
         while True:
             stored = await self._store(decoded)
             if len({id(d.record) for d in decoded}) < 2 or stored.overloaded < len(decoded):
-                if stored.overloaded < len(decoded):
-                    self.health.wait(None)
+                self.health.wait(None)
                 return stored
             reason = stored.refused[0][1]
             if self.stopping.is_set():
