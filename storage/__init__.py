@@ -35,6 +35,7 @@ from storage.errors import (
     RowsRejected,
     StorageError,
     StorageMisconfigured,
+    StorageOverloaded,
     StorageUnavailable,
 )
 from storage.feedback import FeedbackRow, feedback_summary, negatively_rated, record_feedback
@@ -95,6 +96,7 @@ __all__ = [
     "SignalRecord",
     "StorageError",
     "StorageMisconfigured",
+    "StorageOverloaded",
     "StorageUnavailable",
     "StoredEmbedding",
     "TableCounts",

@@ -4,6 +4,8 @@ Hierarchy::
 
     StorageError
     ├── StorageUnavailable   transient: unreachable, timed out, too many parts; retry with back-off
+    │   └── StorageOverloaded transient, but maybe because of this write's size (memory limit,
+    │                        query timeout): retry, then split the write if it keeps failing
     ├── RowsRejected         the database refused a value in these rows; retrying cannot help,
     │                        but the other rows of the batch can be stored without them
     ├── StorageMisconfigured the whole system is wrong (a table or column is missing because
@@ -13,7 +15,8 @@ Hierarchy::
 
 :func:`classify` maps an exception from the ClickHouse client to one of the first three by the
 server's numeric error code (``exc.code``, set by clickhouse-connect for the HTTP interface and
-for chDB), never by the text of the message. Errors the client raises before anything reaches
+for chDB), never by the text of the message; a memory limit or a query's own time limit is
+:class:`StorageOverloaded`. Errors the client raises before anything reaches
 the server carry no code and are typed by their DB-API class instead: a ``DataError`` is a value
 that cannot be serialised into its column's type (rows), a ``ProgrammingError`` an insert into
 columns the table does not have (system). Anything unknown is treated as transient, the safe
@@ -28,6 +31,7 @@ __all__ = [
     "RowsRejected",
     "StorageError",
     "StorageMisconfigured",
+    "StorageOverloaded",
     "StorageUnavailable",
     "classify",
 ]
@@ -46,6 +50,16 @@ class StorageError(Exception):
 
 class StorageUnavailable(StorageError):
     """The database is unreachable or busy. Nothing was written; the caller should retry."""
+
+
+class StorageOverloaded(StorageUnavailable):
+    """The database gave up on this write for its size or cost (a memory limit, a timeout).
+
+    Transient like its parent (a busy server frees memory), but it may never clear for this
+    write: one batch of huge rows exceeds the memory limit however long the caller waits. A
+    caller that can split its write retries a few times and then splits it; a single event
+    that still fails alone is set aside with this error as the reason.
+    """
 
 
 class RowsRejected(StorageError):
@@ -105,10 +119,19 @@ _ROW_CODES = frozenset({
     395,  # FUNCTION_THROW_IF_VALUE_IS_NON_ZERO (a throwIf in a materialized view)
     469,  # VIOLATED_CONSTRAINT
 })  # fmt: skip
-# Transient, listed for the reader; every code in neither set above is treated the same way:
-# 159 TIMEOUT_EXCEEDED, 202 TOO_MANY_SIMULTANEOUS_QUERIES, 209 SOCKET_TIMEOUT, 210 NETWORK_ERROR,
-# 241 MEMORY_LIMIT_EXCEEDED, 242 TABLE_IS_READ_ONLY, 252 TOO_MANY_PARTS, 319
-# UNKNOWN_STATUS_OF_INSERT, 425 SYSTEM_ERROR, 999 KEEPER_EXCEPTION, 1001 STD_EXCEPTION.
+_SIZE_CODES = frozenset({
+    158,  # TOO_MANY_ROWS
+    159,  # TIMEOUT_EXCEEDED (max_execution_time of this query)
+    160,  # TOO_SLOW
+    173,  # CANNOT_ALLOCATE_MEMORY
+    241,  # MEMORY_LIMIT_EXCEEDED
+    307,  # TOO_MANY_BYTES
+    396,  # TOO_MANY_ROWS_OR_BYTES
+})  # fmt: skip
+# Transient, listed for the reader; every code in none of the sets above is treated the same way:
+# 202 TOO_MANY_SIMULTANEOUS_QUERIES, 209 SOCKET_TIMEOUT (a hung server, not this write), 210
+# NETWORK_ERROR, 242 TABLE_IS_READ_ONLY, 252 TOO_MANY_PARTS, 319 UNKNOWN_STATUS_OF_INSERT, 425
+# SYSTEM_ERROR, 999 KEEPER_EXCEPTION, 1001 STD_EXCEPTION.
 
 
 def classify(exc: BaseException, doing: str) -> StorageError:
@@ -126,6 +149,8 @@ def classify(exc: BaseException, doing: str) -> StorageError:
             return StorageMisconfigured(message, code)
         if code in _ROW_CODES:
             return RowsRejected(message, code)
+        if code in _SIZE_CODES:
+            return StorageOverloaded(message, code)
         return StorageUnavailable(message, code)
     from clickhouse_connect.driver.exceptions import (
         DataError,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -55,10 +55,20 @@ class ClickHouseWriter:
     typed error of a failed insert (:func:`storage.errors.classify`: transient, rows rejected,
     or misconfigured) and keeps the buffer, so the caller can retry the same rows (and must not
     commit its Kafka offsets meanwhile).
+
+    ``insert_settings`` are ClickHouse settings for every insert (e.g. ``max_memory_usage``,
+    ``max_execution_time``): a write that exceeds them raises
+    :class:`~storage.errors.StorageOverloaded`, which the worker splits instead of retrying.
     """
 
-    def __init__(self, client: Client, max_rows: int = 200_000) -> None:
+    def __init__(
+        self,
+        client: Client,
+        max_rows: int = 200_000,
+        insert_settings: Mapping[str, object] | None = None,
+    ) -> None:
         self._client = client
+        self._settings = dict(insert_settings or {})
         self._max_rows = max_rows
         self._buffer = WriteBatch()
         self._limit: int | None = None
@@ -142,7 +152,7 @@ class ClickHouseWriter:
             for table, data in (("embeddings", embeddings), ("signal_scores", scores),
                                 ("events", events)):  # fmt: skip
                 for part in _arrow_by_month(data, _MONTH_COLUMN[table], self._partition_limit()):
-                    self._client.insert_arrow(table, part)
+                    self._client.insert_arrow(table, part, settings=self._settings)
                     log.debug("inserted %d rows into %s (arrow)", part.num_rows, table)
         except Exception as exc:
             raise classify(exc, f"insert of {events.num_rows} events") from exc
@@ -193,7 +203,7 @@ class ClickHouseWriter:
         """Insert ``rows`` into ``table`` in blocks of at most the partitions one may touch."""
         limit = self._partition_limit()
         for block in _by_month(rows, columns.index(_MONTH_COLUMN[table]), limit):
-            self._client.insert(table, block, column_names=list(columns))
+            self._client.insert(table, block, column_names=list(columns), settings=self._settings)
             log.debug("inserted %d rows into %s", len(block), table)
 
     def _check(self, blocks: Sequence[tuple[str, tuple[str, ...], list[list[object]]]]) -> None:
@@ -213,14 +223,16 @@ class ClickHouseWriter:
             if table not in self._probed or self._probed[table] != current.get(table):
                 self._copy(table, probe, current.get(table))
             try:
-                self._client.insert(probe, rows, column_names=list(columns))
+                self._client.insert(probe, rows, column_names=list(columns),
+                                    settings=self._settings)  # fmt: skip
             except Exception as exc:
                 if getattr(exc, "code", None) != _UNKNOWN_TABLE:
                     raise
                 # A temporary table lives as long as its session, and an HTTP session ends
                 # after a while idle: make the copy again (a missing table itself still fails).
                 self._copy(table, probe, current.get(table))
-                self._client.insert(probe, rows, column_names=list(columns))
+                self._client.insert(probe, rows, column_names=list(columns),
+                                    settings=self._settings)  # fmt: skip
 
     def _copy(self, table: str, probe: str, definition: str | None) -> None:
         self._client.command(f"DROP TEMPORARY TABLE IF EXISTS {probe}")

@@ -13,6 +13,10 @@ Storage errors decide the outcome by what they concern (:mod:`storage.errors`):
 * :class:`~storage.errors.RowsRejected`: the batch is bisected until the offending events are
   isolated; those are dead-lettered with the database's error and the rest is stored. Any other
   exception of the pipeline (an event that makes the embedder fail) is bisected the same way.
+* :class:`~storage.errors.StorageOverloaded` (a memory limit, a query's time limit): retried
+  like an outage, but after :attr:`~streams.retry.RetryPolicy.split_after` retries of the same
+  write the batch is bisected instead; a single event that still fails alone is dead-lettered
+  with the database's error (one batch of huge rows must not stall the partition forever).
 * :class:`~storage.errors.StorageMisconfigured` (a missing table or column, authentication):
   one clear log line, :class:`WorkerHealth` turns failing, nothing is dead-lettered or
   acknowledged, and the caller stops consuming.
@@ -22,19 +26,23 @@ shutdown flag and the health: :meth:`BatchHandler.handle_signals` (the control t
 that cannot be stored is dead-lettered with the reason, not skipped) and
 :meth:`BatchHandler.handle_feedback` (feedback rows the database refuses are bisected out and
 dead-lettered like events).
+
+Dead letters are sent to Kafka with the same back-off and shutdown: while the broker refuses
+them the batch stays unacknowledged (nothing is lost) and :attr:`WorkerHealth.waiting` says so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
-from storage import RowsRejected, StorageMisconfigured
-from streams.dead_letter import DeadLetter
+from storage import RowsRejected, StorageMisconfigured, StorageOverloaded
+from streams.dead_letter import MAX_RECORD_BYTES, DeadLetter
 from streams.errors import InvalidEvent, PartlyInvalid
 from streams.events import MAX_PAYLOAD_BYTES, Carried, GenerationEvent, decode_record
 from streams.feedback import Feedback, decode_feedback
@@ -58,6 +66,15 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_DLQ_KEY_BYTES = 1024
+MIN_LETTER_BYTES = 8_192
+"""Smallest cap a dead letter is shrunk to when the broker refuses it for its size (the reason,
+up to 4,000 characters, and the coordinates fit; the payload may be empty)."""
+
+_TOO_LARGE_ERRORS = frozenset({
+    "MessageSizeTooLargeError",  # kafka-python and aiokafka (faust): above max_request_size
+    "RecordTooLargeError",  # broker: above the topic's max.message.bytes
+    "RecordBatchTooLargeError",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -137,6 +154,7 @@ class WorkerHealth:
 
     def __init__(self) -> None:
         self._failure: str | None = None
+        self._waiting: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -151,6 +169,16 @@ class WorkerHealth:
         if self._failure is None:
             self._failure = reason
 
+    @property
+    def waiting(self) -> str | None:
+        """What the worker is waiting out right now (storage or the broker unavailable, with
+        the last error), or None: the worker is healthy but not making progress meanwhile."""
+        return self._waiting
+
+    def wait(self, reason: str | None) -> None:
+        """Record what a retry loop waits on; ``None`` once it got through."""
+        self._waiting = reason
+
 
 @dataclass
 class _Decoded:
@@ -163,6 +191,7 @@ class _Decoded:
 class _Stored:
     result: BatchResult = field(default_factory=BatchResult)
     refused: list[tuple[_Decoded, str]] = field(default_factory=list)
+    overloaded: int = 0  # of ``refused``: events that overloaded the database even alone
 
     def add(self, other: _Stored) -> None:
         self.result.written += other.result.written
@@ -172,6 +201,7 @@ class _Stored:
         self.result.rejected.extend(other.result.rejected)
         self.result.cache.add(other.result.cache)
         self.refused.extend(other.refused)
+        self.overloaded += other.overloaded
 
 
 class BatchHandler:
@@ -282,7 +312,7 @@ class BatchHandler:
         """Store ``decoded``; bisect around the records whose rows the database refuses."""
         feedback = [f for _, f in decoded]
         try:
-            stored = await self._blocking(lambda: accept(feedback))
+            stored = await self._blocking(lambda: accept(feedback), split=True)
         except (ShuttingDown, StorageMisconfigured):
             raise
         except Exception as exc:
@@ -330,7 +360,7 @@ class BatchHandler:
                     decoded.append(_Decoded(record, item.event, item))
                 else:
                     decoded.append(_Decoded(record, item))
-        stored = await self._store(decoded) if decoded else _Stored()
+        stored = await self._store_unless_overloaded(decoded) if decoded else _Stored()
         letters = [await self._dead_letter(record, reason) for record, reason in undecodable]
         by_id = {d.event.event_id: d for d in decoded}
         refused = [*stored.refused, *((by_id[e.event_id], r) for e, r in stored.result.rejected)]
@@ -349,18 +379,45 @@ class BatchHandler:
             100.0 * result.cache.hit_rate,
         )
 
+    async def _store_unless_overloaded(self, decoded: list[_Decoded]) -> _Stored:
+        """:meth:`_store`, again and again with back-off while *every* event of a batch of
+        several overloads the database even alone: then the database is short of memory or
+        time for everyone (a busy server), not too small for these events, and dead-lettering
+        the whole batch would set aside good events. One event too large alone among events
+        that are stored is dead-lettered by :meth:`_store`."""
+        delay = self._retry.initial_s
+        while True:
+            stored = await self._store(decoded)
+            if len({id(d.record) for d in decoded}) < 2 or stored.overloaded < len(decoded):
+                self.health.wait(None)
+                return stored
+            reason = stored.refused[0][1]
+            if self.stopping.is_set():
+                raise ShuttingDown(reason)
+            log.warning("every event of a batch of %d overloads the database even alone: "
+                        "the database is busy, retrying the batch in %.1fs (offsets held): %s",
+                        len(decoded), delay, reason)  # fmt: skip
+            self.health.wait(f"every event overloads the database: {reason}"[:1000])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
+            delay = min(delay * 2, self._retry.max_s)
+
     async def _store(self, decoded: list[_Decoded]) -> _Stored:
         """Run the pipeline on ``decoded``; bisect around events it or the database refuses."""
         events = [d.event for d in decoded]
         carried = {d.event.event_id: d.carrying for d in decoded if d.carrying is not None}
         try:
-            result = await self._blocking(lambda: self._process(events, carried))
+            result = await self._blocking(lambda: self._process(events, carried), split=True)
         except (ShuttingDown, StorageMisconfigured):
             raise
         except Exception as exc:
             if len(decoded) == 1:
-                return _Stored(refused=[(decoded[0], _reason(exc))])
-            if not isinstance(exc, RowsRejected):
+                overloaded = int(isinstance(exc, StorageOverloaded))
+                return _Stored(refused=[(decoded[0], _reason(exc))], overloaded=overloaded)
+            if isinstance(exc, StorageOverloaded):
+                log.warning("a batch of %d overloads the database; bisecting: %s",
+                            len(decoded), exc)  # fmt: skip
+            elif not isinstance(exc, RowsRejected):
                 log.exception("batch of %d failed; bisecting it", len(decoded))
             else:
                 log.warning("database rejected rows of a batch of %d; bisecting: %s",
@@ -372,8 +429,10 @@ class BatchHandler:
         assert isinstance(result, BatchResult)
         return _Stored(result=result)
 
-    async def _blocking(self, call: Callable[[], object]) -> object:
-        return await self._retry.run(lambda: self._run_blocking(call), self.stopping)
+    async def _blocking(self, call: Callable[[], object], *, split: bool = False) -> object:
+        return await self._retry.run(
+            lambda: self._run_blocking(call), self.stopping, split=split, waiting=self.health.wait
+        )
 
     async def _dead_letter_events(self, refused: list[tuple[_Decoded, str]]) -> list[DeadLetter]:
         """One dead letter per record, whatever number of its events were refused."""
@@ -407,9 +466,34 @@ class BatchHandler:
                         len(letters), exc)  # fmt: skip
 
     async def _dead_letter(self, record: Record, reason: str) -> DeadLetter:
-        letter = DeadLetter.of(
-            record.value or b"", reason, record.topic, record.partition, record.offset
-        )
+        key = record.key if record.key is None or len(record.key) <= MAX_DLQ_KEY_BYTES else None
+        max_bytes = MAX_RECORD_BYTES
+        while True:
+            letter = DeadLetter.of(
+                record.value or b"", reason, record.topic, record.partition, record.offset,
+                max_bytes=max_bytes,
+            )  # fmt: skip
+            value = letter.to_json()
+            try:
+                # delivered before the offset may be committed; an outage is waited out
+                await self._retry.run_broker(
+                    partial(self._send, key, value), self.stopping, "a dead letter",
+                    waiting=self.health.wait, fatal=_too_large,
+                )  # fmt: skip
+            except Exception as exc:
+                if not _too_large(exc) or max_bytes <= MIN_LETTER_BYTES:
+                    raise
+                # The producer or broker takes smaller records than we thought (an operator
+                # lowered max.request.size / max.message.bytes): send less of the payload; the
+                # original stays at its topic and offset. Retrying the same letter would hold
+                # the partition forever.
+                log.warning("the dead letter of %s[%d]@%d is too large for the broker "
+                            "(%d bytes: %s); sending a shorter copy of its payload",
+                            record.topic, record.partition, record.offset, len(value),
+                            exc)  # fmt: skip
+                max_bytes = max(MIN_LETTER_BYTES, min(max_bytes, len(value)) // 4)
+                continue
+            break
         log.warning(  # the record's reason: clipped, so a hostile payload cannot flood the log
             "dead-lettered %s[%d]@%d: %s",
             record.topic,
@@ -417,12 +501,18 @@ class BatchHandler:
             record.offset,
             letter.reason,
         )
-        key = record.key if record.key is None or len(record.key) <= MAX_DLQ_KEY_BYTES else None
-        await self._send(key, letter.to_json())  # delivered before the offset may be committed
         return letter
+
+
+def _too_large(exc: Exception) -> bool:
+    """Whether the producer or the broker refused a record for its size (by the Kafka client's
+    error class; kafka-python, aiokafka and the broker's error codes share these names)."""
+    return any(cls.__name__ in _TOO_LARGE_ERRORS for cls in type(exc).__mro__)
 
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, RowsRejected):
         return f"rejected by the database: {exc}"
+    if isinstance(exc, StorageOverloaded):
+        return f"too large for the database, alone and after retries: {exc}"
     return f"processing failed: {type(exc).__name__}: {exc}"

