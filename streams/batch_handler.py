@@ -369,7 +369,7 @@ class BatchHandler:
         result = stored.result
         log.info(
             "batch: %d written, %d already stored, %d rejected, %d scores; "
-            "embedding cache %d of %d texts (%.0f%%)",
+            "embedding cache %d of %d texts/images (%.0f%%)",
             result.written,
             result.skipped_existing,
             len(refused),
@@ -384,11 +384,15 @@ class BatchHandler:
         several overloads the database even alone: then the database is short of memory or
         time for everyone (a busy server), not too small for these events, and dead-lettering
         the whole batch would set aside good events. One event too large alone among events
-        that are stored is dead-lettered by :meth:`_store`."""
+        that are stored is dead-lettered by :meth:`_store`. A batch of one record is retried
+        for ``lone_overload_patience_s`` before its event is dead-lettered."""
         delay = self._retry.initial_s
+        waited_s = 0.0
+        lone = len({id(d.record) for d in decoded}) < 2
         while True:
             stored = await self._store(decoded)
-            if len({id(d.record) for d in decoded}) < 2 or stored.overloaded < len(decoded):
+            patience_over = lone and waited_s >= self._retry.lone_overload_patience_s
+            if stored.overloaded < len(decoded) or patience_over:
                 self.health.wait(None)
                 return stored
             reason = stored.refused[0][1]
@@ -400,6 +404,7 @@ class BatchHandler:
             self.health.wait(f"every event overloads the database: {reason}"[:1000])
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), delay)
+            waited_s += delay
             delay = min(delay * 2, self._retry.max_s)
 
     async def _store(self, decoded: list[_Decoded]) -> _Stored:

@@ -41,11 +41,16 @@ class RetryPolicy:
 
     ``split_after``: retries of a :class:`~storage.errors.StorageOverloaded` error before a
     caller that can split its write (``run(..., split=True)``) gets the error to split on.
+    ``lone_overload_patience_s``: how long a batch of one record that overloads the database is
+    retried before its event is dead-lettered. One record cannot tell a busy server from an
+    event too large for it (a batch of several can: see the batch handler), and low-traffic
+    products send batches of one, so it waits this long for the server first.
     """
 
     initial_s: float = 0.5
     max_s: float = 30.0
     split_after: int = 3
+    lone_overload_patience_s: float = 120.0
 
     async def run(
         self,

@@ -139,8 +139,7 @@ def make_harness(
         send_dead_letter=send,
         run_blocking=run_blocking,
         record_dead_letters=store,
-        retry=RetryPolicy(0.05, 0.2),
-        **kwargs,
+        **{"retry": RetryPolicy(0.05, 0.2), **kwargs},
     )
     return Harness(handler, client, bootstrap, dlq_topic, producer)
 
@@ -665,6 +664,29 @@ def test_one_event_too_large_alone_is_dead_lettered_with_the_database_error(
         # and the Null-engine check does not use the memory the real insert does.)
         counts = rows_of(ch, {"evt-0005"})
         assert (counts["events"], counts["events_1m events"]) == (0, 11)
+    finally:
+        h.producer.close()
+
+
+def test_a_lone_record_that_overloads_the_database_waits_its_patience_first(
+    ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str, caplog: Any
+) -> None:
+    """A batch of one record cannot tell a busy server from an event too large: it is retried
+    for the policy's patience (low-traffic products send batches of one), then dead-lettered
+    with the database's error, never retried forever."""
+    h = make_harness(ch, tiny_embedder, kafka_bootstrap,
+                     insert_settings={"max_memory_usage": MEMORY_LIMIT // 2},
+                     retry=RetryPolicy(0.05, 0.2, lone_overload_patience_s=0.6))  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="streams")
+    try:
+        batch = records([blob_event(0, 3_800_000, prefix="evt")])
+        outcome = asyncio.run(asyncio.wait_for(h.handler.handle(batch), 120))
+        assert outcome is Outcome.ACKNOWLEDGE
+        (letter,) = h.dlq(expect=1)
+        assert "MEMORY_LIMIT_EXCEEDED" in letter.reason
+        waits = [r for r in caplog.records if "every event of a batch of 1" in r.getMessage()]
+        assert len(waits) >= 3  # 0.05 + 0.1 + 0.2 + 0.2 s of waiting before giving up
+        assert h.handler.health.waiting is None
     finally:
         h.producer.close()
 
