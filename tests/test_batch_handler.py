@@ -759,6 +759,13 @@ def mixed_batch() -> tuple[list[bytes], list[Record]]:
     return payloads, records(payloads)
 
 
+async def _until_waiting_on_the_broker(h: Harness, task: asyncio.Future[Outcome]) -> None:
+    """Return once the handler's health says it waits on the broker (the task still runs)."""
+    while "broker" not in (h.handler.health.waiting or ""):
+        assert not task.done(), task.result()
+        await asyncio.sleep(0.05)
+
+
 def test_a_broker_outage_while_dead_lettering_is_waited_out_and_shown_in_health(
     ch: Any, tiny_embedder: OpenClipEmbedder, own_broker: Broker
 ) -> None:
@@ -773,9 +780,7 @@ def test_a_broker_outage_while_dead_lettering_is_waited_out_and_shown_in_health(
 
     async def scenario() -> Outcome:
         task = asyncio.ensure_future(h.handler.handle(batch))
-        while "broker" not in (h.handler.health.waiting or ""):
-            assert not task.done(), task.result()
-            await asyncio.sleep(0.05)
+        await _until_waiting_on_the_broker(h, task)
         assert h.handler.health.ok  # waiting, not failed
         await asyncio.sleep(1.0)  # a few more failed sends
         assert not task.done()
@@ -805,9 +810,7 @@ def test_shutdown_while_the_broker_refuses_dead_letters_holds_the_batch(
 
     async def scenario() -> Outcome:
         task = asyncio.ensure_future(h.handler.handle(batch))
-        while "broker" not in (h.handler.health.waiting or ""):
-            assert not task.done(), task.result()
-            await asyncio.sleep(0.05)
+        await _until_waiting_on_the_broker(h, task)
         h.handler.stopping.set()
         return await task
 
