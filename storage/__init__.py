@@ -42,7 +42,14 @@ from storage.feedback import FeedbackRow, feedback_summary, negatively_rated, re
 from storage.groups import GroupRow, backfill_group, load_group_rows, save_group_rows
 from storage.migrate import migrate
 from storage.prompts import UnitSample, prompt_unit_sample
-from storage.queries import RateRow, TableCounts, failure_rates, score_quantiles, table_counts
+from storage.queries import (
+    RateRow,
+    TableCounts,
+    earliest_timestamp,
+    failure_rates,
+    score_quantiles,
+    table_counts,
+)
 from storage.registry import (
     SignalRecord,
     delete_signal,
@@ -112,6 +119,7 @@ __all__ = [
     "delete_signal",
     "detection_watermarks",
     "drift_windows_after",
+    "earliest_timestamp",
     "event_contents",
     "event_slice_sources",
     "failure_rates",

@@ -13,6 +13,7 @@ __all__ = [
     "Bucket",
     "RateRow",
     "TableCounts",
+    "earliest_timestamp",
     "failure_rates",
     "score_quantiles",
     "table_counts",
@@ -112,6 +113,17 @@ class TableCounts:
     distinct_events: int
     embeddings: int
     scores: int
+
+
+def earliest_timestamp(client: Client, event_ids: list[str]) -> datetime | None:
+    """The earliest stored timestamp of ``event_ids`` (None when none is stored)."""
+    if not event_ids:
+        return None
+    row = client.query(
+        "SELECT count(), min(timestamp) FROM events WHERE event_id IN {ids:Array(String)}",
+        parameters={"ids": event_ids},
+    ).result_rows[0]
+    return _aware(row[1]) if int(row[0]) else None
 
 
 def table_counts(client: Client) -> TableCounts:

@@ -32,7 +32,7 @@ from signals import (
     TextEmbedderConfig,
     train_signal,
 )
-from storage import ClickHouseWriter, add_release, failure_rates, redact_dsn
+from storage import ClickHouseWriter, add_release, earliest_timestamp, failure_rates, redact_dsn
 from streams import Pipeline, validate_event
 from telltale.sample_data import (
     SampleEvent,
@@ -164,8 +164,12 @@ def run_demo(
         key = (str(e.payload["model"]), str(e.payload["model_version"]))
         planted[key] = planted.get(key, 0) + int(e.planted)
         totals[key] = totals.get(key, 0) + 1
-    rates = failure_rates(client, since=now - timedelta(hours=3))
-    table = Table(title="failure rates (last 3 hours)")
+    # A re-run finds its events stored at the first run's times (same ids, nothing rewritten),
+    # so the table covers the two hours the stored demo events span, whenever that was.
+    first = earliest_timestamp(client, [str(e.payload["event_id"]) for e in generated])
+    since = first or now - timedelta(hours=2)
+    rates = failure_rates(client, since=since, until=since + timedelta(hours=2, minutes=1))
+    table = Table(title=f"failure rates of the demo's events (from {since:%Y-%m-%d %H:%M} UTC)")
     for column in ("signal", "model", "version", "events", "flagged", "rate", "planted"):
         table.add_column(column)
     rows = []

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 
+import pytest
+
+from telltale import demo
 from telltale.demo import run_demo
 
 
-def test_demo_runs_and_is_idempotent(tmp_path: Path) -> None:
+def test_demo_runs_and_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     dsn = f"chdb://{tmp_path / 'demo'}"
     first = run_demo(dsn, events_per_version=30)
     assert first["written"] == 120 and first["skipped_existing"] == 0
@@ -22,3 +26,17 @@ def test_demo_runs_and_is_idempotent(tmp_path: Path) -> None:
     second = run_demo(dsn, events_per_version=30)
     assert (second["written"], second["skipped_existing"]) == (0, 120)
     assert [s["version"] for s in second["signals"]] == [1, 1]  # no retraining on a re-run
+    # Hours later the same events are still the demo's: the table follows their stored times.
+
+    class FiveHoursLater(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> FiveHoursLater:
+            later = datetime.now(tz) + timedelta(hours=5)
+            return cls.fromtimestamp(later.timestamp(), tz)
+
+    monkeypatch.setattr(demo, "datetime", FiveHoursLater)
+    third = run_demo(dsn, events_per_version=30)
+    assert (third["written"], third["skipped_existing"]) == (0, 120)
+    assert {(r["signal"], r["model_version"]): r["events"] for r in third["rates"]} == {
+        key: 30 for key in by_key
+    }
