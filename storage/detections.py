@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from storage._time import require_utc
+
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
@@ -45,12 +47,6 @@ _DRIFT_COLUMNS = (
     "model", "window_start", "window_end", "statistic", "threshold", "p_value",
     "reference_size", "recent_size", "clusters",
 )  # fmt: skip
-
-
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("timestamps must be timezone-aware")
-    return value.astimezone(UTC)
 
 
 def _finite(value: float | None) -> float | None:
@@ -98,13 +94,13 @@ class DetectionRow:
     def values(self) -> list[object]:
         return [
             self.detection_id, self.detector, self.key, self.model, self.model_version,
-            self.signal, self.state, _utc(self.opened_at),
-            None if self.resolved_at is None else _utc(self.resolved_at),
+            self.signal, self.state, require_utc(self.opened_at),
+            None if self.resolved_at is None else require_utc(self.resolved_at),
             _finite(self.statistic) or 0.0, _finite(self.threshold) or 0.0,
             _finite(self.p_value), _finite(self.e_value), _finite(self.effect),
             _finite(self.effect_low), _finite(self.effect_high),
             json.dumps(json_safe(self.details), sort_keys=True), self.notified,
-            _utc(self.updated_at or datetime.now(UTC)),
+            require_utc(self.updated_at or datetime.now(UTC)),
         ]  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
@@ -117,8 +113,10 @@ class DetectionRow:
             "model_version": self.model_version,
             "signal": self.signal,
             "state": self.state,
-            "opened_at": _utc(self.opened_at).isoformat(),
-            "resolved_at": None if self.resolved_at is None else _utc(self.resolved_at).isoformat(),
+            "opened_at": require_utc(self.opened_at).isoformat(),
+            "resolved_at": None
+            if self.resolved_at is None
+            else require_utc(self.resolved_at).isoformat(),
             "statistic": _finite(self.statistic),
             "threshold": _finite(self.threshold),
             "p_value": _finite(self.p_value),
@@ -149,8 +147,8 @@ class DriftWindowRow:
 
     def values(self) -> list[object]:
         return [
-            self.model, _utc(self.window_start), _utc(self.window_end), self.statistic,
-            self.threshold, self.p_value, self.reference_size, self.recent_size,
+            self.model, require_utc(self.window_start), require_utc(self.window_end),
+            self.statistic, self.threshold, self.p_value, self.reference_size, self.recent_size,
             json.dumps(json_safe(self.clusters)),
         ]  # fmt: skip
 
@@ -205,10 +203,10 @@ def list_detections(
         params["detector"] = detector
     if since is not None:
         where.append("opened_at >= {since:DateTime64(3, 'UTC')}")
-        params["since"] = _utc(since)
+        params["since"] = require_utc(since)
     if until is not None:
         where.append("opened_at < {until:DateTime64(3, 'UTC')}")
-        params["until"] = _utc(until)
+        params["until"] = require_utc(until)
     sql = f"""
         SELECT {", ".join(_COLUMNS)} FROM detections FINAL
         WHERE {" AND ".join(where)}
@@ -258,7 +256,7 @@ def drift_windows_after(client: Client, model: str, after: datetime) -> list[Dri
         WHERE model = {{model:String}} AND window_end > {{after:DateTime64(3, 'UTC')}}
         ORDER BY window_end
     """  # noqa: S608 - fixed column list; values are bound parameters
-    rows = client.query(sql, parameters={"model": model, "after": _utc(after)}).result_rows
+    rows = client.query(sql, parameters={"model": model, "after": require_utc(after)}).result_rows
     return [_window_from_row(r) for r in rows]
 
 

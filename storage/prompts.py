@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from storage._time import require_utc
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -30,12 +32,6 @@ class UnitSample:
     event_ids: list[str]
     units: list[str]
     vectors: list[list[float]]
-
-
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("timestamps must be timezone-aware")
-    return value.astimezone(UTC)
 
 
 def prompt_unit_sample(
@@ -59,7 +55,7 @@ def prompt_unit_sample(
     params: dict[str, Any] = {"model": model, "field": field, "limit": limit}
     ranges = []
     for i, (since, until) in enumerate(spans):
-        params[f"s{i}"], params[f"u{i}"] = _utc(since), _utc(until)
+        params[f"s{i}"], params[f"u{i}"] = require_utc(since), require_utc(until)
         ranges.append(
             f"(timestamp >= {{s{i}:DateTime64(3, 'UTC')}}"
             f" AND timestamp < {{u{i}:DateTime64(3, 'UTC')}})"

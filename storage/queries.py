@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from storage._time import as_utc
+
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
@@ -53,10 +55,6 @@ class RateRow:
         }
 
 
-def _aware(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def failure_rates(
     client: Client,
     *,
@@ -80,10 +78,10 @@ def failure_rates(
         params["model"] = model
     if since is not None:
         where.append("minute >= toStartOfMinute({since:DateTime64(3, 'UTC')})")
-        params["since"] = _aware(since)
+        params["since"] = as_utc(since)
     if until is not None:
         where.append("minute < {until:DateTime64(3, 'UTC')}")
-        params["until"] = _aware(until)
+        params["until"] = as_utc(until)
     bucket_sql = _BUCKET_EXPR.get(bucket, "toDateTime(0, 'UTC')")
     sql = f"""
         SELECT signal, model, model_version, {bucket_sql} AS bucket,
@@ -99,7 +97,7 @@ def failure_rates(
             signal=str(r[0]),
             model=str(r[1]),
             model_version=str(r[2]),
-            bucket=None if bucket == "total" else _aware(r[3]),
+            bucket=None if bucket == "total" else as_utc(r[3]),
             events=int(r[4]),
             failures=int(r[5]),
         )
@@ -123,7 +121,7 @@ def earliest_timestamp(client: Client, event_ids: list[str]) -> datetime | None:
         "SELECT count(), min(timestamp) FROM events WHERE event_id IN {ids:Array(String)}",
         parameters={"ids": event_ids},
     ).result_rows[0]
-    return _aware(row[1]) if int(row[0]) else None
+    return as_utc(row[1]) if int(row[0]) else None
 
 
 def table_counts(client: Client) -> TableCounts:
@@ -158,8 +156,8 @@ def score_quantiles(
         parameters={
             "signal": signal,
             "version": version,
-            "since": _aware(since or datetime(1970, 1, 1, tzinfo=UTC)),
-            "until": _aware(until or datetime(2200, 1, 1, tzinfo=UTC)),
+            "since": as_utc(since or datetime(1970, 1, 1, tzinfo=UTC)),
+            "until": as_utc(until or datetime(2200, 1, 1, tzinfo=UTC)),
         },
     ).result_rows
     values, count = rows[0]

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from storage._time import require_utc
+
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
@@ -33,12 +35,6 @@ MinuteCounts = dict[datetime, tuple[int, int]]
 """Minute start → ``(events, failures)``; minutes without events are absent."""
 
 
-def _utc(value: datetime) -> datetime:
-    if value.tzinfo is None:
-        raise ValueError("timestamps must be timezone-aware")
-    return value.astimezone(UTC)
-
-
 def minute_counts(
     client: Client,
     since: datetime,
@@ -55,7 +51,7 @@ def minute_counts(
         "minute >= {since:DateTime64(3, 'UTC')}",
         "minute < {until:DateTime64(3, 'UTC')}",
     ]
-    params: dict[str, Any] = {"since": _utc(since), "until": _utc(until)}
+    params: dict[str, Any] = {"since": require_utc(since), "until": require_utc(until)}
     if model is not None:
         where.append("model = {model:String}")
         params["model"] = model
@@ -105,7 +101,7 @@ def unit_counts(
     """
     if repeat_window_minutes < 1:
         raise ValueError("repeat_window_minutes must be at least 1")
-    since, until = _utc(since), _utc(until)
+    since, until = require_utc(since), require_utc(until)
     params: dict[str, Any] = {
         "since": since, "until": until, "window": repeat_window_minutes,
         "read_from": since - timedelta(minutes=repeat_window_minutes),
@@ -122,7 +118,7 @@ def unit_counts(
         params["version"] = model_version
     visible = "1"
     if as_of is not None:
-        params["as_of"] = _utc(as_of)
+        params["as_of"] = require_utc(as_of)
         params["backfill_ms"] = int(backfill_after_s * 1000)
         visible = (
             "(e.ingested <= {as_of:DateTime64(3, 'UTC')} OR "
@@ -190,7 +186,7 @@ def ingest_lag(
 ) -> IngestLag:
     """Ingest lag of the events ingested in ``(now - window_s, now]``."""
     params = {
-        "now": _utc(now), "start": _utc(now) - timedelta(seconds=window_s),
+        "now": require_utc(now), "start": require_utc(now) - timedelta(seconds=window_s),
         "cap": int(cap_s * 1000),
     }  # fmt: skip
     lag = "(toUnixTimestamp64Milli(ingested_at) - toUnixTimestamp64Milli(timestamp))"
@@ -232,9 +228,9 @@ def late_rows(client: Client, ingested_after: datetime, before: datetime, since:
               AND timestamp < {before:DateTime64(3, 'UTC')}
             """,
             parameters={
-                "after": _utc(ingested_after),
-                "before": _utc(before),
-                "since": _utc(since),
+                "after": require_utc(ingested_after),
+                "before": require_utc(before),
+                "since": require_utc(since),
             },
         ).result_rows[0][0]
     )
@@ -271,7 +267,7 @@ def prompt_models(client: Client, since: datetime, until: datetime, field: str) 
           AND timestamp >= {since:DateTime64(3, 'UTC')} AND timestamp < {until:DateTime64(3, 'UTC')}
         ORDER BY model
         """,
-        parameters={"field": field, "since": _utc(since), "until": _utc(until)},
+        parameters={"field": field, "since": require_utc(since), "until": require_utc(until)},
     ).result_rows
     return [str(r[0]) for r in rows]
 
@@ -301,7 +297,7 @@ def prompt_sample(
     embedders live in different spaces and are never mixed).
     """
     params: dict[str, Any] = {
-        "model": model, "field": field, "since": _utc(since), "until": _utc(until),
+        "model": model, "field": field, "since": require_utc(since), "until": require_utc(until),
         "limit": limit,
     }  # fmt: skip
     window = """model = {model:String} AND field = {field:String}

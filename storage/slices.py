@@ -8,17 +8,15 @@ as ``locale``, or ``app``). The pipeline writes each score row's slice values; t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from storage._time import as_utc
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
 __all__ = ["SliceCount", "event_slice_sources", "slice_counts", "top_slice_values"]
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 @dataclass(frozen=True)
@@ -85,10 +83,10 @@ def slice_counts(
         column = "minute"
         if since is not None:
             where.append("minute >= toStartOfMinute({since:DateTime64(3, 'UTC')})")
-            params["since"] = _utc(since)
+            params["since"] = as_utc(since)
         if until is not None:
             where.append("minute < {until:DateTime64(3, 'UTC')}")
-            params["until"] = _utc(until)
+            params["until"] = as_utc(until)
         where.append("slice_key = {key0:String}")
         params["key0"] = keys[0]
         sql = f"""
@@ -103,10 +101,10 @@ def slice_counts(
         column = "timestamp"
         if since is not None:
             where.append(f"{column} >= {{since:DateTime64(3, 'UTC')}}")
-            params["since"] = _utc(since)
+            params["since"] = as_utc(since)
         if until is not None:
             where.append(f"{column} < {{until:DateTime64(3, 'UTC')}}")
-            params["until"] = _utc(until)
+            params["until"] = as_utc(until)
         params["keys"] = list(keys)
         sql = f"""
             SELECT signal, model, model_version,
