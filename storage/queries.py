@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from storage._sql import add_equal_filters
 from storage._time import as_utc
 
 if TYPE_CHECKING:
@@ -70,12 +71,7 @@ def failure_rates(
     """
     where = ["1"]
     params: dict[str, Any] = {}
-    if signal is not None:
-        where.append("signal = {signal:String}")
-        params["signal"] = signal
-    if model is not None:
-        where.append("model = {model:String}")
-        params["model"] = model
+    add_equal_filters(where, params, signal=signal, model=model)
     if since is not None:
         where.append("minute >= toStartOfMinute({since:DateTime64(3, 'UTC')})")
         params["since"] = as_utc(since)

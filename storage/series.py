@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from storage._sql import add_equal_filters
 from storage._time import require_utc
 
 if TYPE_CHECKING:
@@ -52,12 +53,7 @@ def minute_counts(
         "minute < {until:DateTime64(3, 'UTC')}",
     ]
     params: dict[str, Any] = {"since": require_utc(since), "until": require_utc(until)}
-    if model is not None:
-        where.append("model = {model:String}")
-        params["model"] = model
-    if model_version is not None:
-        where.append("model_version = {version:String}")
-        params["version"] = model_version
+    add_equal_filters(where, params, model=model, model_version=model_version)
     sql = f"""
         SELECT model, model_version, signal, minute,
                uniqExactMerge(events) AS n, uniqExactIfMerge(failures) AS k
@@ -110,12 +106,7 @@ def unit_counts(
         "timestamp >= {read_from:DateTime64(3, 'UTC')}",
         "timestamp < {until:DateTime64(3, 'UTC')}",
     ]
-    if model is not None:
-        where.append("model = {model:String}")
-        params["model"] = model
-    if model_version is not None:
-        where.append("model_version = {version:String}")
-        params["version"] = model_version
+    add_equal_filters(where, params, model=model, model_version=model_version)
     visible = "1"
     if as_of is not None:
         params["as_of"] = require_utc(as_of)

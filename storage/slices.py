@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from storage._sql import add_equal_filters
 from storage._time import as_utc
 
 if TYPE_CHECKING:
@@ -73,12 +74,7 @@ def slice_counts(
         raise ValueError("at least one slice key is needed")
     where = ["1"]
     params: dict[str, Any] = {}
-    if signal is not None:
-        where.append("signal = {signal:String}")
-        params["signal"] = signal
-    if model is not None:
-        where.append("model = {model:String}")
-        params["model"] = model
+    add_equal_filters(where, params, signal=signal, model=model)
     if len(keys) == 1:
         column = "minute"
         if since is not None:
