@@ -31,7 +31,7 @@ from signals.spec import Examples, SignalSpec
 from signals.training import train_signal
 from storage.client import connect
 from storage.dead_letters import DeadLetterRow, record_dead_letters
-from storage.errors import StorageMisconfigured, StorageUnavailable
+from storage.errors import StorageMisconfigured, StorageOverloaded, StorageUnavailable
 from storage.feedback import record_feedback
 from storage.queries import table_counts
 from storage.writer import ClickHouseWriter
@@ -518,6 +518,50 @@ def test_published_signals_honour_shutdown_and_a_misconfigured_database(
     assert harness.dlq(expect=0) == []
 
 
+def test_a_published_signal_that_overloads_the_database_waits_its_patience_then_is_dead_lettered(
+    ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str, caplog: Any
+) -> None:
+    """A signal whose insert overloads the database is one record, like a batch of one event:
+    a busy server is waited out (it stores the signal once the server has room), and an insert
+    that keeps overloading it is dead-lettered with the error after the patience, instead of
+    holding the control topic forever (before: retried without end)."""
+    retry = RetryPolicy(0.05, 0.2, split_after=1, lone_overload_patience_s=0.6)
+    h = make_harness(ch, tiny_embedder, kafka_bootstrap, retry=retry)
+    memory = "insert of a signal: Code: 241. DB::Exception: MEMORY_LIMIT_EXCEEDED"
+    calls = {"n": 0}
+
+    def busy_then_room(payload: bytes) -> str:
+        calls["n"] += 1
+        if calls["n"] <= 5:  # more than split_after: the patience loop, not only the retries
+            raise StorageOverloaded(memory, 241)
+        return "busy v1"
+
+    def never_fits(payload: bytes) -> str:
+        raise StorageOverloaded(memory, 241)
+
+    caplog.set_level(logging.WARNING, logger="streams")
+    try:
+        batch = records([b"{}"], topic="telltale.signals")
+
+        async def scenario() -> tuple[Outcome, str | None, Outcome]:
+            first = await asyncio.wait_for(h.handler.handle_signals(batch, busy_then_room), 60)
+            waiting = h.handler.health.waiting
+            second = await asyncio.wait_for(h.handler.handle_signals(batch, never_fits), 60)
+            return first, waiting, second
+
+        stored, waiting, refused = asyncio.run(scenario())
+        assert stored is Outcome.ACKNOWLEDGE and calls["n"] == 6 and waiting is None
+        assert refused is Outcome.ACKNOWLEDGE
+        (letter,) = h.dlq(expect=1)
+        assert (letter.topic, letter.offset) == ("telltale.signals", 0)
+        assert "MEMORY_LIMIT_EXCEEDED" in letter.reason
+        waits = [r for r in caplog.records if "a published signal overloads" in r.getMessage()]
+        assert len(waits) >= 3  # 0.05 + 0.1 + 0.2 + 0.2 s of waiting before giving up
+        assert h.handler.health.waiting is None and h.handler.health.ok
+    finally:
+        h.producer.close()
+
+
 def feedback_json(i: int, comment: str = "") -> bytes:
     at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
     return json.dumps({"event_id": f"evt-{i:04d}", "value": -1 if i % 2 else 1,
@@ -873,7 +917,7 @@ def test_a_database_too_busy_for_any_event_of_a_batch_is_waited_out_not_dead_let
 
     async def scenario() -> Outcome:
         task = asyncio.ensure_future(h.handler.handle(batch))
-        while "every event overloads" not in (h.handler.health.waiting or ""):
+        while "overloads the database even alone" not in (h.handler.health.waiting or ""):
             assert not task.done(), task.result()
             await asyncio.sleep(0.05)
         assert "MEMORY_LIMIT_EXCEEDED" in (h.handler.health.waiting or "")
