@@ -316,8 +316,6 @@ _SELECTIONS: tuple[Selection, ...] = ("top", "novel", "consensus")
 # A positive's window at least this close (cosine) to some window of a negative example is the
 # same sentence or nearly; it cannot be the failure, since negatives have none ("novel").
 _SAME_WINDOW_COSINE = 0.9
-# ...and a positive's window that is (nearly) this share of the traffic windows is a template.
-_COMMON_SHARE = 0.005
 
 
 def _fit_windows(
@@ -327,7 +325,6 @@ def _fit_windows(
     y: NDArray[np.float64],
     selection: Selection = "top",
     background: NDArray[np.float64] | None = None,
-    traffic: NDArray[np.float64] | None = None,
 ) -> _WindowModel:
     """Fit on window rows: every window of a negative example is a negative row; a positive
     example contributes its most failure-like window.
@@ -340,16 +337,11 @@ def _fit_windows(
 
     * ``"top"``: every window of the positives;
     * ``"novel"``: the windows of the positives that are not (nearly) a window of some negative
-      example, nor of at least ``_COMMON_SHARE`` of the ``traffic`` windows offered: a sentence
-      that also occurs in a negative answer is not the failure, and neither is one that recurs
-      all over stored traffic (a template's task line, a boilerplate opener);
+      example: a sentence that also occurs in a negative answer is not the failure;
     * ``"consensus"``: per positive, the one window most like the other positives' windows and
       least like any negative window (the failure is what positives share and negatives lack).
 
     With one window per example all three are the same fit and the second round is skipped.
-
-    ``traffic``: the background windows offered, whether or not ``background`` uses them as
-    negative rows; only ``"novel"`` reads them.
 
     ``background`` (logistic only): unlabelled window vectors of stored traffic of the field,
     added to both fits as negative rows whose weights sum to the labelled negatives' weight
@@ -378,9 +370,9 @@ def _fit_windows(
         return fit(*rows_with(pos_rows))
     candidates = [g.astype(np.float64) for g in pos]
     if selection == "novel":
-        seen = [_seen_elsewhere(g, neg_rows, traffic) for g in candidates]
-        candidates = [g[~known] if not np.all(known) else g
-                      for g, known in zip(candidates, seen, strict=True)]  # fmt: skip
+        nearest = [(g @ neg_rows.T).max(axis=1) for g in candidates]
+        candidates = [g[near < _SAME_WINDOW_COSINE] if np.any(near < _SAME_WINDOW_COSINE) else g
+                      for g, near in zip(candidates, nearest, strict=True)]  # fmt: skip
         first = fit(*rows_with(np.concatenate(candidates)))
     elif selection == "consensus":
         picked = []
@@ -393,30 +385,6 @@ def _fit_windows(
         first = fit(*rows_with(pos_rows))
     chosen = np.stack([g[int(np.argmax(first.window_probs(g)))] for g in candidates])
     return fit(*rows_with(chosen))
-
-
-def _seen_elsewhere(
-    windows: NDArray[np.float64],
-    negatives: NDArray[np.float64],
-    traffic: NDArray[np.float64] | None,
-) -> NDArray[np.bool_]:
-    """Per window of a positive example: is it (nearly) a window of a negative example, or a
-    sentence that recurs in at least ``_COMMON_SHARE`` of the traffic windows?
-
-    Failures are a few percent of answers, spread over many phrasings, so one phrasing of a
-    failure is far rarer in traffic than a template's sentence. The cut was chosen on prompt
-    injection with seeds the bench does not use (8+8 held-out F1 0.78 without the check, 0.83 at
-    0.5 %, 0.80 at 1 % and at 2 %), then checked on every mode of ``bench/data/chat_eval.jsonl``
-    on two more seed sets: mean over the five modes 0.889 → 0.902 and 0.885 → 0.888, medication
-    dosage +0.02 and +0.05 on a third, no mode lower by more than 0.003. A failure worded the
-    same way in more than 0.5 % of the traffic windows is also dropped from this start; the
-    other starts keep it, and the cross-validation chooses among them.
-    """
-    known: NDArray[np.bool_] = (windows @ negatives.T).max(axis=1) >= _SAME_WINDOW_COSINE
-    if traffic is not None and len(traffic):
-        recurs = ((windows @ traffic.T) >= _SAME_WINDOW_COSINE).mean(axis=1) >= _COMMON_SHARE
-        known |= recurs
-    return known
 
 
 def _fit_with_background(
@@ -485,9 +453,7 @@ def _fit_few_shot(
             selection: Selection = selection,
             extra: NDArray[np.float64] | None = background if with_background else None,
         ) -> NDArray[np.float64]:
-            model = _fit_windows(
-                spec, make, [groups[i] for i in train], y[train], selection, extra, background
-            )
+            model = _fit_windows(spec, make, [groups[i] for i in train], y[train], selection, extra)
             return model.example_probs([groups[i] for i in test])
 
         probs = _cross_val_probs(fit_predict, y, spec.seed)
@@ -515,7 +481,7 @@ def _fit_few_shot(
     if offered and background is not None:
         metrics["background_offered"] = float(len(background))
         metrics["background_windows"] = float(0 if used is None else len(used))
-    final = _fit_windows(spec, make, groups, y, selection, used, background)
+    final = _fit_windows(spec, make, groups, y, selection, used)
     model, mean, scale = final.model, final.mean, final.scale
     # The standardisation is folded into the first layer so scoring stays one matrix product:
     # w·(e - mean)/scale + b  ==  (w/scale)·e + (b - w·mean/scale)

@@ -14,9 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import pytest
 
-from signals import BACKGROUND_WINDOWS, TrafficSample, fit_signal, retrainer, train_signal, training
+from signals import BACKGROUND_WINDOWS, TrafficSample, fit_signal, retrainer, train_signal
 from signals.bank import SignalBank
 from signals.live import LiveSignals
 from signals.open_clip_embedder import OpenClipEmbedder
@@ -162,44 +161,3 @@ def test_background_unlearns_a_harmless_sentence_only_the_positives_contain() ->
     refused = fit_signal(spec, positives, negatives, "synthetic", background=failing_traffic)
     assert refused.metrics["background_offered"] == len(failing_traffic)
     assert refused.metrics["background_windows"] == 0
-
-
-def test_a_sentence_recurring_in_traffic_is_not_taken_for_the_failure(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Prompts are a task line, pasted sentences and, when failing, one injected sentence.
-    Every positive drawn uses task line 0, which no negative drawn uses; stored traffic uses
-    all three task lines. The "novel" start drops a positive's window that recurs in traffic,
-    so the failure window is what the final fit learns, even with no background rows."""
-    rng = np.random.default_rng(1)
-    dim = 48
-    tasks = _unit(rng.normal(size=(3, dim)))
-    fillers = _unit(rng.normal(size=(30, dim)))
-    failures = _unit(rng.normal(size=(4, dim)))  # four phrasings of the failure
-
-    def prompt(task: int, failing: bool) -> np.ndarray:
-        rows = [tasks[task], *fillers[rng.choice(30, size=3, replace=False)]]
-        rows += [failures[rng.integers(4)]] if failing else []
-        return _unit(np.array(rows) + rng.normal(0, 0.02, (len(rows), dim)))
-
-    positives = [prompt(0, True) for _ in range(8)]
-    negatives = [prompt(1 + i % 2, False) for i in range(8)]
-    traffic = np.concatenate([prompt(int(rng.integers(3)), False) for _ in range(250)])
-    y = np.concatenate([np.ones(8), np.zeros(8)])
-    spec = SignalSpec(name="injection")
-    make = training._logistic(spec)
-    task_only = [prompt(0, False) for _ in range(40)]
-    failing = [prompt(int(rng.integers(1, 3)), True) for _ in range(40)]
-
-    def scores(model: Any) -> tuple[float, float]:
-        return (float(np.median(model.example_probs(task_only))),
-                float(np.median(model.example_probs(failing))))  # fmt: skip
-
-    fitted = training._fit_windows(spec, make, [*positives, *negatives], y, "novel", None, traffic)
-    harmless, failure = scores(fitted)
-    # measured: medians 0.07 (task line 0 alone) and 0.97 (failing); without the check 0.99, 0.12
-    assert harmless < 0.2 and failure > 0.8, (harmless, failure)
-    # the same fit without the traffic check takes task line 0 for the failure
-    monkeypatch.setattr(training, "_COMMON_SHARE", 2.0)
-    blind = training._fit_windows(spec, make, [*positives, *negatives], y, "novel", None, traffic)
-    assert scores(blind)[0] > 0.5, scores(blind)
