@@ -113,4 +113,11 @@ class WorkerConfig(BaseModel):
         description="a worker does not retrain back, for this long, a "
         "signal another worker just retrained away from its embedder (a rolling upgrade)",
     )
+    health_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="HTTP port of the worker's /healthz and /readyz (0: no endpoint)",
+    )
+    health_host: str = Field(default="127.0.0.1", description="address the health endpoint binds")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -233,7 +233,8 @@ def build_app(
     each batch are also stored (coordinates and reasons, on the pipeline thread) before the
     batch is acknowledged, so the dead-letter rate can be charted and alerted on.
     ``decoders`` maps a source topic to its decoder (JSON generation events by default);
-    ``health`` turns failing when storage is misconfigured and consumption stops.
+    ``health`` turns failing when storage is misconfigured and consumption stops; with
+    ``config.health_port`` faust's web server serves it (:func:`_health_pages`).
     ``maintenance`` (retraining signals of another embedder) runs on the pipeline thread every
     ``maintenance_interval_s``, between batches and never inside one. With
     ``kafka.otlp_topics`` the same agent also reads the OpenTelemetry Collector's export
@@ -255,7 +256,10 @@ def build_app(
         broker_heartbeat_interval=min(3.0, kafka.session_timeout_s / 3),
         broker_commit_interval=config.commit_interval_s,
         producer_acks=-1,
-        web_enabled=False,
+        web_enabled=bool(config.health_port),
+        web_port=config.health_port or 6066,
+        web_bind=config.health_host,
+        web_host=config.health_host,
         broker_credentials=kafka.security.faust_credentials(),
         # faust's own drain waits for every taken message to be acked, without a bound: a
         # batch retrying against failed storage would block shutdown forever. `drain` below
@@ -269,8 +273,11 @@ def build_app(
 
     otlp = otlp_decoders(kafka.otlp_topics, otlp_mapping or OtlpMapping(), config.max_payload_bytes)
     decoders = {**otlp, **(decoders or {})}
+    health = health if health is not None else WorkerHealth()
     runtime = _Runtime(config, pipeline_factory, send_dead_letter, record_dead_letters,
                        decoders, health)  # fmt: skip
+    if config.health_port:
+        _health_pages(app, health)
     source = app.topic(kafka.topic, *kafka.otlp_topics, partitions=kafka.partitions)
     app.agent(source, name="consume")(runtime.consume)
 
@@ -299,3 +306,27 @@ def build_app(
         app.timer(config.maintenance_interval_s)(maintain)
     app.task(runtime.warm_up)
     return app
+
+
+def _health_pages(app: Any, health: WorkerHealth) -> None:
+    """``/healthz`` (liveness) and ``/readyz`` (readiness) on faust's web server.
+
+    Liveness fails (503) once consumption stopped for good: a misconfigured database, which
+    waiting cannot fix, with the reason. Readiness also fails while the worker waits out
+    storage or the broker (offsets held, nothing lost), with what it waits on; a probe that
+    restarts on readiness would only lose the waiting, so point liveness probes at
+    ``/healthz``. The reasons are storage or broker errors; the endpoint binds to
+    ``health_host`` (127.0.0.1 unless set).
+    """
+
+    async def healthz(web: Any, request: Any) -> Any:
+        body = {"ok": health.ok, "failure": health.failure}
+        return web.json(body, status=200 if health.ok else 503)
+
+    async def readyz(web: Any, request: Any) -> Any:
+        ready = health.ok and health.waiting is None
+        body = {"ready": ready, "failure": health.failure, "waiting": health.waiting}
+        return web.json(body, status=200 if ready else 503)
+
+    app.page("/healthz")(healthz)
+    app.page("/readyz")(readyz)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import TINY_ENV
@@ -130,6 +134,22 @@ def wait_committed(
             return
         time.sleep(1.0)
     raise AssertionError(f"only {seen} of {expected} offsets committed within {timeout}s")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def probe(port: int, path: str) -> tuple[int, dict[str, Any]]:
+    """GET the worker's health endpoint: (status, JSON body)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[bytes]:
@@ -286,6 +306,8 @@ def test_worker_halts_on_a_misconfigured_database_without_committing_or_dead_let
     env = {**os.environ, **TINY_ENV, "TELLTALE_KAFKA_TOPIC": topic,
            "TELLTALE_KAFKA_DLQ_TOPIC": dlq, "TELLTALE_KAFKA_GROUP_ID": group,
            "TELLTALE_KAFKA_SESSION_TIMEOUT_S": "6", "TELLTALE_KAFKA_PARTITIONS": "1"}  # fmt: skip
+    port = free_port()
+    env["TELLTALE_WORKER_HEALTH_PORT"] = str(port)
     command = [sys.executable, "-m", "telltale.cli", "worker", "--clickhouse", f"chdb://{db}",
                "--kafka", kafka_bootstrap]  # fmt: skip
     events, _, _ = planted_events()
@@ -306,6 +328,10 @@ def test_worker_halts_on_a_misconfigured_database_without_committing_or_dead_let
             time.sleep(5)  # several commit intervals: nothing may be committed
             assert proc.poll() is None  # up, for its health check to report the failure
             assert committed(kafka_bootstrap, group, topic) == 0
+            status, body = probe(port, "/healthz")
+            assert status == 503 and "session_id" in body["failure"], body
+            status, body = probe(port, "/readyz")
+            assert (status, body["ready"]) == (503, False) and "session_id" in body["failure"]
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
@@ -323,6 +349,11 @@ def test_worker_halts_on_a_misconfigured_database_without_committing_or_dead_let
                                 stderr=subprocess.STDOUT)  # fmt: skip
         try:
             wait_committed(kafka_bootstrap, group, topic, 51, proc)
+            assert probe(port, "/healthz") == (200, {"ok": True, "failure": None})
+            assert probe(port, "/readyz") == (
+                200,
+                {"ready": True, "failure": None, "waiting": None},
+            )
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
