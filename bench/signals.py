@@ -55,7 +55,7 @@ from collections.abc import Callable  # noqa: E402
 from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
-from sklearn.metrics import f1_score  # noqa: E402
+from sklearn.metrics import f1_score, roc_auc_score  # noqa: E402
 
 from signals.bank import SignalBank  # noqa: E402
 from signals.open_clip_embedder import OpenClipEmbedder  # noqa: E402
@@ -69,7 +69,10 @@ BATCH = 256
 EVAL_SET = Path(__file__).resolve().parent / "data" / "chat_eval.jsonl"
 SHOTS = (2, 4, 8, 16)
 METRICS = ("precision", "recall", "f1", "long_f1", "long_recall", "very_long_f1",
-           "very_long_recall", "cv_f1", "train_s")  # fmt: skip
+           "very_long_recall", "cv_f1", "train_s", "roc_auc", "best_cut_f1")  # fmt: skip
+"""``roc_auc`` (how well the signal ranks the held-out texts) and ``best_cut_f1`` (F1 at the
+threshold that is best *on the held-out texts themselves*, a ceiling no threshold rule can
+beat) separate what the ranking limits from what the chosen threshold costs."""
 BACKGROUNDS = ("none", "traffic", "traffic5")
 """With ``--background N``: no background; N windows of unlabelled traffic of the field
 (every label at the pool's rate); the same with the mode's positives cut to <= 5 % of the
@@ -94,6 +97,11 @@ def _prf(y: np.ndarray, flagged: np.ndarray) -> tuple[float, float, float]:
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return precision, recall, f1
+
+
+def _best_cut_f1(y: np.ndarray, probs: np.ndarray) -> float:
+    """F1 at the threshold that is best on these very texts (a ceiling, not a result)."""
+    return max(_prf(y, probs >= cut)[2] for cut in np.unique(probs))
 
 
 def _background(
@@ -227,9 +235,10 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
                                             background=background)  # fmt: skip
                         cells["train_s"].append(time.perf_counter() - started)
                         bank = SignalBank([fitted], name)
-                        flagged = bank.score_windows(
+                        scored = bank.score_windows(
                             "output.text", Windows.of([groups[i] for i in test], dim)
-                        ).flagged[:, 0]
+                        )
+                        flagged, probs = scored.flagged[:, 0], scored.probabilities[:, 0]
                         y = np.array([rows[i]["label"] for i in test])
                         p, r, f = _prf(y, flagged)
                         long = np.array([bool(rows[i]["long"]) for i in test])
@@ -244,10 +253,9 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
                             and variant == variants[-1]
                             and args.show_errors
                         ):
-                            wrong = [(i, float(pr)) for i, pr, fl in zip(test, bank.score_windows(
-                                "output.text", Windows.of([groups[i] for i in test], dim)
-                            ).probabilities[:, 0], flagged, strict=True)
-                                if bool(fl) != bool(rows[i]["label"])]  # fmt: skip
+                            wrong = [(i, float(pr)) for i, pr, fl in zip(test, probs, flagged,
+                                                                          strict=True)
+                                     if bool(fl) != bool(rows[i]["label"])]  # fmt: skip
                             out["errors"].append({"mode": mode, "embedder": f"{name} {variant}",
                                                   "threshold": fitted.threshold,
                                                   "wrong": [{**rows[i], "p": pr}
@@ -256,7 +264,9 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
                                            ("long_f1", long_f), ("long_recall", long_r),
                                            ("very_long_f1", very_f),
                                            ("very_long_recall", very_r),
-                                           ("cv_f1", fitted.metrics["f1"])):  # fmt: skip
+                                           ("cv_f1", fitted.metrics["f1"]),
+                                           ("roc_auc", float(roc_auc_score(y, probs))),
+                                           ("best_cut_f1", _best_cut_f1(y, probs))):  # fmt: skip
                             cells[key].append(value)
                     for variant, cells in cells_by.items():
                         out["results"].append({
@@ -320,7 +330,9 @@ def print_quality(out: dict[str, Any]) -> None:
                         f"  R {r['recall']['mean']:.2f}  F1 {r['f1']['mean']:.2f}   long: "
                         f"F1 {r['long_f1']['mean']:.2f}  R {r['long_recall']['mean']:.2f}   "
                         f"400+: F1 {r['very_long_f1']['mean']:.2f}  "
-                        f"R {r['very_long_recall']['mean']:.2f}"
+                        f"R {r['very_long_recall']['mean']:.2f}   ROC-AUC "
+                        f"{r['roc_auc']['mean']:.2f}  F1 at the best cut "
+                        f"{r['best_cut_f1']['mean']:.2f}"
                     )
 
 
