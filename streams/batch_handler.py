@@ -288,12 +288,16 @@ class BatchHandler:
         waited_s = 0.0
         while True:
             try:
-                return await self._blocking(partial(accept, record.value or b""), split=True)
+                stored = await self._blocking(partial(accept, record.value or b""), split=True)
             except StorageOverloaded as exc:
                 if waited_s >= self._retry.lone_overload_patience_s:
                     self.health.wait(None)
                     raise
                 await self._back_off(delay, f"a published signal overloads the database: {exc}")
+            else:
+                if waited_s:
+                    self.health.wait(None)
+                return stored
             waited_s += delay
             delay = min(delay * 2, self._retry.max_s)
 
