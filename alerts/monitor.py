@@ -22,8 +22,9 @@ Each cycle
 A monitor that starts (or restarts) replays ``lookback_minutes`` of history (at least
 ``cusum_min_history_minutes``, and from ``cusum_history_minutes`` before the change point of an
 open slow-degradation incident, so its rebuilt CUSUM keeps alarming through the shift) to rebuild
-its detectors' state (prompt-drift incidents are rebuilt from their stored looks instead; it
-warns when the lookback is shorter than a release test's horizon);
+its detectors' state, and from the first minute of every release still under test, so a
+release's test is rebuilt as it was (prompt-drift incidents are rebuilt from their stored looks
+instead);
 :class:`~alerts.state.DetectionBook` makes sure the alarms of that replay do not
 open or page anything that is already recorded. A cycle that fails (ClickHouse unreachable)
 drops the in-memory state and the next cycle rebuilds it the same way, so no minute is ever fed
@@ -142,7 +143,6 @@ class Monitor:
         self._watermark: datetime | None = None
         self._rewind = threading.Event()
         self._seen_until: datetime | None = None
-        _warn_short_lookback(settings)
 
     @property
     def position(self) -> datetime | None:
@@ -195,14 +195,15 @@ class Monitor:
                     self._book, self._engine = None, None
                     report.recomputed = True
             self._watermark = watermark
+            releases = list_releases(self._client)
             if self._book is None or self._engine is None:
                 self._book = DetectionBook(self._store)
-                start = _replay_start(until, s, self._book.open_rows())
+                start = _replay_start(until, s, self._book.open_rows(), releases)
                 self._engine = DetectionEngine(
                     self._client, s, self._book, self._store, start=start,
                     drift_catchup_looks=s.drift_catchup_looks,
                 )  # fmt: skip
-            report.engine = self._engine.advance(until, list_releases(self._client), read_at=now)
+            report.engine = self._engine.advance(until, releases, read_at=now)
             seen = self._seen_until
             self._seen_until = until if seen is None else max(seen, until)
             self._book.flush()
@@ -274,21 +275,18 @@ class Monitor:
                 return
 
 
-def _warn_short_lookback(s: MonitorSettings) -> None:
-    """Say when a restart cannot rebuild the release tests as they were
-    (:mod:`alerts.tracks.spike`); drift incidents are rebuilt from their stored looks whatever the
-    lookback, and the replay covers a CUSUM's warm-up (:func:`_replay_start`)."""
-    if s.lookback_minutes < s.spike_horizon_minutes:
-        log.warning(
-            "lookback_minutes=%d is shorter than spike_horizon_minutes=%d: after a restart, a "
-            "release older than the lookback is tested afresh (alpha spent again)",
-            s.lookback_minutes, s.spike_horizon_minutes,
-        )  # fmt: skip
-
-
-def _replay_start(until: datetime, s: MonitorSettings, open_rows: list[DetectionRow]) -> datetime:
+def _replay_start(
+    until: datetime, s: MonitorSettings, open_rows: list[DetectionRow], releases: list[Release]
+) -> datetime:
     """Where a starting monitor's replay begins: ``lookback_minutes`` (at least a CUSUM's warm-up)
-    before ``until``, and earlier when an open slow-degradation incident needs it.
+    before ``until``, and earlier when a release test or an open slow-degradation incident needs
+    it.
+
+    A release test is an e-process that is not stored: rebuilt from a later minute than its
+    release's, it would be a new test at the full level, so every restart would spend ``alpha``
+    on that release again (and it would page later than the first test: the evidence of the
+    minutes before the replay is lost). So the replay reaches the first minute of every release
+    still inside ``spike_horizon_minutes``, and the rebuilt test is the one the first monitor ran.
 
     A CUSUM rebuilt from too little history would not alarm again in time: the incident would
     resolve (no new alarm for ``resolve_after``) although the shift persists, and page again once
@@ -299,6 +297,10 @@ def _replay_start(until: datetime, s: MonitorSettings, open_rows: list[Detection
     began, and re-alarms through the shift as it did.
     """
     start = until - timedelta(minutes=max(s.lookback_minutes, s.cusum_min_history_minutes))
+    horizon = timedelta(minutes=s.spike_horizon_minutes)
+    for release in releases:
+        if until - horizon < release.released_at < start:
+            start = floor_minute(release.released_at)
     warm_up = timedelta(minutes=s.cusum_history_minutes)
     for row in open_rows:
         if row.detector == DEGRADATION:

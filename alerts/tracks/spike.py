@@ -31,12 +31,10 @@ The detection clears when the version is superseded by a newer release, or has h
 ``resolve_after`` (a roll-back).
 
 Restarts. The e-processes are not stored: a restarted monitor rebuilds each release's test by
-replaying ``lookback_minutes`` from the release, and the detection book keeps the replay's alarms
-from opening or paging twice. With ``lookback_minutes >= horizon_minutes`` (the defaults, a week
-each) every release still under test is replayed from its first minute and the rebuilt test is
-the one the first monitor ran. A shorter lookback starts a release older than it afresh at the
-lookback's start: a new test at the full level, so every restart spends ``alpha`` again on that
-release (the monitor warns at start).
+replaying from the release's first minute (the monitor's replay reaches back to every release
+still inside ``horizon_minutes``, whatever ``lookback_minutes`` says), and the detection book keeps
+the replay's alarms from opening or paging twice. The rebuilt test is the one the first monitor
+ran: a restart neither spends ``alpha`` again nor loses the evidence gathered before it.
 """
 
 from __future__ import annotations
