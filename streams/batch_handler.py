@@ -257,13 +257,19 @@ class BatchHandler:
     async def handle_signals(self, batch: Sequence[Record], accept: AcceptSignal) -> Outcome:
         """Store each signal published on the control topic, in order, with the batches' retry
         policy and shutdown. A signal that cannot be stored for a reason of its own (invalid,
-        refused by the database) is dead-lettered with that reason instead of being dropped."""
+        refused by the database, an insert that overloads it beyond ``lone_overload_patience_s``)
+        is dead-lettered with that reason instead of being dropped or retried forever."""
         if not self.health.ok:
             return Outcome.HALT
         try:
             for record in batch:
                 try:
-                    stored = await self._store_signal(record, accept)
+                    # one record, like a batch of one event: an insert that overloads the
+                    # database is waited out for the patience, then dead-lettered
+                    stored = await self._blocking(
+                        partial(accept, record.value or b""),
+                        overload_patience_s=self._retry.lone_overload_patience_s,
+                    )
                 except (ShuttingDown, StorageMisconfigured):
                     raise
                 except Exception as exc:
@@ -278,37 +284,6 @@ class BatchHandler:
         except StorageMisconfigured as exc:
             return self._halt(exc)
         return Outcome.ACKNOWLEDGE
-
-    async def _store_signal(self, record: Record, accept: AcceptSignal) -> object:
-        """Store one published signal. An insert that overloads the database (memory limit,
-        time limit) is retried for ``lone_overload_patience_s``, like a batch of one event, and
-        then raised, to be dead-lettered with the database's error instead of holding the
-        control topic forever."""
-        delay = self._retry.initial_s
-        waited_s = 0.0
-        while True:
-            try:
-                stored = await self._blocking(partial(accept, record.value or b""), split=True)
-            except StorageOverloaded as exc:
-                if waited_s >= self._retry.lone_overload_patience_s:
-                    self.health.wait(None)
-                    raise
-                await self._back_off(delay, f"a published signal overloads the database: {exc}")
-            else:
-                if waited_s:
-                    self.health.wait(None)
-                return stored
-            waited_s += delay
-            delay = min(delay * 2, self._retry.max_s)
-
-    async def _back_off(self, delay: float, reason: str) -> None:
-        """Wait ``delay`` seconds (cut short by shutdown) with the reason in the health."""
-        if self.stopping.is_set():
-            raise ShuttingDown(reason)
-        log.warning("%s; retrying in %.1fs (offsets held)", reason, delay)
-        self.health.wait(reason[:1000])
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), delay)
 
     async def handle_feedback(self, batch: Sequence[Record], accept: AcceptFeedback) -> Outcome:
         """Store delayed feedback: invalid records and records whose rows the database refuses
@@ -426,10 +401,15 @@ class BatchHandler:
             if stored.overloaded < len(decoded) or patience_over:
                 self.health.wait(None)
                 return stored
-            await self._back_off(
-                delay, f"every event of a batch of {len(decoded)} overloads the database even "
-                f"alone (the database is busy): {stored.refused[0][1]}",
-            )  # fmt: skip
+            reason = stored.refused[0][1]
+            if self.stopping.is_set():
+                raise ShuttingDown(reason)
+            log.warning("every event of a batch of %d overloads the database even alone: "
+                        "the database is busy, retrying the batch in %.1fs (offsets held): %s",
+                        len(decoded), delay, reason)  # fmt: skip
+            self.health.wait(f"every event overloads the database: {reason}"[:1000])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), delay)
             waited_s += delay
             delay = min(delay * 2, self._retry.max_s)
 
@@ -460,10 +440,17 @@ class BatchHandler:
         assert isinstance(result, BatchResult)
         return _Stored(result=result)
 
-    async def _blocking(self, call: Callable[[], object], *, split: bool = False) -> object:
+    async def _blocking(
+        self,
+        call: Callable[[], object],
+        *,
+        split: bool = False,
+        overload_patience_s: float | None = None,
+    ) -> object:
         return await self._retry.run(
-            lambda: self._run_blocking(call), self.stopping, split=split, waiting=self.health.wait
-        )
+            lambda: self._run_blocking(call), self.stopping, split=split,
+            waiting=self.health.wait, overload_patience_s=overload_patience_s,
+        )  # fmt: skip
 
     async def _dead_letter_events(self, refused: list[tuple[_Decoded, str]]) -> list[DeadLetter]:
         """One dead letter per record, whatever number of its events were refused."""

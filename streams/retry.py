@@ -60,15 +60,18 @@ class RetryPolicy:
         *,
         split: bool = False,
         waiting: Waiting | None = None,
+        overload_patience_s: float | None = None,
     ) -> _T:
         """Await ``attempt()`` until it does not raise :class:`StorageUnavailable`.
 
         Raises :class:`ShuttingDown` when ``stopping`` is set while storage is unavailable
         (a shutdown also cuts the current wait short). With ``split``, a
         :class:`StorageOverloaded` error is raised once it failed ``split_after + 1`` times in
-        a row.
+        a row; with ``overload_patience_s``, once it kept failing that way after that many
+        seconds of waiting (for a write that cannot be split: one record).
         """
-        return await self._loop(attempt, stopping, what, split, waiting, broker=False)
+        return await self._loop(attempt, stopping, what, split, waiting, broker=False,
+                                overload_patience_s=overload_patience_s)  # fmt: skip
 
     async def run_broker(
         self,
@@ -96,9 +99,11 @@ class RetryPolicy:
         *,
         broker: bool,
         fatal: Callable[[Exception], bool] | None = None,
+        overload_patience_s: float | None = None,
     ) -> _T:
         delay = self.initial_s
         overloaded = 0
+        overloaded_s = 0.0  # waited while the current run of overload errors lasts
         waited = False
         while True:
             try:
@@ -113,9 +118,16 @@ class RetryPolicy:
                         waiting(None)
                     raise
                 overloaded = overloaded + 1 if isinstance(exc, StorageOverloaded) else 0
-                if split and overloaded > self.split_after:
-                    log.warning("storage overloaded by a write %d times in a row; splitting "
-                                "it: %s", overloaded, exc)  # fmt: skip
+                overloaded_s = overloaded_s if overloaded else 0.0
+                patience_over = (
+                    overload_patience_s is not None
+                    and overloaded > 0
+                    and overloaded_s >= overload_patience_s
+                )
+                if (split and overloaded > self.split_after) or patience_over:
+                    log.warning("storage overloaded by a write %d times in a row; %s: %s",
+                                overloaded, "giving up on it" if patience_over else "splitting it",
+                                exc)  # fmt: skip
                     if waiting is not None and waited:
                         waiting(None)
                     raise
@@ -129,6 +141,7 @@ class RetryPolicy:
                     waited = True
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), delay)
+                overloaded_s += delay if overloaded else 0.0
                 delay = min(delay * 2, self.max_s)
             else:
                 if waiting is not None and waited:
