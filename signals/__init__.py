@@ -5,6 +5,16 @@ Heavy dependencies (torch, open_clip, scikit-learn) are imported where they are 
 
 from __future__ import annotations
 
+from signals.audit import (
+    NEAR_QUANTILE,
+    CorrectedRate,
+    ErrorEstimate,
+    ErrorModel,
+    PrecisionShift,
+    StratumCount,
+    allocate,
+    precision_shift,
+)
 from signals.bank import FieldScores, SignalBank
 from signals.base import Embedder, Modality, Target, TextEmbedder
 from signals.cache import CacheCounts, EmbeddingCache, LruVectorCache
@@ -25,6 +35,7 @@ from signals.groups import GroupScore, SignalGroup, apply_groups, load_groups
 from signals.images import ImagePolicy, load_image
 from signals.labeling import suggest
 from signals.live import LiveSignals, retrainer
+from signals.llm_judge import Judge, JudgeAnswer, JudgeConfig, JudgeError, JudgeTally
 from signals.open_clip_embedder import EmbedderConfig, LazyOpenClipEmbedder, OpenClipEmbedder
 from signals.published import PublishedSignal
 from signals.spec import EventRef, Examples, SignalSpec, load_spec, parse_spec
@@ -42,13 +53,17 @@ from signals.windows import Windows
 
 __all__ = [
     "BACKGROUND_WINDOWS",
+    "NEAR_QUANTILE",
     "CacheCounts",
+    "CorrectedRate",
     "DuplicateSignal",
     "Embedder",
     "EmbedderConfig",
     "EmbedderError",
     "EmbedderMismatch",
     "EmbeddingCache",
+    "ErrorEstimate",
+    "ErrorModel",
     "EventRef",
     "Examples",
     "FieldEmbedders",
@@ -58,11 +73,17 @@ __all__ = [
     "ImageError",
     "ImagePolicy",
     "InMemorySignalStore",
+    "Judge",
+    "JudgeAnswer",
+    "JudgeConfig",
+    "JudgeError",
+    "JudgeTally",
     "LazyOpenClipEmbedder",
     "LiveSignals",
     "LruVectorCache",
     "Modality",
     "OpenClipEmbedder",
+    "PrecisionShift",
     "PublishedSignal",
     "RetrainOrigin",
     "SentenceEmbedder",
@@ -73,6 +94,7 @@ __all__ = [
     "SignalStore",
     "SpecError",
     "StoredExamples",
+    "StratumCount",
     "Target",
     "TextEmbedder",
     "TextEmbedderConfig",
@@ -80,6 +102,7 @@ __all__ = [
     "TrainingError",
     "Verdict",
     "Windows",
+    "allocate",
     "apply_groups",
     "as_field_embedders",
     "discover_clusters",
@@ -89,6 +112,7 @@ __all__ = [
     "load_image",
     "load_spec",
     "parse_spec",
+    "precision_shift",
     "retrain_author",
     "retrained_from_version",
     "retrainer",

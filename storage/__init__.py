@@ -5,6 +5,18 @@ Knows nothing of torch: vectors arrive as sequences of floats.
 
 from __future__ import annotations
 
+from storage.audits import (
+    AuditLabel,
+    AuditSample,
+    StratumLabels,
+    audit_last_labelled,
+    audit_population,
+    audit_stratum_labels,
+    draw_audit,
+    drawn_versions,
+    judge_agreement,
+    store_audit_labels,
+)
 from storage.client import connect, redact_dsn
 from storage.dead_letters import DeadLetterRow, record_dead_letters
 from storage.detections import (
@@ -79,6 +91,8 @@ from storage.slices import event_slice_sources, slice_counts, top_slice_values
 from storage.writer import ClickHouseWriter
 
 __all__ = [
+    "AuditLabel",
+    "AuditSample",
     "BackPressure",
     "CacheStatsRow",
     "ClickHouseVectorCache",
@@ -106,10 +120,14 @@ __all__ = [
     "StorageOverloaded",
     "StorageUnavailable",
     "StoredEmbedding",
+    "StratumLabels",
     "TableCounts",
     "UnitSample",
     "WriteBatch",
     "add_release",
+    "audit_last_labelled",
+    "audit_population",
+    "audit_stratum_labels",
     "backfill_group",
     "cluster_signal_scores",
     "connect",
@@ -118,6 +136,8 @@ __all__ = [
     "degenerate_signals",
     "delete_signal",
     "detection_watermarks",
+    "draw_audit",
+    "drawn_versions",
     "drift_windows_after",
     "earliest_timestamp",
     "event_contents",
@@ -131,6 +151,7 @@ __all__ = [
     "insert_signal",
     "iter_embeddings",
     "json_safe",
+    "judge_agreement",
     "last_drift_window_ends",
     "late_rows",
     "latest_signals",
@@ -155,6 +176,7 @@ __all__ = [
     "score_quantiles",
     "signal_version",
     "slice_counts",
+    "store_audit_labels",
     "table_counts",
     "top_slice_values",
     "unit_counts",

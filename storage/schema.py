@@ -372,6 +372,39 @@ ORDER BY (event_id, feedback_id)
 """Delayed user feedback, keyed by event then feedback id: a re-sent record replaces itself,
 and feedback that arrives before its event waits here until ``storage.feedback`` joins it."""
 
+_AUDIT_SAMPLES = """
+CREATE TABLE IF NOT EXISTS audit_samples (
+    audit_id       String,
+    signal         LowCardinality(String),
+    signal_version UInt32,
+    event_id       String,
+    model_version  LowCardinality(String),
+    band           LowCardinality(String),
+    stratum_size   UInt64,
+    stratum_drawn  UInt32,
+    score          Float32,
+    flagged        UInt8,
+    drawn_at       DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(drawn_at)
+ORDER BY (signal, signal_version, audit_id, event_id)
+"""
+
+_AUDIT_LABELS = """
+CREATE TABLE IF NOT EXISTS audit_labels (
+    signal         LowCardinality(String),
+    signal_version UInt32,
+    event_id       String,
+    label          UInt8,
+    labeller       String,
+    source         LowCardinality(String),
+    labelled_at    DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(labelled_at)
+ORDER BY (signal, signal_version, event_id, labeller)
+"""
+
+"""Audits (``storage.audits``): each drawn event with its stratum, and the answers, one row per
+(signal, version, event, labeller): re-imported answers replace themselves."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -413,5 +446,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         14,
         "embedding cache entries expire 30 days after they were written",
         (_EMBEDDING_CACHE_TTL,),
+    ),
+    Migration(
+        15,
+        "audits: drawn samples with their strata, and audit labels",
+        (_AUDIT_SAMPLES, _AUDIT_LABELS),
     ),
 )

@@ -11,13 +11,14 @@ import logging
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from telltale.cli_alerts import alerts_app, monitor
+from telltale.cli_audit import audit
 from telltale.cli_common import (
     CLI_ERRORS,
     ClickHouseOpt,
@@ -46,6 +47,7 @@ app.add_typer(releases_app, name="releases")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(dashboards_app, name="dashboards")
 alerts_app.command("push")(alerts_push)
+signals_app.command("audit")(audit)
 app.command()(monitor)
 app.command("report")(report)
 
@@ -145,10 +147,21 @@ def rates(
         bool,
         typer.Option("--feedback", help="negative user-feedback rate per app, model and version"),
     ] = False,
+    corrected: Annotated[
+        bool,
+        typer.Option(
+            "--corrected", help="also the failure rate corrected for each signal's audited errors"
+        ),
+    ] = False,
     clickhouse: ClickHouseOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
     """Failure rates per signal, model and model version (and per slice with ``--by``).
+
+    A rate is how often a signal *fires*. With ``--corrected`` each row also carries
+    ``corrected_rate`` and its 95 % interval ``corrected_low``/``corrected_high``: the failure
+    rate with the signal's audited sensitivity and specificity taken out and their uncertainty
+    put into the interval (``telltale signals audit``). Rows of signals without an audit say so.
 
     The built-in series ``feedback.negative`` is the share of events with user feedback whose
     feedback was negative; ``--feedback`` shows it per app, model and version instead.
@@ -161,7 +174,8 @@ def rates(
     if by:
         if bucket != "total":
             raise typer.BadParameter("--by gives totals; leave out --bucket")
-        _slice_rates(by, signal, model, parse_time(since), parse_time(until), clickhouse, fmt)
+        _slice_rates(by, signal, model, parse_time(since), parse_time(until), clickhouse, fmt,
+                     corrected)  # fmt: skip
         return
     try:
         with open_client(clickhouse) as client:
@@ -169,23 +183,53 @@ def rates(
                 client, signal=signal, model=model, since=parse_time(since),
                 until=parse_time(until), bucket=bucket,
             )  # fmt: skip
+            docs = [{**r.as_dict(), **_wilson(r.failures, r.events)} for r in rows]
+            if corrected:
+                _add_corrected(client, docs)
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
     if fmt == "json":
-        print_json({"rates": [r.as_dict() for r in rows]})
+        print_json({"rates": docs})
         return
-    table = Table("signal", "model", "version", "bucket", "events", "failures", "rate")
-    for r in rows:
+    columns = ["signal", "model", "version", "bucket", "events", "failures", "rate"]
+    table = Table(*columns, *(["corrected (95%)"] if corrected else []))
+    for d in docs:
         table.add_row(
-            r.signal,
-            r.model,
-            r.model_version,
-            r.bucket.isoformat() if r.bucket else "all",
-            str(r.events),
-            str(r.failures),
-            f"{r.rate:.2%}",
-        )
-    Console().print(table)
+            d["signal"], d["model"], d["model_version"], d["bucket"] or "all", str(d["events"]),
+            str(d["failures"]), f"{d['rate']:.2%}",
+            *([_corrected_cell(d)] if corrected else []),
+        )  # fmt: skip
+    Console(width=200).print(table)
+
+
+def _wilson(failures: int, events: int) -> dict[str, float]:
+    from alerts import wilson_interval
+
+    low, high = wilson_interval(failures, events) if events else (0.0, 1.0)
+    return {"rate_low": low, "rate_high": high}
+
+
+def _add_corrected(client: object, docs: list[dict[str, Any]]) -> None:
+    """Add ``corrected_rate``/``_low``/``_high`` (and ``correction``) to each rate row."""
+    from telltale.trust import load_errors_for, no_audit_fields
+
+    audit = cli_settings().audit
+    errors = load_errors_for(
+        client, [d["signal"] for d in docs], min_version_labels=audit.min_version_labels,
+        include_judge=audit.use_judge_labels,
+    )  # fmt: skip
+    for d in docs:
+        found = errors[d["signal"]]
+        d.update(
+            no_audit_fields() if found is None
+            else found.correct(d["model_version"], d["events"], d["failures"])
+        )  # fmt: skip
+
+
+def _corrected_cell(d: dict[str, Any]) -> str:
+    if d["corrected_rate"] is None:
+        return str(d["correction"]["note"])
+    return f"{d['corrected_rate']:.2%} [{d['corrected_low']:.2%} – {d['corrected_high']:.2%}]"
 
 
 def _slice_rates(
@@ -196,9 +240,9 @@ def _slice_rates(
     until: datetime | None,
     clickhouse: str | None,
     fmt: str,
+    corrected: bool = False,
 ) -> None:
     """``rates --by KEY...``: per slice (each key alone, then all keys together)."""
-    from alerts import slice_label, wilson_interval
     from storage import slice_counts
 
     keys = list(dict.fromkeys(keys))
@@ -210,8 +254,29 @@ def _slice_rates(
                                         since=since, until=until))
                 for grouping in groupings
             ]  # fmt: skip
+            rows = _slice_rows(found)
+            if corrected:
+                _add_corrected(client, rows)
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
+    if fmt == "json":
+        print_json({"by": keys, "interval": "wilson 95%", "rates": rows})
+        return
+    table = Table("signal", "model", "version", "slice", "events", "failures", "rate",
+                  "95% interval (Wilson)", *(["corrected (95%)"] if corrected else []))  # fmt: skip
+    for r in rows:
+        table.add_row(
+            str(r["signal"]), str(r["model"]), str(r["model_version"]), str(r["slice"]),
+            str(r["events"]),
+            str(r["failures"]), f"{r['rate']:.2%}", f"{r['rate_low']:.2%} – {r['rate_high']:.2%}",
+            *([_corrected_cell(r)] if corrected else []),
+        )  # fmt: skip
+    Console(width=220).print(table)
+
+
+def _slice_rows(found: list[tuple[list[str], Any]]) -> list[dict[str, Any]]:
+    from alerts import slice_label, wilson_interval
+
     rows = []
     for grouping, counts in found:
         for c in counts:
@@ -223,18 +288,7 @@ def _slice_rates(
                 "failures": c.failures, "rate": c.failures / c.events if c.events else 0.0,
                 "rate_low": low, "rate_high": high,
             })  # fmt: skip
-    if fmt == "json":
-        print_json({"by": keys, "interval": "wilson 95%", "rates": rows})
-        return
-    table = Table("signal", "model", "version", "slice", "events", "failures", "rate",
-                  "95% interval (Wilson)")  # fmt: skip
-    for r in rows:
-        table.add_row(
-            str(r["signal"]), str(r["model"]), str(r["model_version"]), str(r["slice"]),
-            str(r["events"]),
-            str(r["failures"]), f"{r['rate']:.2%}", f"{r['rate_low']:.2%} – {r['rate_high']:.2%}",
-        )  # fmt: skip
-    Console(width=200).print(table)
+    return rows
 
 
 @app.command()

@@ -37,7 +37,7 @@ SinceOpt = Annotated[str | None, typer.Option(help="RFC 3339, inclusive")]
 UntilOpt = Annotated[str | None, typer.Option(help="RFC 3339, exclusive")]
 
 
-def _current(client: Any, name: str) -> FittedSignal:
+def current_signal(client: Any, name: str) -> FittedSignal:
     from telltale.signal_store import ClickHouseSignalStore
 
     fitted = ClickHouseSignalStore(client).get(name)
@@ -286,7 +286,7 @@ def evaluate(
 
     try:
         with open_client(clickhouse) as client:
-            fitted = _current(client, name)
+            fitted = current_signal(client, name)
             rates = failure_rates(
                 client, signal=name, since=parse_time(since), until=parse_time(until)
             )
@@ -372,7 +372,7 @@ def backfill(
                TimeElapsedColumn())  # fmt: skip
     try:
         with open_client(clickhouse) as client:
-            fitted = _current(client, name)
+            fitted = current_signal(client, name)
             total = backfill_total(client, fitted, start, end)
             with Progress(*columns, console=console, disable=fmt == "json") as progress:
                 task = progress.add_task(f"{name} v{fitted.version}", total=total)
@@ -417,7 +417,7 @@ def suggest(
     try:
         embedder = _embedder()
         with open_client(clickhouse) as client:
-            fitted = _current(client, name)
+            fitted = current_signal(client, name)
             found = run_suggest(
                 ClickHouseEmbeddings(client), fitted, embedder, stored_examples(client),
                 limit=limit, since=parse_time(since),
@@ -502,7 +502,7 @@ def label(
     try:
         embedder = _embedder()
         with open_client(clickhouse) as client:
-            current = _current(client, name)
+            current = current_signal(client, name)
             examples = current.spec.examples.with_example(EventRef(event_id=event_id), positive)
             spec = current.spec.model_copy(update={"examples": examples})
             fitted = train_signal(spec, embedder, lookup=stored_examples(client))

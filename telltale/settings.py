@@ -31,12 +31,14 @@ from signals import EmbedderConfig, TextEmbedderConfig
 from streams import KafkaConfig, OtlpMapping, SliceConfig, WorkerConfig, comma_list
 
 __all__ = [
+    "AuditSettings",
     "ClickHouseSettings",
     "EmbedderSettings",
     "EmbeddingCacheSettings",
     "GrafanaEnv",
     "GroupSettings",
     "ImagesSettings",
+    "JudgeSettings",
     "KafkaSettings",
     "MonitorEnv",
     "NotifyEnv",
@@ -173,6 +175,39 @@ class SignalQualitySettings(BaseSettings):
     )
 
 
+class AuditSettings(BaseSettings):
+    """Audits of signals and the corrected rates read from them (``telltale signals audit``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_AUDIT_", extra="ignore")
+
+    default_labels: int = Field(default=80, ge=1, le=10_000, description="labels per audit")
+    max_age_days: float = Field(
+        default=30, gt=0, description="a signal with no audit label for longer is stale"
+    )
+    min_version_labels: int = Field(
+        default=20, ge=2,
+        description="labels a product version needs for its own error estimate (else pooled)",
+    )  # fmt: skip
+    use_judge_labels: bool = Field(
+        default=False,
+        description="let LLM-judge labels enter the correction (off until agreement is measured)",
+    )
+
+
+class JudgeSettings(BaseSettings):
+    """An OpenAI-compatible chat-completions endpoint that labels audit samples (optional)."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_JUDGE_", extra="ignore")
+
+    url: str | None = Field(
+        default=None, description="chat completions URL, or a base URL ending in /v1"
+    )
+    model: str | None = None
+    api_key: SecretStr | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=4, ge=1, le=20)
+
+
 class GroupSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TELLTALE_SIGNAL_", extra="ignore")
 
@@ -272,6 +307,8 @@ class Settings(BaseModel):
     worker: WorkerConfig = Field(default_factory=WorkerSettings)
     slices: SliceConfig = Field(default_factory=SliceSettings)
     groups: GroupSettings = Field(default_factory=GroupSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    judge: JudgeSettings = Field(default_factory=JudgeSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     otlp: OtlpMapping = Field(default_factory=OtlpSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorEnv)
@@ -301,6 +338,8 @@ _SECTIONS: dict[str, type[BaseSettings]] = {
     "worker": WorkerSettings,
     "slices": SliceSettings,
     "groups": GroupSettings,
+    "audit": AuditSettings,
+    "judge": JudgeSettings,
     "serve": ServeSettings,
     "otlp": OtlpSettings,
     "monitor": MonitorEnv,

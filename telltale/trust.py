@@ -1,0 +1,277 @@
+"""Rates you can trust: draw audits, read each signal's measured errors, correct rates.
+
+Wires :mod:`signals.audit` (the statistics) to :mod:`storage.audits` (the tables). Every place
+that shows a rate (``telltale rates``, slice rows, the report, the live page, release incidents)
+asks :func:`load_errors` once and :meth:`SignalErrors.correct` per row.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any
+
+from signals import NEAR_QUANTILE, ErrorModel, StratumCount, allocate, precision_shift
+
+if TYPE_CHECKING:
+    from signals import FittedSignal, PrecisionShift
+    from storage import AuditSample, StratumLabels
+
+__all__ = [
+    "Answer",
+    "AuditDraw",
+    "SignalErrors",
+    "draw",
+    "error_report",
+    "import_answers",
+    "load_errors",
+    "load_errors_for",
+    "no_audit_fields",
+    "read_answers",
+]
+
+
+@dataclass(frozen=True)
+class AuditDraw:
+    audit_id: str
+    signal: str
+    signal_version: int
+    near_cut: float
+    population: dict[tuple[str, str], int]
+    samples: list[AuditSample]
+    contents: dict[str, str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "audit_id": self.audit_id,
+            "signal": self.signal,
+            "signal_version": self.signal_version,
+            "near_cut": self.near_cut if self.near_cut != float("inf") else None,
+            "strata": [
+                {"model_version": mv, "stratum": band, "size": n,
+                 "drawn": sum(1 for s in self.samples if (s.model_version, s.band) == (mv, band))}
+                for (mv, band), n in sorted(self.population.items())
+            ],
+            "events": [
+                {**s.as_dict(), "content": self.contents.get(s.event_id, "")}
+                for s in self.samples
+            ],
+        }  # fmt: skip
+
+
+def draw(
+    client: Any,
+    fitted: FittedSignal,
+    labels: int,
+    *,
+    model: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> AuditDraw:
+    """Draw and store a stratified audit sample of ``labels`` events of ``fitted``'s version."""
+    from storage import audit_population, draw_audit, event_contents
+
+    near_cut, sizes = audit_population(
+        client, fitted.name, fitted.version, NEAR_QUANTILE, model=model, since=since, until=until
+    )
+    audit_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+    take = allocate(sizes, labels) if sizes else {}
+    samples = draw_audit(
+        client, audit_id, fitted.name, fitted.version, near_cut, take, sizes,
+        model=model, since=since, until=until,
+    )  # fmt: skip
+    contents = event_contents(client, [s.event_id for s in samples], fitted.field)
+    return AuditDraw(audit_id, fitted.name, fitted.version, near_cut, sizes, samples, contents)
+
+
+def _model(strata: Iterable[StratumLabels]) -> ErrorModel | None:
+    counts = [
+        StratumCount((s.model_version, s.band), s.size, s.labelled, s.failures) for s in strata
+    ]
+    return ErrorModel(counts) if any(c.labelled for c in counts) else None
+
+
+@dataclass
+class SignalErrors:
+    """A signal's measured errors: pooled over product versions, and per version where that
+    version has at least ``min_version_labels`` labels."""
+
+    signal: str
+    audited_version: int
+    pooled: ErrorModel
+    by_model_version: dict[str, ErrorModel] = field(default_factory=dict)
+
+    def model_for(self, model_version: str | None) -> tuple[ErrorModel, str]:
+        if model_version is not None and model_version in self.by_model_version:
+            return self.by_model_version[model_version], f"model_version {model_version}"
+        return self.pooled, "all audited versions"
+
+    def correct(self, model_version: str | None, events: int, failures: int) -> dict[str, Any]:
+        """The ``corrected_*`` fields of one rate row."""
+        if events <= 0:
+            return no_audit_fields("no events")
+        model, scope = self.model_for(model_version)
+        rate = model.correct(events, failures)
+        return {
+            "corrected_rate": rate.rate, "corrected_low": rate.low,
+            "corrected_high": rate.high,
+            "correction": {"audited_signal_version": self.audited_version,
+                           "labels": model.labelled, "errors_from": scope,
+                           **({"note": rate.note} if rate.note else {})},
+        }  # fmt: skip
+
+    def precision_shifts(self) -> list[PrecisionShift]:
+        """Audited precision of consecutive product versions (in name order) compared."""
+        versions = sorted(self.by_model_version)
+        shifts = []
+        for before, after in pairwise(versions):
+            shift = precision_shift(
+                before, after, self.by_model_version[before], self.by_model_version[after]
+            )
+            if shift is not None:
+                shifts.append(shift)
+        return shifts
+
+
+def no_audit_fields(reason: str = "signal not audited") -> dict[str, Any]:
+    """The ``corrected_*`` fields of a row that cannot be corrected, saying why."""
+    return {"corrected_rate": None, "corrected_low": None, "corrected_high": None,
+            "correction": {"note": reason}}  # fmt: skip
+
+
+def load_errors(
+    client: Any, signal: str, *, min_version_labels: int = 20, include_judge: bool = False
+) -> SignalErrors | None:
+    """The measured errors of the newest audited version of ``signal`` (None: no labels)."""
+    from storage import audit_stratum_labels
+
+    rows = client.query(
+        "SELECT DISTINCT signal_version FROM audit_samples WHERE signal = {s:String} "
+        "ORDER BY signal_version DESC",
+        parameters={"s": signal},
+    ).result_rows
+    for (version,) in rows:
+        strata = audit_stratum_labels(client, signal, int(version), include_judge=include_judge)
+        pooled = _model(strata)
+        if pooled is None:
+            continue
+        per_version: dict[str, ErrorModel] = {}
+        for mv in sorted({s.model_version for s in strata}):
+            mine = [s for s in strata if s.model_version == mv]
+            if sum(s.labelled for s in mine) >= min_version_labels:
+                model = _model(mine)
+                if model is not None:
+                    per_version[mv] = model
+        return SignalErrors(signal, int(version), pooled, per_version)
+    return None
+
+
+def load_errors_for(
+    client: Any, signals: Iterable[str], *, min_version_labels: int = 20,
+    include_judge: bool = False,
+) -> dict[str, SignalErrors | None]:  # fmt: skip
+    """:func:`load_errors` for each distinct signal name."""
+    return {
+        name: load_errors(client, name, min_version_labels=min_version_labels,
+                          include_judge=include_judge)
+        for name in sorted(set(signals))
+    }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One line of an answers file: ``{"event_id": ..., "label": 0|1, "labeller": ...}``."""
+
+    line: int
+    event_id: str
+    label: int
+    labeller: str | None
+
+
+_ANSWER_KEYS = {"event_id", "label", "labeller"}
+
+
+def read_answers(text: str) -> list[Answer]:
+    """Parse an answers file (JSON lines); the first bad line raises ``ValueError`` naming it.
+
+    Blank lines are skipped. ``label`` must be the integer 0 or 1 (not ``true``, not ``"1"``).
+    """
+    answers = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            raise ValueError(f"line {number}: not JSON ({exc.__class__.__name__})") from exc
+        if not isinstance(doc, dict):
+            raise ValueError(f"line {number}: expected a JSON object")
+        unknown = sorted(set(doc) - _ANSWER_KEYS)
+        if unknown:
+            raise ValueError(f"line {number}: unknown keys {unknown}")
+        event_id, label, labeller = doc.get("event_id"), doc.get("label"), doc.get("labeller")
+        if not isinstance(event_id, str) or not event_id:
+            raise ValueError(f"line {number}: event_id must be a non-empty string")
+        if type(label) is not int or label not in (0, 1):
+            raise ValueError(f"line {number}: label must be 0 or 1, got {label!r}")
+        if labeller is not None and (not isinstance(labeller, str) or not labeller.strip()):
+            raise ValueError(f"line {number}: labeller must be a non-empty string")
+        answers.append(Answer(number, event_id, label, labeller))
+    if not answers:
+        raise ValueError("the answers file holds no answer")
+    return answers
+
+
+def import_answers(
+    client: Any, signal: str, answers: list[Answer], *, labeller: str, source: str = "audit"
+) -> tuple[int, int, int]:
+    """Validate every answer against the stored events and audits, then store them all.
+
+    Nothing is stored when one answer is bad: an unknown event, or an event no audit of
+    ``signal`` drew. Returns (new, unchanged, changed).
+    """
+    from storage import AuditLabel, drawn_versions, store_audit_labels
+
+    ids = sorted({a.event_id for a in answers})
+    stored = {
+        str(r[0])
+        for r in client.query(
+            "SELECT DISTINCT event_id FROM events WHERE event_id IN {ids:Array(String)}",
+            parameters={"ids": ids},
+        ).result_rows
+    }
+    drawn = drawn_versions(client, signal, ids)
+    for a in answers:
+        if a.event_id not in stored:
+            raise ValueError(f"line {a.line}: unknown event {a.event_id!r}")
+        if a.event_id not in drawn:
+            raise ValueError(
+                f"line {a.line}: event {a.event_id!r} was not drawn in an audit of {signal!r}"
+            )
+    labels = [
+        AuditLabel(signal, version, a.event_id, a.label, a.labeller or labeller, source)
+        for a in answers
+        for version in sorted(drawn[a.event_id])
+    ]
+    return store_audit_labels(client, labels)
+
+
+def error_report(errors: SignalErrors | None) -> dict[str, Any]:
+    """What ``signals eval`` and ``signals audit`` print of a signal's measured errors."""
+    if errors is None:
+        return {"audited": False, "note": "no audit labels yet: `telltale signals audit NAME`"}
+    shifts = errors.precision_shifts()
+    return {
+        "audited": True,
+        "audited_signal_version": errors.audited_version,
+        "all_versions": errors.pooled.estimate().as_dict(),
+        "by_model_version": {
+            mv: model.estimate().as_dict() for mv, model in errors.by_model_version.items()
+        },
+        "precision_shifts": [s.as_dict() for s in shifts],
+        "instrument_changed": any(s.changed for s in shifts),
+    }

@@ -1,0 +1,244 @@
+"""Rates you can trust: audit draws, answer imports, measured errors and corrected rates.
+
+The scenario is the slice-regression log (``log_generators.slice_regression_events``: a release
+that regresses German free-tier users from 4 % to 40 % failures), scored by a *noisy* signal of
+known sensitivity 0.7 and specificity 0.8, as a weak few-shot signal would: every slice then
+reads ~20 % flagged and the regressed one does not stand out. Audit answers come from the
+planted truth. Everything runs through the CLI on the real ClickHouse engine (chDB).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from log_generators import NEW, slice_regression_events
+from typer.testing import CliRunner
+
+from signals.audit import ErrorModel, StratumCount, allocate, band_of, precision_shift
+from signals.spec import SignalSpec
+from signals.training import fit_signal
+from storage.rows import EventRow, ScoreRow, WriteBatch
+from storage.writer import ClickHouseWriter
+from streams.events import validate_event
+from streams.slices import SliceConfig, Slicer
+from telltale.cli import app
+from telltale.signal_store import ClickHouseSignalStore
+from telltale.trust import read_answers
+
+SENSITIVITY, SPECIFICITY = 0.7, 0.8
+runner = CliRunner()
+
+
+# --- the statistics ---------------------------------------------------------------------------
+
+
+def test_allocation_spends_the_budget_within_strata_sizes() -> None:
+    sizes = {("v1", "flagged"): 300, ("v1", "near"): 970, ("v1", "clear"): 8730,
+             ("v2", "flagged"): 3, ("v2", "near"): 10, ("v2", "clear"): 0}  # fmt: skip
+    take = allocate(sizes, 80)
+    assert sum(take.values()) == 80
+    assert take[("v2", "flagged")] == 2 and take[("v2", "near")] == 2  # the floor
+    assert ("v2", "clear") not in take  # an empty stratum is not drawn
+    assert all(n <= sizes[k] for k, n in take.items())
+    assert take[("v1", "clear")] > take[("v1", "flagged")]  # Neyman: N_h·S_h
+    assert allocate({("v1", "flagged"): 3}, 80) == {("v1", "flagged"): 3}
+    with pytest.raises(ValueError, match="budget"):
+        allocate(sizes, 0)
+
+
+def test_bands() -> None:
+    assert band_of(True, 0.1, 0.5) == "flagged"
+    assert band_of(False, 0.5, 0.5) == "near"
+    assert band_of(False, 0.49, 0.5) == "clear"
+
+
+def test_many_labels_recover_the_errors_and_the_prevalence() -> None:
+    # 10,000 events, 10 % fail; Se 0.8, Sp 0.9: 800 + 900 flagged; every event labelled
+    model = ErrorModel([StratumCount(("v", "flagged"), 1700, 1700, 800),
+                        StratumCount(("v", "clear"), 8300, 8300, 200)])  # fmt: skip
+    est = model.estimate()
+    assert est.sensitivity.low < 0.8 < est.sensitivity.high
+    assert est.specificity.low < 0.9 < est.specificity.high
+    assert abs(est.precision.value - 800 / 1700) < 0.01
+    # another row with the same errors and 30 % failures: q = 0.8·0.3 + 0.1·0.7 = 0.31
+    corrected = model.correct(5000, 1550)
+    assert corrected.low < 0.30 < corrected.high
+    assert corrected.high - corrected.low < 0.06
+    with pytest.raises(ValueError):
+        model.correct(0, 0)
+
+
+def test_a_chance_level_audit_gives_the_whole_interval() -> None:
+    # flagged and unflagged events fail equally often: the flags carry no information
+    model = ErrorModel([StratumCount(("v", "flagged"), 500, 40, 20),
+                        StratumCount(("v", "clear"), 500, 40, 20)])  # fmt: skip
+    corrected = model.correct(1000, 500)
+    assert (corrected.low, corrected.high) == (0.0, 1.0)
+    assert "chance" in corrected.note
+
+
+def test_precision_shift_between_product_versions() -> None:
+    v1 = ErrorModel([StratumCount(("v1", "flagged"), 400, 60, 54),
+                     StratumCount(("v1", "clear"), 4000, 40, 1)])  # fmt: skip
+    v2 = ErrorModel([StratumCount(("v2", "flagged"), 400, 60, 21),
+                     StratumCount(("v2", "clear"), 4000, 40, 1)])  # fmt: skip
+    shift = precision_shift("v1", "v2", v1, v2)
+    assert shift is not None and shift.changed and shift.difference.high < 0
+    same = precision_shift("v1", "v1b", v1, v1)
+    assert same is not None and not same.changed
+
+
+def test_answers_are_parsed_strictly_and_errors_name_the_line() -> None:
+    good = '{"event_id": "a", "label": 1}\n\n{"event_id": "b", "label": 0, "labeller": "ann"}\n'
+    answers = read_answers(good)
+    assert [(a.line, a.event_id, a.label, a.labeller) for a in answers] == [
+        (1, "a", 1, None), (3, "b", 0, "ann")
+    ]  # fmt: skip
+    for bad, message in [
+        ('{"event_id": "a", "label": 1}\n{"event_id": "b", "label": true}', "line 2: label"),
+        ('{"event_id": "a", "label": "1"}', "line 1: label"),
+        ('{"event_id": "a", "label": 2}', "line 1: label"),
+        ('{"event_id": "", "label": 1}', "line 1: event_id"),
+        ('{"event_id": "a", "label": 1, "x": 1}', "line 1: unknown keys"),
+        ("[1]", "line 1: expected a JSON object"),
+        ("{oops", "line 1: not JSON"),
+        ("\n\n", "no answer"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            read_answers(bad)
+
+
+# --- the whole flow on chDB -------------------------------------------------------------------
+
+
+def _seed_noisy(ch: Any) -> dict[str, bool]:
+    """Store the slice-regression log scored by a noisy signal; return the planted truth."""
+    store = ClickHouseSignalStore(ch)
+    rng = np.random.default_rng(3)
+    fitted = fit_signal(
+        SignalSpec(name="stock_advice", description="recommends buying or selling stocks"),
+        rng.normal(1.0, 1.0, (6, 16)).astype(np.float32),
+        rng.normal(-1.0, 1.0, (6, 16)).astype(np.float32), "tiny",
+    )  # fmt: skip
+    fitted = store.save(fitted)
+    assert fitted.version == 1
+    slicer = Slicer(SliceConfig(keys=("locale", "customer_tier")))
+    noise = random.Random(11)
+    truth: dict[str, bool] = {}
+    batch = WriteBatch()
+    for payload in slice_regression_events(per_minute=6, seed=5):
+        event = validate_event(payload)
+        failed = not (event.output.text or "").startswith("Here is a short answer")
+        flagged = noise.random() < (SENSITIVITY if failed else 1 - SPECIFICITY)
+        score = noise.uniform(0.5, 1.0) if flagged else noise.uniform(0.0, 0.5)
+        truth[event.event_id] = failed
+        batch.scores.append(ScoreRow(
+            event.event_id, "stock_advice", 1, event.timestamp, event.model,
+            event.model_version, score, flagged, slicer.values(event),
+        ))  # fmt: skip
+        batch.events.append(EventRow(event.event_id, event.timestamp, event.model,
+                                     event.model_version, app=event.app,
+                                     output_text=event.output.text or "",
+                                     attributes=dict(event.attributes)))  # fmt: skip
+    ClickHouseWriter(ch).write(batch)
+    return truth
+
+
+def _cli(chdb_path: Path, *args: str) -> Any:
+    result = runner.invoke(app, [*args, "--clickhouse", f"chdb://{chdb_path}", "--format", "json"])
+    return result
+
+
+def _json(result: Any) -> dict[str, Any]:
+    assert result.exit_code == 0, result.output
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_audit_import_and_corrected_rates_on_a_noisy_signal(
+    ch: Any, chdb_path: Path, tmp_path: Path
+) -> None:
+    truth = _seed_noisy(ch)
+    ch.close()  # one chDB client per path and process: the CLI opens its own
+
+    before = _json(_cli(chdb_path, "rates", "--signal", "stock_advice", "--corrected"))
+    assert all(r["corrected_rate"] is None and r["correction"]["note"] == "signal not audited"
+               for r in before["rates"])  # fmt: skip
+
+    drawn = _json(_cli(chdb_path, "signals", "audit", "stock_advice", "--n", "240"))
+    events = drawn["events"]
+    assert len(events) == 240 and len({e["event_id"] for e in events}) == 240
+    assert {e["stratum"] for e in events} == {"flagged", "near", "clear"}
+    for e in events:
+        key = (e["model_version"], e["stratum"])
+        stratum = next(s for s in drawn["strata"] if (s["model_version"], s["stratum"]) == key)
+        assert e["inclusion_probability"] == pytest.approx(stratum["drawn"] / stratum["size"])
+        assert e["content"]  # the signal's field: the answer text
+    assert drawn["estimates"]["audited"] is False
+
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(
+        json.dumps({"event_id": e["event_id"], "label": int(truth[e["event_id"]])}) + "\n"
+        for e in events
+    ))  # fmt: skip
+    imported = _json(_cli(chdb_path, "signals", "audit", "stock_advice", "--labels",
+                          str(answers)))  # fmt: skip
+    assert imported["imported"] == {"new": 240, "unchanged": 0, "changed": 0}
+    estimates = imported["estimates"]["all_versions"]
+    assert estimates["labelled"] == 240
+    assert estimates["sensitivity"]["low"] < SENSITIVITY < estimates["sensitivity"]["high"]
+    assert estimates["specificity"]["low"] < SPECIFICITY < estimates["specificity"]["high"]
+
+    again = _json(_cli(chdb_path, "signals", "audit", "stock_advice", "--labels", str(answers)))
+    assert again["imported"] == {"new": 0, "unchanged": 240, "changed": 0}
+
+    # a bad file imports nothing and names its line
+    first = events[0]["event_id"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"event_id": first, "label": 1 - int(truth[first])}) + "\n"
+                   + json.dumps({"event_id": "nope", "label": 1}) + "\n")  # fmt: skip
+    refused = _cli(chdb_path, "signals", "audit", "stock_advice", "--labels", str(bad))
+    assert refused.exit_code != 0 and "line 2: unknown event 'nope'" in _flat(refused.output)
+    # nothing of the bad file was stored: the flipped label of line 1 is not there
+    again = _json(_cli(chdb_path, "signals", "audit", "stock_advice", "--labels", str(answers)))
+    assert again["imported"] == {"new": 0, "unchanged": 240, "changed": 0}
+    undrawn = next(e for e in truth if e not in {x["event_id"] for x in events})
+    bad.write_text(json.dumps({"event_id": undrawn, "label": 1}) + "\n")
+    refused = _cli(chdb_path, "signals", "audit", "stock_advice", "--labels", str(bad))
+    assert refused.exit_code != 0 and "was not drawn in an audit" in _flat(refused.output)
+
+    rates = _json(_cli(chdb_path, "rates", "--signal", "stock_advice", "--corrected"))
+    total_events = sum(r["events"] for r in rates["rates"])
+    assert total_events == len(truth)
+    for r in rates["rates"]:
+        assert {"rate", "rate_low", "rate_high", "corrected_rate", "corrected_low",
+                "corrected_high"} <= set(r)  # fmt: skip
+        assert r["corrected_low"] <= r["corrected_rate"] <= r["corrected_high"]
+        assert r["corrected_rate"] < r["rate"]  # the flag rate overstates a rare failure
+
+    sliced = _json(_cli(chdb_path, "rates", "--signal", "stock_advice", "--by", "locale",
+                        "--by", "customer_tier", "--corrected"))  # fmt: skip
+    both = [r for r in sliced["rates"]
+            if r["by"] == ["locale", "customer_tier"] and r["model_version"] == NEW]  # fmt: skip
+    regressed = next(r for r in both if r["values"] == ["de", "free"])
+    others = [r for r in both if r["values"] != ["de", "free"] and r["events"] >= 100]
+    assert others
+    raw_ratio = regressed["rate"] / max(r["rate"] for r in others)
+    corrected_ratio = regressed["corrected_rate"] / max(r["corrected_rate"] for r in others)
+    assert corrected_ratio > 2 * raw_ratio
+    assert regressed["corrected_low"] > max(r["corrected_rate"] for r in others)
+    print(
+        f"de|free vs the highest other slice: raw {regressed['rate']:.3f} vs "
+        f"{max(r['rate'] for r in others):.3f} (×{raw_ratio:.2f}); corrected "
+        f"{regressed['corrected_rate']:.3f} vs {max(r['corrected_rate'] for r in others):.3f} "
+        f"(×{corrected_ratio:.2f})"
+    )
