@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -232,25 +233,40 @@ def _judged(fitted: FittedSignal, client: Any, force: bool) -> FittedSignal:
 @signals_app.command("list")
 def list_signals(clickhouse: ClickHouseOpt = None, fmt: FormatOpt = "text") -> None:
     """The newest version of every signal."""
+    from storage import audit_last_labelled
     from telltale.signal_store import ClickHouseSignalStore
 
     try:
         with open_client(clickhouse) as client:
             fitted = ClickHouseSignalStore(client).latest()
+            audited = audit_last_labelled(client)
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
+    max_age = timedelta(days=cli_settings().audit.max_age_days)
+    now = datetime.now(UTC)
+
+    def audit_state(name: str) -> dict[str, Any]:
+        last = audited.get(name)
+        return {"last_audit_label": last.isoformat() if last else None,
+                "audit_stale": last is None or now - last > max_age}  # fmt: skip
+
     if fmt == "json":
-        print_json({"signals": [_summary(s) for s in fitted]})
+        print_json({"signals": [{**_summary(s), **audit_state(s.name)} for s in fitted]})
         return
-    table = Table("name", "version", "kind", "field", "threshold", "cv F1", "embedder", "status")
+    table = Table("name", "version", "kind", "field", "threshold", "cv F1", "embedder", "status",
+                  "audit")  # fmt: skip
     for s in fitted:
         f1 = s.metrics.get("f1")
+        state = audit_state(s.name)
+        last = state["last_audit_label"]
         table.add_row(
             s.name, str(s.version), s.kind, s.field, f"{s.threshold:.3f}",
             "n/a" if f1 is None else f"{f1:.2f}", s.embedder_id,
             "degenerate" if s.degenerate else "ok",
+            ("never audited" if last is None else "STALE " + last[:10]) if state["audit_stale"]
+            else last[:10],
         )  # fmt: skip
-    Console().print(table)
+    Console(width=160).print(table)
 
 
 @signals_app.command("rm")
@@ -295,6 +311,7 @@ def evaluate(
             )
             # the same judgement as `signals add`: examples, and a sample of stored events
             verdict = _verdict(client, fitted)
+            audit = _audit_report(client, name)
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
     events = sum(r.events for r in rates)
@@ -309,6 +326,8 @@ def evaluate(
             "score_quantiles": quantiles,
             "by_model_version": [r.as_dict() for r in rates],
         },
+        # measured on audited production events; the cross-validated metrics are only a prior
+        "audit": audit,
     }  # fmt: skip
     if fmt == "json":
         print_json(report)
@@ -327,7 +346,45 @@ def evaluate(
            f"{quality.max_flag_share:.0%})")
         + (f"\n  marked degenerate when added: {fitted.degenerate_reason}"
            if fitted.degenerate else "")
+        + "\n  " + _audit_line(audit)
     )  # fmt: skip
+
+
+def _label_drawn_event(client: Any, name: str, event_id: str, positive: bool, who: str) -> None:
+    """A label given to an event that an audit drew is an audit label too (source ``label``)."""
+    from storage import AuditLabel, drawn_versions, store_audit_labels
+
+    versions = drawn_versions(client, name, [event_id]).get(event_id, set())
+    store_audit_labels(client, [AuditLabel(name, v, event_id, int(positive), who, "label")
+                                for v in sorted(versions)])  # fmt: skip
+
+
+def _audit_report(client: Any, name: str) -> dict[str, Any]:
+    from telltale.trust import error_report, load_errors
+
+    audit = cli_settings().audit
+    return error_report(load_errors(client, name, min_version_labels=audit.min_version_labels,
+                                    include_judge=audit.use_judge_labels))  # fmt: skip
+
+
+def _audit_line(audit: dict[str, Any]) -> str:
+    if not audit["audited"]:
+        return f"audit: none ({audit['note']})"
+    e = audit["all_versions"]
+
+    def show(key: str) -> str:
+        i = e[key]
+        return f"{i['value']:.2f} [{i['low']:.2f}, {i['high']:.2f}]"
+
+    line = (f"audited (v{audit['audited_signal_version']}, {e['labelled']} labels): "
+            f"sensitivity {show('sensitivity')}  specificity {show('specificity')}  "
+            f"precision {show('precision')}")  # fmt: skip
+    for shift in audit["precision_shifts"]:
+        if shift["changed"]:
+            diff = shift["difference"]["value"]
+            line += (f"\n  the INSTRUMENT changed: precision on {shift['after']} differs from "
+                     f"{shift['before']} (difference {diff:+.2f})")  # fmt: skip
+    return line
 
 
 @signals_app.command("backfill")
@@ -507,6 +564,7 @@ def label(
             spec = current.spec.model_copy(update={"examples": examples})
             fitted = train_signal(spec, embedder, lookup=stored_examples(client))
             fitted = ClickHouseSignalStore(client).save(fitted, author=author or "label")
+            _label_drawn_event(client, name, event_id, positive, author or "label")
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
     if fmt == "json":

@@ -9,7 +9,9 @@
    picks) and ``stock_watermark`` (images with a stock-photo watermark);
 4. generates two releases of a chat model and of an image model, the second release of each
    failing more often, and runs every event through the same pipeline the worker uses;
-5. prints failure rates per signal and model version next to the planted ground truth.
+5. audits each signal (80 labels, answered from the planted truth, as a person would answer);
+6. prints failure rates per signal and model version, raw and corrected for the audited
+   errors, next to the planted ground truth.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from telltale.sample_data import (
 )
 from telltale.settings import Settings, load_settings
 from telltale.signal_store import ClickHouseSignalStore
+from telltale.trust import Answer, SignalErrors, draw, import_answers, load_errors, no_audit_fields
 from telltale.wiring import make_cache, make_client, make_embedders
 
 __all__ = ["DEMO_EMBEDDER", "DEMO_TEXT_EMBEDDER", "run_demo"]
@@ -51,6 +54,9 @@ __all__ = ["DEMO_EMBEDDER", "DEMO_TEXT_EMBEDDER", "run_demo"]
 # The demo runs on these models whatever TELLTALE_EMBEDDER_* say: small, offline, repeatable.
 DEMO_EMBEDDER = EmbedderConfig(model_name="telltale-tiny", pretrained=None, seed=0)
 DEMO_TEXT_EMBEDDER = TextEmbedderConfig()  # the bundled MiniLM, real weights, offline
+
+_AUDIT_LABELS = 80
+"""Labels per demo audit: what one person labels in about ten minutes."""
 
 # (model, version, kind, planted failure rate)
 _RELEASES = [
@@ -81,6 +87,38 @@ def _specs(rng: random.Random) -> list[SignalSpec]:
         ),
     )  # fmt: skip
     return [advice, watermark]
+
+
+def _audit_from_planted(
+    client: Any, signals: list[FittedSignal], planted: dict[str, bool], console: Console
+) -> dict[str, SignalErrors]:
+    """Audit each signal once (``signals audit``'s draw), answered from the planted truth, as a
+    person would answer it; a re-run reuses the stored answers."""
+    found: dict[str, SignalErrors] = {}
+    for fitted in signals:
+        errors = load_errors(client, fitted.name)
+        if errors is None or errors.audited_version != fitted.version:
+            drawn = draw(client, fitted, _AUDIT_LABELS,
+                         audit_id=f"demo-{fitted.name}-v{fitted.version}")  # fmt: skip
+            answers = [
+                Answer(i, x.event_id, int(planted[x.event_id]), None)
+                for i, x in enumerate(drawn.samples, 1)
+                if x.event_id in planted
+            ]
+            if answers:
+                import_answers(client, fitted.name, answers, labeller="demo:planted-truth")
+            errors = load_errors(client, fitted.name)
+        if errors is None:
+            continue
+        found[fitted.name] = errors
+        e = errors.pooled.estimate()
+        console.print(
+            f"audit of [cyan]{fitted.name}[/cyan]: {e.labelled} labels (answered from the "
+            f"planted truth): sensitivity {e.sensitivity.value:.2f} "
+            f"[{e.sensitivity.low:.2f}, {e.sensitivity.high:.2f}], specificity "
+            f"{e.specificity.value:.2f} [{e.specificity.low:.2f}, {e.specificity.high:.2f}]"
+        )
+    return found
 
 
 def run_demo(
@@ -158,6 +196,8 @@ def run_demo(
             skipped += result.skipped_existing
             progress.advance(task, len(chunk))
 
+    errors = _audit_from_planted(client, signals, {str(e.payload["event_id"]): e.planted
+                                                   for e in generated}, console)  # fmt: skip
     planted: dict[tuple[str, str], int] = {}
     totals: dict[tuple[str, str], int] = {}
     for e in generated:
@@ -170,23 +210,33 @@ def run_demo(
     since = first or now - timedelta(hours=2)
     rates = failure_rates(client, since=since, until=since + timedelta(hours=2, minutes=1))
     table = Table(title=f"failure rates of the demo's events (from {since:%Y-%m-%d %H:%M} UTC)")
-    for column in ("signal", "model", "version", "events", "flagged", "rate", "planted"):
-        table.add_column(column)
+    headers = ("signal", "model", "version", "events", "flagged", "raw rate", "corrected (95%)",
+               "planted")  # fmt: skip
+    for header in headers:
+        table.add_column(header)
     rows = []
     for r in rates:
         key = (r.model, r.model_version)
-        row = {**r.as_dict(), "planted": planted.get(key, 0)}
+        found = errors.get(r.signal)
+        fix = (found.correct(r.model_version, r.events, r.failures) if found
+               else no_audit_fields())  # fmt: skip
+        row = {**r.as_dict(), **fix, "planted": planted.get(key, 0),
+               "planted_rate": planted.get(key, 0) / max(totals.get(key, 1), 1)}  # fmt: skip
         rows.append(row)
+        corrected = (
+            "not audited" if fix["corrected_rate"] is None else
+            f"{fix['corrected_rate']:.1%} [{fix['corrected_low']:.1%}, {fix['corrected_high']:.1%}]"
+        )  # fmt: skip
         table.add_row(
-            r.signal,
-            r.model,
-            r.model_version,
-            str(r.events),
-            str(r.failures),
-            f"{r.rate:.1%}",
-            f"{planted.get(key, 0)} ({planted.get(key, 0) / max(totals.get(key, 1), 1):.1%})",
-        )
-    console.print(table)
+            r.signal, r.model, r.model_version, str(r.events), str(r.failures), f"{r.rate:.1%}",
+            corrected,
+            f"{planted.get(key, 0)} ({row['planted_rate']:.1%})",
+        )  # fmt: skip
+    console.print(table, width=max(console.width, 130))
+    console.print(
+        "raw rate: how often the signal fires; corrected: the failure rate with the signal's "
+        "audited errors taken out (the demo answers its audits from the planted truth)"
+    )
     if cache is not None:
         counts = cache.totals
         console.print(

@@ -71,14 +71,18 @@ def draw(
     model: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    audit_id: str | None = None,
 ) -> AuditDraw:
-    """Draw and store a stratified audit sample of ``labels`` events of ``fitted``'s version."""
+    """Draw and store a stratified audit sample of ``labels`` events of ``fitted``'s version.
+
+    ``audit_id`` (default: the time and a random suffix) also salts the random order, so the
+    same id draws the same events from the same stored scores."""
     from storage import audit_population, draw_audit, event_contents
 
     near_cut, sizes = audit_population(
         client, fitted.name, fitted.version, NEAR_QUANTILE, model=model, since=since, until=until
     )
-    audit_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
+    audit_id = audit_id or f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
     take = allocate(sizes, labels) if sizes else {}
     samples = draw_audit(
         client, audit_id, fitted.name, fitted.version, near_cut, take, sizes,

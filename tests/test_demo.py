@@ -23,9 +23,18 @@ def test_demo_runs_and_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyP
         ("stock_watermark", "v6"),
     }
     assert all(r["events"] == 30 for r in first["rates"])
+    # every signal was audited from the planted truth: each row has a corrected rate whose
+    # interval holds the planted rate (the demo's signals are good; the audit is 80 labels)
+    for r in first["rates"]:
+        assert r["corrected_low"] <= r["corrected_rate"] <= r["corrected_high"]
+        assert r["corrected_low"] <= r["planted_rate"] <= r["corrected_high"], r
     second = run_demo(dsn, events_per_version=30)
     assert (second["written"], second["skipped_existing"]) == (0, 120)
     assert [s["version"] for s in second["signals"]] == [1, 1]  # no retraining on a re-run
+    # a re-run reuses the stored audit: the same corrected figures
+    assert [r["corrected_rate"] for r in second["rates"]] == [
+        r["corrected_rate"] for r in first["rates"]
+    ]
     # Hours later the same events are still the demo's: the table follows their stored times.
 
     class FiveHoursLater(datetime):
