@@ -197,6 +197,29 @@ def signal_drilldown() -> sdk.Dashboard:
             )
         )
         .with_panel(
+            timeseries_panel(
+                "Corrected failure rate (audited)",
+                q.SIGNAL_CORRECTED_RATE,
+                description=(
+                    "The flag rate with each signal's audited sensitivity and specificity taken "
+                    "out (telltale signals audit), with a conservative 95% band; the raw flag "
+                    "rate beside it. Signals without an audit have no series."
+                ),
+                unit="percentunit",
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Audited precision",
+                q.AUDITED_PRECISION,
+                description=(
+                    "Share of flagged events that really fail, per audit and product version. "
+                    "A drop on a new version means the instrument changed, not only the product."
+                ),
+                unit="percentunit",
+            )
+        )
+        .with_panel(
             bar_panel(
                 "Score distribution",
                 q.SCORE_DISTRIBUTION,

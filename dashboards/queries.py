@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ANNOTATION_RELEASES",
+    "AUDITED_PRECISION",
     "DISCOVERED_CLUSTERS",
     "DRIFT_CLUSTER_SHARES",
     "DRIFT_DETECTOR_DELAY",
@@ -33,6 +34,7 @@ __all__ = [
     "RELEASE_CHANGES",
     "SCORE_DISTRIBUTION",
     "SECONDS_SINCE_LAST_EVENT",
+    "SIGNAL_CORRECTED_RATE",
     "SIGNAL_FAILURE_RATE",
     "SIGNAL_THRESHOLD",
     "SLICE_FAILURE_RATES",
@@ -375,6 +377,96 @@ SIGNAL_FAILURE_RATE = NamedQuery(
     "GROUP BY time, series\n"
     "ORDER BY time, series",
     ("time", "series", "failure_rate"),
+)
+
+
+def _rogan_gladen(q: str, se: str, sp: str) -> str:
+    """The failure share behind flag share ``q`` for a signal of sensitivity ``se`` and
+    specificity ``sp``, clipped to [0, 1] (NaN where ``se + sp <= 1``: a chance-level signal)."""
+    return f"if({se} + {sp} > 1, greatest(0, least(1, ({q} + {sp} - 1) / ({se} + {sp} - 1))), nan)"
+
+
+def _wilson(k: str, n: str, sign: str) -> str:
+    """One end (``sign`` '-' or '+') of the 95 % Wilson interval of ``k`` in ``n``."""
+    z2 = "3.8414588"
+    return (f"(({k} / {n} + {z2} / (2 * {n})) {sign} 1.959964 * sqrt({k} / {n} * (1 - {k} / {n})"
+            f" / {n} + {z2} / (4 * {n} * {n}))) / (1 + {z2} / {n})")  # fmt: skip
+
+
+def _corners(q: str, pick: str) -> str:
+    """``pick`` (least/greatest) of the corrected share over the four corners of the
+    sensitivity × specificity intervals."""
+    return (
+        f"{pick}("
+        + ", ".join(
+            _rogan_gladen(q, se, sp) for se in ("se_lo", "se_hi") for sp in ("sp_lo", "sp_hi")
+        )
+        + ")"
+    )
+
+
+# The corrected failure rate (``telltale.trust``): the flag rate with the signal's audited
+# errors taken out, from the newest estimate in ``signal_errors`` (the product version's own,
+# else all audited versions'). The band is conservative: the corrected share at the Wilson ends
+# of the flag rate, over the corners of the sensitivity and specificity intervals (the CLI's
+# Monte Carlo interval is narrower; SQL cannot draw). Signals without an audit have no series.
+SIGNAL_CORRECTED_RATE = NamedQuery(
+    "signal_corrected_rate",
+    f"""WITH errors AS (
+    SELECT signal, model_version,
+           argMax(sensitivity, estimated_at) AS se, argMax(specificity, estimated_at) AS sp,
+           argMax(sensitivity_low, estimated_at) AS se_lo,
+           argMax(sensitivity_high, estimated_at) AS se_hi,
+           argMax(specificity_low, estimated_at) AS sp_lo,
+           argMax(specificity_high, estimated_at) AS sp_hi
+    FROM signal_errors
+    WHERE {_any("signal", "signal")}
+    GROUP BY signal, model_version
+), counts AS (
+    SELECT $__timeInterval(minute) AS time, signal, model, model_version,
+           toFloat64(uniqExactIfMerge(failures)) AS k, toFloat64(uniqExactMerge(events)) AS n
+    FROM failure_rates_1m
+    WHERE $__timeFilter(minute) AND {_rate_filters()}
+    GROUP BY time, signal, model, model_version
+), joined AS (
+    SELECT c.time AS time, c.signal AS signal, c.model AS model,
+           c.model_version AS model_version, c.k AS k, c.n AS n,
+           if(v.signal != '', v.se, a.se) AS se, if(v.signal != '', v.sp, a.sp) AS sp,
+           if(v.signal != '', v.se_lo, a.se_lo) AS se_lo,
+           if(v.signal != '', v.se_hi, a.se_hi) AS se_hi,
+           if(v.signal != '', v.sp_lo, a.sp_lo) AS sp_lo,
+           if(v.signal != '', v.sp_hi, a.sp_hi) AS sp_hi
+    FROM counts AS c
+    LEFT JOIN errors AS v ON v.signal = c.signal AND v.model_version = c.model_version
+    LEFT JOIN errors AS a ON a.signal = c.signal AND a.model_version = ''
+    WHERE v.signal != '' OR a.signal != ''
+)
+SELECT time, concat(signal, ' · ', model, ' ', model_version) AS series,
+       k / n AS raw_rate,
+       {_rogan_gladen("k / n", "se", "sp")} AS corrected_rate,
+       {_corners(_wilson("k", "n", "-"), "least")} AS corrected_low,
+       {_corners(_wilson("k", "n", "+"), "greatest")} AS corrected_high
+FROM joined
+ORDER BY time, series
+SETTINGS join_use_nulls = 0""",
+    ("time", "series", "raw_rate", "corrected_rate", "corrected_low", "corrected_high"),
+)
+
+# Signal health: each audit's estimate of the signal's precision (share of flagged events that
+# really fail), per product version ('all versions' pooled), over time. A fall on a new
+# version says the instrument changed, not (only) the product.
+AUDITED_PRECISION = NamedQuery(
+    "audited_precision",
+    f"""SELECT estimated_at AS time,
+       concat(signal, ' v', toString(signal_version), ' · ',
+              if(model_version = '', 'all versions', model_version)) AS series,
+       precision, precision_low, precision_high
+FROM signal_errors
+WHERE $__timeFilter(estimated_at) AND {_any("signal", "signal")}
+  AND (model_version = '' OR {_any("model_version", "version")})
+  AND NOT isNaN(precision)
+ORDER BY time, series""",
+    ("time", "series", "precision", "precision_low", "precision_high"),
 )
 
 SCORE_DISTRIBUTION = NamedQuery(

@@ -42,6 +42,7 @@ version where that version has enough labels (a new release writes differently),
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -147,8 +148,10 @@ class Interval:
     low: float
     high: float
 
-    def as_dict(self) -> dict[str, float]:
-        return {"value": self.value, "low": self.low, "high": self.high}
+    def as_dict(self) -> dict[str, float | None]:
+        """JSON-ready: an undefined measure (NaN, e.g. precision with nothing flagged) is None."""
+        values = {"value": self.value, "low": self.low, "high": self.high}
+        return {k: None if math.isnan(v) else v for k, v in values.items()}
 
 
 @dataclass(frozen=True)

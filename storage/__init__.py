@@ -8,6 +8,7 @@ from __future__ import annotations
 from storage.audits import (
     AuditLabel,
     AuditSample,
+    ErrorEstimateRow,
     StratumLabels,
     audit_last_labelled,
     audit_population,
@@ -15,6 +16,7 @@ from storage.audits import (
     draw_audit,
     drawn_versions,
     judge_agreement,
+    record_error_estimates,
     store_audit_labels,
 )
 from storage.client import connect, redact_dsn
@@ -102,6 +104,7 @@ __all__ = [
     "DetectionRow",
     "DriftWindowRow",
     "EmbeddingRow",
+    "ErrorEstimateRow",
     "EventRow",
     "FeedbackRow",
     "GroupRow",
@@ -167,6 +170,7 @@ __all__ = [
     "prompt_sample",
     "prompt_unit_sample",
     "record_dead_letters",
+    "record_error_estimates",
     "record_feedback",
     "redact_dsn",
     "sample_embeddings",

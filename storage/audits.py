@@ -23,6 +23,7 @@ __all__ = [
     "LABEL_SOURCES",
     "AuditLabel",
     "AuditSample",
+    "ErrorEstimateRow",
     "StratumLabels",
     "audit_last_labelled",
     "audit_population",
@@ -30,6 +31,7 @@ __all__ = [
     "draw_audit",
     "drawn_versions",
     "judge_agreement",
+    "record_error_estimates",
     "store_audit_labels",
 ]
 
@@ -297,3 +299,36 @@ def judge_agreement(client: Client, signal: str) -> tuple[int, int]:
         parameters={"signal": signal},
     ).result_rows
     return int(rows[0][0]), int(rows[0][1])
+
+
+@dataclass(frozen=True)
+class ErrorEstimateRow:
+    """One estimate of a signal's errors (``model_version`` '': all audited versions);
+    each measure as (value, low, high)."""
+
+    signal: str
+    signal_version: int
+    model_version: str
+    labelled: int
+    sensitivity: tuple[float, float, float]
+    specificity: tuple[float, float, float]
+    precision: tuple[float, float, float]
+    estimated_at: datetime
+
+    def values(self) -> list[object]:
+        return [self.signal, self.signal_version, self.model_version, self.labelled,
+                *self.sensitivity, *self.specificity, *self.precision,
+                self.estimated_at.astimezone(UTC)]  # fmt: skip
+
+
+_ESTIMATE_COLUMNS = [
+    "signal", "signal_version", "model_version", "labelled", "sensitivity", "sensitivity_low",
+    "sensitivity_high", "specificity", "specificity_low", "specificity_high", "precision",
+    "precision_low", "precision_high", "estimated_at",
+]  # fmt: skip
+
+
+def record_error_estimates(client: Client, rows: Sequence[ErrorEstimateRow]) -> None:
+    """Append estimates to ``signal_errors`` (a history: nothing is replaced)."""
+    if rows:
+        client.insert("signal_errors", [r.values() for r in rows], column_names=_ESTIMATE_COLUMNS)

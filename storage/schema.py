@@ -402,6 +402,29 @@ CREATE TABLE IF NOT EXISTS audit_labels (
 ORDER BY (signal, signal_version, event_id, labeller)
 """
 
+_SIGNAL_ERRORS = """
+CREATE TABLE IF NOT EXISTS signal_errors (
+    signal           LowCardinality(String),
+    signal_version   UInt32,
+    model_version    LowCardinality(String),
+    labelled         UInt32,
+    sensitivity      Float64,
+    sensitivity_low  Float64,
+    sensitivity_high Float64,
+    specificity      Float64,
+    specificity_low  Float64,
+    specificity_high Float64,
+    precision        Float64,
+    precision_low    Float64,
+    precision_high   Float64,
+    estimated_at     DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
+) ENGINE = MergeTree
+ORDER BY (signal, model_version, estimated_at)
+"""
+"""Each signal's measured errors, one row per estimate (``model_version`` '' = all audited
+versions), kept as history: the dashboards chart corrected rates from the newest row and the
+audited precision over time from all of them."""
+
 """Audits (``storage.audits``): each drawn event with its stratum, and the answers, one row per
 (signal, version, event, labeller): re-imported answers replace themselves."""
 
@@ -449,7 +472,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         15,
-        "audits: drawn samples with their strata, and audit labels",
-        (_AUDIT_SAMPLES, _AUDIT_LABELS),
+        "audits: drawn samples with their strata, audit labels, each signal's measured errors",
+        (_AUDIT_SAMPLES, _AUDIT_LABELS, _SIGNAL_ERRORS),
     ),
 )

@@ -49,7 +49,13 @@ def audit(
     scores; clear). Each drawn event's inclusion probability is recorded, so the estimates
     weigh every label by what it stands for.
     """
-    from telltale.trust import error_report, import_answers, load_errors, read_answers
+    from telltale.trust import (
+        error_report,
+        import_answers,
+        load_errors,
+        read_answers,
+        record_estimates,
+    )
 
     settings = cli_settings()
     try:
@@ -69,6 +75,8 @@ def audit(
                 client, name, min_version_labels=settings.audit.min_version_labels,
                 include_judge=settings.audit.use_judge_labels,
             )  # fmt: skip
+            if errors is not None and (labels is not None or judge):
+                record_estimates(client, errors)
             result["estimates"] = error_report(errors)
     except (*CLI_ERRORS, ValueError, OSError) as exc:
         raise fail(exc) from exc

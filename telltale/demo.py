@@ -46,7 +46,15 @@ from telltale.sample_data import (
 )
 from telltale.settings import Settings, load_settings
 from telltale.signal_store import ClickHouseSignalStore
-from telltale.trust import Answer, SignalErrors, draw, import_answers, load_errors, no_audit_fields
+from telltale.trust import (
+    Answer,
+    SignalErrors,
+    draw,
+    import_answers,
+    load_errors,
+    no_audit_fields,
+    record_estimates,
+)
 from telltale.wiring import make_cache, make_client, make_embedders
 
 __all__ = ["DEMO_EMBEDDER", "DEMO_TEXT_EMBEDDER", "run_demo"]
@@ -108,6 +116,8 @@ def _audit_from_planted(
             if answers:
                 import_answers(client, fitted.name, answers, labeller="demo:planted-truth")
             errors = load_errors(client, fitted.name)
+            if errors is not None:
+                record_estimates(client, errors)
         if errors is None:
             continue
         found[fitted.name] = errors

@@ -32,6 +32,7 @@ __all__ = [
     "load_errors_for",
     "no_audit_fields",
     "read_answers",
+    "record_estimates",
 ]
 
 
@@ -279,3 +280,22 @@ def error_report(errors: SignalErrors | None) -> dict[str, Any]:
         "precision_shifts": [s.as_dict() for s in shifts],
         "instrument_changed": any(s.changed for s in shifts),
     }
+
+
+def record_estimates(client: Any, errors: SignalErrors) -> None:
+    """Store the current estimates (all versions, and each version with its own) for the
+    dashboards' corrected series and audited-precision history."""
+    from storage import ErrorEstimateRow, record_error_estimates
+
+    now = datetime.now(UTC)
+    scopes = [("", errors.pooled), *errors.by_model_version.items()]
+    rows = []
+    for model_version, model in scopes:
+        e = model.estimate()
+        rows.append(ErrorEstimateRow(
+            errors.signal, errors.audited_version, model_version, e.labelled,
+            (e.sensitivity.value, e.sensitivity.low, e.sensitivity.high),
+            (e.specificity.value, e.specificity.low, e.specificity.high),
+            (e.precision.value, e.precision.low, e.precision.high), now,
+        ))  # fmt: skip
+    record_error_estimates(client, rows)

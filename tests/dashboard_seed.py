@@ -15,6 +15,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from storage.audits import ErrorEstimateRow, record_error_estimates
 from storage.discovery import ClusterRow, save_clusters
 from storage.feedback import FeedbackRow
 from storage.groups import GroupRow, save_group_rows
@@ -80,6 +81,7 @@ def seed(client: Any, now: datetime) -> None:
     _detections(client, now, release_at)
     _drift_windows(client, now)
     _dead_letters(client, now)
+    _signal_errors(client, now)
     save_group_rows(client, [GroupRow(GROUP, tuple(sorted(SIGNALS)), "critical")])
     save_clusters(client, [
         ClusterRow(
@@ -96,6 +98,21 @@ def seed(client: Any, now: datetime) -> None:
         for rank in (1, 2)
         for model in (CHAT, IMAGE)
     ])  # fmt: skip
+
+
+def _signal_errors(client: Any, now: datetime) -> None:
+    """Two audits' estimates: stock_advice pooled and per version (its precision fell on the
+    new release), stock_watermark pooled only."""
+    rows = []
+    for minutes, new_precision in ((90, (0.8, 0.6, 0.9)), (30, (0.5, 0.35, 0.65))):
+        at = now - timedelta(minutes=minutes)
+        for version, precision in (("", (0.7, 0.55, 0.8)), (OLD, (0.85, 0.7, 0.95)),
+                                   (NEW, new_precision)):  # fmt: skip
+            rows.append(ErrorEstimateRow("stock_advice", 1, version, 120, (0.8, 0.6, 0.92),
+                                         (0.95, 0.92, 0.97), precision, at))  # fmt: skip
+        rows.append(ErrorEstimateRow("stock_watermark", 1, "", 80, (0.7, 0.5, 0.85),
+                                     (0.9, 0.85, 0.94), (0.45, 0.3, 0.6), at))  # fmt: skip
+    record_error_estimates(client, rows)
 
 
 def _dead_letters(client: Any, now: datetime) -> None:

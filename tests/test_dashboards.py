@@ -224,6 +224,26 @@ def test_release_changes_show_the_planted_jump(seeded: tuple[Any, datetime]) -> 
     assert top["rate_after"] == pytest.approx(0.20, abs=0.02)
 
 
+def test_corrected_series_inverts_the_newest_audited_errors(seeded: tuple[Any, datetime]) -> None:
+    from dashboards.queries import SIGNAL_CORRECTED_RATE
+
+    client, now = seeded
+    frame = run_query(client, SIGNAL_CORRECTED_RATE,
+                      QueryContext(now - timedelta(hours=6), now, 3600, ALL))  # fmt: skip
+    rows = [dict(zip(frame.columns, row)) for row in frame.rows]
+    chat_new = [r for r in rows if r["series"] == f"stock_advice · {CHAT} {NEW}"]
+    image = [r for r in rows if r["series"].startswith("stock_watermark")]
+    assert chat_new and image
+    for r in chat_new:  # the version's own estimate: Se 0.8, Sp 0.95
+        expected = min(1.0, max(0.0, (r["raw_rate"] + 0.95 - 1) / (0.8 + 0.95 - 1)))
+        assert r["corrected_rate"] == pytest.approx(expected)
+    for r in image:  # pooled only: Se 0.7, Sp 0.9
+        expected = min(1.0, max(0.0, (r["raw_rate"] + 0.9 - 1) / (0.7 + 0.9 - 1)))
+        assert r["corrected_rate"] == pytest.approx(expected)
+    for r in rows:
+        assert r["corrected_low"] <= r["corrected_rate"] <= r["corrected_high"]
+
+
 def test_a_quote_in_a_variable_value_is_data_not_sql(seeded: tuple[Any, datetime]) -> None:
     client, now = seeded
     hostile = ("x') OR 1=1 --", "o'brien")
