@@ -40,6 +40,7 @@ from alerts.drift import (
 )
 from alerts.errors import AlertError
 from alerts.fixed_horizon import FixedHorizonZTest, ZTestState, two_proportion_z_test
+from alerts.instrument import InstrumentCheck
 from alerts.localize import slice_label, wilson_interval
 from alerts.monitor import Monitor
 from alerts.notify import WebhookNotifier
@@ -60,6 +61,7 @@ __all__ = [
     "DriftHysteresis",
     "DriftState",
     "FixedHorizonZTest",
+    "InstrumentCheck",
     "MMDTestResult",
     "Monitor",
     "MonitorSettings",

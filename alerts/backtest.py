@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from alerts.engine import DetectionEngine, EngineReport, floor_minute
+from alerts.instrument import InstrumentCheck
 from alerts.settings import MonitorSettings
 from alerts.state import DetectionBook, MemoryStore
 from storage import (
@@ -98,8 +99,12 @@ def backtest(
     settings: MonitorSettings,
     since: datetime | None = None,
     until: datetime | None = None,
+    *,
+    instrument: InstrumentCheck | None = None,
 ) -> BacktestReport:
-    """Run the detectors over ``[since, until)`` (default: all stored minutes); write nothing."""
+    """Run the detectors over ``[since, until)`` (default: all stored minutes); write nothing.
+
+    ``instrument``: as for the monitor, corrected levels in fired release incidents."""
     started = time.perf_counter()
     bounds = data_bounds(client)
     if bounds is None and (since is None or until is None):
@@ -112,7 +117,8 @@ def backtest(
     releases = list_releases(client) + unreleased_versions(client)
     store = MemoryStore()
     book = DetectionBook(store)
-    engine = DetectionEngine(client, settings, book, store, start=since, drift_catchup_looks=None)
+    engine = DetectionEngine(client, settings, book, store, start=since, drift_catchup_looks=None,
+                             instrument=instrument)  # fmt: skip
     report = engine.advance(until, releases)
     book.flush()
     return BacktestReport(

@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from alerts.base import Track
+from alerts.instrument import InstrumentCheck, InstrumentDetails
 from alerts.localize import ReleaseLocalizer
 from alerts.settings import MonitorSettings
 from alerts.state import DetectionBook, DetectionStore
@@ -75,13 +76,17 @@ class DetectionEngine:
         *,
         start: datetime,
         drift_catchup_looks: int | None = None,
+        instrument: InstrumentCheck | None = None,
     ) -> None:
         self._client = client
         self._s = settings
         self._book = book
         self._store = store
         self.position = floor_minute(start)
-        self._spike = ReleaseSpikeTrack(settings.spike, ReleaseLocalizer(client))
+        self._spike = ReleaseSpikeTrack(
+            settings.spike, ReleaseLocalizer(client),
+            InstrumentDetails(instrument) if instrument is not None else None,
+        )  # fmt: skip
         self._cusum = CusumTrack(settings.cusum)
         drift = DriftTrack(settings.drift, store.drift_resume_points(), drift_catchup_looks)
         self.tracks: tuple[Track, ...] = (self._spike, self._cusum, drift)

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from alerts.engine import DEGRADATION, DetectionEngine, EngineReport, floor_minute
 from alerts.errors import NotifyError
+from alerts.instrument import InstrumentCheck
 from alerts.notify import Notifier
 from alerts.settings import MonitorSettings, NotifySettings
 from alerts.state import ClickHouseStore, DetectionBook
@@ -131,8 +132,10 @@ class Monitor:
         notify_settings: NotifySettings | None = None,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        instrument: InstrumentCheck | None = None,
     ) -> None:
         self._client = client
+        self._instrument = instrument
         self._settings = settings
         self._notifier = notifier
         self._stale = timedelta(minutes=(notify_settings or NotifySettings()).stale_after_minutes)
@@ -201,7 +204,7 @@ class Monitor:
                 start = _replay_start(until, s, self._book.open_rows(), releases)
                 self._engine = DetectionEngine(
                     self._client, s, self._book, self._store, start=start,
-                    drift_catchup_looks=s.drift_catchup_looks,
+                    drift_catchup_looks=s.drift_catchup_looks, instrument=self._instrument,
                 )  # fmt: skip
             report.engine = self._engine.advance(until, releases, read_at=now)
             seen = self._seen_until

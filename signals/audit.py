@@ -37,7 +37,7 @@ clipped draws keep the interval inside [0, 1].
 The assumption every misclassification correction makes, stated: the signal's ``Se`` and ``Sp``
 are the same in the rows corrected as in the audited events. They are estimated per product
 version where that version has enough labels (a new release writes differently), and
-:func:`precision_shift` says when two versions' precision differs.
+:func:`error_shift` says when two versions' sensitivity or specificity differs.
 """
 
 from __future__ import annotations
@@ -59,13 +59,13 @@ __all__ = [
     "CorrectedRate",
     "ErrorEstimate",
     "ErrorModel",
+    "ErrorShift",
     "Interval",
-    "PrecisionShift",
     "StratumCount",
     "StratumKey",
     "allocate",
     "band_of",
-    "precision_shift",
+    "error_shift",
 ]
 
 Band = Literal["flagged", "near", "clear"]
@@ -259,18 +259,27 @@ class ErrorModel:
 
 
 @dataclass(frozen=True)
-class PrecisionShift:
-    """Precision of one signal on two product versions, and whether they differ."""
+class ErrorShift:
+    """A signal's errors on two product versions, and whether the instrument changed.
+
+    Precision is shown but does not decide: it moves with the failure rate even when the
+    classifier does not (more failures, more of the flags are right). Sensitivity and
+    specificity do not; the instrument changed when either differs (95 % interval of the
+    difference excludes 0)."""
 
     before: str
     after: str
     precision_before: Interval
     precision_after: Interval
-    difference: Interval  # after − before
+    sensitivity_difference: Interval  # after − before
+    specificity_difference: Interval
 
     @property
     def changed(self) -> bool:
-        return self.difference.high < 0 or self.difference.low > 0
+        return any(
+            d.high < 0 or d.low > 0
+            for d in (self.sensitivity_difference, self.specificity_difference)
+        )
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -278,21 +287,22 @@ class PrecisionShift:
             "after": self.after,
             "precision_before": self.precision_before.as_dict(),
             "precision_after": self.precision_after.as_dict(),
-            "difference": self.difference.as_dict(),
+            "sensitivity_difference": self.sensitivity_difference.as_dict(),
+            "specificity_difference": self.specificity_difference.as_dict(),
             "changed": self.changed,
         }
 
 
-def precision_shift(
+def error_shift(
     before: str, after: str, model_before: ErrorModel, model_after: ErrorModel
-) -> PrecisionShift | None:
-    """Compare the audited precision of two product versions (None when one has no flagged
-    stratum). The models' draws are independent, so their difference's quantiles are an
-    interval of the change in precision."""
+) -> ErrorShift | None:
+    """Compare a signal's audited errors on two product versions (None when one has no flagged
+    stratum). The models' draws are independent, so the quantiles of their differences are
+    intervals of the changes."""
     if model_before.precision is None or model_after.precision is None:
         return None
-    diff = model_after.precision - model_before.precision
-    return PrecisionShift(
+    return ErrorShift(
         before, after, _interval(model_before.precision), _interval(model_after.precision),
-        _interval(diff),
+        _interval(model_after.sensitivity - model_before.sensitivity),
+        _interval(model_after.specificity - model_before.specificity),
     )  # fmt: skip

@@ -31,6 +31,7 @@ from telltale.cli_common import (
     parse_time,
     print_json,
 )
+from telltale.trust import release_instrument
 
 __all__ = ["alerts_app", "alerts_backtest", "alerts_list", "monitor"]
 
@@ -73,7 +74,10 @@ def monitor(
                 )  # fmt: skip
             except ValueError as exc:
                 raise fail(exc) from exc
-            runner = Monitor(client, settings, notifier, notify)
+            audit = cli_settings().audit
+            runner = Monitor(client, settings, notifier, notify, instrument=release_instrument(
+                client, min_version_labels=audit.min_version_labels,
+                include_judge=audit.use_judge_labels))  # fmt: skip
             if once:
                 report = runner.run_once()
                 if fmt == "json":
@@ -151,7 +155,11 @@ def alerts_backtest(
 
     try:
         with open_client(clickhouse) as client:
-            report = backtest(client, cli_settings().monitor, parse_time(since), parse_time(until))
+            audit = cli_settings().audit
+            instrument = release_instrument(client, min_version_labels=audit.min_version_labels,
+                                            include_judge=audit.use_judge_labels)  # fmt: skip
+            report = backtest(client, cli_settings().monitor, parse_time(since), parse_time(until),
+                              instrument=instrument)  # fmt: skip
     except _ERRORS as exc:
         raise fail(exc) from exc
     document = report.as_dict()

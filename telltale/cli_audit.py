@@ -138,11 +138,13 @@ def _print(result: dict[str, Any]) -> None:
         table.add_row(scope, str(e["labelled"]), *(_fmt(e[k]) for k in
                       ("sensitivity", "specificity", "precision", "prevalence")))  # fmt: skip
     out.print(table)
-    for s in est["precision_shifts"]:
+    for s in est["error_shifts"]:
         if s["changed"]:
             console.print(
-                f"the signal's precision changed from {s['before']} to {s['after']}: "
-                f"{_fmt(s['precision_before'])} → {_fmt(s['precision_after'])}"
+                f"the signal's errors changed from {s['before']} to {s['after']}: "
+                f"sensitivity {s['sensitivity_difference']['value']:+.2f}, specificity "
+                f"{s['specificity_difference']['value']:+.2f} (precision "
+                f"{_fmt(s['precision_before'])} → {_fmt(s['precision_after'])})"
             )
 
 

@@ -379,11 +379,12 @@ def _audit_line(audit: dict[str, Any]) -> str:
     line = (f"audited (v{audit['audited_signal_version']}, {e['labelled']} labels): "
             f"sensitivity {show('sensitivity')}  specificity {show('specificity')}  "
             f"precision {show('precision')}")  # fmt: skip
-    for shift in audit["precision_shifts"]:
+    for shift in audit["error_shifts"]:
         if shift["changed"]:
-            diff = shift["difference"]["value"]
-            line += (f"\n  the INSTRUMENT changed: precision on {shift['after']} differs from "
-                     f"{shift['before']} (difference {diff:+.2f})")  # fmt: skip
+            se = shift["sensitivity_difference"]["value"]
+            sp = shift["specificity_difference"]["value"]
+            line += (f"\n  the INSTRUMENT changed from {shift['before']} to {shift['after']}: "
+                     f"sensitivity {se:+.2f}, specificity {sp:+.2f}")  # fmt: skip
     return line
 
 

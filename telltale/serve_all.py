@@ -38,6 +38,7 @@ from storage import ClickHouseWriter, SerializedClient, redact_dsn
 from streams import Pipeline, Recorder, kafka_recorder, storage_recorder
 from telltale.serve import GuardrailService, create_app
 from telltale.settings import Settings
+from telltale.trust import release_instrument
 from telltale.wiring import Parts, make_client, make_parts, make_worker_app
 
 if TYPE_CHECKING:
@@ -152,7 +153,11 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
         monitor_settings, notify = settings.monitor, settings.notify
         stop = threading.Event()
         notifier = WebhookNotifier(notify, sleep=stop.wait) if notify.enabled else None
-        monitored.monitor = Monitor(client, monitor_settings, notifier, notify)
+        audit = settings.audit
+        instrument = release_instrument(client, min_version_labels=audit.min_version_labels,
+                                        include_judge=audit.use_judge_labels)  # fmt: skip
+        monitored.monitor = Monitor(client, monitor_settings, notifier, notify,
+                                    instrument=instrument)  # fmt: skip
         monitored.stop = stop
         monitored.thread = threading.Thread(
             target=monitored.monitor.run, args=(stop,), name="telltale-monitor", daemon=True

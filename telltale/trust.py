@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from signals import NEAR_QUANTILE, ErrorModel, StratumCount, allocate, precision_shift
+from signals import NEAR_QUANTILE, ErrorModel, StratumCount, allocate, error_shift
 
 if TYPE_CHECKING:
-    from signals import FittedSignal, PrecisionShift
+    from alerts import InstrumentCheck
+    from signals import ErrorShift, FittedSignal
     from storage import AuditSample, StratumLabels
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "no_audit_fields",
     "read_answers",
     "record_estimates",
+    "release_instrument",
 ]
 
 
@@ -129,12 +131,12 @@ class SignalErrors:
                            **({"note": rate.note} if rate.note else {})},
         }  # fmt: skip
 
-    def precision_shifts(self) -> list[PrecisionShift]:
+    def error_shifts(self) -> list[ErrorShift]:
         """Audited precision of consecutive product versions (in name order) compared."""
         versions = sorted(self.by_model_version)
         shifts = []
         for before, after in pairwise(versions):
-            shift = precision_shift(
+            shift = error_shift(
                 before, after, self.by_model_version[before], self.by_model_version[after]
             )
             if shift is not None:
@@ -269,7 +271,7 @@ def error_report(errors: SignalErrors | None) -> dict[str, Any]:
     """What ``signals eval`` and ``signals audit`` print of a signal's measured errors."""
     if errors is None:
         return {"audited": False, "note": "no audit labels yet: `telltale signals audit NAME`"}
-    shifts = errors.precision_shifts()
+    shifts = errors.error_shifts()
     return {
         "audited": True,
         "audited_signal_version": errors.audited_version,
@@ -277,7 +279,7 @@ def error_report(errors: SignalErrors | None) -> dict[str, Any]:
         "by_model_version": {
             mv: model.estimate().as_dict() for mv, model in errors.by_model_version.items()
         },
-        "precision_shifts": [s.as_dict() for s in shifts],
+        "error_shifts": [s.as_dict() for s in shifts],
         "instrument_changed": any(s.changed for s in shifts),
     }
 
@@ -299,3 +301,43 @@ def record_estimates(client: Any, errors: SignalErrors) -> None:
             (e.precision.value, e.precision.low, e.precision.high), now,
         ))  # fmt: skip
     record_error_estimates(client, rows)
+
+
+def release_instrument(
+    client: Any, *, min_version_labels: int = 20, include_judge: bool = False
+) -> InstrumentCheck:
+    """The release incident's instrument check (``alerts.instrument``) over the audits."""
+
+    def check(
+        *, signal: str, version: str, baseline_version: str, n_new: int, k_new: int,
+        n_base: int, k_base: int,
+    ) -> dict[str, Any]:  # fmt: skip
+        errors = load_errors(client, signal, min_version_labels=min_version_labels,
+                             include_judge=include_judge)  # fmt: skip
+        if errors is None:
+            note = "signal not audited: the rates are flag rates, not failure rates"
+            return {"audited": False, "note": note}
+        after = errors.correct(version, n_new, k_new)
+        before = errors.correct(baseline_version, n_base, k_base)
+        shift = None
+        if {version, baseline_version} <= set(errors.by_model_version):
+            shift = error_shift(baseline_version, version,
+                                    errors.by_model_version[baseline_version],
+                                    errors.by_model_version[version])  # fmt: skip
+        if shift is not None and shift.changed:
+            changed = "instrument"
+            note = (
+                f"the signal's audited errors on {version} differ from {baseline_version}: "
+                "the flags moved with the instrument; audit the new version before trusting them"
+            )
+        elif after["corrected_low"] > before["corrected_high"]:
+            changed = "product"
+            note = "the corrected failure rate rose: the product changed"
+        else:
+            changed = "undetermined"
+            note = "the corrected rates' intervals overlap: more audit labels would tell"
+        return {"audited": True, "changed": changed, "note": note,
+                "corrected_before": before, "corrected_after": after,
+                "error_shift": shift.as_dict() if shift else None}  # fmt: skip
+
+    return check

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from log_generators import NEW, slice_regression_events
+from log_generators import NEW, OLD, slice_regression_events
 from typer.testing import CliRunner
 
-from signals.audit import ErrorModel, StratumCount, allocate, band_of, precision_shift
+from signals.audit import ErrorModel, StratumCount, allocate, band_of, error_shift
 from signals.spec import SignalSpec
 from signals.training import fit_signal
 from storage.rows import EventRow, ScoreRow, WriteBatch
@@ -82,14 +82,17 @@ def test_a_chance_level_audit_gives_the_whole_interval() -> None:
     assert "chance" in corrected.note
 
 
-def test_precision_shift_between_product_versions() -> None:
+def test_error_shift_between_product_versions() -> None:
+    # v2 flags twice as many events; as many of them fail: the specificity fell
     v1 = ErrorModel([StratumCount(("v1", "flagged"), 400, 60, 54),
                      StratumCount(("v1", "clear"), 4000, 40, 1)])  # fmt: skip
-    v2 = ErrorModel([StratumCount(("v2", "flagged"), 400, 60, 21),
-                     StratumCount(("v2", "clear"), 4000, 40, 1)])  # fmt: skip
-    shift = precision_shift("v1", "v2", v1, v2)
-    assert shift is not None and shift.changed and shift.difference.high < 0
-    same = precision_shift("v1", "v1b", v1, v1)
+    v2 = ErrorModel([StratumCount(("v2", "flagged"), 800, 60, 27),
+                     StratumCount(("v2", "clear"), 3600, 40, 1)])  # fmt: skip
+    shift = error_shift("v1", "v2", v1, v2)
+    assert shift is not None and shift.changed
+    assert shift.specificity_difference.high < 0
+    assert shift.precision_after.high < shift.precision_before.low
+    same = error_shift("v1", "v1b", v1, v1)
     assert same is not None and not same.changed
 
 
@@ -116,8 +119,15 @@ def test_answers_are_parsed_strictly_and_errors_name_the_line() -> None:
 # --- the whole flow on chDB -------------------------------------------------------------------
 
 
-def _seed_noisy(ch: Any) -> dict[str, bool]:
-    """Store the slice-regression log scored by a noisy signal; return the planted truth."""
+def _seed_noisy(
+    ch: Any,
+    errors: dict[str, tuple[float, float]] | None = None,
+    regressed_rate: float = 0.40,
+    per_minute: int = 6,
+) -> dict[str, bool]:
+    """Store the slice-regression log scored by a noisy signal; return the planted truth.
+
+    ``errors``: (sensitivity, specificity) per product version (default 0.7/0.8 on both)."""
     store = ClickHouseSignalStore(ch)
     rng = np.random.default_rng(3)
     fitted = fit_signal(
@@ -131,10 +141,12 @@ def _seed_noisy(ch: Any) -> dict[str, bool]:
     noise = random.Random(11)
     truth: dict[str, bool] = {}
     batch = WriteBatch()
-    for payload in slice_regression_events(per_minute=6, seed=5):
+    for payload in slice_regression_events(per_minute=per_minute, seed=5,
+                                           regressed_rate=regressed_rate):  # fmt: skip
         event = validate_event(payload)
         failed = not (event.output.text or "").startswith("Here is a short answer")
-        flagged = noise.random() < (SENSITIVITY if failed else 1 - SPECIFICITY)
+        se, sp = (errors or {}).get(event.model_version, (SENSITIVITY, SPECIFICITY))
+        flagged = noise.random() < (se if failed else 1 - sp)
         score = noise.uniform(0.5, 1.0) if flagged else noise.uniform(0.0, 0.5)
         truth[event.event_id] = failed
         batch.scores.append(ScoreRow(
@@ -242,3 +254,60 @@ def test_audit_import_and_corrected_rates_on_a_noisy_signal(
         f"{regressed['corrected_rate']:.3f} vs {max(r['corrected_rate'] for r in others):.3f} "
         f"(×{corrected_ratio:.2f})"
     )
+
+
+def _audit_from_truth(ch: Any, truth: dict[str, bool], labels: int) -> None:
+    from telltale.trust import Answer, draw, import_answers
+
+    fitted = ClickHouseSignalStore(ch).get("stock_advice")
+    assert fitted is not None
+    drawn = draw(ch, fitted, labels, audit_id="test-audit")
+    answers = [Answer(i, x.event_id, int(truth[x.event_id]), None)
+               for i, x in enumerate(drawn.samples, 1)]  # fmt: skip
+    import_answers(ch, "stock_advice", answers, labeller="test")
+
+
+def _release_incident(ch: Any) -> dict[str, Any]:
+    from alerts.backtest import backtest
+    from alerts.settings import MonitorSettings
+    from telltale.trust import release_instrument
+
+    report = backtest(ch, MonitorSettings(), instrument=release_instrument(ch))
+    spikes = [d for d in report.detections if d.detector == "release_spike"]
+    assert [(d.model_version, d.signal) for d in spikes] == [(NEW, "stock_advice")]
+    found: dict[str, Any] = spikes[0].details["signals"][0]["instrument"]
+    return found
+
+
+def test_a_release_incident_says_the_product_changed(ch: Any) -> None:
+    """German free-tier answers fail 90 % of the time on the new version; the signal's errors
+    are the same on both versions."""
+    same = (0.8, 0.95)
+    truth = _seed_noisy(ch, errors={OLD: same, NEW: same}, regressed_rate=0.9, per_minute=20)
+    _audit_from_truth(ch, truth, 300)
+    instrument = _release_incident(ch)
+    assert instrument["audited"] is True
+    before, after = instrument["corrected_before"], instrument["corrected_after"]
+    assert after["corrected_rate"] > before["corrected_rate"]
+    assert instrument["changed"] == "product", instrument
+    assert instrument["error_shift"] is not None
+    assert instrument["error_shift"]["changed"] is False
+
+
+def test_a_release_incident_says_the_instrument_changed(ch: Any) -> None:
+    """No failure rate changes; the new version's answers fool the signal (specificity 0.95 on
+    the old version, 0.75 on the new): flags jump, the release test fires on them, and the
+    audit says the instrument, not the product, changed."""
+    truth = _seed_noisy(ch, errors={OLD: (0.7, 0.95), NEW: (0.7, 0.75)}, regressed_rate=0.04,
+                        per_minute=20)  # fmt: skip
+    _audit_from_truth(ch, truth, 300)
+    instrument = _release_incident(ch)
+    assert instrument["changed"] == "instrument", instrument
+    assert instrument["error_shift"]["specificity_difference"]["high"] < 0
+
+
+def test_a_release_incident_of_an_unaudited_signal_says_so(ch: Any) -> None:
+    same = (0.8, 0.95)
+    _seed_noisy(ch, errors={OLD: same, NEW: same}, regressed_rate=0.9, per_minute=20)
+    instrument = _release_incident(ch)
+    assert instrument["audited"] is False and "flag rates" in instrument["note"]

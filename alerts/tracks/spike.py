@@ -44,6 +44,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from alerts.base import Detection
+from alerts.instrument import InstrumentDetails
 from alerts.localize import ReleaseLocalizer
 from alerts.release_spike import (
     AdaptiveBuckets,
@@ -100,10 +101,14 @@ class ReleaseSpikeTrack:
 
     name = SPIKE
 
-    def __init__(self, settings: SpikeSettings, localizer: ReleaseLocalizer | None = None) -> None:
+    def __init__(
+        self, settings: SpikeSettings, localizer: ReleaseLocalizer | None = None,
+        instrument: InstrumentDetails | None = None,
+    ) -> None:  # fmt: skip
         self._s = settings
         self._releases: dict[str, _ReleaseTest] = {}
         self._localizer = localizer
+        self._instrument = instrument
 
     @property
     def series(self) -> int:
@@ -353,6 +358,7 @@ class ReleaseSpikeTrack:
                 "k_new": s.k_new, "n_base": s.n_base, "k_base": s.k_base,
                 "dispersion": t.dispersion.as_dict(),
                 **self._localize(test, sig),
+                **self._instrument_details(test, sig, (s.n_new, s.k_new, s.n_base, s.k_base)),
             })  # fmt: skip
         return {
             "released_at": test.link.released_at.isoformat(),
@@ -376,6 +382,17 @@ class ReleaseSpikeTrack:
             f"{test.key}/{signal}", fired=True, model=test.link.model,
             version=test.link.version, baseline_version=test.link.previous, signal=signal,
             released_at=test.link.released_at, at=sig_test.fired_at,
+        )  # fmt: skip
+
+    def _instrument_details(
+        self, test: _ReleaseTest, signal: str, counts: tuple[int, int, int, int]
+    ) -> dict[str, Any]:
+        """Corrected levels before and after, once the signal fired (alerts.instrument)."""
+        if self._instrument is None or test.tests[signal].fired_at is None:
+            return {}
+        return self._instrument.details(
+            f"{test.key}/{signal}", signal=signal, version=test.link.version,
+            baseline_version=test.link.previous, counts=counts,
         )  # fmt: skip
 
     def _maybe_resolve(self, test: _ReleaseTest, minute: datetime, span: Span) -> None:
