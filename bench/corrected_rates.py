@@ -17,7 +17,9 @@ Per cell (signal sensitivity/specificity × true prevalence × audit budget) and
 
 ``--scenario retries`` makes the traffic production-shaped: a fifth of the events are retries of
 earlier ones by the same user (Zipf-distributed repeat counts), with the same content, so the
-same truth and the same flag; the audit then draws retries as separate events, as it would.
+same truth and the same flag; the audit then draws retries as separate events, as it would,
+and each row's flag rate is worth ``n² / Σ m_i²`` independent events (``m_i``: copies of one
+content), as ``telltale rates --corrected`` counts it from the stored contents.
 
 Printed per cell: coverage of the corrected interval on the population and on the slice, its
 median width, and the raw Wilson coverage.
@@ -71,8 +73,9 @@ def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
 
 def population(
     rng: np.random.Generator, n: int, prevalence: float, se: float, sp: float, retries: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Truth, score and flag of ``n`` events (with retries: repeated rows of earlier ones)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Truth, score and flag of ``n`` events (with retries: repeated rows of earlier ones), and
+    the events' worth as independent draws, ``n² / Σ m_i²`` over content groups of size m_i."""
     threshold = norm.ppf(sp)
     shift = threshold - norm.ppf(1 - se)
     unique = int(n * 0.8) if retries else n
@@ -84,7 +87,9 @@ def population(
         origin = np.concatenate([origin, rng.integers(0, unique, n - unique - origin.size)])
         truth = np.concatenate([truth, truth[origin]])
         score = np.concatenate([score, score[origin]])
-    return truth, score, score >= threshold
+        sizes = np.bincount(np.concatenate([np.arange(unique), origin]))
+        return truth, score, score >= threshold, n * n / float((sizes**2).sum())
+    return truth, score, score >= threshold, float(n)
 
 
 def audit(
@@ -109,15 +114,16 @@ def run_cell(
     rng = np.random.default_rng(seed)
     cell = Cell(widths=[])
     for _ in range(draws):
-        truth, score, flag = population(rng, size, prevalence, se, sp, retries)
+        truth, score, flag, worth = population(rng, size, prevalence, se, sp, retries)
         model = audit(rng, truth, score, flag, budget)
-        corrected = model.correct(size, int(flag.sum()))
+        corrected = model.correct(size, int(flag.sum()), effective_events=worth)
         true_rate = truth.mean()
         cell.covered += corrected.low <= true_rate <= corrected.high
         low, high = wilson(int(flag.sum()), size)
         cell.raw_covered += low <= true_rate <= high
-        s_truth, _, s_flag = population(rng, SLICE_EVENTS, 2 * prevalence, se, sp, retries)
-        in_slice = model.correct(SLICE_EVENTS, int(s_flag.sum()))
+        s_truth, _, s_flag, s_worth = population(rng, SLICE_EVENTS, 2 * prevalence, se, sp,
+                                                 retries)  # fmt: skip
+        in_slice = model.correct(SLICE_EVENTS, int(s_flag.sum()), effective_events=s_worth)
         cell.covered_slice += in_slice.low <= s_truth.mean() <= in_slice.high
         assert cell.widths is not None
         cell.widths.append(corrected.high - corrected.low)

@@ -240,11 +240,22 @@ class ErrorModel:
             prevalence=_interval(self.prevalence),
         )
 
-    def correct(self, events: int, flagged: int) -> CorrectedRate:
-        """The failure rate of a row with ``flagged`` of ``events`` flagged, corrected."""
+    def correct(
+        self, events: int, flagged: int, *, effective_events: float | None = None
+    ) -> CorrectedRate:
+        """The failure rate of a row with ``flagged`` of ``events`` flagged, corrected.
+
+        ``effective_events``: what the row's events are worth as independent draws. Retries
+        repeat one content, and a classifier gives every copy the same flag, so ``m`` copies
+        move the flag count by ``m`` at once: with content groups of sizes ``m_i`` the row is
+        worth ``n² / Σ m_i²`` events (Kish's effective sample size with identical copies).
+        Without it, events are taken as independent.
+        """
         if events <= 0:
             raise ValueError("a rate needs at least one event")
-        q = self._rng.beta(flagged + 0.5, events - flagged + 0.5, _DRAWS)
+        n = min(float(events), effective_events) if effective_events else float(events)
+        k = flagged * n / events
+        q = self._rng.beta(k + 0.5, n - k + 0.5, _DRAWS)
         youden = self.sensitivity + self.specificity - 1.0
         usable = youden > 0
         pi = np.clip((q[usable] + self.specificity[usable] - 1.0) / youden[usable], 0.0, 1.0)

@@ -34,6 +34,7 @@ from storage.detections import (
     pending_detections,
 )
 from storage.discovery import ClusterRow, cluster_signal_scores, load_cluster, save_clusters
+from storage.effective import effective_events
 from storage.embedding_cache import ClickHouseVectorCache
 from storage.embeddings import (
     StoredEmbedding,
@@ -143,6 +144,7 @@ __all__ = [
     "drawn_versions",
     "drift_windows_after",
     "earliest_timestamp",
+    "effective_events",
     "event_contents",
     "event_slice_sources",
     "failure_rates",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -185,7 +186,8 @@ def rates(
             )  # fmt: skip
             docs = [{**r.as_dict(), **_wilson(r.failures, r.events)} for r in rows]
             if corrected:
-                _add_corrected(client, docs)
+                _add_corrected(client, docs, Span(bucket, model, parse_time(since),
+                                                  parse_time(until)))  # fmt: skip
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
     if fmt == "json":
@@ -209,8 +211,31 @@ def _wilson(failures: int, events: int) -> dict[str, float]:
     return {"rate_low": low, "rate_high": high}
 
 
-def _add_corrected(client: object, docs: list[dict[str, Any]]) -> None:
-    """Add ``corrected_rate``/``_low``/``_high`` (and ``correction``) to each rate row."""
+@dataclass(frozen=True)
+class Span:
+    """How ``rates`` grouped its rows: by time bucket or slice keys, within filters."""
+
+    by: Bucket | list[str]
+    model: str | None
+    since: datetime | None
+    until: datetime | None
+
+
+def _row_values(d: dict[str, Any], by: Bucket | list[str]) -> tuple[str, ...]:
+    if isinstance(by, list):
+        return tuple(d["values"])
+    if by == "total":
+        return ()
+    return (datetime.fromisoformat(d["bucket"]).strftime("%Y-%m-%d %H:%M:%S"),)
+
+
+def _add_corrected(client: Any, docs: list[dict[str, Any]], span: Span) -> None:
+    """Add ``corrected_rate``/``_low``/``_high`` (and ``correction``) to each rate row.
+
+    Each row's flag rate counts as many independent events as its contents are worth
+    (``storage.effective_events``: retries of one answer share one flag)."""
+    from storage import effective_events
+    from telltale.signal_store import ClickHouseSignalStore
     from telltale.trust import load_errors_for, no_audit_fields
 
     audit = cli_settings().audit
@@ -218,11 +243,19 @@ def _add_corrected(client: object, docs: list[dict[str, Any]]) -> None:
         client, [d["signal"] for d in docs], min_version_labels=audit.min_version_labels,
         include_judge=audit.use_judge_labels,
     )  # fmt: skip
+    fields = {s.name: s.field for s in ClickHouseSignalStore(client).latest()}
+    worth: dict[tuple[str, str, str, tuple[str, ...]], float] = {}
+    for name, found in errors.items():
+        if found is not None and name in fields:
+            worth |= effective_events(client, name, fields[name], by=span.by, model=span.model,
+                                      since=span.since, until=span.until)  # fmt: skip
     for d in docs:
         found = errors[d["signal"]]
+        key = (d["signal"], d["model"], d["model_version"], _row_values(d, span.by))
         d.update(
             no_audit_fields() if found is None
-            else found.correct(d["model_version"], d["events"], d["failures"])
+            else found.correct(d["model_version"], d["events"], d["failures"],
+                               effective_events=worth.get(key))
         )  # fmt: skip
 
 
@@ -256,7 +289,9 @@ def _slice_rates(
             ]  # fmt: skip
             rows = _slice_rows(found)
             if corrected:
-                _add_corrected(client, rows)
+                for grouping in groupings:
+                    _add_corrected(client, [r for r in rows if r["by"] == grouping],
+                                   Span(grouping, model, since, until))  # fmt: skip
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
     if fmt == "json":

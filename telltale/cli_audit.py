@@ -39,6 +39,14 @@ def audit(
     judge: Annotated[
         bool, typer.Option("--judge", help="label the drawn sample with the LLM judge")
     ] = False,
+    audit_id: Annotated[
+        str | None,
+        typer.Option(
+            "--audit-id",
+            help="name the draw (default: time + random); the same "
+            "name draws the same events from the same stored scores",
+        ),
+    ] = None,
     clickhouse: ClickHouseOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
@@ -70,7 +78,7 @@ def audit(
                 }
             else:
                 result = _draw(client, name, n or settings.audit.default_labels, since, until,
-                               model, judge)  # fmt: skip
+                               model, judge, audit_id)  # fmt: skip
             errors = load_errors(
                 client, name, min_version_labels=settings.audit.min_version_labels,
                 include_judge=settings.audit.use_judge_labels,
@@ -88,13 +96,21 @@ def audit(
 
 def _draw(
     client: Any, name: str, n: int, since: str | None, until: str | None, model: str | None,
-    judge: bool,
+    judge: bool, audit_id: str | None,
 ) -> dict[str, Any]:  # fmt: skip
     from telltale.cli_signals import current_signal
     from telltale.trust import draw
 
     fitted = current_signal(client, name)
-    drawn = draw(client, fitted, n, model=model, since=parse_time(since), until=parse_time(until))
+    drawn = draw(
+        client,
+        fitted,
+        n,
+        model=model,
+        since=parse_time(since),
+        until=parse_time(until),
+        audit_id=audit_id,
+    )
     if not drawn.samples:
         raise ValueError(f"no stored scores of {name!r} v{fitted.version} in that window")
     result = drawn.as_dict()

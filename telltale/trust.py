@@ -117,17 +117,22 @@ class SignalErrors:
             return self.by_model_version[model_version], f"model_version {model_version}"
         return self.pooled, "all audited versions"
 
-    def correct(self, model_version: str | None, events: int, failures: int) -> dict[str, Any]:
-        """The ``corrected_*`` fields of one rate row."""
+    def correct(
+        self, model_version: str | None, events: int, failures: int,
+        effective_events: float | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """The ``corrected_*`` fields of one rate row (``effective_events``: see
+        :meth:`signals.ErrorModel.correct`)."""
         if events <= 0:
             return no_audit_fields("no events")
         model, scope = self.model_for(model_version)
-        rate = model.correct(events, failures)
+        rate = model.correct(events, failures, effective_events=effective_events)
         return {
             "corrected_rate": rate.rate, "corrected_low": rate.low,
             "corrected_high": rate.high,
             "correction": {"audited_signal_version": self.audited_version,
                            "labels": model.labelled, "errors_from": scope,
+                           "effective_events": effective_events,
                            **({"note": rate.note} if rate.note else {})},
         }  # fmt: skip
 
