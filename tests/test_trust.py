@@ -352,3 +352,87 @@ def test_effective_events_count_repeated_contents_once_per_copy(ch: Any) -> None
     wide = model.correct(1000, 500, effective_events=50)
     narrow = model.correct(1000, 500)
     assert wide.high - wide.low > narrow.high - narrow.low
+
+
+def test_the_judge_labels_a_drawn_sample_and_its_agreement_is_reported(
+    ch: Any, chdb_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local chat-completions server plays the judge: it answers from the planted truth of
+    the content it is shown, except for one content in ten, where it says the opposite."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    flags: dict[str, bool] = {}
+    truth = _seed_noisy(ch, flags=flags)
+    contents = {
+        str(r[0]): str(r[1])
+        for r in ch.query("SELECT event_id, output_text FROM events").result_rows
+    }
+    ch.close()
+    by_content: dict[str, bool] = {contents[e]: t for e, t in truth.items()}
+    seen: list[dict[str, Any]] = []
+
+    class Judge(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append({"path": self.path, "auth": self.headers.get("Authorization"),
+                         "keys": sorted(body)})  # fmt: skip
+            user = body["messages"][-1]["content"]
+            content = next(c for c in by_content if c in user)
+            label = int(by_content[content])
+            if len(seen) % 10 == 0:
+                label = 1 - label
+            answer = {"id": "x", "object": "chat.completion", "created": 0,
+                      "model": body["model"], "choices": [{
+                          "index": 0, "finish_reason": "stop",
+                          "message": {"role": "assistant", "content": json.dumps({"label": label})},
+                      }]}  # fmt: skip
+            raw = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("TELLTALE_JUDGE_URL", f"http://127.0.0.1:{server.server_port}/v1")
+        monkeypatch.setenv("TELLTALE_JUDGE_MODEL", "local-judge")
+        monkeypatch.setenv("TELLTALE_JUDGE_API_KEY", "sk-judge-secret")
+        drawn = _json(_cli(chdb_path, "signals", "audit", "stock_advice", "--n", "60",
+                           "--audit-id", "j"))  # fmt: skip
+        answers = tmp_path / "answers.jsonl"
+        answers.write_text("".join(
+            json.dumps({"event_id": e["event_id"], "label": int(truth[e["event_id"]])}) + "\n"
+            for e in drawn["events"]
+        ))  # fmt: skip
+        _json(_cli(chdb_path, "signals", "audit", "stock_advice", "--labels", str(answers)))
+        result = _cli(chdb_path, "signals", "audit", "stock_advice", "--n", "60",
+                      "--audit-id", "j", "--judge")  # fmt: skip
+        # a second draw that only the judge labels
+        other = _json(_cli(chdb_path, "signals", "audit", "stock_advice", "--n", "60",
+                           "--audit-id", "k", "--judge"))  # fmt: skip
+        monkeypatch.setenv("TELLTALE_AUDIT_USE_JUDGE_LABELS", "true")
+        with_judge = _json(_cli(chdb_path, "signals", "audit", "stock_advice", "--labels",
+                                str(answers)))  # fmt: skip
+    finally:
+        server.shutdown()
+    assert "sk-judge-secret" not in result.output
+    judged = _json(result)
+    assert {s["path"] for s in seen} == {"/v1/chat/completions"}
+    assert {s["auth"] for s in seen} == {"Bearer sk-judge-secret"}
+    judge = judged["judge"]
+    assert judge["labeller"] == "judge:local-judge"
+    assert (judge["asked"], judge["labelled"], judge["no_label"]) == (60, 60, 0)
+    assert judge["agreement_with_people"] == {"pairs": 60, "agreement": 0.9}
+    # off by default: the judge's labels do not enter the estimates
+    assert judged["estimates"]["all_versions"]["labelled"] == 60
+    k_ids = {e["event_id"] for e in other["events"]}
+    both = k_ids & {e["event_id"] for e in drawn["events"]}  # drawn by both: counted in each
+    assert other["estimates"]["all_versions"]["labelled"] == 60 + len(both)
+    assert with_judge["estimates"]["all_versions"]["labelled"] == 120
