@@ -131,6 +131,16 @@ def dump(client: Any) -> dict[str, list[tuple[Any, ...]]]:
     return {k: [tuple(r) for r in client.query(q).result_rows] for k, q in queries.items()}
 
 
+def approx_rows(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows with their floats wrapped for comparison to 1e-6 relative.
+
+    The per-event path scores one event at a time and the columnar path a batch at a time; a
+    matrix product summed in another order differs in the last bits of a float32 score.
+    """
+    return [tuple(pytest.approx(v, rel=1e-6, abs=1e-9) if isinstance(v, float) else v
+                  for v in row) for row in rows]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def fitted(tiny_embedder: OpenClipEmbedder) -> Any:
     return train_signal(SignalSpec(name="advice", threshold=0.5,
@@ -155,7 +165,7 @@ def test_columnar_replay_stores_what_the_per_event_path_stores(
         got = dump(fast_db)
         assert len(expected["events"]) > 300
         for key in expected:
-            assert got[key] == expected[key], key
+            assert got[key] == approx_rows(expected[key]), key
         assert fast_rejects == slow_rejects
         assert len(fast_rejects) == (6 if string_times else 5)
         for name in ("read", "rejected", "written", "skipped_existing", "filtered_out"):
