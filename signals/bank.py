@@ -9,6 +9,10 @@ their output layers form one block-diagonal ``(S·h × S)`` matrix.
 Long texts arrive as several window vectors (:class:`~signals.windows.Windows`):
 :meth:`SignalBank.score_windows` scores every window in the same product and keeps, per text and
 signal, the highest probability, so a failure anywhere in an answer flags the answer.
+
+Signals of the text kinds (``pattern``, ``pii``: :mod:`signals.matchers`) read the text, not a
+vector: :meth:`SignalBank.score_texts` runs their matchers, one compiled matcher per signal
+version, built when the bank is.
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ import numpy as np
 from signals.embedders import ids_by_field
 from signals.errors import EmbedderMismatch
 from signals.fitted import FittedSignal
+from signals.matchers import Match, TextMatcher, matcher_for, score_of
 from signals.windows import Windows
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["FieldScores", "SignalBank"]
+__all__ = ["FieldScores", "SignalBank", "TextScores"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,14 @@ class FieldScores:
     signals: tuple[FittedSignal, ...]
     probabilities: NDArray[np.float32]
     flagged: NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class TextScores(FieldScores):
+    """Scores of one field's text-kind signals, with the spans each matched in each text:
+    ``matches[i][j]`` are text i's matches under ``signals[j]``."""
+
+    matches: tuple[tuple[tuple[Match, ...], ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -100,25 +113,47 @@ class SignalBank:
     ) -> None:
         ids = ids_by_field(embedder_id)
         for signal in signals:
-            expected = ids.get(signal.field)
-            if signal.embedder_id != expected:
+            if not signal.usable_with(ids):
                 raise EmbedderMismatch(
                     f"signal {signal.name!r} v{signal.version} was trained on "
-                    f"{signal.embedder_id}, not {expected}; retrain it"
+                    f"{signal.embedder_id}, not {ids.get(signal.field)}; retrain it"
                 )
         self.embedder_ids = ids
         self.signals = tuple(signals)
         by_field: dict[str, list[FittedSignal]] = {}
+        matchers: dict[str, list[tuple[FittedSignal, TextMatcher]]] = {}
         for signal in self.signals:
-            by_field.setdefault(signal.field, []).append(signal)
+            if signal.reads_text:
+                matchers.setdefault(signal.field, []).append((signal, matcher_for(signal.spec)))
+            else:
+                by_field.setdefault(signal.field, []).append(signal)
         self._stacks = {
             name: _Stack.of(group, _input_dim(group[0])) for name, group in by_field.items()
         }
+        self._matchers = {name: tuple(group) for name, group in matchers.items()}
 
     @property
     def fields(self) -> tuple[str, ...]:
         """The embedding fields some signal reads."""
         return tuple(self._stacks)
+
+    @property
+    def text_fields(self) -> tuple[str, ...]:
+        """The fields some text-kind signal reads."""
+        return tuple(self._matchers)
+
+    def score_texts(self, field: str, texts: Sequence[str]) -> TextScores:
+        """Score ``texts`` with every text-kind signal on ``field``, keeping the matched spans."""
+        group = self._matchers.get(field, ())
+        probabilities = np.zeros((len(texts), len(group)), dtype=np.float32)
+        matches: list[tuple[tuple[Match, ...], ...]] = []
+        for i, text in enumerate(texts):
+            found = tuple(tuple(matcher.find(text or "")) for _, matcher in group)
+            probabilities[i] = [score_of(m) for m in found]
+            matches.append(found)
+        thresholds = np.array([s.threshold for s, _ in group], dtype=np.float32)
+        return TextScores(tuple(s for s, _ in group), probabilities,
+                          probabilities >= thresholds, tuple(matches))  # fmt: skip
 
     def __len__(self) -> int:
         return len(self.signals)

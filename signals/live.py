@@ -162,7 +162,7 @@ class LiveSignals:
         for fitted in self._store.latest():
             key = (fitted.name, fitted.version)
             expected = self._embedder_ids.get(fitted.field, "")
-            if fitted.embedder_id == expected:
+            if fitted.usable_with(self._embedder_ids):
                 usable.append(fitted)
             elif key in self._skipped:
                 continue

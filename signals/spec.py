@@ -8,12 +8,27 @@ A spec is usually written in YAML and loaded with :func:`load_spec`:
     description: The answer recommends buying or selling specific stocks.
     target: output            # prompt | output
     modality: text            # text | image
-    kind: few_shot            # few_shot | zero_shot
+    kind: few_shot            # few_shot | zero_shot | pattern | pii
     examples:
       positive: ["You should buy ACME shares today.", {event_id: "a1b2"}, ...]
       negative: ["Diversified index funds suit most savers.", ...]
     threshold: auto           # or a probability in (0, 1)
     action: block             # block | flag | log: what the guardrail API does on a flag
+
+Kinds that read the text itself (:mod:`signals.matchers`) need no examples; examples given to
+them are scored to report the matcher's precision and recall:
+
+.. code-block:: yaml
+
+    name: refusal_boilerplate
+    kind: pattern
+    patterns: ['as an ai (language )?model']   # regular expressions (the regex package)
+    keywords: ["I cannot help with that"]       # literal, case_sensitive: false, whole_word: true
+
+    name: contact_leak
+    kind: pii
+    entities: [EMAIL_ADDRESS, PHONE_NUMBER]
+    min_score: 0.3
 """
 
 from __future__ import annotations
@@ -26,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from signals.base import Modality, Target
 from signals.errors import SpecError
+from signals.matchers import PII_ENTITIES, TEXT_KINDS, check_pattern
 
 __all__ = [
     "EventRef",
@@ -77,11 +93,17 @@ class SignalSpec(_Frozen):
     description: str = ""
     target: Target = "output"
     modality: Modality = "text"
-    kind: Literal["few_shot", "zero_shot"] = "few_shot"
+    kind: Literal["few_shot", "zero_shot", "pattern", "pii"] = "few_shot"
     classifier: Literal["logistic", "mlp"] = "logistic"
     hidden_units: int = Field(default=8, ge=1, le=256, description="MLP hidden layer width")
     examples: Examples = Examples()
     query: str | None = None
+    patterns: tuple[str, ...] = Field(default=(), max_length=200)
+    keywords: tuple[str, ...] = Field(default=(), max_length=2000)
+    case_sensitive: bool = False
+    whole_word: bool = True
+    entities: tuple[str, ...] = ()
+    min_score: float = Field(default=0.3, ge=0.0, le=1.0, description="lowest PII score kept")
     threshold: float | Literal["auto"] = "auto"
     beta: float = Field(default=0.5, gt=0, description="F-beta used to pick an auto threshold")
     regularization: float = Field(default=1.0, gt=0, description="inverse strength C")
@@ -108,6 +130,48 @@ class SignalSpec(_Frozen):
             raise ValueError("threshold must be 'auto' or a probability strictly between 0 and 1")
         return value
 
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            check_pattern(pattern)
+        return value
+
+    @field_validator("keywords")
+    @classmethod
+    def _non_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not word.strip() for word in value):
+            raise ValueError("keywords must not be empty or blank")
+        return value
+
+    @field_validator("entities")
+    @classmethod
+    def _known_entities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - PII_ENTITIES)
+        if unknown:
+            raise ValueError(
+                f"unknown PII entit{'y' if len(unknown) == 1 else 'ies'} "
+                f"{', '.join(unknown)}; known: {', '.join(sorted(PII_ENTITIES))}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _text_kinds(self) -> SignalSpec:
+        reads_text = self.kind in TEXT_KINDS
+        if reads_text and self.modality != "text":
+            raise ValueError(f"kind {self.kind!r} reads text; use modality: text")
+        if self.kind == "pattern" and not (self.patterns or self.keywords):
+            raise ValueError("kind 'pattern' needs patterns or keywords")
+        if self.kind == "pii" and not self.entities:
+            raise ValueError("kind 'pii' needs entities, e.g. [EMAIL_ADDRESS, PHONE_NUMBER]")
+        if self.kind != "pattern" and (self.patterns or self.keywords):
+            raise ValueError("patterns and keywords are only used by kind 'pattern'")
+        if self.kind != "pii" and self.entities:
+            raise ValueError("entities are only used by kind 'pii'")
+        if reads_text and self.query:
+            raise ValueError(f"query is not used by kind {self.kind!r}")
+        return self
+
     @model_validator(mode="after")
     def _consistent(self) -> SignalSpec:
         if self.target == "prompt" and self.modality == "image":
@@ -116,9 +180,14 @@ class SignalSpec(_Frozen):
             raise ValueError("kind 'zero_shot' needs a query text")
         if self.kind == "few_shot" and self.query:
             raise ValueError("query is only used by kind 'zero_shot'")
-        if self.kind == "zero_shot" and self.classifier != "logistic":
+        if self.kind != "few_shot" and self.classifier != "logistic":
             raise ValueError("classifier 'mlp' applies to kind 'few_shot' only")
         return self
+
+    @property
+    def reads_text(self) -> bool:
+        """Whether the signal scores the text itself (``pattern``, ``pii``), not its embedding."""
+        return self.kind in TEXT_KINDS
 
     @property
     def field(self) -> str:

@@ -22,6 +22,7 @@ from signals.embedders import FieldEmbedders, as_field_embedders
 from signals.errors import ImageError, TrainingError
 from signals.fitted import FittedSignal
 from signals.images import ImagePolicy, load_image
+from signals.matchers import matcher_for, matcher_id, score_of
 from signals.spec import EventRef, Example, SignalSpec
 from signals.windows import Windows
 
@@ -36,6 +37,7 @@ __all__ = [
     "embed_example_windows",
     "embed_examples",
     "fit_signal",
+    "fit_text_signal",
     "train_signal",
 ]
 
@@ -191,6 +193,8 @@ def train_signal(
     Measured on ``bench/data/chat_eval.jsonl`` (``bench/signals.py --background 1000``): the
     README's table.
     """
+    if spec.reads_text:
+        return fit_text_signal(spec, version)
     embedders = as_field_embedders(embedder)
     positives, negatives = embed_example_windows(spec, embedders, policy, lookup)
     query = (
@@ -269,6 +273,46 @@ def fit_signal(
         trained_at=datetime.now(UTC),
         train_ms=(time.perf_counter() - started) * 1000.0,
     )
+
+
+def fit_text_signal(spec: SignalSpec, version: int = 1) -> FittedSignal:
+    """A ``pattern`` or ``pii`` signal: nothing to fit; its inline examples measure it.
+
+    The threshold is fixed (0.5 for patterns, whose score is 0 or 1; ``min_score`` for PII),
+    and ``metrics`` hold precision, recall and F1 on the examples (none without examples).
+    Stored events as examples are refused: their text is not in the spec.
+    """
+    refs = [e for e in (*spec.examples.positive, *spec.examples.negative)
+            if isinstance(e, EventRef)]  # fmt: skip
+    if refs:
+        raise TrainingError(f"signal {spec.name!r} of kind {spec.kind!r} is not trained: give "
+                            "its examples as texts, not stored events")  # fmt: skip
+    started = time.perf_counter()
+    matcher = matcher_for(spec)
+    threshold = 0.5 if spec.kind == "pattern" else max(spec.min_score, 1e-6)
+    pos = [str(e) for e in spec.examples.positive]
+    neg = [str(e) for e in spec.examples.negative]
+    metrics: dict[str, float] = {}
+    if pos and neg:
+        probs = np.array([score_of(matcher.find(t)) for t in (*pos, *neg)], dtype=np.float64)
+        y = np.array([1.0] * len(pos) + [0.0] * len(neg))
+        metrics = _example_metrics(probs >= threshold, y)
+    return FittedSignal(
+        spec=spec, version=version, embedder_id=matcher_id(spec), kind=spec.kind, weights=(),
+        bias=0.0, threshold=threshold, metrics=metrics, n_positive=len(pos),
+        n_negative=len(neg), trained_at=datetime.now(UTC),
+        train_ms=(time.perf_counter() - started) * 1000.0,
+    )  # fmt: skip
+
+
+def _example_metrics(predicted: NDArray[np.bool_], y: NDArray[np.float64]) -> dict[str, float]:
+    tp = float(np.sum(predicted & (y == 1)))
+    fp = float(np.sum(predicted & (y == 0)))
+    fn = float(np.sum(~predicted & (y == 1)))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
 
 
 def _as_groups(x: NDArray[np.float32] | Sequence[NDArray[np.float32]]) -> Groups:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from numpy.typing import NDArray
     from PIL import Image
 
-    from signals import Embedder, EmbeddingCache, SignalBank
+    from signals import Embedder, EmbeddingCache, FieldScores, SignalBank
     from storage import ClickHouseWriter
     from streams.columnar import ColumnarBatch
 
@@ -162,15 +162,17 @@ class Pipeline:
                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()),
                                                             vectors.shape[1]),
             }))  # fmt: skip
-            scored = bank.score(name, vectors)
-            for j, signal in enumerate(scored.signals):
-                scores.append(pa.table({
-                    **base, "signal": _repeat(signal.name, len(owners)),
-                    "signal_version": pa.array(np.full(len(owners), signal.version, np.uint32)),
-                    "score": pa.array(scored.probabilities[:, j].astype(np.float32)),
-                    "flagged": pa.array(scored.flagged[:, j].astype(np.uint8)),
-                    "slices": slice_col.take(owners),
-                }))  # fmt: skip
+            scores.extend(_score_tables(bank.score(name, vectors), base,
+                                        slice_col.take(owners)))  # fmt: skip
+        for name in bank.text_fields:  # pattern and PII kinds read the text column
+            texts = kept.column(name.replace(".", "_")).to_pylist()
+            with_text = [i for i, text in enumerate(texts) if text]
+            if with_text:
+                taken = pa.array(with_text)
+                base = {c: kept.column(c).take(taken)
+                        for c in ("event_id", "timestamp", "model", "model_version")}  # fmt: skip
+                scored = bank.score_texts(name, [texts[i] for i in with_text])
+                scores.extend(_score_tables(scored, base, slice_col.take(taken)))
         kept = kept.append_column("embedder_id", _repeat(self._embedders.id, len(kept)))
         written = self._writer.write_arrow(_concat(embeddings), _concat(scores), kept)
         return written, len(stored)
@@ -251,16 +253,21 @@ class Pipeline:
                     event.model_version, vector.tolist(),
                     group.tolist() if len(group) > 1 else (),
                 ))  # fmt: skip
-            scored = bank.score_windows(name, windows)
-            for j, signal in enumerate(scored.signals):
-                for i, event in enumerate(owners):
-                    score, flagged = float(scored.probabilities[i, j]), bool(scored.flagged[i, j])
-                    batch.scores.append(ScoreRow(
-                        event.event_id, signal.name, signal.version, event.timestamp,
-                        event.model, event.model_version, score, flagged, slices[event.event_id],
-                    ))  # fmt: skip
-                    if self._groups:
-                        per_event.setdefault(event.event_id, {})[signal.name] = (score, flagged)
+            field_scores = [bank.score_windows(name, windows)]
+            if name in bank.text_fields:
+                field_scores.append(bank.score_texts(name, [content(e) or "" for e in owners]))
+            for scored in field_scores:
+                for j, signal in enumerate(scored.signals):
+                    for i, event in enumerate(owners):
+                        score = float(scored.probabilities[i, j])
+                        flagged = bool(scored.flagged[i, j])
+                        batch.scores.append(ScoreRow(
+                            event.event_id, signal.name, signal.version, event.timestamp,
+                            event.model, event.model_version, score, flagged,
+                            slices[event.event_id],
+                        ))  # fmt: skip
+                        if self._groups:
+                            per_event.setdefault(event.event_id, {})[signal.name] = (score, flagged)
         if self._groups:
             for event in events:
                 applied = apply_groups(self._groups, per_event.get(event.event_id, {}))
@@ -274,6 +281,20 @@ class Pipeline:
                         ))  # fmt: skip
         batch.events.extend(_event_row(e, self._embedders.id) for e in events)
         return batch
+
+
+def _score_tables(scored: FieldScores, base: dict[str, Any], slices: Any) -> list[pa.Table]:
+    """One Arrow table of score rows per signal of ``scored`` (rows: ``base``'s events)."""
+    import pyarrow as pa
+
+    n = len(scored.probabilities)
+    return [pa.table({
+        **base, "signal": _repeat(signal.name, n),
+        "signal_version": pa.array(np.full(n, signal.version, np.uint32)),
+        "score": pa.array(scored.probabilities[:, j].astype(np.float32)),
+        "flagged": pa.array(scored.flagged[:, j].astype(np.uint8)),
+        "slices": slices,
+    }) for j, signal in enumerate(scored.signals)]  # fmt: skip
 
 
 _CONTENT: dict[str, Callable[[GenerationEvent], str | None]] = {

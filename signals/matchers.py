@@ -1,0 +1,203 @@
+"""Signals that read the text itself: regular expressions, keywords and PII recognizers.
+
+Some failure modes are patterns, not meanings: an e-mail address in an answer, refusal
+boilerplate, a leaked system-prompt marker. A few-shot classifier on a sentence embedding
+reaches ~0.9 F1 on them; a recognizer finds them with near-perfect precision. Two kinds:
+
+- ``pattern``: regular expressions and/or keywords (``case_sensitive``, ``whole_word``); the
+  score is 1.0 on a match and 0.0 otherwise.
+- ``pii``: Microsoft Presidio's pattern recognizers (e-mail, phone via ``phonenumbers``, cards,
+  IBAN, IP, ...) for the spec's ``entities``; the score is the highest entity score found.
+
+Both return the matched spans (offsets and what matched), which the guardrail API passes on.
+
+Patterns run on the ``regex`` package with a per-text time limit (:data:`MATCH_TIMEOUT_S`), so
+a pattern that backtracks catastrophically on some input costs at most that long: the text
+counts as not matched and the timeout is logged and counted (:attr:`PatternMatcher.timeouts`),
+never raised into the pipeline. Patterns are compiled when the spec is validated, so a bad one
+is refused at ``signals add`` with the position of the error.
+
+Presidio runs offline: its spaCy engine gets ``spacy.blank("en")`` (no model download; the
+pattern recognizers do the work) and the public-suffix list that its e-mail recognizer consults
+through ``tldextract`` comes from the snapshot bundled with ``tldextract``, never the network.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Protocol
+
+import regex
+
+if TYPE_CHECKING:
+    from signals.spec import SignalSpec
+
+__all__ = [
+    "MATCH_TIMEOUT_S",
+    "PII_ENTITIES",
+    "TEXT_KINDS",
+    "Match",
+    "PatternMatcher",
+    "PiiMatcher",
+    "TextMatcher",
+    "check_pattern",
+    "matcher_for",
+    "matcher_id",
+    "score_of",
+]
+
+log = logging.getLogger(__name__)
+
+TEXT_KINDS = frozenset({"pattern", "pii"})
+"""Signal kinds that score the text, not its embedding."""
+
+MATCH_TIMEOUT_S = 0.05
+"""Longest a pattern may search one text; past it the text counts as not matched."""
+
+PII_ENTITIES = frozenset({
+    "CREDIT_CARD", "CRYPTO", "DATE_TIME", "EMAIL_ADDRESS", "IBAN_CODE", "IP_ADDRESS",
+    "MAC_ADDRESS", "MEDICAL_LICENSE", "PHONE_NUMBER", "UK_NHS", "URL", "US_BANK_NUMBER",
+    "US_DRIVER_LICENSE", "US_ITIN", "US_PASSPORT", "US_SSN", "UUID",
+})  # fmt: skip
+"""Entities Presidio's pattern recognizers find without a trained NER model (checked against
+the installed Presidio in the tests). ``PERSON``, ``LOCATION`` and the like need a spaCy model
+with NER, which ``spacy.blank`` is not, so they are refused rather than silently never found."""
+
+
+@dataclass(frozen=True)
+class Match:
+    """One matched span of a text: ``text[start:end]``, what found it, and how sure it is."""
+
+    start: int
+    end: int
+    label: str  # the pattern, keyword or PII entity type
+    score: float = 1.0
+
+
+class TextMatcher(Protocol):
+    """Finds a signal's matches in one text; the signal's score is :meth:`score` of them."""
+
+    def find(self, text: str) -> list[Match]: ...
+
+
+def score_of(matches: Sequence[Match]) -> float:
+    """A text's score: the highest match score, 0.0 without matches."""
+    return max((m.score for m in matches), default=0.0)
+
+
+def check_pattern(pattern: str) -> None:
+    """Compile ``pattern``; a bad one raises ``ValueError`` naming the position of the error."""
+    try:
+        regex.compile(pattern)
+    except regex.error as exc:
+        position, message = getattr(exc, "pos", None), getattr(exc, "msg", str(exc))
+        where = f" at position {position}" if position is not None else ""
+        raise ValueError(f"pattern {pattern!r} is not a valid regular expression{where}: "
+                         f"{message}") from exc  # fmt: skip
+
+
+class PatternMatcher:
+    """Regular expressions and keywords of one ``pattern`` spec, searched with a time limit."""
+
+    def __init__(
+        self,
+        patterns: Sequence[str],
+        keywords: Sequence[str] = (),
+        *,
+        case_sensitive: bool = False,
+        whole_word: bool = True,
+        timeout_s: float = MATCH_TIMEOUT_S,
+    ) -> None:
+        flags = regex.V1 if case_sensitive else regex.V1 | regex.IGNORECASE
+        compiled = [(p, regex.compile(p, flags)) for p in patterns]
+        for word in keywords:
+            body = regex.escape(word)
+            if whole_word:  # word edges only where the keyword starts or ends with a word char
+                body = (r"(?<!\w)" if word[:1].isalnum() or word[:1] == "_" else "") + body
+                body += r"(?!\w)" if word[-1:].isalnum() or word[-1:] == "_" else ""
+            compiled.append((word, regex.compile(body, flags)))
+        self._compiled = tuple(compiled)
+        self._timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self.timeouts = 0
+
+    def find(self, text: str) -> list[Match]:
+        found = []
+        for label, pattern in self._compiled:
+            try:
+                hit = pattern.search(text, timeout=self._timeout_s)
+            except TimeoutError:
+                with self._lock:
+                    self.timeouts += 1
+                log.warning("pattern %r gave up after %.0f ms on a text of %d characters",
+                            label, self._timeout_s * 1000, len(text))  # fmt: skip
+                continue
+            if hit is not None:
+                found.append(Match(hit.start(), hit.end(), label))
+        return found
+
+
+class PiiMatcher:
+    """Presidio's pattern recognizers for ``entities``; matches below ``min_score`` are dropped."""
+
+    def __init__(self, entities: Sequence[str], min_score: float) -> None:
+        self._entities = list(entities)
+        self._min_score = min_score
+        self._analyzer = _offline_analyzer()
+
+    def find(self, text: str) -> list[Match]:
+        if not text:
+            return []
+        results = self._analyzer.analyze(text=text, language="en", entities=self._entities,
+                                         score_threshold=self._min_score)  # fmt: skip
+        return sorted(
+            (Match(r.start, r.end, r.entity_type, float(r.score)) for r in results),
+            key=lambda m: (m.start, m.end, m.label),
+        )
+
+
+def matcher_for(spec: SignalSpec) -> TextMatcher:
+    """The matcher of a ``pattern`` or ``pii`` spec."""
+    if spec.kind == "pattern":
+        return PatternMatcher(spec.patterns, spec.keywords, case_sensitive=spec.case_sensitive,
+                              whole_word=spec.whole_word)  # fmt: skip
+    if spec.kind == "pii":
+        return PiiMatcher(spec.entities, spec.min_score)
+    raise ValueError(f"signal {spec.name!r} of kind {spec.kind!r} does not read text")
+
+
+def matcher_id(spec: SignalSpec) -> str:
+    """What scores a text-kind signal, with its version: stored as the fitted signal's
+    ``embedder_id`` (``regex-2026.12.2``, ``presidio-2.2.366``)."""
+    from importlib.metadata import version
+
+    return f"regex-{version('regex')}" if spec.kind == "pattern" else \
+        f"presidio-{version('presidio-analyzer')}"  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def _offline_analyzer() -> Any:
+    """One Presidio analyzer per process (loading its recognizers takes ~1 s)."""
+    import spacy
+    import tldextract.tldextract as tld
+    from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
+    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+
+    # The e-mail recognizer calls tldextract.extract(), which fetches the public-suffix list
+    # on first use; the bundled snapshot answers instead, with no network and no warning.
+    tld.TLD_EXTRACTOR = tld.TLDExtract(suffix_list_urls=(), cache_dir=None,
+                                       fallback_to_snapshot=True)  # fmt: skip
+
+    class BlankSpacy(SpacyNlpEngine):
+        def load(self) -> None:
+            self.nlp = {"en": spacy.blank("en")}  # type: ignore[assignment]
+
+    engine = BlankSpacy(models=[{"lang_code": "en", "model_name": "blank"}])
+    engine.load()
+    registry = RecognizerRegistry(supported_languages=["en"])
+    registry.load_predefined_recognizers(languages=["en"], nlp_engine=engine)
+    return AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"])
