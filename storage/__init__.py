@@ -91,6 +91,7 @@ from storage.series import (
     unit_counts,
 )
 from storage.slices import event_slice_sources, slice_counts, top_slice_values
+from storage.stored_texts import StoredText, count_texts, iter_texts
 from storage.writer import ClickHouseWriter
 
 __all__ = [
@@ -124,6 +125,7 @@ __all__ = [
     "StorageOverloaded",
     "StorageUnavailable",
     "StoredEmbedding",
+    "StoredText",
     "StratumLabels",
     "TableCounts",
     "UnitSample",
@@ -136,6 +138,7 @@ __all__ = [
     "cluster_signal_scores",
     "connect",
     "count_embeddings",
+    "count_texts",
     "data_bounds",
     "degenerate_signals",
     "delete_signal",
@@ -155,6 +158,7 @@ __all__ = [
     "insert_drift_windows",
     "insert_signal",
     "iter_embeddings",
+    "iter_texts",
     "json_safe",
     "judge_agreement",
     "last_drift_window_ends",

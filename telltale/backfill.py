@@ -1,5 +1,9 @@
 """Back-fill: score stored embeddings with a signal, without re-embedding anything.
 
+Signals that read the text (``pattern``, ``pii``) are scored on the stored ``prompt_text`` /
+``output_text`` instead (:mod:`storage.stored_texts`): they see what was stored, and events
+whose text was not stored are not scored.
+
 A new or changed signal gets its history: every stored embedding of its field (under the
 embedder it was trained on) in ``[since, until)`` is scored (:func:`signals.examples.score_stored`,
 as the pipeline scored it) and written to ``signal_scores`` with the signal's version, so
@@ -9,13 +13,23 @@ already scored with this version are skipped, and the rate view counts distinct 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from signals import FittedSignal, score_stored
-from storage import ClickHouseWriter, ScoreRow, WriteBatch, count_embeddings, event_slice_sources
+from signals import FieldScores, FittedSignal, SignalBank, score_stored
+from storage import (
+    ClickHouseWriter,
+    ScoreRow,
+    StoredEmbedding,
+    StoredText,
+    WriteBatch,
+    count_embeddings,
+    count_texts,
+    event_slice_sources,
+    iter_texts,
+)
 from streams import SliceConfig, Slicer
 from telltale.signal_store import ClickHouseEmbeddings
 
@@ -35,6 +49,8 @@ def backfill_total(
     client: Client, signal: FittedSignal, since: datetime | None, until: datetime | None
 ) -> int:
     """Upper bound of events to score, for a progress bar."""
+    if signal.reads_text:
+        return count_texts(client, signal.field, since, until)
     return count_embeddings(client, signal.field, signal.embedder_id, since, until)
 
 
@@ -48,7 +64,7 @@ def backfill(
     progress: Callable[[int], None] | None = None,
     slicer: Slicer | None = None,
 ) -> BackfillResult:
-    """Score every stored embedding of ``signal``'s field not yet scored by this version.
+    """Score every stored event of ``signal``'s field not yet scored by this version.
 
     Score rows carry the events' slice values (``slicer``; default ``app`` only), made from the
     stored events' ``app`` and ``attributes`` as the pipeline makes them.
@@ -56,11 +72,7 @@ def backfill(
     slicer = slicer or Slicer(SliceConfig())
     writer = ClickHouseWriter(client)
     scored = flagged = 0
-    for rows in ClickHouseEmbeddings(client).chunks(
-        signal.field, signal.embedder_id, since=since, until=until,
-        skip_scored=(signal.name, signal.version), chunk=chunk,
-    ):  # fmt: skip
-        result = score_stored(signal, rows)
+    for rows, result in _scored_chunks(client, signal, since, until, chunk):
         sources = event_slice_sources(client, [r.event_id for r in rows])
         batch = WriteBatch(scores=[
             ScoreRow(r.event_id, signal.name, signal.version, r.timestamp, r.model,
@@ -75,3 +87,25 @@ def backfill(
         if progress is not None:
             progress(len(rows))
     return BackfillResult(scored=scored, flagged=flagged)
+
+
+def _scored_chunks(
+    client: Client,
+    signal: FittedSignal,
+    since: datetime | None,
+    until: datetime | None,
+    chunk: int,
+) -> Iterator[tuple[Sequence[StoredEmbedding | StoredText], FieldScores]]:
+    """Chunks of stored events not yet scored by ``signal``'s version, with their scores:
+    stored texts for the text kinds, stored embeddings for the others."""
+    skip = (signal.name, signal.version)
+    if signal.reads_text:
+        bank = SignalBank([signal], {})
+        for texts in iter_texts(client, signal.field, since=since, until=until,
+                                skip_scored=skip, chunk=chunk):  # fmt: skip
+            yield texts, bank.score_texts(signal.field, [t.text for t in texts])
+        return
+    for rows in ClickHouseEmbeddings(client).chunks(signal.field, signal.embedder_id,
+                                                    since=since, until=until, skip_scored=skip,
+                                                    chunk=chunk):  # fmt: skip
+        yield rows, score_stored(signal, rows)

@@ -107,6 +107,9 @@ def replay(db: Path, log: Path, embedder: OpenClipEmbedder, fitted: Any, *, colu
     client = connect(f"chdb://{db}")
     migrate(client)
     ClickHouseSignalStore(client).save(fitted)
+    # A signal that reads the text: the columnar path scores it from the text column.
+    tickers = SignalSpec(name="tickers", kind="pattern", patterns=(r"\b(ACME|TSLA|NVDA)\b",))
+    ClickHouseSignalStore(client).save(train_signal(tickers, embedder))
     store = Store(client, embedder)
     rejects = db.parent / f"{db.name}-rejects.jsonl"
     fast = store.pipeline if columnar else None
@@ -164,6 +167,8 @@ def test_columnar_replay_stores_what_the_per_event_path_stores(
     try:
         got = dump(fast_db)
         assert len(expected["events"]) > 300
+        tickers = [r for r in got["scores"] if r[1] == "tickers"]
+        assert len(tickers) > 300 and 0 < sum(r[7] for r in tickers) < len(tickers)
         for key in expected:
             assert got[key] == approx_rows(expected[key]), key
         assert fast_rejects == slow_rejects

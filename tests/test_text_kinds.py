@@ -23,6 +23,7 @@ from storage.queries import failure_rates
 from storage.writer import ClickHouseWriter
 from streams.events import GenerationEvent, validate_event
 from streams.pipeline import Pipeline
+from telltale.backfill import backfill, backfill_total
 from telltale.signal_store import ClickHouseSignalStore
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -155,3 +156,21 @@ def test_the_pipeline_scores_text_kinds_beside_embedding_signals(
     assert rates["contact_leak"] == (40, expected_leaks)
     assert rates["refusal"] == (40, expected_refusals)
     assert rates["advice"][0] == 40
+
+
+def test_backfill_scores_a_new_pattern_signal_over_the_stored_texts(
+    ch: Any, tiny_embedder: OpenClipEmbedder
+) -> None:
+    store = ClickHouseSignalStore(ch)
+    pipeline = Pipeline(tiny_embedder, LiveSignals(store, tiny_embedder.id, refresh_s=0),
+                        ClickHouseWriter(ch))  # fmt: skip
+    texts = [*LEAKS, *CLEAN]
+    pipeline.process([event(i, texts[i % len(texts)]) for i in range(30)])
+    fitted = store.save(train_signal(pii_spec(), tiny_embedder))
+    assert backfill_total(ch, fitted, None, None) == 30
+    first = backfill(ch, fitted, chunk=7)
+    assert (first.scored, first.flagged) == (30, 15)
+    again = backfill(ch, fitted)  # idempotent: every event already has this version's score
+    assert (again.scored, again.flagged) == (0, 0)
+    [rate] = failure_rates(ch)
+    assert (rate.signal, rate.events, rate.failures) == ("contact_leak", 30, 15)
