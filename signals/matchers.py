@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MATCH_TIMEOUT_S",
+    "PHONE_MIN_DIGITS",
     "PII_ENTITIES",
     "TEXT_KINDS",
     "Match",
@@ -141,13 +142,28 @@ class PatternMatcher:
         return found
 
 
-class PiiMatcher:
-    """Presidio's pattern recognizers for ``entities``; matches below ``min_score`` are dropped."""
+PHONE_MIN_DIGITS = 10
+"""With ``phone_numbers: possible``, a phone number needs at least this many digits: a year, a
+four-digit code or an order id like ``4411-2093`` is not one; a number with its area or
+country code is."""
 
-    def __init__(self, entities: Sequence[str], min_score: float) -> None:
+
+class PiiMatcher:
+    """Presidio's pattern recognizers for ``entities``; matches below ``min_score`` are dropped.
+
+    ``phone_numbers``: ``valid`` keeps Presidio's default (numbers that ``phonenumbers`` holds
+    valid for their region: allocated ranges, right lengths); ``possible`` also takes numbers
+    of a possible length and shape with at least :data:`PHONE_MIN_DIGITS` digits. Generated
+    answers leak invented numbers as readily as real ones, and invented ones are often not
+    "valid" (``+49 151 8142140`` has a digit too few for a German mobile): measured on the
+    ``pii_leak`` mode of ``bench/data/chat_eval.jsonl`` (``bench/text_kinds.py``).
+    """
+
+    def __init__(self, entities: Sequence[str], min_score: float,
+                 phone_numbers: str = "possible") -> None:  # fmt: skip
         self._entities = list(entities)
         self._min_score = min_score
-        self._analyzer = _offline_analyzer()
+        self._analyzer = _offline_analyzer(phone_numbers)
 
     def find(self, text: str) -> list[Match]:
         if not text:
@@ -166,7 +182,7 @@ def matcher_for(spec: SignalSpec) -> TextMatcher:
         return PatternMatcher(spec.patterns, spec.keywords, case_sensitive=spec.case_sensitive,
                               whole_word=spec.whole_word)  # fmt: skip
     if spec.kind == "pii":
-        return PiiMatcher(spec.entities, spec.min_score)
+        return PiiMatcher(spec.entities, spec.min_score, spec.phone_numbers)
     raise ValueError(f"signal {spec.name!r} of kind {spec.kind!r} does not read text")
 
 
@@ -179,13 +195,14 @@ def matcher_id(spec: SignalSpec) -> str:
         f"presidio-{version('presidio-analyzer')}"  # fmt: skip
 
 
-@lru_cache(maxsize=1)
-def _offline_analyzer() -> Any:
-    """One Presidio analyzer per process (loading its recognizers takes ~1 s)."""
+@lru_cache(maxsize=2)
+def _offline_analyzer(phone_numbers: str = "valid") -> Any:
+    """One Presidio analyzer per phone rule and process (loading its recognizers takes ~1 s)."""
     import spacy
     import tldextract.tldextract as tld
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
     from presidio_analyzer.nlp_engine import SpacyNlpEngine
+    from presidio_analyzer.predefined_recognizers import PhoneRecognizer
 
     # The e-mail recognizer calls tldextract.extract(), which fetches the public-suffix list
     # on first use; the bundled snapshot answers instead, with no network and no warning.
@@ -200,4 +217,14 @@ def _offline_analyzer() -> Any:
     engine.load()
     registry = RecognizerRegistry(supported_languages=["en"])
     registry.load_predefined_recognizers(languages=["en"], nlp_engine=engine)
+    if phone_numbers == "possible":
+
+        class PossiblePhones(PhoneRecognizer):  # type: ignore[misc]
+            def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> Any:
+                found = super().analyze(text, entities, nlp_artifacts)
+                digits = [sum(c.isdigit() for c in text[r.start : r.end]) for r in found]
+                return [r for r, n in zip(found, digits, strict=True) if n >= PHONE_MIN_DIGITS]
+
+        registry.remove_recognizer("PhoneRecognizer")
+        registry.add_recognizer(PossiblePhones(leniency=0))
     return AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"])

@@ -104,6 +104,11 @@ class SignalSpec(_Frozen):
     whole_word: bool = True
     entities: tuple[str, ...] = ()
     min_score: float = Field(default=0.3, ge=0.0, le=1.0, description="lowest PII score kept")
+    phone_numbers: Literal["possible", "valid"] = Field(
+        default="possible",
+        description="pii: 'valid' numbers only (allocated ranges) or any 'possible' number of "
+        "10+ digits (invented numbers leak too)",
+    )
     threshold: float | Literal["auto"] = "auto"
     beta: float = Field(default=0.5, gt=0, description="F-beta used to pick an auto threshold")
     regularization: float = Field(default=1.0, gt=0, description="inverse strength C")
