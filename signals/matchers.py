@@ -219,7 +219,7 @@ def _offline_analyzer(phone_numbers: str = "valid") -> Any:
     registry.load_predefined_recognizers(languages=["en"], nlp_engine=engine)
     if phone_numbers == "possible":
 
-        class PossiblePhones(PhoneRecognizer):  # type: ignore[misc]
+        class PossiblePhones(PhoneRecognizer):
             def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> Any:
                 found = super().analyze(text, entities, nlp_artifacts)
                 digits = [sum(c.isdigit() for c in text[r.start : r.end]) for r in found]
