@@ -52,8 +52,8 @@ from signals.verdict import Verdict, judge
 from signals.windows import Windows
 
 __all__ = [
-    "DEFAULT_MAX_DECODED_PIXELS",
     "BACKGROUND_WINDOWS",
+    "DEFAULT_MAX_DECODED_PIXELS",
     "NEAR_QUANTILE",
     "CacheCounts",
     "CorrectedRate",

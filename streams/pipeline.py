@@ -300,8 +300,8 @@ def embed_field(
 
     A vector in ``given`` (by event id, then field) is used instead of the model when it has
     the field embedder's size: one flat vector is one window, a list of vectors is the windows
-    themselves (what the guardrail API records). ``images`` holds one decoded image per owner, by
-position (not by event id: two requests of one micro-batch may carry the same id). Texts
+    themselves (what the guardrail API records). ``images`` holds one decoded image per owner,
+    by position (not by event id: two requests of one micro-batch may carry the same id). Texts
     and images go through ``cache`` when there is one (images keyed by their decoded pixels).
     The pipeline and the guardrail API both call this.
     """

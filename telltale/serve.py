@@ -336,7 +336,9 @@ def _require_json(request: Request) -> None:
     preflight."""
     declared = request.headers.get("content-type", "")
     media = declared.partition(";")[0].strip().lower()
-    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
         return
     raise StarletteHTTPException(
         415, f"Content-Type must be application/json, got {declared[:80] or 'none'}"

@@ -82,7 +82,9 @@ def kafka_security(settings: KafkaConfig) -> KafkaSecurity:
     return settings.security
 
 
-def image_policy(settings: ImagesSettings, *, worker: bool = False, api: bool = False) -> ImagePolicy:
+def image_policy(
+    settings: ImagesSettings, *, worker: bool = False, api: bool = False
+) -> ImagePolicy:
     """The image policy of one door, from the same ``TELLTALE_IMAGES_*`` settings everywhere.
 
     * the Kafka worker (``worker=True``): local paths only if

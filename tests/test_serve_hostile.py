@@ -206,7 +206,9 @@ def test_a_small_file_of_a_huge_image_is_decoded_small() -> None:
     # JPEG is scaled while it is decoded; small images are left alone.
     out = io.BytesIO()
     Image.effect_noise((3000, 2000), 40).convert("RGB").save(out, "JPEG")
-    jpeg = load_image(base64.b64encode(out.getvalue()).decode(), ImagePolicy(max_decoded_pixels=250_000))
+    jpeg = load_image(
+        base64.b64encode(out.getvalue()).decode(), ImagePolicy(max_decoded_pixels=250_000)
+    )
     assert jpeg.width * jpeg.height <= 250_000
     assert math.isclose(jpeg.width / jpeg.height, 1.5, rel_tol=0.01)
     assert load_image(image_base64(render_image(random.Random(1), False, 96))).size == (96, 96)
@@ -449,10 +451,10 @@ class _NaNText:
 def test_a_500_is_counted_as_500(tiny_embedder: Any) -> None:
     import uvicorn
 
-    from signals.training import train_signal
+    from signals.live import LiveSignals
     from signals.spec import load_spec
     from signals.store import InMemorySignalStore
-    from signals.live import LiveSignals
+    from signals.training import train_signal
     from telltale.serve import GuardrailService, create_app
     from telltale.settings import ServeSettings
 
