@@ -32,7 +32,7 @@ from signals.errors import (
 from signals.examples import StoredExamples, score_stored, stored_flag_share
 from signals.fitted import FittedSignal
 from signals.groups import GroupScore, SignalGroup, apply_groups, load_groups
-from signals.images import ImagePolicy, load_image
+from signals.images import DEFAULT_MAX_DECODED_PIXELS, ImagePolicy, load_image
 from signals.labeling import suggest
 from signals.live import LiveSignals, retrainer
 from signals.llm_judge import Judge, JudgeAnswer, JudgeConfig, JudgeError, JudgeTally
@@ -53,6 +53,7 @@ from signals.windows import Windows
 
 __all__ = [
     "BACKGROUND_WINDOWS",
+    "DEFAULT_MAX_DECODED_PIXELS",
     "NEAR_QUANTILE",
     "CacheCounts",
     "CorrectedRate",

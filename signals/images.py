@@ -3,8 +3,17 @@ an ``http(s)`` URL on an allow-listed host, or an object-store URL (``s3://``, `
 ``az://``) read through fsspec with the provider's standard credential chain, all with the
 same size and time limits.
 
-The policy is decided by the caller: the Kafka worker refuses local paths by default (an event
-must not make the worker read its own disk), replay and the CLI allow them.
+The policy is decided by the caller: the Kafka worker and the guardrail API refuse local paths
+(an event must not make them read their own disk), replay and the CLI allow them. Where local
+paths are refused, a string is judged by its form alone, never by whether a file of that name
+exists: the answer must not tell a client what is on the server's disk.
+
+A decoded image is bounded too: one larger than ``max_decoded_pixels`` is scaled down while it
+is decoded (JPEG through ``Image.draft``, which decodes at 1/2, 1/4 or 1/8 of the size straight
+away; other formats are reduced right after decoding, in their own compact mode). The models
+look at 224x224 pixels, so nothing they see is lost, and a micro-batch of tiny files that
+decode to huge pictures (a 5 KB 1-bit PNG of 6300x6300 pixels is 160 MB as RGB) cannot
+exhaust memory.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import os
 import re
 import stat
@@ -29,10 +39,15 @@ from PIL import Image
 
 from signals.errors import ImageError
 
-__all__ = ["ImagePolicy", "load_image"]
+__all__ = ["DEFAULT_MAX_DECODED_PIXELS", "NOT_INLINE", "ImagePolicy", "bounded_size", "load_image"]
 
 _BASE64 = re.compile(r"[A-Za-z0-9+/\s]+={0,2}")
 _MIN_BASE64 = 256  # longer base64-looking strings are never taken for paths
+NOT_INLINE = "not an inline image (base64 or data: URI), and local image files are not allowed"
+"""The one answer for any string that is neither valid base64 nor an allowed URL where local
+paths are refused, whether or not a file of that name exists."""
+DEFAULT_MAX_DECODED_PIXELS = 1_000_000
+"""Decoded images are scaled down to at most this many pixels (about 4 MB as RGB in Pillow)."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +55,8 @@ class ImagePolicy:
     """Where images may come from and how large they may be."""
 
     max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 40_000_000
+    max_pixels: int = 40_000_000  # larger images are refused before they are decoded
+    max_decoded_pixels: int = DEFAULT_MAX_DECODED_PIXELS  # larger ones are scaled down to it
     allowed_schemes: frozenset[str] = frozenset({"file", "data", "https"})
     allowed_hosts: frozenset[str] = field(default_factory=frozenset)
     fetch_timeout_s: float = 5.0  # the whole fetch, not each read (a slow drip is cut off)
@@ -63,7 +79,8 @@ _EXTRAS = {"s3fs": "s3", "gcsfs": "gcs", "adlfs": "azure"}
 
 
 def load_image(ref: str, policy: ImagePolicy | None = None) -> Image.Image:
-    """Decode ``ref`` into an RGB image or raise :class:`ImageError` saying why."""
+    """Decode ``ref`` into an RGB image of at most ``policy.max_decoded_pixels`` pixels, or
+    raise :class:`ImageError` saying why."""
     policy = policy or ImagePolicy()
     data = _read_bytes(ref.strip(), policy)
     if len(data) > policy.max_bytes:
@@ -73,13 +90,40 @@ def load_image(ref: str, policy: ImagePolicy | None = None) -> Image.Image:
             width, height = img.size
             if width * height > policy.max_pixels:
                 raise ImageError(f"image of {width}x{height} pixels exceeds {policy.max_pixels}")
-            return img.convert("RGB")
+            return _decode_bounded(img, policy.max_decoded_pixels)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:
         raise ImageError(f"image rejected as a decompression bomb: {exc}") from exc
     except Exception as exc:
         raise ImageError(f"not a readable image: {type(exc).__name__}: {exc}") from exc
+
+
+def bounded_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """The size an image of ``width`` x ``height`` is decoded to: unchanged when it has at most
+    ``max_pixels`` pixels, else scaled down, aspect kept, to at most ``max_pixels``."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
+
+
+def _decode_bounded(img: Image.Image, max_pixels: int) -> Image.Image:
+    """Decode ``img`` into RGB no larger than ``max_pixels``, never holding a full-size RGB copy
+    of a large image: JPEG decodes at a reduced scale, other formats are reduced in their
+    decoded mode (1 byte a pixel for 1-bit and grey images) before the conversion to RGB."""
+    target = bounded_size(*img.size, max_pixels)
+    if target == img.size:
+        return img.convert("RGB")
+    img.draft("RGB", target)  # JPEG only: the DCT scales (to at least target) while decoding
+    img.load()
+    if img.mode == "1":
+        img = img.convert("L")  # same size in memory; resizing "1" would drop to nearest
+    elif img.mode in ("P", "PA"):
+        img = img.convert("RGBA" if "transparency" in img.info or img.mode == "PA" else "RGB")
+    if img.size != target:
+        img = img.resize(target, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    return img.convert("RGB")
 
 
 def _read_bytes(ref: str, policy: ImagePolicy) -> bytes:
@@ -98,14 +142,14 @@ def _read_bytes(ref: str, policy: ImagePolicy) -> bytes:
         return _read_object(ref, scheme, parts.netloc, policy)
     if scheme not in ("", "file"):
         raise ImageError(f"image URL scheme {scheme!r} is not allowed")
+    if not policy.allow_local_files or "file" not in policy.allowed_schemes:
+        return _inline_only(ref, scheme)
     if (
         scheme == ""
         and _BASE64.fullmatch(ref)
         and (len(ref) >= _MIN_BASE64 or not _is_existing_path(ref))
     ):
         return _b64(ref)  # checked before paths: JPEG base64 starts with "/9j/"
-    if not policy.allow_local_files or "file" not in policy.allowed_schemes:
-        raise ImageError("local image files are not allowed")
     path = Path(unquote(parts.path) if scheme == "file" else ref)
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat on the open descriptor
@@ -125,6 +169,20 @@ def _read_bytes(ref: str, policy: ImagePolicy) -> bytes:
         raise
     with os.fdopen(fd, "rb") as handle:
         return handle.read(policy.max_bytes + 1)  # a file may grow after the check
+
+
+def _inline_only(ref: str, scheme: str) -> bytes:
+    """Where local paths are refused: base64 if the string is valid base64, else one error.
+
+    Decided by the string's form only. Asking the disk (``Path.exists``) would answer "no such
+    file" and "file refused" differently, an oracle on which paths exist on the server.
+    """
+    if scheme == "" and _BASE64.fullmatch(ref):
+        try:
+            return base64.b64decode("".join(ref.split()), validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    raise ImageError(NOT_INLINE)
 
 
 def _short(text: str, limit: int = 80) -> str:
@@ -248,7 +306,8 @@ def _fetch(url: str, scheme: str, host: str, policy: ImagePolicy) -> bytes:
 
 
 def _is_existing_path(ref: str) -> bool:
-    """Whether a short base64-looking string names a file (``a.png`` matches both)."""
+    """Whether a short base64-looking string names a file (``a.png`` matches both); asked only
+    where local files are allowed (replay, the CLI: the operator's own disk)."""
     try:
         return Path(ref).exists()
     except (OSError, ValueError):

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 import numpy as np
 
@@ -49,6 +49,7 @@ from streams.pipeline import FIELD_CONTENT, embed_field
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
+    from PIL import Image
 
     from signals import Embedder, SignalBank
     from streams.emitter import Emitter
@@ -174,7 +175,7 @@ class Scorer:
         """Score ``requests`` in order; an item whose image does not load comes back Rejected."""
         bank = self._bank()
         self.signal_count = len(bank)
-        images: dict[str, Any] = {}
+        images: dict[int, Image.Image] = {}  # by position: event ids may repeat within a batch
         rejected: dict[int, str] = {}
         needed: dict[str, list[int]] = {}
         for i, request in enumerate(requests):
@@ -184,7 +185,7 @@ class Scorer:
             if i in needed.get("output.image", []):
                 try:
                     image = load_image(request.event.output.image or "", self._image_policy)
-                    images[request.event.event_id] = image
+                    images[i] = image
                 except ImageError as exc:
                     rejected[i] = f"output.image: {exc}"
         vectors: dict[int, dict[str, NDArray[np.float32]]] = {i: {} for i in range(len(requests))}
@@ -193,8 +194,9 @@ class Scorer:
             owners = [i for i in owners if i not in rejected]
             if not owners:
                 continue
+            pictures = [images.get(i) for i in owners]
             windows, _ = embed_field(
-                self._embedders, self.cache, name, [requests[i].event for i in owners], images
+                self._embedders, self.cache, name, [requests[i].event for i in owners], pictures
             )
             for row, i in enumerate(owners):
                 vectors[i][name] = windows.group(row)

@@ -237,7 +237,8 @@ class Pipeline:
             if not owners:
                 continue
             embedder_id = self._embedders.id_for(name)
-            windows, counts = embed_field(self._embedders, self._cache, name, owners, images,
+            pictures = [images.get(e.event_id) for e in owners] if name == "output.image" else []
+            windows, counts = embed_field(self._embedders, self._cache, name, owners, pictures,
                                           given)  # fmt: skip
             if counts is not None:
                 result.cache.add(counts)
@@ -313,14 +314,15 @@ def embed_field(
     cache: EmbeddingCache | None,
     name: str,
     owners: Sequence[GenerationEvent],
-    images: Mapping[str, Image.Image],
+    images: Sequence[Image.Image | None],
     given: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
 ) -> tuple[Windows, CacheCounts | None]:
     """Window vectors of field ``name`` for ``owners``, the one way every path embeds.
 
     A vector in ``given`` (by event id, then field) is used instead of the model when it has
     the field embedder's size: one flat vector is one window, a list of vectors is the windows
-    themselves (what the guardrail API records). Images come from ``images`` by event id. Texts
+    themselves (what the guardrail API records). ``images`` holds one decoded image per owner,
+    by position (not by event id: two requests of one micro-batch may carry the same id). Texts
     and images go through ``cache`` when there is one (images keyed by their decoded pixels).
     The pipeline and the guardrail API both call this.
     """
@@ -336,7 +338,7 @@ def embed_field(
     counts: CacheCounts | None = None
     if missing:
         if name == "output.image":
-            pictures = [images[owners[i].event_id] for i in missing]
+            pictures = [_present(images[i], owners[i]) for i in missing]
             if cache is not None:  # keyed by decoded pixels: the fetch happened, the model may not
                 computed, counts = cache.embed_images(embedders.image, name, pictures)
             else:
@@ -350,6 +352,12 @@ def embed_field(
         for i, group in zip(missing, computed.groups(), strict=True):
             groups[i] = group
     return Windows.of(groups, dim), counts
+
+
+def _present(image: Image.Image | None, event: GenerationEvent) -> Image.Image:
+    if image is None:
+        raise ValueError(f"event {event.event_id}: output.image was not loaded")
+    return image
 
 
 def _carried_windows(vector: Sequence[Any] | None, dim: int) -> NDArray[np.float32] | None:

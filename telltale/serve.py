@@ -40,6 +40,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from signals import ImagePolicy
 from streams import (
@@ -54,6 +55,8 @@ from streams import (
     ScoreRequest,
     validate_event,
 )
+from telltale import wiring
+from telltale.settings import ImagesSettings
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -72,12 +75,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-API_IMAGE_POLICY = ImagePolicy(
-    allowed_schemes=frozenset({"data", "https"}), allow_local_files=False
-)
-"""Images sent to the API are inline (base64, ``data:``) or allow-listed https: never a path on
-the server's disk."""
 
 MAINTENANCE_INTERVAL_S = 10.0
 """How often the API alone (``telltale serve`` without ``--all``) retrains stale signals, as the
@@ -120,6 +117,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (400, "the body is not a JSON object"),
         (401, "missing or wrong API key"),
         (413, "the body is larger than the limit"),
+        (415, "the body is not declared as application/json"),
         (422, "the event is invalid; detail says why"),
         (503, "scoring is unavailable (starting, stopping, or storage down)"),
     )
@@ -205,7 +203,7 @@ class GuardrailService:
         *,
         recorder: Recorder | None = None,
         cache: EmbeddingCache | None = None,
-        image_policy: ImagePolicy = API_IMAGE_POLICY,
+        image_policy: ImagePolicy | None = None,
         maintenance: Callable[[], object] | None = None,
         maintenance_interval_s: float = MAINTENANCE_INTERVAL_S,
     ) -> None:
@@ -213,6 +211,8 @@ class GuardrailService:
         self._maintenance = maintenance
         self._maintenance_interval_s = maintenance_interval_s
         self._maintainer: asyncio.Task[None] | None = None
+        if image_policy is None:  # the API's policy under the TELLTALE_IMAGES_* settings
+            image_policy = wiring.image_policy(ImagesSettings(), api=True)
         self.scorer = Scorer(embedder, bank, image_policy, cache)
         self.metrics = _Metrics()
         self._recorder = recorder
@@ -325,16 +325,39 @@ def _api_key_check(keys: Sequence[bytes]) -> Callable[[Request], Awaitable[None]
     return check
 
 
+CLIENT_CLOSED_REQUEST = 499
+"""The status recorded in metrics for a client that went away before its body arrived (nginx's
+convention; nothing is sent)."""
+
+
+def _require_json(request: Request) -> None:
+    """415 unless the body is declared ``application/json`` (or a ``+json`` type): a form or
+    text body is never taken for an event, and browsers cannot send one cross-site without a
+    preflight."""
+    declared = request.headers.get("content-type", "")
+    media = declared.partition(";")[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return
+    raise StarletteHTTPException(
+        415, f"Content-Type must be application/json, got {declared[:80] or 'none'}"
+    )
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise StarletteHTTPException(413, f"body of {declared} bytes exceeds {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise StarletteHTTPException(413, f"body exceeds {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise StarletteHTTPException(413, f"body exceeds {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:
+        raise StarletteHTTPException(CLIENT_CLOSED_REQUEST, "client closed the request") from exc
     return b"".join(chunks)
 
 
@@ -379,6 +402,7 @@ def create_app(
     """
     settings = service.settings
     auth = _api_key_check(settings.key_list())
+    ops_auth = auth if settings.protect_ops else _api_key_check([])
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -398,6 +422,9 @@ def create_app(
         version="1",
         summary="Quality signals per request: score a generation, get a verdict.",
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their scripts from a public CDN: off unless asked for.
+        docs_url="/docs" if settings.docs else None,
+        redoc_url="/redoc" if settings.docs else None,
     )
 
     body_schema, definitions = request_body_schema()
@@ -448,6 +475,7 @@ def create_app(
         status = 200
         service.metrics.in_flight.inc()
         try:
+            _require_json(request)
             event = parse_score_body(await _read_body(request, settings.max_body_bytes))
             try:
                 result = await service.score(event, record)
@@ -481,6 +509,9 @@ def create_app(
         except StarletteHTTPException as exc:
             status = exc.status_code
             raise
+        except Exception:
+            status = 500  # what the server error middleware answers
+            raise
         finally:
             service.metrics.in_flight.dec()
             service.metrics.latency.labels(str(status)).observe(time.perf_counter() - started)
@@ -490,14 +521,15 @@ def create_app(
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+    @app.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}},
+             dependencies=[Depends(ops_auth)])  # fmt: skip
     async def readyz() -> Response:
         """Readiness: the model and signals are loaded and the server is not stopping."""
         body = Readiness(ready=service.ready, signals=service.signal_count,
                          detail="" if service.ready else "starting or stopping")  # fmt: skip
         return JSONResponse(body.model_dump(), status_code=200 if service.ready else 503)
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(ops_auth)])
     async def metrics() -> Response:
         """Prometheus metrics (text exposition format)."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest

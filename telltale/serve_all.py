@@ -37,9 +37,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from storage import ClickHouseWriter, SerializedClient, redact_dsn
 from streams import Pipeline, Recorder, kafka_recorder, storage_recorder
 from telltale.serve import GuardrailService, create_app
+from telltale.serve_protocol import header_deadline_protocol
 from telltale.settings import Settings
 from telltale.trust import release_instrument
-from telltale.wiring import Parts, make_client, make_parts, make_worker_app
+from telltale.wiring import Parts, image_policy, make_client, make_parts, make_worker_app
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -125,7 +126,7 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
     # Alone, the API retrains signals of another embedder itself; with --all the worker does.
     service = GuardrailService(
         parts.embedders, parts.signals, settings.serve, recorder=recorder,
-        cache=parts.pipeline.cache,
+        cache=parts.pipeline.cache, image_policy=image_policy(settings.images, api=True),
         maintenance=None if all_in_one else parts.signals.retrain_stale,
         maintenance_interval_s=settings.worker.maintenance_interval_s,
     )  # fmt: skip
@@ -309,10 +310,12 @@ def serve(settings: Settings, *, all_in_one: bool = False) -> None:
     config = uvicorn.Config(
         app, host=settings.serve.host, port=settings.serve.port, log_config=None,
         access_log=False, timeout_graceful_shutdown=int(settings.serve.shutdown_timeout_s),
-        lifespan="on",
+        lifespan="on", http=header_deadline_protocol(settings.serve.header_timeout_s),
     )  # fmt: skip
     if not settings.serve.key_list():
         log.warning("no API keys configured (TELLTALE_SERVE_API_KEYS): the API is open to "
                     "anyone who can reach %s", settings.serve.host)  # fmt: skip
+        if settings.serve.protect_ops:
+            log.warning("TELLTALE_SERVE_PROTECT_OPS has no effect without API keys")
     log.info("serving on http://%s:%d", settings.serve.host, settings.serve.port)
     uvicorn.Server(config).run()

@@ -27,7 +27,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alerts import MonitorSettings, NotifySettings
 from dashboards import GrafanaSettings
-from signals import EmbedderConfig, TextEmbedderConfig
+from signals import DEFAULT_MAX_DECODED_PIXELS, EmbedderConfig, TextEmbedderConfig
 from streams import KafkaConfig, OtlpMapping, SliceConfig, WorkerConfig, comma_list
 
 __all__ = [
@@ -246,6 +246,23 @@ class ServeSettings(BaseSettings):
     shutdown_timeout_s: float = Field(
         default=30.0, gt=0, description="how long SIGTERM waits for requests in flight"
     )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a connection that has not sent a complete request head (request line and "
+        "headers) this long after it opened, or after its previous response, is closed: slow "
+        "senders cannot hold connections open",
+    )
+    docs: bool = Field(
+        default=False,
+        description="serve /docs and /redoc (Swagger UI and ReDoc, which load their scripts from "
+        "a public CDN); /openapi.json is always served",
+    )
+    protect_ops: bool = Field(
+        default=False,
+        description="require an API key on /readyz and /metrics too (/healthz stays open for "
+        "liveness probes); needs TELLTALE_SERVE_API_KEYS",
+    )
 
     def key_list(self) -> list[bytes]:
         """The configured keys, as bytes for constant-time comparison."""
@@ -272,6 +289,13 @@ class ImagesSettings(BaseSettings):
         default=(), description="only these buckets/containers (empty: any the credentials reach)"
     )
     max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    max_decoded_pixels: int = Field(
+        default=DEFAULT_MAX_DECODED_PIXELS,
+        ge=224 * 224,
+        description="larger images are scaled down to this many pixels while they are decoded "
+        "(the models see 224x224): bounds the memory a small file that decodes to a huge "
+        "picture can take",
+    )
     fetch_timeout_s: float = Field(default=5.0, gt=0)
     worker_local_files: bool = Field(
         default=False,

@@ -82,16 +82,33 @@ def kafka_security(settings: KafkaConfig) -> KafkaSecurity:
     return settings.security
 
 
-def image_policy(settings: ImagesSettings, *, worker: bool) -> ImagePolicy:
-    """The image policy of the Kafka worker (``worker=True``: local paths only if
-    ``TELLTALE_IMAGES_WORKER_LOCAL_FILES``) or of replay and the CLI."""
+def image_policy(
+    settings: ImagesSettings, *, worker: bool = False, api: bool = False
+) -> ImagePolicy:
+    """The image policy of one door, from the same ``TELLTALE_IMAGES_*`` settings everywhere.
+
+    * the Kafka worker (``worker=True``): local paths only if
+      ``TELLTALE_IMAGES_WORKER_LOCAL_FILES``;
+    * replay and the CLI (the default): local paths if ``TELLTALE_IMAGES_LOCAL_FILES``;
+    * the guardrail API (``api=True``): inline images (base64, ``data:``) and allow-listed
+      https only: a client never makes the server read its disk or its object stores (the
+      server's credentials are not the client's).
+
+    Sizes, hosts, time limits and the decoded-pixel bound mean the same at every door.
+    """
     stores = frozenset(s.lower() for s in settings.object_stores)
+    if api:
+        schemes, local_files = frozenset({"data", "https"}), False
+    else:
+        schemes = frozenset({"file", "data", "https"}) | stores
+        local_files = settings.worker_local_files if worker else settings.local_files
     return ImagePolicy(
         max_bytes=settings.max_bytes,
-        allowed_schemes=frozenset({"file", "data", "https"}) | stores,
+        max_decoded_pixels=settings.max_decoded_pixels,
+        allowed_schemes=schemes,
         allowed_hosts=frozenset(h.lower() for h in settings.allowed_hosts),
         fetch_timeout_s=settings.fetch_timeout_s,
-        allow_local_files=settings.worker_local_files if worker else settings.local_files,
+        allow_local_files=local_files,
         allowed_buckets=frozenset(settings.buckets),
         storage_options=(
             {"s3": {"endpoint_url": settings.s3_endpoint_url}} if settings.s3_endpoint_url else {}

@@ -231,7 +231,8 @@ def test_bad_query_and_oversized_bodies(server: Running) -> None:
                 yield b"x" * 1024
             yield b'"}}'
 
-        response = http.post("/v1/score", content=chunks())
+        response = http.post("/v1/score", content=chunks(),
+                             headers={"Content-Type": "application/json"})  # fmt: skip
         assert response.status_code == 413 and "exceeds" in response.json()["detail"]
 
 
