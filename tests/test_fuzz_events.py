@@ -274,7 +274,7 @@ NAMED_REJECTS: list[tuple[str, bytes, str]] = [
     ("-Infinity", raw()[:-1] + b', "latency_ms": -Infinity}', "-Infinity"),
     ("1e400 overflows to infinity", raw()[:-1] + b', "latency_ms": 1e400}', "latency_ms"),
     ("integer of 5,000 digits", raw()[:-1] + b', "latency_ms": ' + b"9" * 5000 + b"}", "JSON"),
-    ("nested 100,000 deep", b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, "not valid JSON"),
+    ("nested 100,000 deep", b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, "deeper than 64"),
     ("timestamp not a time", raw(timestamp="yesterday"), "timestamp"),
     ("timestamp without offset", raw(timestamp="2026-11-01T10:00:00"), "timestamp"),
     ("timestamp 1970", raw(timestamp="1970-01-01T00:00:00Z"), "before 2000-01-01"),

@@ -94,11 +94,10 @@ def test_model_version_rule_is_configurable() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"\xff\xff\xff\xff", b"{not json", b"[1, 2]", b'{"resourceSpans": [{"scopeSpans": '
-     b'[{"spans": [{"traceId": "zz", "spanId": "00"}]}]}]}', b'{"resourceLogs": []}',
-     b'{"resourceSpans": {"not": "a list"}}'],
-    ids=["empty", "garbage", "broken-json", "json-array", "bad-hex-id", "logs-on-spans-topic",
-         "wrong-shape"],
+    [b"", b"\xff\xff\xff\xff", b"{not json", b"[1, 2]", b'{"resourceLogs": []}',
+     b'{"resourceSpans": {"not": "a list"}}', b'{"resourceSpans": [' * 200 + b"]}" * 200],
+    ids=["empty", "garbage", "broken-json", "json-array", "logs-on-spans-topic", "wrong-shape",
+         "nested-too-deep"],
 )  # fmt: skip
 def test_malformed_records_raise_with_a_reason(raw: bytes) -> None:
     with pytest.raises(InvalidEvent) as info:
