@@ -173,7 +173,7 @@ def test_replay_of_a_log_with_a_line_nested_1000_deep_exits_0(run, tmp_path: Pat
                            "model": "chat", "model_version": "v1",
                            "output": {"text": f"answer {i}"}})  # fmt: skip
 
-    deep = [line(50 + d)[:-1] + ', "x": ' + "[" * d + "]" * d + "}" for d in range(940, 1001, 4)]
+    deep = [line(50 + d)[:-1] + ', "x": ' + "[" * d + "]" * d + "}" for d in range(900, 1001)]
     lines = [line(0), *deep, line(1), "[" * 5000, line(2)]
     log = tmp_path / "deep.jsonl"
     log.write_text("\n".join(lines) + "\n")
