@@ -186,6 +186,11 @@ class _Unreadable:
     reason: str
 
 
+class _Malformed(ValueError):
+    """A field of the wrong shape or type (a ``ValueError``: the record-level check reports
+    it as a malformed record, the per-item one as an invalid item with this reason)."""
+
+
 class _Skip(Exception):
     """Not a generation: counted under ``reason``, not dead-lettered."""
 
@@ -326,6 +331,8 @@ def _json_resource(part: dict[str, Any]) -> tuple[dict[str, Any], str]:
         return _json_attributes(_get(_get(part, "resource") or {}, "attributes")), ""
     except InvalidEvent as exc:
         return {}, f"resource: {exc.reason}"
+    except _Malformed as exc:
+        return {}, f"resource: {exc}"
     except _DECODE_ERRORS as exc:
         return {}, f"resource: {_unexpected(exc)}"
 
@@ -336,6 +343,8 @@ def _json_leaf(x: dict[str, Any], kind: OtlpKind) -> _Item | _Unreadable:
         return _json_span(x) if kind == "spans" else _json_log(x)
     except InvalidEvent as exc:
         return _Unreadable(_describe_raw(x, kind), exc.reason)
+    except _Malformed as exc:
+        return _Unreadable(_describe_raw(x, kind), str(exc))
     except _DECODE_ERRORS as exc:
         return _Unreadable(_describe_raw(x, kind), _unexpected(exc))
 
@@ -380,7 +389,7 @@ def _json_log(x: dict[str, Any]) -> _Item:
 
 def _get(node: Any, camel: str) -> Any:
     if not isinstance(node, dict):
-        raise TypeError(f"expected an object, got {type(node).__name__}")
+        raise _Malformed(f"expected an object, got {type(node).__name__}")
     value = node.get(camel)
     return node.get(_snake(camel)) if value is None else value
 
@@ -393,7 +402,7 @@ def _objects(value: Any) -> list[dict[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise TypeError("expected a list of objects")
+        raise _Malformed("expected a list of objects")
     return value
 
 
@@ -401,11 +410,11 @@ def _hex(value: Any) -> str:
     if not value:
         return ""
     if not isinstance(value, str):
-        raise TypeError(f"trace/span id must be a hex string, got {type(value).__name__}")
+        raise _Malformed(f"trace/span id must be a hex string, got {type(value).__name__}")
     try:
         return bytes.fromhex(value).hex()
     except ValueError as exc:
-        raise ValueError(f"trace/span id {value[:40]!r} is not hex") from exc
+        raise _Malformed(f"trace/span id {value[:40]!r} is not hex") from exc
 
 
 def _time(x: dict[str, Any], camel: str) -> int:
