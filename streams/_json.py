@@ -3,16 +3,16 @@
 Python's ``json`` recurses once per level of nesting, and so do ``json.dumps``, pydantic and
 the OTLP decoder after it: a value nested a few hundred levels deep parses, then raises
 ``RecursionError`` somewhere downstream (a 500 from the API, a replay that dies on the same
-line on every rerun). So depth is bounded once, at parse time: :func:`loads` measures the
+line on every rerun). So depth is bounded once, at parse time: :func:`parse_json` measures the
 nesting of the raw text without recursing, before ``json.loads`` sees it, and
 :func:`check_depth` measures an already-decoded value (a Parquet row, a mapping handed to
 :func:`streams.events.validate_event`) the same way. Both raise
 :class:`~streams.errors.JsonTooDeep`, an :class:`~streams.errors.InvalidEvent` whose reason
 says what was refused.
 
->>> loads('{"a": [1, 2]}')
+>>> parse_json('{"a": [1, 2]}')
 {'a': [1, 2]}
->>> loads("[" * 65 + "]" * 65)
+>>> parse_json("[" * 65 + "]" * 65)
 Traceback (most recent call last):
 ...
 streams.errors.JsonTooDeep: JSON nested deeper than 64 levels
@@ -27,7 +27,7 @@ from typing import Any
 
 from streams.errors import JsonTooDeep
 
-__all__ = ["MAX_JSON_DEPTH", "check_depth", "loads", "text_depth"]
+__all__ = ["MAX_JSON_DEPTH", "check_depth", "parse_json", "text_depth"]
 
 MAX_JSON_DEPTH = 64
 """Deepest nesting of objects and arrays accepted anywhere (``{"a": 1}`` is 1 deep).
@@ -102,7 +102,7 @@ def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def loads(raw: str | bytes, limit: int = MAX_JSON_DEPTH, *, finite: bool = False) -> Any:
+def parse_json(raw: str | bytes, limit: int = MAX_JSON_DEPTH, *, finite: bool = False) -> Any:
     """``json.loads(raw)`` for input from outside: nesting beyond ``limit`` raises
     :class:`~streams.errors.JsonTooDeep` before any parsing (and so does a ``RecursionError``
     of the parser, should the caller's own stack already be deep); malformed JSON raises

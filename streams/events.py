@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from streams._json import MAX_JSON_DEPTH, check_depth, loads
+from streams._json import MAX_JSON_DEPTH, check_depth, parse_json
 from streams.errors import InvalidEvent, JsonTooDeep
 
 __all__ = [
@@ -205,7 +205,7 @@ def decode_record(
     except UnicodeDecodeError as exc:
         raise InvalidEvent(f"payload is not valid UTF-8: {exc}") from exc
     try:
-        data = loads(text, finite=True)
+        data = parse_json(text, finite=True)
     except JsonTooDeep:
         raise
     except ValueError as exc:

@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from streams._json import MAX_JSON_DEPTH, check_depth, loads
+from streams._json import MAX_JSON_DEPTH, check_depth, parse_json
 from streams.errors import InvalidEvent, JsonTooDeep
 from streams.events import EventTimestamp
 
@@ -98,7 +98,7 @@ def decode_feedback(raw: bytes | str) -> Feedback:
     if size > MAX_FEEDBACK_BYTES:
         raise InvalidEvent(f"feedback of {size} bytes exceeds {MAX_FEEDBACK_BYTES} bytes")
     try:
-        data = loads(raw)
+        data = parse_json(raw)
     except JsonTooDeep:
         raise
     except ValueError as exc:

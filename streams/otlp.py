@@ -46,7 +46,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from streams._json import MAX_JSON_DEPTH, check_depth, loads
+from streams._json import MAX_JSON_DEPTH, check_depth, parse_json
 from streams.errors import InvalidEvent, JsonTooDeep
 from streams.events import MAX_TEXT_CHARS, GenerationEvent, validate_event
 from streams.settings import comma_list
@@ -301,7 +301,7 @@ def _json_items(raw: bytes, kind: OtlpKind) -> _Items:
     record's fields are read on their own, so one that cannot be read is :class:`_Unreadable`
     and the others are kept."""
     try:
-        document = loads(raw, _MAX_RECORD_DEPTH)
+        document = parse_json(raw, _MAX_RECORD_DEPTH)
         if not isinstance(document, dict):
             raise ValueError(f"a JSON {type(document).__name__}, not an object")
         outer, inner, leaf = (
@@ -672,7 +672,7 @@ def _messages(value: Any, name: str) -> list[dict[str, Any]]:
     :data:`~streams._json.MAX_JSON_DEPTH` makes the span invalid (``name`` says where)."""
     if isinstance(value, str):
         try:
-            value = loads(value)
+            value = parse_json(value)
         except JsonTooDeep as exc:
             raise InvalidEvent(f"{name}: {exc.reason}") from exc
         except ValueError:

@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from streams._json import MAX_JSON_DEPTH, check_depth, loads
+from streams._json import MAX_JSON_DEPTH, check_depth, parse_json
 from streams.columnar import ColumnarSink, split_batch
 from streams.errors import InvalidEvent, JsonTooDeep
 from streams.events import GenerationEvent, validate_event
@@ -188,7 +188,7 @@ def _read_jsonl(path: Path) -> Iterator[LogRecord]:
             text = line.decode("utf-8", "replace").rstrip("\r\n")
             progress = raw_file.tell() / size
             try:
-                data = loads(line, finite=True)
+                data = parse_json(line, finite=True)
             except JsonTooDeep as exc:
                 yield LogRecord(str(path), number, None, text, exc.reason, progress)
                 continue

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from streams._json import MAX_JSON_DEPTH, check_depth, loads, text_depth
+from streams._json import MAX_JSON_DEPTH, check_depth, parse_json, text_depth
 from streams.errors import InvalidEvent, JsonTooDeep
 from streams.events import decode_event, validate_event
 from streams.feedback import decode_feedback, validate_feedback
@@ -64,12 +64,12 @@ def test_loads_accepts_64_levels_and_refuses_65(raw_type: type) -> None:
         text = nested_text(depth)
         return text.encode() if raw_type is bytes else text
 
-    assert loads(raw(MAX_JSON_DEPTH)) == nested(MAX_JSON_DEPTH)
+    assert parse_json(raw(MAX_JSON_DEPTH)) == nested(MAX_JSON_DEPTH)
     with pytest.raises(JsonTooDeep, match=REASON):
-        loads(raw(MAX_JSON_DEPTH + 1))
-    assert loads(raw(10), limit=10) == nested(10)
+        parse_json(raw(MAX_JSON_DEPTH + 1))
+    assert parse_json(raw(10), limit=10) == nested(10)
     with pytest.raises(JsonTooDeep, match="deeper than 9 levels"):
-        loads(raw(10), limit=9)
+        parse_json(raw(10), limit=9)
 
 
 def test_loads_refuses_what_json_loads_cannot_parse_at_all() -> None:
@@ -77,18 +77,18 @@ def test_loads_refuses_what_json_loads_cannot_parse_at_all() -> None:
         with pytest.raises(RecursionError):
             json.loads(text)  # what the doors called before
         with pytest.raises(JsonTooDeep, match=REASON) as info:
-            loads(text)
+            parse_json(text)
         assert isinstance(info.value, InvalidEvent) and isinstance(info.value, ValueError)
         assert info.value.reason == REASON
 
 
 def test_loads_still_reports_malformed_json_and_constants() -> None:
     with pytest.raises(ValueError, match="Expecting") as info:
-        loads('{"a": [1, }')
+        parse_json('{"a": [1, }')
     assert not isinstance(info.value, JsonTooDeep)
-    assert loads("[NaN]")[0] != loads("[NaN]")[0]  # json.loads's default, kept
+    assert parse_json("[NaN]")[0] != parse_json("[NaN]")[0]  # json.loads's default, kept
     with pytest.raises(ValueError, match="NaN is not valid JSON"):
-        loads("[NaN]", finite=True)
+        parse_json("[NaN]", finite=True)
 
 
 def test_check_depth_of_decoded_values() -> None:
