@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from streams._json import MAX_JSON_DEPTH, check_depth, parse_json
 from streams.batch_handler import WorkerHealth
 from streams.dead_letter import DeadLetter
 from streams.emitter import Emitter
-from streams.errors import EmitError, InvalidEvent, StreamError
+from streams.errors import EmitError, InvalidEvent, JsonTooDeep, StreamError
 from streams.events import (
     GenerationEvent,
     Output,
@@ -43,6 +44,7 @@ from streams.slices import SliceConfig, Slicer
 from streams.worker import build_app
 
 __all__ = [
+    "MAX_JSON_DEPTH",
     "BatchResult",
     "Checkpoint",
     "DeadLetter",
@@ -52,6 +54,7 @@ __all__ = [
     "GenerationEvent",
     "GuardrailClosed",
     "InvalidEvent",
+    "JsonTooDeep",
     "KafkaConfig",
     "KafkaSecurity",
     "MicroBatcher",
@@ -75,10 +78,12 @@ __all__ = [
     "WorkerHealth",
     "build_app",
     "check_credentials",
+    "check_depth",
     "comma_list",
     "decode_event",
     "encode_event",
     "kafka_recorder",
+    "parse_json",
     "parse_mapping",
     "read_records",
     "storage_recorder",

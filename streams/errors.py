@@ -4,7 +4,8 @@ Hierarchy::
 
     StreamError
     ├── InvalidEvent      a payload failed validation; it is dead-lettered with ``reason``
-    │   └── PartlyInvalid some events of a record are valid (stored), the rest are not
+    │   ├── PartlyInvalid some events of a record are valid (stored), the rest are not
+    │   └── JsonTooDeep   JSON nested deeper than the limit (also a ``ValueError``)
     └── EmitError         the Emitter could not deliver one or more events
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EmitError", "InvalidEvent", "PartlyInvalid", "StreamError"]
+__all__ = ["EmitError", "InvalidEvent", "JsonTooDeep", "PartlyInvalid", "StreamError"]
 
 
 class StreamError(Exception):
@@ -34,6 +35,18 @@ class PartlyInvalid(InvalidEvent):
     def __init__(self, events: list[Any], reason: str) -> None:
         super().__init__(reason)
         self.events = events
+
+
+class JsonTooDeep(InvalidEvent, ValueError):
+    """JSON text or a decoded value nested deeper than ``limit`` levels (``streams._json``).
+
+    An :class:`InvalidEvent` (dead-lettered, rejected or answered 4xx like any other bad
+    payload) and a ``ValueError``, so code written around ``json.loads`` catches it too.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"JSON nested deeper than {limit} levels")
+        self.limit = limit
 
 
 class EmitError(StreamError):

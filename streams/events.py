@@ -28,7 +28,8 @@ from pydantic import (
     model_validator,
 )
 
-from streams.errors import InvalidEvent
+from streams._json import MAX_JSON_DEPTH, check_depth, parse_json
+from streams.errors import InvalidEvent, JsonTooDeep
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",
@@ -172,10 +173,6 @@ def _promote_from_attributes(data: dict[str, Any], name: str, keys: tuple[str, .
             return
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 Carried = dict[str, list[float] | list[list[float]]]
 """Vectors a record carries for its fields: one vector, or a text's window vectors
 (``{"output.text": [...]}`` or ``{"output.text": [[...], [...]]}``)."""
@@ -208,8 +205,10 @@ def decode_record(
     except UnicodeDecodeError as exc:
         raise InvalidEvent(f"payload is not valid UTF-8: {exc}") from exc
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, ValueError, RecursionError) as exc:
+        data = parse_json(text, finite=True)
+    except JsonTooDeep:
+        raise
+    except ValueError as exc:
         raise InvalidEvent(f"payload is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidEvent(f"payload must be a JSON object, got {type(data).__name__}")
@@ -250,8 +249,11 @@ def validate_event(data: dict[str, Any], *, allow_empty: bool = False) -> Genera
 
     ``allow_empty`` accepts an event without prompt or output (a generation whose content was
     not recorded, as OpenTelemetry instrumentations do by default): it is stored and counted,
-    but nothing is embedded or scored.
+    but nothing is embedded or scored. A mapping nested deeper than
+    :data:`~streams._json.MAX_JSON_DEPTH` raises :class:`~streams.errors.JsonTooDeep` (an
+    ``InvalidEvent``) before anything walks it recursively.
     """
+    check_depth(data, MAX_JSON_DEPTH)
     try:
         return GenerationEvent.model_validate(data, context={"allow_empty": allow_empty})
     except ValidationError as exc:

@@ -29,7 +29,8 @@ from pydantic import (
     model_validator,
 )
 
-from streams.errors import InvalidEvent
+from streams._json import MAX_JSON_DEPTH, check_depth, parse_json
+from streams.errors import InvalidEvent, JsonTooDeep
 from streams.events import EventTimestamp
 
 __all__ = ["Feedback", "decode_feedback", "encode_feedback", "validate_feedback"]
@@ -77,6 +78,9 @@ class Feedback(BaseModel):
 
 
 def validate_feedback(data: dict[str, Any]) -> Feedback:
+    """Validate an already-parsed mapping, raising :class:`InvalidEvent` with every problem
+    (:class:`~streams.errors.JsonTooDeep` when it nests deeper than the limit)."""
+    check_depth(data, MAX_JSON_DEPTH)
     try:
         return Feedback.model_validate(data)
     except ValidationError as exc:
@@ -94,8 +98,10 @@ def decode_feedback(raw: bytes | str) -> Feedback:
     if size > MAX_FEEDBACK_BYTES:
         raise InvalidEvent(f"feedback of {size} bytes exceeds {MAX_FEEDBACK_BYTES} bytes")
     try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
+        data = parse_json(raw)
+    except JsonTooDeep:
+        raise
+    except ValueError as exc:
         raise InvalidEvent(f"feedback is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidEvent(f"feedback must be a JSON object, got {type(data).__name__}")

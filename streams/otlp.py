@@ -37,6 +37,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from streams.errors import InvalidEvent
+from streams._json import MAX_JSON_DEPTH, check_depth, parse_json
+from streams.errors import InvalidEvent, JsonTooDeep
 from streams.events import MAX_TEXT_CHARS, GenerationEvent, validate_event
 from streams.settings import comma_list
 
@@ -72,6 +74,17 @@ OtlpKind = Literal["spans", "logs"]
 
 _DETAILS_EVENT = "gen_ai.client.inference.operation.details"
 _MAX_ATTRIBUTE_CHARS = 1_000
+# OTLP/JSON wraps each level of an attribute value in up to four levels of objects and arrays
+# (AnyValue, kvlistValue, values, KeyValue) under an envelope of ten: a record this deep still
+# holds values within MAX_JSON_DEPTH, which each span's attributes are then held to.
+_MAX_RECORD_DEPTH = 4 * MAX_JSON_DEPTH
+_INDEX = re.compile(r"[0-9]{1,9}")  # a message index: ASCII digits ("²".isdigit() is True)
+_UNSIGNED = re.compile(r"[0-9]{1,20}")
+_SIGNED = re.compile(r"-?[0-9]{1,19}")
+# What reading one span's hostile fields may raise beyond InvalidEvent: that span is invalid,
+# the record's other spans are kept (the decoder never lets these escape).
+_DECODE_ERRORS = (ArithmeticError, AttributeError, LookupError, RecursionError, TypeError,
+                  ValueError)  # fmt: skip
 _KEPT_ATTRIBUTES = (
     "gen_ai.provider.name", "gen_ai.system", "gen_ai.operation.name", "gen_ai.response.id",
     "gen_ai.response.finish_reasons", "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
@@ -130,7 +143,10 @@ def decode_otlp(
     """Decode one Collector export record into generation events.
 
     Raises :class:`InvalidEvent` when the record itself is malformed (neither valid OTLP
-    protobuf nor OTLP/JSON); single spans that fail validation are reported in ``invalid``.
+    protobuf nor OTLP/JSON, or its JSON nested deeper than four times
+    :data:`~streams._json.MAX_JSON_DEPTH`). A span or log record that cannot be read or fails
+    validation, whatever is wrong with it, is reported in ``invalid`` with its trace and span
+    id; the record's other spans are decoded all the same.
     """
     mapping = mapping or OtlpMapping()
     if raw.lstrip()[:1] == b"{":
@@ -139,9 +155,11 @@ def decode_otlp(
     else:
         decoded = OtlpDecoded(encoding="otlp_proto")
         items = _proto_items(raw, kind)
-    build = _span_event if kind == "spans" else _log_event
     for item, resource in items:
-        _add(decoded, lambda i=item, r=resource: build(i, r, mapping))
+        if isinstance(item, _Unreadable):
+            decoded.invalid.append((item.description, item.reason))
+        else:
+            _add(decoded, item, resource, kind, mapping)
     return decoded
 
 
@@ -160,6 +178,19 @@ class _Item:
     identity: bytes  # stable bytes of the whole item, hashed for ids of log records w/o span
 
 
+@dataclass(frozen=True)
+class _Unreadable:
+    """A span or log record whose fields could not be read: invalid, with the reason."""
+
+    description: str
+    reason: str
+
+
+class _Malformed(ValueError):
+    """A field of the wrong shape or type (a ``ValueError``: the record-level check reports
+    it as a malformed record, the per-item one as an invalid item with this reason)."""
+
+
 class _Skip(Exception):
     """Not a generation: counted under ``reason``, not dead-lettered."""
 
@@ -168,22 +199,61 @@ class _Skip(Exception):
         self.reason = reason
 
 
-def _add(decoded: OtlpDecoded, build: Any) -> None:
+def _add(
+    decoded: OtlpDecoded, item: _Item, resource: Mapping[str, Any], kind: OtlpKind,
+    mapping: OtlpMapping,
+) -> None:  # fmt: skip
+    """Decode one span or log record into ``decoded``: an event, a skip, or an invalid item."""
     try:
-        data, description = build()
+        _check_depth(item)
+        data = (_span_event if kind == "spans" else _log_event)(item, resource, mapping)
+        event = validate_event(data, allow_empty=True)
     except _Skip as skip:
         decoded.skipped[skip.reason] += 1
-        return
-    try:
-        decoded.events.append(validate_event(data, allow_empty=True))
     except InvalidEvent as exc:
-        decoded.invalid.append((description, exc.reason))
+        decoded.invalid.append((_describe(item, kind), exc.reason))
+    except _DECODE_ERRORS as exc:
+        decoded.invalid.append((_describe(item, kind), _unexpected(exc)))
+    else:
+        decoded.events.append(event)
+
+
+def _unexpected(exc: BaseException) -> str:
+    """The reason for an error no check named (a hostile input this decoder did not foresee)."""
+    return f"could not be decoded: {type(exc).__name__}: {str(exc)[:200]}"
+
+
+def _describe(item: _Item, kind: OtlpKind) -> str:
+    """How a dead letter names a span or log record: its name, trace id and span id."""
+    if kind == "spans":
+        return f"span {item.name[:80]!r} {item.trace_id}/{item.span_id}"
+    name = item.name or str(item.attrs.get("event.name", ""))
+    return f"log record {name[:80] or '(unnamed)'} {item.trace_id}/{item.span_id}"
+
+
+def _check_depth(item: _Item) -> None:
+    """Attribute values nested deeper than MAX_JSON_DEPTH make the item invalid (the
+    protobuf parser stops at 100 levels of messages, OTLP/JSON at the record's depth)."""
+    named = [("", item.attrs), *((f"event {name[:80]!r} ", a) for name, a in item.events)]
+    for where, attrs in named:
+        for key, value in attrs.items():
+            try:
+                check_depth(value, MAX_JSON_DEPTH)
+            except JsonTooDeep as exc:
+                raise InvalidEvent(f"{where}attribute {key[:80]!r}: {exc.reason}") from exc
+    try:
+        check_depth(item.body, MAX_JSON_DEPTH)
+    except JsonTooDeep as exc:
+        raise InvalidEvent(f"body: {exc.reason}") from exc
 
 
 # -- record parsing ---------------------------------------------------------------------------
 
 
-def _proto_items(raw: bytes, kind: OtlpKind) -> list[tuple[_Item, dict[str, Any]]]:
+_Items = list[tuple[_Item | _Unreadable, dict[str, Any]]]
+
+
+def _proto_items(raw: bytes, kind: OtlpKind) -> _Items:
     from google.protobuf.message import DecodeError
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -197,7 +267,7 @@ def _proto_items(raw: bytes, kind: OtlpKind) -> list[tuple[_Item, dict[str, Any]
         request.ParseFromString(raw)
     except (DecodeError, RecursionError, ValueError) as exc:
         raise InvalidEvent(f"not a valid OTLP protobuf export request ({kind}): {exc}") from exc
-    items: list[tuple[_Item, dict[str, Any]]] = []
+    items: _Items = []
     if kind == "spans":
         for resource_spans in request.resource_spans:
             resource = _attributes(resource_spans.resource.attributes)
@@ -223,11 +293,15 @@ def _proto_items(raw: bytes, kind: OtlpKind) -> list[tuple[_Item, dict[str, Any]
     return items
 
 
-def _json_items(raw: bytes, kind: OtlpKind) -> list[tuple[_Item, dict[str, Any]]]:
+def _json_items(raw: bytes, kind: OtlpKind) -> _Items:
     """OTLP/JSON read directly (protobuf's ``json_format`` is several times slower): camelCase
-    or snake_case keys, hex trace and span ids, 64-bit integers as strings or numbers."""
+    or snake_case keys, hex trace and span ids, 64-bit integers as strings or numbers.
+
+    The record's shape (resources, scopes, lists of spans) is checked here; each span's or log
+    record's fields are read on their own, so one that cannot be read is :class:`_Unreadable`
+    and the others are kept."""
     try:
-        document = json.loads(raw)
+        document = parse_json(raw, _MAX_RECORD_DEPTH)
         if not isinstance(document, dict):
             raise ValueError(f"a JSON {type(document).__name__}, not an object")
         outer, inner, leaf = (
@@ -236,15 +310,60 @@ def _json_items(raw: bytes, kind: OtlpKind) -> list[tuple[_Item, dict[str, Any]]
         )  # fmt: skip
         if document and _get(document, outer) is None:
             raise ValueError(f"no {outer}")
-        items: list[tuple[_Item, dict[str, Any]]] = []
+        items: _Items = []
         for resource_part in _objects(_get(document, outer)):
-            resource = _json_attributes(_get(_get(resource_part, "resource") or {}, "attributes"))
+            resource, unreadable = _json_resource(resource_part)
             for scope in _objects(_get(resource_part, inner)):
                 for x in _objects(_get(scope, leaf)):
-                    items.append((_json_span(x) if kind == "spans" else _json_log(x), resource))
+                    if unreadable:
+                        items.append((_Unreadable(_describe_raw(x, kind), unreadable), resource))
+                    else:
+                        items.append((_json_leaf(x, kind), resource))
         return items
     except (ValueError, TypeError, AttributeError, RecursionError) as exc:
         raise InvalidEvent(f"not a valid OTLP/JSON export request ({kind}): {exc}") from exc
+
+
+def _json_resource(part: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """A resource's attributes, or ``({}, reason)`` when they cannot be read (its spans are
+    then invalid, not the whole record)."""
+    try:
+        return _json_attributes(_get(_get(part, "resource") or {}, "attributes")), ""
+    except InvalidEvent as exc:
+        return {}, f"resource: {exc.reason}"
+    except _Malformed as exc:
+        return {}, f"resource: {exc}"
+    except _DECODE_ERRORS as exc:
+        return {}, f"resource: {_unexpected(exc)}"
+
+
+def _json_leaf(x: dict[str, Any], kind: OtlpKind) -> _Item | _Unreadable:
+    """One span or log record read from OTLP/JSON, or why it cannot be."""
+    try:
+        return _json_span(x) if kind == "spans" else _json_log(x)
+    except InvalidEvent as exc:
+        return _Unreadable(_describe_raw(x, kind), exc.reason)
+    except _Malformed as exc:
+        return _Unreadable(_describe_raw(x, kind), str(exc))
+    except _DECODE_ERRORS as exc:
+        return _Unreadable(_describe_raw(x, kind), _unexpected(exc))
+
+
+def _describe_raw(x: dict[str, Any], kind: OtlpKind) -> str:
+    """:func:`_describe` for an item that could not be read: its fields as they came."""
+
+    def shown(key: str) -> str:
+        value = x.get(key, x.get(_snake(key)))
+        if isinstance(value, str) and re.fullmatch(r"[0-9a-fA-F]{1,64}", value):
+            return value.lower()
+        return "(none)" if value in (None, "") else repr(value)[:40]
+
+    ids = f"{shown('traceId')}/{shown('spanId')}"
+    if kind == "spans":
+        name = x.get("name")
+        return f"span {name[:80] if isinstance(name, str) else '(unnamed)'!r} {ids}"
+    name = x.get("eventName", x.get("event_name"))
+    return f"log record {name[:80] if isinstance(name, str) and name else '(unnamed)'} {ids}"
 
 
 def _json_span(x: dict[str, Any]) -> _Item:
@@ -252,8 +371,8 @@ def _json_span(x: dict[str, Any]) -> _Item:
               for e in _objects(_get(x, "events"))]  # fmt: skip
     return _Item(
         str(_get(x, "name") or ""), _json_attributes(_get(x, "attributes")),
-        _hex(_get(x, "traceId")), _hex(_get(x, "spanId")), _int(_get(x, "startTimeUnixNano")),
-        _int(_get(x, "endTimeUnixNano")), events, None, b"",
+        _hex(_get(x, "traceId")), _hex(_get(x, "spanId")), _time(x, "startTimeUnixNano"),
+        _time(x, "endTimeUnixNano"), events, None, b"",
     )  # fmt: skip
 
 
@@ -262,7 +381,7 @@ def _json_log(x: dict[str, Any]) -> _Item:
     return _Item(
         str(_get(x, "eventName") or ""), _json_attributes(_get(x, "attributes")),
         _hex(_get(x, "traceId")), _hex(_get(x, "spanId")),
-        _int(_get(x, "timeUnixNano")) or _int(_get(x, "observedTimeUnixNano")), 0, [],
+        _time(x, "timeUnixNano") or _time(x, "observedTimeUnixNano"), 0, [],
         _json_any(body) if isinstance(body, dict) else None,
         json.dumps(x, sort_keys=True).encode(),
     )  # fmt: skip
@@ -270,7 +389,7 @@ def _json_log(x: dict[str, Any]) -> _Item:
 
 def _get(node: Any, camel: str) -> Any:
     if not isinstance(node, dict):
-        raise TypeError(f"expected an object, got {type(node).__name__}")
+        raise _Malformed(f"expected an object, got {type(node).__name__}")
     value = node.get(camel)
     return node.get(_snake(camel)) if value is None else value
 
@@ -283,7 +402,7 @@ def _objects(value: Any) -> list[dict[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise TypeError("expected a list of objects")
+        raise _Malformed("expected a list of objects")
     return value
 
 
@@ -291,15 +410,39 @@ def _hex(value: Any) -> str:
     if not value:
         return ""
     if not isinstance(value, str):
-        raise TypeError(f"trace/span id must be a hex string, got {type(value).__name__}")
+        raise _Malformed(f"trace/span id must be a hex string, got {type(value).__name__}")
     try:
         return bytes.fromhex(value).hex()
     except ValueError as exc:
-        raise ValueError(f"trace/span id {value[:40]!r} is not hex") from exc
+        raise _Malformed(f"trace/span id {value[:40]!r} is not hex") from exc
 
 
-def _int(value: Any) -> int:
-    return int(value) if value not in (None, "") else 0
+def _time(x: dict[str, Any], camel: str) -> int:
+    """A ``fixed64`` time in nanoseconds (a decimal string or a number; 0 when unset)."""
+    value = _get(x, camel)
+    if value is None or value == "":
+        return 0
+    return _integer(value, camel, _UNSIGNED, 0, 2**64)
+
+
+def _integer(value: Any, name: str, digits: re.Pattern[str], low: int, high: int) -> int:
+    """A 64-bit integer as OTLP/JSON writes it: a number, or a string of ASCII digits.
+
+    Anything else (``Infinity``, ``1e30``, ``"²"``, a 5,000-digit string, ``true``) raises
+    :class:`InvalidEvent` naming the field."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif (isinstance(value, float) and value.is_integer()) or (  # NaN and infinities are not
+        isinstance(value, str) and digits.fullmatch(value)
+    ):
+        number = int(value)
+    if number is None or not low <= number < high:
+        raise InvalidEvent(f"{name} {repr(value)[:40]} is not a {_BITS[high]} integer")
+    return number
+
+
+_BITS = {2**64: "64-bit unsigned", 2**63: "64-bit"}
 
 
 def _json_attributes(values: Any) -> dict[str, Any]:
@@ -315,14 +458,36 @@ def _json_any(value: dict[str, Any]) -> Any:
     return None
 
 
+def _json_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidEvent(f"boolValue {repr(value)[:40]} is not true or false")
+    return value
+
+
+def _json_int(value: Any) -> int:
+    return _integer(value, "intValue", _SIGNED, -(2**63), 2**63)
+
+
 def _json_double(value: Any) -> float:
-    return float(value)
+    """A number, or the strings protobuf's JSON mapping allows (``"NaN"``, ``"Infinity"``,
+    a decimal)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError as exc:  # an integer beyond the largest double
+            raise InvalidEvent(f"doubleValue {str(value)[:40]}… is out of range") from exc
+    if isinstance(value, str) and value.isascii():
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise InvalidEvent(f"doubleValue {repr(value)[:40]} is not a number")
 
 
 _JSON_ANY: tuple[tuple[str, Any], ...] = (
     ("stringValue", str),
-    ("boolValue", bool),
-    ("intValue", int),
+    ("boolValue", _json_bool),
+    ("intValue", _json_int),
     ("doubleValue", _json_double),
     ("arrayValue", lambda v: [_json_any(x) for x in _objects(_get(v, "values"))]),
     ("kvlistValue", lambda v: _json_attributes(_get(v, "values"))),
@@ -351,22 +516,17 @@ def _attributes(key_values: Iterable[Any]) -> dict[str, Any]:
 # -- spans and log records --------------------------------------------------------------------
 
 
-def _span_event(span: _Item, resource: Mapping[str, Any], mapping: OtlpMapping) -> tuple[
-    dict[str, Any], str
-]:  # fmt: skip
+def _span_event(span: _Item, resource: Mapping[str, Any], mapping: OtlpMapping) -> dict[str, Any]:
     attrs = span.attrs
     _require_generation(attrs)
     content = _content(attrs, span.events)
     start, end = span.start, span.end
     latency = (end - start) / 1e6 if end >= start > 0 else None
-    data = _event(attrs, resource, mapping, content, _event_id(span), _nanos(start), latency,
+    return _event(attrs, resource, mapping, content, _event_id(span), _nanos(start), latency,
                   span.trace_id, span.span_id)  # fmt: skip
-    return data, f"span {span.name!r} {span.trace_id}/{span.span_id}"
 
 
-def _log_event(record: _Item, resource: Mapping[str, Any], mapping: OtlpMapping) -> tuple[
-    dict[str, Any], str
-]:  # fmt: skip
+def _log_event(record: _Item, resource: Mapping[str, Any], mapping: OtlpMapping) -> dict[str, Any]:
     attrs = dict(record.attrs)
     name = record.name or str(attrs.get("event.name", ""))
     if name != _DETAILS_EVENT or "gen_ai.operation.name" in attrs:
@@ -376,9 +536,8 @@ def _log_event(record: _Item, resource: Mapping[str, Any], mapping: OtlpMapping)
             if key in record.body and key not in attrs:
                 attrs[key] = record.body[key]
     content = _content(attrs, [])
-    data = _event(attrs, resource, mapping, content, _event_id(record), _nanos(record.start),
+    return _event(attrs, resource, mapping, content, _event_id(record), _nanos(record.start),
                   None, record.trace_id, record.span_id)  # fmt: skip
-    return data, f"log record {name or '(unnamed)'} {record.trace_id}/{record.span_id}"
 
 
 def _require_generation(attrs: Mapping[str, Any]) -> None:
@@ -501,16 +660,21 @@ Extracted = tuple[str, str, str]  # prompt text, output text, output image
 
 
 def _current(attrs: Mapping[str, Any]) -> Extracted:
-    inputs = _messages(attrs.get("gen_ai.input.messages"))
-    outputs = _messages(attrs.get("gen_ai.output.messages"))
+    inputs = _messages(attrs.get("gen_ai.input.messages"), "gen_ai.input.messages")
+    outputs = _messages(attrs.get("gen_ai.output.messages"), "gen_ai.output.messages")
     return _prompt_of(inputs), *_output_of(outputs)
 
 
-def _messages(value: Any) -> list[dict[str, Any]]:
-    """A message list from a JSON string or a structured attribute (anything else: none)."""
+def _messages(value: Any, name: str) -> list[dict[str, Any]]:
+    """A message list from a JSON string or a structured attribute (anything else: none).
+
+    Text that is not JSON is one message of plain text; JSON nested deeper than
+    :data:`~streams._json.MAX_JSON_DEPTH` makes the span invalid (``name`` says where)."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = parse_json(value)
+        except JsonTooDeep as exc:
+            raise InvalidEvent(f"{name}: {exc.reason}") from exc
         except ValueError:
             return [{"role": "", "parts": [{"type": "text", "content": value}]}]
     if isinstance(value, dict):
@@ -584,7 +748,7 @@ def _indexed_messages(attrs: Mapping[str, Any], prefix: str) -> list[dict[str, A
         if not key.startswith(start):
             continue
         index, _, name = key[len(start) :].partition(".")
-        if index.isdigit() and name in ("role", "content"):
+        if _INDEX.fullmatch(index) and name in ("role", "content"):
             by_index.setdefault(int(index), {})[name] = value
     return [by_index[i] for i in sorted(by_index)]
 
@@ -595,16 +759,16 @@ def _indexed(attrs: Mapping[str, Any]) -> Extracted:
     return _prompt_of(inputs), *_output_of(outputs)
 
 
-def _legacy_value(value: Any) -> list[dict[str, Any]]:
+def _legacy_value(value: Any, name: str) -> list[dict[str, Any]]:
     """``gen_ai.prompt`` / ``gen_ai.completion``: a JSON message list or plain text."""
     if isinstance(value, str):
         stripped = value.strip()
         if stripped[:1] in ("[", "{"):
-            messages = _messages(stripped)
+            messages = _messages(stripped, name)
             if messages and any(_parts(m) for m in messages):
                 return messages
         return [{"role": "", "content": value}] if value else []
-    return _messages(value)
+    return _messages(value, name)
 
 
 def _legacy_events(events: Sequence[tuple[str, Mapping[str, Any]]]) -> Extracted:
@@ -612,15 +776,15 @@ def _legacy_events(events: Sequence[tuple[str, Mapping[str, Any]]]) -> Extracted
     completion: list[dict[str, Any]] = []
     for name, attributes in events:
         if name == "gen_ai.content.prompt":
-            prompt += _legacy_value(attributes.get("gen_ai.prompt"))
+            prompt += _legacy_value(attributes.get("gen_ai.prompt"), "gen_ai.prompt")
         elif name == "gen_ai.content.completion":
-            completion += _legacy_value(attributes.get("gen_ai.completion"))
+            completion += _legacy_value(attributes.get("gen_ai.completion"), "gen_ai.completion")
     return _prompt_of(prompt), *_output_of(completion)
 
 
 def _legacy_attributes(attrs: Mapping[str, Any]) -> Extracted:
-    prompt = _legacy_value(attrs.get("gen_ai.prompt"))
-    completion = _legacy_value(attrs.get("gen_ai.completion"))
+    prompt = _legacy_value(attrs.get("gen_ai.prompt"), "gen_ai.prompt")
+    completion = _legacy_value(attrs.get("gen_ai.completion"), "gen_ai.completion")
     return _prompt_of(prompt), *_output_of(completion)
 
 
@@ -632,7 +796,7 @@ def _openinference_list(attrs: Mapping[str, Any], prefix: str) -> list[dict[str,
         if not key.startswith(start):
             continue
         index, _, rest = key[len(start) :].partition(".")
-        if not index.isdigit():
+        if not _INDEX.fullmatch(index):
             continue
         message = by_index.setdefault(int(index), {"parts": {}})
         if rest == "message.role":
@@ -641,7 +805,7 @@ def _openinference_list(attrs: Mapping[str, Any], prefix: str) -> list[dict[str,
             message["parts"][-1] = {"type": "text", "content": value}
         elif rest.startswith("message.contents."):
             j, _, leaf = rest[len("message.contents.") :].partition(".")
-            if j.isdigit():
+            if _INDEX.fullmatch(j):
                 part = message["parts"].setdefault(int(j), {})
                 if leaf == "message_content.text":
                     part.update(type="text", content=value)

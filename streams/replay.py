@@ -29,8 +29,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from streams._json import MAX_JSON_DEPTH, check_depth, parse_json
 from streams.columnar import ColumnarSink, split_batch
-from streams.errors import InvalidEvent
+from streams.errors import InvalidEvent, JsonTooDeep
 from streams.events import GenerationEvent, validate_event
 
 __all__ = [
@@ -187,8 +188,11 @@ def _read_jsonl(path: Path) -> Iterator[LogRecord]:
             text = line.decode("utf-8", "replace").rstrip("\r\n")
             progress = raw_file.tell() / size
             try:
-                data = json.loads(line, parse_constant=_reject_constant)
-            except (ValueError, RecursionError) as exc:
+                data = parse_json(line, finite=True)
+            except JsonTooDeep as exc:
+                yield LogRecord(str(path), number, None, text, exc.reason, progress)
+                continue
+            except ValueError as exc:
                 yield LogRecord(str(path), number, None, text, f"not valid JSON: {exc}", progress)
                 continue
             if not isinstance(data, dict):
@@ -206,8 +210,20 @@ def _read_parquet(path: Path) -> Iterator[LogRecord]:
     for batch in parquet.iter_batches(batch_size=10_000):
         for row in batch.to_pylist():
             number += 1
-            data = {k: _plain(v) for k, v in row.items() if v is not None}
+            try:
+                data = _row(row)
+            except JsonTooDeep as exc:
+                yield LogRecord(str(path), number, None, "", exc.reason, number / total)
+                continue
             yield LogRecord(str(path), number, data, "", "", number / total)
+
+
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    """A Parquet row as a JSON-like mapping; nested columns deeper than
+    :data:`~streams._json.MAX_JSON_DEPTH` raise :class:`~streams.errors.JsonTooDeep` before
+    :func:`_plain` recurses into them."""
+    check_depth(row, MAX_JSON_DEPTH)
+    return {k: _plain(v) for k, v in row.items() if v is not None}
 
 
 def _plain(value: Any) -> Any:
@@ -222,10 +238,6 @@ def _plain(value: Any) -> Any:
             return value  # a vector or a list of scalars: nothing to convert
         return [_plain(v) for v in value]
     return value
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 @dataclass
@@ -344,8 +356,12 @@ class Replayer:
             if slow:
                 rows = batch.take(slow).to_pylist()
                 for index, row in zip(slow, rows, strict=True):
-                    data = {k: _plain(v) for k, v in row.items() if v is not None}
-                    self._take(LogRecord(str(path), start + index + 1, data, ""), pending)
+                    position = start + index + 1
+                    try:
+                        record = LogRecord(str(path), position, _row(row), "")
+                    except JsonTooDeep as exc:
+                        record = LogRecord(str(path), position, None, "", exc.reason)
+                    self._take(record, pending)
             self._flush(path, pending, first / total)
 
     def _parse(self, record: LogRecord) -> tuple[GenerationEvent | None, str, Vector]:

@@ -7,7 +7,6 @@ asks :func:`load_errors` once and :meth:`SignalErrors.correct` per row.
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from signals import NEAR_QUANTILE, ErrorModel, StratumCount, allocate, error_shift
+from streams import JsonTooDeep, parse_json
 
 if TYPE_CHECKING:
     from alerts import InstrumentCheck
@@ -217,7 +217,9 @@ def read_answers(text: str) -> list[Answer]:
         if not raw.strip():
             continue
         try:
-            doc = json.loads(raw)
+            doc = parse_json(raw)
+        except JsonTooDeep as exc:
+            raise ValueError(f"line {number}: {exc.reason}") from exc
         except ValueError as exc:
             raise ValueError(f"line {number}: not JSON ({exc.__class__.__name__})") from exc
         if not isinstance(doc, dict):

@@ -163,6 +163,35 @@ def test_replay_is_idempotent_and_rejects_bad_lines(run, tmp_path: Path) -> None
     )
 
 
+def test_replay_of_a_log_with_a_line_nested_1000_deep_exits_0(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The probe's log: before, `telltale replay` died on the deep line with a traceback on
+    every rerun (exit 1, no checkpoint, no reject); now the line is a reject and the rest is
+    stored."""
+
+    def line(i: int) -> str:
+        return json.dumps({"event_id": f"d{i}", "timestamp": f"2026-10-01T10:{i:02d}:00Z",
+                           "model": "chat", "model_version": "v1",
+                           "output": {"text": f"answer {i}"}})  # fmt: skip
+
+    deep = [line(50 + d)[:-1] + ', "x": ' + "[" * d + "]" * d + "}" for d in range(900, 1001)]
+    lines = [line(0), *deep, line(1), "[" * 5000, line(2)]
+    log = tmp_path / "deep.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    rejects, checkpoint = tmp_path / "rejects.jsonl", tmp_path / "checkpoint.json"
+    args = ("replay", str(log), "--reject-file", str(rejects), "--checkpoint", str(checkpoint),
+            "--format", "json")  # fmt: skip
+    first = json.loads(run(*args))
+    assert (first["read"], first["written"], first["rejected"]) == (len(lines), 3, len(deep) + 1)
+    reasons = [json.loads(x) for x in rejects.read_text().splitlines()]
+    assert [r["line"] for r in reasons] == [*range(2, len(deep) + 2), len(deep) + 3]
+    assert {r["reason"] for r in reasons} == {"JSON nested deeper than 64 levels"}
+    assert json.loads(checkpoint.read_text())[str(log.resolve())]["done"] == len(lines)
+    resumed = json.loads(run(*args))
+    assert (resumed["resumed_after"], resumed["read"]) == (len(lines), 0)
+    again = json.loads(run(*args, "--restart"))
+    assert (again["skipped_existing"], again["rejected"]) == (3, len(deep) + 1)
+
+
 def test_releases_add_and_bad_time(run) -> None:  # type: ignore[no-untyped-def]
     out = json.loads(
         run(

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from otlp_spans import Expected, details_logs, genai_batch, to_json, to_proto
 
+from streams._json import MAX_JSON_DEPTH
 from streams.errors import InvalidEvent
 from streams.events import GenerationEvent
 from streams.otlp import OtlpMapping, decode_otlp, otlp_kind_of_topic
@@ -94,11 +98,10 @@ def test_model_version_rule_is_configurable() -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"\xff\xff\xff\xff", b"{not json", b"[1, 2]", b'{"resourceSpans": [{"scopeSpans": '
-     b'[{"spans": [{"traceId": "zz", "spanId": "00"}]}]}]}', b'{"resourceLogs": []}',
-     b'{"resourceSpans": {"not": "a list"}}'],
-    ids=["empty", "garbage", "broken-json", "json-array", "bad-hex-id", "logs-on-spans-topic",
-         "wrong-shape"],
+    [b"", b"\xff\xff\xff\xff", b"{not json", b"[1, 2]", b'{"resourceLogs": []}',
+     b'{"resourceSpans": {"not": "a list"}}', b'{"resourceSpans": [' * 200 + b"]}" * 200],
+    ids=["empty", "garbage", "broken-json", "json-array", "logs-on-spans-topic", "wrong-shape",
+         "nested-too-deep"],
 )  # fmt: skip
 def test_malformed_records_raise_with_a_reason(raw: bytes) -> None:
     with pytest.raises(InvalidEvent) as info:
@@ -127,3 +130,144 @@ def test_an_empty_export_request_is_valid_and_holds_nothing() -> None:
     for raw in (b"{}", b'{"resourceSpans": []}'):
         decoded = decode_otlp(raw, "spans")
         assert decoded.events == [] and decoded.items == 0
+
+
+# -- hostile spans: one bad span is invalid on its own, named, and never loses the others ----
+
+NOW_NS = int((datetime.now(UTC) - timedelta(minutes=5)).timestamp() * 1e9)
+
+
+def any_value(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        return {"stringValue": value}
+    return value  # already an AnyValue (a hostile one, in these tests)
+
+
+def otlp_span(i: int, attrs: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    """A chat span in OTLP/JSON (indexed OpenLLMetry content), ``fields`` overriding."""
+    attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",
+                  "gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": f"question {i}",
+                  "gen_ai.completion.0.content": f"answer {i}", **(attrs or {})}  # fmt: skip
+    return {"traceId": f"{i + 1:032x}", "spanId": f"{i + 1:016x}", "name": f"chat {i}",
+            "startTimeUnixNano": str(NOW_NS), "endTimeUnixNano": str(NOW_NS + 10**9),
+            "attributes": [{"key": k, "value": any_value(v)} for k, v in attributes.items()],
+            **fields}  # fmt: skip
+
+
+def export(*spans: dict[str, Any]) -> bytes:
+    document = {"resourceSpans": [{"resource": {"attributes": []},
+                                   "scopeSpans": [{"spans": list(spans)}]}]}  # fmt: skip
+    return json.dumps(document, allow_nan=True).encode()
+
+
+def as_proto(raw_json: bytes) -> bytes:
+    """The same export request as ``otlp_proto`` (ids base64 in protobuf's JSON mapping)."""
+    from google.protobuf import json_format
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    document = json.loads(raw_json)
+    for span in document["resourceSpans"][0]["scopeSpans"][0]["spans"]:
+        for key in ("traceId", "spanId"):
+            span[key] = base64.b64encode(bytes.fromhex(span[key])).decode()
+    return bytes(json_format.ParseDict(document, ExportTraceServiceRequest()).SerializeToString())
+
+
+BAD_SPANS: list[tuple[str, dict[str, Any], str]] = [
+    ("messages nested 5,000 deep", {"attributes": [
+        {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+        {"key": "gen_ai.input.messages", "value": {"stringValue": "[" * 5000}}]},
+     "gen_ai.input.messages: JSON nested deeper than 64 levels"),
+    ("start time 10^30", {"startTimeUnixNano": 10**30}, "startTimeUnixNano"),
+    ("start time 10^30 as text", {"startTimeUnixNano": str(10**30)}, "startTimeUnixNano"),
+    ("start time Infinity", {"startTimeUnixNano": float("inf")}, "startTimeUnixNano"),
+    ("start time 'Infinity'", {"startTimeUnixNano": "Infinity"}, "startTimeUnixNano"),
+    ("start time NaN", {"startTimeUnixNano": float("nan")}, "startTimeUnixNano"),
+    ("start time a Unicode digit", {"startTimeUnixNano": "²"}, "startTimeUnixNano"),
+    ("end time 5,000 digits", {"endTimeUnixNano": "9" * 5000}, "endTimeUnixNano"),
+    ("intValue a Unicode digit", {"attributes": [
+        {"key": "gen_ai.usage.input_tokens", "value": {"intValue": "²"}}]}, "intValue"),
+    ("intValue Infinity", {"attributes": [
+        {"key": "gen_ai.usage.input_tokens", "value": {"intValue": float("inf")}}]}, "intValue"),
+    ("doubleValue 10^400", {"attributes": [
+        {"key": "gen_ai.request.temperature", "value": {"doubleValue": 10**400}}]},
+     "doubleValue"),
+    ("boolValue a string", {"attributes": [
+        {"key": "x", "value": {"boolValue": "false"}}]}, "boolValue"),
+    ("span id not hex", {"spanId": "zz"}, "not hex"),
+    ("events not a list", {"events": {"name": "x"}}, "expected a list of objects"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"), [pytest.param(f, r, id=name) for name, f, r in BAD_SPANS]
+)
+def test_a_hostile_span_is_invalid_alone_and_named(fields: dict[str, Any], reason: str) -> None:
+    """2 good spans and 1 bad one: 2 events, and 1 invalid item naming the bad span."""
+    bad = otlp_span(1, **fields)
+    decoded = decode_otlp(export(otlp_span(0), bad, otlp_span(2)), "spans")
+    assert sorted(e.prompt.text or "" for e in decoded.events) == ["question 0", "question 2"]
+    [(what, why)] = decoded.invalid
+    assert reason in why, why
+    assert "chat 1" in what and f"{2:016x}" in what, what  # the bad span, by name and span id
+    if fields.get("spanId") is None:
+        assert f"{2:032x}/{2:016x}" in what  # trace id / span id
+    assert len(why) < 400  # a reason names the problem, it does not echo the input
+
+
+@pytest.mark.parametrize("encode", [bytes, as_proto], ids=["otlp_json", "otlp_proto"])
+def test_a_unicode_digit_index_is_not_a_message_index(encode: Any) -> None:
+    # int("²") raises ValueError though "²".isdigit(): only ASCII digits index messages, and a
+    # key that does not follow the convention is ignored like any other attribute.
+    odd = otlp_span(1, {"gen_ai.prompt.².content": "superscript", "gen_ai.prompt.٣.content": "x",
+                        f"gen_ai.completion.{'9' * 5000}.content": "huge index"})  # fmt: skip
+    decoded = decode_otlp(encode(export(otlp_span(0), odd)), "spans")
+    assert decoded.invalid == []
+    assert sorted(e.prompt.text or "" for e in decoded.events) == ["question 0", "question 1"]
+    assert sorted(e.output.text or "" for e in decoded.events) == ["answer 0", "answer 1"]
+
+
+def test_deep_messages_in_protobuf_are_invalid_alone() -> None:
+    bad = otlp_span(1, {"gen_ai.input.messages": "[" * 5000})
+    decoded = decode_otlp(as_proto(export(otlp_span(0), bad, otlp_span(2))), "spans")
+    assert len(decoded.events) == 2
+    [(what, why)] = decoded.invalid
+    assert f"{2:032x}/{2:016x}" in what and "deeper than 64 levels" in why
+
+
+def test_a_deep_structured_attribute_is_invalid_alone() -> None:
+    value: dict[str, Any] = {"stringValue": "leaf"}
+    for _ in range(MAX_JSON_DEPTH + 1):  # each arrayValue level is one level of the value
+        value = {"arrayValue": {"values": [value]}}
+    bad = otlp_span(1, {"gen_ai.input.messages": value})
+    decoded = decode_otlp(export(otlp_span(0), bad), "spans")
+    assert len(decoded.events) == 1
+    [(what, why)] = decoded.invalid
+    assert "chat 1" in what and "gen_ai.input.messages" in why and "deeper than 64" in why
+
+
+def test_a_resource_that_cannot_be_read_invalidates_its_spans_only() -> None:
+    document = json.loads(export(otlp_span(0)))
+    document["resourceSpans"][0]["resource"]["attributes"] = [
+        {"key": "service.version", "value": {"intValue": "1e400"}}
+    ]
+    document["resourceSpans"].append(json.loads(export(otlp_span(1)))["resourceSpans"][0])
+    decoded = decode_otlp(json.dumps(document).encode(), "spans")
+    assert [e.prompt.text for e in decoded.events] == ["question 1"]
+    [(what, why)] = decoded.invalid
+    assert "chat 0" in what and why.startswith("resource: intValue")
+
+
+def test_the_worker_stores_the_good_spans_and_dead_letters_the_bad_one() -> None:
+    """The worker's OTLP decoder: PartlyInvalid carries the good events; its reason, which
+    goes into the dead letter, names the bad span."""
+    from streams.errors import PartlyInvalid
+    from streams.worker import otlp_decoders
+
+    decode = otlp_decoders(["otlp_spans"], OtlpMapping(), 1_000_000)["otlp_spans"]
+    bad = otlp_span(1, startTimeUnixNano=10**30)
+    with pytest.raises(PartlyInvalid) as info:
+        decode(export(otlp_span(0), bad, otlp_span(2)))
+    assert len(info.value.events) == 2
+    assert f"1 of 3 OTLP items invalid: span 'chat 1' {2:032x}/{2:016x}" in info.value.reason

@@ -198,3 +198,84 @@ def test_pacing_follows_event_time(tmp_path: Path) -> None:
     # events are one minute apart; at 60× real time each is due one second after the last
     assert len(waits) == 3 and all(0.9 < w <= 3.01 for w in waits)
     assert received == [4]
+
+
+# Every depth from 850 to 1,000: json.loads parses those below a depth that depends on the
+# stack (about 950), and validation's json.dumps of the unknown field overflowed near it.
+DEEP = [*range(850, 1_001), 5_000]
+
+
+def deep_line(i: int, depth: int) -> str:
+    """An event line whose unknown field ``x`` is nested ``depth`` levels deep."""
+    return json.dumps(record(i))[:-1] + ', "x": ' + "[" * depth + "1" + "]" * depth + "}"
+
+
+def test_replay_rejects_lines_nested_too_deep_and_moves_on(
+    ch: Any, tiny_embedder: OpenClipEmbedder, tmp_path: Path
+) -> None:
+    """The probe's log: lines nested ~1,000 deep between good ones. Each deep line is a
+    reject with the reason, the good lines are stored, the checkpoint moves past all of it,
+    and a rerun (checkpoint or not) does the same instead of dying on the same line."""
+    lines, deep_at = [], []
+    for i, depth in enumerate(DEEP):
+        lines.append(json.dumps(record(i)))
+        lines.append(deep_line(1_000 + i, depth))
+        deep_at.append(len(lines))
+    lines.append(json.dumps(record(999)))
+    log = write_jsonl(tmp_path / "deep.jsonl", lines)
+    good = len(DEEP) + 1
+    checkpoint = tmp_path / "ckpt.json"
+
+    def replay(rejects: Path, ckpt: Checkpoint | None) -> Any:
+        writer = RejectWriter(rejects)
+        try:
+            return Replayer(Store(ch, tiny_embedder), writer, checkpoint=ckpt,
+                            batch_size=7).replay([log])  # fmt: skip
+        finally:
+            writer.close()
+
+    stats = replay(tmp_path / "r1.jsonl", Checkpoint(checkpoint))
+    assert (stats.read, stats.written, stats.rejected) == (len(lines), good, len(DEEP))
+    rejected = [json.loads(x) for x in (tmp_path / "r1.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejected] == deep_at
+    assert {r["reason"] for r in rejected} == {"JSON nested deeper than 64 levels"}
+    assert Checkpoint(checkpoint).done(log) == len(lines)
+    assert table_counts(ch).events == good
+
+    resumed = replay(tmp_path / "r2.jsonl", Checkpoint(checkpoint))
+    assert (resumed.resumed_after, resumed.read) == (len(lines), 0)
+    again = replay(tmp_path / "r3.jsonl", None)  # from the top: the same rejects, nothing new
+    assert (again.written, again.skipped_existing, again.rejected) == (0, good, len(DEEP))
+    assert len((tmp_path / "r3.jsonl").read_text().splitlines()) == len(DEEP)
+
+
+def test_parquet_rows_nested_too_deep_are_rejected(
+    ch: Any, tiny_embedder: OpenClipEmbedder, tmp_path: Path
+) -> None:
+    # A struct column 70 deep (Parquet itself stops at 100 levels of schema, a list taking two)
+    kind: pa.DataType = pa.int64()
+    value: Any = 1
+    for _ in range(70):
+        kind, value = pa.struct([("a", kind)]), {"a": value}
+    rows = [record(i) for i in range(6)]
+    table = pa.table({
+        "event_id": [r["event_id"] for r in rows], "timestamp": [r["timestamp"] for r in rows],
+        "model": ["chat"] * 6, "model_version": ["v1"] * 6,
+        "output": [r["output"] for r in rows],
+        "x": pa.array([value if i in (1, 4) else None for i in range(6)], kind),
+    })  # fmt: skip
+    path = tmp_path / "deep.parquet"
+    pq.write_table(table, path)
+    for columnar in (False, True):
+        rejects = tmp_path / f"r-{columnar}.jsonl"
+        store = Store(ch, tiny_embedder)
+        writer = RejectWriter(rejects)
+        stats = Replayer(store, writer, columnar=store.pipeline if columnar else None,
+                         batch_size=4).replay([path])  # fmt: skip
+        writer.close()
+        assert (stats.read, stats.rejected) == (6, 2)
+        rejected = [json.loads(x) for x in rejects.read_text().splitlines()]
+        assert [(r["line"], r["reason"]) for r in rejected] == [
+            (2, "JSON nested deeper than 64 levels"), (5, "JSON nested deeper than 64 levels")
+        ]  # fmt: skip
+    assert table_counts(ch).events == 4

@@ -110,6 +110,7 @@ def test_answers_are_parsed_strictly_and_errors_name_the_line() -> None:
         ('{"event_id": "a", "label": 1, "x": 1}', "line 1: unknown keys"),
         ("[1]", "line 1: expected a JSON object"),
         ("{oops", "line 1: not JSON"),
+        ('{"event_id": "a", "label": ' + "[" * 980 + "]" * 980 + "}", "line 1: JSON nested"),
         ("\n\n", "no answer"),
     ]:
         with pytest.raises(ValueError, match=message):
