@@ -36,6 +36,7 @@ from signals.images import DEFAULT_MAX_DECODED_PIXELS, ImagePolicy, load_image
 from signals.labeling import suggest
 from signals.live import LiveSignals, retrainer
 from signals.llm_judge import Judge, JudgeAnswer, JudgeConfig, JudgeError, JudgeTally
+from signals.matchers import Match
 from signals.open_clip_embedder import EmbedderConfig, LazyOpenClipEmbedder, OpenClipEmbedder
 from signals.published import PublishedSignal
 from signals.spec import EventRef, Examples, SignalSpec, load_spec, parse_spec
@@ -83,6 +84,7 @@ __all__ = [
     "LazyOpenClipEmbedder",
     "LiveSignals",
     "LruVectorCache",
+    "Match",
     "Modality",
     "OpenClipEmbedder",
     "PublishedSignal",

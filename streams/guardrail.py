@@ -41,6 +41,7 @@ from signals import (
     FieldEmbedders,
     ImageError,
     ImagePolicy,
+    Match,
     as_field_embedders,
     load_image,
 )
@@ -95,6 +96,8 @@ class SignalResult:
     score: float
     flagged: bool
     action: Action
+    matches: tuple[Match, ...] = ()
+    """For the text kinds (``pattern``, ``pii``): the spans of the field's text that matched."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,16 @@ class Scorer:
                     results[i].append(SignalResult(
                         signal.name, signal.version, name, float(scored.probabilities[row, j]),
                         bool(scored.flagged[row, j]), signal.spec.action,
+                    ))  # fmt: skip
+        for name in bank.text_fields:  # pattern and PII kinds: the text, with matched spans
+            content = FIELD_CONTENT[name]
+            owners = [i for i, r in enumerate(requests) if content(r.event) and i not in rejected]
+            texts = bank.score_texts(name, [content(requests[i].event) or "" for i in owners])
+            for j, signal in enumerate(texts.signals):
+                for row, i in enumerate(owners):
+                    results[i].append(SignalResult(
+                        signal.name, signal.version, name, float(texts.probabilities[row, j]),
+                        bool(texts.flagged[row, j]), signal.spec.action, texts.matches[row][j],
                     ))  # fmt: skip
         out: list[Scored | Rejected] = []
         for i, request in enumerate(requests):

@@ -24,7 +24,6 @@ import base64
 import binascii
 import contextlib
 import hmac
-import json
 import logging
 import time
 import uuid
@@ -47,12 +46,14 @@ from streams import (
     GenerationEvent,
     GuardrailClosed,
     InvalidEvent,
+    JsonTooDeep,
     MicroBatcher,
     Recorder,
     Rejected,
     Scored,
     Scorer,
     ScoreRequest,
+    parse_json,
     validate_event,
 )
 from telltale import wiring
@@ -81,6 +82,13 @@ MAINTENANCE_INTERVAL_S = 10.0
 worker does between its batches (``TELLTALE_WORKER_MAINTENANCE_INTERVAL_S`` in ``serve``)."""
 
 
+class MatchedSpan(BaseModel):
+    start: int = Field(ge=0, description="offset of the first character, in code points")
+    end: int = Field(ge=0, description="offset after the last character")
+    label: str = Field(description="the PII entity type, or the pattern or keyword that matched")
+    score: float = Field(ge=0, le=1)
+
+
 class SignalScore(BaseModel):
     name: str
     version: int
@@ -88,6 +96,10 @@ class SignalScore(BaseModel):
     score: float = Field(ge=0, le=1, description="probability of the failure mode")
     flagged: bool = Field(description="score reached the signal's threshold")
     action: Literal["block", "flag", "log"] = Field(description="the spec's action when flagged")
+    matches: list[MatchedSpan] = Field(
+        default_factory=list,
+        description="pattern and pii kinds: the spans of the field's text that matched",
+    )
 
 
 class ScoreResponse(BaseModel):
@@ -361,10 +373,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def parse_score_body(body: bytes) -> GenerationEvent:
     """The event of a request body; ``event_id`` and ``timestamp`` get defaults.
 
@@ -372,8 +380,10 @@ def parse_score_body(body: bytes) -> GenerationEvent:
     reasons the worker writes into dead letters.
     """
     try:
-        data = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        data = parse_json(body.decode("utf-8"), finite=True)
+    except JsonTooDeep as exc:  # the same reason at every depth, before json.loads recurses
+        raise StarletteHTTPException(400, f"body is not valid JSON: {exc.reason}") from exc
+    except (UnicodeDecodeError, ValueError) as exc:
         raise StarletteHTTPException(400, f"body is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise StarletteHTTPException(400, f"body must be a JSON object, got {type(data).__name__}")
@@ -499,6 +509,10 @@ def create_app(
                         score=s.score,
                         flagged=s.flagged,
                         action=s.action,
+                        matches=[
+                            MatchedSpan(start=m.start, end=m.end, label=m.label, score=m.score)
+                            for m in s.matches
+                        ],
                     )
                     for s in result.signals
                 ],

@@ -160,6 +160,11 @@ def served(tmp_path_factory: pytest.TempPathFactory, https_images: Https) -> Ite
     subprocess.run([sys.executable, "-m", "telltale.cli", "signals", "add",
                     str(_signal_spec(folder))], env=env, check=True,
                    capture_output=True)  # fmt: skip
+    pii = folder / "contact_leak.yaml"  # a signal that reads the text: its spans come back
+    pii.write_text("name: contact_leak\nkind: pii\naction: block\n"
+                   "entities: [EMAIL_ADDRESS, PHONE_NUMBER]\n")  # fmt: skip
+    subprocess.run([sys.executable, "-m", "telltale.cli", "signals", "add", str(pii)], env=env,
+                   check=True, capture_output=True)  # fmt: skip
     log_path = folder / "serve.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "telltale.cli", "serve"], env=env,
@@ -486,3 +491,22 @@ def test_a_500_is_counted_as_500(tiny_embedder: Any) -> None:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+# --- signals that read the text answer with the spans they matched ------------------------------
+
+
+def test_a_pii_signal_blocks_and_names_the_spans_it_matched(served: Served) -> None:
+    text = "Sure! Write to ana.silva@example.org or call +1 415 555 0132 after six."
+    answer = _post(served, {"model": "m", "model_version": "v", "output": {"text": text}})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    [leak] = [s for s in body["signals"] if s["name"] == "contact_leak"]
+    assert (body["verdict"], leak["flagged"], leak["field"]) == ("block", True, "output.text")
+    spans = {(m["label"], text[m["start"] : m["end"]]) for m in leak["matches"]}
+    assert spans == {("EMAIL_ADDRESS", "ana.silva@example.org"),
+                     ("PHONE_NUMBER", "+1 415 555 0132")}  # fmt: skip
+    clean = _post(served, {"model": "m", "model_version": "v",
+                           "output": {"text": "Order 4411-2093 ships on Monday."}})  # fmt: skip
+    [none] = [s for s in clean.json()["signals"] if s["name"] == "contact_leak"]
+    assert (clean.json()["verdict"], none["flagged"], none["matches"]) == ("pass", False, [])
