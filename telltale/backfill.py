@@ -36,13 +36,26 @@ from telltale.signal_store import ClickHouseEmbeddings
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-__all__ = ["BackfillResult", "backfill", "backfill_total"]
+__all__ = ["BackfillResult", "backfill", "backfill_total", "stored_text_flag_share"]
 
 
 @dataclass(frozen=True)
 class BackfillResult:
     scored: int
     flagged: int
+
+
+def stored_text_flag_share(
+    client: Client, signal: FittedSignal, sample: int = 20_000
+) -> tuple[float | None, int]:
+    """(share flagged, events scored) of a pattern or PII signal over up to ``sample`` stored
+    texts of its field (the first by event id: ids are random in practice); ``(None, 0)`` when
+    none is stored. The text kinds' counterpart of :func:`signals.stored_flag_share`."""
+    texts = next(iter_texts(client, signal.field, chunk=sample), [])
+    if not texts:
+        return None, 0
+    scored = SignalBank([signal], {}).score_texts(signal.field, [t.text for t in texts])
+    return float(scored.flagged[:, 0].mean()), len(texts)
 
 
 def backfill_total(

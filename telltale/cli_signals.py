@@ -58,14 +58,18 @@ def _embedder() -> Any:
 def _verdict(client: Any, fitted: FittedSignal) -> Any:
     """Judge ``fitted`` on its examples and, when a database is given, its stored events."""
     from signals import judge, stored_flag_share
+    from telltale.backfill import stored_text_flag_share
     from telltale.signal_store import ClickHouseEmbeddings
 
     quality = cli_settings().signal_quality
-    share, scored = (
-        stored_flag_share(ClickHouseEmbeddings(client), fitted, quality.flag_share_sample)
-        if client is not None
-        else (None, 0)
-    )
+    share: float | None
+    if client is None:
+        share, scored = None, 0
+    elif fitted.reads_text:
+        share, scored = stored_text_flag_share(client, fitted, quality.flag_share_sample)
+    else:
+        share, scored = stored_flag_share(ClickHouseEmbeddings(client), fitted,
+                                          quality.flag_share_sample)  # fmt: skip
     return judge(fitted, share, scored, min_f1_margin=quality.min_f1_margin,
                  max_flag_share=quality.max_flag_share)  # fmt: skip
 

@@ -174,3 +174,20 @@ def test_backfill_scores_a_new_pattern_signal_over_the_stored_texts(
     assert (again.scored, again.flagged) == (0, 0)
     [rate] = failure_rates(ch)
     assert (rate.signal, rate.events, rate.failures) == ("contact_leak", 30, 15)
+
+
+def test_a_pattern_that_flags_most_stored_texts_is_judged_degenerate(
+    ch: Any, tiny_embedder: OpenClipEmbedder
+) -> None:
+    from telltale.cli_signals import _verdict
+
+    store = ClickHouseSignalStore(ch)
+    pipeline = Pipeline(tiny_embedder, LiveSignals(store, tiny_embedder.id, refresh_s=0),
+                        ClickHouseWriter(ch))  # fmt: skip
+    texts = [*LEAKS, *CLEAN]
+    pipeline.process([event(i, texts[i % len(texts)]) for i in range(30)])
+    greedy = train_signal(parse_spec({"name": "greedy", "kind": "pattern", "patterns": [r"\w"]}),
+                          tiny_embedder)  # fmt: skip
+    verdict = _verdict(ch, greedy)  # matches every stored answer
+    assert (verdict.degenerate, verdict.flag_share, verdict.scored_events) == (True, 1.0, 30)
+    assert not _verdict(ch, train_signal(pii_spec(), tiny_embedder)).degenerate
