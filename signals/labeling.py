@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from signals.errors import TrainingError
 from signals.examples import EmbeddingSource, StoredVectors, score_stored
 from signals.fitted import FittedSignal
 from signals.spec import EventRef
@@ -48,7 +49,13 @@ def suggest(
     pool: int = 20_000,
 ) -> list[Suggestion]:
     """Up to ``limit`` uncertain events and ``limit`` neighbours of positives, among the first
-    ``pool`` stored events of the signal's field (and embedder) since ``since``."""
+    ``pool`` stored events of the signal's field (and embedder) since ``since``.
+
+    A pattern or PII signal has no decision boundary in an embedding space to suggest labels
+    near: it is refused (:class:`TrainingError`); ``signals audit`` measures it instead."""
+    if signal.reads_text:
+        raise TrainingError(f"signal {signal.name!r} of kind {signal.kind!r} reads the text: "
+                            "there is nothing to suggest; 'signals audit' measures it")  # fmt: skip
     rows: list[StoredVectors] = []
     for chunk in source.chunks(signal.field, signal.embedder_id, since=since):
         rows += chunk

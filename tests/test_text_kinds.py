@@ -191,3 +191,11 @@ def test_a_pattern_that_flags_most_stored_texts_is_judged_degenerate(
     verdict = _verdict(ch, greedy)  # matches every stored answer
     assert (verdict.degenerate, verdict.flag_share, verdict.scored_events) == (True, 1.0, 30)
     assert not _verdict(ch, train_signal(pii_spec(), tiny_embedder)).degenerate
+
+
+def test_suggest_refuses_a_pattern_signal_and_points_to_audits() -> None:
+    from signals.labeling import suggest
+
+    fitted = train_signal(pii_spec(), embedder=None)  # type: ignore[arg-type]
+    with pytest.raises(TrainingError, match=r"reads the text.*signals audit"):
+        suggest(None, fitted, None, None)  # type: ignore[arg-type]
