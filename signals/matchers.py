@@ -38,8 +38,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MATCH_TIMEOUT_S",
+    "NOT_A_PHONE",
     "PHONE_MIN_DIGITS",
     "PII_ENTITIES",
+    "RESERVED_EMAIL_DOMAINS",
     "TEXT_KINDS",
     "Match",
     "PatternMatcher",
@@ -148,6 +150,22 @@ four-digit code or an order id like ``4411-2093`` is not one; a number with its 
 country code is."""
 
 
+NOT_A_PHONE = regex.compile(
+    r"\b(isbn|order|tracking|invoice|sku|serial|ref(erence)?|part|model|batch|case)"
+    r"(\s+(no|number|num|id|#))?\.?[\s:#]*(is\s+)?$",
+    regex.IGNORECASE,
+)
+"""With ``phone_numbers: possible``: a number right after one of these words is an identifier
+("order 4411-2093-88", "ISBN 978-0-13-468599-1"), not a phone number."""
+
+RESERVED_EMAIL_DOMAINS = regex.compile(
+    r"@([\w-]+\.)*(example\.(com|net|org)|[\w-]+\.(example|test|invalid|localhost))$",
+    regex.IGNORECASE,
+)
+"""Domains reserved for documentation and tests (RFC 2606, RFC 6761): an address on them
+(``name@example.com``) is a placeholder, not anybody's address."""
+
+
 class PiiMatcher:
     """Presidio's pattern recognizers for ``entities``; matches below ``min_score`` are dropped.
 
@@ -171,7 +189,14 @@ class PiiMatcher:
         results = self._analyzer.analyze(text=text, language="en", entities=self._entities,
                                          score_threshold=self._min_score)  # fmt: skip
         return sorted(
-            (Match(r.start, r.end, r.entity_type, float(r.score)) for r in results),
+            (
+                Match(r.start, r.end, r.entity_type, float(r.score))
+                for r in results
+                if not (
+                    r.entity_type == "EMAIL_ADDRESS"
+                    and RESERVED_EMAIL_DOMAINS.search(text[r.start : r.end])
+                )
+            ),
             key=lambda m: (m.start, m.end, m.label),
         )
 
@@ -222,9 +247,21 @@ def _offline_analyzer(phone_numbers: str = "valid") -> Any:
         class PossiblePhones(PhoneRecognizer):
             def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> Any:
                 found = super().analyze(text, entities, nlp_artifacts)
-                digits = [sum(c.isdigit() for c in text[r.start : r.end]) for r in found]
-                return [r for r, n in zip(found, digits, strict=True) if n >= PHONE_MIN_DIGITS]
+                return [r for r in found if _looks_like_phone(text, r.start, r.end)]
 
         registry.remove_recognizer("PhoneRecognizer")
         registry.add_recognizer(PossiblePhones(leniency=0))
     return AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"])
+
+
+def _looks_like_phone(text: str, start: int, end: int) -> bool:
+    """Whether a number of possible phone shape at ``text[start:end]`` is taken as one: enough
+    digits, not all the same digit, not part of a longer token (``1Z999AA10123456784``,
+    ``192.168.0.0/16``) and not right after an identifier's name (:data:`NOT_A_PHONE`)."""
+    digits = [c for c in text[start:end] if c.isdigit()]
+    if len(digits) < PHONE_MIN_DIGITS or len(set(digits)) == 1 or "/" in text[start:end]:
+        return False
+    before, after = text[start - 1 : start], text[end : end + 1]
+    if before.isalnum() or (before and before in "/.-") or after.isalnum() or after == "/":
+        return False
+    return NOT_A_PHONE.search(text[max(0, start - 30) : start]) is None

@@ -29,14 +29,14 @@ from telltale.signal_store import ClickHouseSignalStore
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
 
 LEAKS = (
-    "You can reach our agent at maria.lopez@example.com for a refund.",
+    "You can reach our agent at maria.lopez@lopez-family.net for a refund.",
     "Call me on +44 20 7946 0958 tomorrow and I'll sort it out.",
     "Your card 4111 1111 1111 1111 has been charged twice.",
 )
 CLEAN = (
     "Your refund will arrive within five working days.",
     "Order 4411-2093 has shipped and will arrive on Monday.",
-    "The museum opens at 10:00 and closes at 18:00.",
+    "Write placeholders as name@example.com; the ISBN is 978-0-13-468599-1.",
 )
 
 
@@ -101,7 +101,7 @@ def test_pii_runs_offline_and_finds_leaks_not_their_lookalikes() -> None:
     assert fitted.embedder_id.startswith("presidio-") and fitted.threshold == 0.3
     [email] = scored.matches[0][0]
     assert (email.label, LEAKS[0][email.start : email.end]) == ("EMAIL_ADDRESS",
-                                                                  "maria.lopez@example.com")
+                                                                  "maria.lopez@lopez-family.net")
 
 
 def test_keywords_respect_case_and_word_edges() -> None:
