@@ -497,14 +497,14 @@ def test_a_500_is_counted_as_500(tiny_embedder: Any) -> None:
 
 
 def test_a_pii_signal_blocks_and_names_the_spans_it_matched(served: Served) -> None:
-    text = "Sure! Write to ana.silva@example.org or call +1 415 555 0132 after six."
+    text = "Sure! Write to ana.silva@silva-mail.net or call +1 415 555 0132 after six."
     answer = _post(served, {"model": "m", "model_version": "v", "output": {"text": text}})
     assert answer.status_code == 200, answer.text
     body = answer.json()
     [leak] = [s for s in body["signals"] if s["name"] == "contact_leak"]
     assert (body["verdict"], leak["flagged"], leak["field"]) == ("block", True, "output.text")
     spans = {(m["label"], text[m["start"] : m["end"]]) for m in leak["matches"]}
-    assert spans == {("EMAIL_ADDRESS", "ana.silva@example.org"),
+    assert spans == {("EMAIL_ADDRESS", "ana.silva@silva-mail.net"),
                      ("PHONE_NUMBER", "+1 415 555 0132")}  # fmt: skip
     clean = _post(served, {"model": "m", "model_version": "v",
                            "output": {"text": "Order 4411-2093 ships on Monday."}})  # fmt: skip
