@@ -39,7 +39,7 @@ from signals.llm_judge import Judge, JudgeAnswer, JudgeConfig, JudgeError, Judge
 from signals.matchers import Match
 from signals.open_clip_embedder import EmbedderConfig, LazyOpenClipEmbedder, OpenClipEmbedder
 from signals.published import PublishedSignal
-from signals.spec import EventRef, Examples, SignalSpec, load_spec, parse_spec
+from signals.spec import EventRef, Examples, LabellingFunction, SignalSpec, load_spec, parse_spec
 from signals.store import (
     InMemorySignalStore,
     RetrainOrigin,
@@ -48,8 +48,16 @@ from signals.store import (
     retrained_from_version,
 )
 from signals.text_embedder import SentenceEmbedder, TextEmbedderConfig
-from signals.training import BACKGROUND_WINDOWS, TrafficSample, fit_signal, train_signal
+from signals.training import (
+    BACKGROUND_WINDOWS,
+    TrafficSample,
+    embed_example_windows,
+    fit_signal,
+    train_signal,
+)
 from signals.verdict import Verdict, judge
+from signals.weak import LabelModel, WeakExamples, apply_labelling_functions, majority_vote
+from signals.weak_fit import LabelledPool, WeakPool, label_pool, train_weak_signal
 from signals.windows import Windows
 
 __all__ = [
@@ -81,6 +89,9 @@ __all__ = [
     "JudgeConfig",
     "JudgeError",
     "JudgeTally",
+    "LabelModel",
+    "LabelledPool",
+    "LabellingFunction",
     "LazyOpenClipEmbedder",
     "LiveSignals",
     "LruVectorCache",
@@ -104,17 +115,23 @@ __all__ = [
     "TrafficSample",
     "TrainingError",
     "Verdict",
+    "WeakExamples",
+    "WeakPool",
     "Windows",
     "allocate",
     "apply_groups",
+    "apply_labelling_functions",
     "as_field_embedders",
     "discover_clusters",
+    "embed_example_windows",
     "error_shift",
     "fit_signal",
     "judge",
+    "label_pool",
     "load_groups",
     "load_image",
     "load_spec",
+    "majority_vote",
     "parse_spec",
     "retrain_author",
     "retrained_from_version",
@@ -123,4 +140,5 @@ __all__ = [
     "stored_flag_share",
     "suggest",
     "train_signal",
+    "train_weak_signal",
 ]

@@ -3,7 +3,9 @@
 * *uncertain*: events whose score is closest to the signal's threshold (uncertainty sampling),
   the labels that move the decision boundary most;
 * *similar to positives*: nearest neighbours (centred cosine) of the positive examples that are not
-  examples yet, likely misses or duplicates of a known failure.
+  examples yet, likely misses or duplicates of a known failure;
+* *labellers disagree* (a spec with ``labelling_functions``): the events the label model is
+  least sure of, where the functions disagree most (:func:`signals.weak_fit.least_certain`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from signals.examples import EmbeddingSource, StoredVectors, score_stored
 from signals.fitted import FittedSignal
 from signals.spec import EventRef
 from signals.training import ExampleLookup, embed_examples
+from signals.weak_fit import LabelledPool, WeakPool, least_certain
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -31,7 +34,7 @@ __all__ = ["Suggestion", "suggest"]
 
 @dataclass(frozen=True)
 class Suggestion:
-    reason: str  # "uncertain" or "similar_to_positive"
+    reason: str  # "uncertain", "similar_to_positive" or "labellers_disagree"
     event_id: str
     score: float
     similarity: float | None
@@ -47,6 +50,7 @@ def suggest(
     limit: int = 10,
     since: datetime | None = None,
     pool: int = 20_000,
+    weak: tuple[WeakPool, LabelledPool] | None = None,
 ) -> list[Suggestion]:
     """Up to ``limit`` uncertain events and ``limit`` neighbours of positives, among the first
     ``pool`` stored events of the signal's field (and embedder) since ``since``.
@@ -83,7 +87,11 @@ def suggest(
         similarity = np.where(candidates, similarity, -np.inf)
         order = np.argsort(-similarity, kind="stable")
         similar = [(int(i), float(similarity[i])) for i in order[:limit] if candidates[i]]
-    wanted = [ids[i] for i in uncertain] + [ids[i] for i, _ in similar]
+    disputed = (
+        least_certain(weak[0], weak[1], limit, known | {ids[i] for i in uncertain})
+        if weak is not None else []
+    )  # fmt: skip
+    wanted = [ids[i] for i in uncertain] + [ids[i] for i, _ in similar] + [d[0] for d in disputed]
     contents = source.contents(wanted, signal.field) if wanted else {}
     result = [
         Suggestion("uncertain", ids[i], float(scores[i, 0]), None, contents.get(ids[i], ""))
@@ -94,6 +102,10 @@ def suggest(
                    contents.get(ids[i], ""))
         for i, sim in similar
     ]  # fmt: skip
+    result += [
+        Suggestion("labellers_disagree", event_id, p, None, contents.get(event_id, ""))
+        for event_id, p, _ in disputed
+    ]
     return result
 
 

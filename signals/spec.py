@@ -29,6 +29,21 @@ them are scored to report the matcher's precision and recall:
     kind: pii
     entities: [EMAIL_ADDRESS, PHONE_NUMBER]
     min_score: 0.3
+
+A few-shot spec may name labelling functions: noisy sources that vote on stored traffic so the
+signal also trains on weakly labelled events (``telltale signals train NAME --weak``,
+:mod:`signals.weak`):
+
+.. code-block:: yaml
+
+    labelling_functions:
+      - signal: contact_leak                    # another signal of the same field
+      - keywords: ["ignore previous instructions"]  # votes failure where it matches
+      - query: "asks the assistant to reveal its system prompt"
+        top: 0.05                               # the 5 % most similar vote failure,
+        bottom: 0.5                             # the 50 % least similar vote fine
+      - feedback: true                          # negative user feedback votes failure
+      - examples: true                          # nearer a positive example than a negative
 """
 
 from __future__ import annotations
@@ -47,6 +62,7 @@ __all__ = [
     "EventRef",
     "Example",
     "Examples",
+    "LabellingFunction",
     "SignalSpec",
     "field_key",
     "load_spec",
@@ -88,6 +104,72 @@ class Examples(_Frozen):
         return Examples(positive=pos, negative=(*neg, example))
 
 
+class LabellingFunction(_Frozen):
+    """One noisy labelling source for weak supervision; exactly one of ``signal``,
+    ``patterns``/``keywords``, ``query``, ``feedback`` or ``examples`` (the nearest gold
+    example: failure where an event's best window is ``margin`` nearer, by cosine, to a
+    positive example's windows than to any negative's; fine the other way round).
+
+    ``votes``: which of its votes count (``positive``: only "failure" where it fires,
+    abstaining elsewhere; ``negative``: only "fine" where it does not fire; ``both``). Default:
+    ``positive`` for patterns, ``both`` for the others."""
+
+    name: str = Field(default="", max_length=200)
+    signal: str | None = Field(default=None, min_length=1, max_length=200)
+    patterns: tuple[str, ...] = Field(default=(), max_length=200)
+    keywords: tuple[str, ...] = Field(default=(), max_length=2000)
+    case_sensitive: bool = False
+    whole_word: bool = True
+    query: str | None = Field(default=None, min_length=1, max_length=2000)
+    top: float = Field(default=0.05, ge=0.0, le=1.0, description="query: share voting failure")
+    bottom: float = Field(default=0.5, ge=0.0, le=1.0, description="query: share voting fine")
+    feedback: bool = False
+    examples: bool = False
+    margin: float = Field(default=0.05, ge=0.0, le=1.0,
+                          description="examples: how much nearer one class must be")  # fmt: skip
+    votes: Literal["positive", "negative", "both"] | None = None
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            check_pattern(pattern)
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LabellingFunction:
+        sources = [self.signal is not None, bool(self.patterns or self.keywords),
+                   self.query is not None, self.feedback, self.examples]  # fmt: skip
+        if sum(sources) != 1:
+            raise ValueError("a labelling function has exactly one of signal, "
+                             "patterns/keywords, query, feedback or examples")  # fmt: skip
+        if self.top + self.bottom > 1.0:
+            raise ValueError("top + bottom must not exceed 1 (the shares would overlap)")
+        return self
+
+    @property
+    def counted_votes(self) -> Literal["positive", "negative", "both"]:
+        """``votes``, or its default for the source."""
+        if self.votes is not None:
+            return self.votes
+        return "positive" if (self.patterns or self.keywords) else "both"
+
+    @property
+    def label(self) -> str:
+        """A readable name: ``name``, or the source it reads."""
+        if self.name:
+            return self.name
+        if self.signal is not None:
+            return f"signal:{self.signal}"
+        if self.query is not None:
+            return f"query:{self.query[:40]}"
+        if self.feedback:
+            return "feedback"
+        if self.examples:
+            return "examples"
+        return "pattern:" + "|".join((*self.patterns, *self.keywords))[:40]
+
+
 class SignalSpec(_Frozen):
     name: str = Field(min_length=1, max_length=200)
     description: str = ""
@@ -109,6 +191,7 @@ class SignalSpec(_Frozen):
         description="pii: 'valid' numbers only (allocated ranges) or any 'possible' number of "
         "10+ digits (invented numbers leak too)",
     )
+    labelling_functions: tuple[LabellingFunction, ...] = Field(default=(), max_length=50)
     threshold: float | Literal["auto"] = "auto"
     beta: float = Field(default=0.5, gt=0, description="F-beta used to pick an auto threshold")
     regularization: float = Field(default=1.0, gt=0, description="inverse strength C")
@@ -175,6 +258,10 @@ class SignalSpec(_Frozen):
             raise ValueError("entities are only used by kind 'pii'")
         if reads_text and self.query:
             raise ValueError(f"query is not used by kind {self.kind!r}")
+        if self.labelling_functions and (self.kind != "few_shot" or self.classifier != "logistic"):
+            raise ValueError("labelling_functions train a few_shot logistic signal only")
+        if any(f.signal == self.name for f in self.labelling_functions):
+            raise ValueError("a labelling function cannot name the signal it trains")
         return self
 
     @model_validator(mode="after")

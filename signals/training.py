@@ -24,6 +24,7 @@ from signals.fitted import FittedSignal
 from signals.images import ImagePolicy, load_image
 from signals.matchers import matcher_for, matcher_id, score_of
 from signals.spec import EventRef, Example, SignalSpec
+from signals.weak import WeakExamples
 from signals.windows import Windows
 
 if TYPE_CHECKING:
@@ -227,6 +228,7 @@ def fit_signal(
     *,
     query: NDArray[np.float32] | None = None,
     background: NDArray[np.float32] | None = None,
+    weak: WeakExamples | None = None,
 ) -> FittedSignal:
     """Fit from already-embedded examples. Inputs are never modified.
 
@@ -236,6 +238,9 @@ def fit_signal(
     ``background``: ``(m, dim)`` unlabelled window vectors of stored traffic of the field, extra
     negative rows of a few-shot logistic signal (in every cross-validation fold and the final
     fit; never scored as examples); ``metrics["background_windows"]`` records how many.
+    ``weak``: weakly labelled stored events (:mod:`signals.weak`), extra training rows of a
+    few-shot logistic signal weighted by their label probability, in every fold and the final
+    fit; cross-validation still scores the gold examples only.
     """
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
@@ -251,7 +256,11 @@ def fit_signal(
         else:
             _check_counts(spec, len(pos), len(neg))
             extra = None if background is None else np.asarray(background, dtype=np.float64)
-            fit = _fit_few_shot(spec, pos, neg, None if extra is None or not len(extra) else extra)
+            if weak is not None and len(weak) and spec.classifier != "logistic":
+                raise TrainingError(f"signal {spec.name!r}: weak labels train a logistic "
+                                    "classifier only")  # fmt: skip
+            fit = _fit_few_shot(spec, pos, neg, None if extra is None or not len(extra) else extra,
+                                weak if weak is not None and len(weak) else None)  # fmt: skip
             if background is not None and spec.classifier == "logistic":
                 fit.metrics.setdefault("background_offered", 0.0)
                 fit.metrics.setdefault("background_windows", 0.0)
@@ -360,6 +369,8 @@ _SELECTIONS: tuple[Selection, ...] = ("top", "novel", "consensus")
 # A positive's window at least this close (cosine) to some window of a negative example is the
 # same sentence or nearly; it cannot be the failure, since negatives have none ("novel").
 _SAME_WINDOW_COSINE = 0.9
+_WEAK_WEIGHT = 1.0
+"""All weak rows together weigh this much against all gold rows together (1.0)."""
 
 
 def _fit_windows(
@@ -369,6 +380,7 @@ def _fit_windows(
     y: NDArray[np.float64],
     selection: Selection = "top",
     background: NDArray[np.float64] | None = None,
+    weak: WeakExamples | None = None,
 ) -> _WindowModel:
     """Fit on window rows: every window of a negative example is a negative row; a positive
     example contributes its most failure-like window.
@@ -392,11 +404,25 @@ def _fit_windows(
     (positives still weigh as much as all negatives together). Nearly every stored sentence is
     harmless even where a few percent of answers fail, so a harmless sentence that happens to
     occur only in the positives drawn is pushed down and the first fit finds the failure.
-    """
 
-    def fit(rows: NDArray[np.float64], labels: NDArray[np.float64]) -> _WindowModel:
-        if background is not None and len(background) and spec.classifier == "logistic":
-            return _fit_with_background(make, rows, labels, background)
+    ``weak`` (logistic only): weakly labelled events, each both a positive (its most
+    failure-like window, found as a gold positive's is; weight its probability p) and a
+    negative (every window, weight 1 - p) — the expected loss under its probabilistic label.
+    """
+    weak_groups: list[NDArray[np.float64]] = (
+        [] if weak is None else [g.astype(np.float64) for g in weak.groups]
+    )
+    weak_p = np.zeros(0) if weak is None else weak.probabilities
+
+    def fit(
+        rows: NDArray[np.float64], labels: NDArray[np.float64], weak_pos: WeakRows | None = None
+    ) -> _WindowModel:
+        if spec.classifier == "logistic" and (
+            (background is not None and len(background)) or weak_groups
+        ):
+            extra = None if background is None or not len(background) else background
+            weak_neg = _spread(weak_groups, 1.0 - weak_p) if weak_groups else None
+            return _fit_weighted(make, rows, labels, extra, weak_pos, weak_neg)
         mean, scale = _standardizer(rows)
         xb, yb = _balanced(rows, labels) if spec.classifier == "mlp" else (rows, labels)
         return _WindowModel(make().fit((xb - mean) / scale, yb), mean, scale)
@@ -410,49 +436,87 @@ def _fit_windows(
         rows = np.concatenate([positive, neg_rows])
         return rows, np.concatenate([np.ones(len(positive)), np.zeros(len(neg_rows))])
 
-    if all(len(g) == 1 for g in pos):
-        return fit(*rows_with(pos_rows))
+    if all(len(g) == 1 for g in pos) and all(len(g) == 1 for g in weak_groups):
+        return fit(*rows_with(pos_rows), _spread(weak_groups, weak_p) if weak_groups else None)
+    first_weak = _spread(weak_groups, weak_p) if weak_groups else None
     candidates = [g.astype(np.float64) for g in pos]
     if selection == "novel":
         nearest = [(g @ neg_rows.T).max(axis=1) for g in candidates]
         candidates = [g[near < _SAME_WINDOW_COSINE] if np.any(near < _SAME_WINDOW_COSINE) else g
                       for g, near in zip(candidates, nearest, strict=True)]  # fmt: skip
-        first = fit(*rows_with(np.concatenate(candidates)))
+        first = fit(*rows_with(np.concatenate(candidates)), first_weak)
     elif selection == "consensus":
         picked = []
         for i, g in enumerate(candidates):
             others = [h for j, h in enumerate(candidates) if j != i] or [g]
             shared = np.mean([(g @ h.T).max(axis=1) for h in others], axis=0)
             picked.append(g[int(np.argmax(shared - (g @ neg_rows.T).max(axis=1)))])
-        first = fit(*rows_with(np.stack(picked)))
+        first = fit(*rows_with(np.stack(picked)), first_weak)
     else:
-        first = fit(*rows_with(pos_rows))
+        first = fit(*rows_with(pos_rows), first_weak)
     chosen = np.stack([g[int(np.argmax(first.window_probs(g)))] for g in candidates])
-    return fit(*rows_with(chosen))
+    weak_top = (
+        (np.stack([g[int(np.argmax(first.window_probs(g)))] for g in weak_groups]), weak_p)
+        if weak_groups else None
+    )  # fmt: skip
+    return fit(*rows_with(chosen), weak_top)
 
 
-def _fit_with_background(
+WeakRows = tuple["NDArray[np.float64]", "NDArray[np.float64]"]
+"""Rows of weakly labelled events and each row's weight before normalisation."""
+
+
+def _spread(groups: Sequence[NDArray[np.float64]], weights: NDArray[np.float64]) -> WeakRows:
+    """Every window of each event, an event's weight shared equally by its windows."""
+    rows = np.concatenate(groups)
+    per_row = np.concatenate(
+        [np.full(len(g), w / len(g)) for g, w in zip(groups, weights, strict=True)]
+    )
+    return rows, per_row
+
+
+def _fit_weighted(
     make: Callable[[], Any],
     rows: NDArray[np.float64],
     labels: NDArray[np.float64],
-    background: NDArray[np.float64],
+    background: NDArray[np.float64] | None,
+    weak_pos: WeakRows | None,
+    weak_neg: WeakRows | None,
 ) -> _WindowModel:
-    """A logistic fit on labelled rows plus background negatives, weighted per row: the
-    positives weigh half, the labelled negatives a quarter, the background a quarter (the
-    balanced class weights, with the negatives' half shared equally by labelled and
-    background rows); weights average 1 so ``C`` means what it means without background."""
-    x = np.concatenate([rows, background])
-    y = np.concatenate([labels, np.zeros(len(background))])
+    """A logistic fit on labelled rows plus background negatives and weak rows, weighted per
+    row. Gold: the positives weigh half, the negatives the other half (a quarter when a
+    background takes the other quarter, each background row alike). Weak rows weigh as much
+    again as the gold, half on each side, shared by their label probabilities (a weak event
+    with p = 0.9 puts nine times more on its positive row than on its negative ones). Weights
+    average 1 so ``C`` means what it means without extra rows."""
     n_pos, n_neg = float(labels.sum()), float(len(labels) - labels.sum())
-    labelled = np.where(labels == 1, 0.5 / n_pos, 0.25 / n_neg)
-    weights = np.concatenate([labelled, np.full(len(background), 0.25 / len(background))]) * len(x)
+    negative_share = 0.25 if background is not None else 0.5
+    parts_x = [rows]
+    parts_y = [labels]
+    parts_w = [np.where(labels == 1, 0.5 / n_pos, negative_share / n_neg)]
+    if background is not None:
+        parts_x.append(background)
+        parts_y.append(np.zeros(len(background)))
+        parts_w.append(np.full(len(background), 0.25 / len(background)))
+    for side, label in ((weak_pos, 1.0), (weak_neg, 0.0)):
+        if side is None or float(side[1].sum()) <= 0:
+            continue
+        parts_x.append(side[0])
+        parts_y.append(np.full(len(side[0]), label))
+        parts_w.append(side[1] * (_WEAK_WEIGHT / 2) / float(side[1].sum()))
+    x, y, w = np.concatenate(parts_x), np.concatenate(parts_y), np.concatenate(parts_w)
+    w = w * len(x) / float(w.sum())
     mean, scale = _standardizer(x)
     model = make().set_params(class_weight=None)
-    return _WindowModel(model.fit((x - mean) / scale, y, sample_weight=weights), mean, scale)
+    return _WindowModel(model.fit((x - mean) / scale, y, sample_weight=w), mean, scale)
 
 
 def _fit_few_shot(
-    spec: SignalSpec, pos: Groups, neg: Groups, background: NDArray[np.float64] | None = None
+    spec: SignalSpec,
+    pos: Groups,
+    neg: Groups,
+    background: NDArray[np.float64] | None = None,
+    weak: WeakExamples | None = None,
 ) -> _Fit:
     """Cross-validate, pick the threshold, fit on every example.
 
@@ -475,7 +539,9 @@ def _fit_few_shot(
     """
     groups = [*pos, *neg]
     y = np.concatenate([np.ones(len(pos)), np.zeros(len(neg))])
-    windowed = any(len(g) > 1 for g in pos)
+    windowed = any(len(g) > 1 for g in pos) or (
+        weak is not None and any(len(g) > 1 for g in weak.groups)
+    )
     searched = spec.classifier == "logistic" and windowed
     offered = background is not None and spec.classifier == "logistic"
     candidates: list[tuple[Selection, float, bool]] = [
@@ -497,7 +563,8 @@ def _fit_few_shot(
             selection: Selection = selection,
             extra: NDArray[np.float64] | None = background if with_background else None,
         ) -> NDArray[np.float64]:
-            model = _fit_windows(spec, make, [groups[i] for i in train], y[train], selection, extra)
+            model = _fit_windows(spec, make, [groups[i] for i in train], y[train], selection, extra,
+                                 weak)  # fmt: skip
             return model.example_probs([groups[i] for i in test])
 
         probs = _cross_val_probs(fit_predict, y, spec.seed)
@@ -525,7 +592,7 @@ def _fit_few_shot(
     if offered and background is not None:
         metrics["background_offered"] = float(len(background))
         metrics["background_windows"] = float(0 if used is None else len(used))
-    final = _fit_windows(spec, make, groups, y, selection, used)
+    final = _fit_windows(spec, make, groups, y, selection, used, weak)
     model, mean, scale = final.model, final.mean, final.scale
     # The standardisation is folded into the first layer so scoring stays one matrix product:
     # w·(e - mean)/scale + b  ==  (w/scale)·e + (b - w·mean/scale)

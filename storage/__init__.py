@@ -53,7 +53,13 @@ from storage.errors import (
     StorageOverloaded,
     StorageUnavailable,
 )
-from storage.feedback import FeedbackRow, feedback_summary, negatively_rated, record_feedback
+from storage.feedback import (
+    FeedbackRow,
+    feedback_summary,
+    lowest_feedback,
+    negatively_rated,
+    record_feedback,
+)
 from storage.groups import GroupRow, backfill_group, load_group_rows, save_group_rows
 from storage.migrate import migrate
 from storage.prompts import UnitSample, prompt_unit_sample
@@ -168,6 +174,7 @@ __all__ = [
     "list_releases",
     "load_cluster",
     "load_group_rows",
+    "lowest_feedback",
     "migrate",
     "negatively_rated",
     "next_version",

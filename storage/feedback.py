@@ -32,6 +32,7 @@ __all__ = [
     "FeedbackSummary",
     "feedback_summary",
     "join_feedback",
+    "lowest_feedback",
     "negatively_rated",
     "record_feedback",
 ]
@@ -133,6 +134,18 @@ def _partition_limit(client: Client) -> int:
     ).result_rows
     limit = int(rows[0][0]) if rows else 100
     return limit if limit > 0 else 1_000_000  # more months than there are
+
+
+def lowest_feedback(client: Client, event_ids: Sequence[str]) -> dict[str, int]:
+    """The lowest feedback value given to each of ``event_ids`` that has feedback."""
+    if not event_ids:
+        return {}
+    rows = client.query(
+        "SELECT event_id, min(value) FROM feedback FINAL "
+        "WHERE event_id IN {ids:Array(String)} GROUP BY event_id",
+        parameters={"ids": list(event_ids)},
+    ).result_rows
+    return {str(r[0]): int(r[1]) for r in rows}
 
 
 def negatively_rated(

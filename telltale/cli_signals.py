@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -26,7 +27,7 @@ from telltale.cli_common import (
 )
 
 if TYPE_CHECKING:
-    from signals import FittedSignal
+    from signals import FittedSignal, SignalSpec
 
 __all__ = ["signals_app"]
 
@@ -151,11 +152,16 @@ def add(
             help="keep a signal judged degenerate (stored with the mark; detectors skip it)",
         ),
     ] = False,
+    weak: WeakOpt = False,
     clickhouse: ClickHouseOpt = None,
     kafka: KafkaOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
     """Train a signal from its spec and store it as a new, immutable version.
+
+    With ``--weak``, the spec's labelling functions also label stored traffic of its field and
+    the signal trains on its examples plus those weak labels where that cross-validates better
+    on the examples (see ``telltale signals train``).
 
     A degenerate signal (cross-validated F1 not clearly above chance, or a threshold that flags
     more than TELLTALE_SIGNALS_MAX_FLAG_SHARE of the field's stored events) is refused with
@@ -177,12 +183,15 @@ def add(
         raise typer.BadParameter(f"spec file {spec_path!r} does not exist")
     from signals import PublishedSignal, train_signal
     from streams import Emitter
-    from telltale.signal_store import ClickHouseSignalStore, stored_examples
+    from telltale.signal_store import ClickHouseSignalStore
 
     try:
         spec = load_spec(spec_path)
         embedder = _embedder()
         if publish:
+            if weak:
+                raise typer.BadParameter("--weak labels stored traffic: it needs the database, "
+                                         "not --publish")  # fmt: skip
             # The worker owns the database: the verdict sees the examples, not stored events.
             fitted = _judged(train_signal(spec, embedder), None, force)
             from telltale.wiring import kafka_security
@@ -193,7 +202,7 @@ def add(
                 emitter.emit_raw(PublishedSignal(fitted, author).to_json(), key=fitted.name)
         else:
             with open_client(clickhouse) as client:
-                fitted = train_signal(spec, embedder, lookup=stored_examples(client))
+                fitted = _trained(client, spec, embedder, weak, WeakWindow())
                 fitted = _judged(fitted, client, force)
                 fitted = ClickHouseSignalStore(client).save(fitted, author=author)
     except _Refused as exc:
@@ -212,9 +221,100 @@ def add(
         f"signal {fitted.name!r} {where}: threshold {fitted.threshold:.3f}, "
         f"cv F1 {fitted.metrics.get('f1', float('nan')):.2f}, trained in {fitted.train_ms:.0f} ms"
     )
+    if _weak_line(fitted):
+        console.print(_weak_line(fitted))
     if fitted.degenerate:
         console.print(f"[yellow]kept with --force, marked degenerate:[/yellow] "
                       f"{fitted.degenerate_reason}")  # fmt: skip
+
+
+@signals_app.command("train")
+def train(
+    name: str,
+    weak: WeakOpt = False,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    pool: Annotated[int, typer.Option(min=10, max=100_000, help="stored events to label")] = 2_000,
+    author: Annotated[str, typer.Option(help="recorded with the version")] = "",
+    force: Annotated[bool, typer.Option("--force", help="keep a degenerate result")] = False,
+    clickhouse: ClickHouseOpt = None,
+    fmt: FormatOpt = "text",
+) -> None:
+    """Retrain a signal from its current spec as a new version; ``--weak`` adds weak labels.
+
+    With ``--weak`` the spec's labelling functions vote on up to ``--pool`` stored events of its
+    field in [since, until), a Dawid-Skene label model turns the votes into probabilistic labels,
+    and the signal is fitted with and without them. Cross-validation on the gold examples only
+    decides which is kept; both sets of figures are stored with the version.
+    """
+    from telltale.signal_store import ClickHouseSignalStore
+
+    try:
+        embedder = _embedder()
+        window = WeakWindow(parse_time(since), parse_time(until), pool)
+        with open_client(clickhouse) as client:
+            spec = current_signal(client, name).spec
+            fitted = _judged(_trained(client, spec, embedder, weak, window), client, force)
+            fitted = ClickHouseSignalStore(client).save(fitted, author=author)
+    except _Refused as exc:
+        raise fail(exc) from exc
+    except CLI_ERRORS as exc:
+        raise fail(exc) from exc
+    summary = _summary(fitted)
+    if fmt == "json":
+        print_json(summary | {"metrics": fitted.metrics})
+        return
+    console.print(f"signal {fitted.name!r} v{fitted.version}: threshold {fitted.threshold:.3f}, "
+                  f"cv F1 {fitted.metrics.get('f1', float('nan')):.2f}")  # fmt: skip
+    if _weak_line(fitted):
+        console.print(_weak_line(fitted))
+
+
+WeakOpt = Annotated[
+    bool,
+    typer.Option(
+        "--weak",
+        help="also train on stored traffic labelled by the spec's labelling_functions",
+    ),
+]
+
+
+@dataclass(frozen=True)
+class WeakWindow:
+    """Which stored events ``--weak`` labels."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    pool: int = 2_000
+
+
+def _trained(
+    client: Any, spec: SignalSpec, embedder: Any, weak: bool, window: WeakWindow
+) -> FittedSignal:
+    """``spec`` fitted against the store: plain, or (``weak``) with weak labels too. Every
+    signal a labelling function names must be registered, with ``--weak`` or without."""
+    from signals import train_signal, train_weak_signal
+    from telltale.signal_store import labelling_signals, stored_examples, weak_pool
+
+    named = labelling_signals(client, spec)
+    lookup = stored_examples(client)
+    if not weak:
+        return train_signal(spec, embedder, lookup=lookup)
+    if not spec.labelling_functions:
+        raise typer.BadParameter(f"signal {spec.name!r} names no labelling_functions for --weak")
+    pool = weak_pool(client, spec.field, embedder.id_for(spec.field), since=window.since,
+                     until=window.until, limit=window.pool)  # fmt: skip
+    return train_weak_signal(spec, embedder, pool, named, lookup=lookup)
+
+
+def _weak_line(fitted: FittedSignal) -> str:
+    m = fitted.metrics
+    if "weak_used" not in m:
+        return ""
+    verdict = "weak labels kept" if m["weak_used"] else "weak labels did not help; plain kept"
+    return (f"{verdict}: cv F1 plain {m.get('plain_f1', float('nan')):.2f}, with weak labels "
+            f"{m.get('weak_f1', float('nan')):.2f} ({m['weak_events']:.0f} stored events, "
+            f"{m['weak_failure_share']:.1%} failures by the label model)")  # fmt: skip
 
 
 class _Refused(ValueError):
@@ -480,9 +580,10 @@ def suggest(
         embedder = _embedder()
         with open_client(clickhouse) as client:
             fitted = current_signal(client, name)
+            weak = _weak_labels(client, fitted, embedder, parse_time(since))
             found = run_suggest(
                 ClickHouseEmbeddings(client), fitted, embedder, stored_examples(client),
-                limit=limit, since=parse_time(since),
+                limit=limit, since=parse_time(since), weak=weak,
             )  # fmt: skip
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
@@ -500,6 +601,21 @@ def suggest(
                       str(r["content"])[:80])  # fmt: skip
     Console().print(table)
     console.print(f"label one with: telltale signals label {name} EVENT_ID --positive|--negative")
+
+
+def _weak_labels(client: Any, fitted: FittedSignal, embedder: Any, since: datetime | None) -> Any:
+    """The pool and its weak labels, for a signal whose spec has labelling functions."""
+    if not fitted.spec.labelling_functions:
+        return None
+    from signals import embed_example_windows, label_pool
+    from telltale.signal_store import labelling_signals, stored_examples, weak_pool
+
+    pool = weak_pool(client, fitted.field, fitted.embedder_id, since=since)
+    if not len(pool):
+        return None
+    gold = embed_example_windows(fitted.spec, embedder, lookup=stored_examples(client))
+    named = labelling_signals(client, fitted.spec)
+    return pool, label_pool(fitted.spec, embedder, pool, named, gold)
 
 
 def _suggest_from_feedback(
@@ -557,9 +673,10 @@ def label(
     clickhouse: ClickHouseOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
-    """Add a stored event as an example and publish a retrained version."""
-    from signals import EventRef, train_signal
-    from telltale.signal_store import ClickHouseSignalStore, stored_examples
+    """Add a stored event as an example and publish a retrained version (with weak labels
+    again when the current version was trained with ``--weak``)."""
+    from signals import EventRef
+    from telltale.signal_store import ClickHouseSignalStore
 
     try:
         embedder = _embedder()
@@ -567,7 +684,8 @@ def label(
             current = current_signal(client, name)
             examples = current.spec.examples.with_example(EventRef(event_id=event_id), positive)
             spec = current.spec.model_copy(update={"examples": examples})
-            fitted = train_signal(spec, embedder, lookup=stored_examples(client))
+            weak = "weak_used" in current.metrics and bool(spec.labelling_functions)
+            fitted = _trained(client, spec, embedder, weak, WeakWindow())
             fitted = ClickHouseSignalStore(client).save(fitted, author=author or "label")
             _label_drawn_event(client, name, event_id, positive, author or "label")
     except CLI_ERRORS as exc:

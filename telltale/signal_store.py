@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING
 from signals import (
     FittedSignal,
     RetrainOrigin,
+    SignalSpec,
     StoredExamples,
+    TrainingError,
+    WeakPool,
     retrain_author,
     retrained_from_version,
 )
@@ -30,6 +33,7 @@ from storage import (
     insert_signal,
     iter_embeddings,
     latest_signals,
+    lowest_feedback,
     next_version,
     sample_embeddings,
     save_signal,
@@ -132,3 +136,52 @@ class ClickHouseEmbeddings:
 def stored_examples(client: Client, policy: ImagePolicy | None = None) -> StoredExamples:
     """Examples given as event ids, looked up in ``client``'s stored embeddings and events."""
     return StoredExamples(ClickHouseEmbeddings(client), policy)
+
+
+def labelling_signals(client: Client, spec: SignalSpec) -> dict[str, FittedSignal]:
+    """The current version of every signal ``spec``'s labelling functions name; a missing one
+    is a :class:`~signals.errors.TrainingError` naming it."""
+    store = ClickHouseSignalStore(client)
+    found: dict[str, FittedSignal] = {}
+    for function in spec.labelling_functions:
+        if function.signal is None or function.signal in found:
+            continue
+        fitted = store.get(function.signal)
+        if fitted is None:
+            raise TrainingError(
+                f"signal {spec.name!r}: labelling function {function.label!r} names signal "
+                f"{function.signal!r}, which is not registered (see telltale signals list)"
+            )
+        found[function.signal] = fitted
+    return found
+
+
+def weak_pool(
+    client: Client,
+    field: str,
+    embedder_id: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 2_000,
+) -> WeakPool:
+    """Up to ``limit`` stored events of ``field`` embedded by ``embedder_id`` in ``[since,
+    until)`` (in event-id order, which for random ids is a fair sample), with their windows,
+    stored text (text fields) and lowest feedback value."""
+    import numpy as np
+
+    rows: list[StoredEmbedding] = []
+    for chunk in iter_embeddings(client, field, embedder_id, since=since, until=until):
+        rows += chunk
+        if len(rows) >= limit:
+            break
+    rows = rows[:limit]
+    ids = [r.event_id for r in rows]
+    texts = event_contents(client, ids, field) if field.endswith(".text") and ids else {}
+    feedback = lowest_feedback(client, ids)
+    return WeakPool(
+        tuple(ids),
+        [np.asarray(r.window_vectors, dtype=np.float32) for r in rows],
+        [texts.get(i) or None for i in ids],
+        [feedback.get(i) for i in ids],
+    )
