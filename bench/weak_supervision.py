@@ -48,6 +48,7 @@ from signals import (  # noqa: E402
     SignalBank,
     WeakExamples,
     Windows,
+    apply_labelling_functions,
     fit_signal,
     label_pool,
     majority_vote,
@@ -129,6 +130,15 @@ def prf(y: np.ndarray, flagged: np.ndarray) -> dict[str, float]:
     negatives = float(np.sum(y == 0))
     return {"precision": precision, "recall": recall, "f1": f1,
             "fp_rate": fp / negatives if negatives else float("nan")}  # fmt: skip
+
+
+def query_cuts(spec: Any, embedder: Any, pool: WeakPool) -> dict[str, tuple[float, float]]:
+    """The cosine cuts of each query on the pool, as :func:`signals.label_pool` sets them."""
+    cuts: dict[str, tuple[float, float]] = {}
+    functions = [f for f in spec.labelling_functions if f.query is not None]
+    apply_labelling_functions(functions, pool.groups, pool.texts, cuts=cuts, queries={
+        f.query: embedder.embed_texts([f.query])[0] for f in functions})  # fmt: skip
+    return cuts
 
 
 def cv_key(fitted: Any) -> tuple[float, float]:
@@ -218,6 +228,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "reserve_failures": int(ry.sum()),
                 "estimated_failure_share": float(labelled.probabilities.mean()),
             }  # fmt: skip
+            if args.dump_votes:
+                gold_votes = apply_labelling_functions(
+                    spec.labelling_functions, [*gold[0], *gold[1]],
+                    [str(r["text"]) for r in (*gold_pos, *gold_neg)],
+                    signals={"contact_pii": contact}, queries={
+                        f.query: embedder.embed_texts([f.query])[0]
+                        for f in spec.labelling_functions if f.query is not None},
+                    cuts=query_cuts(spec, embedder, pool), examples=gold, leave_one_out=True,
+                )  # fmt: skip
+                Path(args.dump_votes).mkdir(parents=True, exist_ok=True)
+                gold_y = np.array([1] * len(gold_pos) + [0] * len(gold_neg))
+                np.savez(Path(args.dump_votes) / f"{mode}-{draw}.npz", pool_votes=labelled.votes,
+                         reserve_from=offset, reserve_labels=ry, gold_votes=gold_votes,
+                         gold_labels=gold_y)  # fmt: skip
             per_draw.append(result)
             print(f"{mode} draw {draw}: plain F1 {result['plain']['f1']:.3f} weak F1 "
                   f"{result['weak']['f1']:.3f} kept {'weak' if result['weak_kept'] else 'plain'}",
@@ -290,6 +314,7 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=5)
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--cache", help="folder to keep the MiniLM vectors between runs")
+    parser.add_argument("--dump-votes", help="folder: each draw's votes and reserve labels (npz)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     out = run(args)
