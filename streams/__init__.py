@@ -30,6 +30,7 @@ from streams.guardrail import (
 from streams.kafka_security import KafkaSecurity, check_credentials
 from streams.otlp import OtlpMapping
 from streams.pipeline import BatchResult, Pipeline
+from streams.pseudonyms import Pseudonyms
 from streams.replay import (
     Checkpoint,
     RejectWriter,
@@ -62,6 +63,7 @@ __all__ = [
     "Output",
     "Pipeline",
     "Prompt",
+    "Pseudonyms",
     "Recorder",
     "RejectWriter",
     "Rejected",

@@ -35,6 +35,7 @@ from signals import (
 )
 from storage import CacheStatsRow, EmbeddingRow, EventRow, ScoreRow, WriteBatch
 from streams.events import GenerationEvent
+from streams.pseudonyms import Pseudonyms
 from streams.slices import SliceConfig, Slicer
 
 if TYPE_CHECKING:
@@ -70,6 +71,8 @@ class Pipeline:
     and images.
     ``slicer`` gives every score row the event's capped slice values (default: ``app`` only);
     ``groups`` adds one score row per signal group per event (see :mod:`signals.groups`).
+    ``pseudonyms`` (optional) replaces user and session ids by keyed hashes before anything
+    else sees them (:mod:`streams.pseudonyms`).
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class Pipeline:
         *,
         slicer: Slicer | None = None,
         groups: Sequence[SignalGroup] = (),
+        pseudonyms: Pseudonyms | None = None,
     ) -> None:
         self._embedders = as_field_embedders(embedder)
         self._bank = bank
@@ -90,6 +94,7 @@ class Pipeline:
         self._cache = cache
         self._slicer = slicer or Slicer(SliceConfig())
         self._groups = tuple(groups)
+        self._pseudonyms = pseudonyms
 
     @property
     def embedder_id(self) -> str:
@@ -136,6 +141,8 @@ class Pipeline:
         position = np.full(len(events), -1, dtype=np.int64)
         position[keep] = np.arange(len(keep))
         kept = events.take(pa.array(keep))
+        if self._pseudonyms is not None:
+            kept = _pseudonymise_columns(kept, self._pseudonyms)
         # Slice values per kept event, as process() makes them (the cap is shared).
         slice_type = pa.map_(pa.string(), pa.string())
         slice_col = pa.array([
@@ -191,6 +198,8 @@ class Pipeline:
         retries the whole batch (which is safe: stored events are skipped).
         """
         result = BatchResult()
+        if self._pseudonyms is not None:
+            events = [self._pseudonyms.event(e) for e in events]
         unique: dict[str, GenerationEvent] = {}
         for event in events:
             if event.event_id in unique:
@@ -385,6 +394,20 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
     import pyarrow as pa
 
     return pa.concat_tables(tables) if tables else pa.table({"event_id": pa.array([], pa.string())})
+
+
+def _pseudonymise_columns(table: pa.Table, pseudonyms: Pseudonyms) -> pa.Table:
+    """``table`` (columns of the events table) with ids and id attributes pseudonymised."""
+    import pyarrow as pa
+
+    for name in ("user_id", "session_id"):
+        index = table.schema.get_field_index(name)
+        values = [pseudonyms(v) if v else v for v in table.column(name).to_pylist()]
+        table = table.set_column(index, name, pa.array(values, table.schema.field(name).type))
+    index = table.schema.get_field_index("attributes")
+    rows = [None if row is None else list(pseudonyms.attributes(dict(row)).items())
+            for row in table.column("attributes").to_pylist()]  # fmt: skip
+    return table.set_column(index, "attributes", pa.array(rows, table.schema.field(index).type))
 
 
 def _event_row(event: GenerationEvent, embedder_id: str) -> EventRow:

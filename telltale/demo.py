@@ -55,7 +55,7 @@ from telltale.trust import (
     no_audit_fields,
     record_estimates,
 )
-from telltale.wiring import make_cache, make_client, make_embedders
+from telltale.wiring import make_cache, make_client, make_embedders, pseudonyms
 
 __all__ = ["DEMO_EMBEDDER", "DEMO_TEXT_EMBEDDER", "run_demo"]
 
@@ -188,7 +188,11 @@ def run_demo(
 
     cache = make_cache(settings.cache, client)
     pipeline = Pipeline(
-        embedder, LiveSignals(store, embedder.ids, 0), ClickHouseWriter(client), cache=cache
+        embedder,
+        LiveSignals(store, embedder.ids, 0),
+        ClickHouseWriter(client),
+        cache=cache,
+        pseudonyms=pseudonyms(settings),
     )
     written = skipped = 0
     columns = (

@@ -140,7 +140,7 @@ def replay_feedback(
     replay store nothing new. Invalid records go to ``reject_file`` with the reason."""
     from storage import record_feedback
     from streams import Feedback, InvalidEvent, read_records, validate_feedback
-    from telltale.wiring import feedback_rows
+    from telltale.wiring import feedback_rows, pseudonyms
 
     started = time.monotonic()
     rejects = RejectWriter(reject_file)
@@ -158,7 +158,8 @@ def replay_feedback(
             emitter.flush()
             counts["sent_to_kafka"] += len(pending)
         elif client is not None:
-            counts["stored"] += record_feedback(client, feedback_rows(pending))
+            rows = feedback_rows(pending, pseudonyms(settings))
+            counts["stored"] += record_feedback(client, rows)
         pending.clear()
 
     try:

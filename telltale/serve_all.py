@@ -40,7 +40,14 @@ from telltale.serve import GuardrailService, create_app
 from telltale.serve_protocol import header_deadline_protocol
 from telltale.settings import Settings
 from telltale.trust import release_instrument
-from telltale.wiring import Parts, image_policy, make_client, make_parts, make_worker_app
+from telltale.wiring import (
+    Parts,
+    image_policy,
+    make_client,
+    make_parts,
+    make_worker_app,
+    pseudonyms,
+)
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -99,7 +106,8 @@ def _recorder(settings: Settings, parts: Parts, writer: ClickHouseWriter) -> Rec
         target = "storage" if settings.clickhouse.dsn.startswith("chdb:") else "kafka"
     if target == "storage":
         # Its own pipeline and writer: the worker's are used on the worker's thread.
-        return storage_recorder(Pipeline(parts.embedders, parts.signals, writer))
+        return storage_recorder(Pipeline(parts.embedders, parts.signals, writer,
+                                         pseudonyms=pseudonyms(settings)))  # fmt: skip
     state: dict[str, Recorder] = {}
 
     def record(scored: Any) -> None:
@@ -146,7 +154,8 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
         shared = Parts(
             client, parts.embedders, parts.signals,
             Pipeline(parts.embedders, parts.signals,
-                     _WatchedWriter(client, monitored.saw_events_at)),
+                     _WatchedWriter(client, monitored.saw_events_at),
+                     pseudonyms=pseudonyms(settings)),
         )  # fmt: skip
         app = make_worker_app(settings, build=lambda: shared)
         await app.start()

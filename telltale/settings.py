@@ -313,6 +313,25 @@ class ImagesSettings(BaseSettings):
         return comma_list(value)
 
 
+class PrivacySettings(BaseSettings):
+    """``TELLTALE_PRIVACY_*``: what is stored about people."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_PRIVACY_", extra="ignore")
+
+    id_key: SecretStr | None = Field(
+        default=None,
+        description="secret key (16+ characters): user and session ids are stored as keyed "
+        "hashes (HMAC-SHA-256), so units, slices and joins work and ids cannot be reversed",
+    )
+
+    @field_validator("id_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (it is a secret key, not a salt)")
+        return value
+
+
 class Settings(BaseModel):
     """All settings, one section per system; built once per CLI invocation.
 
@@ -338,6 +357,7 @@ class Settings(BaseModel):
     monitor: MonitorSettings = Field(default_factory=MonitorEnv)
     notify: NotifySettings = Field(default_factory=NotifyEnv)
     grafana: GrafanaSettings = Field(default_factory=GrafanaEnv)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
 
     def with_overrides(
         self, *, clickhouse: str | None = None, kafka: str | None = None
@@ -369,6 +389,7 @@ _SECTIONS: dict[str, type[BaseSettings]] = {
     "monitor": MonitorEnv,
     "notify": NotifyEnv,
     "grafana": GrafanaEnv,
+    "privacy": PrivacySettings,
 }
 
 

@@ -42,6 +42,7 @@ from streams import (
     KafkaConfig,
     KafkaSecurity,
     Pipeline,
+    Pseudonyms,
     SliceConfig,
     Slicer,
     WorkerHealth,
@@ -116,10 +117,11 @@ def image_policy(
     )
 
 
-def feedback_rows(records: list[Feedback]) -> list[FeedbackRow]:
+def feedback_rows(records: list[Feedback], ids: Pseudonyms | None = None) -> list[FeedbackRow]:
+    """Storage rows of feedback; the rater's id pseudonymised when ``ids`` is given."""
     return [
-        FeedbackRow(r.feedback_id, r.event_id, r.score, r.rating, r.kind, r.user_id,
-                    r.timestamp, r.comment)
+        FeedbackRow(r.feedback_id, r.event_id, r.score, r.rating, r.kind,
+                    ids(r.user_id) if ids is not None else r.user_id, r.timestamp, r.comment)
         for r in records
     ]  # fmt: skip
 
@@ -217,8 +219,15 @@ def make_parts(
         embedders, signals, writer or ClickHouseWriter(client),
         image_policy(settings.images, worker=worker), cache=make_cache(settings.cache, client),
         slicer=make_slicer(settings.slices, client), groups=make_groups(settings.groups, client),
+        pseudonyms=pseudonyms(settings),
     )  # fmt: skip
     return Parts(client, embedders, signals, pipeline)
+
+
+def pseudonyms(settings: Settings) -> Pseudonyms | None:
+    """The keyed id hashes of ``TELLTALE_PRIVACY_ID_KEY``; None (ids stored as sent) without."""
+    key = settings.privacy.id_key
+    return Pseudonyms(key) if key is not None else None
 
 
 class _WorkerParts:
@@ -268,7 +277,7 @@ class _WorkerParts:
         """Store delayed feedback; join it with its events where they are stored."""
         self.pipeline()
         assert self._client is not None
-        return record_feedback(self._client, feedback_rows(records))
+        return record_feedback(self._client, feedback_rows(records, pseudonyms(self._settings)))
 
     def accept_signal(self, payload: bytes) -> str:
         """Store a signal published on the control topic; apply it from the next batch."""
