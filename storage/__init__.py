@@ -44,6 +44,7 @@ from storage.embeddings import (
     sample_embeddings,
     windows_by_event,
 )
+from storage.erasure import ERASED_TABLES, Erasure, erase_subject, subject_events
 from storage.errors import (
     BackPressure,
     MigrationError,
@@ -101,6 +102,7 @@ from storage.stored_texts import StoredText, count_texts, iter_texts
 from storage.writer import ClickHouseWriter
 
 __all__ = [
+    "ERASED_TABLES",
     "AuditLabel",
     "AuditSample",
     "BackPressure",
@@ -112,6 +114,7 @@ __all__ = [
     "DetectionRow",
     "DriftWindowRow",
     "EmbeddingRow",
+    "Erasure",
     "ErrorEstimateRow",
     "EventRow",
     "FeedbackRow",
@@ -154,6 +157,7 @@ __all__ = [
     "drift_windows_after",
     "earliest_timestamp",
     "effective_events",
+    "erase_subject",
     "event_contents",
     "event_slice_sources",
     "failure_rates",
@@ -194,6 +198,7 @@ __all__ = [
     "signal_version",
     "slice_counts",
     "store_audit_labels",
+    "subject_events",
     "table_counts",
     "top_slice_values",
     "unit_counts",

@@ -402,6 +402,20 @@ CREATE TABLE IF NOT EXISTS audit_labels (
 ORDER BY (signal, signal_version, event_id, labeller)
 """
 
+_ERASURES = """
+CREATE TABLE IF NOT EXISTS erasures (
+    request       String,
+    subject_kind  LowCardinality(String),
+    requested_by  String,
+    erased_at     DateTime64(3, 'UTC'),
+    tables        Array(String),
+    rows          Array(UInt64)
+) ENGINE = MergeTree
+ORDER BY erased_at
+"""
+"""One row per erasure (``telltale forget``): rows deleted per table and the request's
+reference, never the id that was erased."""
+
 _SIGNAL_ERRORS = """
 CREATE TABLE IF NOT EXISTS signal_errors (
     signal           LowCardinality(String),
@@ -475,4 +489,5 @@ MIGRATIONS: tuple[Migration, ...] = (
         "audits: drawn samples with their strata, audit labels, each signal's measured errors",
         (_AUDIT_SAMPLES, _AUDIT_LABELS, _SIGNAL_ERRORS),
     ),
+    Migration(16, "erasure log: what telltale forget deleted, per table", (_ERASURES,)),
 )

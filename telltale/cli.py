@@ -34,6 +34,7 @@ from telltale.cli_common import (
     settings_for,
 )
 from telltale.cli_dashboards import alerts_push, dashboards_app, report
+from telltale.cli_privacy import forget
 from telltale.cli_signals import signals_app
 
 app = typer.Typer(
@@ -51,6 +52,7 @@ alerts_app.command("push")(alerts_push)
 signals_app.command("audit")(audit)
 app.command()(monitor)
 app.command("report")(report)
+app.command("forget")(forget)
 
 Bucket = Literal["total", "minute", "hour", "day"]
 
