@@ -17,7 +17,7 @@ from signals.audit import (
 )
 from signals.bank import FieldScores, SignalBank
 from signals.base import Embedder, Modality, Target, TextEmbedder
-from signals.cache import CacheCounts, EmbeddingCache, LruVectorCache
+from signals.cache import CacheCounts, EmbeddingCache, LruVectorCache, content_key
 from signals.discovery import discover_clusters
 from signals.embedders import FieldEmbedders, as_field_embedders
 from signals.errors import (
@@ -122,6 +122,7 @@ __all__ = [
     "apply_groups",
     "apply_labelling_functions",
     "as_field_embedders",
+    "content_key",
     "discover_clusters",
     "embed_example_windows",
     "error_shift",

@@ -58,7 +58,7 @@ def forget(
 
 def _erase(client: Any, settings: Any, user: str | None, session: str | None, request: str,
            requested_by: str) -> Any:  # fmt: skip
-    from signals.cache import content_key
+    from signals import content_key
     from storage import erase_subject, subject_events
     from telltale.wiring import pseudonyms
 
