@@ -82,6 +82,12 @@ from storage.registry import (
     signal_version,
 )
 from storage.releases import Release, add_release, list_releases, unreleased_versions
+from storage.retention import (
+    MAX_RETENTION_DAYS,
+    RETENTION_COLUMNS,
+    apply_retention,
+    current_retention,
+)
 from storage.rows import CacheStatsRow, EmbeddingRow, EventRow, ScoreRow, WriteBatch
 from storage.serialized import SerializedClient
 from storage.series import (
@@ -103,6 +109,8 @@ from storage.writer import ClickHouseWriter
 
 __all__ = [
     "ERASED_TABLES",
+    "MAX_RETENTION_DAYS",
+    "RETENTION_COLUMNS",
     "AuditLabel",
     "AuditSample",
     "BackPressure",
@@ -140,6 +148,7 @@ __all__ = [
     "UnitSample",
     "WriteBatch",
     "add_release",
+    "apply_retention",
     "audit_last_labelled",
     "audit_population",
     "audit_stratum_labels",
@@ -148,6 +157,7 @@ __all__ = [
     "connect",
     "count_embeddings",
     "count_texts",
+    "current_retention",
     "data_bounds",
     "degenerate_signals",
     "delete_signal",

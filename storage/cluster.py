@@ -38,7 +38,9 @@ _TABLE = re.compile(
 _ALTER = re.compile(
     r"\s*ALTER TABLE (?P<name>\w+) (?P<action>ADD COLUMN IF NOT EXISTS .*)", re.DOTALL
 )
-_TTL = re.compile(r"\s*ALTER TABLE (?P<name>\w+) (?P<action>MODIFY TTL .*)", re.DOTALL)
+_TTL = re.compile(
+    r"\s*ALTER TABLE (?P<name>\w+) (?P<action>(?:MODIFY TTL .*|REMOVE TTL\s*))", re.DOTALL
+)
 _VIEW = re.compile(
     r"\s*CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<name>\w+) TO (?P<target>\w+) AS"
     r"(?P<select>.*\bFROM )(?P<source>\w+)(?P<rest>.*)",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from storage.cluster import render
 from storage.errors import MigrationError
+from storage.retention import apply_retention
 from storage.schema import MIGRATIONS, Migration
 
 if TYPE_CHECKING:
@@ -31,12 +33,18 @@ def applied_versions(client: Client, cluster: str | None = None) -> set[int]:
 
 
 def migrate(
-    client: Client, migrations: tuple[Migration, ...] = MIGRATIONS, cluster: str | None = None
+    client: Client,
+    migrations: tuple[Migration, ...] = MIGRATIONS,
+    cluster: str | None = None,
+    retention: Mapping[str, int | None] | None = None,
 ) -> list[Migration]:
     """Bring the schema up to date; return the migrations applied now (empty when current).
 
     Every statement is ``IF NOT EXISTS``, so a migration interrupted half-way is re-run safely.
     With ``cluster``, tables are created as replicated shards behind Distributed tables.
+    With ``retention`` (table -> days, ``0``/``None`` for ever), each named table's TTL is then
+    set to it (:func:`storage.retention.apply_retention`: a TTL that already matches is left
+    alone); without it no TTL is touched.
     """
     done = applied_versions(client, cluster)
     applied = []
@@ -57,4 +65,6 @@ def migrate(
             column_names=["version", "name"],
         )
         applied.append(migration)
+    if retention is not None:
+        apply_retention(client, retention, cluster)
     return applied

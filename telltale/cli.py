@@ -80,18 +80,26 @@ def _main(
 
 @app.command()
 def migrate(clickhouse: ClickHouseOpt = None, fmt: FormatOpt = "text") -> None:
-    """Create or update the ClickHouse schema (idempotent)."""
+    """Create or update the ClickHouse schema and each table's retention (idempotent)."""
+    from storage import current_retention
     from storage import migrate as run_migrations
 
+    settings = settings_for(clickhouse)
+    cluster = settings.clickhouse.cluster
     try:
         with open_client(clickhouse, migrated=False) as client:
-            applied = run_migrations(client)
+            applied = run_migrations(client, cluster=cluster, retention=settings.retention.days())
+            kept = current_retention(client, cluster=cluster)
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
     if fmt == "json":
-        print_json({"applied": [m.version for m in applied]})
+        print_json({"applied": [m.version for m in applied], "retention_days": kept})
     else:
         console.print(f"applied {len(applied)} migration(s)" if applied else "schema is current")
+        kept_for = (
+            f"{table} {days} days" if days else f"{table} for ever" for table, days in kept.items()
+        )
+        console.print("retention: " + ", ".join(kept_for))
 
 
 @app.command()

@@ -8,7 +8,7 @@ environment: ``streams.settings.KafkaConfig`` and ``WorkerConfig``, ``streams.ot
 environment variables by subclassing it together with pydantic-settings' ``BaseSettings``
 (``KafkaSettings(BaseSettings, KafkaConfig)`` reads ``TELLTALE_KAFKA_*``), so every field is
 declared once; sections only the composition root uses (ClickHouse, cache, signal quality,
-images, groups, serve) are declared here.
+images, groups, serve, retention) are declared here.
 
 Nothing is read at import time: the CLI's callback calls :func:`load_settings` once per
 invocation and commands pass its sections down as objects. Every field can be set with an
@@ -28,6 +28,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from alerts import MonitorSettings, NotifySettings
 from dashboards import GrafanaSettings
 from signals import DEFAULT_MAX_DECODED_PIXELS, EmbedderConfig, TextEmbedderConfig
+from storage import MAX_RETENTION_DAYS
 from streams import KafkaConfig, OtlpMapping, SliceConfig, WorkerConfig, comma_list
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "MonitorEnv",
     "NotifyEnv",
     "OtlpSettings",
+    "RetentionSettings",
     "ServeSettings",
     "Settings",
     "SettingsError",
@@ -208,6 +210,58 @@ class JudgeSettings(BaseSettings):
     max_attempts: int = Field(default=4, ge=1, le=20)
 
 
+class RetentionSettings(BaseSettings):
+    """``TELLTALE_RETENTION_<TABLE>_DAYS``: days each table of per-event data keeps its rows
+    (``0``: for ever), applied as ClickHouse TTLs by ``telltale migrate``. Content and vectors
+    go first; scores, which carry no content, last. The per-minute aggregates
+    have no TTL: they outlive the events they count."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_RETENTION_", extra="ignore")
+
+    events_days: int = Field(
+        default=30, ge=0, le=MAX_RETENTION_DAYS,
+        description="events: prompts, outputs, attributes, user and session ids",
+    )  # fmt: skip
+    embeddings_days: int = Field(
+        default=30, ge=0, le=MAX_RETENTION_DAYS,
+        description="embeddings of prompts and outputs, with their window vectors",
+    )  # fmt: skip
+    embedding_cache_days: int = Field(
+        default=30, ge=0, le=MAX_RETENTION_DAYS,
+        description="the shared cache of vectors by content hash",
+    )  # fmt: skip
+    signal_scores_days: int = Field(
+        default=400, ge=0, le=MAX_RETENTION_DAYS,
+        description="each event's score per signal (with its slice values): rates by slice, "
+        "localisation, backtests over a year and a season",
+    )  # fmt: skip
+    dead_letters_days: int = Field(
+        default=14, ge=0, le=MAX_RETENTION_DAYS,
+        description="rejected messages and why (the reason may quote the payload)",
+    )  # fmt: skip
+    feedback_days: int = Field(
+        default=90, ge=0, le=MAX_RETENTION_DAYS,
+        description="user feedback with user ids and free-text comments (its negative rate "
+        "is kept in signal_scores)",
+    )  # fmt: skip
+    audit_samples_days: int = Field(
+        default=400, ge=0, le=MAX_RETENTION_DAYS,
+        description="events drawn for audits, with their strata",
+    )  # fmt: skip
+    audit_labels_days: int = Field(
+        default=400, ge=0, le=MAX_RETENTION_DAYS,
+        description="audit answers (event id, label, labeller): the signals' error estimates",
+    )  # fmt: skip
+    discovered_clusters_days: int = Field(
+        default=30, ge=0, le=MAX_RETENTION_DAYS,
+        description="discovered failure-mode clusters with example event ids and texts",
+    )  # fmt: skip
+
+    def days(self) -> dict[str, int]:
+        """Table name -> days kept (``0``: for ever), as ``storage.migrate`` takes them."""
+        return {name.removesuffix("_days"): int(days) for name, days in self}
+
+
 class GroupSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TELLTALE_SIGNAL_", extra="ignore")
 
@@ -352,6 +406,7 @@ class Settings(BaseModel):
     groups: GroupSettings = Field(default_factory=GroupSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
     judge: JudgeSettings = Field(default_factory=JudgeSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     otlp: OtlpMapping = Field(default_factory=OtlpSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorEnv)
@@ -384,6 +439,7 @@ _SECTIONS: dict[str, type[BaseSettings]] = {
     "groups": GroupSettings,
     "audit": AuditSettings,
     "judge": JudgeSettings,
+    "retention": RetentionSettings,
     "serve": ServeSettings,
     "otlp": OtlpSettings,
     "monitor": MonitorEnv,

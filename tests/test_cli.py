@@ -35,8 +35,10 @@ def test_migrate_then_current(run) -> None:  # type: ignore[no-untyped-def]
     from storage.schema import MIGRATIONS
 
     applied = [m.version for m in MIGRATIONS]
-    assert json.loads(run("migrate", "--format", "json")) == {"applied": applied}
-    assert json.loads(run("migrate", "--format", "json")) == {"applied": []}
+    first = json.loads(run("migrate", "--format", "json"))
+    assert first["applied"] == applied
+    assert first["retention_days"]["events"] == 30  # the default retention, now a TTL
+    assert json.loads(run("migrate", "--format", "json")) == {**first, "applied": []}
 
 
 def test_signals_add_list_and_versions(run) -> None:  # type: ignore[no-untyped-def]
