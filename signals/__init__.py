@@ -36,9 +36,10 @@ from signals.images import DEFAULT_MAX_DECODED_PIXELS, ImagePolicy, load_image
 from signals.labeling import suggest
 from signals.live import LiveSignals, retrainer
 from signals.llm_judge import Judge, JudgeAnswer, JudgeConfig, JudgeError, JudgeTally
-from signals.matchers import Match
+from signals.matchers import PII_ENTITIES, Match
 from signals.open_clip_embedder import EmbedderConfig, LazyOpenClipEmbedder, OpenClipEmbedder
 from signals.published import PublishedSignal
+from signals.redaction import DEFAULT_REDACTED_ENTITIES, Redactor
 from signals.spec import EventRef, Examples, LabellingFunction, SignalSpec, load_spec, parse_spec
 from signals.store import (
     InMemorySignalStore,
@@ -63,7 +64,9 @@ from signals.windows import Windows
 __all__ = [
     "BACKGROUND_WINDOWS",
     "DEFAULT_MAX_DECODED_PIXELS",
+    "DEFAULT_REDACTED_ENTITIES",
     "NEAR_QUANTILE",
+    "PII_ENTITIES",
     "CacheCounts",
     "CorrectedRate",
     "DuplicateSignal",
@@ -99,6 +102,7 @@ __all__ = [
     "Modality",
     "OpenClipEmbedder",
     "PublishedSignal",
+    "Redactor",
     "RetrainOrigin",
     "SentenceEmbedder",
     "SignalBank",

@@ -150,6 +150,8 @@ four-digit code or an order id like ``4411-2093`` is not one; a number with its 
 country code is."""
 
 
+_DIGITS_BEFORE = regex.compile(r"\d[ .-]?$")
+_DIGITS_AFTER = regex.compile(r"[ .-]?\d")
 NOT_A_PHONE = regex.compile(
     r"\b(isbn|order|tracking|invoice|sku|serial|ref(erence)?|part|model|batch|case)"
     r"(\s+(no|number|num|id|#))?\.?[\s:#]*(is\s+)?$",
@@ -164,6 +166,10 @@ RESERVED_EMAIL_DOMAINS = regex.compile(
 )
 """Domains reserved for documentation and tests (RFC 2606, RFC 6761): an address on them
 (``name@example.com``) is a placeholder, not anybody's address."""
+
+
+_PLACEHOLDER = regex.compile(r"<([A-Z][A-Z_]{1,40})>")
+"""A redacted entity, as :class:`signals.redaction.Redactor` writes it."""
 
 
 class PiiMatcher:
@@ -184,21 +190,25 @@ class PiiMatcher:
         self._analyzer = _offline_analyzer(phone_numbers)
 
     def find(self, text: str) -> list[Match]:
+        """The entities found, and the placeholders of redacted text (``<EMAIL_ADDRESS>``,
+        score 1.0): stored redacted text still holds the leak, as a placeholder."""
         if not text:
             return []
         results = self._analyzer.analyze(text=text, language="en", entities=self._entities,
                                          score_threshold=self._min_score)  # fmt: skip
-        return sorted(
-            (
-                Match(r.start, r.end, r.entity_type, float(r.score))
-                for r in results
-                if not (
-                    r.entity_type == "EMAIL_ADDRESS"
-                    and RESERVED_EMAIL_DOMAINS.search(text[r.start : r.end])
-                )
-            ),
-            key=lambda m: (m.start, m.end, m.label),
-        )
+        found = [
+            Match(r.start, r.end, r.entity_type, float(r.score))
+            for r in results
+            if not (
+                r.entity_type == "EMAIL_ADDRESS"
+                and RESERVED_EMAIL_DOMAINS.search(text[r.start : r.end])
+            )
+        ]
+        if "<" in text:
+            placeholders = _PLACEHOLDER.finditer(text)
+            found += [Match(m.start(), m.end(), m.group(1), 1.0)
+                      for m in placeholders if m.group(1) in self._entities]  # fmt: skip
+        return sorted(found, key=lambda m: (m.start, m.end, m.label))
 
 
 def matcher_for(spec: SignalSpec) -> TextMatcher:
@@ -257,11 +267,17 @@ def _offline_analyzer(phone_numbers: str = "valid") -> Any:
 def _looks_like_phone(text: str, start: int, end: int) -> bool:
     """Whether a number of possible phone shape at ``text[start:end]`` is taken as one: enough
     digits, not all the same digit, not part of a longer token (``1Z999AA10123456784``,
-    ``192.168.0.0/16``) and not right after an identifier's name (:data:`NOT_A_PHONE`)."""
+    ``192.168.0.0/16``) nor of a longer group of digits (the last 12 digits of the card
+    number ``5500 0055 5555 5559``), and not right after an identifier's name
+    (:data:`NOT_A_PHONE`)."""
     digits = [c for c in text[start:end] if c.isdigit()]
     if len(digits) < PHONE_MIN_DIGITS or len(set(digits)) == 1 or "/" in text[start:end]:
         return False
     before, after = text[start - 1 : start], text[end : end + 1]
     if before.isalnum() or (before and before in "/.-") or after.isalnum() or after == "/":
+        return False
+    if _DIGITS_BEFORE.search(text[max(0, start - 3) : start]) or _DIGITS_AFTER.match(
+        text[end : end + 3]
+    ):
         return False
     return NOT_A_PHONE.search(text[max(0, start - 30) : start]) is None

@@ -30,6 +30,7 @@ from streams.guardrail import (
 from streams.kafka_security import KafkaSecurity, check_credentials
 from streams.otlp import OtlpMapping
 from streams.pipeline import BatchResult, Pipeline
+from streams.privacy import ContentPolicy
 from streams.pseudonyms import Pseudonyms
 from streams.replay import (
     Checkpoint,
@@ -48,6 +49,7 @@ __all__ = [
     "MAX_JSON_DEPTH",
     "BatchResult",
     "Checkpoint",
+    "ContentPolicy",
     "DeadLetter",
     "EmitError",
     "Emitter",

@@ -225,8 +225,10 @@ class BatchHandler:
         retry: RetryPolicy | None = None,
         health: WorkerHealth | None = None,
         stopping: asyncio.Event | None = None,
+        redact_payload: Callable[[str], str] | None = None,
     ) -> None:
         self._process = process
+        self._redact = redact_payload
         self._send = send_dead_letter
         self._run_blocking = run_blocking
         self._record = record_dead_letters
@@ -489,7 +491,7 @@ class BatchHandler:
         while True:
             letter = DeadLetter.of(
                 record.value or b"", reason, record.topic, record.partition, record.offset,
-                max_bytes=max_bytes,
+                max_bytes=max_bytes, redact=self._redact,
             )  # fmt: skip
             value = letter.to_json()
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -28,6 +29,7 @@ class DeadLetter:
     failed_at: str
     payload_bytes: int = -1  # size of the original payload; -1 in records written before
     truncated: bool = False  # payload holds only a prefix; the original stays at topic/offset
+    redacted: bool = False  # payload stored as the content policy says (not the original)
 
     @classmethod
     def of(
@@ -38,8 +40,13 @@ class DeadLetter:
         partition: int,
         offset: int,
         max_bytes: int = MAX_RECORD_BYTES,
+        redact: Callable[[str], str] | None = None,
     ) -> DeadLetter:
-        """The record for ``raw``; its JSON is at most ``max_bytes`` (the payload is cut)."""
+        """The record for ``raw``; its JSON is at most ``max_bytes`` (the payload is cut).
+
+        ``redact`` (a content policy other than raw): the payload is stored redacted, a
+        payload that is not text (protobuf) is withheld, and ``redacted`` says so; the
+        original stays at its topic and offset until the topic's retention removes it."""
         if len(reason) > MAX_REASON_CHARS:
             reason = f"{reason[:MAX_REASON_CHARS]}… ({len(reason)} chars)"
         reason = reason.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -47,10 +54,14 @@ class DeadLetter:
             payload, encoding = raw.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             payload, encoding = base64.b64encode(raw).decode("ascii"), "base64"
+        size = len(raw)
+        if redact is not None:
+            payload, encoding = (redact(payload), "utf-8") if encoding == "utf-8" else ("", "utf-8")
+            raw = payload.encode("utf-8")  # a cut below keeps a prefix of the redacted text
         record = cls(
             reason=reason, payload=payload, payload_encoding=encoding, topic=topic,
             partition=partition, offset=offset, failed_at=datetime.now(UTC).isoformat(),
-            payload_bytes=len(raw),
+            payload_bytes=size, redacted=redact is not None,
         )  # fmt: skip
         if len(record.to_json()) <= max_bytes:
             return record

@@ -35,6 +35,7 @@ from signals import (
 )
 from storage import CacheStatsRow, EmbeddingRow, EventRow, ScoreRow, WriteBatch
 from streams.events import GenerationEvent
+from streams.privacy import ContentPolicy
 from streams.pseudonyms import Pseudonyms
 from streams.slices import SliceConfig, Slicer
 
@@ -72,7 +73,9 @@ class Pipeline:
     ``slicer`` gives every score row the event's capped slice values (default: ``app`` only);
     ``groups`` adds one score row per signal group per event (see :mod:`signals.groups`).
     ``pseudonyms`` (optional) replaces user and session ids by keyed hashes before anything
-    else sees them (:mod:`streams.pseudonyms`).
+    else sees them (:mod:`streams.pseudonyms`). ``content`` (optional) decides what of the
+    texts and attribute values is stored (:mod:`streams.privacy`); signals always see the raw
+    content.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class Pipeline:
         slicer: Slicer | None = None,
         groups: Sequence[SignalGroup] = (),
         pseudonyms: Pseudonyms | None = None,
+        content: ContentPolicy | None = None,
     ) -> None:
         self._embedders = as_field_embedders(embedder)
         self._bank = bank
@@ -95,6 +99,7 @@ class Pipeline:
         self._slicer = slicer or Slicer(SliceConfig())
         self._groups = tuple(groups)
         self._pseudonyms = pseudonyms
+        self._content = content if content is not None and not content.is_raw else None
 
     @property
     def embedder_id(self) -> str:
@@ -143,6 +148,8 @@ class Pipeline:
         kept = events.take(pa.array(keep))
         if self._pseudonyms is not None:
             kept = _pseudonymise_columns(kept, self._pseudonyms)
+        if self._content is not None:
+            kept = _policy_attributes(kept, self._content)
         # Slice values per kept event, as process() makes them (the cap is shared).
         slice_type = pa.map_(pa.string(), pa.string())
         slice_col = pa.array([
@@ -180,6 +187,8 @@ class Pipeline:
                         for c in ("event_id", "timestamp", "model", "model_version")}  # fmt: skip
                 scored = bank.score_texts(name, [texts[i] for i in with_text])
                 scores.extend(_score_tables(scored, base, slice_col.take(taken)))
+        if self._content is not None:
+            kept = _policy_texts(kept, self._content)
         kept = kept.append_column("embedder_id", _repeat(self._embedders.id, len(kept)))
         written = self._writer.write_arrow(_concat(embeddings), _concat(scores), kept)
         return written, len(stored)
@@ -239,7 +248,7 @@ class Pipeline:
     ) -> WriteBatch:
         bank = self._bank()
         batch = WriteBatch()
-        slices = {e.event_id: self._slicer.values(e) for e in events}
+        slices = {e.event_id: self._slice_values(e) for e in events}
         per_event: dict[str, dict[str, GroupScore]] = {}
         for name, content in _CONTENT.items():
             owners = [e for e in events if content(e)]
@@ -289,8 +298,14 @@ class Pipeline:
                             event.model, event.model_version, score, flagged,
                             slices[event.event_id],
                         ))  # fmt: skip
-        batch.events.extend(_event_row(e, self._embedders.id) for e in events)
+        batch.events.extend(_event_row(e, self._embedders.id, self._content) for e in events)
         return batch
+
+    def _slice_values(self, event: GenerationEvent) -> dict[str, str]:
+        """Slice values as stored: from the attributes the content policy lets through."""
+        if self._content is None:
+            return self._slicer.values(event)
+        return self._slicer.values_of(event.app, self._content.attribute_values(event.attributes))
 
 
 def _score_tables(scored: FieldScores, base: dict[str, Any], slices: Any) -> list[pa.Table]:
@@ -410,7 +425,35 @@ def _pseudonymise_columns(table: pa.Table, pseudonyms: Pseudonyms) -> pa.Table:
     return table.set_column(index, "attributes", pa.array(rows, table.schema.field(index).type))
 
 
-def _event_row(event: GenerationEvent, embedder_id: str) -> EventRow:
+def _policy_attributes(table: pa.Table, content: ContentPolicy) -> pa.Table:
+    """The ``attributes`` column as the content policy stores it."""
+    import pyarrow as pa
+
+    index = table.schema.get_field_index("attributes")
+    rows = [None if row is None else list(content.attribute_values(dict(row)).items())
+            for row in table.column("attributes").to_pylist()]  # fmt: skip
+    return table.set_column(index, "attributes", pa.array(rows, table.schema.field(index).type))
+
+
+def _policy_texts(table: pa.Table, content: ContentPolicy) -> pa.Table:
+    """The text columns as the content policy stores them."""
+    import pyarrow as pa
+
+    for name, store in (("prompt_text", content.prompt), ("output_text", content.output)):
+        index = table.schema.get_field_index(name)
+        values = [store(v) if v else v for v in table.column(name).to_pylist()]
+        table = table.set_column(index, name, pa.array(values, table.schema.field(index).type))
+    return table
+
+
+def _event_row(
+    event: GenerationEvent, embedder_id: str, content: ContentPolicy | None = None
+) -> EventRow:
+    prompt, output = event.prompt.text or "", event.output.text or ""
+    attributes = dict(event.attributes)
+    if content is not None:
+        prompt, output = content.prompt(prompt), content.output(output)
+        attributes = content.attribute_values(attributes)
     image = event.output.image or ""
     if len(image) > 2048:  # inline base64 is kept in the log, not in the table
         image = f"inline:{len(image)}b"
@@ -421,12 +464,12 @@ def _event_row(event: GenerationEvent, embedder_id: str) -> EventRow:
         model_version=event.model_version,
         app=event.app,
         release=event.release,
-        prompt_text=event.prompt.text or "",
-        output_text=event.output.text or "",
+        prompt_text=prompt,
+        output_text=output,
         output_image=image,
         latency_ms=event.latency_ms,
         feedback=event.feedback,
-        attributes=dict(event.attributes),
+        attributes=attributes,
         embedder_id=embedder_id,
         user_id=event.user_id or "",
         session_id=event.session_id or "",

@@ -74,18 +74,22 @@ class ReplayStats:
 
 
 class RejectWriter:
-    """Appends one JSON line per rejected record: file, line, reason and the raw input."""
+    """Appends one JSON line per rejected record: file, line, reason and the raw input
+    (as ``redact`` stores it, when a content policy other than raw is set)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, redact: Callable[[str], str] | None = None) -> None:
         self.path = path
         self._handle: IO[str] | None = None
+        self._redact = redact
         self.count = 0
 
     def reject(self, source: str, line: int, reason: str, raw: str) -> None:
         if self._handle is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = self.path.open("a", encoding="utf-8")
-        record = {"file": source, "line": line, "reason": reason, "raw": raw[:10_000]}
+        raw = raw[:10_000]
+        record = {"file": source, "line": line, "reason": reason,
+                  "raw": self._redact(raw) if self._redact is not None else raw}  # fmt: skip
         self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._handle.flush()
         self.count += 1

@@ -104,6 +104,7 @@ class _Runtime:
         record_dead_letters: Callable[[list[DeadLetter]], None] | None,
         decoders: Mapping[str, Decoder] | None,
         health: WorkerHealth | None,
+        redact_payload: Callable[[str], str] | None = None,
     ) -> None:
         self.config = config
         self._factory = pipeline_factory
@@ -120,6 +121,7 @@ class _Runtime:
             default_decoder=json_decoder(config.max_payload_bytes),
             retry=self.retry,
             health=health,
+            redact_payload=redact_payload,
         )
         self.stopping = self.handler.stopping
 
@@ -223,6 +225,7 @@ def build_app(
     maintenance: Callable[[], None] | None = None,
     accept_feedback: Callable[[list[Feedback]], int] | None = None,
     otlp_mapping: OtlpMapping | None = None,
+    redact_payload: Callable[[str], str] | None = None,
 ) -> Any:
     """Create the faust app with its agents. The pipeline is built when the worker starts.
 
@@ -275,7 +278,7 @@ def build_app(
     decoders = {**otlp, **(decoders or {})}
     health = health if health is not None else WorkerHealth()
     runtime = _Runtime(config, pipeline_factory, send_dead_letter, record_dead_letters,
-                       decoders, health)  # fmt: skip
+                       decoders, health, redact_payload)  # fmt: skip
     if config.health_port:
         _health_pages(app, health)
     source = app.topic(kafka.topic, *kafka.otlp_topics, partitions=kafka.partitions)

@@ -55,7 +55,13 @@ from telltale.trust import (
     no_audit_fields,
     record_estimates,
 )
-from telltale.wiring import make_cache, make_client, make_embedders, pseudonyms
+from telltale.wiring import (
+    content_policy,
+    make_cache,
+    make_client,
+    make_embedders,
+    pseudonyms,
+)
 
 __all__ = ["DEMO_EMBEDDER", "DEMO_TEXT_EMBEDDER", "run_demo"]
 
@@ -193,6 +199,7 @@ def run_demo(
         ClickHouseWriter(client),
         cache=cache,
         pseudonyms=pseudonyms(settings),
+        content=content_policy(settings),
     )
     written = skipped = 0
     columns = (

@@ -22,7 +22,7 @@ from streams import (
     Vectors,
 )
 from telltale.settings import Settings
-from telltale.wiring import kafka_security, make_client, make_pipeline
+from telltale.wiring import free_text_policy, kafka_security, make_client, make_pipeline
 
 __all__ = ["replay_feedback", "replay_files"]
 
@@ -44,7 +44,7 @@ def replay_files(
 ) -> dict[str, Any]:
     """Replay ``files``; return a summary. Safe to interrupt and run again."""
     pace = None if speed == "max" else float(speed)
-    rejects = RejectWriter(reject_file)
+    rejects = RejectWriter(reject_file, free_text_policy(settings))
     checkpoint = Checkpoint(checkpoint_file) if checkpoint_file else None
     started = time.monotonic()
     columns = (
@@ -143,7 +143,7 @@ def replay_feedback(
     from telltale.wiring import feedback_rows, pseudonyms
 
     started = time.monotonic()
-    rejects = RejectWriter(reject_file)
+    rejects = RejectWriter(reject_file, free_text_policy(settings))
     counts = {"read": 0, "rejected": 0, "sent_to_kafka" if to_kafka else "stored": 0}
     emitter: Emitter | None = None
     client: Any = None
@@ -158,7 +158,7 @@ def replay_feedback(
             emitter.flush()
             counts["sent_to_kafka"] += len(pending)
         elif client is not None:
-            rows = feedback_rows(pending, pseudonyms(settings))
+            rows = feedback_rows(pending, pseudonyms(settings), free_text_policy(settings))
             counts["stored"] += record_feedback(client, rows)
         pending.clear()
 

@@ -42,6 +42,7 @@ from telltale.settings import Settings
 from telltale.trust import release_instrument
 from telltale.wiring import (
     Parts,
+    content_policy,
     image_policy,
     make_client,
     make_parts,
@@ -107,7 +108,8 @@ def _recorder(settings: Settings, parts: Parts, writer: ClickHouseWriter) -> Rec
     if target == "storage":
         # Its own pipeline and writer: the worker's are used on the worker's thread.
         return storage_recorder(Pipeline(parts.embedders, parts.signals, writer,
-                                         pseudonyms=pseudonyms(settings)))  # fmt: skip
+                                         pseudonyms=pseudonyms(settings),
+                                         content=content_policy(settings)))  # fmt: skip
     state: dict[str, Recorder] = {}
 
     def record(scored: Any) -> None:
@@ -155,7 +157,7 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
             client, parts.embedders, parts.signals,
             Pipeline(parts.embedders, parts.signals,
                      _WatchedWriter(client, monitored.saw_events_at),
-                     pseudonyms=pseudonyms(settings)),
+                     pseudonyms=pseudonyms(settings), content=content_policy(settings)),
         )  # fmt: skip
         app = make_worker_app(settings, build=lambda: shared)
         await app.start()

@@ -27,7 +27,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from alerts import MonitorSettings, NotifySettings
 from dashboards import GrafanaSettings
-from signals import DEFAULT_MAX_DECODED_PIXELS, EmbedderConfig, TextEmbedderConfig
+from signals import (
+    DEFAULT_MAX_DECODED_PIXELS,
+    DEFAULT_REDACTED_ENTITIES,
+    PII_ENTITIES,
+    EmbedderConfig,
+    TextEmbedderConfig,
+)
 from storage import MAX_RETENTION_DAYS
 from streams import KafkaConfig, OtlpMapping, SliceConfig, WorkerConfig, comma_list
 
@@ -370,13 +376,48 @@ class ImagesSettings(BaseSettings):
 class PrivacySettings(BaseSettings):
     """``TELLTALE_PRIVACY_*``: what is stored about people."""
 
-    model_config = SettingsConfigDict(env_prefix="TELLTALE_PRIVACY_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="TELLTALE_PRIVACY_", extra="ignore", enable_decoding=False
+    )
 
+    prompt_text: Literal["raw", "redacted", "drop"] = Field(
+        default="redacted",
+        description="how prompts are stored: as sent, with personal data replaced by typed "
+        "placeholders (<EMAIL_ADDRESS>), or not at all; signals always score the raw text",
+    )
+    output_text: Literal["raw", "redacted", "drop"] = Field(
+        default="redacted", description="how answers are stored (as prompt_text)"
+    )
+    attributes: Literal["raw", "redacted", "drop"] = Field(
+        default="redacted", description="how free-text attribute values are stored"
+    )
+    raw_attributes: CommaList = Field(
+        default=("locale", "customer_tier", "region", "plan", "channel", "experiment"),
+        description="attribute keys whose values are stored as sent (slice keys, tiers)",
+    )
+    entities: CommaList = Field(
+        default=DEFAULT_REDACTED_ENTITIES,
+        description="what 'redacted' replaces (Presidio entity types)",
+    )
     id_key: SecretStr | None = Field(
         default=None,
         description="secret key (16+ characters): user and session ids are stored as keyed "
         "hashes (HMAC-SHA-256), so units, slices and joins work and ids cannot be reversed",
     )
+
+    @field_validator("raw_attributes", "entities", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return comma_list(value)
+
+    @field_validator("entities")
+    @classmethod
+    def _known_entities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = sorted(set(value) - PII_ENTITIES)
+        if unknown:
+            raise ValueError(f"unknown entities {', '.join(unknown)}; known: "
+                             f"{', '.join(sorted(PII_ENTITIES))}")  # fmt: skip
+        return value
 
     @field_validator("id_key")
     @classmethod

@@ -18,6 +18,7 @@ from signals import (
     LruVectorCache,
     OpenClipEmbedder,
     PublishedSignal,
+    Redactor,
     SignalGroup,
     TextEmbedderConfig,
     load_groups,
@@ -37,6 +38,7 @@ from storage import (
     top_slice_values,
 )
 from streams import (
+    ContentPolicy,
     DeadLetter,
     Feedback,
     KafkaConfig,
@@ -117,11 +119,17 @@ def image_policy(
     )
 
 
-def feedback_rows(records: list[Feedback], ids: Pseudonyms | None = None) -> list[FeedbackRow]:
-    """Storage rows of feedback; the rater's id pseudonymised when ``ids`` is given."""
+def feedback_rows(
+    records: list[Feedback],
+    ids: Pseudonyms | None = None,
+    comments: Callable[[str], str] | None = None,
+) -> list[FeedbackRow]:
+    """Storage rows of feedback; the rater's id pseudonymised when ``ids`` is given, comments
+    stored as ``comments`` (the free-text policy) says."""
     return [
         FeedbackRow(r.feedback_id, r.event_id, r.score, r.rating, r.kind,
-                    ids(r.user_id) if ids is not None else r.user_id, r.timestamp, r.comment)
+                    ids(r.user_id) if ids is not None else r.user_id, r.timestamp,
+                    comments(r.comment) if comments is not None else r.comment)
         for r in records
     ]  # fmt: skip
 
@@ -219,9 +227,26 @@ def make_parts(
         embedders, signals, writer or ClickHouseWriter(client),
         image_policy(settings.images, worker=worker), cache=make_cache(settings.cache, client),
         slicer=make_slicer(settings.slices, client), groups=make_groups(settings.groups, client),
-        pseudonyms=pseudonyms(settings),
+        pseudonyms=pseudonyms(settings), content=content_policy(settings),
     )  # fmt: skip
     return Parts(client, embedders, signals, pipeline)
+
+
+def content_policy(settings: Settings) -> ContentPolicy:
+    """What of prompts, answers and attribute values is stored (``TELLTALE_PRIVACY_*``)."""
+    privacy = settings.privacy
+    return ContentPolicy(
+        prompt_text=privacy.prompt_text, output_text=privacy.output_text,
+        attributes=privacy.attributes, raw_attribute_keys=frozenset(privacy.raw_attributes),
+        redact=Redactor(privacy.entities),
+    )  # fmt: skip
+
+
+def free_text_policy(settings: Settings) -> Callable[[str], str] | None:
+    """How free text that may hold anything (dead letters, rejected lines, feedback comments)
+    is stored: None when every content field is stored raw."""
+    policy = content_policy(settings)
+    return None if policy.is_raw else policy.free_text
 
 
 def pseudonyms(settings: Settings) -> Pseudonyms | None:
@@ -277,7 +302,8 @@ class _WorkerParts:
         """Store delayed feedback; join it with its events where they are stored."""
         self.pipeline()
         assert self._client is not None
-        return record_feedback(self._client, feedback_rows(records, pseudonyms(self._settings)))
+        rows = feedback_rows(records, pseudonyms(self._settings), free_text_policy(self._settings))
+        return record_feedback(self._client, rows)
 
     def accept_signal(self, payload: bytes) -> str:
         """Store a signal published on the control topic; apply it from the next batch."""
@@ -312,4 +338,5 @@ def make_worker_app(
         maintenance=parts.maintain,
         accept_feedback=parts.accept_feedback,
         otlp_mapping=settings.otlp,
+        redact_payload=free_text_policy(settings),
     )
