@@ -514,7 +514,10 @@ def test_worker_dead_letters_every_poison_payload_and_keeps_running(poison_stack
     stack = poison_stack
     poison = poison_mix()
     good = load_events(N_GOOD, prefix="good")
-    worker = stack.start(TELLTALE_WORKER_MAX_PAYLOAD_BYTES=str(MAX_PAYLOAD_E2E))
+    # Content stored raw, so each letter's payload can be compared with what was sent; the
+    # redacted letters are checked in test_privacy_end_to_end and test_dead_letter_redaction.
+    raw = {f"TELLTALE_PRIVACY_{k}": "raw" for k in ("PROMPT_TEXT", "OUTPUT_TEXT", "ATTRIBUTES")}
+    worker = stack.start(TELLTALE_WORKER_MAX_PAYLOAD_BYTES=str(MAX_PAYLOAD_E2E), **raw)
     try:
         messages = [p for p, _ in poison]
         for i, event in enumerate(good):  # interleaved, so poison and good share batches

@@ -30,6 +30,7 @@ from signals.training import train_signal
 from storage.client import connect
 from storage.migrate import migrate
 from storage.queries import failure_rates
+from streams.dead_letter import MAX_REDACTED_CHARS, DeadLetter
 from streams.emitter import Emitter
 from streams.privacy import ContentPolicy
 from telltale.signal_store import ClickHouseSignalStore
@@ -177,3 +178,16 @@ def test_no_planted_value_survives_the_worker_or_replay(
         assert leak_rate(client) == (N_EVENTS, leaks)
     finally:
         client.close()
+
+
+def test_dead_letter_redaction_keeps_a_bounded_redacted_prefix_and_withholds_binary() -> None:
+    redact = ContentPolicy("redacted", "redacted", "redacted", frozenset(), Redactor()).free_text
+    text = json.dumps({"output": {"text": "call 212 555 0147 " * 5000}}).encode()
+    letter = DeadLetter.of(text, "bad", "t", 0, 7, redact=redact)
+    assert letter.redacted and letter.truncated and letter.payload_bytes == len(text)
+    assert "555 0147" not in letter.payload and "<PHONE_NUMBER>" in letter.payload
+    assert len(letter.payload) < MAX_REDACTED_CHARS * 1.2  # a prefix, redacted
+    binary = DeadLetter.of(b"\x08\x96\x01\xff" * 100, "bad protobuf", "t", 0, 8, redact=redact)
+    assert (binary.payload, binary.redacted, binary.truncated) == ("", True, True)
+    plain = DeadLetter.of(b'{"a": "call 212 555 0147"}', "bad", "t", 0, 9)  # raw policy
+    assert plain.original() == b'{"a": "call 212 555 0147"}' and not plain.redacted
