@@ -94,6 +94,16 @@ def label_pool(
                 f"labelling function {function.label!r}: signal {function.signal!r} reads "
                 f"{fitted.field}, not {spec.field}"
             )
+        if (
+            fitted is not None
+            and not fitted.reads_text
+            and (fitted.embedder_id != embedders.id_for(spec.field))
+        ):
+            raise TrainingError(
+                f"labelling function {function.label!r}: signal {function.signal!r} was "
+                f"trained on {fitted.embedder_id}, the pool is embedded by "
+                f"{embedders.id_for(spec.field)} (retrain it first)"
+            )
     queries = {f.query: embedders.embed_query(spec.field, f.query)
                for f in functions if f.query is not None}  # fmt: skip
     cuts: dict[str, tuple[float, float]] = {}

@@ -231,3 +231,25 @@ def test_cli_trains_with_weak_labels_suggests_disputed_events_and_refuses_missin
     assert plain.exit_code == 0, plain.output
     no_functions = invoke("signals", "train", "stock_advice", "--weak")
     assert no_functions.exit_code != 0 and "names no labelling_functions" in no_functions.output
+
+
+def test_a_signal_of_another_field_or_embedder_is_refused_as_a_labelling_function(
+    tiny_embedder: OpenClipEmbedder,
+) -> None:
+    from signals.weak_fit import label_pool
+
+    rng = np.random.default_rng(0)
+    dim = tiny_embedder.dim
+
+    def fitted(name: str, target: str, embedder_id: str) -> Any:
+        spec = parse_spec({"name": name, "target": target, "threshold": 0.5})
+        pos, neg = rng.normal(1, 1, (3, dim)), rng.normal(-1, 1, (3, dim))
+        return fit_signal(spec, pos.astype(np.float32), neg.astype(np.float32), embedder_id, 1)
+
+    other = fitted("other", "output", "another/embedder")
+    prompt = fitted("asks", "prompt", tiny_embedder.id)
+    pool = WeakPool(("e1",), [rng.normal(size=(1, dim)).astype(np.float32)], ["t"], [None])
+    for named, message in ((other, "was trained on another/embedder"), (prompt, "reads prompt")):
+        spec = parse_spec({"name": "s", "labelling_functions": [{"signal": named.name}]})
+        with pytest.raises(TrainingError, match=message):
+            label_pool(spec, tiny_embedder, pool, {named.name: named})
