@@ -158,6 +158,12 @@ def run_demo(
         f"text embedder: {embedder.text.id} (dim {embedder.text.dim})\n"
         f"image embedder: {embedder.image.id} (dim {embedder.image.dim})"
     )
+    privacy = settings.privacy
+    console.print(
+        f"stored: prompts {privacy.prompt_text}, answers {privacy.output_text}, attributes "
+        f"{privacy.attributes}; ids {'pseudonymous' if privacy.id_key else 'as sent'} "
+        "(TELLTALE_PRIVACY_*)"
+    )
 
     store = ClickHouseSignalStore(client)
     stored = {s.name: s for s in store.latest()}
