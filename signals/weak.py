@@ -279,7 +279,6 @@ class LabelModel:
         fixed: NDArray[np.bool_],
         clamped: NDArray[np.float64],
     ) -> LabelModel:
-        model = cls._m_step(outcomes, posterior, 0)
         for iteration in range(1, _ITERATIONS + 1):
             model = cls._m_step(outcomes, posterior, iteration)
             updated = np.where(fixed, np.nan_to_num(clamped), model._posterior(outcomes))

@@ -85,10 +85,7 @@ def label_pool(
     functions = spec_functions(spec)
     embedders = as_field_embedders(embedder)
     for function in functions:
-        fitted = signals.get(function.signal or "")
-        if function.signal is not None and fitted is None:
-            raise TrainingError(f"labelling function {function.label!r}: no signal "
-                                f"{function.signal!r} is registered")  # fmt: skip
+        fitted = signals.get(function.signal or "")  # a missing one: apply_labelling_functions
         if fitted is not None and fitted.field != spec.field:
             raise TrainingError(
                 f"labelling function {function.label!r}: signal {function.signal!r} reads "

@@ -44,7 +44,7 @@ from storage.embeddings import (
     sample_embeddings,
     windows_by_event,
 )
-from storage.erasure import ERASED_TABLES, Erasure, erase_subject, subject_events
+from storage.erasure import ERASED_TABLES, Erasure, SubjectEvents, erase_subject, subject_events
 from storage.errors import (
     BackPressure,
     MigrationError,
@@ -144,6 +144,7 @@ __all__ = [
     "StoredEmbedding",
     "StoredText",
     "StratumLabels",
+    "SubjectEvents",
     "TableCounts",
     "UnitSample",
     "WriteBatch",

@@ -17,7 +17,7 @@ with the id. Running it again deletes nothing and logs zeros.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
@@ -96,15 +96,17 @@ def erase_subject(
     client: Client,
     column: Subject,
     subject: str,
-    cache_keys: Sequence[str] = (),
+    cache_keys: Callable[[SubjectEvents], Sequence[str]] | None = None,
     *,
     request: str = "",
     requested_by: str = "",
 ) -> Erasure:
     """Delete the subject's rows from every table of :data:`ERASED_TABLES`, log the erasure,
-    and return the rows deleted per table."""
+    and return the rows deleted per table. ``cache_keys`` gives the embedding-cache keys of the
+    subject's stored content (the key function is the caller's)."""
     found = subject_events(client, column, subject)
-    parameters = {"ids": list(found.event_ids), "subject": subject, "keys": list(cache_keys)}
+    keys = list(cache_keys(found)) if cache_keys is not None else []
+    parameters = {"ids": list(found.event_ids), "subject": subject, "keys": keys}
     counts: dict[str, int] = {}
     for table, where in ERASED_TABLES.items():
         if table == "feedback" and column == "user_id":
@@ -112,7 +114,7 @@ def erase_subject(
         if (
             (table == "feedback" and column == "user_id")
             or found.event_ids
-            or (table == "embedding_cache" and cache_keys)
+            or (table == "embedding_cache" and keys)
         ):
             # table names and conditions are constants of this module; values are bound
             [(count,)] = client.query(f"SELECT count() FROM {table} WHERE {where}",  # noqa: S608

@@ -41,7 +41,7 @@ class Pseudonyms:
         secret = key.get_secret_value().encode("utf-8")
         if len(secret) < 16:
             raise ValueError("the pseudonym key must be at least 16 characters")
-        self._key = key
+        self._keyed = hmac.new(secret, digestmod=hashlib.sha256)  # copied per id
 
     def __repr__(self) -> str:
         return "Pseudonyms(key=SecretStr('**********'))"
@@ -50,8 +50,9 @@ class Pseudonyms:
         """The pseudonym of ``value``; an empty id stays empty (there is nobody to protect)."""
         if not value:
             return value
-        digest = hmac.new(self._key.get_secret_value().encode("utf-8"), value.encode("utf-8"),
-                          hashlib.sha256).digest()[:_BYTES]  # fmt: skip
+        mac = self._keyed.copy()
+        mac.update(value.encode("utf-8"))
+        digest = mac.digest()[:_BYTES]
         return PSEUDONYM_PREFIX + base64.b32encode(digest).decode("ascii").rstrip("=").lower()
 
     def attributes(self, attributes: Mapping[str, Any]) -> dict[str, Any]:

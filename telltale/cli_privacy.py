@@ -59,7 +59,7 @@ def forget(
 def _erase(client: Any, settings: Any, user: str | None, session: str | None, request: str,
            requested_by: str) -> Any:  # fmt: skip
     from signals import content_key
-    from storage import erase_subject, subject_events
+    from storage import SubjectEvents, erase_subject
     from telltale.wiring import pseudonyms
 
     column: Literal["user_id", "session_id"] = "user_id" if user is not None else "session_id"
@@ -67,9 +67,11 @@ def _erase(client: Any, settings: Any, user: str | None, session: str | None, re
     assert subject is not None
     ids = pseudonyms(settings)
     stored = ids(subject) if ids is not None else subject
-    found = subject_events(client, column, stored)
-    keys = [content_key(embedder_id, field, text)
-            for _, field, text in found.texts
-            for embedder_id in found.embedders.get(field, ())]  # fmt: skip
+
+    def keys(found: SubjectEvents) -> list[str]:
+        return [content_key(embedder_id, field, text)
+                for _, field, text in found.texts
+                for embedder_id in found.embedders.get(field, ())]  # fmt: skip
+
     return erase_subject(client, column, stored, keys, request=request,
                          requested_by=requested_by)  # fmt: skip

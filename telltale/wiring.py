@@ -267,6 +267,9 @@ class _WorkerParts:
         self._pipeline: Pipeline | None = None
         self._client: Client | None = None
         self._signals: LiveSignals | None = None
+        # built once: a redactor loads Presidio's recognizers on first use
+        self._ids = pseudonyms(settings)
+        self._comments = free_text_policy(settings)
 
     def pipeline(self) -> Pipeline:
         if self._pipeline is None:
@@ -302,7 +305,7 @@ class _WorkerParts:
         """Store delayed feedback; join it with its events where they are stored."""
         self.pipeline()
         assert self._client is not None
-        rows = feedback_rows(records, pseudonyms(self._settings), free_text_policy(self._settings))
+        rows = feedback_rows(records, self._ids, self._comments)
         return record_feedback(self._client, rows)
 
     def accept_signal(self, payload: bytes) -> str:
