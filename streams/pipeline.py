@@ -100,6 +100,7 @@ class Pipeline:
         self._groups = tuple(groups)
         self._pseudonyms = pseudonyms
         self._content = content if content is not None and not content.is_raw else None
+        self._store_windows = content is None or content.store_windows
 
     @property
     def embedder_id(self) -> str:
@@ -270,7 +271,7 @@ class Pipeline:
                 batch.embeddings.append(EmbeddingRow(
                     event.event_id, name, embedder_id, event.timestamp, event.model,
                     event.model_version, vector.tolist(),
-                    group.tolist() if len(group) > 1 else (),
+                    group.tolist() if len(group) > 1 and self._store_windows else (),
                 ))  # fmt: skip
             field_scores = [bank.score_windows(name, windows)]
             if name in bank.text_fields:

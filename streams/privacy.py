@@ -33,6 +33,7 @@ class ContentPolicy:
     attributes: Treatment = "raw"
     raw_attribute_keys: frozenset[str] = frozenset()
     redact: Callable[[str], str] | None = None
+    store_windows: bool = True  # False: a long text keeps its document vector only
 
     def __post_init__(self) -> None:
         wanted = "redacted" in (self.prompt_text, self.output_text, self.attributes)

@@ -399,6 +399,18 @@ class PrivacySettings(BaseSettings):
         default=DEFAULT_REDACTED_ENTITIES,
         description="what 'redacted' replaces (Presidio entity types)",
     )
+    store_windows: bool = Field(
+        default=True,
+        description="store the window vectors of long texts beside their document vector; "
+        "false keeps the document vector only (less to reveal; back-fills of long answers then "
+        "score the document vector instead of the windows the live path scored)",
+    )
+    min_slice_users: int = Field(
+        default=0,
+        ge=0,
+        description="slices with fewer distinct users are merged into 'other' in rates --by, "
+        "dashboards and the report (0: off); a merged 'other' still under it is withheld",
+    )
     id_key: SecretStr | None = Field(
         default=None,
         description="secret key (16+ characters): user and session ids are stored as keyed "

@@ -238,7 +238,7 @@ def content_policy(settings: Settings) -> ContentPolicy:
     return ContentPolicy(
         prompt_text=privacy.prompt_text, output_text=privacy.output_text,
         attributes=privacy.attributes, raw_attribute_keys=frozenset(privacy.raw_attributes),
-        redact=Redactor(privacy.entities),
+        redact=Redactor(privacy.entities), store_windows=privacy.store_windows,
     )  # fmt: skip
 
 

@@ -191,3 +191,31 @@ def test_dead_letter_redaction_keeps_a_bounded_redacted_prefix_and_withholds_bin
     assert (binary.payload, binary.redacted, binary.truncated) == ("", True, True)
     plain = DeadLetter.of(b'{"a": "call 212 555 0147"}', "bad", "t", 0, 9)  # raw policy
     assert plain.original() == b'{"a": "call 212 555 0147"}' and not plain.redacted
+
+
+@pytest.mark.parametrize("store_windows", [True, False])
+def test_store_windows_false_keeps_only_the_document_vector(
+    ch: Any, minilm: Any, store_windows: bool
+) -> None:
+    """TELLTALE_PRIVACY_STORE_WINDOWS=false: a long answer's window vectors are scored (the
+    signal sees them) but only its document vector is stored."""
+    from signals.live import LiveSignals
+    from storage.writer import ClickHouseWriter
+    from streams.events import validate_event
+    from streams.pipeline import Pipeline
+
+    sentence = "The refund for your order was approved and will reach your account soon. "
+    event = validate_event({
+        "event_id": "long-1", "timestamp": datetime.now(UTC).isoformat(), "model": "m",
+        "model_version": "v1", "prompt": {"text": "Where is my refund?"},
+        "output": {"text": sentence * 40},
+    })  # fmt: skip
+    live = LiveSignals(ClickHouseSignalStore(ch), minilm.id, 0)
+    policy = ContentPolicy(store_windows=store_windows)
+    pipeline = Pipeline(minilm, live, ClickHouseWriter(ch), content=policy)
+    assert pipeline.process([event]).written == 1
+    [(vector, windows)] = ch.query(
+        "SELECT vector, windows FROM embeddings WHERE field = 'output.text'"
+    ).result_rows
+    assert len(vector) == 384
+    assert (len(windows) > 1) is store_windows
