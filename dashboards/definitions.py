@@ -95,7 +95,7 @@ def _base(uid: str, title: str, description: str) -> sdk.Dashboard:
     )
 
 
-def overview() -> sdk.Dashboard:
+def overview(min_slice_users: int = 0) -> sdk.Dashboard:
     return (
         _base(
             "telltale-overview", "Telltale · Overview", "Which failure mode got worse, since when."
@@ -141,7 +141,7 @@ def overview() -> sdk.Dashboard:
         .with_panel(
             table_panel(
                 "Failure rate by slice",
-                q.SLICE_FAILURE_RATES,
+                q.slice_failure_rates(min_slice_users),
                 description="Per slice key (Slice key variable; TELLTALE_SLICE_KEYS and app) "
                 "and value: events, failures, rate and its Wilson 95% interval, the slices "
                 "with the highest lower bound first. `telltale rates --by KEY` prints the same.",
@@ -151,7 +151,7 @@ def overview() -> sdk.Dashboard:
         .with_panel(
             timeseries_panel(
                 "Failure rate by slice over time",
-                q.SLICE_FAILURE_RATE_SERIES,
+                q.slice_failure_rate_series(min_slice_users),
                 description="Share of events flagged per slice value; pick a slice key and a "
                 "signal to keep it readable.",
                 unit="percentunit",
@@ -351,7 +351,8 @@ def pipeline_health() -> sdk.Dashboard:
     )
 
 
-def build_dashboards() -> list[models.Dashboard]:
-    """The dashboard models, in display order."""
-    builders = (overview(), signal_drilldown(), prompt_drift(), pipeline_health())
+def build_dashboards(min_slice_users: int = 0) -> list[models.Dashboard]:
+    """The dashboard models, in display order; ``min_slice_users`` > 0 merges slices of fewer
+    distinct users into ``other`` (``TELLTALE_PRIVACY_MIN_SLICE_USERS``)."""
+    builders = (overview(min_slice_users), signal_drilldown(), prompt_drift(), pipeline_health())
     return [b.build() for b in builders]

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from storage import slice_people, small_cells_merged
+
 __all__ = [
     "ANNOTATION_RELEASES",
     "AUDITED_PRECISION",
@@ -37,8 +39,6 @@ __all__ = [
     "SIGNAL_CORRECTED_RATE",
     "SIGNAL_FAILURE_RATE",
     "SIGNAL_THRESHOLD",
-    "SLICE_FAILURE_RATES",
-    "SLICE_FAILURE_RATE_SERIES",
     "VARIABLE_APP",
     "VARIABLE_MODEL",
     "VARIABLE_SIGNAL",
@@ -46,6 +46,8 @@ __all__ = [
     "VARIABLE_VERSION",
     "NamedQuery",
     "open_detections_for",
+    "slice_failure_rate_series",
+    "slice_failure_rates",
 ]
 
 
@@ -287,45 +289,63 @@ VARIABLE_SLICE_KEY = NamedQuery(
     ("slice_key",),
 )
 
-# Per (signal, model, version, slice): the rate with its Wilson 95 % interval (z = 1.96),
-# most confidently high first: the slice whose *lower* bound is highest leads.
-SLICE_FAILURE_RATES = NamedQuery(
-    "slice_failure_rates",
-    """SELECT signal, model, model_version, concat(slice_key, '=', if(slice_value = '',
+
+def _slice_counts(min_users: int, *, by_time: bool = False) -> str:
+    """Events and failures per (signal, model, version, slice key, value), per time bucket with
+    ``by_time``; with ``min_users`` > 0 small cells are merged into ``other`` or withheld
+    (``TELLTALE_PRIVACY_MIN_SLICE_USERS``, :func:`storage.small_cells_merged`)."""
+    time = "$__timeInterval(minute) AS time, " if by_time else ""
+    counts = (
+        f"SELECT {time}signal, model, model_version, slice_key, slice_value,\n"
+        "       uniqExactMerge(events) AS n, uniqExactIfMerge(failures) AS k\n"
+        "FROM failure_rates_by_slice_1m\n"
+        f"WHERE $__timeFilter(minute) AND {_rate_filters()} AND {_any('slice_key', 'slice_key')}\n"
+        f"GROUP BY {'time, ' if by_time else ''}signal, model, model_version, slice_key, "
+        "slice_value"
+    )
+    if min_users <= 0:
+        return counts
+    people = slice_people("$__timeFilter(timestamp)", _any("slice_key", "slice_key"))
+    return small_cells_merged(counts, people, min_users, carry="time" if by_time else "")
+
+
+def slice_failure_rates(min_users: int = 0) -> NamedQuery:
+    """Per (signal, model, version, slice): the rate with its Wilson 95 % interval (z = 1.96),
+    most confidently high first: the slice whose *lower* bound is highest leads."""
+    return NamedQuery(
+        "slice_failure_rates",
+        """SELECT signal, model, model_version, concat(slice_key, '=', if(slice_value = '',
        '(unset)', slice_value)) AS slice, n AS events, k AS failures, k / n AS failure_rate,
        (failure_rate + 1.9208 / n - 1.96 * sqrt(failure_rate * (1 - failure_rate) / n
            + 0.9604 / (n * n))) / (1 + 3.8416 / n) AS rate_low,
        (failure_rate + 1.9208 / n + 1.96 * sqrt(failure_rate * (1 - failure_rate) / n
            + 0.9604 / (n * n))) / (1 + 3.8416 / n) AS rate_high
 FROM (
-    SELECT signal, model, model_version, slice_key, slice_value,
-           uniqExactMerge(events) AS n, uniqExactIfMerge(failures) AS k
-    FROM failure_rates_by_slice_1m
-    WHERE $__timeFilter(minute) AND """
-    + _rate_filters()
-    + """ AND """
-    + _any("slice_key", "slice_key")
-    + """
-    GROUP BY signal, model, model_version, slice_key, slice_value
+"""
+        + _slice_counts(min_users)
+        + """
 )
 WHERE n > 0
 ORDER BY rate_low DESC, signal, model, model_version, slice
 LIMIT 40""",
-    ("signal", "model", "model_version", "slice", "events", "failures", "failure_rate",
-     "rate_low", "rate_high"),
-)  # fmt: skip
+        ("signal", "model", "model_version", "slice", "events", "failures", "failure_rate",
+         "rate_low", "rate_high"),
+    )  # fmt: skip
 
-SLICE_FAILURE_RATE_SERIES = NamedQuery(
-    "slice_failure_rate_series",
-    "SELECT $__timeInterval(minute) AS time,\n"
-    "       concat(signal, ' · ', model_version, ' · ', slice_key, '=', slice_value) AS series,\n"
-    "       uniqExactIfMerge(failures) / uniqExactMerge(events) AS failure_rate\n"
-    "FROM failure_rates_by_slice_1m\n"
-    f"WHERE $__timeFilter(minute) AND {_rate_filters()} AND {_any('slice_key', 'slice_key')}\n"
-    "GROUP BY time, series\n"
-    "ORDER BY time, series",
-    ("time", "series", "failure_rate"),
-)
+
+def slice_failure_rate_series(min_users: int = 0) -> NamedQuery:
+    """Share of events flagged per slice value and time bucket (small cells as above)."""
+    return NamedQuery(
+        "slice_failure_rate_series",
+        "SELECT time, concat(signal, ' · ', model_version, ' · ', slice_key, '=', slice_value)\n"
+        "       AS series,\n"
+        "       sum(k) / sum(n) AS failure_rate\n"
+        f"FROM (\n{_slice_counts(min_users, by_time=True)}\n)\n"
+        "GROUP BY time, series\n"
+        "ORDER BY time, series",
+        ("time", "series", "failure_rate"),
+    )
+
 
 GROUP_FAILURE_RATE = NamedQuery(
     "group_failure_rate",

@@ -103,13 +103,21 @@ from storage.series import (
     prompt_sample,
     unit_counts,
 )
-from storage.slices import event_slice_sources, slice_counts, top_slice_values
+from storage.slices import (
+    OTHER_SLICE,
+    event_slice_sources,
+    slice_counts,
+    slice_people,
+    small_cells_merged,
+    top_slice_values,
+)
 from storage.stored_texts import StoredText, count_texts, iter_texts
 from storage.writer import ClickHouseWriter
 
 __all__ = [
     "ERASED_TABLES",
     "MAX_RETENTION_DAYS",
+    "OTHER_SLICE",
     "RETENTION_COLUMNS",
     "AuditLabel",
     "AuditSample",
@@ -208,6 +216,8 @@ __all__ = [
     "score_quantiles",
     "signal_version",
     "slice_counts",
+    "slice_people",
+    "small_cells_merged",
     "store_audit_labels",
     "subject_events",
     "table_counts",

@@ -17,7 +17,15 @@ from storage._time import as_utc
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-__all__ = ["SliceCount", "event_slice_sources", "slice_counts", "top_slice_values"]
+__all__ = [
+    "OTHER_SLICE",
+    "SliceCount",
+    "event_slice_sources",
+    "slice_counts",
+    "slice_people",
+    "small_cells_merged",
+    "top_slice_values",
+]
 
 
 @dataclass(frozen=True)
@@ -64,59 +72,160 @@ def slice_counts(
     model: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    min_users: int = 0,
 ) -> list[SliceCount]:
     """Events and failures per (signal, model, version) and per combination of ``keys``' values.
 
     One key reads the per-minute slice table. Several keys need the values of each event
-    together, so they are read from the score rows (``FINAL``, deduplicated per event).
+    together, so they are read from the score rows (``FINAL``, deduplicated per event). With
+    ``min_users``, small cells are merged as :func:`small_cells_merged` says.
     """
     if not keys:
         raise ValueError("at least one slice key is needed")
     where = ["1"]
     params: dict[str, Any] = {}
     add_equal_filters(where, params, signal=signal, model=model)
+    scope = ["1"]  # the score rows whose people count (time only: a cell is a model's slice)
     if len(keys) == 1:
-        column = "minute"
         if since is not None:
             where.append("minute >= toStartOfMinute({since:DateTime64(3, 'UTC')})")
+            scope.append("timestamp >= toStartOfMinute({since:DateTime64(3, 'UTC')})")
             params["since"] = as_utc(since)
         if until is not None:
             where.append("minute < {until:DateTime64(3, 'UTC')}")
+            scope.append("timestamp < {until:DateTime64(3, 'UTC')}")
             params["until"] = as_utc(until)
         where.append("slice_key = {key0:String}")
         params["key0"] = keys[0]
-        sql = f"""
-            SELECT signal, model, model_version, [slice_value] AS vals,
+        counts = f"""
+            SELECT signal, model, model_version, slice_key, slice_value,
                    uniqExactMerge(events) AS n, uniqExactIfMerge(failures) AS k
             FROM failure_rates_by_slice_1m
             WHERE {" AND ".join(where)}
-            GROUP BY signal, model, model_version, vals
-            ORDER BY signal, model, model_version, n DESC, vals
+            GROUP BY signal, model, model_version, slice_key, slice_value
         """  # noqa: S608 - only fixed fragments are formatted; values are bound parameters
+        people = slice_people(" AND ".join(scope), "slice_key = {key0:String}")
     else:
-        column = "timestamp"
-        if since is not None:
-            where.append(f"{column} >= {{since:DateTime64(3, 'UTC')}}")
-            params["since"] = as_utc(since)
-        if until is not None:
-            where.append(f"{column} < {{until:DateTime64(3, 'UTC')}}")
-            params["until"] = as_utc(until)
-        params["keys"] = list(keys)
-        sql = f"""
-            SELECT signal, model, model_version,
-                   arrayMap(x -> slices[x], {{keys:Array(String)}}) AS vals,
+        for bound, op in (("since", ">="), ("until", "<")):
+            value = since if bound == "since" else until
+            if value is not None:
+                where.append(f"timestamp {op} {{{bound}:DateTime64(3, 'UTC')}}")
+                params[bound] = as_utc(value)
+        params["keys"], params["joined"] = list(keys), _KEY_SEP.join(keys)
+        combination = "arrayStringConcat(arrayMap(x -> slices[x], {keys:Array(String)}), '\\x1f')"
+        counts = f"""
+            SELECT signal, model, model_version, {{joined:String}} AS slice_key,
+                   {combination} AS slice_value,
                    uniqExact(event_id) AS n, uniqExactIf(event_id, flagged) AS k
             FROM signal_scores FINAL
             WHERE {" AND ".join(where)}
-            GROUP BY signal, model, model_version, vals
-            ORDER BY signal, model, model_version, n DESC, vals
+            GROUP BY signal, model, model_version, slice_key, slice_value
         """  # noqa: S608 - only fixed fragments are formatted; values are bound parameters
+        scope = [w for w in where if w.startswith("timestamp")] or ["1"]
+        people = slice_people(" AND ".join(scope), "1", combination=combination,
+                              combination_key="{joined:String}")  # fmt: skip
+    sql = small_cells_merged(counts, people, min_users) if min_users > 0 else counts
+    sql = f"SELECT * FROM ({sql}) ORDER BY signal, model, model_version, n DESC, slice_value"  # noqa: S608
     rows = client.query(sql, parameters=params).result_rows
     return [
-        SliceCount(str(r[0]), str(r[1]), str(r[2]), tuple(str(v) for v in r[3]), int(r[4]),
-                   int(r[5]))
+        SliceCount(str(r[0]), str(r[1]), str(r[2]), _values(str(r[4]), len(keys)), int(r[5]),
+                   int(r[6]))
         for r in rows
     ]  # fmt: skip
+
+
+# The value that stands for many: the pipeline's cardinality cap writes it, and small cells are
+# merged into it.
+OTHER_SLICE = "other"
+
+# A combination of several keys' values travels as one string, joined by the unit separator.
+_KEY_SEP = "\x1f"
+
+# Who an event is for the small-cell rule: its user, else its session, else itself (an event
+# without either cannot be tied to anyone else's, so it counts as one person).
+_PERSON = (
+    "any(if(user_id != '', concat('u:', user_id), "
+    "if(session_id != '', concat('s:', session_id), concat('e:', event_id))))"
+)
+
+
+def _values(joined: str, n_keys: int) -> tuple[str, ...]:
+    if n_keys == 1:
+        return (joined,)
+    if joined == OTHER_SLICE:
+        return (OTHER_SLICE,) * n_keys
+    return tuple(joined.split(_KEY_SEP))
+
+
+def slice_people(
+    scope: str, key_filter: str, *, combination: str = "", combination_key: str = ""
+) -> str:
+    """SQL of the distinct people per (model, version, slice key, slice value) among the score
+    rows in ``scope`` (fixed SQL over ``timestamp``; Grafana macros or bound parameters): one
+    row per key of each event's ``slices``, or per ``combination`` of several keys' values."""
+    if combination:
+        fan_out = f"{combination_key} AS slice_key, {combination} AS slice_value"
+        array_join = ""
+    else:
+        fan_out = "slice_key, slice_value"
+        array_join = "ARRAY JOIN mapKeys(s.slices) AS slice_key, mapValues(s.slices) AS slice_value"
+    return f"""
+        SELECT DISTINCT s.model AS model, s.model_version AS model_version, {fan_out},
+               e.person AS person
+        FROM (
+            SELECT event_id, any(model) AS model, any(model_version) AS model_version,
+                   any(slices) AS slices
+            FROM signal_scores WHERE {scope} GROUP BY event_id
+        ) AS s
+        {array_join}
+        INNER JOIN (
+            SELECT event_id, {_PERSON} AS person FROM events WHERE {scope} GROUP BY event_id
+        ) AS e ON e.event_id = s.event_id
+        WHERE {key_filter}
+    """  # noqa: S608 - only fixed fragments are formatted; values are bound parameters
+
+
+def small_cells_merged(counts: str, people: str, min_users: int, *, carry: str = "") -> str:
+    """``counts`` (SQL of signal, model, model_version, slice_key, slice_value, n, k) with every
+    cell of fewer than ``min_users`` distinct people (``people``: :func:`slice_people`) merged
+    into ``other`` per (model, version, key), so a rate cannot single out a person; a merged
+    ``other`` still under ``min_users`` is left out, and so are cells whose events are gone
+    (their people cannot be counted). Counts add up exactly: an event has one value per key.
+    ``carry`` names one more column of ``counts`` kept as it is (a series' ``time``); cells
+    are judged over all of ``people``, not per value of it."""
+    if min_users < 1:
+        raise ValueError("min_users must be at least 1")
+    if carry and not carry.isidentifier():
+        raise ValueError(f"carry must be a column name, not {carry!r}")
+    cell_of = f"""
+        SELECT model, model_version, slice_key, slice_value,
+               if(uniqExact(person) < {int(min_users)}, '{OTHER_SLICE}', slice_value) AS cell
+        FROM people GROUP BY model, model_version, slice_key, slice_value
+    """  # noqa: S608 - min_users is an int; no value is formatted
+    return f"""
+        WITH people AS ({people}), cells AS ({cell_of})
+        SELECT {f"c.{carry} AS {carry}, " if carry else ""}c.signal AS signal, c.model AS model,
+               c.model_version AS model_version,
+               c.slice_key AS slice_key, m.cell AS slice_value,
+               toUInt64(sum(c.n)) AS n, toUInt64(sum(c.k)) AS k
+        FROM ({counts}) AS c
+        INNER JOIN cells AS m
+            ON m.model = c.model AND m.model_version = c.model_version
+           AND m.slice_key = c.slice_key AND m.slice_value = c.slice_value
+        INNER JOIN (
+            SELECT p.model AS model, p.model_version AS model_version, p.slice_key AS slice_key,
+                   q.cell AS cell, uniqExact(p.person) AS users
+            FROM people AS p
+            INNER JOIN cells AS q
+                ON q.model = p.model AND q.model_version = p.model_version
+               AND q.slice_key = p.slice_key AND q.slice_value = p.slice_value
+            GROUP BY model, model_version, slice_key, cell
+        ) AS u
+            ON u.model = c.model AND u.model_version = c.model_version
+           AND u.slice_key = c.slice_key AND u.cell = m.cell
+        WHERE u.users >= {int(min_users)}
+        GROUP BY {f"{carry}, " if carry else ""}signal, model, model_version, slice_key, slice_value
+    """  # noqa: S608 - only fixed fragments and an int are formatted
 
 
 def event_slice_sources(

@@ -19,12 +19,13 @@ from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from storage import OTHER_SLICE
 from streams.events import GenerationEvent
 from streams.settings import comma_list
 
 __all__ = ["OTHER", "UNSET", "SliceConfig", "Slicer"]
 
-OTHER = "other"
+OTHER = OTHER_SLICE
 UNSET = ""
 ALWAYS = ("app",)
 MAX_VALUE_CHARS = 200  # a slice value is a label, not a payload

@@ -262,10 +262,11 @@ def _add_corrected(client: Any, docs: list[dict[str, Any]], span: Span) -> None:
     for d in docs:
         found = errors[d["signal"]]
         key = (d["signal"], d["model"], d["model_version"], _row_values(d, span.by))
+        effective = None if d.get("merged") else worth.get(key)  # merged cells: not grouped
         d.update(
             no_audit_fields() if found is None
             else found.correct(d["model_version"], d["events"], d["failures"],
-                               effective_events=worth.get(key))
+                               effective_events=effective)
         )  # fmt: skip
 
 
@@ -290,14 +291,15 @@ def _slice_rates(
 
     keys = list(dict.fromkeys(keys))
     groupings = [[k] for k in keys] + ([keys] if len(keys) > 1 else [])
+    min_users = cli_settings().privacy.min_slice_users
     try:
         with open_client(clickhouse) as client:
             found = [
                 (grouping, slice_counts(client, grouping, signal=signal, model=model,
-                                        since=since, until=until))
+                                        since=since, until=until, min_users=min_users))
                 for grouping in groupings
             ]  # fmt: skip
-            rows = _slice_rows(found)
+            rows = _slice_rows(found, merged=min_users > 0)
             if corrected:
                 for grouping in groupings:
                     _add_corrected(client, [r for r in rows if r["by"] == grouping],
@@ -305,7 +307,8 @@ def _slice_rates(
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
     if fmt == "json":
-        print_json({"by": keys, "interval": "wilson 95%", "rates": rows})
+        print_json({"by": keys, "interval": "wilson 95%", "min_slice_users": min_users,
+                    "rates": rows})  # fmt: skip
         return
     table = Table("signal", "model", "version", "slice", "events", "failures", "rate",
                   "95% interval (Wilson)", *(["corrected (95%)"] if corrected else []))  # fmt: skip
@@ -317,10 +320,18 @@ def _slice_rates(
             *([_corrected_cell(r)] if corrected else []),
         )  # fmt: skip
     Console(width=220).print(table)
+    if min_users:
+        print(
+            f"slices of fewer than {min_users} users are merged into 'other' "
+            "(TELLTALE_PRIVACY_MIN_SLICE_USERS); an 'other' still under it is withheld"
+        )
 
 
-def _slice_rows(found: list[tuple[list[str], Any]]) -> list[dict[str, Any]]:
+def _slice_rows(found: list[tuple[list[str], Any]], *, merged: bool) -> list[dict[str, Any]]:
+    """Rate rows of slice counts; with ``merged``, an ``other`` row may hold small cells, so
+    it is marked and its events count once each (:func:`_add_corrected`)."""
     from alerts import slice_label, wilson_interval
+    from storage import OTHER_SLICE
 
     rows = []
     for grouping, counts in found:
@@ -332,6 +343,7 @@ def _slice_rows(found: list[tuple[list[str], Any]]) -> list[dict[str, Any]]:
                 "model": c.model, "model_version": c.model_version, "events": c.events,
                 "failures": c.failures, "rate": c.failures / c.events if c.events else 0.0,
                 "rate_low": low, "rate_high": high,
+                "merged": merged and all(v == OTHER_SLICE for v in c.values),
             })  # fmt: skip
     return rows
 

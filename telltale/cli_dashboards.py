@@ -83,11 +83,13 @@ def _file_options(settings: GrafanaSettings) -> GrafanaSettings:
     return settings.model_copy(update={"webhook_url": GrafanaSettings().webhook_url})
 
 
-def generated_files(root: Path, settings: GrafanaSettings) -> dict[Path, str]:
+def generated_files(
+    root: Path, settings: GrafanaSettings, min_slice_users: int = 0
+) -> dict[Path, str]:
     """Every provisioning file ``build`` writes, by path under ``root``."""
     files = {
         root / GENERATED / name: content
-        for name, content in dashboard_files(build_dashboards()).items()
+        for name, content in dashboard_files(build_dashboards(min_slice_users)).items()
     }
     files[root / DATASOURCE_FILE] = datasource_file(settings)
     files[root / ALERTING_FILE] = provisioning_file(_file_options(settings))
@@ -108,7 +110,7 @@ def build(
     fmt: FormatOpt = "text",
 ) -> None:
     """Write dashboards, the data source and alert rules as Grafana provisioning files."""
-    files = generated_files(root, _settings())
+    files = generated_files(root, _settings(), cli_settings().privacy.min_slice_users)
     leftovers = _leftovers(root, files)
     if check:
         stale = [*stale_files(files), *leftovers]
@@ -186,7 +188,10 @@ def push(
     plan = [
         folder_upsert(settings),
         Upsert("datasource", DATASOURCE_UID, datasource_payload(settings, redact=dry_run)),
-        *(dashboard_upsert(dashboard_document(d), settings.folder_uid) for d in build_dashboards()),
+        *(
+            dashboard_upsert(dashboard_document(d), settings.folder_uid)
+            for d in build_dashboards(cli_settings().privacy.min_slice_users)
+        ),
     ]
     _apply(plan, settings, dry_run, fmt)
 
@@ -262,7 +267,7 @@ def report(
             )
             result = build_report(
                 client,
-                [view(d) for d in build_dashboards()],
+                [view(d) for d in build_dashboards(cli_settings().privacy.min_slice_users)],
                 ctx,
                 source=redact_dsn(settings_for(clickhouse).clickhouse.dsn),
                 generated_at=datetime.now(UTC),

@@ -190,7 +190,8 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
         client.close()
 
     def routes(app: FastAPI, auth: Callable[[Request], Awaitable[None]]) -> None:
-        _live_routes(app, auth, client, redact_dsn(settings.clickhouse.dsn))
+        _live_routes(app, auth, client, redact_dsn(settings.clickhouse.dsn),
+                     settings.privacy.min_slice_users)  # fmt: skip
 
     return create_app(service, extra=routes, on_startup=start_all, on_shutdown=stop_all)
 
@@ -255,7 +256,11 @@ def _picker(chosen: str | None, start: datetime, end: datetime) -> str:
 
 
 def _live_routes(
-    app: FastAPI, auth: Callable[[Request], Awaitable[None]], client: Any, source: str
+    app: FastAPI,
+    auth: Callable[[Request], Awaitable[None]],
+    client: Any,
+    source: str,
+    min_slice_users: int = 0,
 ) -> None:
     @app.get("/", response_class=HTMLResponse, dependencies=[Depends(auth)])
     def report(
@@ -270,6 +275,7 @@ def _live_routes(
         from dashboards import QueryContext, build_dashboards, build_report, interval_for, view
 
         start, end = _window(range_, since, until)
+        dashboards = build_dashboards(min_slice_users)
         ctx = QueryContext(
             start=start, end=end, interval_s=interval_for(start, end),
             variables={"app": None, "model": None, "version": None, "signal": None,
@@ -277,7 +283,7 @@ def _live_routes(
         )  # fmt: skip
         chosen = range_ if since is None else None
         result = build_report(
-            client, [view(d) for d in build_dashboards()], ctx, source=source,
+            client, [view(d) for d in dashboards], ctx, source=source,
             generated_at=datetime.now(UTC), controls=_picker(chosen, start, end),
         )  # fmt: skip
         return HTMLResponse(result.html)

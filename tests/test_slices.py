@@ -307,3 +307,99 @@ def test_a_group_pages_at_its_own_severity() -> None:
         server.shutdown()
         server.server_close()
     assert [b["payload"]["severity"] for b in bodies] == ["critical", "warning"]
+
+
+# --- small cells (TELLTALE_PRIVACY_MIN_SLICE_USERS) -------------------------------------------
+
+# (version, locale, tier): (people, events each, failures each). fr is one heavy user whose
+# every answer failed: the cell that would single them out.
+_PEOPLE = {
+    ("v1", "en", "pro"): (30, 3, 0), ("v1", "de", "free"): (12, 2, 1),
+    ("v1", "fr", "free"): (1, 40, 40), ("v1", "it", "pro"): (2, 1, 0),
+    ("v1", "pt", "pro"): (3, 1, 1), ("v1", "es", "free"): (3, 2, 0),
+    ("v2", "en", "pro"): (10, 1, 0), ("v2", "fr", "free"): (1, 5, 5), ("v2", "it", "pro"): (2, 1, 1),
+}  # fmt: skip
+
+
+def _seed_people(ch: Any) -> None:
+    """Score rows with slices and events with user ids (sessions for es: no user id)."""
+    batch = WriteBatch()
+    n = 0
+    for (version, locale, tier), (people, each, failing) in _PEOPLE.items():
+        for person in range(people):
+            for k in range(each):
+                n += 1
+                at = START + timedelta(seconds=7 * n)
+                user = "" if locale == "es" else f"{version}-{locale}-{person}@x-mail.net"
+                session = f"s-{version}-{locale}-{person}"
+                slices = {"app": "", "locale": locale, "tier": tier}
+                batch.scores.append(ScoreRow(f"e{n}", "leak", 1, at, "chat", version, 0.5,
+                                             k < failing, slices))  # fmt: skip
+                batch.events.append(EventRow(f"e{n}", at, "chat", version, user_id=user,
+                                             session_id=session))  # fmt: skip
+    ClickHouseWriter(ch).write(batch)
+
+
+def test_small_cells_merge_into_other_and_an_other_still_small_is_withheld(ch: Any) -> None:
+    _seed_people(ch)
+    plain = {(c.model_version, c.values): c for c in slice_counts(ch, ["locale"])}
+    assert plain[("v1", ("fr",))].failures == 40  # without the rule: one person's rate
+    merged = {(c.model_version, c.values): c for c in slice_counts(ch, ["locale"], min_users=5)}
+    assert set(merged) == {("v1", ("en",)), ("v1", ("de",)), ("v1", ("other",)),
+                           ("v2", ("en",))}  # fmt: skip
+    other = merged[("v1", ("other",))]  # fr 1 + it 2 + pt 3 + es 3 = 9 people
+    assert (other.events, other.failures) == (40 + 2 + 3 + 6, 40 + 3)
+    assert merged[("v1", ("en",))] == plain[("v1", ("en",))]
+    # v2's small cells (fr 1 + it 2 people) stay under 5 together: withheld, not shown
+    assert ("v2", ("other",)) not in merged and ("v2", ("fr",)) not in merged
+
+    both = {(c.model_version, c.values): c
+            for c in slice_counts(ch, ["locale", "tier"], min_users=5)}  # fmt: skip
+    assert set(both) == {("v1", ("en", "pro")), ("v1", ("de", "free")), ("v1", ("other", "other")),
+                         ("v2", ("en", "pro"))}  # fmt: skip
+    assert both[("v1", ("other", "other"))].events == 51
+
+
+def test_rates_by_applies_the_min_slice_users_setting(
+    ch: Any, chdb_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _seed_people(ch)
+    ch.close()
+    monkeypatch.setenv("TELLTALE_PRIVACY_MIN_SLICE_USERS", "5")
+    result = CliRunner().invoke(app, ["rates", "--by", "locale", "--clickhouse",
+                                      f"chdb://{chdb_path}", "--format", "json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["min_slice_users"] == 5
+    slices = {(r["model_version"], r["slice"]) for r in doc["rates"]}
+    assert slices == {("v1", "locale=en"), ("v1", "locale=de"), ("v1", "locale=other"),
+                      ("v2", "locale=en")}  # fmt: skip
+    assert [r["merged"] for r in doc["rates"] if r["slice"] == "locale=other"] == [True]
+
+
+def test_dashboard_slice_panels_merge_small_cells_as_the_cli_does(ch: Any) -> None:
+    """The Overview's slice table and series (and so the report, which runs the same SQL)."""
+    from dashboards import QueryContext, dashboard_document, render
+    from dashboards.definitions import build_dashboards
+    from dashboards.queries import slice_failure_rate_series, slice_failure_rates
+
+    _seed_people(ch)
+    ctx = QueryContext(START, START + timedelta(hours=2), 3600,
+                       {"app": None, "model": None, "version": None, "signal": None,
+                        "slice_key": ("locale",)})  # fmt: skip
+
+    def run(sql: str) -> list[tuple[Any, ...]]:
+        bound = render(sql, ctx)
+        return list(ch.query(bound.sql, parameters=bound.parameters).result_rows)
+
+    plain = {(r[2], r[3]): r[4] for r in run(slice_failure_rates().sql)}
+    assert plain[("v1", "locale=fr")] == 40
+    table = {(r[2], r[3]): (r[4], r[5]) for r in run(slice_failure_rates(5).sql)}
+    assert table == {("v1", "locale=en"): (90, 0), ("v1", "locale=de"): (24, 12),
+                     ("v1", "locale=other"): (51, 43), ("v2", "locale=en"): (10, 0)}  # fmt: skip
+    series = run(slice_failure_rate_series(5).sql)
+    names = {r[1] for r in series}
+    assert names == {"leak · v1 · locale=en", "leak · v1 · locale=de", "leak · v1 · locale=other",
+                     "leak · v2 · locale=en"}  # fmt: skip
+    overview = [d for d in build_dashboards(5) if d.uid == "telltale-overview"][0]
+    assert "uniqExact(person) < 5" in json.dumps(dashboard_document(overview))
