@@ -41,6 +41,7 @@ _ALTER = re.compile(
 _TTL = re.compile(
     r"\s*ALTER TABLE (?P<name>\w+) (?P<action>(?:MODIFY TTL .*|REMOVE TTL\s*))", re.DOTALL
 )
+_DELETE = re.compile(r"\s*ALTER TABLE (?P<name>\w+) (?P<action>DELETE WHERE .*)", re.DOTALL)
 _VIEW = re.compile(
     r"\s*CREATE MATERIALIZED VIEW IF NOT EXISTS (?P<name>\w+) TO (?P<target>\w+) AS"
     r"(?P<select>.*\bFROM )(?P<source>\w+)(?P<rest>.*)",
@@ -86,4 +87,8 @@ def render(statement: str, cluster: str | None) -> list[str]:
     if ttl is not None:
         # Rows live on the local shards; the Distributed table stores nothing to expire.
         return [f"ALTER TABLE {ttl['name']}_local ON CLUSTER {cluster} {ttl['action']}"]
+    delete = _DELETE.fullmatch(statement)
+    if delete is not None:
+        # A mutation runs where the rows are: on every shard's replicated local table.
+        return [f"ALTER TABLE {delete['name']}_local ON CLUSTER {cluster} {delete['action']}"]
     raise ValueError(f"cannot render for a cluster: {statement.strip()[:80]}")

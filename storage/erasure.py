@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
+from storage.cluster import render
+
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
@@ -100,10 +102,13 @@ def erase_subject(
     *,
     request: str = "",
     requested_by: str = "",
+    cluster: str | None = None,
 ) -> Erasure:
     """Delete the subject's rows from every table of :data:`ERASED_TABLES`, log the erasure,
     and return the rows deleted per table. ``cache_keys`` gives the embedding-cache keys of the
-    subject's stored content (the key function is the caller's)."""
+    subject's stored content (the key function is the caller's). On a ``cluster`` the counts
+    are read through the Distributed tables and the deletes run on every shard's local table
+    (``ON CLUSTER``)."""
     found = subject_events(client, column, subject)
     keys = list(cache_keys(found)) if cache_keys is not None else []
     parameters = {"ids": list(found.event_ids), "subject": subject, "keys": keys}
@@ -123,8 +128,8 @@ def erase_subject(
             count = 0
         counts[table] = int(count)
         if count:
-            client.command(f"ALTER TABLE {table} DELETE WHERE {where}",
-                           parameters=parameters, settings={"mutations_sync": 2})  # fmt: skip
+            for statement in render(f"ALTER TABLE {table} DELETE WHERE {where}", cluster):
+                client.command(statement, parameters=parameters, settings={"mutations_sync": 2})
     client.insert(
         "erasures",
         [[request, column, requested_by, datetime.now(UTC), list(counts), list(counts.values())]],

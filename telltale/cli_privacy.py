@@ -41,9 +41,6 @@ def forget(
     if (user is None) == (session is None):
         raise typer.BadParameter("give exactly one of --user or --session")
     settings = cli_settings()
-    if settings.clickhouse.cluster:
-        raise fail(ValueError("telltale forget does not run against a cluster yet: run it on "
-                              "each shard's ClickHouse with --clickhouse"))  # fmt: skip
     try:
         with open_client(clickhouse) as client:
             erasure = _erase(client, settings, user, session, request, requested_by)
@@ -74,4 +71,5 @@ def _erase(client: Any, settings: Any, user: str | None, session: str | None, re
                 for embedder_id in found.embedders.get(field, ())]  # fmt: skip
 
     return erase_subject(client, column, stored, keys, request=request,
-                         requested_by=requested_by)  # fmt: skip
+                         requested_by=requested_by,
+                         cluster=settings.clickhouse.cluster or None)  # fmt: skip

@@ -56,3 +56,15 @@ def test_added_columns_go_on_the_shards_and_the_distributed_table() -> None:
     assert local.startswith("ALTER TABLE events_local ON CLUSTER prod ADD COLUMN IF NOT EXISTS")
     assert local.endswith("user_id String DEFAULT ''")
     assert distributed.startswith("ALTER TABLE events ON CLUSTER prod ADD COLUMN")
+
+
+def test_erasure_deletes_run_on_every_shard(ch: Any) -> None:
+    """`telltale forget` on a cluster: each table's delete is a mutation of its replicated local
+    table on every node, and it parses as ClickHouse SQL with its bound parameters."""
+    from storage.erasure import ERASED_TABLES
+
+    for table, where in ERASED_TABLES.items():
+        [statement] = render(f"ALTER TABLE {table} DELETE WHERE {where}", "prod")
+        assert statement.startswith(f"ALTER TABLE {table}_local ON CLUSTER prod DELETE WHERE")
+        formatted = ch.query("SELECT formatQuery({sql:String})", parameters={"sql": statement})
+        assert f"{table}_local ON CLUSTER prod" in formatted.result_rows[0][0]
