@@ -458,6 +458,8 @@ def _event_row(
     image = event.output.image or ""
     if len(image) > 2048:  # inline base64 is kept in the log, not in the table
         image = f"inline:{len(image)}b"
+    elif content is not None:
+        image = content.image_reference(image)
     return EventRow(
         event_id=event.event_id,
         timestamp=event.timestamp,

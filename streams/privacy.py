@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 __all__ = ["ContentPolicy", "Treatment"]
 
@@ -58,6 +59,20 @@ class ContentPolicy:
 
     def output(self, text: str) -> str:
         return self.apply(self.output_text, text)
+
+    def image_reference(self, reference: str) -> str:
+        """An image URL or path as stored under the answer's policy. ``redacted`` keeps the place
+        (scheme, host, path with personal data redacted) and drops the credentials, the query
+        and the fragment, where signed URLs carry their keys and applications put user ids."""
+        if self.output_text == "raw" or not reference:
+            return reference
+        if self.output_text == "drop":
+            return ""
+        parts = urlsplit(reference)
+        host = parts.netloc.rpartition("@")[2]  # user:password@ is a credential, not a place
+        kept = parts._replace(netloc=host, query="", fragment="").geturl()
+        assert self.redact is not None
+        return self.redact(kept)
 
     def free_text(self, text: str) -> str:
         """Text that may hold anything (a dead letter, a rejected line, a feedback comment):

@@ -219,3 +219,28 @@ def test_store_windows_false_keeps_only_the_document_vector(
     ).result_rows
     assert len(vector) == 384
     assert (len(windows) > 1) is store_windows
+
+
+def test_image_references_are_stored_without_credentials_query_or_personal_data() -> None:
+    from streams.events import validate_event
+    from streams.pipeline import _event_row
+
+    url = ("https://bob:hunter2@cdn.img-host.net/u/ana.silva@silva-mail.net/cat.png"
+           "?X-Amz-Signature=f00d&user=42#top")  # fmt: skip
+    redacting = ContentPolicy(output_text="redacted", redact=Redactor())
+    stored = redacting.image_reference(url)
+    assert stored.startswith("https://") and stored.endswith("/cat.png")
+    assert not any(v in stored for v in ("hunter2", "bob", "silva", "f00d", "user=42", "#top"))
+    assert redacting.image_reference("s3://renders/2026/cat.png") == "s3://renders/2026/cat.png"
+    assert ContentPolicy(output_text="drop").image_reference(url) == ""
+    assert ContentPolicy().image_reference(url) == url  # raw: as sent
+    event = validate_event(
+        {
+            "event_id": "img-1",
+            "timestamp": datetime.now(UTC).isoformat(),
+            "model": "m",
+            "model_version": "v1",
+            "output": {"image": url},
+        }
+    )
+    assert _event_row(event, "e", redacting).output_image == stored
