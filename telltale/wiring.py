@@ -124,10 +124,12 @@ def feedback_rows(
     ids: Pseudonyms | None = None,
     comments: Callable[[str], str] | None = None,
 ) -> list[FeedbackRow]:
-    """Storage rows of feedback; the rater's id pseudonymised when ``ids`` is given, comments
-    stored as ``comments`` (the free-text policy) says."""
+    """Storage rows of feedback; the rater's id pseudonymised when ``ids`` is given (and the
+    record id too: derived from the rater's id, it would let a guess at the id be checked),
+    comments stored as ``comments`` (the free-text policy) says."""
     return [
-        FeedbackRow(r.feedback_id, r.event_id, r.score, r.rating, r.kind,
+        FeedbackRow(ids(r.feedback_id) if ids is not None else r.feedback_id, r.event_id,
+                    r.score, r.rating, r.kind,
                     ids(r.user_id) if ids is not None else r.user_id, r.timestamp,
                     comments(r.comment) if comments is not None else r.comment)
         for r in records

@@ -124,6 +124,9 @@ def test_no_id_is_stored_in_clear_and_units_still_count_once_per_user(
                               "WHERE event_id = 'p0000'").result_rows  # fmt: skip
     assert attribute == ids(events[0].attributes["enduser.id"])
     assert ch.query("SELECT user_id FROM feedback FINAL").result_rows == [(ids(rater),)]
+    # the record id is derived from the rater's id: stored unkeyed it would confirm a guess
+    [(stored_id,)] = ch.query("SELECT feedback_id FROM feedback FINAL").result_rows
+    assert stored_id == ids(rated.feedback_id) != rated.feedback_id
 
 
 class _Store:
