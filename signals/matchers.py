@@ -177,7 +177,8 @@ class PiiMatcher:
 
     ``phone_numbers``: ``valid`` keeps Presidio's default (numbers that ``phonenumbers`` holds
     valid for their region: allocated ranges, right lengths); ``possible`` also takes numbers
-    of a possible length and shape with at least :data:`PHONE_MIN_DIGITS` digits. Generated
+    of a possible length and shape with at least :data:`PHONE_MIN_DIGITS` digits that stand
+    alone; ``any`` (redaction) takes them wherever they stand. Generated
     answers leak invented numbers as readily as real ones, and invented ones are often not
     "valid" (``+49 151 8142140`` has a digit too few for a German mobile): measured on the
     ``pii_leak`` mode of ``bench/data/chat_eval.jsonl`` (``bench/text_kinds.py``).
@@ -252,26 +253,32 @@ def _offline_analyzer(phone_numbers: str = "valid") -> Any:
     engine.load()
     registry = RecognizerRegistry(supported_languages=["en"])
     registry.load_predefined_recognizers(languages=["en"], nlp_engine=engine)
-    if phone_numbers == "possible":
+    if phone_numbers in ("possible", "any"):
+        strict = phone_numbers == "possible"
 
         class PossiblePhones(PhoneRecognizer):
             def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> Any:
                 found = super().analyze(text, entities, nlp_artifacts)
-                return [r for r in found if _looks_like_phone(text, r.start, r.end)]
+                return [r for r in found if _looks_like_phone(text, r.start, r.end, strict)]
 
         registry.remove_recognizer("PhoneRecognizer")
         registry.add_recognizer(PossiblePhones(leniency=0))
     return AnalyzerEngine(nlp_engine=engine, registry=registry, supported_languages=["en"])
 
 
-def _looks_like_phone(text: str, start: int, end: int) -> bool:
+def _looks_like_phone(text: str, start: int, end: int, strict: bool = True) -> bool:
     """Whether a number of possible phone shape at ``text[start:end]`` is taken as one: enough
     digits, not all the same digit, not part of a longer token (``1Z999AA10123456784``,
     ``192.168.0.0/16``) nor of a longer group of digits (the last 12 digits of the card
     number ``5500 0055 5555 5559``), and not right after an identifier's name
-    (:data:`NOT_A_PHONE`)."""
+    (:data:`NOT_A_PHONE`). Not ``strict`` (redaction, where a number wrongly hidden costs
+    little and one wrongly kept is a leak): enough digits, not all the same, is enough."""
     digits = [c for c in text[start:end] if c.isdigit()]
-    if len(digits) < PHONE_MIN_DIGITS or len(set(digits)) == 1 or "/" in text[start:end]:
+    if len(digits) < PHONE_MIN_DIGITS or len(set(digits)) == 1:
+        return False
+    if not strict:
+        return True
+    if "/" in text[start:end]:
         return False
     before, after = text[start - 1 : start], text[end : end + 1]
     if before.isalnum() or (before and before in "/.-") or after.isalnum() or after == "/":

@@ -104,6 +104,19 @@ def test_the_policy_redacts_what_it_must_and_nothing_else() -> None:
         ContentPolicy(prompt_text="redacted")
 
 
+def test_numbers_in_a_row_are_all_redacted_and_a_dense_text_stays_cheap() -> None:
+    """Phones listed one after another (the leak signal's rule would take them for the tail
+    of a longer number) are each redacted; a text holding thousands of numbers has every one
+    replaced by <NUMBER> without running the phone matcher over each."""
+    redact = Redactor()
+    listed = "Call " + ", ".join(PHONES) + " or 415 555 0100 415 555 0101."
+    assert not any(ch.isdigit() for ch in redact(listed)), redact(listed)
+    dense = " ".join(f"+1 415 555 {1000 + i:04d}" for i in range(5000)) + " ana@silva-mail.net"
+    stored = redact(dense)
+    assert not any(ch.isdigit() for ch in stored) and "silva" not in stored
+    assert stored.count("<NUMBER>") == 5000
+
+
 def test_no_planted_value_survives_the_worker_or_replay(
     kafka_bootstrap: str, tmp_path: Path, tiny_embedder: OpenClipEmbedder
 ) -> None:
@@ -185,7 +198,8 @@ def test_dead_letter_redaction_keeps_a_bounded_redacted_prefix_and_withholds_bin
     text = json.dumps({"output": {"text": "call 212 555 0147 " * 5000}}).encode()
     letter = DeadLetter.of(text, "bad", "t", 0, 7, redact=redact)
     assert letter.redacted and letter.truncated and letter.payload_bytes == len(text)
-    assert "555 0147" not in letter.payload and "<PHONE_NUMBER>" in letter.payload
+    # 5,000 numbers in one text: each is replaced by <NUMBER> (the dense-text rule)
+    assert "555 0147" not in letter.payload and "<NUMBER>" in letter.payload
     assert len(letter.payload) < MAX_REDACTED_CHARS * 1.2  # a prefix, redacted
     binary = DeadLetter.of(b"\x08\x96\x01\xff" * 100, "bad protobuf", "t", 0, 8, redact=redact)
     assert (binary.payload, binary.redacted, binary.truncated) == ("", True, True)
