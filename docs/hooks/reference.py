@@ -193,13 +193,19 @@ def settings_sections() -> list[tuple[str, type[Any]]]:
     _use_this_checkout()
     from pydantic_settings import BaseSettings
 
-    from telltale.settings import Settings
+    import telltale.settings as module
 
     sections: list[tuple[str, type[Any]]] = []
-    for name, field in Settings.model_fields.items():
+    for name, field in module.Settings.model_fields.items():
         factory = field.default_factory
         if isinstance(factory, type) and issubclass(factory, BaseSettings):
             sections.append((name, factory))
+    # any section the tree does not build by default still gets a table
+    for _, cls in inspect.getmembers(module, inspect.isclass):
+        prefix = str(getattr(cls, "model_config", {}).get("env_prefix", ""))
+        known = any(cls is section for _, section in sections)
+        if issubclass(cls, BaseSettings) and prefix.startswith("TELLTALE_") and not known:
+            sections.append((cls.__name__, cls))
     return sections
 
 
