@@ -152,10 +152,13 @@ def test_every_section_reads_its_documented_variables(clean_env: pytest.MonkeyPa
 
 
 def test_every_variable_the_readme_names_is_a_setting() -> None:
-    """The README's TELLTALE_* names each map onto a field of a section (prefix + field)."""
+    """The TELLTALE_* names of the README and the docs pages each map onto a field of a section
+    (prefix + field)."""
     from telltale.settings import _SECTIONS
 
-    documented = set(re.findall(r"TELLTALE_[A-Z0-9_]+", (REPO / "README.md").read_text()))
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    text = "\n".join(page.read_text() for page in pages)
+    documented = set(re.findall(r"TELLTALE_[A-Z0-9_]+", text))
     documented.discard("TELLTALE_TEST_KAFKA")  # the test suite's own switch, not a setting
     assert len(documented) > 50
     known = {
