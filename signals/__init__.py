@@ -19,7 +19,7 @@ from signals.bank import FieldScores, SignalBank
 from signals.base import Embedder, Modality, Target, TextEmbedder
 from signals.cache import CacheCounts, EmbeddingCache, LruVectorCache, content_key
 from signals.discovery import discover_clusters
-from signals.embedders import FieldEmbedders, as_field_embedders
+from signals.embedders import FIELDS, TEXT_FIELDS, FieldEmbedders, as_field_embedders
 from signals.errors import (
     DuplicateSignal,
     EmbedderError,
@@ -65,8 +65,10 @@ __all__ = [
     "BACKGROUND_WINDOWS",
     "DEFAULT_MAX_DECODED_PIXELS",
     "DEFAULT_REDACTED_ENTITIES",
+    "FIELDS",
     "NEAR_QUANTILE",
     "PII_ENTITIES",
+    "TEXT_FIELDS",
     "CacheCounts",
     "CorrectedRate",
     "DuplicateSignal",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from storage._sql import add_equal_filters
 from storage._time import as_utc
+from storage.rows import FIELD_COLUMNS
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -23,8 +24,6 @@ RowKey = tuple[str, str, str, tuple[str, ...]]
 """(signal, model, model version, the row's values: its bucket as ``YYYY-MM-DD HH:MM:SS``
 UTC, its slice values, or () in total)."""
 
-_FIELD_COLUMN = {"prompt.text": "prompt_text", "output.text": "output_text",
-                 "output.image": "output_image"}  # fmt: skip
 _BUCKETS = {"minute": "toStartOfMinute", "hour": "toStartOfHour", "day": "toStartOfDay"}
 
 
@@ -40,7 +39,7 @@ def effective_events(
 ) -> dict[RowKey, float]:
     """Per rate row of ``signal`` (grouped as ``rates`` groups it: in total, per time bucket,
     or per slice keys' values), ``n² / Σ m_i²`` over groups of identical ``field`` content."""
-    column = _FIELD_COLUMN[field]  # a fixed column name, never user input
+    column = FIELD_COLUMNS[field]  # a fixed column name, never user input
     where = ["signal = {signal:String}"]
     params: dict[str, Any] = {"signal": signal}
     add_equal_filters(where, params, model=model)

@@ -8,6 +8,8 @@ from dataclasses import field as dataclass_field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from storage.rows import FIELD_COLUMNS
+
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
@@ -20,9 +22,6 @@ __all__ = [
     "vectors_by_event",
     "windows_by_event",
 ]
-
-_FIELD_COLUMN = {"prompt.text": "prompt_text", "output.text": "output_text",
-                 "output.image": "output_image"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ def windows_by_event(
 
 def event_contents(client: Client, event_ids: Sequence[str], field: str) -> dict[str, str]:
     """The raw content of ``field`` (text or image reference) for the given events, non-empty."""
-    column = _FIELD_COLUMN[field]  # a fixed column name, never user input
+    column = FIELD_COLUMNS[field]  # a fixed column name, never user input
     rows = client.query(
         f"SELECT event_id, any({column}) FROM events "  # noqa: S608 - fixed column name
         "WHERE event_id IN {ids:Array(String)} GROUP BY event_id",

@@ -6,7 +6,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-__all__ = ["CacheStatsRow", "EmbeddingRow", "EventRow", "ScoreRow", "WriteBatch"]
+__all__ = [
+    "FIELD_COLUMNS",
+    "TEXT_COLUMNS",
+    "CacheStatsRow",
+    "EmbeddingRow",
+    "EventRow",
+    "ScoreRow",
+    "WriteBatch",
+]
+
+
+FIELD_COLUMNS = {"prompt.text": "prompt_text", "output.text": "output_text",
+                 "output.image": "output_image"}  # fmt: skip
+"""The ``events`` column holding each embedded field's content (the fields of
+``signals.FIELDS``; storage sits beside signals, so a test checks the two agree)."""
+TEXT_COLUMNS = {f: c for f, c in FIELD_COLUMNS.items() if f.endswith(".text")}
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from storage.rows import TEXT_COLUMNS
+
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
 __all__ = ["StoredText", "count_texts", "iter_texts"]
-
-_TEXT_COLUMN = {"prompt.text": "prompt_text", "output.text": "output_text"}
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,9 @@ class StoredText:
 def _conditions(
     field: str, since: datetime | None, until: datetime | None
 ) -> tuple[str, list[str], dict[str, Any]]:
-    column = _TEXT_COLUMN.get(field)
+    column = TEXT_COLUMNS.get(field)
     if column is None:
-        raise ValueError(f"{field!r} is not a stored text field; known: {sorted(_TEXT_COLUMN)}")
+        raise ValueError(f"{field!r} is not a stored text field; known: {sorted(TEXT_COLUMNS)}")
     where = [f"{column} != ''"]
     params: dict[str, Any] = {}
     if since is not None:
@@ -78,7 +78,7 @@ def iter_texts(
             "WHERE signal = {signal:String} AND signal_version = {version:UInt32})"
         )
         params["signal"], params["version"] = skip_scored
-    # Only fixed fragments (and a column name from _TEXT_COLUMN) are joined in; every value is
+    # Only fixed fragments (and a column name from TEXT_COLUMNS) are joined in; every value is
     # a bound parameter.
     sql = f"""
         SELECT event_id, timestamp, model, model_version, {column}

@@ -22,7 +22,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from streams.events import EARLIEST_TIMESTAMP, MAX_FUTURE_SKEW, MAX_TEXT_CHARS
+from signals import FIELDS
+from streams.events import (
+    EARLIEST_TIMESTAMP,
+    MAX_FUTURE_SKEW,
+    MAX_ID_CHARS,
+    MAX_LABEL_CHARS,
+    MAX_TEXT_CHARS,
+    SESSION_ID_KEYS,
+    TOP_LEVEL_FIELDS,
+    USER_ID_KEYS,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -30,15 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ColumnarBatch", "ColumnarSink", "split_batch"]
 
-EMBEDDING_FIELDS = ("prompt.text", "output.text", "output.image")
-_SHORT = 512  # model, model_version, app, release, user_id, session_id
-_ID_CHARS = 256
-_TOP = {
-    "event_id", "timestamp", "model", "model_version", "prompt", "output", "app", "release",
-    "latency_ms", "feedback", "user_id", "session_id", "attributes", "embeddings",
-}  # fmt: skip
-_USER_KEYS = ("user_id", "user.id", "enduser.id")
-_SESSION_KEYS = ("session_id", "session.id", "gen_ai.conversation.id")
+_TOP = TOP_LEVEL_FIELDS | {"embeddings"}
 _RFC3339 = r"^\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$"
 
 
@@ -124,8 +126,8 @@ def split_batch(
         "latency_ms": cols.latency().take(take),
         "feedback": cols.feedback().take(take),
         "attributes": cols.attributes().take(take),
-        "user_id": cols.promoted("user_id", _USER_KEYS).take(take),
-        "session_id": cols.promoted("session_id", _SESSION_KEYS).take(take),
+        "user_id": cols.promoted("user_id", USER_ID_KEYS).take(take),
+        "session_id": cols.promoted("session_id", SESSION_ID_KEYS).take(take),
     })  # fmt: skip
     position = np.full(n, -1, dtype=np.int64)
     position[rows] = np.arange(len(rows))
@@ -294,13 +296,13 @@ def _valid_rows(
 
     ts = cols.timestamp
     checks = [
-        length_between(cols.string("event_id"), 1, _ID_CHARS),
+        length_between(cols.string("event_id"), 1, MAX_ID_CHARS),
         pc.greater_equal(ts, pa.scalar(EARLIEST_TIMESTAMP, ts.type)),
         pc.less_equal(ts, pa.scalar(now + MAX_FUTURE_SKEW, ts.type)),
-        length_between(cols.string("model"), 1, _SHORT),
-        length_between(cols.string("model_version"), 1, _SHORT),
+        length_between(cols.string("model"), 1, MAX_LABEL_CHARS),
+        length_between(cols.string("model_version"), 1, MAX_LABEL_CHARS),
     ]
-    checks += [absent_or_short(cols.string(n), _SHORT)
+    checks += [absent_or_short(cols.string(n), MAX_LABEL_CHARS)
                for n in ("app", "release", "user_id", "session_id")]  # fmt: skip
     texts = {"prompt.text": cols.text("prompt", "text"), "output.text": cols.text("output", "text")}
     image = cols.text("output", "image")
@@ -368,7 +370,7 @@ def _carried(cols: _Columns, embedder_id: str) -> tuple[dict[str, Any], Any]:
     same = pc.fill_null(pc.and_kleene(pc.is_valid(array), pc.equal(owner, embedder_id)), False)
     vectors = {}
     for name, kind in children.items():
-        if name not in EMBEDDING_FIELDS:
+        if name not in FIELDS:
             continue
         listish = pa.types.is_list(kind) or pa.types.is_large_list(kind) or (
             pa.types.is_fixed_size_list(kind))  # fmt: skip

@@ -28,11 +28,18 @@ from pydantic import (
     model_validator,
 )
 
+from signals import FIELDS
 from streams._json import MAX_JSON_DEPTH, check_depth, parse_json
 from streams.errors import InvalidEvent, JsonTooDeep
 
 __all__ = [
+    "MAX_ID_CHARS",
+    "MAX_LABEL_CHARS",
     "MAX_PAYLOAD_BYTES",
+    "MAX_TEXT_CHARS",
+    "SESSION_ID_KEYS",
+    "TOP_LEVEL_FIELDS",
+    "USER_ID_KEYS",
     "Carried",
     "EventTimestamp",
     "GenerationEvent",
@@ -48,6 +55,8 @@ MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 """Default largest accepted payload; a base64 image of a few megapixels fits."""
 
 MAX_TEXT_CHARS = 200_000
+MAX_ID_CHARS = 256  # event_id
+MAX_LABEL_CHARS = 512  # model, model_version, app, release, user_id, session_id
 EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_FUTURE_SKEW = timedelta(days=1)
 
@@ -56,14 +65,17 @@ _OTEL_ALIASES = {
     "gen_ai.request.model": "model",
     "gen_ai.response.model": "model",
 }
-# Where a user or session id may sit in ``attributes`` when the top-level field is absent, in
-# order of preference (the contract's own names, then OpenTelemetry's).
-_USER_KEYS = ("user_id", "user.id", "enduser.id")
-_SESSION_KEYS = ("session_id", "session.id", "gen_ai.conversation.id")
-_KNOWN_FIELDS = {
+USER_ID_KEYS = ("user_id", "user.id", "enduser.id")
+SESSION_ID_KEYS = ("session_id", "session.id", "gen_ai.conversation.id")
+"""Where a user or session id may sit in ``attributes`` when the top-level field is absent, in
+order of preference (the contract's own names, then OpenTelemetry's)."""
+
+TOP_LEVEL_FIELDS = frozenset({
     "event_id", "timestamp", "model", "model_version", "prompt", "output",
     "app", "release", "latency_ms", "feedback", "user_id", "session_id", "attributes",
-}  # fmt: skip
+})  # fmt: skip
+"""The contract's top-level fields; any other key of a payload is kept in ``attributes``
+(``embeddings``, carried vectors, is taken off before)."""
 
 
 def _rfc3339_text(value: Any) -> Any:
@@ -110,20 +122,20 @@ class Output(_Strict):
 class GenerationEvent(_Strict):
     """One model call. Unknown top-level fields are kept in ``attributes``."""
 
-    event_id: str = Field(min_length=1, max_length=256)
+    event_id: str = Field(min_length=1, max_length=MAX_ID_CHARS)
     timestamp: EventTimestamp
-    model: str = Field(min_length=1, max_length=512)
-    model_version: str = Field(min_length=1, max_length=512)
+    model: str = Field(min_length=1, max_length=MAX_LABEL_CHARS)
+    model_version: str = Field(min_length=1, max_length=MAX_LABEL_CHARS)
     prompt: Prompt = Prompt()
     output: Output = Output()
-    app: str = Field(default="", max_length=512)
-    release: str = Field(default="", max_length=512)
+    app: str = Field(default="", max_length=MAX_LABEL_CHARS)
+    release: str = Field(default="", max_length=MAX_LABEL_CHARS)
     latency_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     feedback: Literal[-1, 0, 1] | None = None
-    user_id: str | None = Field(default=None, max_length=512)
+    user_id: str | None = Field(default=None, max_length=MAX_LABEL_CHARS)
     session_id: str | None = Field(
         default=None,
-        max_length=512,
+        max_length=MAX_LABEL_CHARS,
         description="session or conversation; with user_id it makes repeats one independent unit",
     )
     attributes: dict[str, str] = Field(default_factory=dict)
@@ -137,7 +149,7 @@ class GenerationEvent(_Strict):
         for alias, name in _OTEL_ALIASES.items():
             if alias in data and name not in data:
                 data[name] = data.pop(alias)
-        extra = {k: data.pop(k) for k in list(data) if k not in _KNOWN_FIELDS}
+        extra = {k: data.pop(k) for k in list(data) if k not in TOP_LEVEL_FIELDS}
         if extra:
             if not isinstance(data.get("attributes", {}), dict):
                 return data  # validation reports the malformed attributes
@@ -147,8 +159,8 @@ class GenerationEvent(_Strict):
                     str(key), value if isinstance(value, str) else json.dumps(value)
                 )
             data["attributes"] = attributes
-        _promote_from_attributes(data, "user_id", _USER_KEYS)
-        _promote_from_attributes(data, "session_id", _SESSION_KEYS)
+        _promote_from_attributes(data, "user_id", USER_ID_KEYS)
+        _promote_from_attributes(data, "session_id", SESSION_ID_KEYS)
         return data
 
     @model_validator(mode="after")
@@ -223,7 +235,7 @@ def _carried(member: Any) -> tuple[str, Carried]:
         return "", {}
     vectors: Carried = {}
     for name, vector in member.items():
-        if name not in _VECTOR_FIELDS or not isinstance(vector, list) or not vector:
+        if name not in FIELDS or not isinstance(vector, list) or not vector:
             continue
         if _numbers(vector):
             vectors[name] = [float(x) for x in vector]
@@ -234,9 +246,6 @@ def _carried(member: Any) -> tuple[str, Carried]:
 
 def _numbers(values: list[Any]) -> bool:
     return all(isinstance(x, int | float) and not isinstance(x, bool) for x in values)
-
-
-_VECTOR_FIELDS = ("prompt.text", "output.text", "output.image")
 
 
 def _clip(key: str, limit: int = 80) -> str:

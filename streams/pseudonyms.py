@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from streams.events import SESSION_ID_KEYS, USER_ID_KEYS
+
 if TYPE_CHECKING:
     from streams.events import GenerationEvent
 
 __all__ = ["ID_ATTRIBUTES", "PSEUDONYM_PREFIX", "Pseudonyms"]
 
 PSEUDONYM_PREFIX = "ps_"
-ID_ATTRIBUTES = frozenset(
-    {"user_id", "user.id", "enduser.id", "session_id", "session.id", "gen_ai.conversation.id"}
-)
+ID_ATTRIBUTES = frozenset((*USER_ID_KEYS, *SESSION_ID_KEYS))
 """Attribute keys that hold a user or session id (the keys ids are promoted from)."""
 
 _BYTES = 16  # 128 bits: collisions are negligible for any realistic number of users

@@ -143,3 +143,13 @@ def test_ttl_changes_go_on_the_shards_only() -> None:
     [local] = render("ALTER TABLE embedding_cache MODIFY TTL toDateTime(created_at) + "
                      "INTERVAL 30 DAY", "prod")  # fmt: skip
     assert local.startswith("ALTER TABLE embedding_cache_local ON CLUSTER prod MODIFY TTL")
+
+
+def test_storage_knows_a_column_for_every_embedded_field() -> None:
+    """The field list is declared in signals (embedders) and mapped to columns in storage,
+    which sit side by side in the layering: the two must agree."""
+    from signals import FIELDS, TEXT_FIELDS
+    from storage.rows import FIELD_COLUMNS, TEXT_COLUMNS, EventRow
+
+    assert tuple(FIELD_COLUMNS) == FIELDS and tuple(TEXT_COLUMNS) == TEXT_FIELDS
+    assert set(FIELD_COLUMNS.values()) <= set(EventRow.COLUMNS)
