@@ -14,21 +14,18 @@ import numpy as np
 import pytest
 
 from alerts import (
-    BernoulliCusum,
     Detection,
     Detector,
-    FixedHorizonZTest,
     PromptDriftDetector,
     ReleaseSpikeDetector,
-    calibrate_cusum_threshold,
-    crossover_rate,
     explain_drift,
     mmd2_unbiased,
     mmd_permutation_test,
     rate_confidence_sequence,
-    two_proportion_z_test,
 )
-from alerts.degradation import _llr_table
+from bench.baselines import BernoulliCusum, FixedHorizonZTest, two_proportion_z_test
+from bench.cusum_calibration import calibrate_cusum_threshold, crossover_rate
+from bench.cusum_calibration import llr_table as _llr_table
 
 AT = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
