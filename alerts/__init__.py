@@ -38,6 +38,7 @@ from alerts.detectors import (
     mmd2_unbiased,
     mmd_permutation_test,
     rate_confidence_sequence,
+    wilson_interval,
 )
 from alerts.errors import AlertError
 from alerts.settings import (
@@ -48,7 +49,7 @@ from alerts.settings import (
     PromptDriftSettings,
     ReleaseSpikeSettings,
 )
-from alerts.tracks import InstrumentCheck, slice_label, wilson_interval
+from alerts.tracks import InstrumentCheck, slice_label
 
 __all__ = [
     "LEGACY_PREFIXES",

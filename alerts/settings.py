@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from alerts.detectors.calendar import WEEKEND_DAYS
+
 __all__ = [
     "LEGACY_PREFIXES",
     "PAGERDUTY_EVENTS_URL",
@@ -143,7 +145,7 @@ class MonitorSettings(BaseModel):
         "the first lag landing on a day of the same weekday type with traffic in that hour wins",
     )
     release_spike_weekend_days: list[int] = Field(
-        default=[5, 6], description="weekdays (Monday=0, UTC) that are weekend days"
+        default=list(WEEKEND_DAYS), description="weekdays (Monday=0, UTC) that are weekend days"
     )
     release_spike_concurrent_window_minutes: int = Field(
         default=60,

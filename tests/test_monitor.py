@@ -177,7 +177,8 @@ def test_prompt_drift_windows_explained_and_resumed_after_restart(ch: Any) -> No
         "prompt_drift_reference_sample": 400, "prompt_drift_clusters": 4, "settle_s": 0,
     }  # fmt: skip
     first = _monitor(ch, **overrides).run_once(now=T0 + 240 * MIN)
-    assert first.engine.drift_looks == 3  # windows ending 10:00, 11:00 and 12:00
+    # windows ending 10:00, 11:00 and 12:00
+    assert first.engine.tracks["prompt_drift"]["looks"] == 3
     windows = ch.query(
         "SELECT window_end, statistic, threshold, p_value, reference_size, recent_size, clusters "
         "FROM drift_windows FINAL ORDER BY window_end"
@@ -198,12 +199,12 @@ def test_prompt_drift_windows_explained_and_resumed_after_restart(ch: Any) -> No
 
     # A restarted monitor resumes after the stored windows instead of testing them again.
     again = _monitor(ch, **overrides).run_once(now=T0 + 245 * MIN)
-    assert again.engine.drift_looks == 0 and again.engine.opened == []
+    assert again.engine.tracks["prompt_drift"]["looks"] == 0 and again.engine.opened == []
     assert ch.query("SELECT count() FROM drift_windows").result_rows[0][0] == 3
 
     # The model stops sending prompts: nothing left to test, and the detection clears.
     later = _monitor(ch, **overrides).run_once(now=T0 + 330 * MIN)
-    assert later.engine.drift_looks == 0 and len(later.engine.resolved) == 1
+    assert later.engine.tracks["prompt_drift"]["looks"] == 0 and len(later.engine.resolved) == 1
     (row,) = list_detections(ch)
     assert (row.state, row.resolved_at) == ("resolved", T0 + 300 * MIN)
     assert row.details["resolve_reason"] == "too few prompts to test since the last alarm"

@@ -17,7 +17,8 @@ from log_generators import NEW, OLD, slice_regression_events
 from typer.testing import CliRunner
 
 from alerts.delivery.notify import summarize
-from alerts.tracks.localize import localize, localize_counts, newcombe_interval, wilson_interval
+from alerts.detectors.confidence import newcombe_interval, wilson_interval
+from alerts.tracks.localize import localize, localize_counts
 from signals.errors import SpecError
 from signals.groups import SignalGroup, apply_groups, parse_groups
 from signals.live import LiveSignals

@@ -11,7 +11,11 @@ from typing import TYPE_CHECKING
 from alerts.detectors.base import Detection, Detector
 from alerts.detectors.buckets import AdaptiveBuckets, Bucket
 from alerts.detectors.calendar import WEEKEND_DAYS, hour_and_day_type, like_with_like_lags
-from alerts.detectors.confidence import rate_confidence_sequence
+from alerts.detectors.confidence import (
+    newcombe_interval,
+    rate_confidence_sequence,
+    wilson_interval,
+)
 from alerts.detectors.counts import check_counts
 from alerts.detectors.degradation import (
     SeasonalCusum,
@@ -68,8 +72,10 @@ __all__ = [
     "median_heuristic_bandwidth",
     "mmd2_unbiased",
     "mmd_permutation_test",
+    "newcombe_interval",
     "rate_confidence_sequence",
     "seasonal_reference_spans",
+    "wilson_interval",
 ]
 
 if TYPE_CHECKING:  # each detector against the protocol, with what one observation is (mypy)

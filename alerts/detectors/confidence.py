@@ -1,4 +1,5 @@
-"""Always-valid confidence bounds for a Bernoulli rate (Robbins' beta-binomial mixture)."""
+"""Confidence bounds for failure rates: always-valid (Robbins' beta-binomial mixture) for the
+tests, and fixed-sample Wilson and Newcombe intervals for describing what a test decided."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 
 from alerts.detectors.counts import check_counts
 
-__all__ = ["rate_confidence_sequence"]
+__all__ = ["newcombe_interval", "rate_confidence_sequence", "wilson_interval"]
 
 
 def rate_confidence_sequence(
@@ -72,3 +73,35 @@ def _lower_root(n: int, k: int, cut: float) -> float:
 
 def _log_beta(a: float, b: float) -> float:
     return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+_Z95 = 1.959963984540054
+
+
+def wilson_interval(k: int, n: int, z: float = _Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial rate (default 95 %); ``(0, 1)`` when ``n`` is 0.
+
+    >>> low, high = wilson_interval(10, 100)
+    >>> round(low, 4), round(high, 4)
+    (0.0552, 0.1744)
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    check_counts(n, k)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def newcombe_interval(k1: int, n1: int, k2: int, n2: int, z: float = _Z95) -> tuple[float, float]:
+    """Newcombe's hybrid score interval for ``k1/n1 - k2/n2`` (method 10 of Newcombe 1998)."""
+    p1 = k1 / n1 if n1 else 0.0
+    p2 = k2 / n2 if n2 else 0.0
+    l1, u1 = wilson_interval(k1, n1, z)
+    l2, u2 = wilson_interval(k2, n2, z)
+    d = p1 - p2
+    low = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
+    high = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    return max(-1.0, low), min(1.0, high)

@@ -18,9 +18,7 @@ from alerts.tracks.localize import (
     SliceExcess,
     localize,
     localize_counts,
-    newcombe_interval,
     slice_label,
-    wilson_interval,
 )
 from alerts.tracks.prompt_drift import PromptDriftTrack
 from alerts.tracks.registry import DEGRADATION, PROMPT_DRIFT, RELEASE_SPIKE, TRACKS
@@ -61,8 +59,6 @@ __all__ = [
     "link_releases",
     "localize",
     "localize_counts",
-    "newcombe_interval",
     "series_key",
     "slice_label",
-    "wilson_interval",
 ]
