@@ -12,20 +12,30 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from alerts.detectors.calendar import WEEKEND_DAYS
+
 __all__ = [
+    "LEGACY_PREFIXES",
     "PAGERDUTY_EVENTS_URL",
-    "CusumSettings",
-    "DriftSettings",
+    "DegradationSettings",
     "MonitorSettings",
     "NotifySettings",
-    "SpikeSettings",
+    "PromptDriftSettings",
+    "ReleaseSpikeSettings",
 ]
 
 _DAY = 1_440
 
+LEGACY_PREFIXES: dict[str, str] = {
+    "release_spike_": "spike_",
+    "degradation_": "cusum_",
+    "prompt_drift_": "drift_",
+}
+"""Field prefix -> the prefix it had before the detectors were named alike (still accepted)."""
 
-class SpikeSettings(BaseModel):
-    """The release test's own settings (built from ``TELLTALE_MONITOR_SPIKE_*``)."""
+
+class ReleaseSpikeSettings(BaseModel):
+    """The release-spike track's settings (``MonitorSettings.release_spike_*``)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -41,8 +51,8 @@ class SpikeSettings(BaseModel):
     day_cv_floor: float
 
 
-class CusumSettings(BaseModel):
-    """The slow-degradation CUSUM's own settings (``TELLTALE_MONITOR_CUSUM_*``)."""
+class DegradationSettings(BaseModel):
+    """The degradation track's settings (``MonitorSettings.degradation_*``)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -55,8 +65,8 @@ class CusumSettings(BaseModel):
     seed: int
 
 
-class DriftSettings(BaseModel):
-    """The prompt-drift test's own settings (``TELLTALE_MONITOR_DRIFT_*``)."""
+class PromptDriftSettings(BaseModel):
+    """The prompt-drift track's settings (``MonitorSettings.prompt_drift_*``)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -84,8 +94,10 @@ PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 class MonitorSettings(BaseModel):
     """How the monitor schedules its work and tunes its three detectors.
 
-    The fields are flat so that each is one environment variable; :attr:`spike`, :attr:`cusum`
-    and :attr:`drift` hand each detector's track its own settings model.
+    The fields are flat so that each is one environment variable, prefixed with the detector's
+    stored name (``release_spike_``, ``degradation_``, ``prompt_drift_``); the properties of
+    the same names hand each track its own settings model. The older prefixes (``spike_``,
+    ``cusum_``, ``drift_``) are accepted as aliases (:data:`LEGACY_PREFIXES`).
     """
 
     interval_s: float = Field(default=60.0, gt=0, description="seconds between cycles")
@@ -122,56 +134,56 @@ class MonitorSettings(BaseModel):
     seed: int = 0
 
     # release spike: anytime-valid mixture SPRT, new version vs previous version
-    spike_alpha: float = Field(default=0.01, gt=0, lt=1)
-    spike_mixture_tau: float = Field(default=0.5, gt=0)
-    spike_horizon_minutes: int = Field(
+    release_spike_alpha: float = Field(default=0.01, gt=0, lt=1)
+    release_spike_mixture_tau: float = Field(default=0.5, gt=0)
+    release_spike_horizon_minutes: int = Field(
         default=10_080, ge=1, description="how long after a release its test keeps running"
     )
-    spike_baseline_lags_minutes: list[int] = Field(
+    release_spike_baseline_lags_minutes: list[int] = Field(
         default=[7 * _DAY, _DAY, 2 * _DAY, 3 * _DAY, 4 * _DAY, 5 * _DAY, 6 * _DAY],
         description="after a full cut-over, compare with the previous version this much earlier: "
         "the first lag landing on a day of the same weekday type with traffic in that hour wins",
     )
-    spike_weekend_days: list[int] = Field(
-        default=[5, 6], description="weekdays (Monday=0, UTC) that are weekend days"
+    release_spike_weekend_days: list[int] = Field(
+        default=list(WEEKEND_DAYS), description="weekdays (Monday=0, UTC) that are weekend days"
     )
-    spike_concurrent_window_minutes: int = Field(
+    release_spike_concurrent_window_minutes: int = Field(
         default=60,
         ge=1,
         description="the previous version counts as serving beside the new one (concurrent "
         "baseline) while it had traffic this recently",
     )
-    spike_bucket_min_events: int = Field(
+    release_spike_bucket_min_events: int = Field(
         default=20, ge=1, description="a bucket closes once both versions have this many units"
     )
-    spike_history_days: int = Field(
+    release_spike_history_days: int = Field(
         default=7, ge=1, description="baseline history read to estimate its variance components"
     )
-    spike_icc_prior: float = Field(
+    release_spike_icc_prior: float = Field(
         default=0.01,
         ge=0.0,
         le=1.0,
         description="intraclass correlation within a minute assumed when the baseline's history "
         "cannot estimate it",
     )
-    spike_day_cv_floor: float = Field(
+    release_spike_day_cv_floor: float = Field(
         default=0.05, ge=0.0, description="least day-to-day coefficient of variation assumed"
     )
 
     # slow degradation: quasi-likelihood CUSUM against a seasonal profile, within one version
-    cusum_delta: float = Field(
+    degradation_delta: float = Field(
         default=0.01, gt=0, lt=0.5, description="shift to detect (rate, above the expected)"
     )
-    cusum_arl0_minutes: float = Field(
+    degradation_arl0_minutes: float = Field(
         default=43_200.0, gt=1, description="at least this many minutes between false alarms"
     )
-    cusum_min_history_minutes: int = Field(
+    degradation_min_history_minutes: int = Field(
         default=1_440, ge=60, description="history to learn the daily profile from before testing"
     )
-    cusum_min_failures: int = Field(
+    degradation_min_failures: int = Field(
         default=30, ge=1, description="failures the history must hold before testing"
     )
-    cusum_history_minutes: int = Field(
+    degradation_history_minutes: int = Field(
         default=10_080, ge=60, description="the profile is refit daily on this much history"
     )
     idle_drop_minutes: int = Field(
@@ -179,90 +191,95 @@ class MonitorSettings(BaseModel):
     )
 
     # prompt drift: MMD permutation test by unit, recent window vs the same hours of past days
-    drift_field: str = "prompt.text"
-    drift_every_minutes: int = Field(default=60, ge=1, description="one look per this many")
-    drift_recent_minutes: int = Field(default=60, ge=1)
-    drift_longest_window_minutes: int = Field(
+    prompt_drift_field: str = "prompt.text"
+    prompt_drift_every_minutes: int = Field(default=60, ge=1, description="one look per this many")
+    prompt_drift_recent_minutes: int = Field(default=60, ge=1)
+    prompt_drift_longest_window_minutes: int = Field(
         default=1_440, ge=1, description="a window waiting for enough prompts reaches back so far"
     )
-    drift_reference_days: int = Field(
+    prompt_drift_reference_days: int = Field(
         default=7, ge=1, le=14, description="reference: the same hours on this many past days"
     )
-    drift_reference_minutes: int = Field(
+    prompt_drift_reference_minutes: int = Field(
         default=0,
         ge=0,
         description="fallback reference while the same hours of past days hold too few "
         "prompts: this span just before the window (0: none, wait for a day of history; a "
         "contiguous reference mistakes a daily topic cycle for drift)",
     )
-    drift_recent_sample: int = Field(default=500, ge=10)
-    drift_reference_sample: int = Field(default=1_000, ge=10)
-    drift_min_prompts: int = Field(default=50, ge=2, description="skip looks with fewer")
-    drift_alpha: float = Field(default=0.01, gt=0, lt=1)
-    drift_horizon_looks: int = Field(default=24, ge=1)
-    drift_permutations: int = Field(default=4_999, ge=99)
-    drift_clusters: int = Field(default=8, ge=0, description="clusters in the explanation")
-    drift_clean_level: float = Field(
+    prompt_drift_recent_sample: int = Field(default=500, ge=10)
+    prompt_drift_reference_sample: int = Field(default=1_000, ge=10)
+    prompt_drift_min_prompts: int = Field(default=50, ge=2, description="skip looks with fewer")
+    prompt_drift_alpha: float = Field(default=0.01, gt=0, lt=1)
+    prompt_drift_horizon_looks: int = Field(default=24, ge=1)
+    prompt_drift_permutations: int = Field(default=4_999, ge=99)
+    prompt_drift_clusters: int = Field(default=8, ge=0, description="clusters in the explanation")
+    prompt_drift_clean_level: float = Field(
         default=0.05, gt=0, lt=1, description="a look with a p-value above this is clean"
     )
-    drift_clean_looks: int = Field(
+    prompt_drift_clean_looks: int = Field(
         default=3, ge=1, description="an open drift incident resolves after this many clean looks"
     )
-    drift_catchup_looks: int = Field(
+    prompt_drift_catchup_looks: int = Field(
         default=24, ge=1, description="most looks a starting monitor computes for old windows"
     )
 
     @property
-    def spike(self) -> SpikeSettings:
-        return SpikeSettings(
-            alpha=self.spike_alpha, mixture_tau=self.spike_mixture_tau,
-            horizon_minutes=self.spike_horizon_minutes,
-            baseline_lags_minutes=tuple(self.spike_baseline_lags_minutes),
-            weekend_days=tuple(self.spike_weekend_days),
-            concurrent_window_minutes=self.spike_concurrent_window_minutes,
-            bucket_min_events=self.spike_bucket_min_events,
-            history_days=self.spike_history_days,
-            icc_prior=self.spike_icc_prior, day_cv_floor=self.spike_day_cv_floor,
+    def release_spike(self) -> ReleaseSpikeSettings:
+        return ReleaseSpikeSettings(
+            alpha=self.release_spike_alpha, mixture_tau=self.release_spike_mixture_tau,
+            horizon_minutes=self.release_spike_horizon_minutes,
+            baseline_lags_minutes=tuple(self.release_spike_baseline_lags_minutes),
+            weekend_days=tuple(self.release_spike_weekend_days),
+            concurrent_window_minutes=self.release_spike_concurrent_window_minutes,
+            bucket_min_events=self.release_spike_bucket_min_events,
+            history_days=self.release_spike_history_days,
+            icc_prior=self.release_spike_icc_prior, day_cv_floor=self.release_spike_day_cv_floor,
         )  # fmt: skip
 
     @property
-    def cusum(self) -> CusumSettings:
-        return CusumSettings(
-            delta=self.cusum_delta, arl0_minutes=self.cusum_arl0_minutes,
-            min_history_minutes=self.cusum_min_history_minutes,
-            min_failures=self.cusum_min_failures, history_minutes=self.cusum_history_minutes,
+    def degradation(self) -> DegradationSettings:
+        return DegradationSettings(
+            delta=self.degradation_delta, arl0_minutes=self.degradation_arl0_minutes,
+            min_history_minutes=self.degradation_min_history_minutes,
+            min_failures=self.degradation_min_failures,
+            history_minutes=self.degradation_history_minutes,
             idle_drop_minutes=self.idle_drop_minutes, seed=self.seed,
         )  # fmt: skip
 
     @property
-    def drift(self) -> DriftSettings:
-        return DriftSettings(
-            field=self.drift_field, every_minutes=self.drift_every_minutes,
-            recent_minutes=self.drift_recent_minutes,
-            longest_window_minutes=self.drift_longest_window_minutes,
-            reference_days=self.drift_reference_days,
-            reference_minutes=self.drift_reference_minutes,
-            recent_sample=self.drift_recent_sample, reference_sample=self.drift_reference_sample,
-            min_prompts=self.drift_min_prompts, alpha=self.drift_alpha,
-            horizon_looks=self.drift_horizon_looks, permutations=self.drift_permutations,
-            clusters=self.drift_clusters, clean_level=self.drift_clean_level,
-            clean_looks=self.drift_clean_looks, seed=self.seed,
+    def prompt_drift(self) -> PromptDriftSettings:
+        return PromptDriftSettings(
+            field=self.prompt_drift_field, every_minutes=self.prompt_drift_every_minutes,
+            recent_minutes=self.prompt_drift_recent_minutes,
+            longest_window_minutes=self.prompt_drift_longest_window_minutes,
+            reference_days=self.prompt_drift_reference_days,
+            reference_minutes=self.prompt_drift_reference_minutes,
+            recent_sample=self.prompt_drift_recent_sample,
+            reference_sample=self.prompt_drift_reference_sample,
+            min_prompts=self.prompt_drift_min_prompts, alpha=self.prompt_drift_alpha,
+            horizon_looks=self.prompt_drift_horizon_looks,
+            permutations=self.prompt_drift_permutations,
+            clusters=self.prompt_drift_clusters, clean_level=self.prompt_drift_clean_level,
+            clean_looks=self.prompt_drift_clean_looks, seed=self.seed,
         )  # fmt: skip
 
     @model_validator(mode="after")
     def _history_holds_minimum(self) -> MonitorSettings:
-        if self.cusum_history_minutes < self.cusum_min_history_minutes:
-            raise ValueError("cusum_history_minutes must be >= cusum_min_history_minutes")
+        if self.degradation_history_minutes < self.degradation_min_history_minutes:
+            raise ValueError(
+                "degradation_history_minutes must be >= degradation_min_history_minutes"
+            )
         return self
 
-    @field_validator("spike_weekend_days")
+    @field_validator("release_spike_weekend_days")
     @classmethod
     def _weekdays(cls, value: list[int]) -> list[int]:
         if any(not 0 <= day <= 6 for day in value):
             raise ValueError("weekend days are weekday numbers 0 (Monday) to 6 (Sunday)")
         return value
 
-    @field_validator("spike_baseline_lags_minutes")
+    @field_validator("release_spike_baseline_lags_minutes")
     @classmethod
     def _positive_lags(cls, value: list[int]) -> list[int]:
         if any(lag <= 0 for lag in value):

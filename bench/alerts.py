@@ -50,13 +50,8 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
-from alerts import (  # noqa: E402
-    BernoulliCusum,
-    FixedHorizonZTest,
-    PromptDriftDetector,
-    ReleaseSpikeDetector,
-    explain_drift,
-)
+from alerts import PromptDriftDetector, ReleaseSpikeDetector, explain_drift  # noqa: E402
+from bench.baselines import BernoulliCusum, FixedHorizonZTest  # noqa: E402
 
 
 @dataclass(frozen=True)

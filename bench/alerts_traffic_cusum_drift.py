@@ -3,7 +3,7 @@
 Run ``python bench/alerts_traffic_cusum_drift.py`` (``--quick`` for a smoke run of a few runs per
 row, ``--json`` for one JSON document on stdout). Every figure comes from a seeded simulation in
 this run; the detector code is the production code (:class:`alerts.SeasonalCusum`,
-:func:`alerts.drift.mmd_permutation_test` with the monitor's window rules), fed in memory instead
+:func:`alerts.mmd_permutation_test` with the monitor's window rules), fed in memory instead
 of through ClickHouse so that hundreds of simulated days fit in minutes.
 
 CUSUM (per-minute counts of one series; a false alarm is any alarm on a day without a change):
@@ -78,13 +78,14 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
-from alerts.degradation import BernoulliCusum, SeasonalCusum  # noqa: E402
-from alerts.drift import (  # noqa: E402
+from alerts.detectors import (  # noqa: E402
     DriftHysteresis,
+    SeasonalCusum,
     collapse_repeats,
     look_level,
     mmd_permutation_test,
 )
+from bench.baselines import BernoulliCusum  # noqa: E402
 
 MINUTES_PER_DAY = 1440
 MONDAY = datetime(2026, 11, 2, tzinfo=UTC)  # a Monday

@@ -3,9 +3,9 @@
 Run ``python bench/alerts_traffic_release.py`` (``--quick`` for a small smoke run, ``--json`` for
 one JSON document). Every figure comes from a seeded simulation in this run; nothing is
 hard-coded. The detector math runs in memory exactly as the monitor's release track drives it:
-independent units per minute, :class:`~alerts.release_spike.AdaptiveBuckets`, the variance
+independent units per minute, :class:`~alerts.detectors.buckets.AdaptiveBuckets`, the variance
 components from the baseline's own simulated history (:func:`estimate_dispersion`),
-:class:`~alerts.release_spike.ReleaseSpikeDetector` tempered by them, like-with-like lags
+:class:`~alerts.ReleaseSpikeDetector` tempered by them, like-with-like lags
 (:func:`like_with_like_lags`) after a cut-over, and the monitor's default settings.
 
 Scenarios (2% base failure rate, ``alpha = 0.01``, 200 units a minute per version unless said):
@@ -59,7 +59,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
-from alerts.release_spike import (  # noqa: E402
+from alerts.detectors import (  # noqa: E402
     AdaptiveBuckets,
     ReleaseSpikeDetector,
     estimate_dispersion,
@@ -112,7 +112,7 @@ def first_alarm(
     stream: Stream, alpha: float, view: tuple[Ints, Ints, Ints, Ints] | None = None
 ) -> int | None:
     """Minute (1-based) of the first alarm, driving the detector as the release track does."""
-    s = MonitorSettings().spike
+    s = MonitorSettings().release_spike
     d = estimate_dispersion(stream.history, icc_prior=s.icc_prior, day_cv_floor=s.day_cv_floor)
     det = ReleaseSpikeDetector(
         alpha=alpha, mixture_tau=s.mixture_tau, dispersion=d.phi, day_variance=d.day_variance,
@@ -229,7 +229,7 @@ def cutover(
 ) -> Stream:  # fmt: skip
     """A full cut-over at ``release``; the baseline is the previous version's history, paired by
     the like-with-like lags of the monitor's settings (first lag with traffic in that hour)."""
-    s = MonitorSettings().spike
+    s = MonitorSettings().release_spike
     weekday = cfg.base_rate if weekday_rate is None else weekday_rate
     weekend = cfg.base_rate if weekend_rate is None else weekend_rate
     h_start = release - timedelta(days=history_days)

@@ -3,8 +3,8 @@
 Dashboards are built with grafana-foundation-sdk on the ClickHouse data source
 (:mod:`dashboards.definitions`); every statement they run is a named query in
 :mod:`dashboards.queries`, which Grafana receives verbatim and which the report and the tests
-execute through one macro renderer (:func:`render`). Alert rules, in ``alerts.rules``, use the
-same queries and data source.
+execute through one macro renderer (:func:`render`). Alert rules, in ``alerts.delivery.rules``,
+use the same queries and data source.
 """
 
 from __future__ import annotations

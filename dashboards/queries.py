@@ -256,7 +256,7 @@ def open_detections_for(detector: str) -> NamedQuery:
     if not detector.replace("_", "").isalnum():
         raise ValueError(f"detector name {detector!r} must be an identifier")
     if detector == "release_spike":
-        # The top slice of the release's localisation (alerts.localize) becomes a label, so
+        # The top slice of the release's localisation (alerts.tracks.localize) becomes a label, so
         # the alert's summary and annotations say where the regression concentrates.
         return NamedQuery(
             f"open_detections_{detector}",
@@ -568,7 +568,8 @@ DRIFT_STATISTIC = NamedQuery(
 )
 
 # ``clusters`` holds a JSON array of {"cluster", "reference_share", "recent_share", ...}
-# objects (the shape of ``alerts.drift`` explanations); the newest window per model is shown.
+# objects (the shape of ``alerts.detectors.explain`` explanations); the newest window per model is
+# shown.
 DRIFT_CLUSTER_SHARES = NamedQuery(
     "drift_cluster_shares",
     """SELECT concat(model, ' #', toString(JSONExtractInt(c, 'cluster'))) AS cluster,

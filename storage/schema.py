@@ -236,7 +236,7 @@ _SIGNAL_VERDICT = (
 # fans each score out into one row per slice key: per-minute rates by slice need no join of
 # ``signal_scores`` with ``events`` (a materialized view sees only the inserted block of its
 # source table, so a join would miss events written in another block). Pairs of keys are read
-# from the score rows themselves when a detection is localised (``alerts.localize``).
+# from the score rows themselves when a detection is localised (``alerts.tracks.localize``).
 _SCORE_SLICES = ("ALTER TABLE signal_scores ADD COLUMN IF NOT EXISTS slices Map(String, String)",)
 
 _SLICE_RATES = """

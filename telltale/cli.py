@@ -362,8 +362,8 @@ def discover(
     fmt: FormatOpt = "text",
 ) -> None:
     """Clusters of recent outputs, ranked by distance from the bulk and growth of share."""
-    from alerts import DiscoveryOptions, as_dict
-    from alerts import discover as run_discover
+    from telltale.discover import DiscoveryOptions, as_dict
+    from telltale.discover import discover as run_discover
 
     options = DiscoveryOptions(field=field, top=top, sample=sample)
     try:

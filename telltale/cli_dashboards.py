@@ -1,7 +1,7 @@
 """``telltale dashboards build|push``, ``telltale alerts push`` and ``telltale report``.
 
 Wiring only: the dashboards, the alert rules and the report live in ``dashboards`` and
-``alerts.rules``; this module takes :class:`~dashboards.settings.GrafanaSettings` from the
+``alerts.delivery.rules``; this module takes :class:`~dashboards.settings.GrafanaSettings` from the
 invocation's settings (``TELLTALE_GRAFANA_*``), applies ``--grafana-url``/``--folder``, turns
 it into plans and files, and prints results (one JSON document with ``--format json``).
 Grafana's token is never printed or logged; ``--dry-run`` redacts the other secrets too.

@@ -23,9 +23,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
-from alerts import MonitorSettings, NotifySettings
+from alerts import LEGACY_PREFIXES, MonitorSettings, NotifySettings
 from dashboards import GrafanaSettings
 from signals import (
     DEFAULT_MAX_DECODED_PIXELS,
@@ -119,10 +126,35 @@ class SliceSettings(BaseSettings, SliceConfig):
     )
 
 
+class _LegacyDetectorEnv(EnvSettingsSource):
+    """The detector settings' older names, ``TELLTALE_MONITOR_SPIKE_*``, ``_CUSUM_*`` and
+    ``_DRIFT_*`` (``alerts.LEGACY_PREFIXES``): read after, and overridden by, the current ones."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        for prefix, legacy in LEGACY_PREFIXES.items():
+            if field_name.startswith(prefix):
+                name = f"{self.env_prefix}{legacy}{field_name[len(prefix) :]}"
+                value = self.env_vars.get(name if self.case_sensitive else name.lower())
+                return value, field_name, self.field_is_complex(field)
+        return None, field_name, False
+
+
 class MonitorEnv(BaseSettings, MonitorSettings):
     """``TELLTALE_MONITOR_*``: the monitor's schedule and its detectors."""
 
     model_config = SettingsConfigDict(env_prefix="TELLTALE_MONITOR_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        legacy = _LegacyDetectorEnv(settings_cls)
+        return init_settings, env_settings, legacy, dotenv_settings, file_secret_settings
 
 
 class NotifyEnv(BaseSettings, NotifySettings):

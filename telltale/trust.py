@@ -313,7 +313,7 @@ def record_estimates(client: Any, errors: SignalErrors) -> None:
 def release_instrument(
     client: Any, *, min_version_labels: int = 20, include_judge: bool = False
 ) -> InstrumentCheck:
-    """The release incident's instrument check (``alerts.instrument``) over the audits."""
+    """The release incident's instrument check (``alerts.tracks.instrument``) over the audits."""
 
     def check(
         *, signal: str, version: str, baseline_version: str, n_new: int, k_new: int,

@@ -15,7 +15,7 @@ import yaml
 from dashboard_seed import CHAT, IMAGE, NEW, now_minute, seed
 from pydantic import SecretStr
 
-from alerts.rules import (
+from alerts.delivery.rules import (
     CONTACT_POINT_UID,
     RULE_GROUP,
     RULES,

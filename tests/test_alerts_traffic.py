@@ -14,8 +14,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from alerts.backtest import backtest
-from alerts.monitor import Monitor
+from alerts.delivery.backtest import backtest
+from alerts.delivery.monitor import Monitor
 from alerts.settings import MonitorSettings
 from storage.client import connect
 from storage.detections import list_detections
@@ -130,8 +130,8 @@ def test_after_a_cutover_a_monday_is_compared_with_a_weekday_not_the_weekend(ch:
     assert backtest(ch, settings).detections == []
 
     # The same data with the old rule (a day earlier, whatever day that is) pages: Sunday.
-    sunday_rule = settings.model_copy(update={"spike_baseline_lags_minutes": [1_440],
-                                              "spike_weekend_days": []})  # fmt: skip
+    sunday_rule = settings.model_copy(update={"release_spike_baseline_lags_minutes": [1_440],
+                                              "release_spike_weekend_days": []})  # fmt: skip
     (wrong,) = backtest(ch, sunday_rule).detections
     assert wrong.details["baseline_minutes"] == {"lag_1440m": 240}
 

@@ -13,8 +13,8 @@ import typer
 from alerts_seed import T0, traffic, webhook_server
 from typer.testing import CliRunner
 
-from alerts.backtest import backtest
-from alerts.monitor import Monitor
+from alerts.delivery.backtest import backtest
+from alerts.delivery.monitor import Monitor
 from alerts.settings import MonitorSettings
 from storage.client import connect
 from storage.detections import list_detections

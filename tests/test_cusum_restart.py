@@ -28,7 +28,7 @@ def _history(client: Any) -> None:
 def test_a_restart_mid_degradation_continues_the_incident(ch: Any) -> None:
     _history(ch)
     step = DAY0 + STEP_HOUR * 60 * MIN
-    settings: dict[str, Any] = {"cusum_arl0_minutes": 10_000, "resolve_after_minutes": 45}
+    settings: dict[str, Any] = {"degradation_arl0_minutes": 10_000, "resolve_after_minutes": 45}
     first = _monitor(ch, lookback_minutes=3_000, **settings).run_once(now=step + 45 * MIN)
     assert len(first.engine.opened) == 1
     (opened,) = list_detections(ch)
@@ -51,7 +51,7 @@ def test_a_restart_with_a_short_lookback_keeps_a_persisting_degradation_open(ch:
         traffic(ch, model="img", version="v3", start=DAY0 + hour * 60 * MIN, minutes=60,
                 per_minute=15, rate=rate, seed=500 + hour)  # fmt: skip
     step = DAY0 + STEP_HOUR * 60 * MIN
-    settings: dict[str, Any] = {"cusum_arl0_minutes": 10_000, "resolve_after_minutes": 45}
+    settings: dict[str, Any] = {"degradation_arl0_minutes": 10_000, "resolve_after_minutes": 45}
     first = _monitor(ch, lookback_minutes=3_000, **settings).run_once(now=step + 45 * MIN)
     assert len(first.engine.opened) == 1
 

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from alerts_seed import EMBEDDER
 
-from alerts.backtest import backtest
-from alerts.monitor import Monitor
+from alerts.delivery.backtest import backtest
+from alerts.delivery.monitor import Monitor
 from alerts.settings import MonitorSettings
 from storage.detections import list_detections
 from storage.rows import EmbeddingRow, EventRow, WriteBatch
@@ -60,8 +60,8 @@ def _write(
 
 def _monitor(client: Any, **overrides: Any) -> Monitor:
     values: dict[str, Any] = {
-        "settle_s": 0, "resolve_after_minutes": 180, "drift_recent_sample": 300,
-        "drift_reference_sample": 400, "drift_clusters": 4,
+        "settle_s": 0, "resolve_after_minutes": 180, "prompt_drift_recent_sample": 300,
+        "prompt_drift_reference_sample": 400, "prompt_drift_clusters": 4,
     }  # fmt: skip
     values.update(overrides)
     return Monitor(client, MonitorSettings.model_validate(values))
@@ -88,7 +88,8 @@ def test_an_intermittent_shift_is_one_incident_against_a_seasonal_reference(ch: 
         _write(ch, model="chat", start=DAY0 + day * 24 * H + 8 * H, minutes=12 * 60, every_s=20,
                topics=topics, mix=mix, seed=10 + day)  # fmt: skip
     tuesday = DAY0 + 24 * H
-    _monitor(ch, lookback_minutes=13 * 60, drift_clean_level=0.01).run_once(now=tuesday + 20 * H)
+    monitor = _monitor(ch, lookback_minutes=13 * 60, prompt_drift_clean_level=0.01)
+    monitor.run_once(now=tuesday + 20 * H)
 
     windows = _windows(ch, "chat")
     assert [w[1] for w in windows] == [tuesday + h * H for h in range(9, 21)]

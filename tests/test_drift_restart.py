@@ -19,19 +19,19 @@ from alerts_seed import webhook_server
 from pydantic import SecretStr
 from test_drift_monitor import BASE, DAY0, H, _topics, _windows, _write
 
-from alerts.engine import DetectionEngine
-from alerts.monitor import Monitor
-from alerts.notify import WebhookNotifier
+from alerts.delivery.monitor import Monitor
+from alerts.delivery.notify import WebhookNotifier
 from alerts.settings import MonitorSettings, NotifySettings
-from alerts.state import ClickHouseStore, DetectionBook
+from alerts.tracks import ClickHouseStore, DetectionBook
+from alerts.tracks.engine import DetectionEngine
 from storage import DetectionRow, DriftWindowRow, StorageUnavailable, list_detections
 
 TUESDAY = DAY0 + 24 * H
 STRONG = {10, 12, 14}  # Tuesday: these hours send 45 % of prompts about a new topic
 SETTINGS: dict[str, Any] = {
-    "settle_s": 0, "resolve_after_minutes": 180, "drift_recent_sample": 300,
-    "drift_reference_sample": 400, "drift_clusters": 4, "lookback_minutes": 13 * 60,
-    "drift_clean_level": 0.01,
+    "settle_s": 0, "resolve_after_minutes": 180, "prompt_drift_recent_sample": 300,
+    "prompt_drift_reference_sample": 400, "prompt_drift_clusters": 4, "lookback_minutes": 13 * 60,
+    "prompt_drift_clean_level": 0.01,
 }  # fmt: skip
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from alerts import DriftHysteresis, PromptDriftDetector, explain_drift, mmd_permutation_test
-from alerts.drift import (
+from alerts.detectors import (
     collapse_repeats,
     count_window_start,
     look_level,

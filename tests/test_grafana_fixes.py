@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from alerts.receiver import Receiver, render_runbooks
-from alerts.rules import RULES, api_payloads, provisioning_file
+from alerts.delivery.receiver import Receiver, render_runbooks
+from alerts.delivery.rules import RULES, api_payloads, provisioning_file
 from dashboards.clickhouse import GRAFANA_VERSION, PLUGIN_MIN_GRAFANA, PLUGIN_VERSION
 from dashboards.definitions import build_dashboards
 from dashboards.files import dashboard_document

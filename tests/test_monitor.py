@@ -14,10 +14,10 @@ import pytest
 from alerts_seed import T0, prompts, traffic, webhook_server
 from pydantic import SecretStr
 
-from alerts.degradation import BernoulliCusum
-from alerts.monitor import Monitor, register_new_releases
-from alerts.notify import WebhookNotifier
+from alerts.delivery.monitor import Monitor, register_new_releases
+from alerts.delivery.notify import WebhookNotifier
 from alerts.settings import MonitorSettings, NotifySettings
+from bench.baselines import BernoulliCusum
 from storage.client import connect
 from storage.detections import list_detections
 from storage.releases import add_release, list_releases
@@ -137,7 +137,7 @@ def test_slow_degradation_learns_the_daily_cycle_and_pages_a_real_step(ch: Any) 
         rate = _daily_cycle_rate(hour % 24) + (0.09 if hour == step_hour else 0.0)
         traffic(ch, model="img", version="v3", start=day0 + hour * 60 * MIN, minutes=60,
                 per_minute=15, rate=rate, seed=500 + hour)  # fmt: skip
-    monitor = _monitor(ch, lookback_minutes=3_000, cusum_arl0_minutes=10_000,
+    monitor = _monitor(ch, lookback_minutes=3_000, degradation_arl0_minutes=10_000,
                        resolve_after_minutes=45)  # fmt: skip
 
     # Tuesday until 14:00: a day of history learned, then twelve hours of the cycle, no alarm.
@@ -173,11 +173,12 @@ def test_prompt_drift_windows_explained_and_resumed_after_restart(ch: Any) -> No
     prompts(ch, model="chat", start=T0 + 180 * MIN, minutes=60, per_minute=6, topics=topics,
             mix=[0.3, 0.2, 0.1, 0.4], seed=2)  # fmt: skip
     overrides: dict[str, Any] = {
-        "drift_reference_minutes": 120, "drift_recent_sample": 300,
-        "drift_reference_sample": 400, "drift_clusters": 4, "settle_s": 0,
+        "prompt_drift_reference_minutes": 120, "prompt_drift_recent_sample": 300,
+        "prompt_drift_reference_sample": 400, "prompt_drift_clusters": 4, "settle_s": 0,
     }  # fmt: skip
     first = _monitor(ch, **overrides).run_once(now=T0 + 240 * MIN)
-    assert first.engine.drift_looks == 3  # windows ending 10:00, 11:00 and 12:00
+    # windows ending 10:00, 11:00 and 12:00
+    assert first.engine.tracks["prompt_drift"]["looks"] == 3
     windows = ch.query(
         "SELECT window_end, statistic, threshold, p_value, reference_size, recent_size, clusters "
         "FROM drift_windows FINAL ORDER BY window_end"
@@ -198,12 +199,12 @@ def test_prompt_drift_windows_explained_and_resumed_after_restart(ch: Any) -> No
 
     # A restarted monitor resumes after the stored windows instead of testing them again.
     again = _monitor(ch, **overrides).run_once(now=T0 + 245 * MIN)
-    assert again.engine.drift_looks == 0 and again.engine.opened == []
+    assert again.engine.tracks["prompt_drift"]["looks"] == 0 and again.engine.opened == []
     assert ch.query("SELECT count() FROM drift_windows").result_rows[0][0] == 3
 
     # The model stops sending prompts: nothing left to test, and the detection clears.
     later = _monitor(ch, **overrides).run_once(now=T0 + 330 * MIN)
-    assert later.engine.drift_looks == 0 and len(later.engine.resolved) == 1
+    assert later.engine.tracks["prompt_drift"]["looks"] == 0 and len(later.engine.resolved) == 1
     (row,) = list_detections(ch)
     assert (row.state, row.resolved_at) == ("resolved", T0 + 300 * MIN)
     assert row.details["resolve_reason"] == "too few prompts to test since the last alarm"

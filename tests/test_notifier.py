@@ -13,9 +13,9 @@ import pytest
 from alerts_seed import T0, traffic, webhook_server
 from pydantic import SecretStr
 
+from alerts.delivery.monitor import Monitor
+from alerts.delivery.notify import WebhookNotifier, build_payload
 from alerts.errors import NotifyError
-from alerts.monitor import Monitor
-from alerts.notify import WebhookNotifier, build_payload
 from alerts.settings import MonitorSettings, NotifySettings
 from storage.detections import DetectionRow, list_detections
 

@@ -26,7 +26,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from alerts.rules import RULES
+from alerts.delivery.rules import RULES
 from dashboards.definitions import build_dashboards
 from dashboards.errors import ProvisioningError
 from dashboards.files import dashboard_document

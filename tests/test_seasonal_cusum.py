@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from alerts import Detector, SeasonalCusum, fit_seasonal_profile
-from alerts.seasonal import hour_and_day_type
+from alerts.detectors.calendar import hour_and_day_type
 
 MONDAY = datetime(2026, 11, 2, tzinfo=UTC)
 MIN = timedelta(minutes=1)

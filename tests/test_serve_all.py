@@ -19,7 +19,7 @@ import pytest
 from alerts_seed import T0, traffic
 from conftest import TINY_ENV, _free_port
 
-from alerts.monitor import Monitor
+from alerts.delivery.monitor import Monitor
 from alerts.settings import MonitorSettings
 from storage.client import connect
 from streams.emitter import Emitter

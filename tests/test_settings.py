@@ -140,8 +140,9 @@ def test_every_section_reads_its_documented_variables(clean_env: pytest.MonkeyPa
     assert settings.serve.port == 8123 and settings.serve.key_list() == [b"key-a", b"key-b"]
     assert settings.otlp.model_version_from == ("service.version",)
     assert settings.monitor.interval_s == 15.0
-    assert settings.monitor.spike.weekend_days == (4, 5)
-    assert settings.monitor.cusum.delta == 0.02
+    # the detector settings' older names (SPIKE_, CUSUM_) still work
+    assert settings.monitor.release_spike.weekend_days == (4, 5)
+    assert settings.monitor.degradation.delta == 0.02
     assert settings.notify.format == "slack" and settings.notify.enabled
     assert settings.grafana.url == "https://grafana.example" and settings.grafana.org_id == 3
 
@@ -153,8 +154,9 @@ def test_every_section_reads_its_documented_variables(clean_env: pytest.MonkeyPa
 
 def test_every_variable_the_readme_names_is_a_setting() -> None:
     """The TELLTALE_* names of the README and the docs pages each map onto a field of a section
-    (prefix + field)."""
-    from telltale.settings import _SECTIONS
+    (prefix + field), or onto the older name of a detector setting that is still accepted."""
+    from alerts import LEGACY_PREFIXES
+    from telltale.settings import _SECTIONS, MonitorEnv
 
     pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
     text = "\n".join(page.read_text() for page in pages)
@@ -166,7 +168,35 @@ def test_every_variable_the_readme_names_is_a_setting() -> None:
         for section in _SECTIONS.values()
         for field in section.model_fields
     }
+    known |= {
+        f"TELLTALE_MONITOR_{legacy}{field[len(prefix) :]}".upper()
+        for field in MonitorEnv.model_fields
+        for prefix, legacy in LEGACY_PREFIXES.items()
+        if field.startswith(prefix)
+    }
     assert sorted(documented - known) == []
+
+
+def test_detector_settings_answer_to_their_stored_names_and_older_ones(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """One name per detector: ``TELLTALE_MONITOR_DEGRADATION_*`` (and ``RELEASE_SPIKE_``,
+    ``PROMPT_DRIFT_``); the older ``CUSUM_``, ``SPIKE_``, ``DRIFT_`` names still work, and the
+    current name wins where both are set."""
+    from telltale.settings import load_settings
+
+    clean_env.setenv("TELLTALE_MONITOR_DEGRADATION_DELTA", "0.03")
+    clean_env.setenv("TELLTALE_MONITOR_CUSUM_DELTA", "0.04")
+    clean_env.setenv("TELLTALE_MONITOR_CUSUM_ARL0_MINUTES", "5000")
+    clean_env.setenv("TELLTALE_MONITOR_RELEASE_SPIKE_ALPHA", "0.02")
+    clean_env.setenv("TELLTALE_MONITOR_DRIFT_CATCHUP_LOOKS", "7")
+    clean_env.setenv("TELLTALE_MONITOR_PROMPT_DRIFT_REFERENCE_DAYS", "3")
+    monitor = load_settings().monitor
+    assert monitor.degradation.delta == 0.03
+    assert monitor.degradation.arl0_minutes == 5000.0
+    assert monitor.release_spike.alpha == 0.02
+    assert monitor.prompt_drift_catchup_looks == 7
+    assert monitor.prompt_drift.reference_days == 3
 
 
 def test_env_bindings_declare_no_field_of_their_own() -> None:

@@ -16,8 +16,9 @@ import pytest
 from log_generators import NEW, OLD, slice_regression_events
 from typer.testing import CliRunner
 
-from alerts.localize import localize, localize_counts, newcombe_interval, wilson_interval
-from alerts.notify import summarize
+from alerts.delivery.notify import summarize
+from alerts.detectors.confidence import newcombe_interval, wilson_interval
+from alerts.tracks.localize import localize, localize_counts
 from signals.errors import SpecError
 from signals.groups import SignalGroup, apply_groups, parse_groups
 from signals.live import LiveSignals
@@ -251,7 +252,7 @@ def test_pipeline_writes_slices_and_group_rows(ch: Any, tiny_embedder: Any) -> N
 
 def test_release_detection_lists_the_regressed_slice_first(ch: Any) -> None:
     """The engine's hook: the backtest's release detection carries the localisation."""
-    from alerts.backtest import backtest
+    from alerts.delivery.backtest import backtest
     from alerts.settings import MonitorSettings
 
     _seed(ch, per_minute=20)  # the volume of tests/log_generators.py's default scenario
@@ -271,7 +272,7 @@ def test_a_group_pages_at_its_own_severity() -> None:
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from alerts.notify import WebhookNotifier
+    from alerts.delivery.notify import WebhookNotifier
     from alerts.settings import NotifySettings
 
     bodies: list[dict[str, Any]] = []

@@ -15,8 +15,8 @@ from test_monitor import MIN, _monitor
 from storage import list_detections
 
 # A replay as short as the settings allow (an hour), against a week-long release test.
-SHORT = {"lookback_minutes": 60, "cusum_min_history_minutes": 60, "cusum_history_minutes": 60,
-         "settle_s": 0}  # fmt: skip
+SHORT = {"lookback_minutes": 60, "degradation_min_history_minutes": 60,
+         "degradation_history_minutes": 60, "settle_s": 0}  # fmt: skip
 
 
 def _opened_at(client: Any, monitor: Any, minutes: range) -> datetime | None:

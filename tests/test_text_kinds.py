@@ -100,8 +100,10 @@ def test_pii_runs_offline_and_finds_leaks_not_their_lookalikes() -> None:
     assert fitted.metrics == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
     assert fitted.embedder_id.startswith("presidio-") and fitted.threshold == 0.3
     [email] = scored.matches[0][0]
-    assert (email.label, LEAKS[0][email.start : email.end]) == ("EMAIL_ADDRESS",
-                                                                  "maria.lopez@lopez-family.net")
+    assert (email.label, LEAKS[0][email.start : email.end]) == (
+        "EMAIL_ADDRESS",
+        "maria.lopez@lopez-family.net",
+    )
 
 
 def test_keywords_respect_case_and_word_edges() -> None:

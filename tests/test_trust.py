@@ -286,7 +286,7 @@ def _audit_from_truth(ch: Any, truth: dict[str, bool], labels: int) -> None:
 
 
 def _release_incident(ch: Any) -> dict[str, Any]:
-    from alerts.backtest import backtest
+    from alerts.delivery.backtest import backtest
     from alerts.settings import MonitorSettings
     from telltale.trust import release_instrument
 

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
 
+from alerts.tracks.book import DetectionBook
+from alerts.tracks.report import EngineReport
 from storage import MinuteCounts, Release, SeriesKey
-
-if TYPE_CHECKING:
-    from clickhouse_connect.driver.client import Client
-
-    from alerts.state import DetectionBook, DetectionStore
 
 __all__ = [
     "MINUTE",
-    "EngineReport",
     "ReleaseLink",
     "Span",
     "floor_minute",
@@ -69,52 +64,22 @@ def link_releases(releases: Iterable[Release]) -> dict[tuple[str, str], ReleaseL
     return links
 
 
-@dataclass
-class EngineReport:
-    """What one :meth:`~alerts.engine.DetectionEngine.advance` did."""
-
-    since: datetime | None = None
-    until: datetime | None = None
-    spike_series: int = 0
-    cusum_series: int = 0
-    drift_looks: int = 0
-    opened: list[str] = field(default_factory=list)
-    resolved: list[str] = field(default_factory=list)
-    skipped_signals: dict[str, str] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "since": self.since.isoformat() if self.since else None,
-            "until": self.until.isoformat() if self.until else None,
-            "spike_series": self.spike_series,
-            "cusum_series": self.cusum_series,
-            "drift_looks": self.drift_looks,
-            "opened": list(self.opened),
-            "resolved": list(self.resolved),
-            "skipped_signals": dict(self.skipped_signals),
-        }
-
-
-@dataclass
+@dataclass(frozen=True)
 class Span:
-    """The minutes ``[start, until)`` one advance covers, and everything read for them once.
+    """The minutes ``[start, until)`` one advance covers, and what was read for them once.
 
-    ``counts`` are independent units per minute (:func:`storage.series.unit_counts`) of every
-    series, degenerate signals already removed (``skipped`` names them with the reason).
-    ``read_at`` is when the live monitor read the data (``None`` in a backtest): lagged baselines
-    are read as of ``read_at - lag`` so they are exactly as late as the live minutes.
+    ``counts`` are independent units per minute (:func:`storage.unit_counts`) of every series,
+    degenerate signals already removed (``skipped`` names them with the reason). ``read_at`` is
+    when the live monitor read the data (``None`` in a backtest): lagged baselines are read as
+    of ``read_at - lag`` so they are exactly as late as the live minutes. Tracks record alarms
+    and resolutions in ``book`` and what they did in ``report``.
     """
 
-    client: Client
     start: datetime
     until: datetime
     counts: dict[SeriesKey, MinuteCounts]
     links: dict[tuple[str, str], ReleaseLink]
-    book: DetectionBook
-    store: DetectionStore
-    report: EngineReport
     skipped: dict[str, str]
     read_at: datetime | None
-    repeat_window_minutes: int
-    backfill_after_s: float
-    resolve_after: timedelta
+    book: DetectionBook
+    report: EngineReport

@@ -1,47 +1,22 @@
 """A seasonal expectation for a failure rate: hour of day × weekday/weekend, with shrinkage.
 
-Production failure rates follow the clock: a product may fail 1 % of the time at night and 3 % by
-day (other users, other prompts), and differently on weekends. A change detector that compares
-every minute with one fixed rate either pages every afternoon or is blind every night. This
-module learns the *expected* rate of a minute from history, as a product of two factors:
-
-* ``hour_rate[h]`` — the rate in hour-of-day ``h`` (UTC), and
-* ``day_level[d]`` — a multiplier for weekdays (``d = 0``) and weekends (``d = 1``),
-
-fitted by two rounds of raking (iterative proportional fitting) on the history's counts. Each
-factor is shrunk towards the pooled value by ``prior_failures`` pseudo-failures, so an hour seen
-with a handful of failures stays close to the day's overall rate, and a day type never seen (no
-weekend in the history yet) keeps the weekday level: the hierarchy falls back from hour × day type
-to hour-of-day to one overall rate as history thins out.
-
-The history's *dispersion* is estimated from the fitted profile's Pearson residuals over blocks of
-consecutive minutes (1, 5 and 15 minutes; the largest wins): failures that come in bursts (a
-user retrying a failing request, a shared upstream outage, beta-binomial minute-to-minute
-variation) show up as variance beyond the binomial, and a quasi-likelihood detector divides its
-log-likelihood ratio by it.
+The expected rate of a minute is ``hour_rate[h] * day_level[d]`` (UTC hour, day type of
+:mod:`alerts.detectors.calendar`), fitted by raking on the history's counts, each factor shrunk
+towards the pooled value by ``prior_failures`` pseudo-failures (an hour or day type seen little
+stays near the overall rate). The history's burst-aware dispersion
+(:func:`~alerts.detectors.dispersion.block_dispersion`) comes with the fit.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["SeasonalProfile", "fit_seasonal_profile", "hour_and_day_type"]
+from alerts.detectors.dispersion import block_dispersion
 
-_DISPERSION_BLOCKS = (1, 5, 15)
-_MIN_BLOCKS = 40  # fewer blocks than this give a dispersion estimate too noisy to use
-_PARAMETERS = 26  # 24 hour rates and 2 day levels, used up by the fit
-
-
-def hour_and_day_type(at: datetime) -> tuple[int, int]:
-    """The hour of day (UTC) and day type (0 weekday, 1 Saturday or Sunday) of ``at``."""
-    if at.tzinfo is None:
-        raise ValueError("timestamps must be timezone-aware")
-    utc = at.astimezone(UTC)
-    return utc.hour, int(utc.weekday() >= 5)
+__all__ = ["SeasonalProfile", "fit_seasonal_profile"]
 
 
 @dataclass(frozen=True)
@@ -116,7 +91,9 @@ def fit_seasonal_profile(
             expected_day = np.bincount(days, weights=events * hour_rate[hours], minlength=2)
             level = (k_day + prior) / (expected_day + prior)
         expected = np.clip(hour_rate[hours] * level[days], 1e-6, 0.5)
-        dispersion = _dispersion(np.asarray(minute_index, dtype=np.int64), events, fails, expected)
+        dispersion = block_dispersion(
+            np.asarray(minute_index, dtype=np.int64), events, fails, expected
+        )
     seen = np.bincount(days, weights=events, minlength=2) > 0
     return SeasonalProfile(
         hour_rate=tuple(float(r) for r in hour_rate),
@@ -126,33 +103,3 @@ def fit_seasonal_profile(
         failures=int(total_k),
         day_types_seen=(bool(seen[0]), bool(seen[1])),
     )
-
-
-def _dispersion(
-    index: NDArray[np.int64],
-    n: NDArray[np.float64],
-    k: NDArray[np.float64],
-    expected: NDArray[np.float64],
-) -> float:
-    """Largest Pearson dispersion over blocks of 1, 5 and 15 consecutive minutes (at least 1).
-
-    Bursts that span several minutes (a retry storm) barely move the per-minute statistic but
-    dominate the 15-minute one, which is why several block lengths are tried. The statistic is
-    corrected for the parameters the profile used up.
-    """
-    mean = n * expected
-    var = n * expected * (1.0 - expected)
-    best = 1.0
-    for size in _DISPERSION_BLOCKS:
-        block = index // size
-        _, inverse = np.unique(block, return_inverse=True)
-        observed = np.bincount(inverse, weights=k)
-        means = np.bincount(inverse, weights=mean)
-        variances = np.bincount(inverse, weights=var)
-        used = variances > 0
-        blocks = int(used.sum())
-        if blocks < _MIN_BLOCKS:
-            continue
-        pearson = float(np.sum((observed[used] - means[used]) ** 2 / variances[used]))
-        best = max(best, pearson / max(blocks - _PARAMETERS, blocks / 2))
-    return best

@@ -1,40 +1,16 @@
-"""The release track: one incident per release, one anytime-valid test per signal inside it.
+"""The release-spike track: one incident per release, one anytime-valid test per signal in it.
 
-What is tested
---------------
-Per release of a model (with a previous release to compare with), from its release until
-``horizon_minutes`` later or the model's next release, every monitored signal gets its own
-:class:`~alerts.release_spike.ReleaseSpikeDetector` at level ``alpha / S``, ``S`` the number of
-signals in the family (the active, non-degenerate signals known when the release's test starts,
-at least those with traffic). This is Bonferroni on e-values: the chance that *any* signal of a
-release pages although none regressed is at most ``alpha``, so thirty signals do not mean thirty
-times ``alpha`` false pages. A release that regresses several signals opens **one** detection
-(key ``model=M/VERSION``) whose ``signal`` column and ``details["signals"]`` list every signal
-whose test fired.
-
-The baseline, per minute
-------------------------
-1. **Concurrent** (first choice): the previous version still serves (it had traffic within
-   ``concurrent_window_minutes``): its units in the same minutes (canary, A/B, gradual roll-out).
-2. **Lagged, like with like** (after a full cut-over): the previous version over the same clock
-   span ``lag`` earlier, for the first of ``baseline_lags_minutes`` that lands on a day of the
-   same weekday type (never a weekend day against a weekday) and had traffic in that hour. Buckets
-   of one new-version day against one baseline day form a block carrying the day-level variance
-   component. Lagged minutes are read "as of" the same lateness as the live ones.
-
-Minutes are summed into buckets (:class:`~alerts.release_spike.AdaptiveBuckets`) until both sides
-have ``bucket_min_events`` units, so ten events an hour still reach a verdict within a day. The
-variance components come from the previous version's own last ``history_days``
-(:func:`~alerts.release_spike.estimate_dispersion`).
-
-The detection clears when the version is superseded by a newer release, or has had no traffic for
-``resolve_after`` (a roll-back).
-
-Restarts. The e-processes are not stored: a restarted monitor rebuilds each release's test by
-replaying from the release's first minute (the monitor's replay reaches back to every release
-still inside ``horizon_minutes``, whatever ``lookback_minutes`` says), and the detection book keeps
-the replay's alarms from opening or paging twice. The rebuilt test is the one the first monitor
-ran: a restart neither spends ``alpha`` again nor loses the evidence gathered before it.
+Per release with a previous release, from its release until ``horizon_minutes`` later or the
+next release, every signal gets a :class:`~alerts.detectors.release_spike.ReleaseSpikeDetector`
+at ``alpha / S`` (``S`` signals in the family: Bonferroni on e-values), so a release pages once,
+with key ``model=M/VERSION``, listing every signal whose test fired. The baseline of a minute is
+the previous version in the same minute while it still serves (concurrent), else the same clock
+span ``lag`` earlier on a day of the same weekday type with traffic in that hour (lagged, read
+as of the same lateness; one new-version day against one baseline day forms a block). Minutes
+are summed into adaptive buckets; the variance components come from the previous version's last
+``history_days``. The detection clears when the version is superseded, or after
+``resolve_after`` without traffic. The e-processes are not stored: a restarted monitor replays
+from the release's first minute, so the rebuilt test is the one the first monitor ran.
 """
 
 from __future__ import annotations
@@ -43,23 +19,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from alerts.base import Detection
-from alerts.instrument import InstrumentDetails
-from alerts.localize import ReleaseLocalizer
-from alerts.release_spike import (
-    AdaptiveBuckets,
-    Dispersion,
-    ReleaseSpikeDetector,
-    like_with_like_lags,
-)
-from alerts.release_spike import estimate_dispersion as _estimate
-from alerts.settings import SpikeSettings
+from alerts.detectors.base import Detection
+from alerts.detectors.buckets import AdaptiveBuckets
+from alerts.detectors.calendar import like_with_like_lags
+from alerts.detectors.dispersion import Dispersion
+from alerts.detectors.dispersion import estimate_dispersion as _estimate
+from alerts.detectors.release_spike import ReleaseSpikeDetector
+from alerts.tracks.base import TrackSetup
+from alerts.tracks.instrument import InstrumentDetails
+from alerts.tracks.localize import ReleaseLocalizer
 from alerts.tracks.span import MINUTE, ReleaseLink, Span, floor_minute
 from storage import MinuteCounts, SeriesKey, latest_signals, unit_counts
 
-__all__ = ["SPIKE", "ReleaseSpikeTrack", "release_key"]
+__all__ = ["RELEASE_SPIKE", "ReleaseSpikeTrack", "release_key"]
 
-SPIKE = "release_spike"
+RELEASE_SPIKE = "release_spike"
 HOUR = timedelta(hours=1)
 _CONCURRENT: tuple[str, ...] = ("concurrent",)
 
@@ -99,16 +73,16 @@ class _ReleaseTest:
 class ReleaseSpikeTrack:
     """Tests each release against its baseline (module docstring)."""
 
-    name = SPIKE
+    name = RELEASE_SPIKE
 
-    def __init__(
-        self, settings: SpikeSettings, localizer: ReleaseLocalizer | None = None,
-        instrument: InstrumentDetails | None = None,
-    ) -> None:  # fmt: skip
-        self._s = settings
+    def __init__(self, setup: TrackSetup) -> None:
+        self._s = setup.settings.release_spike
+        self._setup = setup
         self._releases: dict[str, _ReleaseTest] = {}
-        self._localizer = localizer
-        self._instrument = instrument
+        self._localizer = ReleaseLocalizer(setup.client)
+        self._instrument = (
+            InstrumentDetails(setup.instrument) if setup.instrument is not None else None
+        )
 
     @property
     def series(self) -> int:
@@ -131,12 +105,12 @@ class ReleaseSpikeTrack:
         # Open detections whose release is not tracked (older than this monitor's history) are
         # followed for their resolution only.
         for row in span.book.open_rows():
-            if row.detector != SPIKE or row.key in self._releases:
+            if row.detector != RELEASE_SPIKE or row.key in self._releases:
                 continue
             if row.key != release_key(row.model, row.model_version):
                 # Opened per signal by an earlier telltale: the release's incident replaces it.
                 span.book.resolve(
-                    SPIKE, row.key, span.start, "replaced by one incident per release"
+                    RELEASE_SPIKE, row.key, span.start, "replaced by one incident per release"
                 )
                 continue
             link = span.links.get((row.model, row.model_version))
@@ -149,7 +123,7 @@ class ReleaseSpikeTrack:
             if link.superseded_at is not None:
                 test.test_end = min(test.test_end, link.superseded_at)
             self._feed(test, span, lagged)
-            if test.next_minute >= test.test_end and span.book.episode(SPIKE, key) is None:
+            if test.next_minute >= test.test_end and span.book.episode(RELEASE_SPIKE, key) is None:
                 del self._releases[key]
 
     # -- set-up ---------------------------------------------------------------------------------
@@ -160,12 +134,12 @@ class ReleaseSpikeTrack:
         assert link.previous is not None
         since = link.released_at - timedelta(days=self._s.history_days)
         history = unit_counts(
-            span.client, since, floor_minute(link.released_at), model=link.model,
-            model_version=link.previous, repeat_window_minutes=span.repeat_window_minutes,
+            self._setup.client, since, floor_minute(link.released_at), model=link.model,
+            model_version=link.previous, repeat_window_minutes=self._setup.repeat_window_minutes,
         )  # fmt: skip
         by_signal = {sig: minutes for (_, _, sig), minutes in history.items()}
         seen = {sig for m, v, sig in span.counts if m == link.model and v == link.version}
-        active = {r.name for r in latest_signals(span.client)} - set(span.skipped)
+        active = {r.name for r in latest_signals(self._setup.client)} - set(span.skipped)
         family = max(1, len(active), len((seen | set(by_signal)) - set(span.skipped)))
         return _ReleaseTest(
             link, first, test_end, last_traffic=first - MINUTE, family=family, history=by_signal
@@ -223,10 +197,11 @@ class ReleaseSpikeTrack:
             start = span.start.replace(minute=0)
             until = span.until.replace(minute=0) + HOUR
             lagged[cache_key] = unit_counts(
-                span.client, start - shift, until - shift, model=model, model_version=previous,
-                repeat_window_minutes=span.repeat_window_minutes,
+                self._setup.client, start - shift, until - shift, model=model,
+                model_version=previous,
+                repeat_window_minutes=self._setup.repeat_window_minutes,
                 as_of=span.read_at - shift if span.read_at is not None else None,
-                backfill_after_s=span.backfill_after_s,
+                backfill_after_s=self._setup.backfill_after_s,
             )  # fmt: skip
         return lagged[cache_key]
 
@@ -315,7 +290,7 @@ class ReleaseSpikeTrack:
             signal=signal, details=self._details(test),
         )  # fmt: skip
         if outcome == "opened":
-            span.report.opened.append(f"{SPIKE} {test.key} at {detection.opened_at}")
+            span.report.opened.append(f"{RELEASE_SPIKE} {test.key} at {detection.opened_at}")
 
     def _fired(self, test: _ReleaseTest) -> list[str]:
         fired = [(t.fired_at, sig) for sig, t in test.tests.items() if t.fired_at is not None]
@@ -323,7 +298,7 @@ class ReleaseSpikeTrack:
 
     def _refresh(self, test: _ReleaseTest, span: Span) -> None:
         """Bring an open detection's figures (and its list of signals) up to date."""
-        episode = span.book.episode(SPIKE, test.key)
+        episode = span.book.episode(RELEASE_SPIKE, test.key)
         fired = self._fired(test)
         if episode is None or not fired:
             return
@@ -335,7 +310,7 @@ class ReleaseSpikeTrack:
         signals = [first, *(sig for sig in fired if sig != first)]
         span.book.refresh(
             Detection(
-                detector=SPIKE, key=test.key, opened_at=span.until, statistic=s.e_value,
+                detector=RELEASE_SPIKE, key=test.key, opened_at=span.until, statistic=s.e_value,
                 threshold=1.0 / lead.detector.alpha, p_value=s.p_value, e_value=s.e_value,
                 effect=s.effect, effect_low=s.cs_low, effect_high=s.cs_high,
                 details={"minutes": s.minutes, "n_new": s.n_new, "k_new": s.k_new,
@@ -368,15 +343,15 @@ class ReleaseSpikeTrack:
             "family_size": test.family,
             "alpha_per_signal": self._s.alpha / test.family,
             "signals": signals,
-            # Where the first signal to regress concentrates (alerts.localize): the notifier's
-            # message and Grafana's ``top_slice`` read this one.
+            # Where the first signal to regress concentrates (alerts.tracks.localize): the
+            # notifier's message and Grafana's ``top_slice`` read this one.
             **(self._localize(test, fired[0]) if fired else {}),
         }
 
     def _localize(self, test: _ReleaseTest, signal: str) -> dict[str, Any]:
         """The slices a fired signal's excess failures concentrate in, computed once."""
         sig_test = test.tests[signal]
-        if self._localizer is None or sig_test.fired_at is None:
+        if sig_test.fired_at is None:
             return {}
         return self._localizer.details(
             f"{test.key}/{signal}", fired=True, model=test.link.model,
@@ -387,7 +362,7 @@ class ReleaseSpikeTrack:
     def _instrument_details(
         self, test: _ReleaseTest, signal: str, counts: tuple[int, int, int, int]
     ) -> dict[str, Any]:
-        """Corrected levels before and after, once the signal fired (alerts.instrument)."""
+        """Corrected levels before and after, once the signal fired (alerts.tracks.instrument)."""
         if self._instrument is None or test.tests[signal].fired_at is None:
             return {}
         return self._instrument.details(
@@ -396,19 +371,19 @@ class ReleaseSpikeTrack:
         )  # fmt: skip
 
     def _maybe_resolve(self, test: _ReleaseTest, minute: datetime, span: Span) -> None:
-        episode = span.book.episode(SPIKE, test.key)
+        episode = span.book.episode(RELEASE_SPIKE, test.key)
         if episode is None:
             return
         end_of_minute = minute + MINUTE
         superseded = test.link.superseded_at
         if superseded is not None and end_of_minute >= superseded:
             at, reason = superseded, "superseded by a newer release"
-        elif end_of_minute - (test.last_traffic + MINUTE) >= span.resolve_after:
-            at = test.last_traffic + MINUTE + span.resolve_after
+        elif end_of_minute - (test.last_traffic + MINUTE) >= self._setup.resolve_after:
+            at = test.last_traffic + MINUTE + self._setup.resolve_after
             reason = "no traffic from the version"
         else:
             return
         self._refresh(test, span)  # the final figures go into the resolve row
-        row = span.book.resolve(SPIKE, test.key, at, reason)
+        row = span.book.resolve(RELEASE_SPIKE, test.key, at, reason)
         if row is not None:
-            span.report.resolved.append(f"{SPIKE} {test.key} at {row.resolved_at}")
+            span.report.resolved.append(f"{RELEASE_SPIKE} {test.key} at {row.resolved_at}")

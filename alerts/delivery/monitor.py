@@ -1,34 +1,15 @@
 """``telltale monitor``: register new releases, run the detectors, page through the webhook.
 
-Each cycle
-
-1. registers a release (``source='auto'``, at the version's first event) for every
-   (model, version) seen in ``events`` without a ``releases`` row;
-2. measures the ingest lag (``ingested_at - timestamp`` of the last hour's events) and lets a
-   minute settle for its p99 (at least ``settle_s``, at most ``settle_max_s``) before it is
-   processed, so the rows that usually arrive late are in when it is read; the p99 is in the
-   cycle report and the cycle's log line;
-3. if rows landed since the last cycle in minutes the detectors already processed (later than
-   the p99), or a caller said so through :meth:`Monitor.request_rewind`, rebuilds the
-   detectors' state from storage (as after a failed cycle): the late rows are then counted
-   where they belong, and the detection book keeps what was already recorded from opening or
-   paging twice;
-4. advances the :class:`~alerts.engine.DetectionEngine` over the minutes that settled since the
-   last cycle (lagged baselines are read as of the same lateness as the live minutes);
-5. writes the changed detections, then sends what the webhook still owes: each firing once, and
-   a resolve message once when it clears, marking ``notified`` after every delivery;
-6. logs how long it took (``monitor cycle ... in 0.42 s``) for the pipeline-health view.
-
-A monitor that starts (or restarts) replays ``lookback_minutes`` of history (at least
-``cusum_min_history_minutes``, and from ``cusum_history_minutes`` before the change point of an
-open slow-degradation incident, so its rebuilt CUSUM keeps alarming through the shift) to rebuild
-its detectors' state, and from the first minute of every release still under test, so a
-release's test is rebuilt as it was (prompt-drift incidents are rebuilt from their stored looks
-instead);
-:class:`~alerts.state.DetectionBook` makes sure the alarms of that replay do not
-open or page anything that is already recorded. A cycle that fails (ClickHouse unreachable)
-drops the in-memory state and the next cycle rebuilds it the same way, so no minute is ever fed
-to a detector twice.
+Each cycle registers an ``auto`` release for every version without one, lets minutes settle
+for the measured p99 ingest lag (between ``settle_s`` and ``settle_max_s``), rebuilds the
+detectors from storage when rows landed late in processed minutes (or
+:meth:`Monitor.request_rewind` was called), advances the
+:class:`~alerts.tracks.engine.DetectionEngine` over the settled minutes, writes the changed
+detections and then sends what the webhook still owes (each firing once, and one resolve),
+and logs how long it took. A starting monitor, or one whose cycle failed, rebuilds its
+detectors by replaying history (:func:`_replay_start`); the
+:class:`~alerts.tracks.book.DetectionBook` keeps that replay from opening or paging anything
+already recorded, so no minute is fed to a detector twice.
 """
 
 from __future__ import annotations
@@ -41,12 +22,18 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from alerts.engine import DEGRADATION, DetectionEngine, EngineReport, floor_minute
+from alerts.delivery.notify import Notifier
 from alerts.errors import NotifyError
-from alerts.instrument import InstrumentCheck
-from alerts.notify import Notifier
 from alerts.settings import MonitorSettings, NotifySettings
-from alerts.state import ClickHouseStore, DetectionBook
+from alerts.tracks import (
+    DEGRADATION,
+    ClickHouseStore,
+    DetectionBook,
+    DetectionEngine,
+    EngineReport,
+    InstrumentCheck,
+    floor_minute,
+)
 from storage import (
     DetectionRow,
     IngestLag,
@@ -204,7 +191,7 @@ class Monitor:
                 start = _replay_start(until, s, self._book.open_rows(), releases)
                 self._engine = DetectionEngine(
                     self._client, s, self._book, self._store, start=start,
-                    drift_catchup_looks=s.drift_catchup_looks, instrument=self._instrument,
+                    drift_catchup_looks=s.prompt_drift_catchup_looks, instrument=self._instrument,
                 )  # fmt: skip
             report.engine = self._engine.advance(until, releases, read_at=now)
             seen = self._seen_until
@@ -221,11 +208,11 @@ class Monitor:
             duration = time.perf_counter() - started
         report.duration_s = duration
         log.info(
-            "monitor cycle up to %s in %.3f s: %d opened, %d resolved, %d drift looks, "
+            "monitor cycle up to %s in %.3f s: %d opened, %d resolved, tracks %s, "
             "%d notifications sent, %d open; ingest lag p99 %s s (settle %.0f s), "
             "%d late rows%s, %d degenerate signals skipped",
             until.isoformat(), report.duration_s, len(report.engine.opened),
-            len(report.engine.resolved), report.engine.drift_looks, report.notifications_sent,
+            len(report.engine.resolved), report.engine.tracks, report.notifications_sent,
             report.open_detections,
             "n/a" if lag.p99_s is None else f"{lag.p99_s:.1f}", settle, report.late_rows,
             " (recomputed)" if report.recomputed else "", len(report.engine.skipped_signals),
@@ -289,22 +276,23 @@ def _replay_start(
     release's, it would be a new test at the full level, so every restart would spend ``alpha``
     on that release again (and it would page later than the first test: the evidence of the
     minutes before the replay is lost). So the replay reaches the first minute of every release
-    still inside ``spike_horizon_minutes``, and the rebuilt test is the one the first monitor ran.
+    still inside ``release_spike_horizon_minutes``, and the rebuilt test is the one the first
+    monitor ran.
 
     A CUSUM rebuilt from too little history would not alarm again in time: the incident would
     resolve (no new alarm for ``resolve_after``) although the shift persists, and page again once
     the chart has warmed up, or, learned from less history, alarm on another schedule and leave
-    a gap long enough to resolve and reopen. So the replay also reaches ``cusum_history_minutes``
-    (the history the profile is fit on) before the change point of every open degradation
-    incident: the rebuilt chart learns from the history the first one had before the shift
-    began, and re-alarms through the shift as it did.
+    a gap long enough to resolve and reopen. So the replay also reaches
+    ``degradation_history_minutes`` (the history the profile is fit on) before the change point
+    of every open degradation incident: the rebuilt chart learns from the history the first one
+    had before the shift began, and re-alarms through the shift as it did.
     """
-    start = until - timedelta(minutes=max(s.lookback_minutes, s.cusum_min_history_minutes))
-    horizon = timedelta(minutes=s.spike_horizon_minutes)
+    start = until - timedelta(minutes=max(s.lookback_minutes, s.degradation_min_history_minutes))
+    horizon = timedelta(minutes=s.release_spike_horizon_minutes)
     for release in releases:
         if until - horizon < release.released_at < start:
             start = floor_minute(release.released_at)
-    warm_up = timedelta(minutes=s.cusum_history_minutes)
+    warm_up = timedelta(minutes=s.degradation_history_minutes)
     for row in open_rows:
         if row.detector == DEGRADATION:
             changed = row.details.get("change_at")

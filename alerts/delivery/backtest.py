@@ -1,6 +1,6 @@
 """``telltale alerts backtest``: what the monitor would have fired over stored history, and when.
 
-The backtest runs the monitor's own :class:`~alerts.engine.DetectionEngine` over ``[since,
+The backtest runs the monitor's own :class:`~alerts.tracks.engine.DetectionEngine` over ``[since,
 until)`` in one pass, with the detection state in memory: nothing is written to ClickHouse (not
 even the releases it infers for versions that have none) and nothing is sent. Releases are the
 recorded ones plus, for versions without a record, one at the version's first event, exactly as
@@ -18,10 +18,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from alerts.engine import DetectionEngine, EngineReport, floor_minute
-from alerts.instrument import InstrumentCheck
 from alerts.settings import MonitorSettings
-from alerts.state import DetectionBook, MemoryStore
+from alerts.tracks import (
+    DEGRADATION,
+    RELEASE_SPIKE,
+    DetectionBook,
+    DetectionEngine,
+    EngineReport,
+    InstrumentCheck,
+    MemoryStore,
+    floor_minute,
+)
 from storage import (
     DetectionRow,
     DriftWindowRow,
@@ -67,8 +74,7 @@ class BacktestReport:
             "detections": [_describe(d) for d in self.detections],
             "drift_windows": len(self.drift_windows),
             "drift_windows_fired": sum(w.statistic <= w.threshold for w in self.drift_windows),
-            "spike_series": self.engine.spike_series,
-            "cusum_series": self.engine.cusum_series,
+            "tracks": {name: dict(c) for name, c in self.engine.tracks.items()},
             "duration_s": round(self.duration_s, 4),
         }
 
@@ -85,9 +91,9 @@ def _minutes_between(start: object, end: datetime) -> float | None:
 def _describe(d: DetectionRow) -> dict[str, Any]:
     row = d.as_dict()
     del row["notified"]  # nothing is ever sent by a backtest
-    if d.detector == "release_spike":
+    if d.detector == RELEASE_SPIKE:
         row["delay_minutes"] = _minutes_between(d.details.get("released_at"), d.opened_at)
-    elif d.detector == "degradation":
+    elif d.detector == DEGRADATION:
         row["delay_minutes"] = _minutes_between(d.details.get("change_at"), d.opened_at)
     else:
         row["delay_minutes"] = None

@@ -1,23 +1,11 @@
-"""The slow-degradation track: one :class:`~alerts.degradation.SeasonalCusum` per series.
+"""The degradation track: one :class:`~alerts.detectors.degradation.SeasonalCusum` per series.
 
-Per (model, version, signal), a quasi-likelihood CUSUM against an hour-of-day × weekday/weekend
-profile and a dispersion learned from the series' own history (``min_history_minutes`` and
-``min_failures`` before it tests; the monitor's lookback replays that history on start). A
-detection clears after ``resolve_after`` without a new alarm (the CUSUM restarts after each
-alarm, so a persisting shift keeps re-alarming). Degenerate signals are not followed.
-
-Restarts. The CUSUMs are not stored: a restarted monitor rebuilds them by replaying
-``lookback_minutes`` of stored minutes, and the detection book keeps the replay's alarms from
-opening or paging anything already recorded (an alarm inside an open incident continues it; one
-at or before the series' watermark is ignored). The rebuilt chart equals the first monitor's only
-when the lookback reaches back to the series' first minute; otherwise its profile is learned from
-less history and its trajectory can differ, which is harmless for an alarm inside an open
-incident (tested: ``tests/test_cusum_restart.py``) but could, in principle, open a second
-detection for minutes the first monitor had already passed quietly. A replay shorter than
-``min_history_minutes`` before the shift would leave the rebuilt CUSUM unable to alarm in time
-(an open incident would resolve although the shift persists, and page again once the chart
-tests), so the monitor's replay starts ``history_minutes`` before the change point of every open
-degradation incident, whatever its ``lookback_minutes``.
+Per (model, version, signal), a CUSUM against the series' own seasonal profile; a detection
+clears after ``resolve_after`` without a new alarm (the CUSUM restarts after each alarm, so a
+persisting shift keeps re-alarming). Degenerate signals are not followed. The CUSUMs are not
+stored: a restarted monitor rebuilds them by replaying stored minutes (from
+``degradation_history_minutes`` before the change point of an open incident), and the detection
+book keeps the replay's alarms from opening or paging again.
 """
 
 from __future__ import annotations
@@ -25,12 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from alerts.degradation import SeasonalCusum
-from alerts.settings import CusumSettings
+from alerts.detectors.base import Detector
+from alerts.detectors.degradation import SeasonalCusum, SeasonalCusumState
+from alerts.tracks.base import TrackSetup
 from alerts.tracks.span import MINUTE, Span, series_key
 from storage import MinuteCounts
 
-__all__ = ["DEGRADATION", "CusumTrack"]
+__all__ = ["DEGRADATION", "DegradationTrack"]
 
 DEGRADATION = "degradation"
 
@@ -40,7 +29,7 @@ class _Series:
     model: str
     version: str
     signal: str
-    detector: SeasonalCusum
+    detector: Detector[[int, int, datetime], SeasonalCusumState]
     start: datetime  # the minute of update number 1
     next_minute: datetime
     last_traffic: datetime
@@ -50,13 +39,14 @@ class _Series:
         return series_key(self.model, self.version, self.signal)
 
 
-class CusumTrack:
-    """Feeds every series' minutes to its CUSUM (wraps the detector's public interface)."""
+class DegradationTrack:
+    """Feeds every series' minutes to its CUSUM (through the detector protocol only)."""
 
     name = DEGRADATION
 
-    def __init__(self, settings: CusumSettings) -> None:
-        self._s = settings
+    def __init__(self, setup: TrackSetup) -> None:
+        self._s = setup.settings.degradation
+        self._resolve_after = setup.resolve_after
         self._series: dict[str, _Series] = {}
 
     @property
@@ -115,10 +105,10 @@ class CusumTrack:
                 if outcome == "opened":
                     report.opened.append(f"{DEGRADATION} {key} at {detection.opened_at}")
             episode = book.episode(DEGRADATION, key)
-            if episode is not None and minute + MINUTE - episode.last_alarm >= span.resolve_after:
+            if episode is not None and minute + MINUTE - episode.last_alarm >= self._resolve_after:
                 row = book.resolve(
-                    DEGRADATION, key, episode.last_alarm + span.resolve_after,
-                    f"no new alarm for {int(span.resolve_after.total_seconds() // 60)} minutes",
+                    DEGRADATION, key, episode.last_alarm + self._resolve_after,
+                    f"no new alarm for {int(self._resolve_after.total_seconds() // 60)} minutes",
                 )  # fmt: skip
                 if row is not None:
                     report.resolved.append(f"{DEGRADATION} {key} at {row.resolved_at}")

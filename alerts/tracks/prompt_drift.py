@@ -1,29 +1,15 @@
 """The prompt-drift track: per model, one look every ``every_minutes`` (aligned to the epoch).
 
-Every run tests the same windows. The recent window reaches back to the end of the last tested
-window (at least ``recent_minutes``, at most ``longest_window_minutes``): a look with fewer than
-``min_prompts`` prompts is skipped and its prompts wait for the next one, so low traffic is
-tested in windows of a prompt count (such a look is tested at the level of the looks it
-replaces, :func:`~alerts.drift.look_level`). The reference is the same clock hours on the
-previous ``reference_days`` days (seasonal; while an incident is open, only days before it
-began); when those hold too few prompts (a model younger than a day) the look is not made,
-unless ``reference_minutes`` names a fallback span just before the window. Repeats of one prompt
-by one user or session count once, and units (user, else session, else event) are permuted as
-wholes by :class:`~alerts.drift.PromptDriftDetector`. Every look is stored in ``drift_windows``
-(p-value, per-look level, cluster shares with distinct example prompts). An incident opens on a
-look that fires and resolves after ``clean_looks`` consecutive looks with a p-value above
-``clean_level`` (:class:`~alerts.drift.DriftHysteresis`), or when no look could be made for
-``resolve_after`` since its last alarm (the model stopped sending prompts).
-
-Restarts. The hysteresis is rebuilt from storage, not kept only in memory: an incident still
-open in the book when the track starts (a restarted monitor, a rebuild after late rows) is
-resumed open, compared with the days before its first window, and the looks stored in
-``drift_windows`` since it opened are replayed through its hysteresis, so the clean looks counted
-before the restart still count (three clean looks resolve it whether or not the monitor
-restarted between them). Looks are never tested twice (the track resumes after the newest stored
-window), so a look is stored only after the detection it opened, continued or resolved
-(:meth:`~alerts.state.DetectionBook.record_drift_windows`): a cycle that fails in between tests
-the look again, with the same seeded result, instead of losing its alarm.
+The recent window reaches back to the end of the last tested one (at least ``recent_minutes``,
+at most ``longest_window_minutes``), so at low traffic prompts wait for the next look and a
+window holds a count of prompts (tested at the level of the looks it replaces). The reference is
+the same clock hours on the previous ``reference_days`` days (before an open incident began);
+repeats of one prompt by one unit count once and units are permuted as wholes. Every look is
+stored in ``drift_windows``; an incident opens on a look that fires and resolves after
+``clean_looks`` clean looks, or when no look could be made for ``resolve_after``. An incident
+open in the book when the track starts is resumed, with its stored looks replayed through its
+hysteresis; a look is stored only after the detections it changed
+(:meth:`~alerts.tracks.book.DetectionBook.record_drift_windows`).
 """
 
 from __future__ import annotations
@@ -35,48 +21,49 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from alerts.base import Detection
-from alerts.drift import (
+from alerts.detectors.base import Detection
+from alerts.detectors.explain import collapse_repeats, explain_drift
+from alerts.detectors.prompt_drift import (
     DriftHysteresis,
     PromptDriftDetector,
-    collapse_repeats,
     count_window_start,
-    explain_drift,
     look_level,
     seasonal_reference_spans,
 )
-from alerts.settings import DriftSettings
-from alerts.tracks.span import EngineReport, Span
+from alerts.tracks.base import TrackSetup
+from alerts.tracks.report import EngineReport
+from alerts.tracks.span import Span
 from storage import DriftWindowRow, UnitSample, event_contents, prompt_models, prompt_unit_sample
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-    from alerts.state import DetectionBook
+    from alerts.tracks.book import DetectionBook
 
 
-__all__ = ["DRIFT", "DriftTrack"]
+__all__ = ["PROMPT_DRIFT", "PromptDriftTrack"]
 
-DRIFT = "prompt_drift"
+PROMPT_DRIFT = "prompt_drift"
 
 _Look = tuple[DriftWindowRow, Detection | None, bool] | Literal["waiting", "untestable"]
 
 
-class DriftTrack:
+class PromptDriftTrack:
     """Looks for prompt drift on the epoch-aligned grid of windows (module docstring)."""
 
-    name = DRIFT
+    name = PROMPT_DRIFT
 
-    def __init__(
-        self, settings: DriftSettings, resume_points: dict[str, datetime],
-        catchup_looks: int | None,
-    ) -> None:  # fmt: skip
-        self._s = settings
+    def __init__(self, setup: TrackSetup) -> None:
+        self._s = setup.settings.prompt_drift
+        self._client = setup.client
+        self._store = setup.store
+        self._resolve_after = setup.resolve_after
+        resume_points = setup.store.drift_resume_points()
         self._drift_done = dict(resume_points)
         self._drift_pending = dict(resume_points)  # model -> start of the next window
         self._drift_incidents: dict[str, DriftHysteresis] = {}
         self._drift_since: dict[str, datetime] = {}  # model -> first window of an open incident
-        self._catchup = catchup_looks
+        self._catchup = setup.drift_catchup_looks
 
     @property
     def series(self) -> int:
@@ -84,7 +71,8 @@ class DriftTrack:
 
     def advance(self, span: Span) -> None:
         s, start, until, report = self._s, span.start, span.until, span.report
-        client, book = span.client, span.book
+        client, book = self._client, span.book
+        report.count(self.name, "looks", 0)
         every = timedelta(minutes=s.every_minutes)
         recent = timedelta(minutes=s.recent_minutes)
         reference = timedelta(minutes=s.reference_minutes)
@@ -92,7 +80,7 @@ class DriftTrack:
         if epoch + ((start - epoch) // every + 1) * every > until:
             return  # no window ends in (start, until]: most cycles of a per-minute monitor
         models = set(prompt_models(client, start - recent - reference, until, s.field))
-        models |= {row.model for row in book.open_rows() if row.detector == DRIFT}
+        models |= {row.model for row in book.open_rows() if row.detector == PROMPT_DRIFT}
         for model in sorted(models):
             after = max(start, self._drift_done.get(model, start))
             # Window ends e with after < e <= until, on the epoch-aligned grid.
@@ -109,11 +97,11 @@ class DriftTrack:
             for end in ends:
                 look = self._drift_look(client, model, end, recent, reference, incident)
                 self._drift_done[model] = end
-                episode = book.episode(DRIFT, key)
+                episode = book.episode(PROMPT_DRIFT, key)
                 if look == "waiting":  # prompts are arriving, slowly: the window grows
                     continue
                 if look == "untestable":
-                    if episode is not None and end - episode.last_alarm >= span.resolve_after:
+                    if episode is not None and end - episode.last_alarm >= self._resolve_after:
                         reason = "too few prompts to test since the last alarm"
                         self._close_drift(book, model, key, end, report, reason)
                         incident = self._drift_incident(span, model, key)  # a closed one
@@ -125,13 +113,13 @@ class DriftTrack:
                     if outcome == "opened":
                         self._drift_since[model] = window.window_start
                     if book.alarm(detection, model=model) == "opened":
-                        report.opened.append(f"{DRIFT} {key} at {detection.opened_at}")
+                        report.opened.append(f"{PROMPT_DRIFT} {key} at {detection.opened_at}")
                 elif outcome == "resolved" or (episode is not None and not incident.is_open):
                     reason = (f"{s.clean_looks} consecutive looks with a p-value above "
                               f"{s.clean_level}")  # fmt: skip
                     self._close_drift(book, model, key, end, report, reason)
             book.record_drift_windows(windows)  # stored after the detections (docstring)
-            report.drift_looks += len(windows)
+            report.count(self.name, "looks", len(windows))
 
     def _drift_incident(self, span: Span, model: str, key: str) -> DriftHysteresis:
         """The model's incident state. An incident still open in the book (a restarted monitor)
@@ -141,7 +129,7 @@ class DriftTrack:
         if incident is not None:
             return incident
         s, book = self._s, span.book
-        episode = book.episode(DRIFT, key)
+        episode = book.episode(PROMPT_DRIFT, key)
         incident = DriftHysteresis(s.clean_level, s.clean_looks, is_open=episode is not None)
         self._drift_incidents[model] = incident
         if episode is None:
@@ -150,7 +138,7 @@ class DriftTrack:
         self._drift_since[model] = (
             datetime.fromisoformat(began) if isinstance(began, str) else episode.row.opened_at
         )
-        for look in span.store.drift_windows_after(model, episode.row.opened_at):
+        for look in self._store.drift_windows_after(model, episode.row.opened_at):
             if incident.update(look.p_value <= look.threshold, look.p_value) == "resolved":
                 # Stored by a telltale that wrote looks before detections: the resolution the
                 # look made was lost, and is recorded now, at that look.
@@ -170,9 +158,9 @@ class DriftTrack:
     ) -> None:
         self._drift_incidents.pop(model, None)
         self._drift_since.pop(model, None)
-        row = book.resolve(DRIFT, key, at, reason)
+        row = book.resolve(PROMPT_DRIFT, key, at, reason)
         if row is not None:
-            report.resolved.append(f"{DRIFT} {key} at {row.resolved_at}")
+            report.resolved.append(f"{PROMPT_DRIFT} {key} at {row.resolved_at}")
 
     def _drift_look(
         self,
@@ -233,7 +221,7 @@ class DriftTrack:
             return window, None, False
         top = clusters[0] if clusters else None
         detection = Detection(
-            detector=DRIFT, key=f"model={model}", opened_at=end, statistic=state.p_value,
+            detector=PROMPT_DRIFT, key=f"model={model}", opened_at=end, statistic=state.p_value,
             threshold=state.level, p_value=state.p_value,
             effect=float(top["change"]) if top else None,
             details={

@@ -36,7 +36,7 @@ from grafana_foundation_sdk.builders import alerting, expr
 from grafana_foundation_sdk.models import alerting as alerting_models
 from grafana_foundation_sdk.models import dashboard as dashboard_models
 
-from alerts.engine import DEGRADATION, DRIFT, SPIKE
+from alerts.tracks import DEGRADATION, PROMPT_DRIFT, RELEASE_SPIKE
 from dashboards import (
     DATASOURCE_UID,
     DEAD_LETTER_SHARE_RECENT,
@@ -109,10 +109,11 @@ def _detector_rule(
         team="ml-quality",
         summary=f"{title}: {{{{ $labels.model }}}} {{{{ $labels.model_version }}}}"
         " {{ $labels.signal }}"
-        # Release spikes name the slice where the excess failures concentrate (alerts.localize).
+        # Release spikes name the slice where the excess failures concentrate
+        # (alerts.tracks.localize).
         + (
             " {{ if $labels.top_slice }}(concentrated in {{ $labels.top_slice }}){{ end }}"
-            if detector == SPIKE
+            if detector == RELEASE_SPIKE
             else ""
         ),
         description=f"The {detector} detector has an open detection for model "
@@ -123,7 +124,7 @@ def _detector_rule(
 
 RULES: tuple[RuleSpec, ...] = (
     _detector_rule(
-        SPIKE,
+        RELEASE_SPIKE,
         "Failure rate jumped after a release",
         "critical",
         "Open the Overview dashboard at the release marker; compare the version's rate with the "
@@ -138,7 +139,7 @@ RULES: tuple[RuleSpec, ...] = (
         "prompt or output; look for upstream changes (retrieval, prompt templates).",
     ),
     _detector_rule(
-        DRIFT,
+        PROMPT_DRIFT,
         "Users' prompts drifted from the reference",
         "warning",
         "Open Prompt drift; the clusters that grew name the new kind of prompt; decide whether "

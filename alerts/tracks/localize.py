@@ -1,30 +1,14 @@
 """Where a release regression concentrates: the slices with the largest excess failures.
 
-A release detection says *that* a version fails more often; the people paged want to know
-*where*. For one (model, new version, signal) this module compares the new version's failures in
-each slice (one key, ``locale=de``, and each pair of keys, ``locale=de & customer_tier=free``)
-with what the baseline version's rate *in the same slice* predicts:
-
-    excess(s) = k_new(s) - n_new(s) * p_base(s)
-
-where ``p_base(s)`` is the baseline's rate in the slice, shrunk towards its overall rate by
-``prior_events`` pseudo-events (a slice the baseline barely served says little on its own). The
-total excess is ``k_new - n_new * p_base``; each slice reports its share of it. Intervals are
-Wilson score intervals for the rates and Newcombe's hybrid interval for their difference (the
-excess interval is ``n_new(s)`` times it). They are fixed-sample intervals for *describing* the
-slices of a detection that the always-valid release test already decided; they are not a test.
-
-Ranking: by excess, with one rule for nested slices. A pair that carries at least
-``nested_share`` of the excess of one of its single-key parents is listed before that parent:
-it says the same thing about a narrower population (if only German free-tier users regress, the
-pair ``locale=de & customer_tier=free`` explains the excess of ``locale=de`` and of
-``customer_tier=free``, and is the answer). Slices covering all of the new version's events, or
-with fewer than ``min_events``, are not listed.
-
-Windows: the new version's events in ``[released_at, at)``; the baseline version's events in
-``[released_at - max(at - released_at, min_baseline), at)`` (its traffic after the release when
-it still serves, and as much before it). Everything is read from the score rows' slice values
-(``signal_scores.slices``), deduplicated with ``FINAL``.
+For one (model, new version, signal), each slice (one key, ``locale=de``, and each pair of keys)
+gets ``excess(s) = k_new(s) - n_new(s) * p_base(s)``, ``p_base(s)`` the baseline version's rate
+in the slice shrunk towards its overall rate by ``prior_events``, with Wilson and Newcombe
+intervals that describe the slices of a detection the always-valid release test already decided
+(they are not a test). A pair carrying at least ``nested_share`` of a single-key parent's excess
+is listed before that parent; slices covering all traffic or with fewer than ``min_events`` are
+not listed. The new version's events are read from ``[released_at, at)``, the baseline's from
+``[released_at - max(at - released_at, min_baseline), at)``, from the score rows' slice values
+(``signal_scores.slices``, ``FINAL``).
 """
 
 from __future__ import annotations
@@ -38,6 +22,8 @@ from datetime import UTC, datetime, timedelta
 from itertools import combinations
 from typing import TYPE_CHECKING, Any
 
+from alerts.detectors.confidence import newcombe_interval, wilson_interval
+
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
@@ -47,44 +33,10 @@ __all__ = [
     "SliceExcess",
     "localize",
     "localize_counts",
-    "newcombe_interval",
     "slice_label",
-    "wilson_interval",
 ]
 
 log = logging.getLogger(__name__)
-
-_Z95 = 1.959963984540054
-
-
-def wilson_interval(k: int, n: int, z: float = _Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial rate (default 95 %); ``(0, 1)`` when ``n`` is 0.
-
-    >>> low, high = wilson_interval(10, 100)
-    >>> round(low, 4), round(high, 4)
-    (0.0552, 0.1744)
-    """
-    if n <= 0:
-        return 0.0, 1.0
-    if not 0 <= k <= n:
-        raise ValueError("need 0 <= k <= n")
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def newcombe_interval(k1: int, n1: int, k2: int, n2: int, z: float = _Z95) -> tuple[float, float]:
-    """Newcombe's hybrid score interval for ``k1/n1 - k2/n2`` (method 10 of Newcombe 1998)."""
-    p1 = k1 / n1 if n1 else 0.0
-    p2 = k2 / n2 if n2 else 0.0
-    l1, u1 = wilson_interval(k1, n1, z)
-    l2, u2 = wilson_interval(k2, n2, z)
-    d = p1 - p2
-    low = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
-    high = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
-    return max(-1.0, low), min(1.0, high)
 
 
 def slice_label(keys: tuple[str, ...], values: tuple[str, ...]) -> str:
