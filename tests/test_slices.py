@@ -318,7 +318,8 @@ _PEOPLE = {
     ("v1", "en", "pro"): (30, 3, 0), ("v1", "de", "free"): (12, 2, 1),
     ("v1", "fr", "free"): (1, 40, 40), ("v1", "it", "pro"): (2, 1, 0),
     ("v1", "pt", "pro"): (3, 1, 1), ("v1", "es", "free"): (3, 2, 0),
-    ("v2", "en", "pro"): (10, 1, 0), ("v2", "fr", "free"): (1, 5, 5), ("v2", "it", "pro"): (2, 1, 1),
+    ("v2", "en", "pro"): (10, 1, 0), ("v2", "fr", "free"): (1, 5, 5),
+    ("v2", "it", "pro"): (2, 1, 1),
 }  # fmt: skip
 
 
@@ -402,5 +403,5 @@ def test_dashboard_slice_panels_merge_small_cells_as_the_cli_does(ch: Any) -> No
     names = {r[1] for r in series}
     assert names == {"leak · v1 · locale=en", "leak · v1 · locale=de", "leak · v1 · locale=other",
                      "leak · v2 · locale=en"}  # fmt: skip
-    overview = [d for d in build_dashboards(5) if d.uid == "telltale-overview"][0]
+    overview = next(d for d in build_dashboards(5) if d.uid == "telltale-overview")
     assert "uniqExact(person) < 5" in json.dumps(dashboard_document(overview))
