@@ -73,7 +73,9 @@ class Windows:
     @classmethod
     def single(cls, vectors: NDArray[np.float32]) -> Windows:
         """One window per text (images, short texts, vectors given precomputed)."""
-        vectors = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), -1)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if len(vectors):  # an empty batch keeps its (0, dim) shape; reshape cannot infer it
+            vectors = vectors.reshape(len(vectors), -1)
         return cls(vectors, np.arange(len(vectors) + 1, dtype=np.int64))
 
     @classmethod
