@@ -5,12 +5,13 @@ version, the provider, tokens, user and session, and where the prompt and output
 (a JSON messages attribute, indexed keys, span events, plain values). Content is taken from the
 first row, in table order, whose source has any; its name becomes the event's
 ``otel.convention``. Adding a convention is adding a row here: the extractor
-(:mod:`streams.otlp.extract`) and the documentation's table (:func:`markdown_table`) read it.
+(:mod:`streams.otlp.extract`) and the documentation's table (:mod:`streams.otlp.markdown`) read
+it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -306,39 +307,3 @@ def recognitions(conventions: Sequence[Convention] = CONVENTIONS) -> tuple[Recog
                                             first.null_decides)  # fmt: skip
     deciding = [r for r in merged.values() if r.not_a_generation]
     return (*deciding, *(r for r in merged.values() if not r.not_a_generation))
-
-
-def _code(keys: Iterable[str]) -> str:
-    return ", ".join(f"`{k}`" for k in keys)
-
-
-def _rows(conventions: Sequence[Convention]) -> Iterator[str]:
-    for c in conventions:
-        r = c.recognised_by
-        recognised = f"`{r.key}` in {_code(sorted(r.values))}" if r else ""
-        if c.log_event:
-            recognised += f"; log record `{c.log_event}`"
-        content = c.content.describe() if c.content else ""
-        if c.image_keys:
-            content += ("; " if content else "") + f"image: {_code(c.image_keys)}"
-        fields = [
-            ("model", c.model_keys),
-            ("model_version", c.model_version_keys),
-            ("app", (*(f"resource {k}" for k in c.resource_app_keys), *c.app_keys)),
-            ("provider", c.provider_keys),
-            ("tokens", c.token_keys),
-            ("user", c.user_keys),
-            ("session", c.session_keys),
-            ("kept", c.kept_keys),
-        ]
-        keys = "; ".join(f"{what}: {_code(ks)}" for what, ks in fields if ks)
-        cells = [f"`{c.name}`", c.title, recognised or "–", content or "–", keys or "–"]
-        yield "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
-
-
-def markdown_table(conventions: Sequence[Convention] = CONVENTIONS) -> str:
-    """The conventions as a Markdown table, one row each in table order (content is taken from
-    the first row that has any)."""
-    head = ["| `otel.convention` | written by | a generation when | prompt / output from "
-            "| other attributes |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
-    return "\n".join([*head, *_rows(conventions)]) + "\n"

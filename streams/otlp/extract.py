@@ -25,16 +25,27 @@ from streams.otlp.conventions import (
 from streams.otlp.messages import image_value, text
 from streams.otlp.wire import OtlpKind, SpanRecord
 
-__all__ = ["DEFAULT_MODEL_VERSION_KEYS", "GENERATION_OPERATIONS", "Skip", "event_of"]
+__all__ = [
+    "APP_KEYS",
+    "DEFAULT_MODEL_VERSION_KEYS",
+    "GENERATION_OPERATIONS",
+    "IMAGE_KEYS",
+    "KEPT_ATTRIBUTES",
+    "MODEL_KEYS",
+    "RESOURCE_APP_KEYS",
+    "Skip",
+    "event_of",
+]
 
 _MAX_ATTRIBUTE_CHARS = 1_000
+# What the extractor reads, derived from the table (the documentation shows these).
 _RECOGNITIONS = recognitions(CONVENTIONS)
 _NO_OPERATION = "no gen_ai operation"  # the skip reason when no recognition matched
-_MODEL_KEYS = union(c.model_keys for c in CONVENTIONS)
-_APP_KEYS = union(c.app_keys for c in CONVENTIONS)
-_RESOURCE_APP_KEYS = union(c.resource_app_keys for c in CONVENTIONS)
-_IMAGE_KEYS = union(c.image_keys for c in CONVENTIONS)
-_KEPT_ATTRIBUTES = union(c.kept() for c in CONVENTIONS)
+MODEL_KEYS = union(c.model_keys for c in CONVENTIONS)
+APP_KEYS = union(c.app_keys for c in CONVENTIONS)
+RESOURCE_APP_KEYS = union(c.resource_app_keys for c in CONVENTIONS)
+IMAGE_KEYS = union(c.image_keys for c in CONVENTIONS)
+KEPT_ATTRIBUTES = union(c.kept() for c in CONVENTIONS)
 _LOG_EVENTS = {c.log_event: c for c in CONVENTIONS if c.log_event}
 # Log records may carry a JSON-messages convention's attributes in their body.
 _BODY_KEYS = union((c.content.input_key, c.content.output_key) for c in CONVENTIONS
@@ -80,11 +91,11 @@ def event_of(
                     attrs[key] = item.body[key]
         events, timestamp, latency = [], item.start, None
     content = _content(attrs, events)
-    model = _first(attrs, _MODEL_KEYS)
+    model = _first(attrs, MODEL_KEYS)
     version = _first(attrs, model_version_from) or _first(item.resource, model_version_from)
-    app = _first(item.resource, _RESOURCE_APP_KEYS) or _first(attrs, _APP_KEYS)
+    app = _first(item.resource, RESOURCE_APP_KEYS) or _first(attrs, APP_KEYS)
     attributes = {
-        key: text(attrs[key])[:_MAX_ATTRIBUTE_CHARS] for key in _KEPT_ATTRIBUTES if key in attrs
+        key: text(attrs[key])[:_MAX_ATTRIBUTE_CHARS] for key in KEPT_ATTRIBUTES if key in attrs
     }
     attributes["otel.trace_id"] = item.trace_id
     attributes["otel.span_id"] = item.span_id
