@@ -107,9 +107,11 @@ class IndexedMessages:
 
     def messages(self, attrs: Mapping[str, Any], prefix: str) -> list[dict[str, Any]]:
         if self.parts is None:
+            found = indexed(attrs, prefix, (self.role, self.content))
+            if (self.role, self.content) == ("role", "content"):
+                return found
             names = {self.role: "role", self.content: "content"}
-            return [{names[s]: v for s, v in fields.items()}
-                    for fields in indexed(attrs, prefix, names.__contains__)]  # fmt: skip
+            return [{names[s]: v for s, v in fields.items()} for fields in found]
         messages = []
         for fields in indexed(attrs, prefix):
             parts = [{"type": "text", "content": fields[self.content]}] if (

@@ -46,6 +46,8 @@ APP_KEYS = union(c.app_keys for c in CONVENTIONS)
 RESOURCE_APP_KEYS = union(c.resource_app_keys for c in CONVENTIONS)
 IMAGE_KEYS = union(c.image_keys for c in CONVENTIONS)
 KEPT_ATTRIBUTES = union(c.kept() for c in CONVENTIONS)
+_CONTENT_SOURCES = tuple((c.content, c.name) for c in CONVENTIONS if c.content is not None)
+_IMAGE_SOURCES = tuple((key, c.name) for c in CONVENTIONS for key in c.image_keys)
 _LOG_EVENTS = {c.log_event: c for c in CONVENTIONS if c.log_event}
 # Log records may carry a JSON-messages convention's attributes in their body.
 _BODY_KEYS = union((c.content.input_key, c.content.output_key) for c in CONVENTIONS
@@ -184,21 +186,18 @@ class _Content:
 
 def _content(attrs: Mapping[str, Any], events: Sequence[SpanEvent]) -> _Content:
     """The content of the first convention, in table order, that has any."""
-    for convention in CONVENTIONS:
-        if convention.content is None:
-            continue
-        prompt, output, image = convention.content.read(attrs, events)
+    for source, name in _CONTENT_SOURCES:
+        prompt, output, image = source.read(attrs, events)
         if prompt or output or image:
-            return _Content(prompt, output, image or _image(attrs)[0], convention.name)
-    image, source = _image(attrs)
-    return _Content(image=image, convention=source if image else "none")
+            return _Content(prompt, output, image or _image(attrs)[0], name)
+    image, found = _image(attrs)
+    return _Content(image=image, convention=found if image else "none")
 
 
 def _image(attrs: Mapping[str, Any]) -> tuple[str, str]:
     """An output image from the conventions' image attributes, and that convention's name."""
-    for convention in CONVENTIONS:
-        for key in convention.image_keys:
-            image = image_value(attrs.get(key))
-            if image:
-                return image, convention.name
+    for key, name in _IMAGE_SOURCES:
+        image = image_value(attrs.get(key))
+        if image:
+            return image, name
     return "", ""

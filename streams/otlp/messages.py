@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from typing import Any
 
 from streams._json import parse_json
@@ -34,23 +34,26 @@ _IMAGE_URL_SCHEMES = ("http://", "https://", "s3://", "gs://", "az://", "data:")
 
 
 def indexed(
-    attrs: Mapping[str, Any], prefix: str, keep: Callable[[str], bool] | None = None
+    attrs: Mapping[str, Any], prefix: str, keep: Container[str] | None = None
 ) -> list[dict[str, Any]]:
     """``prefix.N.suffix`` attributes as a list of ``{suffix: value}``, ordered by ``N``.
 
     ``N`` is 1 to 9 ASCII digits (``0`` and ``00`` are the same index); the suffix is all that
     follows it (it may hold further indexed keys: parse it again with this function). Only the
-    suffixes ``keep`` accepts count, and an index with none of them is left out. Of two keys
-    that name the same index and suffix the later wins, and stands where it was written last."""
+    suffixes in ``keep`` count, when given, and an index with none of them is left out. Of two
+    keys that name the same index and suffix the later wins, and stands where it was written
+    last."""
     by_index: dict[int, dict[str, Any]] = {}
     start = prefix + "."
+    skip = len(start)
     for key, value in attrs.items():
         if not key.startswith(start):
             continue
-        index, _, suffix = key[len(start) :].partition(".")
-        if _INDEX.fullmatch(index) and (keep is None or keep(suffix)):
+        index, _, suffix = key[skip:].partition(".")
+        if (keep is None or suffix in keep) and _INDEX.fullmatch(index):
             fields = by_index.setdefault(int(index), {})
-            fields.pop(suffix, None)
+            if suffix in fields:
+                del fields[suffix]
             fields[suffix] = value
     return [by_index[i] for i in sorted(by_index)]
 
