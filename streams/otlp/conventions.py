@@ -20,14 +20,19 @@ from streams.otlp.messages import text as as_text
 
 __all__ = [
     "CONVENTIONS",
+    "ContentSource",
     "Convention",
+    "Extracted",
     "IndexedMessages",
     "IndexedParts",
     "JsonMessages",
     "PlainValues",
     "Recognition",
+    "SpanEvent",
     "SpanEvents",
     "TextOrMessages",
+    "recognitions",
+    "union",
 ]
 
 Extracted = tuple[str, str, str]  # prompt text, output text, output image
@@ -224,6 +229,8 @@ class Convention:
 _OPERATION = "gen_ai.operation.name"
 _NOT_GENERATION = "gen_ai operation {value!r} is not a generation"
 
+# Order matters: content comes from the first row whose source has any, and keys that several
+# rows name are tried in row order.
 CONVENTIONS: tuple[Convention, ...] = (
     Convention(
         "gen_ai.messages", "OpenTelemetry GenAI semantic conventions ≥ 1.37",
