@@ -3,9 +3,11 @@
 ``mkdocs.yml`` names this file under ``hooks:``. A page that holds the marker
 ``<!-- reference:cli -->`` gets every command of the ``telltale`` Typer app (name, help,
 arguments and options); one that holds ``<!-- reference:settings -->`` gets every setting of
-:class:`telltale.settings.Settings` (environment variable, type, default, description). Nothing
-is written by hand, so the reference cannot go stale. ``tests/test_docs_reference.py`` calls
-:func:`cli_reference` and :func:`settings_reference` directly.
+:class:`telltale.settings.Settings` (environment variable, type, default, description); one
+that holds ``<!-- reference:otlp-conventions -->`` gets the OTLP conventions table rendered
+from :data:`streams.otlp.conventions.CONVENTIONS`. Nothing is written by hand, so the
+reference cannot go stale. ``tests/test_docs_reference.py`` calls :func:`cli_reference` and
+:func:`settings_reference` directly.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 CLI_MARKER = "<!-- reference:cli -->"
 SETTINGS_MARKER = "<!-- reference:settings -->"
+OTLP_MARKER = "<!-- reference:otlp-conventions -->"
 
 
 def _use_this_checkout() -> None:
@@ -256,6 +259,17 @@ def settings_reference() -> str:
     return "\n".join(out)
 
 
+# --- OTLP conventions -----------------------------------------------------------------------
+
+
+def otlp_conventions_reference() -> str:
+    """Markdown for the GenAI conventions the OTLP decoder reads (from its table)."""
+    _use_this_checkout()
+    from streams.otlp.markdown import markdown_table
+
+    return markdown_table()
+
+
 # --- mkdocs hook ----------------------------------------------------------------------------
 
 
@@ -265,4 +279,6 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
         markdown = markdown.replace(CLI_MARKER, cli_reference())
     if SETTINGS_MARKER in markdown:
         markdown = markdown.replace(SETTINGS_MARKER, settings_reference())
+    if OTLP_MARKER in markdown:
+        markdown = markdown.replace(OTLP_MARKER, otlp_conventions_reference())
     return markdown
