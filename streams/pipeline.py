@@ -7,8 +7,9 @@ executor thread, off the event loop.
 Each field is embedded by its own embedder (:class:`~signals.embedders.FieldEmbedders`): text
 fields by the text model, window by window, with every window of the batch in one model call
 (after the embedding cache, when one is given, has answered what it can); images by open_clip,
-after the same cache (keyed by the decoded pixels).
-What is stored of the windows is described in :mod:`signals.windows`.
+after the same cache (keyed by the decoded pixels). Embedding and scoring are
+:func:`streams.scoring.score_fields`, the path the guardrail API shares; this module turns its
+result into rows. What is stored of the windows is described in :mod:`signals.windows`.
 """
 
 from __future__ import annotations

@@ -136,12 +136,34 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
 
         return create_app(service, on_shutdown=close)
 
-    worker: dict[str, Any] = {}
+    beside = _WorkerAndMonitor(settings, client, parts, monitored)
 
-    async def start_all() -> None:
+    def routes(app: FastAPI, auth: Auth) -> None:
+        add_read_routes(app, auth, client, redact_dsn(settings.clickhouse.dsn),
+                        settings.privacy.min_slice_users)  # fmt: skip
+
+    return create_app(service, extra=routes, on_startup=beside.start, on_shutdown=beside.stop)
+
+
+class _WorkerAndMonitor:
+    """What ``--all`` runs beside the API: the Kafka worker on the server's loop (sharing the
+    API's model, signals and client, with its own pipeline and writer) and the monitor on a
+    thread. Started after the API's service, stopped after it drained; closes the client."""
+
+    def __init__(
+        self, settings: Settings, client: Client, parts: Parts, monitored: _Monitored
+    ) -> None:
+        self._settings = settings
+        self._client = client
+        self._parts = parts
+        self._monitored = monitored
+        self._worker: Any = None
+
+    async def start(self) -> None:
         from alerts import Monitor, WebhookNotifier
 
-        # The worker's own pipeline shares model, signals and client, with its own writer.
+        settings, client, parts, monitored = (self._settings, self._client, self._parts,
+                                              self._monitored)  # fmt: skip
         shared = Parts(
             client, parts.embedders, parts.signals,
             Pipeline(parts.embedders, parts.signals,
@@ -150,7 +172,7 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
         )  # fmt: skip
         app = make_worker_app(settings, build=lambda: shared)
         await app.start()
-        worker["app"] = app
+        self._worker = app
         monitor_settings, notify = settings.monitor, settings.notify
         stop = threading.Event()
         notifier = WebhookNotifier(notify, sleep=stop.wait) if notify.enabled else None
@@ -169,20 +191,15 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
             settings.kafka.bootstrap, settings.kafka.topic, monitor_settings.interval_s,
         )  # fmt: skip
 
-    async def stop_all() -> None:
+    async def stop(self) -> None:
+        monitored = self._monitored
         if monitored.stop is not None:
             monitored.stop.set()
-        if "app" in worker:
-            await worker["app"].stop()
+        if self._worker is not None:
+            await self._worker.stop()
         if monitored.thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, monitored.thread.join, 60)
-        client.close()
-
-    def routes(app: FastAPI, auth: Auth) -> None:
-        add_read_routes(app, auth, client, redact_dsn(settings.clickhouse.dsn),
-                        settings.privacy.min_slice_users)  # fmt: skip
-
-    return create_app(service, extra=routes, on_startup=start_all, on_shutdown=stop_all)
+        self._client.close()
 
 
 def serve(settings: Settings, *, all_in_one: bool = False) -> None:
