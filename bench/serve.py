@@ -89,7 +89,7 @@ def _serve(port: int, max_batch: int, ready: Any) -> None:
     import uvicorn
 
     from signals.bank import SignalBank
-    from telltale.serve import GuardrailService, create_app
+    from telltale.serving import GuardrailService, create_app
     from telltale.settings import ServeSettings
 
     logging.basicConfig(level=logging.WARNING)

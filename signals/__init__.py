@@ -5,6 +5,7 @@ Heavy dependencies (torch, open_clip, scikit-learn) are imported where they are 
 
 from __future__ import annotations
 
+from signals.actions import Action, FlaggedAction, GuardrailDecision, guardrail_decision
 from signals.audit import (
     NEAR_QUANTILE,
     CorrectedRate,
@@ -15,7 +16,7 @@ from signals.audit import (
     allocate,
     error_shift,
 )
-from signals.bank import FieldScores, SignalBank
+from signals.bank import FieldScores, SignalBank, TextScores
 from signals.base import Embedder, Modality, Target, TextEmbedder
 from signals.cache import CacheCounts, EmbeddingCache, LruVectorCache, content_key
 from signals.discovery import discover_clusters
@@ -69,6 +70,7 @@ __all__ = [
     "NEAR_QUANTILE",
     "PII_ENTITIES",
     "TEXT_FIELDS",
+    "Action",
     "CacheCounts",
     "CorrectedRate",
     "DuplicateSignal",
@@ -85,7 +87,9 @@ __all__ = [
     "FieldEmbedders",
     "FieldScores",
     "FittedSignal",
+    "FlaggedAction",
     "GroupScore",
+    "GuardrailDecision",
     "ImageError",
     "ImagePolicy",
     "InMemorySignalStore",
@@ -118,6 +122,7 @@ __all__ = [
     "Target",
     "TextEmbedder",
     "TextEmbedderConfig",
+    "TextScores",
     "TrafficSample",
     "TrainingError",
     "Verdict",
@@ -133,6 +138,7 @@ __all__ = [
     "embed_example_windows",
     "error_shift",
     "fit_signal",
+    "guardrail_decision",
     "judge",
     "label_pool",
     "load_groups",

@@ -54,6 +54,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from signals.actions import Action
 from signals.base import Modality, Target
 from signals.errors import SpecError
 from signals.matchers import PII_ENTITIES, TEXT_KINDS, check_pattern
@@ -198,7 +199,7 @@ class SignalSpec(_Frozen):
     seed: int = 0
     owner: str = ""
     severity: Literal["info", "warning", "critical"] = "warning"
-    action: Literal["block", "flag", "log"] = Field(
+    action: Action = Field(
         default="log",
         description="guardrail verdict when this signal flags an event (telltale serve): "
         "'block' stops the answer, 'flag' lets it through marked, 'log' only records the score",

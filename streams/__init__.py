@@ -1,4 +1,5 @@
-"""Events, the Emitter, the in-process pipeline, the faust worker and dead-letter handling."""
+"""Events, the Emitter, the in-process pipeline and the scoring it shares with the guardrail API,
+the faust worker and dead-letter handling."""
 
 from __future__ import annotations
 
@@ -16,22 +17,12 @@ from streams.events import (
     validate_event,
 )
 from streams.feedback import Feedback, validate_feedback
-from streams.guardrail import (
-    GuardrailClosed,
-    MicroBatcher,
-    Recorder,
-    Rejected,
-    Scored,
-    Scorer,
-    ScoreRequest,
-    kafka_recorder,
-    storage_recorder,
-)
 from streams.kafka_security import KafkaSecurity, check_credentials
 from streams.otlp import OtlpMapping
 from streams.pipeline import BatchResult, Pipeline
 from streams.privacy import ContentPolicy
 from streams.pseudonyms import Pseudonyms
+from streams.recording import Recorder, kafka_recorder, storage_recorder
 from streams.replay import (
     Checkpoint,
     RejectWriter,
@@ -40,6 +31,13 @@ from streams.replay import (
     Vectors,
     parse_mapping,
     read_records,
+)
+from streams.scoring import (
+    Rejected,
+    Scored,
+    Scorer,
+    ScoreRequest,
+    SignalResult,
 )
 from streams.settings import KafkaConfig, WorkerConfig, comma_list
 from streams.slices import SliceConfig, Slicer
@@ -55,12 +53,10 @@ __all__ = [
     "Emitter",
     "Feedback",
     "GenerationEvent",
-    "GuardrailClosed",
     "InvalidEvent",
     "JsonTooDeep",
     "KafkaConfig",
     "KafkaSecurity",
-    "MicroBatcher",
     "OtlpMapping",
     "Output",
     "Pipeline",
@@ -74,6 +70,7 @@ __all__ = [
     "ScoreRequest",
     "Scored",
     "Scorer",
+    "SignalResult",
     "SliceConfig",
     "Slicer",
     "StreamError",

@@ -7,8 +7,9 @@ executor thread, off the event loop.
 Each field is embedded by its own embedder (:class:`~signals.embedders.FieldEmbedders`): text
 fields by the text model, window by window, with every window of the batch in one model call
 (after the embedding cache, when one is given, has answered what it can); images by open_clip,
-after the same cache (keyed by the decoded pixels).
-What is stored of the windows is described in :mod:`signals.windows`.
+after the same cache (keyed by the decoded pixels). Embedding and scoring are
+:func:`streams.scoring.score_fields`, the path the guardrail API shares; this module turns its
+result into rows. What is stored of the windows is described in :mod:`signals.windows`.
 """
 
 from __future__ import annotations
@@ -25,30 +26,27 @@ from signals import (
     CacheCounts,
     FieldEmbedders,
     GroupScore,
-    ImageError,
     ImagePolicy,
     SignalGroup,
-    Windows,
     apply_groups,
     as_field_embedders,
-    load_image,
 )
 from storage import CacheStatsRow, EmbeddingRow, EventRow, ScoreRow, WriteBatch
 from streams.events import GenerationEvent
 from streams.privacy import ContentPolicy
 from streams.pseudonyms import Pseudonyms
+from streams.scoring import load_event_image, score_fields
 from streams.slices import SliceConfig, Slicer
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from numpy.typing import NDArray
     from PIL import Image
 
     from signals import Embedder, EmbeddingCache, FieldScores, SignalBank
     from storage import ClickHouseWriter
     from streams.columnar import ColumnarBatch
 
-__all__ = ["FIELD_CONTENT", "BatchResult", "Pipeline", "embed_field"]
+__all__ = ["BatchResult", "Pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -226,12 +224,11 @@ class Pipeline:
                 continue
             needs_image = event.output.image and "output.image" not in given.get(event.event_id, {})
             if needs_image:
-                try:
-                    images[event.event_id] = load_image(event.output.image or "",
-                                                        self._image_policy)  # fmt: skip
-                except ImageError as exc:
-                    result.rejected.append((event, f"output.image: {exc}"))
+                loaded = load_event_image(event, self._image_policy)
+                if isinstance(loaded, str):
+                    result.rejected.append((event, loaded))
                     continue
+                images[event.event_id] = loaded
             accepted.append(event)
         if not accepted:
             return result
@@ -251,34 +248,33 @@ class Pipeline:
         batch = WriteBatch()
         slices = {e.event_id: self._slice_values(e) for e in events}
         per_event: dict[str, dict[str, GroupScore]] = {}
-        for name, content in _CONTENT.items():
-            owners = [e for e in events if content(e)]
-            if not owners:
-                continue
+        pictures = {i: images[e.event_id] for i, e in enumerate(events) if e.event_id in images}
+        for scoring in score_fields(self._embedders, self._cache, bank, events, pictures,
+                                  given=given):  # fmt: skip
+            name, owners = scoring.name, [events[i] for i in scoring.owners]
             embedder_id = self._embedders.id_for(name)
-            pictures = [images.get(e.event_id) for e in owners] if name == "output.image" else []
-            windows, counts = embed_field(self._embedders, self._cache, name, owners, pictures,
-                                          given)  # fmt: skip
-            if counts is not None:
+            if scoring.counts is not None:
+                counts = scoring.counts
                 result.cache.add(counts)
                 batch.cache_stats.append(CacheStatsRow(
                     datetime.now(UTC), name, embedder_id, counts.lookups, counts.memory_hits,
                     counts.shared_hits, counts.batch_repeats, counts.model_texts,
                 ))  # fmt: skip
-            documents = windows.documents()
-            for i, (event, vector) in enumerate(zip(owners, documents, strict=True)):
-                group = windows.group(i)
-                batch.embeddings.append(EmbeddingRow(
-                    event.event_id, name, embedder_id, event.timestamp, event.model,
-                    event.model_version, vector.tolist(),
-                    group.tolist() if len(group) > 1 and self._store_windows else (),
-                ))  # fmt: skip
-            field_scores = [bank.score_windows(name, windows)]
-            if name in bank.text_fields:
-                field_scores.append(bank.score_texts(name, [content(e) or "" for e in owners]))
-            for scored in field_scores:
+            if scoring.windows is not None:
+                documents = scoring.windows.documents()
+                for i, (event, vector) in enumerate(zip(owners, documents, strict=True)):
+                    group = scoring.windows.group(i)
+                    batch.embeddings.append(EmbeddingRow(
+                        event.event_id, name, embedder_id, event.timestamp, event.model,
+                        event.model_version, vector.tolist(),
+                        group.tolist() if len(group) > 1 and self._store_windows else (),
+                    ))  # fmt: skip
+            for scored, rows in ((scoring.embedded, scoring.owners),
+                                 (scoring.texts, scoring.text_owners)):  # fmt: skip
+                if scored is None:
+                    continue
                 for j, signal in enumerate(scored.signals):
-                    for i, event in enumerate(owners):
+                    for i, event in enumerate(events[r] for r in rows):
                         score = float(scored.probabilities[i, j])
                         flagged = bool(scored.flagged[i, j])
                         batch.scores.append(ScoreRow(
@@ -321,83 +317,6 @@ def _score_tables(scored: FieldScores, base: dict[str, Any], slices: Any) -> lis
         "flagged": pa.array(scored.flagged[:, j].astype(np.uint8)),
         "slices": slices,
     }) for j, signal in enumerate(scored.signals)]  # fmt: skip
-
-
-_CONTENT: dict[str, Callable[[GenerationEvent], str | None]] = {
-    "prompt.text": lambda e: e.prompt.text,
-    "output.text": lambda e: e.output.text,
-    "output.image": lambda e: e.output.image,
-}
-"""The embedding fields and where each one's content is in an event."""
-
-FIELD_CONTENT = _CONTENT
-"""Public name of :data:`_CONTENT`, for other paths that embed events (the guardrail API)."""
-
-
-def embed_field(
-    embedders: FieldEmbedders,
-    cache: EmbeddingCache | None,
-    name: str,
-    owners: Sequence[GenerationEvent],
-    images: Sequence[Image.Image | None],
-    given: Mapping[str, Mapping[str, Sequence[Any]]] | None = None,
-) -> tuple[Windows, CacheCounts | None]:
-    """Window vectors of field ``name`` for ``owners``, the one way every path embeds.
-
-    A vector in ``given`` (by event id, then field) is used instead of the model when it has
-    the field embedder's size: one flat vector is one window, a list of vectors is the windows
-    themselves (what the guardrail API records). ``images`` holds one decoded image per owner,
-    by position (not by event id: two requests of one micro-batch may carry the same id). Texts
-    and images go through ``cache`` when there is one (images keyed by their decoded pixels).
-    The pipeline and the guardrail API both call this.
-    """
-    dim = embedders.for_field(name).dim
-    groups: list[NDArray[np.float32]] = [np.zeros((1, dim), dtype=np.float32)] * len(owners)
-    missing = []
-    for i, event in enumerate(owners):
-        carried = _carried_windows((given or {}).get(event.event_id, {}).get(name), dim)
-        if carried is None:
-            missing.append(i)  # absent, or not this embedder's shape: the model embeds it
-        else:
-            groups[i] = carried
-    counts: CacheCounts | None = None
-    if missing:
-        if name == "output.image":
-            pictures = [_present(images[i], owners[i]) for i in missing]
-            if cache is not None:  # keyed by decoded pixels: the fetch happened, the model may not
-                computed, counts = cache.embed_images(embedders.image, name, pictures)
-            else:
-                computed = Windows.single(embedders.image.embed_images(pictures))
-        else:
-            texts = [_CONTENT[name](owners[i]) or "" for i in missing]
-            if cache is not None:
-                computed, counts = cache.embed_windows(embedders.text, name, texts)
-            else:
-                computed = embedders.text.embed_windows(texts)
-        for i, group in zip(missing, computed.groups(), strict=True):
-            groups[i] = group
-    return Windows.of(groups, dim), counts
-
-
-def _present(image: Image.Image | None, event: GenerationEvent) -> Image.Image:
-    if image is None:
-        raise ValueError(f"event {event.event_id}: output.image was not loaded")
-    return image
-
-
-def _carried_windows(vector: Sequence[Any] | None, dim: int) -> NDArray[np.float32] | None:
-    """A carried vector (or list of window vectors) as a windows matrix, if it has ``dim``."""
-    if vector is None or not len(vector):
-        return None
-    try:
-        matrix = np.asarray(vector, dtype=np.float32)
-    except (TypeError, ValueError):  # ragged or not numbers
-        return None
-    if matrix.ndim == 1:
-        matrix = matrix.reshape(1, -1)
-    if matrix.ndim != 2 or matrix.shape[1] != dim or not np.isfinite(matrix).all():
-        return None
-    return matrix
 
 
 def _repeat(value: str, n: int) -> pa.Array:

@@ -130,7 +130,7 @@ def serve(
     kafka: KafkaOpt = None,
 ) -> None:
     """The guardrail API (POST /v1/score); with --all the whole job in one process."""
-    from telltale.serve_all import serve as run_server
+    from telltale.serving import serve as run_server
 
     settings = settings_for(clickhouse, kafka)
     overrides = {k: v for k, v in (("host", host), ("port", port)) if v is not None}

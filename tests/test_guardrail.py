@@ -13,25 +13,17 @@ from typing import Any
 import numpy as np
 import pytest
 
+from signals.actions import guardrail_decision
 from signals.bank import SignalBank
 from signals.cache import EmbeddingCache, LruVectorCache
 from signals.spec import load_spec
 from signals.training import train_signal
 from storage.writer import ClickHouseWriter
 from streams.events import decode_record, validate_event
-from streams.guardrail import (
-    GuardrailClosed,
-    MicroBatcher,
-    Rejected,
-    Scored,
-    Scorer,
-    ScoreRequest,
-    SignalResult,
-    envelope,
-    storage_recorder,
-    verdict_of,
-)
 from streams.pipeline import Pipeline
+from streams.recording import envelope, storage_recorder
+from streams.scoring import Rejected, Scored, Scorer, ScoreRequest, SignalResult
+from telltale.serving.batcher import GuardrailClosed, MicroBatcher
 
 ADVICE = "You should buy NVDA shares today; they will double by spring."
 NEUTRAL = "Here is a short answer about photosynthesis: plants turn light into sugar."
@@ -81,10 +73,10 @@ def _result(name: str, flagged: bool, action: Any) -> SignalResult:
 
 
 def test_verdict_follows_the_strongest_action_of_a_flagged_signal() -> None:
-    assert verdict_of([]) == "pass"
-    assert verdict_of([_result("a", True, "log")]) == "pass"
-    assert verdict_of([_result("a", True, "flag"), _result("b", False, "block")]) == "flag"
-    assert verdict_of([_result("a", True, "flag"), _result("b", True, "block")]) == "block"
+    assert guardrail_decision([]) == "pass"
+    assert guardrail_decision([_result("a", True, "log")]) == "pass"
+    assert guardrail_decision([_result("a", True, "flag"), _result("b", False, "block")]) == "flag"
+    assert guardrail_decision([_result("a", True, "flag"), _result("b", True, "block")]) == "block"
 
 
 def test_spec_action_defaults_to_log_and_rejects_unknown_values() -> None:

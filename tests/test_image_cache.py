@@ -29,8 +29,8 @@ from signals.training import train_signal
 from storage.embedding_cache import ClickHouseVectorCache
 from storage.writer import ClickHouseWriter
 from streams.events import GenerationEvent, validate_event
-from streams.guardrail import Scorer, ScoreRequest
 from streams.pipeline import Pipeline
+from streams.scoring import Scorer, ScoreRequest
 from telltale.sample_data import image_base64, render_image
 from telltale.signal_store import ClickHouseSignalStore
 

@@ -28,6 +28,7 @@ from conftest import TINY_ENV, _free_port
 from hypothesis import HealthCheck, settings
 from pydantic import SecretStr
 
+from signals.actions import guardrail_decision
 from signals.live import LiveSignals
 from signals.spec import load_spec
 from signals.training import train_signal
@@ -35,9 +36,10 @@ from storage.client import connect
 from storage.migrate import migrate
 from storage.serialized import SerializedClient
 from storage.writer import ClickHouseWriter
-from streams.guardrail import Scored, Scorer, ScoreRequest, storage_recorder, verdict_of
 from streams.pipeline import Pipeline
-from telltale.serve import GuardrailService, create_app
+from streams.recording import storage_recorder
+from streams.scoring import Scored, Scorer, ScoreRequest
+from telltale.serving import GuardrailService, create_app
 from telltale.settings import ServeSettings
 from telltale.signal_store import ClickHouseSignalStore
 
@@ -131,7 +133,7 @@ def test_score_returns_every_signal_and_a_consistent_verdict(server: Running) ->
                 assert got[s.name]["flagged"] == s.flagged
                 assert got[s.name]["action"] == {"stock_advice": "block",
                                                   "jailbreak_attempt": "flag"}[s.name]  # fmt: skip
-            assert body["verdict"] == verdict_of(expected.signals)
+            assert body["verdict"] == guardrail_decision(expected.signals)
             verdicts.append(body["verdict"])
     assert "block" in verdicts  # the trained signal flags some of its own positives
 

@@ -168,7 +168,7 @@ def test_late_events_rebuild_the_detectors(ch: Any) -> None:
 
 
 def test_the_all_in_one_writer_asks_for_a_rewind_only_for_processed_minutes(ch: Any) -> None:
-    from telltale.serve_all import _Monitored
+    from telltale.serving.server import _Monitored
 
     monitor = Monitor(ch, MonitorSettings.model_validate({"lookback_minutes": 600}))
     watched = _Monitored(monitor=monitor)

@@ -463,7 +463,7 @@ def test_a_500_is_counted_as_500(tiny_embedder: Any) -> None:
     from signals.spec import load_spec
     from signals.store import InMemorySignalStore
     from signals.training import train_signal
-    from telltale.serve import GuardrailService, create_app
+    from telltale.serving import GuardrailService, create_app
     from telltale.settings import ServeSettings
 
     store = InMemorySignalStore()

@@ -24,20 +24,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
-
-from fastapi import Depends, FastAPI, Query, Request
-from fastapi.responses import HTMLResponse
-from pydantic import BaseModel
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
 
 from storage import ClickHouseWriter, SerializedClient, redact_dsn
 from streams import Pipeline, Recorder, kafka_recorder, storage_recorder
-from telltale.serve import GuardrailService, create_app
-from telltale.serve_protocol import header_deadline_protocol
+from telltale.serving.app import create_app
+from telltale.serving.protocol import header_deadline_protocol
+from telltale.serving.reads import add_read_routes
+from telltale.serving.service import GuardrailService
 from telltale.settings import Settings
 from telltale.trust import release_instrument
 from telltale.wiring import (
@@ -52,23 +49,15 @@ from telltale.wiring import (
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
+    from fastapi import FastAPI
 
     from alerts import Monitor
     from storage import WriteBatch
+    from telltale.serving.auth import Auth
 
-__all__ = ["RANGES", "build_server", "serve"]
+__all__ = ["build_server", "serve"]
 
 log = logging.getLogger(__name__)
-
-RANGES: dict[str, timedelta] = {
-    "15m": timedelta(minutes=15),
-    "1h": timedelta(hours=1),
-    "6h": timedelta(hours=6),
-    "24h": timedelta(hours=24),
-    "7d": timedelta(days=7),
-    "30d": timedelta(days=30),
-}
-"""Choices of the report's time range picker."""
 
 
 class _WatchedWriter(ClickHouseWriter):
@@ -147,12 +136,34 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
 
         return create_app(service, on_shutdown=close)
 
-    worker: dict[str, Any] = {}
+    beside = _WorkerAndMonitor(settings, client, parts, monitored)
 
-    async def start_all() -> None:
+    def routes(app: FastAPI, auth: Auth) -> None:
+        add_read_routes(app, auth, client, redact_dsn(settings.clickhouse.dsn),
+                        settings.privacy.min_slice_users)  # fmt: skip
+
+    return create_app(service, extra=routes, on_startup=beside.start, on_shutdown=beside.stop)
+
+
+class _WorkerAndMonitor:
+    """What ``--all`` runs beside the API: the Kafka worker on the server's loop (sharing the
+    API's model, signals and client, with its own pipeline and writer) and the monitor on a
+    thread. Started after the API's service, stopped after it drained; closes the client."""
+
+    def __init__(
+        self, settings: Settings, client: Client, parts: Parts, monitored: _Monitored
+    ) -> None:
+        self._settings = settings
+        self._client = client
+        self._parts = parts
+        self._monitored = monitored
+        self._worker: Any = None
+
+    async def start(self) -> None:
         from alerts import Monitor, WebhookNotifier
 
-        # The worker's own pipeline shares model, signals and client, with its own writer.
+        settings, client, parts, monitored = (self._settings, self._client, self._parts,
+                                              self._monitored)  # fmt: skip
         shared = Parts(
             client, parts.embedders, parts.signals,
             Pipeline(parts.embedders, parts.signals,
@@ -161,7 +172,7 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
         )  # fmt: skip
         app = make_worker_app(settings, build=lambda: shared)
         await app.start()
-        worker["app"] = app
+        self._worker = app
         monitor_settings, notify = settings.monitor, settings.notify
         stop = threading.Event()
         notifier = WebhookNotifier(notify, sleep=stop.wait) if notify.enabled else None
@@ -180,143 +191,15 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
             settings.kafka.bootstrap, settings.kafka.topic, monitor_settings.interval_s,
         )  # fmt: skip
 
-    async def stop_all() -> None:
+    async def stop(self) -> None:
+        monitored = self._monitored
         if monitored.stop is not None:
             monitored.stop.set()
-        if "app" in worker:
-            await worker["app"].stop()
+        if self._worker is not None:
+            await self._worker.stop()
         if monitored.thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, monitored.thread.join, 60)
-        client.close()
-
-    def routes(app: FastAPI, auth: Callable[[Request], Awaitable[None]]) -> None:
-        _live_routes(app, auth, client, redact_dsn(settings.clickhouse.dsn),
-                     settings.privacy.min_slice_users)  # fmt: skip
-
-    return create_app(service, extra=routes, on_startup=start_all, on_shutdown=stop_all)
-
-
-class RateOut(BaseModel):
-    signal: str
-    model: str
-    model_version: str
-    bucket: str | None
-    events: int
-    failures: int
-    rate: float
-
-
-class RatesResponse(BaseModel):
-    rates: list[RateOut]
-
-
-class DetectionsResponse(BaseModel):
-    detections: list[dict[str, Any]]
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _window(
-    range_: str | None, since: datetime | None, until: datetime | None
-) -> tuple[datetime, datetime]:
-    end = _utc(until) or datetime.now(UTC)
-    if since is not None:
-        start = _utc(since)
-        assert start is not None
-    else:
-        start = end - RANGES.get(range_ or "24h", RANGES["24h"])
-    if start >= end:
-        raise StarletteHTTPException(422, "since must be before until")
-    return start, end
-
-
-def _picker(chosen: str | None, start: datetime, end: datetime) -> str:
-    options = "".join(
-        f'<option value="{name}"{" selected" if name == chosen else ""}>last {name}</option>'
-        for name in RANGES
-    )
-    value = "%Y-%m-%dT%H:%M"
-    window = (
-        '<form method="get" action="/" style="display:inline;margin-left:16px">'
-        f'<input type="datetime-local" name="since" value="{start:{value}}"> – '
-        f'<input type="datetime-local" name="until" value="{end:{value}}"> UTC '
-        '<button type="submit">apply</button></form>'
-    )
-    return (
-        '<div style="margin-top:8px"><form method="get" action="/" style="display:inline">'
-        f'<label>range <select name="range">{options}</select></label> '
-        f'<button type="submit">show</button></form>{window}'
-        ' &nbsp; <a href="/v1/detections" style="color:#9cf">detections (JSON)</a>'
-        ' · <a href="/v1/rates" style="color:#9cf">rates (JSON)</a></div>'
-    )
-
-
-def _live_routes(
-    app: FastAPI,
-    auth: Callable[[Request], Awaitable[None]],
-    client: Any,
-    source: str,
-    min_slice_users: int = 0,
-) -> None:
-    @app.get("/", response_class=HTMLResponse, dependencies=[Depends(auth)])
-    def report(
-        range_: Annotated[
-            Literal["15m", "1h", "6h", "24h", "7d", "30d"] | None,
-            Query(alias="range", description="a window ending now (default 24h)"),
-        ] = None,
-        since: Annotated[datetime | None, Query(description="start (UTC); overrides range")] = None,
-        until: Annotated[datetime | None, Query(description="end (UTC); default now")] = None,
-    ) -> HTMLResponse:
-        """The report of every dashboard panel, rendered now from the live database."""
-        from dashboards import QueryContext, build_dashboards, build_report, interval_for, view
-
-        start, end = _window(range_, since, until)
-        dashboards = build_dashboards(min_slice_users)
-        ctx = QueryContext(
-            start=start, end=end, interval_s=interval_for(start, end),
-            variables={"app": None, "model": None, "version": None, "signal": None,
-                       "slice_key": None},
-        )  # fmt: skip
-        chosen = range_ if since is None else None
-        result = build_report(
-            client, [view(d) for d in dashboards], ctx, source=source,
-            generated_at=datetime.now(UTC), controls=_picker(chosen, start, end),
-        )  # fmt: skip
-        return HTMLResponse(result.html)
-
-    @app.get("/v1/rates", response_model=RatesResponse, dependencies=[Depends(auth)])
-    def rates(
-        signal: str | None = None,
-        model: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        bucket: Literal["total", "minute", "hour", "day"] = "total",
-    ) -> RatesResponse:
-        """Failure rates per signal, model and version (optionally per time bucket)."""
-        from storage import failure_rates
-
-        rows = failure_rates(client, signal=signal, model=model, since=_utc(since),
-                             until=_utc(until), bucket=bucket)  # fmt: skip
-        return RatesResponse(rates=[RateOut(**r.as_dict()) for r in rows])
-
-    @app.get("/v1/detections", response_model=DetectionsResponse, dependencies=[Depends(auth)])
-    def detections(
-        state: Literal["open", "resolved", "all"] = "all",
-        detector: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-    ) -> DetectionsResponse:
-        """Detections the monitor opened, newest first."""
-        from storage import list_detections
-
-        rows = list_detections(client, state=state, detector=detector, since=_utc(since),
-                               until=_utc(until), limit=limit)  # fmt: skip
-        return DetectionsResponse(detections=[r.as_dict() for r in rows])
+        self._client.close()
 
 
 def serve(settings: Settings, *, all_in_one: bool = False) -> None:
