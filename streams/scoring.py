@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from signals import (
+    FIELDS,
     Action,
     CacheCounts,
     EmbeddingCache,
@@ -59,7 +60,8 @@ _CONTENT: dict[str, Callable[[GenerationEvent], str | None]] = {
     "output.text": lambda e: e.output.text,
     "output.image": lambda e: e.output.image,
 }
-"""The embedding fields and where each one's content is in an event."""
+"""Where each embedding field's content is in an event (the fields of ``signals.FIELDS``)."""
+assert tuple(_CONTENT) == FIELDS, "every embedded field needs its content accessor"
 
 
 def load_event_image(event: GenerationEvent, policy: ImagePolicy) -> Image.Image | str:
