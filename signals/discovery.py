@@ -73,8 +73,8 @@ def discover_clusters(
     """Rank clusters of ``recent`` (module docstring); also return bulk reference indices.
 
     ``k`` defaults to ``clamp(sqrt(n), 8, 40)`` for ``n`` points in all: on generated logs
-    (tests/log_generators.py) fewer clusters merged a 2-3 % new format into a bulk cluster, and
-    many more split it into pieces below ``min_size``. The second value
+    (tests/support/log_generators.py) fewer clusters merged a 2-3 % new format into a bulk
+    cluster, and many more split it into pieces below ``min_size``. The second value
     is the indices of reference points (or recent points, without a reference) nearest the
     bulk centre, nearest first: negatives for a signal started from a cluster.
     """

