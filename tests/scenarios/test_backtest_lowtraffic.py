@@ -1,6 +1,6 @@
 """The backtest on a three-day, ten-events-an-hour log (``tests/support/lowtraffic_log.py``): the
-release's jump from 2% to 12% is found within a day, the 35% topic drift is found, nothing opens before the
-changes, and the JSON keeps its shape."""
+release's jump from 2% to 12% is found within a day, the 35% topic drift is found, nothing opens
+before the changes, and the JSON keeps its shape."""
 
 from __future__ import annotations
 
