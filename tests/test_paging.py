@@ -6,11 +6,16 @@ key, Slack URL) that never reach a log line, a repr or an error."""
 from __future__ import annotations
 
 import copy
+import json
 import logging
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from alerts_seed import webhook_server
+import typer
+from alerts_seed import T0, traffic, webhook_server
 from paging_services import (
     OPENED,
     PAGERDUTY,
@@ -20,18 +25,26 @@ from paging_services import (
     service,
 )
 from pydantic import SecretStr
+from typer.testing import CliRunner
 
 from alerts.delivery.fanout import FanOutNotifier, build_notifier
+from alerts.delivery.monitor import Monitor
 from alerts.delivery.pagerduty import PagerDutyNotifier, pagerduty_event
 from alerts.delivery.slack import SlackNotifier, slack_message
 from alerts.errors import NotifyError
-from alerts.settings import NotifySettings
+from alerts.settings import MonitorSettings, NotifySettings
+from storage import DetectionRow
+from storage.client import connect
+from storage.detections import list_detections
+from storage.migrate import migrate
+from telltale.cli_alerts import monitor
 
 ROUTING_KEY = "R0UT1NGk3y0000000000000000009999"  # 32 characters, as PagerDuty's keys
 SLACK_PATH = "/services/T0000SECRET/B1111SECRET/XXXXs3cr3tTOKEN"
 RUNBOOKS = "https://oncall.example.com/runbooks"
 DASHBOARD = "https://grafana.example.com/d/telltale-overview"
 GROUPS = {"stock_advice": "critical"}
+MIN = timedelta(minutes=1)
 
 
 def _settings(**values: object) -> NotifySettings:
@@ -166,6 +179,37 @@ def test_the_schemas_reject_what_the_services_reject() -> None:
     unknown["blocks"].append({"type": "table"})
     for bad in (too_long, mrkdwn_header, many, long_section, eleven, unknown):
         assert problems(SLACK, bad)
+
+
+def _other_detectors() -> list[DetectionRow]:
+    base = incident()
+    degradation = replace(
+        base, detector="degradation", key="model=chat/v2/signal=refusal", signal="refusal",
+        statistic=12.4, threshold=9.0, effect=None, effect_low=None, effect_high=None,
+        details={"p0": 0.021, "rate_since_change": 0.048, "change_at": "2026-11-03T11:00:00+00:00"},
+    )  # fmt: skip
+    drift = replace(
+        base, detector="prompt_drift", key="model=chat", model_version="", signal="",
+        statistic=0.0008, threshold=0.005, effect=0.12,
+        details={"clusters": [{"change": 0.12, "recent_examples": ["stock tips <now> & more"]}]},
+    )  # fmt: skip
+    bare = replace(base, detector="new_detector", model="", model_version="", signal="", details={})
+    return [degradation, drift, bare]
+
+
+@pytest.mark.parametrize("row", _other_detectors(), ids=lambda r: r.detector)
+def test_every_detector_pages_valid_messages(row: DetectionRow) -> None:
+    for action in ("trigger", "resolve"):
+        event = pagerduty_event(action, row, routing_key=ROUTING_KEY, runbook_base_url=RUNBOOKS)
+        message = slack_message(action, row, runbook_base_url=RUNBOOKS, dashboard_url=DASHBOARD)
+        assert problems(PAGERDUTY, event) == [] and problems(SLACK, message) == []
+    rates = pagerduty_event("trigger", row, routing_key=ROUTING_KEY)["payload"]["custom_details"]
+    expected = {
+        "degradation": "refusal: expected 2.10%, observed 4.80% since 2026-11-03T11:00:00+00:00",
+        "prompt_drift": "prompts: p = 0.0008 <= 0.005; largest cluster change +12.00 pp",
+        "new_detector": "model=chat/v2: statistic 412.7 vs threshold 200",
+    }[row.detector]
+    assert rates["rates"][0].startswith(expected)
 
 
 def test_long_texts_are_cut_to_the_documented_limits() -> None:
@@ -317,3 +361,74 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TELLTALE_NOTIFY_DASHBOARD_URL", "grafana")
     with pytest.raises(ValueError, match="http"):
         NotifyEnv()
+
+
+# --- through the monitor and the CLI ----------------------------------------------------------
+
+
+def test_the_monitor_pages_pagerduty_and_slack_for_one_incident(ch: Any) -> None:
+    """A release spike from the engine: trigger and resolve on both services, valid, one
+    dedup_key; Slack, down when it fired, gets the firing message on the next cycle."""
+    traffic(ch, model="chat", version="v1", start=T0, minutes=150, per_minute=30, rate=0.02,
+            seed=1)  # fmt: skip
+    traffic(ch, model="chat", version="v2", start=T0 + 60 * MIN, minutes=45, per_minute=30,
+            rate=0.12, seed=2)  # fmt: skip
+    settings = MonitorSettings(lookback_minutes=600, resolve_after_minutes=30, settle_s=0)
+    with service("pagerduty") as pd, service("slack") as slack:
+        notify = _settings(
+            pagerduty_routing_key=SecretStr(ROUTING_KEY), pagerduty_url=pd.url(),
+            slack_webhook_url=SecretStr(slack.url(SLACK_PATH)), max_attempts=2,
+        )  # fmt: skip
+        notifier = build_notifier(notify, sleep=lambda _: None, runbook_base_url=RUNBOOKS)
+        monitor = Monitor(ch, settings, notifier, notify)
+        slack.answers = [(503, "", {})] * 2
+        cycles = [monitor.run_once(now=T0 + minute * MIN) for minute in range(70, 200, 13)]
+    (row,) = list_detections(ch)
+    assert row.state == "resolved" and row.notified == "resolved"
+    assert sum(c.notification_failures for c in cycles) == 0
+    assert [r["event_action"] for r in pd.requests] == ["trigger", "resolve"]
+    assert {r["dedup_key"] for r in pd.requests} == {row.detection_id}
+    assert [r["text"].split()[1] for r in slack.requests] == [
+        "FIRING", "FIRING", "FIRING", "RESOLVED"]  # fmt: skip
+    assert pd.invalid == [] and slack.invalid == []
+    details = pd.requests[0]["payload"]["custom_details"]
+    assert details["baseline_version"] == "v1" and details["rates"][0].startswith(
+        "stock_advice: v2"
+    )
+
+
+def test_cli_monitor_wires_the_notifiers_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    start = now - 150 * MIN
+    path = tmp_path / "db"
+    client = connect(f"chdb://{path}")
+    try:
+        migrate(client)
+        traffic(client, model="chat", version="v1", start=start, minutes=150, per_minute=30,
+                rate=0.02, seed=1)  # fmt: skip
+        traffic(client, model="chat", version="v2", start=start + 90 * MIN, minutes=60,
+                per_minute=30, rate=0.15, seed=2)  # fmt: skip
+    finally:
+        client.close()
+    monkeypatch.setenv("TELLTALE_MONITOR_LOOKBACK_MINUTES", "300")
+    monkeypatch.delenv("TELLTALE_NOTIFY_WEBHOOK_URL", raising=False)
+    with service("pagerduty") as pd, service("slack") as slack:
+        monkeypatch.setenv("TELLTALE_NOTIFY_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)
+        monkeypatch.setenv("TELLTALE_NOTIFY_PAGERDUTY_URL", pd.url("/v2/enqueue"))
+        monkeypatch.setenv("TELLTALE_NOTIFY_SLACK_WEBHOOK_URL", slack.url(SLACK_PATH))
+        monkeypatch.setenv("TELLTALE_GRAFANA_RUNBOOK_BASE_URL", RUNBOOKS)
+        app = typer.Typer()
+        app.command("monitor")(monitor)
+        app.command("other")(lambda: None)  # a group, so `monitor` is a subcommand
+        result = CliRunner().invoke(
+            app, ["monitor", "--once", "--clickhouse", f"chdb://{path}", "--format", "json"]
+        )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["notifications_sent"] == 1
+    assert [r["event_action"] for r in pd.requests] == ["trigger"]
+    assert [r["text"].split()[1] for r in slack.requests] == ["FIRING"]
+    assert pd.invalid == [] and slack.invalid == []
+    assert pd.requests[0]["links"][0]["href"] == f"{RUNBOOKS}#telltale-release-spike"
+    assert ROUTING_KEY not in result.output and SLACK_PATH not in result.output
