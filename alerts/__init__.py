@@ -5,18 +5,23 @@ Three layers, each importing only the ones below it:
 * :mod:`alerts.detectors` — pure statistics, one module per test, storage-free;
 * :mod:`alerts.tracks` — the detection engine and one track per detector (registered in
   :data:`alerts.tracks.TRACKS`), the detection book and its stores;
-* :mod:`alerts.delivery` — the monitor loop, the backtest, the notifier, the receiver and
+* :mod:`alerts.delivery` — the monitor loop, the backtest, the notifiers, the receiver and
   Grafana alert rules.
 """
 
 from __future__ import annotations
 
 from alerts.delivery import (
+    FanOutNotifier,
     Monitor,
+    Notifier,
+    PagerDutyNotifier,
     Receiver,
+    SlackNotifier,
     WebhookNotifier,
     api_payloads,
     backtest,
+    build_notifier,
     provisioning_file,
 )
 from alerts.detectors import (
@@ -60,11 +65,14 @@ __all__ = [
     "Detector",
     "DriftHysteresis",
     "DriftState",
+    "FanOutNotifier",
     "InstrumentCheck",
     "MMDTestResult",
     "Monitor",
     "MonitorSettings",
+    "Notifier",
     "NotifySettings",
+    "PagerDutyNotifier",
     "PromptDriftDetector",
     "PromptDriftSettings",
     "Receiver",
@@ -74,9 +82,11 @@ __all__ = [
     "SeasonalCusum",
     "SeasonalCusumState",
     "SeasonalProfile",
+    "SlackNotifier",
     "WebhookNotifier",
     "api_payloads",
     "backtest",
+    "build_notifier",
     "explain_drift",
     "fit_seasonal_profile",
     "median_heuristic_bandwidth",

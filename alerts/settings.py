@@ -1,14 +1,16 @@
-"""Settings of the monitor and of the webhook notifier: typed pydantic models, no environment.
+"""Settings of the monitor and of the notifiers: typed pydantic models, no environment.
 
 This package only declares them; :mod:`telltale.settings` binds them to the environment
 (``TELLTALE_MONITOR_*`` tunes the detectors and the schedule, ``TELLTALE_NOTIFY_*`` configures
-the webhook) and the CLI builds them once and passes them down. The webhook URL and PagerDuty
-routing key are secrets (``SecretStr``: never printed, logged or put in an exception message).
+the webhook, PagerDuty and Slack) and the CLI builds them once and passes them down. The webhook
+and Slack URLs and the PagerDuty routing keys are secrets (``SecretStr``: never printed, logged
+or put in an exception message).
 """
 
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -288,17 +290,39 @@ class MonitorSettings(BaseModel):
 
 
 class NotifySettings(BaseModel):
-    """The webhook notifier. Without a URL (and, for PagerDuty, a routing key) it is off."""
+    """The notifiers: a generic webhook, PagerDuty (Events API v2) and Slack (incoming webhook).
+
+    Each is on when its secret is set, and several can be on at once (every page goes to each).
+    The retry settings (``timeout_s`` … ``backoff_max_s``) apply to all of them.
+    """
 
     webhook_url: SecretStr | None = Field(
         default=None, description="where to POST; for 'pagerduty' the Events API v2 by default"
     )
-    format: Literal["generic", "slack", "pagerduty"] = "generic"
-    routing_key: SecretStr | None = Field(
-        default=None, description="PagerDuty integration (routing) key"
+    format: Literal["generic", "slack", "pagerduty"] = Field(
+        default="generic",
+        description="the webhook's payload; prefer the PagerDuty and Slack settings below "
+        "('slack' and 'pagerduty' here send the same messages through the webhook)",
     )
-    severity: Literal["critical", "error", "warning", "info"] = "error"
-    source: str = Field(default="telltale", description="PagerDuty payload.source")
+    routing_key: SecretStr | None = Field(
+        default=None, description="PagerDuty integration key for format 'pagerduty'"
+    )
+    pagerduty_routing_key: SecretStr | None = Field(
+        default=None, description="PagerDuty Events API v2 integration (routing) key: pages on"
+    )
+    pagerduty_url: str = Field(
+        default=PAGERDUTY_EVENTS_URL, description="the Events API v2 endpoint (tests, EU region)"
+    )
+    slack_webhook_url: SecretStr | None = Field(
+        default=None, description="Slack incoming-webhook URL (a credential): Slack messages on"
+    )
+    dashboard_url: str | None = Field(
+        default=None, description="Grafana dashboard linked from PagerDuty and Slack messages"
+    )
+    severity: Literal["critical", "error", "warning", "info"] = Field(
+        default="error", description="paging severity of signals outside a signal group"
+    )
+    source: str = Field(default="telltale", min_length=1, description="PagerDuty payload.source")
     timeout_s: float = Field(default=10.0, gt=0)
     max_attempts: int = Field(default=5, ge=1, le=20)
     backoff_s: float = Field(default=1.0, ge=0, description="first retry delay; doubles")
@@ -309,16 +333,33 @@ class NotifySettings(BaseModel):
         description="a detection resolved longer ago than this and never sent is not sent",
     )
 
+    @field_validator("pagerduty_url", "dashboard_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        parts = urlsplit(value) if value is not None else None
+        if parts is not None and (parts.scheme not in ("http", "https") or not parts.hostname):
+            raise ValueError("must be an http(s) URL")
+        return value
+
     @property
     def enabled(self) -> bool:
+        """The generic webhook (or its legacy 'slack'/'pagerduty' formats) is configured."""
         if self.format == "pagerduty":
             return self.routing_key is not None
         return self.webhook_url is not None
 
+    @property
+    def any_enabled(self) -> bool:
+        """At least one notifier (webhook, PagerDuty, Slack) is configured."""
+        return (
+            self.enabled or self.pagerduty_routing_key is not None
+            or self.slack_webhook_url is not None
+        )  # fmt: skip
+
     def url(self) -> str:
-        """The secret URL, for the HTTP client only."""
+        """The webhook's secret URL, for the HTTP client only."""
         if self.webhook_url is not None:
             return self.webhook_url.get_secret_value()
         if self.format == "pagerduty":
-            return PAGERDUTY_EVENTS_URL
+            return self.pagerduty_url
         raise ValueError("no webhook URL configured (TELLTALE_NOTIFY_WEBHOOK_URL)")

@@ -54,8 +54,8 @@ def monitor(
     fmt: FormatOpt = "text",
 ) -> None:
     """Run the detectors on a schedule: release spikes, slow degradation, prompt drift."""
-    from alerts import Monitor, WebhookNotifier
-    from storage import load_group_rows
+    from alerts import Monitor
+    from telltale.wiring import make_notifier
 
     settings = cli_settings().monitor
     if interval is not None:
@@ -66,12 +66,7 @@ def monitor(
         with open_client(clickhouse) as client:
             try:
                 # Back-off waits on the stop event, so SIGTERM never waits out a retry delay.
-                # Signal groups page at their own severity.
-                notifier = (
-                    WebhookNotifier(notify, sleep=stop.wait, severities={
-                        g.name: g.severity for g in load_group_rows(client)})
-                    if notify.enabled else None
-                )  # fmt: skip
+                notifier = make_notifier(cli_settings(), client, stop.wait)
             except ValueError as exc:
                 raise fail(exc) from exc
             audit = cli_settings().audit
@@ -89,7 +84,7 @@ def monitor(
                 signal.signal(sig, lambda *_: stop.set())
             console.print(
                 f"monitor running every {settings.interval_s:g} s"
-                f" (webhook: {'on, ' + notify.format if notifier else 'off'}); Ctrl-C stops"
+                f" (notifiers: {repr(notifier) if notifier else 'off'}); Ctrl-C stops"
             )
             runner.run(stop)
     except _ERRORS as exc:

@@ -63,6 +63,8 @@ from telltale.signal_store import ClickHouseSignalStore, stored_examples
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
+    from alerts import Notifier
+
 __all__ = [
     "Parts",
     "feedback_rows",
@@ -73,6 +75,7 @@ __all__ = [
     "make_embedder",
     "make_embedders",
     "make_groups",
+    "make_notifier",
     "make_parts",
     "make_pipeline",
     "make_slicer",
@@ -141,6 +144,25 @@ def make_client(settings: ClickHouseSettings, *, migrated: bool = True) -> Clien
     if migrated:
         migrate(client, cluster=settings.cluster)
     return client
+
+
+def make_notifier(
+    settings: Settings, client: Client, sleep: Callable[[float], object]
+) -> Notifier | None:
+    """The notifiers ``TELLTALE_NOTIFY_*`` turns on (webhook, PagerDuty, Slack; several fan out),
+    or None. Signal groups page at their own severity (``signal_groups``); pages link the
+    runbook page the alert rules link (``TELLTALE_GRAFANA_RUNBOOK_BASE_URL``). ``sleep`` is the
+    back-off wait: a stop event's ``wait``, so shutdown never waits out a retry delay."""
+    from alerts import build_notifier
+    from storage import load_group_rows
+
+    notify = settings.notify
+    if not notify.any_enabled:
+        return None
+    return build_notifier(
+        notify, sleep=sleep, severities={g.name: g.severity for g in load_group_rows(client)},
+        runbook_base_url=settings.grafana.runbook_base_url,
+    )  # fmt: skip
 
 
 def make_embedder(settings: EmbedderConfig) -> OpenClipEmbedder:

@@ -1,11 +1,11 @@
-"""``telltale monitor``: register new releases, run the detectors, page through the webhook.
+"""``telltale monitor``: register new releases, run the detectors, page through the notifiers.
 
 Each cycle registers an ``auto`` release for every version without one, lets minutes settle
 for the measured p99 ingest lag (between ``settle_s`` and ``settle_max_s``), rebuilds the
 detectors from storage when rows landed late in processed minutes (or
 :meth:`Monitor.request_rewind` was called), advances the
 :class:`~alerts.tracks.engine.DetectionEngine` over the settled minutes, writes the changed
-detections and then sends what the webhook still owes (each firing once, and one resolve),
+detections and then sends what the notifiers still owe (each firing once, and one resolve),
 and logs how long it took. A starting monitor, or one whose cycle failed, rebuilds its
 detectors by replaying history (:func:`_replay_start`); the
 :class:`~alerts.tracks.book.DetectionBook` keeps that replay from opening or paging anything
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from alerts.delivery.fanout import OwesMessages
 from alerts.delivery.notify import Notifier
 from alerts.errors import NotifyError
 from alerts.settings import MonitorSettings, NotifySettings
@@ -240,6 +241,9 @@ class Monitor:
     def _notify(
         self, book: DetectionBook, notifier: Notifier, now: datetime, report: CycleReport
     ) -> None:
+        if isinstance(notifier, OwesMessages):
+            # What one of several notifiers could not deliver earlier (alerts.delivery.fanout).
+            notifier.retry_owed()
         for row in book.pending_notifications():
             try:
                 if row.notified == "":

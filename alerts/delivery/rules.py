@@ -36,6 +36,7 @@ from grafana_foundation_sdk.builders import alerting, expr
 from grafana_foundation_sdk.models import alerting as alerting_models
 from grafana_foundation_sdk.models import dashboard as dashboard_models
 
+from alerts.delivery.incident import rule_uid
 from alerts.tracks import DEGRADATION, PROMPT_DRIFT, RELEASE_SPIKE
 from dashboards import (
     DATASOURCE_UID,
@@ -99,7 +100,7 @@ def _detector_rule(
     detector: str, title: str, severity: Literal["critical", "warning"], runbook: str
 ) -> RuleSpec:
     return RuleSpec(
-        uid=f"telltale-{detector.replace('_', '-')}",
+        uid=rule_uid(detector),
         title=title,
         query=open_detections_for(detector),
         comparison="gt",
