@@ -42,6 +42,7 @@ from telltale.wiring import (
     content_policy,
     image_policy,
     make_client,
+    make_notifier,
     make_parts,
     make_worker_app,
     pseudonyms,
@@ -160,7 +161,7 @@ class _WorkerAndMonitor:
         self._worker: Any = None
 
     async def start(self) -> None:
-        from alerts import Monitor, WebhookNotifier
+        from alerts import Monitor
 
         settings, client, parts, monitored = (self._settings, self._client, self._parts,
                                               self._monitored)  # fmt: skip
@@ -175,7 +176,7 @@ class _WorkerAndMonitor:
         self._worker = app
         monitor_settings, notify = settings.monitor, settings.notify
         stop = threading.Event()
-        notifier = WebhookNotifier(notify, sleep=stop.wait) if notify.enabled else None
+        notifier = make_notifier(settings, client, stop.wait)
         audit = settings.audit
         instrument = release_instrument(client, min_version_labels=audit.min_version_labels,
                                         include_judge=audit.use_judge_labels)  # fmt: skip
