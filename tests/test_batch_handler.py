@@ -188,6 +188,18 @@ def test_a_redelivered_batch_is_stored_once(harness: Harness) -> None:
     assert physical == 6
 
 
+def test_a_redelivered_batch_records_its_dead_letters_once(harness: Harness) -> None:
+    payloads = [json.dumps(event_json(i)).encode() for i in range(6)]
+    payloads[1], payloads[4] = b"not json", b'{"event_id": "cut'
+    batch = records(payloads)
+    assert harness.run(batch) is Outcome.ACKNOWLEDGE
+    assert harness.run(batch) is Outcome.ACKNOWLEDGE  # held, say, then delivered again
+    physical = harness.client.query(  # rows as stored, before any merge (no FINAL)
+        "SELECT offset, count() FROM dead_letters GROUP BY offset ORDER BY offset"
+    ).result_rows
+    assert physical == [(1, 1), (4, 1)]
+
+
 def test_decoders_are_chosen_per_topic(
     ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str
 ) -> None:
