@@ -24,6 +24,7 @@ __all__ = [
     "DRIFT_CLUSTER_SHARES",
     "DRIFT_DETECTOR_DELAY",
     "DRIFT_STATISTIC",
+    "EVENTS_PER_BUCKET",
     "EVENTS_PER_SECOND",
     "FLAGGED_EVENTS",
     "GENERATION_LATENCY",
@@ -601,6 +602,24 @@ EVENTS_PER_SECOND = NamedQuery(
     "GROUP BY time, model\n"
     "ORDER BY time, model",
     ("time", "model", "events_per_s"),
+)
+
+# The static report's bucket rule (dashboards.report): for each candidate bucket width (epoch-
+# aligned, as $__timeInterval), the median number of events per bucket and model version.
+REPORT_BUCKET_WIDTHS_S = (60, 300, 900, 3_600, 21_600, 86_400)
+EVENTS_PER_BUCKET = NamedQuery(
+    "events_per_bucket",
+    "SELECT width AS width_s, toFloat64(quantileExact(0.5)(n)) AS median_events\n"
+    "FROM (\n"
+    "    SELECT width, intDiv(toUnixTimestamp(minute), width) AS bucket, model, model_version,\n"
+    "           uniqExactMerge(events) AS n\n"
+    f"    FROM events_1m ARRAY JOIN {list(REPORT_BUCKET_WIDTHS_S)} AS width\n"
+    f"    WHERE $__timeFilter(minute) AND {_EVENT_FILTERS}\n"
+    "    GROUP BY width, bucket, model, model_version\n"
+    ")\n"
+    "GROUP BY width_s\n"
+    "ORDER BY width_s",
+    ("width_s", "median_events"),
 )
 
 # Write latency: from the event's own timestamp to its row in ClickHouse. Events that arrive

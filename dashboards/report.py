@@ -7,7 +7,11 @@ numbers. No script, stylesheet or image is loaded from anywhere: the file can be
 
 Each panel's ``$__interval`` follows Grafana's rule (:func:`dashboards.macros.interval_for`):
 the range divided by the panel's width in pixels (its max data points), rounded to Grafana's
-ladder, never below the panel's *Min interval*. A day on a full-width panel is one minute.
+ladder, never below the panel's *Min interval*. A day on a full-width panel is one minute. It
+is never below the report's bucket either (:func:`bucket_s`): the shortest of 1 m, 5 m, 15 m,
+1 h, 6 h and 1 d whose buckets hold a median of at least :data:`MIN_BUCKET_EVENTS` events per
+model version, so that a rate per bucket can be read (at two events a minute, per-minute
+failure rates are spikes between 0 and 100 %).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from html import escape
 from typing import TYPE_CHECKING, Any
 
 from dashboards.macros import QueryContext, interval_for
+from dashboards.queries import EVENTS_PER_BUCKET, REPORT_BUCKET_WIDTHS_S
 from dashboards.run import Frame, run_query
 from dashboards.svg import PALETTE, Marker, Series, bar_chart, format_value, line_chart
 from dashboards.view import DashboardView, PanelView
@@ -28,10 +33,19 @@ from dashboards.view import DashboardView, PanelView
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-__all__ = ["PanelResult", "Report", "build_report", "panel_interval_s"]
+__all__ = ["MIN_BUCKET_EVENTS", "PanelResult", "Report", "bucket_s", "build_report",
+           "panel_interval_s"]  # fmt: skip
+
+MIN_BUCKET_EVENTS = 30
+"""Median events per bucket and model version the report's buckets hold at least (where the
+data allow): a failure rate of 30 events moves in steps of 3 %, not 50 %."""
 
 _MAX_TABLE_ROWS = 100
 _LINK = re.compile(r"^(https?|file)://", re.IGNORECASE)
+_SPACES = re.compile(r"(\s+)")
+_BREAKS = re.compile(r"(?<=_)(?=.)")
+_LONG_BREAKS = re.compile(r"(?<=[_/.:])(?=.)")
+_LONG_WORD = 16
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,7 @@ def build_report(
     """
     results: list[PanelResult] = []
     sections = []
+    bucket = bucket_s(client, ctx)
     for dashboard in dashboards:
         markers = [
             Marker(_seconds(row[0]), str(row[1]))
@@ -85,7 +100,7 @@ def build_report(
         ]
         cards = []
         for panel in dashboard.panels:
-            panel_ctx = replace(ctx, interval_s=panel_interval_s(panel, ctx))
+            panel_ctx = replace(ctx, interval_s=max(panel_interval_s(panel, ctx), bucket))
             frame = run_query(client, panel.query, panel_ctx) if panel.query else None
             rows = len(frame.rows) if frame else 0
             results.append(PanelResult(dashboard.uid, panel.title, panel.kind, rows,
@@ -96,8 +111,22 @@ def build_report(
             f'<p class="muted">{escape(dashboard.description)}</p>'
             f'<div class="grid">{"".join(cards)}</div></section>'
         )
-    page = _page(dashboards, sections, ctx, source, generated_at, controls)
+    page = _page(dashboards, sections, replace(ctx, interval_s=bucket), source, generated_at,
+                 controls)  # fmt: skip
     return Report(page, tuple(results))
+
+
+def bucket_s(client: Client, ctx: QueryContext) -> int:
+    """The report's shortest bucket (module docstring): the first width of
+    ``REPORT_BUCKET_WIDTHS_S`` whose buckets in ``ctx``'s range hold a median of at least
+    :data:`MIN_BUCKET_EVENTS` events per model version (buckets without events left out).
+    Where none does, the longest width that fits in the range; one minute without data."""
+    medians = {int(w): float(m) for w, m in run_query(client, EVENTS_PER_BUCKET, ctx).rows}
+    for width in REPORT_BUCKET_WIDTHS_S:
+        if medians.get(width, 0.0) >= MIN_BUCKET_EVENTS:
+            return width
+    span_s = (ctx.end - ctx.start).total_seconds()
+    return max([w for w in REPORT_BUCKET_WIDTHS_S if w <= span_s and medians], default=60)
 
 
 def _chart_width(panel: PanelView) -> int:
@@ -208,12 +237,23 @@ def _cell(column: str, value: Any) -> str:
         return escape(format_value(value, ""))
     text = str(value)
     if column == "image" and _LINK.match(text):
-        return f'<a href="{escape(text, quote=True)}">{escape(text)}</a>'
-    return escape(text)
+        return f'<a href="{escape(text, quote=True)}">{_breakable(text)}</a>'
+    return _breakable(text)
+
+
+def _breakable(text: str) -> str:
+    """``text`` escaped, with line-break opportunities after ``_`` (column and signal names)
+    and, in words of :data:`_LONG_WORD` characters or more, after ``/ . :`` too (embedder ids,
+    event ids, URLs; numbers and short words stay whole): a table then wraps into its panel."""
+    out = []
+    for word in _SPACES.split(text):
+        after = _LONG_BREAKS if len(word) >= _LONG_WORD else _BREAKS
+        out.append("<wbr>".join(escape(piece) for piece in after.split(word)))
+    return "".join(out)
 
 
 def _table(frame: Frame) -> str:
-    head = "".join(f"<th>{escape(c)}</th>" for c in frame.columns)
+    head = "".join(f"<th>{_breakable(c)}</th>" for c in frame.columns)
     rows = "".join(
         "<tr>"
         + "".join(f"<td>{_cell(c, v)}</td>" for c, v in zip(frame.columns, row, strict=True))
@@ -258,10 +298,11 @@ h2{font-size:18px;margin:12px 0 2px}
 .legend span{display:inline-block;margin-right:12px}
 .legend i{display:inline-block;width:10px;height:3px;margin-right:4px;vertical-align:middle}
 .table{overflow-x:auto}
-table{border-collapse:collapse;font-size:12px;width:max-content;min-width:100%}
-th,td{border-bottom:1px solid #eceef1;padding:3px 6px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;font-size:12px;width:100%}
+th,td{border-bottom:1px solid #eceef1;padding:3px 6px;text-align:left;vertical-align:top;
+ overflow-wrap:break-word}
 th{background:#f4f5f7}
-td{max-width:320px;overflow-wrap:break-word}
+td{max-width:320px}
 """
 
 
@@ -283,10 +324,19 @@ def _page(
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>telltale report</title><style>{_CSS}</style></head><body>"
-        f"<header><h1>telltale report</h1><p>{escape(window)} · intervals per panel by "
-        "Grafana's rule"
+        f"<header><h1>telltale report</h1><p>{escape(window)} · buckets of at least "
+        f"{escape(_duration(ctx.interval_s))} (a median of {MIN_BUCKET_EVENTS} events per model "
+        "version where the data allow), wider where a panel is narrow (Grafana's rule)"
         f" · {escape(chosen)}</p><p>source {escape(source)} · generated "
         f"{generated_at:%Y-%m-%d %H:%M:%S} UTC · same SQL as the Grafana dashboards</p>"
         f"{controls}</header>"
         f"<nav>{nav}</nav>{''.join(sections)}</body></html>\n"
     )
+
+
+def _duration(seconds: int) -> str:
+    """``seconds`` in its largest whole unit: ``15m``, ``6h``, ``1d`` (``90s``)."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"

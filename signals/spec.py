@@ -48,6 +48,7 @@ signal also trains on weakly labelled events (``telltale signals train NAME --we
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -311,10 +312,47 @@ class SignalSpec(_Frozen):
         return self.model_copy(update={"examples": examples})
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _whole_characters(
+    value: Any, source: str, where: str = "", seen: frozenset[int] = frozenset()
+) -> Any:
+    """``value`` with each UTF-16 surrogate pair in its strings (and keys) made the character
+    it encodes; a lone surrogate raises :class:`SpecError` naming the field.
+
+    ``json.dumps`` escapes a character outside the Basic Multilingual Plane (an emoji) as a
+    pair, ``"\\ud83d\\ude00"``, and YAML decodes each half on its own: two lone surrogates,
+    which no tokenizer or UTF-8 encoder accepts. A container that holds itself (a YAML alias)
+    is left as it is, for validation to refuse."""
+    if isinstance(value, str):
+        if not _SURROGATE.search(value):
+            return value
+        try:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise SpecError(f"{source}: {where or 'spec'}: lone UTF-16 surrogate (half of an "
+                            "escaped pair such as \\ud83d\\ude00); write the character "
+                            "itself or both halves") from exc  # fmt: skip
+    if not isinstance(value, dict | list | tuple) or id(value) in seen:
+        return value
+    seen = seen | {id(value)}
+    if isinstance(value, dict):
+        return {_whole_characters(k, source, where or "spec"):
+                _whole_characters(v, source, f"{where}.{k}" if where else str(k), seen)
+                for k, v in value.items()}  # fmt: skip
+    return [_whole_characters(v, source, f"{where}.{i}" if where else str(i), seen)
+            for i, v in enumerate(value)]  # fmt: skip
+
+
 def parse_spec(data: Any, source: str = "spec") -> SignalSpec:
-    """Validate a mapping as a spec; errors name the offending field."""
+    """Validate a mapping as a spec; errors name the offending field.
+
+    Surrogate pairs in its strings become the characters they encode; a lone surrogate is
+    refused (see :func:`_whole_characters`)."""
     if not isinstance(data, dict):
         raise SpecError(f"{source}: a signal spec must be a mapping, got {type(data).__name__}")
+    data = _whole_characters(data, source)
     try:
         return SignalSpec.model_validate(data)
     except ValidationError as exc:

@@ -3,7 +3,11 @@
 Order of inserts matters. Embeddings and scores go first and ``events`` last, so a stored
 ``events`` row means the whole event is stored: :meth:`ClickHouseWriter.existing_event_ids`
 lets the pipeline skip those on redelivery, and anything written before a crash is re-written
-harmlessly (see ``storage.schema`` for why duplicates never change counts).
+harmlessly (see ``storage.schema`` for why duplicates never change counts). When a later insert
+fails (``events`` over a memory limit, say), the embeddings and scores already written for the
+batch's events that have no ``events`` row are deleted before the error is raised, so a retry
+stores one row per event and a dead-lettered event leaves none (the per-minute views keep what
+they counted from those scores: a view holds states, not rows).
 
 Two things keep a write from half-succeeding or failing for good:
 
@@ -46,6 +50,8 @@ _PARTITION_LIMIT_DEFAULT = 100  # ClickHouse's default max_partitions_per_insert
 _MONTH_COLUMN = {"events": "timestamp", "embeddings": "timestamp", "signal_scores": "timestamp",
                  "embedding_cache_stats": "at"}  # fmt: skip
 """The column each table is partitioned by (``toYYYYMM`` of it; see ``storage.schema``)."""
+_WRITTEN_BEFORE_EVENTS = ("embeddings", "signal_scores")
+"""Tables with rows per event written before ``events``: what a failed write may leave."""
 
 
 class ClickHouseWriter:
@@ -113,8 +119,13 @@ class ClickHouseWriter:
             several = len(_by_month(first[2], first[1].index("timestamp"),
                                     self._partition_limit())) > 1  # fmt: skip
             self._check([b for b in blocks[0 if several else 1 :] if b[2]])
-            for table, columns, rows in blocks:
-                self._insert(table, columns, rows)
+            written: list[str] = []  # tables that took at least one block
+            try:
+                for table, columns, rows in blocks:
+                    self._insert(table, columns, rows, written)
+            except Exception:
+                self._discard_unstored([e.event_id for e in batch.events], written)
+                raise
         except Exception as exc:
             raise classify(exc, f"insert of {len(batch.events)} events") from exc
         self._buffer = WriteBatch()
@@ -148,13 +159,17 @@ class ClickHouseWriter:
         """
         if self.pending:
             raise BackPressure("write_arrow needs an empty buffer; flush() first")
+        written: list[str] = []
         try:
             for table, data in (("embeddings", embeddings), ("signal_scores", scores),
                                 ("events", events)):  # fmt: skip
                 for part in _arrow_by_month(data, _MONTH_COLUMN[table], self._partition_limit()):
                     self._client.insert_arrow(table, part, settings=self._settings)
+                    written.append(table)
                     log.debug("inserted %d rows into %s (arrow)", part.num_rows, table)
         except Exception as exc:
+            if events.num_rows:
+                self._discard_unstored(events.column("event_id").to_pylist(), written)
             raise classify(exc, f"insert of {events.num_rows} events") from exc
         return int(events.num_rows)
 
@@ -180,6 +195,29 @@ class ClickHouseWriter:
             for e in events if e.event_id in low
         ]  # fmt: skip
 
+    def _discard_unstored(self, event_ids: list[str], tables: Sequence[str]) -> None:
+        """After a failed write: delete the rows ``tables`` hold for those of ``event_ids``
+        that have no ``events`` row (embeddings and scores written before ``events``). Best
+        effort: if the database refuses this too, the rows stay until the retry rewrites them
+        (``ReplacingMergeTree`` merges the copies)."""
+        tables = [t for t in _WRITTEN_BEFORE_EVENTS if t in tables]
+        if not tables or not event_ids:
+            return
+        try:
+            unstored = sorted(set(event_ids) - self.existing_event_ids(event_ids))
+            for table in tables:
+                for start in range(0, len(unstored), _ID_CHUNK):
+                    self._client.command(
+                        f"DELETE FROM {table} WHERE event_id IN {{ids:Array(String)}}",  # noqa: S608 - table from code
+                        parameters={"ids": unstored[start : start + _ID_CHUNK]},
+                    )
+        except Exception as exc:
+            log.warning("a failed write left rows in %s for events not stored (the retry "
+                        "writes them again): %s", ", ".join(tables), exc)  # fmt: skip
+        else:
+            log.info("deleted the rows of %d events not stored from %s", len(unstored),
+                     ", ".join(tables))  # fmt: skip
+
     def existing_event_ids(self, event_ids: Iterable[str]) -> set[str]:
         """Which of ``event_ids`` are already stored (fully: their ``events`` row exists)."""
         ids = list(dict.fromkeys(event_ids))
@@ -199,11 +237,15 @@ class ClickHouseWriter:
             found.update(str(row[0]) for row in rows)
         return found
 
-    def _insert(self, table: str, columns: tuple[str, ...], rows: list[list[object]]) -> None:
-        """Insert ``rows`` into ``table`` in blocks of at most the partitions one may touch."""
+    def _insert(
+        self, table: str, columns: tuple[str, ...], rows: list[list[object]], written: list[str]
+    ) -> None:
+        """Insert ``rows`` into ``table`` in blocks of at most the partitions one may touch;
+        append ``table`` to ``written`` once a block of it went in."""
         limit = self._partition_limit()
         for block in _by_month(rows, columns.index(_MONTH_COLUMN[table]), limit):
             self._client.insert(table, block, column_names=list(columns), settings=self._settings)
+            written.append(table)
             log.debug("inserted %d rows into %s", len(block), table)
 
     def _check(self, blocks: Sequence[tuple[str, tuple[str, ...], list[list[object]]]]) -> None:

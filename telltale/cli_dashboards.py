@@ -223,13 +223,17 @@ def report_window(
     client: Any, since: datetime | None, until: datetime | None
 ) -> tuple[datetime, datetime]:
     """The report's range: ``until`` defaults to the end of the data (its last minute, plus
-    one), or now on an empty database; ``since`` to 24 hours before ``until``."""
+    one), or now on an empty database; ``since`` to the data's first minute, but at most 24
+    hours before ``until`` (the data's own span: 40 minutes of a demo fill the axis, not the
+    last hour of a day)."""
     from storage import data_bounds
 
+    bounds = data_bounds(client) if since is None or until is None else None
     if until is None:
-        bounds = data_bounds(client)
         until = bounds[1] + timedelta(minutes=1) if bounds else datetime.now(UTC)
     start = since or until - timedelta(hours=24)
+    if since is None and bounds and start < bounds[0] < until:
+        start = bounds[0]
     if start >= until:
         raise typer.BadParameter("--since must be before --until")
     return start, until
@@ -237,8 +241,16 @@ def report_window(
 
 def report(
     out: Annotated[Path, typer.Option("--out", help="HTML file to write", dir_okay=False)],
-    since: Annotated[str | None, typer.Option(help="RFC 3339; default 24 h before --until")] = None,
-    until: Annotated[str | None, typer.Option(help="RFC 3339; default now")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="RFC 3339; default the first minute of data, at most 24 h before --until"
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(help="RFC 3339; default the last minute of data (now on an empty database)"),
+    ] = None,
     app: ListOpt = None,
     model: ListOpt = None,
     version: ListOpt = None,
@@ -250,7 +262,9 @@ def report(
     """Render the dashboards' panels from ClickHouse into one self-contained HTML file.
 
     Without ``--until`` the report ends at the last minute *of data* (a replayed log from
-    September is reported as of September), and without ``--since`` it covers 24 hours.
+    September is reported as of September), and without ``--since`` it starts at the data's
+    first minute, at most 24 hours before. Buckets hold enough events to read a rate (a median
+    of 30 per model version where the data allow; see ``dashboards.report``).
     """
     from dashboards import build_report, view
 

@@ -185,3 +185,68 @@ def test_report_renders_in_headless_chromium(rendered: dict[str, Any], tmp_path:
     assert len(drawn) >= 3, f"chart colours missing from the screenshot: {drawn}"
     dark_header = sum(n for n, c in colours if c == (0x18, 0x1B, 0x1F))
     assert dark_header > 1280 * 40, "the report header was not painted"
+
+
+def test_a_report_without_a_range_fits_the_data_and_reads_rates(tmp_path: Path) -> None:
+    """Forty minutes of data at four events a minute: the default range is those forty
+    minutes (not a day with the data in its last hour), and the buckets are the shortest that
+    hold a median of 30 events per model version (15 minutes; 5 would hold 20)."""
+    from storage.rows import EventRow, ScoreRow, WriteBatch
+    from storage.writer import ClickHouseWriter
+
+    first = now_minute() - timedelta(hours=3)
+    batch = WriteBatch()
+    for i in range(160):
+        at = first + timedelta(seconds=15 * i)
+        batch.events.append(EventRow(f"e{i}", at, CHAT, "v1", output_text="x"))
+        batch.scores.append(ScoreRow(f"e{i}", "stock_advice", 1, at, CHAT, "v1",
+                                     0.9 if i % 10 == 0 else 0.1, i % 10 == 0))  # fmt: skip
+    client = connect(f"chdb://{tmp_path / 'db'}")
+    migrate(client)
+    ClickHouseWriter(client).write(batch)
+    client.close()
+    out = tmp_path / "report.html"
+    dsn = f"chdb://{tmp_path / 'db'}"
+    result = CliRunner().invoke(
+        cli(), ["report", "--out", str(out), "--clickhouse", dsn, "--format", "json"]
+    )
+    assert result.exit_code == 0, result.output
+    html = out.read_text()
+    end = first + timedelta(minutes=40)
+    assert f"{first:%Y-%m-%d %H:%M} – {end:%Y-%m-%d %H:%M} UTC" in html
+    assert "buckets of at least 15m" in html
+    panels = {p["panel"]: p for p in json.loads(result.stdout)["panels"]}
+    rate = panels["Failure rate by signal and model version"]
+    assert rate["interval_s"] == 900 and 3 <= rate["rows"] <= 4  # not 40 one-minute spikes
+
+
+_OVERFLOW_PROBE = """<pre id="overflow"></pre><script>
+document.getElementById('overflow').textContent = JSON.stringify(
+  [...document.querySelectorAll('.panel .table')].map(t => {
+    const panel = t.closest('.panel');
+    return [panel.querySelector('h3').textContent, t.scrollWidth - t.clientWidth,
+            panel.scrollWidth - panel.clientWidth];
+  }));
+</script>"""
+
+
+def test_tables_wrap_into_their_panels_in_headless_chromium(
+    rendered: dict[str, Any], tmp_path: Path
+) -> None:
+    """At 1280 pixels tables wrap into their panels: names and ids break after ``_``, ``/``
+    and ``-`` (before, each table kept its widest line: 160 to 530 pixels wider than its panel,
+    scrolled sideways). A table that still cannot fit scrolls inside its panel, never past it."""
+    probe = tmp_path / "probe.html"
+    probe.write_text(rendered["html"].replace("</body>", f"{_OVERFLOW_PROBE}</body>"))
+    dom = _headless(_chromium(), tmp_path / "profile", "--window-size=1280,2000",
+                    "--dump-dom", probe.resolve().as_uri())  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    found = re.search(r'<pre id="overflow">([^<]*)</pre>', dom.stdout)
+    assert found, dom.stdout[-2000:]
+    widths = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+    assert len(widths) >= 4
+    assert [(title, past) for title, _, past in widths if past > 1] == []
+    wider = {title: extra for title, extra, _ in widths if extra > 1}
+    # Ten columns of whole words (statistic, threshold, degradation) do not fit a half-width
+    # panel unless words break anywhere: that one table scrolls, by less than before (527 px).
+    assert set(wider) <= {"Open detections"} and wider.get("Open detections", 0) < 200, wider

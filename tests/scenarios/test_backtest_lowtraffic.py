@@ -1,6 +1,6 @@
 """The backtest on a three-day, ten-events-an-hour log (``tests/support/lowtraffic_log.py``): the
 release's jump from 2% to 12% is found within a day, the 35% topic drift is found, nothing opens
-before the changes, and the JSON keeps its shape."""
+before the changes or on the model that does not change, and the JSON keeps its shape."""
 
 from __future__ import annotations
 
@@ -16,13 +16,23 @@ from storage.client import connect
 from storage.migrate import migrate
 from telltale.cli_alerts import alerts_app
 
+SEED = 1
+"""The log's seed. Not 0: seed 0's log holds, by chance, a window where the unchanged model's
+prompts really differ from the same hours of the two days before (`support`, 11-05 19:00-22:00:
+43 requests, 51 % of them on topic 0 against 14 % of the 74 in the reference; a chi-square test
+of the topic labels alone, 2 x 5, gives p = 0.0002, the drift test's permutation p its floor,
+1/5000). The generator does not change `support`'s mix: that is a chance extreme of the sample,
+which a test calibrated to 1 % false alarms a day per model is right to flag, and this test's
+promise, nothing opens on an unchanged model, cannot hold on it. Seed 1's log holds no such
+window; the changes planted on `chat` are the same in every seed."""
+
 
 def test_backtest_finds_the_release_jump_at_ten_events_an_hour(tmp_path: Path) -> None:
     path = tmp_path / "db"
     client = connect(f"chdb://{path}")
     try:
         migrate(client)
-        written = write_log(client)
+        written = write_log(client, seed=SEED)
     finally:
         client.close()
     assert 600 < written["chat"] < 900 and 600 < written["support"] < 900  # ~10 an hour
@@ -36,23 +46,12 @@ def test_backtest_finds_the_release_jump_at_ten_events_an_hour(tmp_path: Path) -
     report = json.loads(result.stdout)
 
     assert START <= datetime.fromisoformat(report["since"]) < START + timedelta(hours=1)
-    support_drift = []
     for d in report["detections"]:
         assert {"detector", "key", "opened_at", "resolved_at", "details"} <= set(d)
-        # Nothing opens before the change, and the release and degradation tests open nothing
-        # on the model that did not change.
+        # Nothing opens before the change, and nothing opens on the model that did not change
+        # (release, degradation and drift tests alike): no false incident in this log.
         assert datetime.fromisoformat(d["opened_at"]) > RELEASE, d
-        if d["detector"] == "prompt_drift" and d["model"] == "support":
-            support_drift.append(d)
-        else:
-            assert d["model"] == "chat", d
-    # The drift test now tests ~10 prompts an hour (count windows, issue-10b); its promise on an
-    # unchanged model is a false-alarm rate (alpha = 1% a day per model), not none in any one
-    # log. This seed's log holds one window (11-05 19:00-22:00) where `support`'s topic mix
-    # really is extreme (a chi-square test on the topic labels alone gives p = 0.0002) and the
-    # drift test opens once there; seeds 1-10 open nothing on `support`. More than one incident
-    # on it in one three-day log would be far outside the promise.
-    assert len(support_drift) <= 1, support_drift
+        assert d["model"] == "chat", d
     drift = [d for d in report["detections"]
              if d["detector"] == "prompt_drift" and d["model"] == "chat"]  # fmt: skip
     assert len(drift) == 1  # one sustained shift, one incident (hysteresis)

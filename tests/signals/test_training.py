@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import random
 from pathlib import Path
 
@@ -73,6 +74,37 @@ def test_load_spec_rejects_bad_yaml_and_python_tags(tmp_path: Path) -> None:
     (tmp_path / "evil.yaml").write_text("!!python/object/apply:os.system ['true']\n")
     with pytest.raises(SpecError):
         load_spec(tmp_path / "evil.yaml")
+
+
+def test_load_spec_joins_json_escaped_surrogate_pairs(tmp_path: Path) -> None:
+    # json.dumps escapes an emoji as a surrogate pair; YAML decodes each half on its own.
+    written = json.dumps(
+        {
+            "name": "emoji",
+            "description": "grin \U0001f600",
+            "examples": {"positive": ["buy \U0001f680 now"], "negative": []},
+        }
+    )
+    assert "\\ud83d\\ude00" in written
+    (tmp_path / "s.yaml").write_text(written)
+    loaded = load_spec(tmp_path / "s.yaml")
+    assert loaded.description == "grin \U0001f600"
+    assert loaded.examples.positive == ("buy \U0001f680 now",)
+    loaded.examples.positive[0].encode("utf-8")  # whole characters: strict UTF-8 accepts them
+
+
+@pytest.mark.parametrize("text", ["half \\ud83d only", "\\ude00 first", "\\ude00\\ud83d"])
+def test_load_spec_refuses_a_lone_surrogate_naming_the_field(tmp_path: Path, text: str) -> None:
+    positive = '["ok", "' + text + '"]'
+    (tmp_path / "s.yaml").write_text(f'{{"name": "s", "examples": {{"positive": {positive}}}}}')
+    with pytest.raises(SpecError, match=r"examples\.positive\.1: lone UTF-16 surrogate"):
+        load_spec(tmp_path / "s.yaml")
+
+
+def test_load_spec_refuses_a_list_that_holds_itself(tmp_path: Path) -> None:
+    (tmp_path / "s.yaml").write_text("name: s\nexamples:\n  positive: &a [x, *a]\n")
+    with pytest.raises(SpecError, match=r"examples\.positive\.1"):  # not a RecursionError
+        load_spec(tmp_path / "s.yaml")
 
 
 # --- training ---------------------------------------------------------------------------

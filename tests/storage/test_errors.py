@@ -253,3 +253,103 @@ def test_the_column_wise_write_is_split_by_month_too(ch: Any) -> None:
     assert written == 130
     for table in ("events", "signal_scores"):
         assert _rows(ch, table) == 130
+
+
+class _EventsOverloadedOnce:
+    """The client, except that one insert into ``events`` (the one after ``events_before``
+    blocks of it went in) runs under a memory limit too small for it: a real
+    ``MEMORY_LIMIT_EXCEEDED`` of the engine."""
+
+    def __init__(self, client: Any, events_before: int = 0) -> None:
+        self._client = client
+        self.events_before = events_before
+
+    def insert(self, table: str, *args: Any, settings: dict[str, Any] | None = None,
+               **kwargs: Any) -> Any:  # fmt: skip
+        if table == "events":
+            if self.events_before == 0:
+                settings = {**(settings or {}), "max_memory_usage": 1, "max_untracked_memory": 0}
+            self.events_before -= 1
+        return self._client.insert(table, *args, settings=settings, **kwargs)
+
+    def insert_arrow(self, table: str, *args: Any, settings: dict[str, Any] | None = None,
+                     **kwargs: Any) -> Any:  # fmt: skip
+        if table == "events":
+            if self.events_before == 0:
+                settings = {**(settings or {}), "max_memory_usage": 1, "max_untracked_memory": 0}
+            self.events_before -= 1
+        return self._client.insert_arrow(table, *args, settings=settings, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def _event_batch(stamps: list[datetime]) -> WriteBatch:
+    return WriteBatch(
+        events=[EventRow(f"e{i}", t, "m", "v1", output_text="x") for i, t in enumerate(stamps)],
+        embeddings=[
+            EmbeddingRow(f"e{i}", field, "emb", t, "m", "v1", [0.5, 0.25])
+            for i, t in enumerate(stamps) for field in ("prompt.text", "output.text")
+        ],
+        scores=[ScoreRow(f"e{i}", "sig", 1, t, "m", "v1", 0.7, True) for i, t in enumerate(stamps)],
+    )  # fmt: skip
+
+
+def _rows_by_table(ch: Any) -> dict[str, int]:
+    """Rows as stored (no FINAL, before any merge) and distinct events, per event table."""
+    return {
+        table: tuple(ch.query(f"SELECT count(), uniqExact(event_id) FROM {table}").result_rows[0])
+        for table in ("events", "embeddings", "signal_scores")
+    }
+
+
+def test_an_events_insert_over_the_memory_limit_leaves_no_rows_of_its_events(ch: Any) -> None:
+    """``events`` is written last; when its insert fails (here: over ``max_memory_usage``),
+    the embeddings and scores already written for the batch's unstored events are deleted,
+    and the retry stores exactly one row per event and field in every table."""
+    batch = _event_batch([NOW] * 6)
+    writer = ClickHouseWriter(_EventsOverloadedOnce(ch))  # type: ignore[arg-type]
+    error = failure(lambda: writer.write(batch))
+    assert type(error) is StorageOverloaded
+    assert _rows_by_table(ch) == {t: (0, 0) for t in ("events", "embeddings", "signal_scores")}
+    assert writer.write(batch) == 6
+    assert _rows_by_table(ch) == {"events": (6, 6), "embeddings": (12, 6),
+                                  "signal_scores": (6, 6)}  # fmt: skip
+
+
+def test_events_stored_before_a_failed_events_block_keep_their_rows(ch: Any) -> None:
+    """Split by month, the first block of ``events`` is stored and the second fails: the
+    stored events keep their embeddings and scores, the others leave none."""
+    ch.command("SET max_partitions_per_insert_block = 1")
+    try:
+        stamps = _months(2)
+        writer = ClickHouseWriter(_EventsOverloadedOnce(ch, events_before=1))  # type: ignore[arg-type]
+        error = failure(lambda: writer.write(_event_batch(stamps)))
+        assert type(error) is StorageOverloaded
+        assert _rows_by_table(ch) == {"events": (1, 1), "embeddings": (2, 1),
+                                      "signal_scores": (1, 1)}  # fmt: skip
+        assert writer.write(_event_batch(stamps)) == 2
+    finally:
+        ch.command("SET max_partitions_per_insert_block = 100")
+    # e0 was stored by the first attempt and again by the retry: merged by its key (FINAL)
+    finals = [ch.query(f"SELECT count() FROM {t} FINAL").result_rows[0][0]
+              for t in ("events", "embeddings", "signal_scores")]  # fmt: skip
+    assert finals == [2, 4, 2]
+
+
+def test_a_failed_column_wise_events_insert_leaves_no_scores_of_its_events(ch: Any) -> None:
+    import pyarrow as pa
+
+    base = {"event_id": pa.array(["a", "b"]),
+            "timestamp": pa.array([NOW, NOW], pa.timestamp("ms", "UTC")),
+            "model": pa.array(["m", "m"]), "model_version": pa.array(["v1", "v1"])}  # fmt: skip
+    scores = pa.table({**base, "signal": pa.array(["sig"] * 2),
+                       "signal_version": pa.array([1] * 2, pa.uint32()),
+                       "score": pa.array([0.25] * 2, pa.float32()),
+                       "flagged": pa.array([0] * 2, pa.uint8())})  # fmt: skip
+    writer = ClickHouseWriter(_EventsOverloadedOnce(ch))  # type: ignore[arg-type]
+    error = failure(lambda: writer.write_arrow(pa.table({}), scores, pa.table(base)))
+    assert type(error) is StorageOverloaded
+    assert (_rows(ch, "events"), _rows(ch, "signal_scores")) == (0, 0)
+    assert writer.write_arrow(pa.table({}), scores, pa.table(base)) == 2
+    assert (_rows(ch, "events"), _rows(ch, "signal_scores")) == (2, 2)

@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 
 from storage.client import redact_dsn
+from storage.dead_letters import DeadLetterRow, record_dead_letters
 from storage.embedding_cache import ClickHouseVectorCache
 from storage.migrate import applied_versions, migrate
 from storage.queries import failure_rates, table_counts
@@ -65,6 +66,23 @@ def test_writer_counts_redelivered_events_once(ch: Any) -> None:
     [row] = failure_rates(ch)
     assert (row.events, row.failures) == (50, 3)
     assert writer.existing_event_ids(["e1", "nope", "e49"]) == {"e1", "e49"}
+
+
+def test_a_dead_letter_recorded_again_is_one_row_even_in_another_month(ch: Any) -> None:
+    """A redelivered record is refused again later (after a restart, possibly next month, so
+    in another partition, where ``FINAL`` does not merge): its coordinates are stored once."""
+    first = T0.replace(month=10, day=31, hour=23, minute=59)
+    rows = [DeadLetterRow("generations", 0, offset, "not valid JSON", 10, first)
+            for offset in (3, 7)]  # fmt: skip
+    record_dead_letters(ch, rows)
+    again = [DeadLetterRow(r.topic, r.partition, r.offset, r.reason, r.payload_bytes, T0)
+             for r in (*rows, DeadLetterRow("generations", 1, 3, "new", 1, T0))]  # fmt: skip
+    record_dead_letters(ch, again)
+    record_dead_letters(ch, [again[-1], again[-1]])  # twice in one insert, too
+    for table in ("dead_letters", "dead_letters FINAL"):
+        stored = ch.query(f"SELECT partition, offset, failed_at FROM {table} "
+                          "ORDER BY partition, offset").result_rows  # fmt: skip
+        assert [(p, o, f.month) for p, o, f in stored] == [(0, 3, 10), (0, 7, 10), (1, 3, 11)]
 
 
 def test_failure_rates_filter_and_bucket(ch: Any) -> None:

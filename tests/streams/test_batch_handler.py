@@ -188,6 +188,18 @@ def test_a_redelivered_batch_is_stored_once(harness: Harness) -> None:
     assert physical == 6
 
 
+def test_a_redelivered_batch_records_its_dead_letters_once(harness: Harness) -> None:
+    payloads = [json.dumps(event_json(i)).encode() for i in range(6)]
+    payloads[1], payloads[4] = b"not json", b'{"event_id": "cut'
+    batch = records(payloads)
+    assert harness.run(batch) is Outcome.ACKNOWLEDGE
+    assert harness.run(batch) is Outcome.ACKNOWLEDGE  # held, say, then delivered again
+    physical = harness.client.query(  # rows as stored, before any merge (no FINAL)
+        "SELECT offset, count() FROM dead_letters GROUP BY offset ORDER BY offset"
+    ).result_rows
+    assert physical == [(1, 1), (4, 1)]
+
+
 def test_decoders_are_chosen_per_topic(
     ch: Any, tiny_embedder: OpenClipEmbedder, kafka_bootstrap: str
 ) -> None:
@@ -707,11 +719,14 @@ def test_one_event_too_large_alone_is_dead_lettered_with_the_database_error(
         assert letter.truncated and payloads[5].startswith(letter.original())  # stays at 5
         assert letter.reason.startswith("too large for the database")
         assert "MEMORY_LIMIT_EXCEEDED" in letter.reason
-        # Not stored: no ``events`` row, so the per-minute counts leave it out. (Its embeddings
-        # may stay: the memory limit hits the real insert of ``events``, after ``embeddings``,
-        # and the Null-engine check does not use the memory the real insert does.)
+        # Not stored: no ``events`` row, so the per-minute counts leave it out. The memory limit
+        # hits the real insert of ``events``, after ``embeddings`` and ``signal_scores`` (the
+        # Null-engine check does not use the memory the real insert does): the writer deletes
+        # the rows those got for events left unstored. (The failure-rate view keeps what it
+        # counted from those scores: it holds states, not rows.)
         counts = rows_of(ch, {"evt-0005"})
-        assert (counts["events"], counts["events_1m events"]) == (0, 11)
+        assert (counts["events"], counts["embeddings"], counts["signal_scores"]) == (0, 0, 0)
+        assert counts["events_1m events"] == 11
     finally:
         h.producer.close()
 

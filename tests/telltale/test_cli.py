@@ -95,6 +95,24 @@ def test_signals_add_reports_spec_errors(run, tmp_path: Path) -> None:  # type: 
     run("signals", "add", str(few), ok=False)
 
 
+def test_signals_add_takes_a_json_spec_with_escaped_emoji(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    # json.dumps escapes each emoji as a surrogate pair; YAML used to hand the two halves to
+    # the tokenizer, which raised TypeError. Pairs are joined; a lone half is a spec error.
+    spec = yaml.safe_load((EXAMPLES / "stock_advice.yaml").read_text(encoding="utf-8"))
+    spec["examples"]["positive"] = [f"{t} \U0001f680" for t in spec["examples"]["positive"]]
+    emoji = tmp_path / "emoji.yaml"
+    emoji.write_text(json.dumps(spec))
+    assert "\\ud83d\\ude80" in emoji.read_text()
+    added = json.loads(run("signals", "add", str(emoji), "--format", "json"))
+    assert added["name"] == "stock_advice" and added["version"] == 1
+    lone = tmp_path / "lone.yaml"
+    lone.write_text(json.dumps(spec).replace("\\ude80", "", 1))
+    refused = run("signals", "add", str(lone), ok=False)
+    assert "examples.positive.0: lone UTF-16 surrogate" in refused
+
+
 def test_replay_is_idempotent_and_rejects_bad_lines(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     run("signals", "add", str(EXAMPLES / "stock_advice.yaml"))
     log = tmp_path / "log.jsonl.gz"
