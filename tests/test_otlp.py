@@ -14,6 +14,7 @@ from streams._json import MAX_JSON_DEPTH
 from streams.errors import InvalidEvent
 from streams.events import GenerationEvent
 from streams.otlp import OtlpMapping, decode_otlp, otlp_kind_of_topic
+from streams.otlp.extract import INPUT_TOKEN_KEYS, OUTPUT_TOKEN_KEYS
 
 
 def check(event: GenerationEvent, want: Expected) -> None:
@@ -28,6 +29,8 @@ def check(event: GenerationEvent, want: Expected) -> None:
     assert event.attributes["otel.convention"] == want.convention
     for key, value in want.attributes.items():
         assert event.attributes[key] == value, key
+    assert event.usage.model_dump(exclude_none=True) == want.usage
+    assert not any(k in event.attributes for k in (*INPUT_TOKEN_KEYS, *OUTPUT_TOKEN_KEYS))
     assert event.timestamp.tzinfo is not None
     assert event.latency_ms is not None and event.latency_ms >= 0
 
