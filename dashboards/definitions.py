@@ -22,12 +22,11 @@ from grafana_foundation_sdk.builders import dashboard as sdk
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import dashboard as models
 
-from storage import PriceTable
-
 from dashboards import queries as q
 from dashboards import usage_queries as u
 from dashboards.clickhouse import ClickHouseAnnotationTargetBuilder, datasource_ref
 from dashboards.panels import bar_panel, stat_panel, table_panel, text_panel, timeseries_panel
+from storage import PriceTable
 
 __all__ = ["TAG", "VARIABLES", "build_dashboards"]
 
@@ -394,6 +393,9 @@ def build_dashboards(
     distinct users into ``other`` (``TELLTALE_PRIVACY_MIN_SLICE_USERS``); ``prices``
     (``TELLTALE_USAGE_PRICES``) prices the tokens in the cost panels."""
     builders = (
-        overview(min_slice_users, prices), signal_drilldown(), prompt_drift(), pipeline_health()
+        overview(min_slice_users, prices),
+        signal_drilldown(),
+        prompt_drift(),
+        pipeline_health(),
     )
     return [b.build() for b in builders]

@@ -37,10 +37,11 @@ ORDER BY (model, model_version, app, minute)
 
 # Sums cannot be kept per distinct event the way ``uniqExact`` counts are, so the view also keeps
 # how many rows it summed (``event_rows``) beside how many distinct events they were
-# (``events``): readers scale the sums by events / event_rows. With no physical duplicate (the usual case: the
-# pipeline skips stored ids) the factor is 1 and the sums are exact; a duplicate that has not
-# been merged away yet is scaled out instead of being charged twice. Latency quantiles stay in
-# ``events_1m`` (same keys), so they are not repeated here.
+# (``events``): readers scale the sums by events / event_rows. With no physical duplicate (the
+# usual case: the pipeline skips stored ids) the factor is 1 and the sums are exact; while a
+# duplicate waits for its merge the totals are an estimate that charges each event about once,
+# not the duplicate twice. Latency quantiles stay in ``events_1m`` (same keys), so they are not
+# repeated here.
 USAGE_1M_MV = """
 CREATE MATERIALIZED VIEW IF NOT EXISTS usage_1m_mv TO usage_1m AS
 SELECT

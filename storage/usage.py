@@ -243,7 +243,7 @@ def usage_by_version(
         scale = with_usage / summed if summed else 0.0
 
         def scaled(value: Any, factor: float = scale) -> int:
-            return int(math.floor(int(value) * factor + 0.5))
+            return math.floor(int(value) * factor + 0.5)
 
         found.append(UsageRow(
             model=str(r[0]), model_version=str(r[1]),

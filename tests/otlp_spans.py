@@ -240,10 +240,21 @@ def genai_batch(image_uri: str = "s3://images/cat.png", tag: str = "") -> Batch:
 
     # 5. a generation recorded without content (the instrumentations' default)
     with t.start_as_current_span(f"chat gpt-4o-mini{tag}") as s:
-        s.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini",
-                          "gen_ai.usage.input_tokens": 40, "gen_ai.usage.output_tokens": 12})
+        s.set_attributes(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "gpt-4o-mini",
+                "gen_ai.usage.input_tokens": 40,
+                "gen_ai.usage.output_tokens": 12,
+            }
+        )
     expected[f"chat gpt-4o-mini{tag}"] = Expected(  # tokens still count: cost needs no content
-        "none", "gpt-4o-mini", "2.3.0", "shop-bot", "", "",
+        "none",
+        "gpt-4o-mini",
+        "2.3.0",
+        "shop-bot",
+        "",
+        "",
         usage={"input_tokens": 40, "output_tokens": 12},
     )
 

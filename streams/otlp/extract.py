@@ -165,7 +165,9 @@ def _event_id(item: SpanRecord) -> str:
     return "otlp-" + hashlib.sha256(item.identity).hexdigest()[:32]
 
 
-def _tokens(attrs: Mapping[str, Any], keys: Sequence[str], attributes: dict[str, str]) -> int | None:
+def _tokens(
+    attrs: Mapping[str, Any], keys: Sequence[str], attributes: dict[str, str]
+) -> int | None:
     """The first of ``keys`` that holds a token count (an int, or its decimal text, in range).
 
     A value that is not a count (a float, a negative number, text) does not reject a span that
