@@ -188,6 +188,8 @@ def rates(
     from storage import failure_rates
 
     if usage:
+        if by or corrected or feedback or signal:
+            raise typer.BadParameter("--usage takes --model, --since, --until and --bucket")
         usage_rates(model, since, until, bucket, clickhouse, fmt)
         return
     if feedback:

@@ -224,6 +224,8 @@ def test_rates_usage_prints_tokens_and_cost(
     assert "set TELLTALE_USAGE_PRICES" in text.stdout  # embed has no price
     hourly = runner.invoke(app, ["rates", "--usage", "--bucket", "hour", "--format", "json", *dsn])
     assert json.loads(hourly.stdout)["usage"][0]["bucket"] == T0.isoformat()
+    mixed = runner.invoke(app, ["rates", "--usage", "--by", "locale", *dsn])
+    assert mixed.exit_code != 0
     monkeypatch.setenv("TELLTALE_USAGE_PRICES", "chat=2")
     bad = runner.invoke(app, ["rates", "--usage", *dsn])
     assert bad.exit_code != 0 and "TELLTALE_USAGE_PRICES" in " ".join(bad.output.split())
