@@ -1,7 +1,8 @@
 """The four telltale dashboards, built with grafana-foundation-sdk on the ClickHouse source.
 
 * **Overview** — failure rate per signal and model version, release annotations, the
-  negative user-feedback rate per app and version, the signals that changed most since each
+  negative user-feedback rate per app and version, tokens per event and cost per minute per
+  model version (``TELLTALE_USAGE_PRICES``), the signals that changed most since each
   model's last release, open detections.
 * **Signal drill-down** — rate, score distribution, threshold, recent flagged events.
 * **Prompt drift** — drift statistic against threshold per window, prompt-cluster shares.
@@ -22,8 +23,10 @@ from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import dashboard as models
 
 from dashboards import queries as q
+from dashboards import usage_queries as u
 from dashboards.clickhouse import ClickHouseAnnotationTargetBuilder, datasource_ref
 from dashboards.panels import bar_panel, stat_panel, table_panel, text_panel, timeseries_panel
+from storage import PriceTable
 
 __all__ = ["TAG", "VARIABLES", "build_dashboards"]
 
@@ -95,7 +98,8 @@ def _base(uid: str, title: str, description: str) -> sdk.Dashboard:
     )
 
 
-def overview(min_slice_users: int = 0) -> sdk.Dashboard:
+def overview(min_slice_users: int = 0, prices: PriceTable | None = None) -> sdk.Dashboard:
+    prices = prices or PriceTable()
     return (
         _base(
             "telltale-overview", "Telltale · Overview", "Which failure mode got worse, since when."
@@ -118,6 +122,37 @@ def overview(min_slice_users: int = 0) -> sdk.Dashboard:
                 "per app and model version (delayed feedback is joined to its event; also the "
                 "feedback.negative series above and in the release test).",
                 unit="percentunit",
+                span=24,
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Tokens per event",
+                u.TOKENS_PER_EVENT,
+                description="Input and output tokens per event that reported them (usage in "
+                "the event, gen_ai.usage.* in OTLP), per model version: a release that doubles "
+                "the tokens per answer shows here.",
+                unit="short",
+                span=12,
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Cost per minute",
+                u.cost_per_minute(prices),
+                description="Tokens priced with TELLTALE_USAGE_PRICES (per 1M input and output "
+                "tokens) when the dashboards were built, per model version; unpriced models "
+                "have no line. `telltale rates --usage` prints the same.",
+                unit="short",
+                span=12,
+            )
+        )
+        .with_panel(
+            table_panel(
+                "Tokens and cost by model version",
+                u.usage_by_version(prices),
+                description="Over the time range: events that reported tokens, tokens, "
+                "tokens per event, cost and cost per event (empty cost: no price).",
                 span=24,
             )
         )
@@ -351,8 +386,16 @@ def pipeline_health() -> sdk.Dashboard:
     )
 
 
-def build_dashboards(min_slice_users: int = 0) -> list[models.Dashboard]:
+def build_dashboards(
+    min_slice_users: int = 0, prices: PriceTable | None = None
+) -> list[models.Dashboard]:
     """The dashboard models, in display order; ``min_slice_users`` > 0 merges slices of fewer
-    distinct users into ``other`` (``TELLTALE_PRIVACY_MIN_SLICE_USERS``)."""
-    builders = (overview(min_slice_users), signal_drilldown(), prompt_drift(), pipeline_health())
+    distinct users into ``other`` (``TELLTALE_PRIVACY_MIN_SLICE_USERS``); ``prices``
+    (``TELLTALE_USAGE_PRICES``) prices the tokens in the cost panels."""
+    builders = (
+        overview(min_slice_users, prices),
+        signal_drilldown(),
+        prompt_drift(),
+        pipeline_health(),
+    )
     return [b.build() for b in builders]

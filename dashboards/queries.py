@@ -46,6 +46,7 @@ __all__ = [
     "VARIABLE_SLICE_KEY",
     "VARIABLE_VERSION",
     "NamedQuery",
+    "event_filters",
     "open_detections_for",
     "slice_failure_rate_series",
     "slice_failure_rates",
@@ -86,6 +87,12 @@ def _rate_filters(prefix: str = "") -> str:
 _EVENT_FILTERS = " AND ".join(
     (_any("app", "app"), _any("model", "model"), _any("model_version", "version"))
 )
+
+
+def event_filters() -> str:
+    """The app, model and version variables' filters, for tables with those three columns."""
+    return _EVENT_FILTERS
+
 
 # --- template variables ---------------------------------------------------------------------
 

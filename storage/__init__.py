@@ -112,12 +112,14 @@ from storage.slices import (
     top_slice_values,
 )
 from storage.stored_texts import StoredText, count_texts, iter_texts
+from storage.usage import PER_TOKENS, Price, PriceTable, UsageRow, usage_by_version
 from storage.writer import ClickHouseWriter
 
 __all__ = [
     "ERASED_TABLES",
     "MAX_RETENTION_DAYS",
     "OTHER_SLICE",
+    "PER_TOKENS",
     "RETENTION_COLUMNS",
     "AuditLabel",
     "AuditSample",
@@ -138,6 +140,8 @@ __all__ = [
     "IngestLag",
     "MigrationError",
     "MinuteCounts",
+    "Price",
+    "PriceTable",
     "RateRow",
     "Release",
     "RowsRejected",
@@ -155,6 +159,7 @@ __all__ = [
     "SubjectEvents",
     "TableCounts",
     "UnitSample",
+    "UsageRow",
     "WriteBatch",
     "add_release",
     "apply_retention",
@@ -224,5 +229,6 @@ __all__ = [
     "top_slice_values",
     "unit_counts",
     "unreleased_versions",
+    "usage_by_version",
     "windows_by_event",
 ]

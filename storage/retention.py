@@ -10,10 +10,10 @@ that re-reads every part to apply it to old rows: worth it when the retention ch
 every start). A TTL counts from the row's own time (an event's ``timestamp``, not when it was
 stored): replaying logs older than a table's retention stores them only until the next merge.
 
-The per-minute aggregates (``failure_rates_1m``, ``failure_rates_by_slice_1m``, ``events_1m``)
-get no TTL: materialized views fill them on insert, deleting an event later does not change
-them, and their ``uniqExact`` states keep 128-bit hashes of event ids, not the ids. They are
-the history the dashboards and detectors read after the events are gone.
+The per-minute aggregates (``failure_rates_1m``, ``failure_rates_by_slice_1m``, ``events_1m``,
+``usage_1m``) get no TTL: materialized views fill them on insert, deleting an event later does
+not change them, and their ``uniqExact`` states keep 128-bit hashes of event ids, not the ids.
+They are the history the dashboards and detectors read after the events are gone.
 
 On a cluster the TTL goes on the replicated ``t_local`` shards (``ON CLUSTER``), which hold the
 rows; the ``Distributed`` table ``t`` stores nothing.

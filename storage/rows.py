@@ -41,11 +41,13 @@ class EventRow:
     embedder_id: str = ""
     user_id: str = ""
     session_id: str = ""
+    input_tokens: int | None = None
+    output_tokens: int | None = None
 
     COLUMNS = (
         "event_id", "timestamp", "model", "model_version", "app", "release", "prompt_text",
         "output_text", "output_image", "latency_ms", "feedback", "attributes", "embedder_id",
-        "user_id", "session_id",
+        "user_id", "session_id", "input_tokens", "output_tokens",
     )  # fmt: skip
 
     def values(self) -> list[object]:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from storage.schema_usage import USAGE_1M, USAGE_1M_MV, USAGE_COLUMNS
+
 __all__ = ["MIGRATIONS", "Migration"]
 
 
@@ -490,4 +492,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         (_AUDIT_SAMPLES, _AUDIT_LABELS, _SIGNAL_ERRORS),
     ),
     Migration(16, "erasure log: what telltale forget deleted, per table", (_ERASURES,)),
+    Migration(
+        17,
+        "tokens of each event; tokens per minute per app, model and version",
+        (*USAGE_COLUMNS, USAGE_1M, USAGE_1M_MV),
+    ),
 )

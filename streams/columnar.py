@@ -29,6 +29,7 @@ from streams.events import (
     MAX_ID_CHARS,
     MAX_LABEL_CHARS,
     MAX_TEXT_CHARS,
+    MAX_TOKENS,
     SESSION_ID_KEYS,
     TOP_LEVEL_FIELDS,
     USER_ID_KEYS,
@@ -124,6 +125,8 @@ def split_batch(
         "output_text": pc.fill_null(cols.text("output", "text"), "").take(take),
         "output_image": pa.array([""] * len(rows), pa.string()),
         "latency_ms": cols.latency().take(take),
+        "input_tokens": cols.tokens("input_tokens").take(take).cast(pa.uint32()),
+        "output_tokens": cols.tokens("output_tokens").take(take).cast(pa.uint32()),
         "feedback": cols.feedback().take(take),
         "attributes": cols.attributes().take(take),
         "user_id": cols.promoted("user_id", USER_ID_KEYS).take(take),
@@ -235,6 +238,31 @@ class _Columns:
             raise _Unsupported
         return array.cast(pa.float64())
 
+    def tokens(self, child: str) -> Any:
+        """``usage.child`` as an int64 column, null where absent (:func:`_valid_rows` checks
+        the range; the valid rows are then cast to the table's ``UInt32``)."""
+        import pyarrow.compute as pc
+
+        pa = self._pa
+        array = self.get("usage")
+        if array is None:
+            return pa.nulls(self.n, pa.int64())
+        if not pa.types.is_struct(array.type):
+            raise _Unsupported
+        children = {array.type.field(i).name for i in range(array.type.num_fields)}
+        if not children <= {"input_tokens", "output_tokens"}:
+            raise _Unsupported  # the contract forbids unknown fields in usage
+        if child not in children:
+            return pa.nulls(self.n, pa.int64())
+        values = pc.struct_field(array, child)
+        if not pa.types.is_integer(values.type):
+            raise _Unsupported  # floats, booleans, text: the per-event path says why
+        values = pc.if_else(pc.is_valid(array), values, pa.scalar(None, values.type))
+        if pa.types.is_unsigned_integer(values.type) and values.type.bit_width == 64:
+            # uint64 above int64's range: clip to one past the limit, so the check refuses it
+            values = pc.min_element_wise(values, pa.scalar(MAX_TOKENS + 1, values.type))
+        return values.cast(pa.int64())
+
     def feedback(self) -> Any:
         pa = self._pa
         array = self.get("feedback")
@@ -313,6 +341,10 @@ def _valid_rows(
     latency = cols.latency()
     checks.append(pc.or_kleene(pc.is_null(latency), pc.and_kleene(
         pc.greater_equal(latency, 0.0), pc.is_finite(latency))))  # fmt: skip
+    for child in ("input_tokens", "output_tokens"):
+        tokens = cols.tokens(child)
+        checks.append(pc.or_kleene(pc.is_null(tokens), pc.and_kleene(
+            pc.greater_equal(tokens, 0), pc.less_equal(tokens, MAX_TOKENS))))  # fmt: skip
     feedback = cols.feedback()
     allowed = pa.array([-1, 0, 1], feedback.type)
     checks.append(pc.or_kleene(pc.is_null(feedback), pc.is_in(feedback, allowed)))

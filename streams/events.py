@@ -37,6 +37,7 @@ __all__ = [
     "MAX_LABEL_CHARS",
     "MAX_PAYLOAD_BYTES",
     "MAX_TEXT_CHARS",
+    "MAX_TOKENS",
     "SESSION_ID_KEYS",
     "TOP_LEVEL_FIELDS",
     "USER_ID_KEYS",
@@ -45,6 +46,7 @@ __all__ = [
     "GenerationEvent",
     "Output",
     "Prompt",
+    "Usage",
     "decode_event",
     "decode_record",
     "encode_event",
@@ -57,6 +59,8 @@ MAX_PAYLOAD_BYTES = 4 * 1024 * 1024
 MAX_TEXT_CHARS = 200_000
 MAX_ID_CHARS = 256  # event_id
 MAX_LABEL_CHARS = 512  # model, model_version, app, release, user_id, session_id
+MAX_TOKENS = 2**32 - 1
+"""The largest token count of one call that the contract accepts (``UInt32`` in ``events``)."""
 EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_FUTURE_SKEW = timedelta(days=1)
 
@@ -72,7 +76,7 @@ order of preference (the contract's own names, then OpenTelemetry's)."""
 
 TOP_LEVEL_FIELDS = frozenset({
     "event_id", "timestamp", "model", "model_version", "prompt", "output",
-    "app", "release", "latency_ms", "feedback", "user_id", "session_id", "attributes",
+    "app", "release", "latency_ms", "usage", "feedback", "user_id", "session_id", "attributes",
 })  # fmt: skip
 """The contract's top-level fields; any other key of a payload is kept in ``attributes``
 (``embeddings``, carried vectors, is taken off before)."""
@@ -119,6 +123,19 @@ class Output(_Strict):
     )
 
 
+TokenCount = Annotated[int | None, Field(default=None, strict=True, ge=0, le=MAX_TOKENS)]
+"""A token count: a whole number, never a float or a boolean (``7.0`` and ``true`` are refused,
+so a sender's unit mistake is reported instead of silently rounded)."""
+
+
+class Usage(_Strict):
+    """Tokens of one call, as the OpenTelemetry GenAI conventions' ``gen_ai.usage.*`` count
+    them; each may be absent (an embedding call has no output tokens)."""
+
+    input_tokens: TokenCount = None
+    output_tokens: TokenCount = None
+
+
 class GenerationEvent(_Strict):
     """One model call. Unknown top-level fields are kept in ``attributes``."""
 
@@ -131,6 +148,7 @@ class GenerationEvent(_Strict):
     app: str = Field(default="", max_length=MAX_LABEL_CHARS)
     release: str = Field(default="", max_length=MAX_LABEL_CHARS)
     latency_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    usage: Usage = Usage()
     feedback: Literal[-1, 0, 1] | None = None
     user_id: str | None = Field(default=None, max_length=MAX_LABEL_CHARS)
     session_id: str | None = Field(

@@ -395,4 +395,6 @@ def _event_row(
         embedder_id=embedder_id,
         user_id=event.user_id or "",
         session_id=event.session_id or "",
+        input_tokens=event.usage.input_tokens,
+        output_tokens=event.usage.output_tokens,
     )

@@ -36,6 +36,7 @@ from telltale.cli_common import (
 from telltale.cli_dashboards import alerts_push, dashboards_app, report
 from telltale.cli_privacy import forget
 from telltale.cli_signals import signals_app
+from telltale.cli_usage import usage_rates
 
 app = typer.Typer(
     name="telltale",
@@ -164,6 +165,12 @@ def rates(
             "--corrected", help="also the failure rate corrected for each signal's audited errors"
         ),
     ] = False,
+    usage: Annotated[
+        bool,
+        typer.Option(
+            "--usage", help="tokens and cost per model and version (TELLTALE_USAGE_PRICES)"
+        ),
+    ] = False,
     clickhouse: ClickHouseOpt = None,
     fmt: FormatOpt = "text",
 ) -> None:
@@ -176,9 +183,15 @@ def rates(
 
     The built-in series ``feedback.negative`` is the share of events with user feedback whose
     feedback was negative; ``--feedback`` shows it per app, model and version instead.
+    ``--usage`` shows tokens per model and version, priced with ``TELLTALE_USAGE_PRICES``.
     """
     from storage import failure_rates
 
+    if usage:
+        if by or corrected or feedback or signal:
+            raise typer.BadParameter("--usage takes --model, --since, --until and --bucket")
+        usage_rates(model, since, until, bucket, clickhouse, fmt)
+        return
     if feedback:
         _feedback_rates(since, until, clickhouse, fmt)
         return

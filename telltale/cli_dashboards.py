@@ -38,7 +38,7 @@ from dashboards import (
     stale_files,
     write_files,
 )
-from storage import redact_dsn
+from storage import PriceTable, redact_dsn
 from telltale.cli_common import (
     CLI_ERRORS,
     ClickHouseOpt,
@@ -84,16 +84,25 @@ def _file_options(settings: GrafanaSettings) -> GrafanaSettings:
 
 
 def generated_files(
-    root: Path, settings: GrafanaSettings, min_slice_users: int = 0
+    root: Path,
+    settings: GrafanaSettings,
+    min_slice_users: int = 0,
+    prices: PriceTable | None = None,
 ) -> dict[Path, str]:
     """Every provisioning file ``build`` writes, by path under ``root``."""
     files = {
         root / GENERATED / name: content
-        for name, content in dashboard_files(build_dashboards(min_slice_users)).items()
+        for name, content in dashboard_files(build_dashboards(min_slice_users, prices)).items()
     }
     files[root / DATASOURCE_FILE] = datasource_file(settings)
     files[root / ALERTING_FILE] = provisioning_file(_file_options(settings))
     return files
+
+
+def _built_with() -> tuple[int, PriceTable]:
+    """The settings written into the dashboards' SQL: the small-cell merge and the prices."""
+    settings = cli_settings()
+    return settings.privacy.min_slice_users, settings.usage.prices
 
 
 def _leftovers(root: Path, files: dict[Path, str]) -> list[Path]:
@@ -110,7 +119,7 @@ def build(
     fmt: FormatOpt = "text",
 ) -> None:
     """Write dashboards, the data source and alert rules as Grafana provisioning files."""
-    files = generated_files(root, _settings(), cli_settings().privacy.min_slice_users)
+    files = generated_files(root, _settings(), *_built_with())
     leftovers = _leftovers(root, files)
     if check:
         stale = [*stale_files(files), *leftovers]
@@ -190,7 +199,7 @@ def push(
         Upsert("datasource", DATASOURCE_UID, datasource_payload(settings, redact=dry_run)),
         *(
             dashboard_upsert(dashboard_document(d), settings.folder_uid)
-            for d in build_dashboards(cli_settings().privacy.min_slice_users)
+            for d in build_dashboards(*_built_with())
         ),
     ]
     _apply(plan, settings, dry_run, fmt)
@@ -281,7 +290,7 @@ def report(
             )
             result = build_report(
                 client,
-                [view(d) for d in build_dashboards(cli_settings().privacy.min_slice_users)],
+                [view(d) for d in build_dashboards(*_built_with())],
                 ctx,
                 source=redact_dsn(settings_for(clickhouse).clickhouse.dsn),
                 generated_at=datetime.now(UTC),

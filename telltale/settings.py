@@ -41,7 +41,7 @@ from signals import (
     EmbedderConfig,
     TextEmbedderConfig,
 )
-from storage import MAX_RETENTION_DAYS
+from storage import MAX_RETENTION_DAYS, PriceTable
 from streams import KafkaConfig, OtlpMapping, SliceConfig, WorkerConfig, comma_list
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "SignalQualitySettings",
     "SliceSettings",
     "TextEmbedderSettings",
+    "UsageSettings",
     "WorkerSettings",
     "load_settings",
 ]
@@ -471,6 +472,26 @@ class PrivacySettings(BaseSettings):
         return value
 
 
+class UsageSettings(BaseSettings):
+    """``TELLTALE_USAGE_*``: what tokens cost. Costs are computed when read, never stored."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TELLTALE_USAGE_", extra="ignore", enable_decoding=False
+    )
+
+    prices: PriceTable = Field(
+        default_factory=PriceTable,
+        description="price per 1M input and output tokens: 'model=in:out,...' for every "
+        "version of a model, or a JSON list of {model, model_version, input_per_1m, "
+        "output_per_1m} for per-version prices; unpriced models show tokens without cost",
+    )
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _parse(cls, value: object) -> object:
+        return PriceTable.parse(value) if isinstance(value, str) else value
+
+
 class Settings(BaseModel):
     """All settings, one section per system; built once per CLI invocation.
 
@@ -498,6 +519,7 @@ class Settings(BaseModel):
     notify: NotifySettings = Field(default_factory=NotifyEnv)
     grafana: GrafanaSettings = Field(default_factory=GrafanaEnv)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
 
     def with_overrides(
         self, *, clickhouse: str | None = None, kafka: str | None = None
@@ -531,6 +553,7 @@ _SECTIONS: dict[str, type[BaseSettings]] = {
     "notify": NotifyEnv,
     "grafana": GrafanaEnv,
     "privacy": PrivacySettings,
+    "usage": UsageSettings,
 }
 
 

@@ -212,7 +212,8 @@ class Convention:
     model_keys: tuple[str, ...] = ()
     model_version_keys: tuple[str, ...] = ()  # the default of TELLTALE_OTLP_MODEL_VERSION_FROM
     provider_keys: tuple[str, ...] = ()
-    token_keys: tuple[str, ...] = ()
+    input_token_keys: tuple[str, ...] = ()  # event usage.input_tokens
+    output_token_keys: tuple[str, ...] = ()  # event usage.output_tokens
     user_keys: tuple[str, ...] = ()
     session_keys: tuple[str, ...] = ()
     app_keys: tuple[str, ...] = ()  # on the span or log record
@@ -221,8 +222,10 @@ class Convention:
     kept_keys: tuple[str, ...] = ()  # more attributes kept on the event
 
     def kept(self) -> tuple[str, ...]:
-        """Every attribute of this row that the event keeps in ``attributes``."""
-        return (*self.provider_keys, *self.token_keys, *self.user_keys, *self.session_keys,
+        """Every attribute of this row that the event keeps in ``attributes`` (token counts go
+        to ``usage``; one that is not a count is kept in ``attributes`` instead, by the
+        extractor)."""
+        return (*self.provider_keys, *self.user_keys, *self.session_keys,
                 *self.kept_keys)  # fmt: skip
 
 
@@ -241,8 +244,8 @@ CONVENTIONS: tuple[Convention, ...] = (
         model_keys=("gen_ai.request.model", "gen_ai.response.model"),
         model_version_keys=("gen_ai.response.model", "gen_ai.prompt.version"),
         provider_keys=("gen_ai.provider.name", "gen_ai.system"),
-        token_keys=("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens",
-                    "gen_ai.usage.prompt_tokens", "gen_ai.usage.completion_tokens"),
+        input_token_keys=("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens"),
+        output_token_keys=("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"),
         session_keys=("gen_ai.conversation.id",),
         kept_keys=(_OPERATION, "gen_ai.response.id", "gen_ai.response.finish_reasons",
                    "gen_ai.request.temperature", "gen_ai.request.max_tokens"),
@@ -273,6 +276,8 @@ CONVENTIONS: tuple[Convention, ...] = (
                                   null_decides=True),
         model_keys=("llm.model_name",),
         provider_keys=("llm.provider", "llm.system"),
+        input_token_keys=("llm.token_count.prompt",),
+        output_token_keys=("llm.token_count.completion",),
         kept_keys=("openinference.span.kind",),
     ),
     Convention(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.events import MAX_TEXT_CHARS
+from streams.events import MAX_TEXT_CHARS, MAX_TOKENS
 from streams.otlp.conventions import (
     CONVENTIONS,
     JsonMessages,
@@ -30,8 +30,10 @@ __all__ = [
     "DEFAULT_MODEL_VERSION_KEYS",
     "GENERATION_OPERATIONS",
     "IMAGE_KEYS",
+    "INPUT_TOKEN_KEYS",
     "KEPT_ATTRIBUTES",
     "MODEL_KEYS",
+    "OUTPUT_TOKEN_KEYS",
     "RESOURCE_APP_KEYS",
     "Skip",
     "event_of",
@@ -46,6 +48,8 @@ APP_KEYS = union(c.app_keys for c in CONVENTIONS)
 RESOURCE_APP_KEYS = union(c.resource_app_keys for c in CONVENTIONS)
 IMAGE_KEYS = union(c.image_keys for c in CONVENTIONS)
 KEPT_ATTRIBUTES = union(c.kept() for c in CONVENTIONS)
+INPUT_TOKEN_KEYS = union(c.input_token_keys for c in CONVENTIONS)
+OUTPUT_TOKEN_KEYS = union(c.output_token_keys for c in CONVENTIONS)
 _CONTENT_SOURCES = tuple((c.content, c.name) for c in CONVENTIONS if c.content is not None)
 _IMAGE_SOURCES = tuple((key, c.name) for c in CONVENTIONS for key in c.image_keys)
 _LOG_EVENTS = {c.log_event: c for c in CONVENTIONS if c.log_event}
@@ -114,6 +118,13 @@ def event_of(
     }
     if latency is not None:
         data["latency_ms"] = latency
+    usage = {}
+    for name, keys in (("input_tokens", INPUT_TOKEN_KEYS), ("output_tokens", OUTPUT_TOKEN_KEYS)):
+        count = _tokens(attrs, keys, attributes)
+        if count is not None:
+            usage[name] = count
+    if usage:
+        data["usage"] = usage
     if content.prompt:
         data["prompt"] = {"text": content.prompt}
     output: dict[str, str] = {}
@@ -152,6 +163,31 @@ def _event_id(item: SpanRecord) -> str:
     # A log record outside a span: the id is the hash of the record, so a redelivery of the
     # same record is the same event.
     return "otlp-" + hashlib.sha256(item.identity).hexdigest()[:32]
+
+
+def _tokens(
+    attrs: Mapping[str, Any], keys: Sequence[str], attributes: dict[str, str]
+) -> int | None:
+    """The first of ``keys`` that holds a token count (an int, or its decimal text, in range).
+
+    A value that is not a count (a float, a negative number, text) does not reject a span that
+    is otherwise a fine generation: it is kept in ``attributes`` under its key, as before the
+    contract had ``usage``, and the next key is tried.
+    """
+    found = None
+    for key in keys:
+        value = attrs.get(key)
+        if value is None:
+            continue
+        count = value if isinstance(value, int) and not isinstance(value, bool) else None
+        if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 10:
+            count = int(value)
+        if count is not None and 0 <= count <= MAX_TOKENS:
+            if found is None:
+                found = count
+        else:
+            attributes[key] = text(value)[:_MAX_ATTRIBUTE_CHARS]
+    return found
 
 
 def _nanos(value: int) -> str:

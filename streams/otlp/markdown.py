@@ -10,8 +10,10 @@ from streams.otlp.extract import (
     APP_KEYS,
     DEFAULT_MODEL_VERSION_KEYS,
     IMAGE_KEYS,
+    INPUT_TOKEN_KEYS,
     KEPT_ATTRIBUTES,
     MODEL_KEYS,
+    OUTPUT_TOKEN_KEYS,
     RESOURCE_APP_KEYS,
 )
 
@@ -46,6 +48,10 @@ def _fields() -> Iterator[str]:
     users, sessions = _union(CONVENTIONS, "user_keys"), _union(CONVENTIONS, "session_keys")
     yield _row("`user_id` / `session_id`", f"{_code(users)} / {_code(sessions)}, kept in "
                "`attributes`, from which the event contract fills them")  # fmt: skip
+    yield _row("`usage.input_tokens` / `usage.output_tokens`",
+               f"{_code(INPUT_TOKEN_KEYS)} / {_code(OUTPUT_TOKEN_KEYS)}: a whole number "
+               "from 0 to 2³²−1 (or its decimal text); any other value is kept in `attributes` "
+               "under its key instead")  # fmt: skip
     yield _row("prompt / output", "the first convention of the table below that has any: the "
                "last `user` message (earlier turns are history), or all message text when no "
                "message has a role; the first output message (the first choice)")  # fmt: skip
@@ -74,7 +80,8 @@ def _conventions(conventions: Sequence[Convention]) -> Iterator[str]:
         app = [*(f"resource `{k}`" for k in c.resource_app_keys), *(f"`{k}`" for k in c.app_keys)]
         keys = [("model", _code(c.model_keys)), ("model_version", _code(c.model_version_keys)),
                 ("app", ", ".join(app)), ("provider", _code(c.provider_keys)),
-                ("tokens", _code(c.token_keys)), ("user", _code(c.user_keys)),
+                ("input tokens", _code(c.input_token_keys)),
+                ("output tokens", _code(c.output_token_keys)), ("user", _code(c.user_keys)),
                 ("session", _code(c.session_keys)), ("kept", _code(c.kept_keys))]  # fmt: skip
         other = "; ".join(f"{what}: {found}" for what, found in keys if found)
         yield _row(f"`{c.name}`", c.title, recognised, content, other)

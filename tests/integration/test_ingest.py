@@ -198,7 +198,7 @@ def test_otlp_images_and_feedback_through_the_worker(
             r[0]: r for r in rows(client, """
                 SELECT event_id, model, model_version, app, prompt_text, output_text,
                        output_image, user_id, session_id, attributes['otel.convention'],
-                       latency_ms
+                       latency_ms, input_tokens, output_tokens
                 FROM events FINAL""")
         }  # fmt: skip
         for spans in (batch, json_batch):
@@ -213,6 +213,8 @@ def test_otlp_images_and_feedback_through_the_worker(
                 image = want.image if len(want.image) <= 2048 else f"inline:{len(want.image)}b"
                 assert row[6] == image, name
                 assert row[10] is not None and row[10] >= 0
+                tokens = {"input_tokens": row[11], "output_tokens": row[12]}
+                assert {k: v for k, v in tokens.items() if v is not None} == want.usage, name
         logs = [r for r in stored.values() if r[3] == "docs-bot"]
         assert len(logs) == 2 and {r[4] for r in logs} == {want_log.prompt}
         otlp_events = 2 * len(batch.expected) + 2
@@ -254,3 +256,19 @@ def test_otlp_images_and_feedback_through_the_worker(
         3,
         2,
     )
+
+    # tokens and cost per version of the OTLP log, priced when read (the worker stored tokens)
+    prices = {"TELLTALE_USAGE_PRICES": "gpt-4o=2.5:10,gpt-4o-mini=0.15:0.6,gpt-4=30:60"}
+    usage = subprocess.run(
+        [sys.executable, "-m", "telltale.cli", "rates", "--usage", "--format", "json",
+         "--clickhouse", f"chdb://{db}"],
+        capture_output=True, text=True, env={**os.environ, **TINY_ENV, **prices}, timeout=120,
+        check=True,
+    )  # fmt: skip
+    per_version = {(d["model"], d["model_version"]): d for d in json.loads(usage.stdout)["usage"]}
+    gpt4o = per_version[("gpt-4o", "gpt-4o-2024-08-06")]
+    counts = (gpt4o["events_with_usage"], gpt4o["input_tokens"], gpt4o["output_tokens"])
+    assert counts == (2, 62, 14)
+    assert gpt4o["cost"] == pytest.approx((62 * 2.5 + 14 * 10) / 1e6)
+    assert per_version[("claude-3-5-sonnet", "2.3.0")]["cost"] is None  # no tokens, no price
+    print(usage.stdout)

@@ -57,6 +57,8 @@ def build_log(path: Path, embedder: OpenClipEmbedder, *, string_times: bool) -> 
             "output": {"text": texts[t], "image": None},
             "latency_ms": float(rng.randint(10, 900)) if i % 5 else None,
             "feedback": [-1, 0, 1, None][i % 4],
+            "usage": None if i % 7 == 0 else {"input_tokens": 20 + i % 50,
+                                              "output_tokens": None if i % 3 == 0 else i % 40},
             "user_id": None, "session_id": f"s{i % 11}" if i % 6 == 0 else None,
             "attributes": [("user.id", f"u{i % 13}"), ("tier", "gold")] if i % 2 else None,
             "embeddings": {"embedder_id": embedder.id, "output.text": out_vec[t].tolist(),
@@ -69,6 +71,7 @@ def build_log(path: Path, embedder: OpenClipEmbedder, *, string_times: bool) -> 
     rows[13]["model"] = ""  # rejected: empty model
     rows[17]["latency_ms"] = -3.0  # rejected
     rows[21]["feedback"] = 2  # rejected
+    rows[22]["usage"] = {"input_tokens": -4, "output_tokens": 1}  # rejected: negative tokens
     rows[25]["output"] = {"text": None, "image": None}
     rows[25]["prompt"] = None  # rejected: no content
     rows[29]["event_id"] = "c-00003"  # a repeat inside one batch
@@ -130,6 +133,9 @@ def dump(client: Any) -> dict[str, list[tuple[Any, ...]]]:
                  "uniqExactIfMerge(failures) FROM failure_rates_1m GROUP BY ALL ORDER BY ALL",
         "volume": "SELECT minute, app, uniqExactMerge(events), uniqExactIfMerge(feedback_neg) "
                   "FROM events_1m GROUP BY ALL ORDER BY ALL",
+        "usage": "SELECT minute, app, model_version, uniqExactMerge(events), sum(event_rows), "
+                 "sum(input_rows), sum(output_rows), sum(input_sum), sum(output_sum) "
+                 "FROM usage_1m GROUP BY ALL ORDER BY ALL",
     }  # fmt: skip
     return {k: [tuple(r) for r in client.query(q).result_rows] for k, q in queries.items()}
 
@@ -172,7 +178,9 @@ def test_columnar_replay_stores_what_the_per_event_path_stores(
         for key in expected:
             assert got[key] == approx_rows(expected[key]), key
         assert fast_rejects == slow_rejects
-        assert len(fast_rejects) == (6 if string_times else 5)
+        assert len(fast_rejects) == (7 if string_times else 6)
+        assert any("usage.input_tokens" in r["reason"] for r in fast_rejects)
+        assert len(got["usage"]) > 10 and sum(r[7] for r in got["usage"]) > 0
         for name in ("read", "rejected", "written", "skipped_existing", "filtered_out"):
             assert getattr(fast, name) == getattr(slow, name), name
         assert fast.pre_embedded > 300  # most rows went column-wise

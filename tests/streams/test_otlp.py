@@ -14,6 +14,7 @@ from streams._json import MAX_JSON_DEPTH
 from streams.errors import InvalidEvent
 from streams.events import GenerationEvent
 from streams.otlp import OtlpMapping, decode_otlp, otlp_kind_of_topic
+from streams.otlp.extract import INPUT_TOKEN_KEYS, OUTPUT_TOKEN_KEYS
 
 
 def check(event: GenerationEvent, want: Expected) -> None:
@@ -28,6 +29,8 @@ def check(event: GenerationEvent, want: Expected) -> None:
     assert event.attributes["otel.convention"] == want.convention
     for key, value in want.attributes.items():
         assert event.attributes[key] == value, key
+    assert event.usage.model_dump(exclude_none=True) == want.usage
+    assert not any(k in event.attributes for k in (*INPUT_TOKEN_KEYS, *OUTPUT_TOKEN_KEYS))
     assert event.timestamp.tzinfo is not None
     assert event.latency_ms is not None and event.latency_ms >= 0
 
@@ -271,3 +274,41 @@ def test_the_worker_stores_the_good_spans_and_dead_letters_the_bad_one() -> None
         decode(export(otlp_span(0), bad, otlp_span(2)))
     assert len(info.value.events) == 2
     assert f"1 of 3 OTLP items invalid: span 'chat 1' {2:032x}/{2:016x}" in info.value.reason
+
+
+@pytest.mark.parametrize("encode", [bytes, as_proto], ids=["otlp_json", "otlp_proto"])
+def test_token_attributes_become_usage_and_odd_values_stay_attributes(encode: Any) -> None:
+    """Each convention's keys, in table order; a value that is not a count never rejects the
+    span: it stays in ``attributes`` and the next key is tried."""
+    spans = [
+        otlp_span(0, {"gen_ai.usage.input_tokens": {"intValue": "31"},
+                      "gen_ai.usage.output_tokens": {"intValue": "7"}}),
+        otlp_span(1, {"gen_ai.usage.prompt_tokens": {"intValue": "12"},
+                      "gen_ai.usage.completion_tokens": "3"}),  # decimal text counts too
+        otlp_span(2, {"llm.token_count.prompt": {"intValue": "25"},
+                      "llm.token_count.completion": {"intValue": "9"}}),
+        otlp_span(3, {"gen_ai.usage.input_tokens": {"doubleValue": 1.5},
+                      "gen_ai.usage.prompt_tokens": {"intValue": "4"},
+                      "gen_ai.usage.output_tokens": {"intValue": "-2"},
+                      "gen_ai.usage.completion_tokens": "many"}),
+        otlp_span(4, {"gen_ai.usage.input_tokens": {"intValue": str(2**32)},
+                      "gen_ai.usage.output_tokens": {"boolValue": True}}),
+    ]  # fmt: skip
+    decoded = decode_otlp(encode(export(*spans)), "spans")
+    assert decoded.invalid == []
+    events = {e.prompt.text: e for e in decoded.events}
+    usage = {q: events[f"question {q}"].usage.model_dump() for q in range(5)}
+    assert usage == {
+        0: {"input_tokens": 31, "output_tokens": 7},
+        1: {"input_tokens": 12, "output_tokens": 3},
+        2: {"input_tokens": 25, "output_tokens": 9},
+        3: {"input_tokens": 4, "output_tokens": None},
+        4: {"input_tokens": None, "output_tokens": None},
+    }
+    kept = {q: {k: v for k, v in events[f"question {q}"].attributes.items()
+                if k in (*INPUT_TOKEN_KEYS, *OUTPUT_TOKEN_KEYS)} for q in range(5)}  # fmt: skip
+    assert kept[0] == kept[1] == kept[2] == {}
+    assert kept[3] == {"gen_ai.usage.input_tokens": "1.5", "gen_ai.usage.output_tokens": "-2",
+                       "gen_ai.usage.completion_tokens": "many"}  # fmt: skip
+    assert kept[4] == {"gen_ai.usage.input_tokens": str(2**32),
+                       "gen_ai.usage.output_tokens": "true"}  # fmt: skip

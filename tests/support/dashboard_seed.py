@@ -161,6 +161,8 @@ def _add(
             output_image=image,
             latency_ms=100.0 + (i % 13) * 25.0,
             feedback=-1 if i % 11 == 0 else None,
+            input_tokens=None if i % 10 == 9 else 200 + i % 17,  # some report no usage
+            output_tokens=(60 + i % 9 if model == CHAT else None) if i % 10 != 9 else None,
         )
     )
     score = 0.9 - (i % 7) * 0.02 if flagged else (i % 9) * 0.05

@@ -45,6 +45,7 @@ class Expected:
     user_id: str = ""
     session_id: str = ""
     attributes: dict[str, str] = field(default_factory=dict)
+    usage: dict[str, int] = field(default_factory=dict)  # the event's usage, absent counts left out
 
 
 @dataclass
@@ -93,7 +94,8 @@ def genai_batch(image_uri: str = "s3://images/cat.png", tag: str = "") -> Batch:
     expected[f"chat gpt-4o{tag}"] = Expected(
         "gen_ai.messages", "gpt-4o", "gpt-4o-2024-08-06", "shop-bot", "Which stock to buy?",
         "Buy ACME shares now.", user_id="user-7", session_id="conv-1",
-        attributes={"gen_ai.provider.name": "openai", "gen_ai.usage.output_tokens": "7"},
+        attributes={"gen_ai.provider.name": "openai"},
+        usage={"input_tokens": 31, "output_tokens": 7},
     )  # fmt: skip
 
     # 1b. current conventions, an image generated inline (blob part)
@@ -126,6 +128,7 @@ def genai_batch(image_uri: str = "s3://images/cat.png", tag: str = "") -> Batch:
             "gen_ai.prompt.0.role": "system", "gen_ai.prompt.0.content": "Be brief.",
             "gen_ai.prompt.1.role": "user", "gen_ai.prompt.1.content": "Capital of France?",
             "gen_ai.completion.0.role": "assistant", "gen_ai.completion.0.content": "Paris.",
+            "gen_ai.usage.prompt_tokens": 12, "gen_ai.usage.completion_tokens": 3,
         })  # fmt: skip
     expected[f"openai.chat{tag}"] = Expected(
         "gen_ai.prompt.indexed",
@@ -135,6 +138,7 @@ def genai_batch(image_uri: str = "s3://images/cat.png", tag: str = "") -> Batch:
         "Capital of France?",
         "Paris.",
         attributes={"gen_ai.system": "openai"},
+        usage={"input_tokens": 12, "output_tokens": 3},  # the older key names
     )
 
     # 2b. pre-1.37 span events gen_ai.content.prompt / gen_ai.content.completion
@@ -167,6 +171,8 @@ def genai_batch(image_uri: str = "s3://images/cat.png", tag: str = "") -> Batch:
             "llm.output_messages.0.message.role": "assistant",
             "llm.output_messages.0.message.content": "Sorry! I have refunded you.",
             "input.value": '{"messages": "..."}', "output.value": '{"choices": "..."}',
+            "llm.token_count.prompt": 25, "llm.token_count.completion": 9,
+            "llm.token_count.total": 34,
         })  # fmt: skip
     expected[f"ChatCompletion{tag}"] = Expected(
         "openinference.messages",
@@ -178,6 +184,7 @@ def genai_batch(image_uri: str = "s3://images/cat.png", tag: str = "") -> Batch:
         user_id="user-9",
         session_id="sess-42",
         attributes={"llm.provider": "openai"},
+        usage={"input_tokens": 25, "output_tokens": 9},
     )
     # 3b. OpenInference with only input.value / output.value
     with s2.start_as_current_span(f"llm{tag}") as s:
@@ -200,6 +207,7 @@ def genai_batch(image_uri: str = "s3://images/cat.png", tag: str = "") -> Batch:
             "gen_ai.operation.name": "chat", "gen_ai.system": "openai",
             "gen_ai.request.model": "gpt-4", "gen_ai.response.model": "gpt-4-0613",
             "gen_ai.application_name": "support-bot", "gen_ai.environment": "production",
+            "gen_ai.usage.input_tokens": 14, "gen_ai.usage.output_tokens": 5,
         })  # fmt: skip
         s.add_event("gen_ai.content.prompt", {"gen_ai.prompt": "user: Reset my password"})
         s.add_event("gen_ai.content.completion", {"gen_ai.completion": "Click 'Forgot'."})
@@ -211,6 +219,7 @@ def genai_batch(image_uri: str = "s3://images/cat.png", tag: str = "") -> Batch:
         "user: Reset my password",
         "Click 'Forgot'.",
         attributes={"gen_ai.environment": "production"},
+        usage={"input_tokens": 14, "output_tokens": 5},
     )
     # 4b. OpenLIT image generation: the image URL in gen_ai.response.image
     with lit.start_as_current_span(f"openai.images.generate{tag}") as s:
@@ -231,9 +240,22 @@ def genai_batch(image_uri: str = "s3://images/cat.png", tag: str = "") -> Batch:
 
     # 5. a generation recorded without content (the instrumentations' default)
     with t.start_as_current_span(f"chat gpt-4o-mini{tag}") as s:
-        s.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o-mini"})
-    expected[f"chat gpt-4o-mini{tag}"] = Expected(
-        "none", "gpt-4o-mini", "2.3.0", "shop-bot", "", ""
+        s.set_attributes(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "gpt-4o-mini",
+                "gen_ai.usage.input_tokens": 40,
+                "gen_ai.usage.output_tokens": 12,
+            }
+        )
+    expected[f"chat gpt-4o-mini{tag}"] = Expected(  # tokens still count: cost needs no content
+        "none",
+        "gpt-4o-mini",
+        "2.3.0",
+        "shop-bot",
+        "",
+        "",
+        usage={"input_tokens": 40, "output_tokens": 12},
     )
 
     # not generations: an HTTP span, an embeddings call, a tool call, an agent span
