@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from telltale.serving.models import DetectionsResponse, RateOut, RatesResponse
 
 if TYPE_CHECKING:
+    from storage import PriceTable
     from telltale.serving.auth import Auth
 
 __all__ = ["RANGES", "add_read_routes"]
@@ -70,10 +71,16 @@ def _picker(chosen: str | None, start: datetime, end: datetime) -> str:
 
 
 def add_read_routes(
-    app: FastAPI, auth: Auth, client: Any, source: str, min_slice_users: int = 0
+    app: FastAPI,
+    auth: Auth,
+    client: Any,
+    source: str,
+    min_slice_users: int = 0,
+    prices: PriceTable | None = None,
 ) -> None:
     """Add the report, rates and detections of the database behind ``client`` to ``app``;
-    ``source`` names it on the report."""
+    ``source`` names it on the report; the dashboards' SQL is built with the small-cell bound
+    and the price table in effect."""
 
     @app.get("/", response_class=HTMLResponse, dependencies=[Depends(auth)])
     def report(
@@ -88,7 +95,7 @@ def add_read_routes(
         from dashboards import QueryContext, build_dashboards, build_report, interval_for, view
 
         start, end = _window(range_, since, until)
-        dashboards = build_dashboards(min_slice_users)
+        dashboards = build_dashboards(min_slice_users, prices)
         ctx = QueryContext(
             start=start, end=end, interval_s=interval_for(start, end),
             variables={"app": None, "model": None, "version": None, "signal": None,

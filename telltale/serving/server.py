@@ -141,7 +141,7 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
 
     def routes(app: FastAPI, auth: Auth) -> None:
         add_read_routes(app, auth, client, redact_dsn(settings.clickhouse.dsn),
-                        settings.privacy.min_slice_users)  # fmt: skip
+                        settings.privacy.min_slice_users, settings.usage.prices)  # fmt: skip
 
     return create_app(service, extra=routes, on_startup=beside.start, on_shutdown=beside.stop)
 
