@@ -17,6 +17,7 @@ from alerts.delivery import (
     WebhookNotifier,
     api_payloads,
     backtest,
+    prometheus_rules_file,
     provisioning_file,
 )
 from alerts.detectors import (
@@ -82,6 +83,7 @@ __all__ = [
     "median_heuristic_bandwidth",
     "mmd2_unbiased",
     "mmd_permutation_test",
+    "prometheus_rules_file",
     "provisioning_file",
     "rate_confidence_sequence",
     "slice_label",

@@ -15,8 +15,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from storage import failure_rates, open_detection_counts
+from storage import effective_events, failure_rates, open_detection_counts
 from streams import VersionCap
+from telltale.signal_store import ClickHouseSignalStore
 from telltale.trust import load_errors_for
 
 if TYPE_CHECKING:
@@ -61,18 +62,28 @@ class StorageGauges:
             self.corrected_rate.labels(*key).set(rate)
 
     def _corrected(self, client: Any, now: datetime) -> dict[tuple[str, str, str], float]:
-        rows = failure_rates(client, since=now - self._window)
+        """As ``telltale rates --corrected --since <now - window>`` computes them (each row
+        worth its effective events: retries of one answer share one flag)."""
+        since = now - self._window
+        rows = failure_rates(client, since=since)
         audit = self._audit
         errors = load_errors_for(client, {r.signal for r in rows},
                                  min_version_labels=audit.min_version_labels,
                                  include_judge=audit.use_judge_labels)  # fmt: skip
+        fields_of = {s.name: s.field for s in ClickHouseSignalStore(client).latest()}
+        worth: dict[Any, float] = {}
+        for name, found in errors.items():
+            if found is not None and name in fields_of:
+                worth |= effective_events(client, name, fields_of[name], since=since)
         rates: dict[tuple[str, str, str], float] = {}
         for row in rows:
             found = errors.get(row.signal)
             version = self._cap.label(row.model, row.model_version)
             if found is None or version != row.model_version:
                 continue
-            fields = found.correct(row.model_version, row.events, row.failures)
+            effective = worth.get((row.signal, row.model, row.model_version, ()))
+            fields = found.correct(row.model_version, row.events, row.failures,
+                                   effective_events=effective)  # fmt: skip
             if fields["corrected_rate"] is not None:
                 rates[(row.signal, row.model, version)] = float(fields["corrected_rate"])
         return rates

@@ -6,6 +6,7 @@ from __future__ import annotations
 from alerts.delivery.backtest import BacktestReport, backtest
 from alerts.delivery.monitor import CycleReport, Monitor, register_new_releases
 from alerts.delivery.notify import Notifier, WebhookNotifier, build_payload, summarize
+from alerts.delivery.prometheus_rules import PROMETHEUS_ALERTS, prometheus_rules_file
 from alerts.delivery.receiver import ReceivedAlert, Receiver, render_runbooks
 from alerts.delivery.rules import (
     CONTACT_POINT_UID,
@@ -20,6 +21,7 @@ from alerts.delivery.rules import (
 
 __all__ = [
     "CONTACT_POINT_UID",
+    "PROMETHEUS_ALERTS",
     "RULES",
     "RULE_GROUP",
     "AlertingPayloads",
@@ -35,6 +37,7 @@ __all__ = [
     "api_payloads",
     "backtest",
     "build_payload",
+    "prometheus_rules_file",
     "provisioning_file",
     "register_new_releases",
     "render_runbooks",
