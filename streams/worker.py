@@ -220,7 +220,7 @@ class _Runtime:
 
     async def refresh_metrics(self, refresh: Callable[[], None]) -> None:
         """Read the gauges that come from storage, on the pipeline thread between batches."""
-        if self.stopping.is_set():
+        if self.stopping.is_set() or not self.handler.health.ok:
             return
         try:
             await self.run_blocking(refresh)

@@ -346,28 +346,30 @@ def make_worker_app(
 
     ``build`` supplies shared parts instead of building its own (``serve --all``: their writer
     counts for ``metrics``, and the server refreshes the storage gauges); ``health`` fails when
-    storage is misconfigured (for a health endpoint). Without ``metrics`` the worker has its
-    own registry, with the storage gauges (:mod:`telltale.storage_gauges`), on ``/metrics``.
+    storage is misconfigured (for a health endpoint). Without ``metrics`` and with a health
+    port, the worker has its own registry, with the storage gauges
+    (:mod:`telltale.storage_gauges`), on ``/metrics`` there; without either, no metrics.
     """
     kafka = settings.kafka
     # A wrong password stops the worker here, before it joins the group: nothing is consumed.
     check_credentials(kafka.bootstrap, kafka.security)
+    worker = settings.worker
     refresh: Callable[[], None] | None = None
-    if metrics is None:
-        worker = settings.worker
+    if metrics is None and worker.health_port:
         metrics = WorkerMetrics(cap=VersionCap(worker.metrics_max_versions))
         parts = _WorkerParts(settings, build, metrics)
         gauges = StorageGauges(metrics.registry, metrics.counters.cap, settings.audit,
                                worker.metrics_rate_window_s)  # fmt: skip
 
-        def refresh() -> None:
+        def refresh_gauges() -> None:
             parts.refresh_gauges(gauges)
 
+        refresh = refresh_gauges
     else:
         parts = _WorkerParts(settings, build, metrics)
     return build_app(
         kafka,
-        settings.worker,
+        worker,
         parts.pipeline,
         parts.accept_signal,
         parts.record_dead_letters,
