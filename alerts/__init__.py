@@ -22,6 +22,7 @@ from alerts.delivery import (
     api_payloads,
     backtest,
     build_notifier,
+    prometheus_rules_file,
     provisioning_file,
 )
 from alerts.detectors import (
@@ -92,6 +93,7 @@ __all__ = [
     "median_heuristic_bandwidth",
     "mmd2_unbiased",
     "mmd_permutation_test",
+    "prometheus_rules_file",
     "provisioning_file",
     "rate_confidence_sequence",
     "slice_label",

@@ -31,6 +31,7 @@ from storage.detections import (
     json_safe,
     last_drift_window_ends,
     list_detections,
+    open_detection_counts,
     pending_detections,
 )
 from storage.discovery import ClusterRow, cluster_signal_scores, load_cluster, save_clusters
@@ -206,6 +207,7 @@ __all__ = [
     "migrate",
     "negatively_rated",
     "next_version",
+    "open_detection_counts",
     "pending_detections",
     "prompt_models",
     "prompt_sample",

@@ -33,6 +33,7 @@ __all__ = [
     "json_safe",
     "last_drift_window_ends",
     "list_detections",
+    "open_detection_counts",
     "pending_detections",
 ]
 
@@ -213,6 +214,15 @@ def list_detections(
         ORDER BY opened_at DESC, detector, key LIMIT {{limit:UInt32}}
     """  # noqa: S608 - only fixed fragments are formatted; values are bound parameters
     return [_from_row(r) for r in client.query(sql, parameters=params).result_rows]
+
+
+def open_detection_counts(client: Client) -> dict[str, int]:
+    """Per detector that ever wrote a detection: how many of its detections are open now."""
+    rows = client.query(
+        "SELECT detector, countIf(resolved_at IS NULL) FROM detections FINAL "
+        "GROUP BY detector ORDER BY detector"
+    ).result_rows
+    return {str(detector): int(n) for detector, n in rows}
 
 
 def pending_detections(client: Client) -> list[DetectionRow]:

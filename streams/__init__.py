@@ -18,6 +18,7 @@ from streams.events import (
 )
 from streams.feedback import Feedback, validate_feedback
 from streams.kafka_security import KafkaSecurity, check_credentials
+from streams.metrics import MeteredWriter, SignalCounters, VersionCap, WorkerMetrics
 from streams.otlp import OtlpMapping
 from streams.pipeline import BatchResult, Pipeline
 from streams.privacy import ContentPolicy
@@ -57,6 +58,7 @@ __all__ = [
     "JsonTooDeep",
     "KafkaConfig",
     "KafkaSecurity",
+    "MeteredWriter",
     "OtlpMapping",
     "Output",
     "Pipeline",
@@ -70,13 +72,16 @@ __all__ = [
     "ScoreRequest",
     "Scored",
     "Scorer",
+    "SignalCounters",
     "SignalResult",
     "SliceConfig",
     "Slicer",
     "StreamError",
     "Vectors",
+    "VersionCap",
     "WorkerConfig",
     "WorkerHealth",
+    "WorkerMetrics",
     "build_app",
     "check_credentials",
     "check_depth",

@@ -226,8 +226,10 @@ class BatchHandler:
         health: WorkerHealth | None = None,
         stopping: asyncio.Event | None = None,
         redact_payload: Callable[[str], str] | None = None,
+        on_dead_letter: Callable[[str], None] | None = None,
     ) -> None:
         self._process = process
+        self._on_dead_letter = on_dead_letter  # told each letter's reason once it is sent
         self._redact = redact_payload
         self._send = send_dead_letter
         self._run_blocking = run_blocking
@@ -514,6 +516,8 @@ class BatchHandler:
                 max_bytes = max(MIN_LETTER_BYTES, min(max_bytes, len(value)) // 4)
                 continue
             break
+        if self._on_dead_letter is not None:
+            self._on_dead_letter(reason)
         log.warning(  # the record's reason: clipped, so a hostile payload cannot flood the log
             "dead-lettered %s[%d]@%d: %s",
             record.topic,

@@ -120,4 +120,20 @@ class WorkerConfig(BaseModel):
         description="HTTP port of the worker's /healthz and /readyz (0: no endpoint)",
     )
     health_host: str = Field(default="127.0.0.1", description="address the health endpoint binds")
+    metrics_max_versions: int = Field(
+        default=20,
+        ge=1,
+        description="distinct model_version labels per model on /metrics; later ones: 'other'",
+    )
+    metrics_lag_interval_s: float = Field(
+        default=15.0, gt=0, description="how often /metrics' consumer lag is measured"
+    )
+    metrics_refresh_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="how often /metrics' gauges read from storage (corrected rates, incidents)",
+    )
+    metrics_rate_window_s: float = Field(
+        default=3600.0, gt=0, description="the recent window of /metrics' corrected rates"
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -41,6 +41,7 @@ from streams.dead_letter import DeadLetter
 from streams.errors import InvalidEvent, PartlyInvalid
 from streams.events import GenerationEvent
 from streams.feedback import Feedback
+from streams.metrics import WorkerMetrics, consumer_lag, counting_decoder
 from streams.otlp import OtlpMapping, decode_otlp, otlp_kind_of_topic
 from streams.pipeline import Pipeline
 from streams.retry import RetryPolicy
@@ -105,6 +106,7 @@ class _Runtime:
         decoders: Mapping[str, Decoder] | None,
         health: WorkerHealth | None,
         redact_payload: Callable[[str], str] | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.config = config
         self._factory = pipeline_factory
@@ -112,16 +114,22 @@ class _Runtime:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telltale-pipeline")
         self.in_flight: set[asyncio.Future[Outcome]] = set()
         self.retry = RetryPolicy(config.retry_initial_s, config.retry_max_s)
+        default_decoder = json_decoder(config.max_payload_bytes)
+        if metrics is not None:  # events seen are counted as they are decoded
+            counters = metrics.counters
+            decoders = {t: counting_decoder(d, counters) for t, d in (decoders or {}).items()}
+            default_decoder = counting_decoder(default_decoder, counters)
         self.handler = BatchHandler(
             process=pipeline_process(self.pipeline),
             send_dead_letter=send_dead_letter,
             run_blocking=self.run_blocking,
             record_dead_letters=record_dead_letters,
             decoders=decoders,
-            default_decoder=json_decoder(config.max_payload_bytes),
+            default_decoder=default_decoder,
             retry=self.retry,
             health=health,
             redact_payload=redact_payload,
+            on_dead_letter=None if metrics is None else metrics.dead_letter,
         )
         self.stopping = self.handler.stopping
 
@@ -204,6 +212,22 @@ class _Runtime:
             log.warning("signal maintenance failed, tried again in %.0fs: %s",
                         self.config.maintenance_interval_s, exc)  # fmt: skip
 
+    async def measure_lag(self, app: Any, topics: Sequence[str], metrics: WorkerMetrics) -> None:
+        try:
+            metrics.set_lag(await consumer_lag(app, topics))
+        except Exception as exc:  # not assigned yet, or the broker is away: measured next time
+            log.debug("consumer lag not measured: %s", exc)
+
+    async def refresh_metrics(self, refresh: Callable[[], None]) -> None:
+        """Read the gauges that come from storage, on the pipeline thread between batches."""
+        if self.stopping.is_set() or not self.handler.health.ok:
+            return
+        try:
+            await self.run_blocking(refresh)
+        except Exception as exc:  # storage trouble shows in the batches; try again later
+            log.warning("metrics refresh failed, tried again in %.0fs: %s",
+                        self.config.metrics_refresh_s, exc)  # fmt: skip
+
     async def warm_up(self) -> None:
         # Load the model before the first batch arrives, without blocking the event loop.
         # A failure here is left to the first batch, which types it and retries or halts.
@@ -226,6 +250,8 @@ def build_app(
     accept_feedback: Callable[[list[Feedback]], int] | None = None,
     otlp_mapping: OtlpMapping | None = None,
     redact_payload: Callable[[str], str] | None = None,
+    metrics: WorkerMetrics | None = None,
+    refresh_metrics: Callable[[], None] | None = None,
 ) -> Any:
     """Create the faust app with its agents. The pipeline is built when the worker starts.
 
@@ -242,7 +268,11 @@ def build_app(
     ``maintenance_interval_s``, between batches and never inside one. With
     ``kafka.otlp_topics`` the same agent also reads the OpenTelemetry Collector's export
     records (``streams.otlp``, mapped by ``otlp_mapping``); with ``kafka.feedback_topic`` and
-    ``accept_feedback`` another agent stores delayed user feedback.
+    ``accept_feedback`` another agent stores delayed user feedback. With ``metrics``
+    (:mod:`streams.metrics`) the worker counts events and dead letters, measures its consumer
+    lag every ``metrics_lag_interval_s`` and serves ``/metrics`` beside the health pages;
+    ``refresh_metrics`` (gauges read from storage) runs on the pipeline thread every
+    ``metrics_refresh_s``.
     """
     import faust
 
@@ -278,10 +308,12 @@ def build_app(
     decoders = {**otlp, **(decoders or {})}
     health = health if health is not None else WorkerHealth()
     runtime = _Runtime(config, pipeline_factory, send_dead_letter, record_dead_letters,
-                       decoders, health, redact_payload)  # fmt: skip
+                       decoders, health, redact_payload, metrics)  # fmt: skip
     if config.health_port:
         _health_pages(app, health)
     source = app.topic(kafka.topic, *kafka.otlp_topics, partitions=kafka.partitions)
+    if metrics is not None:
+        _metrics(app, runtime, metrics, [kafka.topic, *kafka.otlp_topics], refresh_metrics)
     app.agent(source, name="consume")(runtime.consume)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's stubs reject async defs
@@ -333,3 +365,36 @@ def _health_pages(app: Any, health: WorkerHealth) -> None:
 
     app.page("/healthz")(healthz)
     app.page("/readyz")(readyz)
+
+
+def _metrics(
+    app: Any,
+    runtime: _Runtime,
+    metrics: WorkerMetrics,
+    topics: Sequence[str],
+    refresh: Callable[[], None] | None,
+) -> None:
+    """``/metrics`` on faust's web server (with ``health_port``) and the timers behind it."""
+    config = runtime.config
+
+    async def lag() -> None:
+        await runtime.measure_lag(app, topics, metrics)
+
+    app.timer(config.metrics_lag_interval_s)(lag)
+    if refresh is not None:
+
+        async def storage_gauges() -> None:
+            await runtime.refresh_metrics(refresh)
+
+        app.timer(config.metrics_refresh_s)(storage_gauges)
+    if not config.health_port:
+        return
+
+    async def scrape(web: Any, request: Any) -> Any:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        # aiohttp refuses a charset in content_type; the header carries the whole value
+        return web.bytes(generate_latest(metrics.registry),
+                         headers={"Content-Type": CONTENT_TYPE_LATEST})  # fmt: skip
+
+    app.page("/metrics")(scrape)

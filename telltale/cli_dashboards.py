@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import SecretStr, ValidationError
 
-from alerts import api_payloads, provisioning_file
+from alerts import api_payloads, prometheus_rules_file, provisioning_file
 from dashboards import (
     DATASOURCE_UID,
     DashboardsError,
@@ -62,6 +62,7 @@ dashboards_app = typer.Typer(
 GENERATED = Path("dashboards") / "generated"
 DATASOURCE_FILE = Path("dashboards") / "datasources" / "clickhouse.yaml"
 ALERTING_FILE = Path("alerts") / "provisioning" / "telltale.yaml"
+PROMETHEUS_RULES_FILE = Path("alerts") / "provisioning" / "prometheus-rules.yaml"
 
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="print what would be sent; contact nobody")
@@ -96,6 +97,7 @@ def generated_files(
     }
     files[root / DATASOURCE_FILE] = datasource_file(settings)
     files[root / ALERTING_FILE] = provisioning_file(_file_options(settings))
+    files[root / PROMETHEUS_RULES_FILE] = prometheus_rules_file(settings.runbook_base_url)
     return files
 
 

@@ -43,11 +43,14 @@ from streams import (
     Feedback,
     KafkaConfig,
     KafkaSecurity,
+    MeteredWriter,
     Pipeline,
     Pseudonyms,
     SliceConfig,
     Slicer,
+    VersionCap,
     WorkerHealth,
+    WorkerMetrics,
     build_app,
     check_credentials,
 )
@@ -59,6 +62,7 @@ from telltale.settings import (
     Settings,
 )
 from telltale.signal_store import ClickHouseSignalStore, stored_examples
+from telltale.storage_gauges import StorageGauges
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -285,9 +289,15 @@ class _WorkerParts:
     ``build`` replaces the default (a client from settings, then :func:`make_parts`).
     """
 
-    def __init__(self, settings: Settings, build: Callable[[], Parts] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        build: Callable[[], Parts] | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> None:
         self._settings = settings
         self._build = build
+        self._metrics = metrics
         self._pipeline: Pipeline | None = None
         self._client: Client | None = None
         self._signals: LiveSignals | None = None
@@ -297,17 +307,24 @@ class _WorkerParts:
 
     def pipeline(self) -> Pipeline:
         if self._pipeline is None:
-            parts = (
-                self._build()
-                if self._build is not None
-                else make_parts(self._settings, make_client(self._settings.clickhouse), worker=True)
-            )
+            parts = self._build() if self._build is not None else self._own_parts()
             # Signals of another embedder are retrained before the first batch (this runs on
             # the pipeline thread, ahead of any batch); later ones by `maintain`, between batches.
             parts.signals.retrain_stale()
             self._client, self._signals = parts.client, parts.signals
             self._pipeline = parts.pipeline
         return self._pipeline
+
+    def _own_parts(self) -> Parts:
+        client = make_client(self._settings.clickhouse)
+        counters = None if self._metrics is None else self._metrics.counters
+        return make_parts(self._settings, client, MeteredWriter(client, counters), worker=True)
+
+    def refresh_gauges(self, gauges: StorageGauges) -> None:
+        """Read the storage gauges of ``/metrics`` (on the pipeline thread, between batches)."""
+        self.pipeline()
+        assert self._client is not None
+        gauges.refresh(self._client)
 
     def record_dead_letters(self, letters: list[DeadLetter]) -> None:
         """Store where and why payloads were dead-lettered (the payloads stay in Kafka)."""
@@ -345,19 +362,36 @@ def make_worker_app(
     settings: Settings,
     build: Callable[[], Parts] | None = None,
     health: WorkerHealth | None = None,
+    metrics: WorkerMetrics | None = None,
 ) -> Any:
     """The faust worker app.
 
-    ``build`` supplies shared parts instead of building its own (``serve --all``); ``health``
-    fails when storage is misconfigured (for a health endpoint).
+    ``build`` supplies shared parts instead of building its own (``serve --all``: their writer
+    counts for ``metrics``, and the server refreshes the storage gauges); ``health`` fails when
+    storage is misconfigured (for a health endpoint). Without ``metrics`` and with a health
+    port, the worker has its own registry, with the storage gauges
+    (:mod:`telltale.storage_gauges`), on ``/metrics`` there; without either, no metrics.
     """
     kafka = settings.kafka
     # A wrong password stops the worker here, before it joins the group: nothing is consumed.
     check_credentials(kafka.bootstrap, kafka.security)
-    parts = _WorkerParts(settings, build)
+    worker = settings.worker
+    refresh: Callable[[], None] | None = None
+    if metrics is None and worker.health_port:
+        metrics = WorkerMetrics(cap=VersionCap(worker.metrics_max_versions))
+        parts = _WorkerParts(settings, build, metrics)
+        gauges = StorageGauges(metrics.registry, metrics.counters.cap, settings.audit,
+                               worker.metrics_rate_window_s)  # fmt: skip
+
+        def refresh_gauges() -> None:
+            parts.refresh_gauges(gauges)
+
+        refresh = refresh_gauges
+    else:
+        parts = _WorkerParts(settings, build, metrics)
     return build_app(
         kafka,
-        settings.worker,
+        worker,
         parts.pipeline,
         parts.accept_signal,
         parts.record_dead_letters,
@@ -366,4 +400,6 @@ def make_worker_app(
         accept_feedback=parts.accept_feedback,
         otlp_mapping=settings.otlp,
         redact_payload=free_text_policy(settings),
+        metrics=metrics,
+        refresh_metrics=refresh,
     )

@@ -8,6 +8,7 @@ from alerts.delivery.fanout import FanOutNotifier, OwesMessages, build_notifier
 from alerts.delivery.monitor import CycleReport, Monitor, register_new_releases
 from alerts.delivery.notify import Notifier, WebhookNotifier, build_payload, summarize
 from alerts.delivery.pagerduty import PagerDutyNotifier, pagerduty_event
+from alerts.delivery.prometheus_rules import PROMETHEUS_ALERTS, prometheus_rules_file
 from alerts.delivery.receiver import ReceivedAlert, Receiver, render_runbooks
 from alerts.delivery.rules import (
     CONTACT_POINT_UID,
@@ -23,6 +24,7 @@ from alerts.delivery.slack import SlackNotifier, slack_message
 
 __all__ = [
     "CONTACT_POINT_UID",
+    "PROMETHEUS_ALERTS",
     "RULES",
     "RULE_GROUP",
     "AlertingPayloads",
@@ -44,6 +46,7 @@ __all__ = [
     "build_notifier",
     "build_payload",
     "pagerduty_event",
+    "prometheus_rules_file",
     "provisioning_file",
     "register_new_releases",
     "render_runbooks",

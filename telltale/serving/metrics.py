@@ -1,8 +1,15 @@
-"""Prometheus metrics of ``telltale serve`` (``GET /metrics``)."""
+"""Prometheus metrics of ``telltale serve`` (``GET /metrics``).
+
+Besides the API's own (latency, batches, verdicts), the per-signal counters the worker has too
+(:class:`streams.SignalCounters`, prefix ``telltale_serve``: events seen and scored per model and
+version, events scored and flagged per signal), with the same cap on versions.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from streams import SignalCounters, VersionCap
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -15,10 +22,12 @@ __all__ = ["ServeMetrics"]
 class ServeMetrics:
     """Prometheus metrics of one app (its own registry, so several apps can live in a test)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cap: VersionCap | None = None) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry: CollectorRegistry = CollectorRegistry()
+        self.counters = SignalCounters(self.registry, "telltale_serve", cap or VersionCap(),
+                                       "the API")  # fmt: skip
         latency_buckets = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
         self.latency = Histogram("telltale_serve_request_seconds", "POST /v1/score latency",
                                  ["status"], buckets=latency_buckets,
@@ -50,6 +59,7 @@ class ServeMetrics:
 
     def observe(self, scored: Scored) -> None:
         self.verdicts.labels(scored.verdict).inc()
+        self.counters.scored(scored)
         self.embedded.inc(len({s.field for s in scored.signals} | set(scored.vectors)))
         for s in scored.signals:
             if s.flagged:

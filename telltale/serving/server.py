@@ -22,6 +22,7 @@ and commits its batch in flight, and the monitor stops after its cycle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -30,12 +31,23 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from storage import ClickHouseWriter, SerializedClient, redact_dsn
-from streams import Pipeline, Recorder, kafka_recorder, storage_recorder
+from streams import (
+    MeteredWriter,
+    Pipeline,
+    Recorder,
+    SignalCounters,
+    VersionCap,
+    WorkerMetrics,
+    kafka_recorder,
+    storage_recorder,
+)
 from telltale.serving.app import create_app
+from telltale.serving.metrics import ServeMetrics
 from telltale.serving.protocol import header_deadline_protocol
 from telltale.serving.reads import add_read_routes
 from telltale.serving.service import GuardrailService
 from telltale.settings import Settings
+from telltale.storage_gauges import StorageGauges
 from telltale.trust import release_instrument
 from telltale.wiring import (
     Parts,
@@ -61,11 +73,17 @@ __all__ = ["build_server", "serve"]
 log = logging.getLogger(__name__)
 
 
-class _WatchedWriter(ClickHouseWriter):
-    """A writer that reports the earliest event time of every write (for the monitor)."""
+class _WatchedWriter(MeteredWriter):
+    """A writer that reports the earliest event time of every write (for the monitor), and
+    counts what it stored for ``/metrics`` when given ``counters`` (the worker's)."""
 
-    def __init__(self, client: Any, on_written: Callable[[datetime], None]) -> None:
-        super().__init__(client)
+    def __init__(
+        self,
+        client: Any,
+        on_written: Callable[[datetime], None],
+        counters: SignalCounters | None = None,
+    ) -> None:
+        super().__init__(client, counters)
         self._on_written = on_written
 
     def write(self, batch: WriteBatch) -> int:
@@ -123,21 +141,29 @@ def build_server(settings: Settings, *, all_in_one: bool = False) -> FastAPI:
     parts = make_parts(settings, client)
     writer = _WatchedWriter(client, monitored.saw_events_at)
     recorder = _recorder(settings, parts, writer)
+    cap = VersionCap(settings.worker.metrics_max_versions)
+    metrics = ServeMetrics(cap)
+    gauges = _GaugeRefresher(
+        StorageGauges(metrics.registry, cap, settings.audit, settings.worker.metrics_rate_window_s),
+        client, settings.worker.metrics_refresh_s,
+    )  # fmt: skip
     # Alone, the API retrains signals of another embedder itself; with --all the worker does.
     service = GuardrailService(
         parts.embedders, parts.signals, settings.serve, recorder=recorder,
         cache=parts.pipeline.cache, image_policy=image_policy(settings.images, api=True),
         maintenance=None if all_in_one else parts.signals.retrain_stale,
-        maintenance_interval_s=settings.worker.maintenance_interval_s,
+        maintenance_interval_s=settings.worker.maintenance_interval_s, metrics=metrics,
     )  # fmt: skip
     if not all_in_one:
 
         async def close() -> None:
+            await gauges.stop()
             client.close()
 
-        return create_app(service, on_shutdown=close)
+        return create_app(service, on_startup=gauges.start, on_shutdown=close)
 
-    beside = _WorkerAndMonitor(settings, client, parts, monitored)
+    worker_metrics = WorkerMetrics(metrics.registry, cap)
+    beside = _WorkerAndMonitor(settings, client, parts, monitored, worker_metrics, gauges)
 
     def routes(app: FastAPI, auth: Auth) -> None:
         add_read_routes(app, auth, client, redact_dsn(settings.clickhouse.dsn),
@@ -152,8 +178,16 @@ class _WorkerAndMonitor:
     thread. Started after the API's service, stopped after it drained; closes the client."""
 
     def __init__(
-        self, settings: Settings, client: Client, parts: Parts, monitored: _Monitored
+        self,
+        settings: Settings,
+        client: Client,
+        parts: Parts,
+        monitored: _Monitored,
+        metrics: WorkerMetrics,
+        gauges: _GaugeRefresher,
     ) -> None:
+        self._metrics = metrics
+        self._gauges = gauges
         self._settings = settings
         self._client = client
         self._parts = parts
@@ -168,11 +202,12 @@ class _WorkerAndMonitor:
         shared = Parts(
             client, parts.embedders, parts.signals,
             Pipeline(parts.embedders, parts.signals,
-                     _WatchedWriter(client, monitored.saw_events_at),
+                     _WatchedWriter(client, monitored.saw_events_at, self._metrics.counters),
                      pseudonyms=pseudonyms(settings), content=content_policy(settings)),
         )  # fmt: skip
-        app = make_worker_app(settings, build=lambda: shared)
+        app = make_worker_app(settings, build=lambda: shared, metrics=self._metrics)
         await app.start()
+        await self._gauges.start()
         self._worker = app
         monitor_settings, notify = settings.monitor, settings.notify
         stop = threading.Event()
@@ -193,6 +228,7 @@ class _WorkerAndMonitor:
         )  # fmt: skip
 
     async def stop(self) -> None:
+        await self._gauges.stop()
         monitored = self._monitored
         if monitored.stop is not None:
             monitored.stop.set()
@@ -201,6 +237,37 @@ class _WorkerAndMonitor:
         if monitored.thread is not None:
             await asyncio.get_running_loop().run_in_executor(None, monitored.thread.join, 60)
         self._client.close()
+
+
+class _GaugeRefresher:
+    """Refreshes the storage gauges of ``/metrics`` every ``interval_s`` on a thread of the
+    loop's default executor (the client takes turns with everyone else's calls)."""
+
+    def __init__(self, gauges: StorageGauges, client: Any, interval_s: float) -> None:
+        self._gauges = gauges
+        self._client = client
+        self._interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await loop.run_in_executor(None, self._gauges.refresh, self._client)
+            except Exception as exc:  # storage trouble: the next round tries again
+                log.warning("metrics refresh failed, tried again in %.0f s: %s",
+                            self._interval_s, exc)  # fmt: skip
+            await asyncio.sleep(self._interval_s)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
 
 def serve(settings: Settings, *, all_in_one: bool = False) -> None:

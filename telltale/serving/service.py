@@ -55,6 +55,7 @@ class GuardrailService:
         image_policy: ImagePolicy | None = None,
         maintenance: Callable[[], object] | None = None,
         maintenance_interval_s: float = MAINTENANCE_INTERVAL_S,
+        metrics: ServeMetrics | None = None,
     ) -> None:
         self.settings = settings
         self._maintenance = maintenance
@@ -63,7 +64,7 @@ class GuardrailService:
         if image_policy is None:  # the API's policy under the TELLTALE_IMAGES_* settings
             image_policy = wiring.image_policy(ImagesSettings(), api=True)
         self.scorer = Scorer(embedder, bank, image_policy, cache)
-        self.metrics = ServeMetrics()
+        self.metrics = metrics or ServeMetrics()
         self._recorder = recorder
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telltale-score")
         self.batcher: MicroBatcher[ScoreRequest, Scored | Rejected] = MicroBatcher(

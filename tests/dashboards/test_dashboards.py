@@ -365,7 +365,7 @@ def test_build_writes_then_check_detects_drift(
     result = runner.invoke(dashboards_app, ["build", "--root", str(tmp_path), "--format", "json"])
     assert result.exit_code == 0, result.output
     written = json.loads(result.stdout)["written"]
-    assert len(written) == 6
+    assert len(written) == 7  # 4 dashboards, the data source, Grafana and Prometheus rules
     assert (
         runner.invoke(dashboards_app, ["build", "--root", str(tmp_path), "--check"]).exit_code == 0
     )

@@ -274,6 +274,13 @@ def test_metrics_expose_latency_batches_cache_and_flags(server: Running) -> None
     assert "telltale_serve_embedding_cache_hits_total" in text
     assert 'telltale_serve_verdicts_total{verdict="block"}' in text
     assert 'telltale_serve_signal_flags_total{action="block",signal="stock_advice"}' in text
+    # the per-signal counters the worker has too: signal, model and version labels only
+    labels = 'model="chat-assistant",model_version="2026.11",signal="stock_advice"'
+    assert f"telltale_serve_signal_scored_total{{{labels}}}" in text
+    assert f"telltale_serve_signal_flagged_total{{{labels}}}" in text
+    assert (
+        'telltale_serve_events_scored_total{model="chat-assistant",model_version="2026.11"}' in text
+    )
 
 
 def test_openapi_contract(server: Running) -> None:

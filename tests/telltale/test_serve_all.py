@@ -41,6 +41,13 @@ def _wait(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 1
         time.sleep(0.3)
 
 
+def _series(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}  # fmt: skip
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 def test_all_in_one_streams_scores_records_and_reports(
@@ -108,6 +115,17 @@ def test_all_in_one_streams_scores_records_and_reports(
             assert time.monotonic() < deadline, (rates, log.read_text()[-3000:])
             time.sleep(1)
         assert rates[0]["signal"] == "stock_advice" and rates[0]["model"] == "chat"
+        # /metrics: the worker's counters beside the API's, equal to the stored rates
+        while True:
+            scraped = _series(httpx.get(f"{url}/metrics", headers=headers, timeout=30).text)
+            key = (("model", "chat"), ("model_version", "v1"), ("signal", "stock_advice"))
+            if scraped.get(("telltale_worker_signal_scored_total", key)) == 32:
+                break
+            assert time.monotonic() < deadline, scraped
+            time.sleep(1)
+        assert scraped[("telltale_worker_signal_flagged_total", key)] == rates[0]["failures"]
+        assert scraped[("telltale_serve_signal_scored_total", key)] == 2  # probe + recorded
+        assert scraped[("telltale_worker_sampling_rate", ())] == 1.0
 
         page = httpx.get(f"{url}/", params={"range": "1h"}, headers=headers, timeout=120)
         assert page.status_code == 200 and page.text.startswith("<!DOCTYPE html>")
