@@ -23,9 +23,9 @@ from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.models import dashboard as models
 
 from dashboards import queries as q
-from dashboards import usage_queries as u
 from dashboards.clickhouse import ClickHouseAnnotationTargetBuilder, datasource_ref
 from dashboards.panels import bar_panel, stat_panel, table_panel, text_panel, timeseries_panel
+from dashboards.queries import usage as u
 from storage import PriceTable
 
 __all__ = ["TAG", "VARIABLES", "build_dashboards"]

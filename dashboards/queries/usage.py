@@ -15,7 +15,7 @@ so a physical duplicate waiting for a merge is not charged twice.
 # dashboards.macros or by Grafana.
 from __future__ import annotations
 
-from dashboards.queries import NamedQuery, event_filters
+from dashboards.queries.base import NamedQuery, event_filters
 from storage import PER_TOKENS, PriceTable
 
 __all__ = ["TOKENS_PER_EVENT", "cost_per_minute", "usage_by_version"]
