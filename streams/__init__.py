@@ -1,5 +1,5 @@
 """Events, the Emitter, the in-process pipeline and the scoring it shares with the guardrail API,
-the faust worker and dead-letter handling."""
+the faust worker, dead-letter handling and the OpenTelemetry export of scores."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from streams.events import (
 )
 from streams.feedback import Feedback, validate_feedback
 from streams.kafka_security import KafkaSecurity, check_credentials
+from streams.otel_export import EvaluationExporter, OtelExportConfig, build_exporter
 from streams.otlp import OtlpMapping
 from streams.pipeline import BatchResult, Pipeline
 from streams.privacy import ContentPolicy
@@ -51,12 +52,14 @@ __all__ = [
     "DeadLetter",
     "EmitError",
     "Emitter",
+    "EvaluationExporter",
     "Feedback",
     "GenerationEvent",
     "InvalidEvent",
     "JsonTooDeep",
     "KafkaConfig",
     "KafkaSecurity",
+    "OtelExportConfig",
     "OtlpMapping",
     "Output",
     "Pipeline",
@@ -78,6 +81,7 @@ __all__ = [
     "WorkerConfig",
     "WorkerHealth",
     "build_app",
+    "build_exporter",
     "check_credentials",
     "check_depth",
     "comma_list",
