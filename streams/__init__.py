@@ -7,7 +7,13 @@ from streams._json import MAX_JSON_DEPTH, check_depth, parse_json
 from streams.batch_handler import WorkerHealth
 from streams.dead_letter import DeadLetter
 from streams.emitter import Emitter
-from streams.errors import EmitError, InvalidEvent, JsonTooDeep, StreamError
+from streams.errors import (
+    EmitError,
+    ExportMisconfigured,
+    InvalidEvent,
+    JsonTooDeep,
+    StreamError,
+)
 from streams.events import (
     GenerationEvent,
     Output,
@@ -18,7 +24,12 @@ from streams.events import (
 )
 from streams.feedback import Feedback, validate_feedback
 from streams.kafka_security import KafkaSecurity, check_credentials
-from streams.otel_export import EvaluationExporter, OtelExportConfig, build_exporter
+from streams.otel_export import (
+    EvaluationExporter,
+    OtelExportConfig,
+    build_exporter,
+    check_export,
+)
 from streams.otlp import OtlpMapping
 from streams.pipeline import BatchResult, Pipeline
 from streams.privacy import ContentPolicy
@@ -53,6 +64,7 @@ __all__ = [
     "EmitError",
     "Emitter",
     "EvaluationExporter",
+    "ExportMisconfigured",
     "Feedback",
     "GenerationEvent",
     "InvalidEvent",
@@ -84,6 +96,7 @@ __all__ = [
     "build_exporter",
     "check_credentials",
     "check_depth",
+    "check_export",
     "comma_list",
     "decode_event",
     "encode_event",

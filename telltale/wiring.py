@@ -53,6 +53,7 @@ from streams import (
     build_app,
     build_exporter,
     check_credentials,
+    check_export,
 )
 from telltale.settings import (
     ClickHouseSettings,
@@ -352,6 +353,7 @@ def make_worker_app(
     kafka = settings.kafka
     # A wrong password stops the worker here, before it joins the group: nothing is consumed.
     check_credentials(kafka.bootstrap, kafka.security)
+    check_export(settings.otel_export, kafka)  # so does an export onto the worker's own topics
     parts = _WorkerParts(settings, build)
     return build_app(
         kafka,

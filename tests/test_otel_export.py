@@ -326,9 +326,19 @@ def test_replay_exports_to_kafka_as_the_collector_reads_it(
     print("\nexample record from Kafka:\n", records[0])
 
 
-def test_a_kafka_topic_the_worker_reads_is_refused() -> None:
-    with pytest.raises(ValueError, match="TELLTALE_OTEL_EXPORT_TOPIC"):
-        build_exporter(OtelExportConfig(export="kafka", export_topic="otlp_spans"), KafkaConfig())
+def test_a_kafka_topic_the_worker_reads_is_refused_before_anything_is_consumed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streams import ExportMisconfigured
+    from telltale.settings import Settings
+    from telltale.wiring import make_worker_app
+
+    config = OtelExportConfig(export="kafka", export_topic="otlp_spans")
+    with pytest.raises(ExportMisconfigured, match="TELLTALE_OTEL_EXPORT_TOPIC"):
+        build_exporter(config, KafkaConfig())
+    monkeypatch.setattr("telltale.wiring.check_credentials", lambda *_: None)
+    with pytest.raises(ExportMisconfigured):
+        make_worker_app(Settings(otel_export=config))
 
 
 # ---- (c) the worker is never held up ---------------------------------------------------------

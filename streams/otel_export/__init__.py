@@ -10,6 +10,7 @@ holds: :mod:`streams.otel_export.records`; how the worker is kept out of its way
 
 from __future__ import annotations
 
+from streams.errors import ExportMisconfigured
 from streams.otel_export.config import OtelExportConfig, logs_url, parse_headers
 from streams.otel_export.exporter import EvaluationExporter, ExportTuning
 from streams.otel_export.records import (
@@ -35,6 +36,7 @@ __all__ = [
     "SendFailed",
     "Sender",
     "build_exporter",
+    "check_export",
     "evaluation_request",
 ]
 
@@ -44,12 +46,12 @@ def build_exporter(
 ) -> EvaluationExporter | None:
     """The exporter ``config`` asks for (its thread started), or None when export is off.
 
-    ``kafka`` is the broker connection (bootstrap and security) for ``export="kafka"``. The
-    topic must not be one the worker reads or writes (its OTLP input topics above all: the
-    worker would read its own evaluations back).
+    ``kafka`` is the broker connection (bootstrap and security) for ``export="kafka"``;
+    :func:`check_export` refuses a topic the worker uses.
     """
     if config.export == "off":
         return None
+    check_export(config, kafka)
     sender: Sender
     if config.export == "otlp_http":
         sender = OtlpHttpSender(logs_url(config.export_endpoint),
@@ -57,11 +59,6 @@ def build_exporter(
                                 config.export_timeout_s)  # fmt: skip
     else:
         kafka = kafka or KafkaConfig()
-        read = {kafka.topic, kafka.dlq_topic, kafka.control_topic, kafka.feedback_topic,
-                *kafka.otlp_topics}  # fmt: skip
-        if config.export_topic in read:
-            raise ValueError(f"TELLTALE_OTEL_EXPORT_TOPIC {config.export_topic!r} is a topic "
-                             "the worker reads or writes (TELLTALE_KAFKA_*)")  # fmt: skip
         sender = KafkaSender(kafka.bootstrap, config.export_topic, config.export_timeout_s,
                              kafka.security)  # fmt: skip
     return EvaluationExporter(sender, ExportTuning(
@@ -70,3 +67,19 @@ def build_exporter(
         retry_initial_s=config.export_retry_initial_s, retry_max_s=config.export_retry_max_s,
         shutdown_timeout_s=config.export_shutdown_timeout_s,
     ))  # fmt: skip
+
+
+def check_export(config: OtelExportConfig, kafka: KafkaConfig | None = None) -> None:
+    """Raise :class:`~streams.errors.ExportMisconfigured` when a Kafka export would write to a
+    topic the worker reads or writes (its OTLP input above all: it would read its own
+    evaluations back). Called when a worker starts, before anything is consumed."""
+    if config.export != "kafka":
+        return
+    kafka = kafka or KafkaConfig()
+    used = {kafka.topic, kafka.dlq_topic, kafka.control_topic, kafka.feedback_topic,
+            *kafka.otlp_topics}  # fmt: skip
+    if config.export_topic in used:
+        raise ExportMisconfigured(
+            f"TELLTALE_OTEL_EXPORT_TOPIC {config.export_topic!r} is a topic the worker reads "
+            "or writes (TELLTALE_KAFKA_*)"
+        )
