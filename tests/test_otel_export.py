@@ -323,7 +323,20 @@ def test_replay_exports_to_kafka_as_the_collector_reads_it(
                if attrs(r)["gen_ai.evaluation.score.label"] == FLAGGED]  # fmt: skip
     assert sum(r["events"] for r in rates) == len(records)
     assert sum(r["failures"] for r in rates) == len(flagged)
-    print("\nexample record from Kafka:\n", records[0])
+    linked = [r for r in records if r.trace_id]
+    per_signal = {name: sum(attrs(r)["gen_ai.evaluation.name"] == name for r in records)
+                  for name in ("stock_advice", "jailbreak_attempt")}  # fmt: skip
+    print(
+        f"\n{len(records)} records from topic {topic} for {summary['written']} stored events "
+        f"({per_signal}); {len(linked)} linked to their spans; replay summary: {summary}"
+    )
+    print(
+        "a decoded record (trace_id",
+        linked[0].trace_id.hex(),
+        "span_id",
+        linked[0].span_id.hex() + "):\n",
+        linked[0],
+    )
 
 
 def test_a_kafka_topic_the_worker_reads_is_refused_before_anything_is_consumed(
