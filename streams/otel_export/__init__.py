@@ -66,6 +66,7 @@ def build_exporter(
         batch_timeout_s=config.export_batch_timeout_s, retries=config.export_retries,
         retry_initial_s=config.export_retry_initial_s, retry_max_s=config.export_retry_max_s,
         shutdown_timeout_s=config.export_shutdown_timeout_s,
+        request_timeout_s=config.export_timeout_s,
     ))  # fmt: skip
 
 

@@ -44,6 +44,7 @@ class ExportTuning:
     retry_initial_s: float = 0.5
     retry_max_s: float = 5.0
     shutdown_timeout_s: float = 5.0
+    request_timeout_s: float = 5.0  # how long close waits, past its deadline, for a send
 
 
 class EvaluationExporter:
@@ -112,7 +113,10 @@ class EvaluationExporter:
                 self._deadline = time.monotonic() + wait_s
                 self._closing.set()
             self._wake.notify()
-        self._thread.join(max(self._deadline - time.monotonic(), 0.0) + 1.0)
+        # a request under way when the deadline passes is waited for (its records are then
+        # counted as sent or dropped): the counters are final once close returns
+        self._thread.join(max(self._deadline - time.monotonic(), 0.0)
+                          + self._tuning.request_timeout_s + 1.0)  # fmt: skip
         with self._lock:
             left = len(self._buffer)
             self._buffer.clear()
