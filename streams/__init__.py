@@ -1,5 +1,5 @@
 """Events, the Emitter, the in-process pipeline and the scoring it shares with the guardrail API,
-the faust worker and dead-letter handling."""
+the faust worker, dead-letter handling and the OpenTelemetry export of scores."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from streams._json import MAX_JSON_DEPTH, check_depth, parse_json
 from streams.batch_handler import WorkerHealth
 from streams.dead_letter import DeadLetter
 from streams.emitter import Emitter
-from streams.errors import EmitError, InvalidEvent, JsonTooDeep, StreamError
+from streams.errors import (
+    EmitError,
+    ExportMisconfigured,
+    InvalidEvent,
+    JsonTooDeep,
+    StreamError,
+)
 from streams.events import (
     GenerationEvent,
     Output,
@@ -19,6 +25,12 @@ from streams.events import (
 from streams.feedback import Feedback, validate_feedback
 from streams.kafka_security import KafkaSecurity, check_credentials
 from streams.metrics import MeteredWriter, SignalCounters, VersionCap, WorkerMetrics
+from streams.otel_export import (
+    EvaluationExporter,
+    OtelExportConfig,
+    build_exporter,
+    check_export,
+)
 from streams.otlp import OtlpMapping
 from streams.pipeline import BatchResult, Pipeline
 from streams.privacy import ContentPolicy
@@ -52,6 +64,8 @@ __all__ = [
     "DeadLetter",
     "EmitError",
     "Emitter",
+    "EvaluationExporter",
+    "ExportMisconfigured",
     "Feedback",
     "GenerationEvent",
     "InvalidEvent",
@@ -59,6 +73,7 @@ __all__ = [
     "KafkaConfig",
     "KafkaSecurity",
     "MeteredWriter",
+    "OtelExportConfig",
     "OtlpMapping",
     "Output",
     "Pipeline",
@@ -83,8 +98,10 @@ __all__ = [
     "WorkerHealth",
     "WorkerMetrics",
     "build_app",
+    "build_exporter",
     "check_credentials",
     "check_depth",
+    "check_export",
     "comma_list",
     "decode_event",
     "encode_event",

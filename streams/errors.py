@@ -6,14 +6,23 @@ Hierarchy::
     ├── InvalidEvent      a payload failed validation; it is dead-lettered with ``reason``
     │   ├── PartlyInvalid some events of a record are valid (stored), the rest are not
     │   └── JsonTooDeep   JSON nested deeper than the limit (also a ``ValueError``)
-    └── EmitError         the Emitter could not deliver one or more events
+    ├── EmitError         the Emitter could not deliver one or more events
+    └── ExportMisconfigured  the OpenTelemetry export's settings contradict the worker's
+                          (also a ``ValueError``)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EmitError", "InvalidEvent", "JsonTooDeep", "PartlyInvalid", "StreamError"]
+__all__ = [
+    "EmitError",
+    "ExportMisconfigured",
+    "InvalidEvent",
+    "JsonTooDeep",
+    "PartlyInvalid",
+    "StreamError",
+]
 
 
 class StreamError(Exception):
@@ -55,3 +64,7 @@ class EmitError(StreamError):
     def __init__(self, message: str, failed: list[tuple[str, BaseException]]) -> None:
         super().__init__(message)
         self.failed = failed
+
+
+class ExportMisconfigured(StreamError, ValueError):
+    """The OpenTelemetry export would write where the worker reads (its own input topics)."""

@@ -46,7 +46,10 @@ if TYPE_CHECKING:
     from storage import ClickHouseWriter
     from streams.columnar import ColumnarBatch
 
-__all__ = ["BatchResult", "Pipeline"]
+__all__ = ["BatchResult", "ExportScores", "Pipeline"]
+
+ExportScores = Callable[[Sequence[GenerationEvent], Sequence[ScoreRow]], None]
+"""Takes the events and score rows of a stored batch (the OpenTelemetry export); never blocks."""
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +76,9 @@ class Pipeline:
     ``pseudonyms`` (optional) replaces user and session ids by keyed hashes before anything
     else sees them (:mod:`streams.pseudonyms`). ``content`` (optional) decides what of the
     texts and attribute values is stored (:mod:`streams.privacy`); signals always see the raw
-    content.
+    content. ``export`` (optional) is handed the events and score rows of each batch once they
+    are stored (:meth:`streams.otel_export.EvaluationExporter.offer`); it must not block. The
+    column-wise path (:meth:`process_columns`) exports nothing.
     """
 
     def __init__(
@@ -88,6 +93,7 @@ class Pipeline:
         groups: Sequence[SignalGroup] = (),
         pseudonyms: Pseudonyms | None = None,
         content: ContentPolicy | None = None,
+        export: ExportScores | None = None,
     ) -> None:
         self._embedders = as_field_embedders(embedder)
         self._bank = bank
@@ -99,6 +105,7 @@ class Pipeline:
         self._pseudonyms = pseudonyms
         self._content = content if content is not None and not content.is_raw else None
         self._store_windows = content is None or content.store_windows
+        self._export = export
 
     @property
     def embedder_id(self) -> str:
@@ -235,6 +242,11 @@ class Pipeline:
         batch = self._build(accepted, images, given, result)
         result.scores = len(batch.scores)
         result.written = self._writer.write(batch)
+        if self._export is not None:  # only once stored: a batch that is retried exports once
+            try:
+                self._export(accepted, batch.scores)
+            except Exception:  # the batch is stored: an export failure must not fail it
+                log.exception("exporting the scores of a stored batch failed")
         return result
 
     def _build(

@@ -22,7 +22,7 @@ from streams import (
     Vectors,
 )
 from telltale.settings import Settings
-from telltale.wiring import free_text_policy, kafka_security, make_client, make_pipeline
+from telltale.wiring import free_text_policy, kafka_security, make_client, make_parts
 
 __all__ = ["replay_feedback", "replay_files"]
 
@@ -65,6 +65,7 @@ def replay_files(
                         rate=handled / elapsed)  # fmt: skip
 
     client = None
+    exported: dict[str, int] = {}
     try:
         with progress:
             if to_kafka:
@@ -84,7 +85,9 @@ def replay_files(
                                  batch_size, settings, on_progress, files)  # fmt: skip
             else:
                 client = make_client(settings.clickhouse)
-                pipeline = make_pipeline(settings, client)
+                parts = make_parts(settings, client)
+                parts.signals.retrain_stale()  # as make_pipeline; the exporter is kept to close
+                pipeline, exporter = parts.pipeline, parts.exporter
                 embedder_id = pipeline.embedder_id
 
                 def store(
@@ -94,9 +97,14 @@ def replay_files(
                     rejected = [(e.event_id, reason) for e, reason in result.rejected]
                     return result.written, result.skipped_existing, rejected
 
-                stats = _run(store, embedder_id, rejects, checkpoint, mapping, since, until, pace,
-                             batch_size, settings, on_progress, files,
-                             columnar=pipeline)  # fmt: skip
+                try:
+                    stats = _run(store, embedder_id, rejects, checkpoint, mapping, since, until,
+                                 pace, batch_size, settings, on_progress, files,
+                                 columnar=pipeline)  # fmt: skip
+                finally:
+                    if exporter is not None:  # what is queued is sent before the summary
+                        exporter.close()
+                        exported = {"exported": exporter.sent, "export_dropped": exporter.dropped}
     finally:
         rejects.close()
         if client is not None:
@@ -108,7 +116,7 @@ def replay_files(
         "skipped_existing": stats.skipped_existing, "pre_embedded": stats.pre_embedded,
         "resumed_after": stats.resumed_after, "seconds": round(elapsed, 3),
         "events_per_s": round((stats.written + stats.skipped_existing) / max(elapsed, 1e-9), 1),
-        "reject_file": str(reject_file),
+        "reject_file": str(reject_file), **exported,
     }  # fmt: skip
 
 

@@ -42,7 +42,14 @@ from signals import (
     TextEmbedderConfig,
 )
 from storage import MAX_RETENTION_DAYS, PriceTable
-from streams import KafkaConfig, OtlpMapping, SliceConfig, WorkerConfig, comma_list
+from streams import (
+    KafkaConfig,
+    OtelExportConfig,
+    OtlpMapping,
+    SliceConfig,
+    WorkerConfig,
+    comma_list,
+)
 
 __all__ = [
     "AuditSettings",
@@ -56,6 +63,7 @@ __all__ = [
     "KafkaSettings",
     "MonitorEnv",
     "NotifyEnv",
+    "OtelExportSettings",
     "OtlpSettings",
     "RetentionSettings",
     "ServeSettings",
@@ -115,6 +123,13 @@ class OtlpSettings(BaseSettings, OtlpMapping):
     model_config = SettingsConfigDict(
         env_prefix="TELLTALE_OTLP_", extra="ignore", enable_decoding=False
     )
+
+
+class OtelExportSettings(BaseSettings, OtelExportConfig):
+    """``TELLTALE_OTEL_EXPORT`` and ``TELLTALE_OTEL_EXPORT_*``: scores out as OpenTelemetry
+    ``gen_ai.evaluation.result`` events."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_OTEL_", extra="ignore")
 
 
 class SliceSettings(BaseSettings, SliceConfig):
@@ -515,6 +530,7 @@ class Settings(BaseModel):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     otlp: OtlpMapping = Field(default_factory=OtlpSettings)
+    otel_export: OtelExportConfig = Field(default_factory=OtelExportSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorEnv)
     notify: NotifySettings = Field(default_factory=NotifyEnv)
     grafana: GrafanaSettings = Field(default_factory=GrafanaEnv)
@@ -549,6 +565,7 @@ _SECTIONS: dict[str, type[BaseSettings]] = {
     "retention": RetentionSettings,
     "serve": ServeSettings,
     "otlp": OtlpSettings,
+    "otel_export": OtelExportSettings,
     "monitor": MonitorEnv,
     "notify": NotifyEnv,
     "grafana": GrafanaEnv,

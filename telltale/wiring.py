@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,7 @@ from storage import (
 from streams import (
     ContentPolicy,
     DeadLetter,
+    EvaluationExporter,
     Feedback,
     KafkaConfig,
     KafkaSecurity,
@@ -52,7 +54,9 @@ from streams import (
     WorkerHealth,
     WorkerMetrics,
     build_app,
+    build_exporter,
     check_credentials,
+    check_export,
 )
 from telltale.settings import (
     ClickHouseSettings,
@@ -78,6 +82,7 @@ __all__ = [
     "make_client",
     "make_embedder",
     "make_embedders",
+    "make_exporter",
     "make_groups",
     "make_notifier",
     "make_parts",
@@ -235,6 +240,7 @@ class Parts:
     embedders: FieldEmbedders
     signals: LiveSignals
     pipeline: Pipeline
+    exporter: EvaluationExporter | None = None  # TELLTALE_OTEL_EXPORT; None when off
 
 
 def make_parts(
@@ -251,13 +257,28 @@ def make_parts(
         retrain=retrainer(store, embedders, stored_examples(client)),
         retrain_cooldown_s=settings.worker.retrain_cooldown_s,
     )  # fmt: skip
+    exporter = make_exporter(settings)
     pipeline = Pipeline(
         embedders, signals, writer or ClickHouseWriter(client),
         image_policy(settings.images, worker=worker), cache=make_cache(settings.cache, client),
         slicer=make_slicer(settings.slices, client), groups=make_groups(settings.groups, client),
         pseudonyms=pseudonyms(settings), content=content_policy(settings),
+        export=exporter.offer if exporter is not None else None,
     )  # fmt: skip
-    return Parts(client, embedders, signals, pipeline)
+    return Parts(client, embedders, signals, pipeline, exporter)
+
+
+def make_exporter(settings: Settings) -> EvaluationExporter | None:
+    """The OpenTelemetry export of scores (``TELLTALE_OTEL_EXPORT``), or None when off.
+
+    Its thread lives as long as the process: what is queued is sent at exit, for at most
+    ``TELLTALE_OTEL_EXPORT_SHUTDOWN_TIMEOUT_S`` (the worker, ``serve`` and ``replay`` all end
+    by exiting, so none of them needs to know about the exporter).
+    """
+    exporter = build_exporter(settings.otel_export, settings.kafka)
+    if exporter is not None:
+        atexit.register(exporter.close)
+    return exporter
 
 
 def content_policy(settings: Settings) -> ContentPolicy:
@@ -375,6 +396,7 @@ def make_worker_app(
     kafka = settings.kafka
     # A wrong password stops the worker here, before it joins the group: nothing is consumed.
     check_credentials(kafka.bootstrap, kafka.security)
+    check_export(settings.otel_export, kafka)  # so does an export onto the worker's own topics
     worker = settings.worker
     refresh: Callable[[], None] | None = None
     if metrics is None and worker.health_port:

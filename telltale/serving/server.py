@@ -115,9 +115,11 @@ def _recorder(settings: Settings, parts: Parts, writer: ClickHouseWriter) -> Rec
         target = "storage" if settings.clickhouse.dsn.startswith("chdb:") else "kafka"
     if target == "storage":
         # Its own pipeline and writer: the worker's are used on the worker's thread.
+        export = parts.exporter.offer if parts.exporter is not None else None
         return storage_recorder(Pipeline(parts.embedders, parts.signals, writer,
                                          pseudonyms=pseudonyms(settings),
-                                         content=content_policy(settings)))  # fmt: skip
+                                         content=content_policy(settings),
+                                         export=export))  # fmt: skip
     state: dict[str, Recorder] = {}
 
     def record(scored: Any) -> None:
@@ -199,11 +201,14 @@ class _WorkerAndMonitor:
 
         settings, client, parts, monitored = (self._settings, self._client, self._parts,
                                               self._monitored)  # fmt: skip
+        export = parts.exporter.offer if parts.exporter is not None else None
         shared = Parts(
             client, parts.embedders, parts.signals,
             Pipeline(parts.embedders, parts.signals,
                      _WatchedWriter(client, monitored.saw_events_at, self._metrics.counters),
-                     pseudonyms=pseudonyms(settings), content=content_policy(settings)),
+                     pseudonyms=pseudonyms(settings), content=content_policy(settings),
+                     export=export),
+            parts.exporter,
         )  # fmt: skip
         app = make_worker_app(settings, build=lambda: shared, metrics=self._metrics)
         await app.start()
