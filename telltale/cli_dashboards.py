@@ -62,7 +62,8 @@ dashboards_app = typer.Typer(
 GENERATED = Path("dashboards") / "generated"
 DATASOURCE_FILE = Path("dashboards") / "datasources" / "clickhouse.yaml"
 ALERTING_FILE = Path("alerts") / "provisioning" / "telltale.yaml"
-PROMETHEUS_RULES_FILE = Path("alerts") / "provisioning" / "prometheus-rules.yaml"
+# Not under alerts/provisioning: Grafana loads every file of that folder as alerting provisioning.
+PROMETHEUS_RULES_FILE = Path("alerts") / "prometheus" / "telltale-rules.yaml"
 
 DryRunOpt = Annotated[
     bool, typer.Option("--dry-run", help="print what would be sent; contact nobody")

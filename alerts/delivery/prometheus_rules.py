@@ -2,7 +2,7 @@
 
 The Prometheus twin of :mod:`alerts.delivery.rules` for teams whose on-call lives in
 Prometheus/Alertmanager: ``telltale dashboards build`` writes it to
-``alerts/provisioning/prometheus-rules.yaml`` (a ``rule_files`` entry of Prometheus, checked
+``alerts/prometheus/telltale-rules.yaml`` (a ``rule_files`` entry of Prometheus, checked
 with ``promtool check rules``).
 
 * recording rules: the flag rate per ``(signal, model, model_version)`` over 5 minutes and

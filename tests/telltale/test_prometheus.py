@@ -38,7 +38,7 @@ from telltale.settings import AuditSettings
 from telltale.storage_gauges import StorageGauges
 
 REPO = Path(__file__).resolve().parents[2]
-RULES_FILE = REPO / "alerts" / "provisioning" / "prometheus-rules.yaml"
+RULES_FILE = REPO / "alerts" / "prometheus" / "telltale-rules.yaml"
 RUNBOOKS = REPO / "alerts" / "runbooks.md"
 ALLOWED_LABELS = {"signal", "model", "model_version", "reason", "topic", "partition",
                   "detector"}  # fmt: skip
