@@ -98,7 +98,7 @@ def _draw(
     client: Any, name: str, n: int, since: str | None, until: str | None, model: str | None,
     judge: bool, audit_id: str | None,
 ) -> dict[str, Any]:  # fmt: skip
-    from telltale.cli_signals import current_signal
+    from telltale.cli_signals_common import current_signal
     from telltale.trust import draw
 
     fitted = current_signal(client, name)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from telltale.cli_common import (
@@ -25,35 +23,25 @@ from telltale.cli_common import (
     print_json,
     settings_for,
 )
+from telltale.cli_signals_common import (
+    SinceOpt,
+    UntilOpt,
+    WeakWindow,
+    current_signal,
+    field_embedders,
+    signal_summary,
+    trained,
+)
+from telltale.cli_signals_traffic import backfill, label, suggest
 
 if TYPE_CHECKING:
-    from signals import FittedSignal, SignalSpec
+    from signals import FittedSignal
 
 __all__ = ["signals_app"]
 
 signals_app = typer.Typer(
     help="Define, inspect, label and back-fill quality signals.", no_args_is_help=True
 )
-
-SinceOpt = Annotated[str | None, typer.Option(help="RFC 3339, inclusive")]
-UntilOpt = Annotated[str | None, typer.Option(help="RFC 3339, exclusive")]
-
-
-def current_signal(client: Any, name: str) -> FittedSignal:
-    from telltale.signal_store import ClickHouseSignalStore
-
-    fitted = ClickHouseSignalStore(client).get(name)
-    if fitted is not None:
-        return fitted
-    raise typer.BadParameter(f"no signal named {name!r}; see `telltale signals list`")
-
-
-def _embedder() -> Any:
-    """The field embedders of the current settings (text model and open_clip)."""
-    from telltale.wiring import make_embedders
-
-    settings = cli_settings()
-    return make_embedders(settings.embedder, settings.text_embedder, lazy_image=True)
 
 
 def _verdict(client: Any, fitted: FittedSignal) -> Any:
@@ -73,18 +61,6 @@ def _verdict(client: Any, fitted: FittedSignal) -> Any:
                                           quality.flag_share_sample)  # fmt: skip
     return judge(fitted, share, scored, min_f1_margin=quality.min_f1_margin,
                  max_flag_share=quality.max_flag_share)  # fmt: skip
-
-
-def _summary(fitted: FittedSignal) -> dict[str, Any]:
-    return {
-        "name": fitted.name, "version": fitted.version, "kind": fitted.kind,
-        "classifier": fitted.spec.classifier, "field": fitted.field,
-        "embedder_id": fitted.embedder_id, "threshold": fitted.threshold,
-        "metrics": fitted.metrics, "n_positive": fitted.n_positive,
-        "n_negative": fitted.n_negative, "train_ms": fitted.train_ms,
-        "trained_at": fitted.trained_at.isoformat(), "degenerate": fitted.degenerate,
-        "degenerate_reason": fitted.degenerate_reason,
-    }  # fmt: skip
 
 
 def _spec_from_cluster(cluster_id: str, name: str, clickhouse: str | None, out: Path) -> None:
@@ -187,7 +163,7 @@ def add(
 
     try:
         spec = load_spec(spec_path)
-        embedder = _embedder()
+        embedder = field_embedders()
         if publish:
             if weak:
                 raise typer.BadParameter("--weak labels stored traffic: it needs the database, "
@@ -202,14 +178,14 @@ def add(
                 emitter.emit_raw(PublishedSignal(fitted, author).to_json(), key=fitted.name)
         else:
             with open_client(clickhouse) as client:
-                fitted = _trained(client, spec, embedder, weak, WeakWindow())
+                fitted = trained(client, spec, embedder, weak, WeakWindow())
                 fitted = _judged(fitted, client, force)
                 fitted = ClickHouseSignalStore(client).save(fitted, author=author)
     except _Refused as exc:
         raise fail(exc) from exc
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
-    summary = _summary(fitted)
+    summary = signal_summary(fitted)
     if publish:
         summary["version"] = None  # assigned by the worker that stores it
         summary["published_to"] = kafka_settings.control_topic
@@ -250,17 +226,17 @@ def train(
     from telltale.signal_store import ClickHouseSignalStore
 
     try:
-        embedder = _embedder()
+        embedder = field_embedders()
         window = WeakWindow(parse_time(since), parse_time(until), pool)
         with open_client(clickhouse) as client:
             spec = current_signal(client, name).spec
-            fitted = _judged(_trained(client, spec, embedder, weak, window), client, force)
+            fitted = _judged(trained(client, spec, embedder, weak, window), client, force)
             fitted = ClickHouseSignalStore(client).save(fitted, author=author)
     except _Refused as exc:
         raise fail(exc) from exc
     except CLI_ERRORS as exc:
         raise fail(exc) from exc
-    summary = _summary(fitted)
+    summary = signal_summary(fitted)
     if fmt == "json":
         print_json(summary | {"metrics": fitted.metrics})
         return
@@ -277,34 +253,6 @@ WeakOpt = Annotated[
         help="also train on stored traffic labelled by the spec's labelling_functions",
     ),
 ]
-
-
-@dataclass(frozen=True)
-class WeakWindow:
-    """Which stored events ``--weak`` labels."""
-
-    since: datetime | None = None
-    until: datetime | None = None
-    pool: int = 2_000
-
-
-def _trained(
-    client: Any, spec: SignalSpec, embedder: Any, weak: bool, window: WeakWindow
-) -> FittedSignal:
-    """``spec`` fitted against the store: plain, or (``weak``) with weak labels too. Every
-    signal a labelling function names must be registered, with ``--weak`` or without."""
-    from signals import train_signal, train_weak_signal
-    from telltale.signal_store import labelling_signals, stored_examples, weak_pool
-
-    named = labelling_signals(client, spec)
-    lookup = stored_examples(client)
-    if not weak:
-        return train_signal(spec, embedder, lookup=lookup)
-    if not spec.labelling_functions:
-        raise typer.BadParameter(f"signal {spec.name!r} names no labelling_functions for --weak")
-    pool = weak_pool(client, spec.field, embedder.id_for(spec.field), since=window.since,
-                     until=window.until, limit=window.pool)  # fmt: skip
-    return train_weak_signal(spec, embedder, pool, named, lookup=lookup)
 
 
 def _weak_line(fitted: FittedSignal) -> str:
@@ -355,7 +303,7 @@ def list_signals(clickhouse: ClickHouseOpt = None, fmt: FormatOpt = "text") -> N
                 "audit_stale": last is None or now - last > max_age}  # fmt: skip
 
     if fmt == "json":
-        print_json({"signals": [{**_summary(s), **audit_state(s.name)} for s in fitted]})
+        print_json({"signals": [{**signal_summary(s), **audit_state(s.name)} for s in fitted]})
         return
     table = Table("name", "version", "kind", "field", "threshold", "cv F1", "embedder", "status",
                   "audit")  # fmt: skip
@@ -422,7 +370,7 @@ def evaluate(
     flagged = sum(r.failures for r in rates)
     quality = cli_settings().signal_quality
     report = {
-        **_summary(fitted),
+        **signal_summary(fitted),
         "verdict": verdict.as_dict(),
         "observed": {
             "events": events, "flagged": flagged,
@@ -454,15 +402,6 @@ def evaluate(
     )  # fmt: skip
 
 
-def _label_drawn_event(client: Any, name: str, event_id: str, positive: bool, who: str) -> None:
-    """A label given to an event that an audit drew is an audit label too (source ``label``)."""
-    from storage import AuditLabel, drawn_versions, store_audit_labels
-
-    versions = drawn_versions(client, name, [event_id]).get(event_id, set())
-    store_audit_labels(client, [AuditLabel(name, v, event_id, int(positive), who, "label")
-                                for v in sorted(versions)])  # fmt: skip
-
-
 def _audit_report(client: Any, name: str) -> dict[str, Any]:
     from telltale.trust import error_report, load_errors
 
@@ -492,208 +431,7 @@ def _audit_line(audit: dict[str, Any]) -> str:
     return line
 
 
-@signals_app.command("backfill")
-def backfill(
-    name: str,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    clickhouse: ClickHouseOpt = None,
-    fmt: FormatOpt = "text",
-) -> None:
-    """Score stored embeddings with the current version; idempotent, no re-embedding.
-
-    For a signal group (TELLTALE_SIGNAL_GROUPS_FILE), write its rows from the members' stored
-    scores instead.
-    """
-    from telltale.backfill import backfill as run_backfill
-    from telltale.backfill import backfill_total
-    from telltale.wiring import make_groups, make_slicer
-
-    start, end = parse_time(since), parse_time(until)
-    settings = settings_for(clickhouse)
-    try:
-        groups = {g.name: g for g in make_groups(settings.groups)}
-    except CLI_ERRORS as exc:
-        raise fail(exc) from exc
-    if name in groups:
-        from storage import backfill_group
-
-        group = groups[name]
-        try:
-            with open_client(clickhouse) as client:
-                make_groups(settings.groups, client)  # record the definition
-                written = backfill_group(client, group.name, group.members, group.version)
-        except CLI_ERRORS as exc:
-            raise fail(exc) from exc
-        if fmt == "json":
-            print_json({"group": name, "version": group.version, "events": written})
-        else:
-            console.print(f"group {name}: {written} events scored from its members")
-        return
-    columns = (TextColumn("back-fill {task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())  # fmt: skip
-    try:
-        with open_client(clickhouse) as client:
-            fitted = current_signal(client, name)
-            total = backfill_total(client, fitted, start, end)
-            with Progress(*columns, console=console, disable=fmt == "json") as progress:
-                task = progress.add_task(f"{name} v{fitted.version}", total=total)
-                result = run_backfill(
-                    client, fitted, since=start, until=end,
-                    progress=lambda n: progress.advance(task, n),
-                    slicer=make_slicer(settings.slices, client),
-                )  # fmt: skip
-    except CLI_ERRORS as exc:
-        raise fail(exc) from exc
-    document = {"name": name, "version": fitted.version, "scored": result.scored,
-                "flagged": result.flagged}  # fmt: skip
-    if fmt == "json":
-        print_json(document)
-    else:
-        console.print(f"scored {result.scored} stored events ({result.flagged} flagged)")
-
-
-@signals_app.command("suggest")
-def suggest(
-    name: str,
-    limit: Annotated[int, typer.Option(min=1, max=1000)] = 10,
-    since: SinceOpt = None,
-    from_feedback: Annotated[
-        bool,
-        typer.Option(
-            "--from-feedback",
-            help="negatively rated events as candidate positives (NAME need not exist yet)",
-        ),
-    ] = False,
-    model: Annotated[str | None, typer.Option(help="only this model (--from-feedback)")] = None,
-    clickhouse: ClickHouseOpt = None,
-    fmt: FormatOpt = "text",
-) -> None:
-    """Events worth labelling: nearest the decision boundary, and nearest the positives."""
-    from signals import suggest as run_suggest
-    from telltale.signal_store import ClickHouseEmbeddings, stored_examples
-
-    if from_feedback:
-        _suggest_from_feedback(name, limit, since, model, clickhouse, fmt)
-        return
-    try:
-        embedder = _embedder()
-        with open_client(clickhouse) as client:
-            fitted = current_signal(client, name)
-            weak = _weak_labels(client, fitted, embedder, parse_time(since))
-            found = run_suggest(
-                ClickHouseEmbeddings(client), fitted, embedder, stored_examples(client),
-                limit=limit, since=parse_time(since), weak=weak,
-            )  # fmt: skip
-    except CLI_ERRORS as exc:
-        raise fail(exc) from exc
-    rows = [
-        {"reason": s.reason, "event_id": s.event_id, "score": s.score,
-         "similarity": s.similarity, "content": s.content[:500]}
-        for s in found
-    ]  # fmt: skip
-    if fmt == "json":
-        print_json({"name": name, "version": fitted.version, "suggestions": rows})
-        return
-    table = Table("reason", "event_id", "score", "content")
-    for r in rows:
-        table.add_row(str(r["reason"]), str(r["event_id"]), f"{r['score']:.3f}",
-                      str(r["content"])[:80])  # fmt: skip
-    Console().print(table)
-    console.print(f"label one with: telltale signals label {name} EVENT_ID --positive|--negative")
-
-
-def _weak_labels(client: Any, fitted: FittedSignal, embedder: Any, since: datetime | None) -> Any:
-    """The pool and its weak labels, for a signal whose spec has labelling functions."""
-    if not fitted.spec.labelling_functions:
-        return None
-    from signals import embed_example_windows, label_pool
-    from telltale.signal_store import labelling_signals, stored_examples, weak_pool
-
-    pool = weak_pool(client, fitted.field, fitted.embedder_id, since=since)
-    if not len(pool):
-        return None
-    gold = embed_example_windows(fitted.spec, embedder, lookup=stored_examples(client))
-    named = labelling_signals(client, fitted.spec)
-    return pool, label_pool(fitted.spec, embedder, pool, named, gold)
-
-
-def _suggest_from_feedback(
-    name: str, limit: int, since: str | None, model: str | None, clickhouse: str | None,
-    fmt: str,
-) -> None:  # fmt: skip
-    """Negatively rated events, most-rated and newest first, minus the signal's own examples."""
-    from storage import negatively_rated
-    from telltale.signal_store import ClickHouseSignalStore
-
-    try:
-        with open_client(clickhouse) as client:
-            # NAME may be a signal still to be defined: suggest for it all the same.
-            fitted = ClickHouseSignalStore(client).get(name)
-            known: set[str] = set()
-            if fitted is not None:
-                for example in (*fitted.spec.examples.positive, *fitted.spec.examples.negative):
-                    event_id = getattr(example, "event_id", None)
-                    if event_id:
-                        known.add(str(event_id))
-            found = negatively_rated(
-                client, model=model, since=parse_time(since), limit=limit + len(known)
-            )
-    except CLI_ERRORS as exc:
-        raise fail(exc) from exc
-    target = fitted.spec.target if fitted is not None else "output"
-    rows = [
-        {"reason": "negative feedback", "event_id": r["event_id"], "model": r["model"],
-         "model_version": r["model_version"], "feedback_count": r["feedback_count"],
-         "comments": r["comments"],
-         "content": (r["prompt"] if target == "prompt" else r["output"] or r["image"])[:500]}
-        for r in found if r["event_id"] not in known
-    ][:limit]  # fmt: skip
-    if fmt == "json":
-        print_json({"name": name, "source": "feedback", "suggestions": rows})
-        return
-    table = Table("event_id", "model", "ratings", "content", "comments")
-    for r in rows:
-        table.add_row(str(r["event_id"]), f"{r['model']} {r['model_version']}",
-                      str(r["feedback_count"]), str(r["content"])[:60],
-                      "; ".join(r["comments"])[:40])  # fmt: skip
-    Console().print(table)
-    if fitted is not None:
-        console.print(f"add one as a positive: telltale signals label {name} EVENT_ID --positive")
-    else:
-        console.print("use them as positives in a spec: examples: {positive: [{event_id: ...}]}")
-
-
-@signals_app.command("label")
-def label(
-    name: str,
-    event_id: str,
-    positive: Annotated[bool, typer.Option("--positive/--negative", help="the label")],
-    author: str = "",
-    clickhouse: ClickHouseOpt = None,
-    fmt: FormatOpt = "text",
-) -> None:
-    """Add a stored event as an example and publish a retrained version (with weak labels
-    again when the current version was trained with ``--weak``)."""
-    from signals import EventRef
-    from telltale.signal_store import ClickHouseSignalStore
-
-    try:
-        embedder = _embedder()
-        with open_client(clickhouse) as client:
-            current = current_signal(client, name)
-            examples = current.spec.examples.with_example(EventRef(event_id=event_id), positive)
-            spec = current.spec.model_copy(update={"examples": examples})
-            weak = "weak_used" in current.metrics and bool(spec.labelling_functions)
-            fitted = _trained(client, spec, embedder, weak, WeakWindow())
-            fitted = ClickHouseSignalStore(client).save(fitted, author=author or "label")
-            _label_drawn_event(client, name, event_id, positive, author or "label")
-    except CLI_ERRORS as exc:
-        raise fail(exc) from exc
-    if fmt == "json":
-        print_json(_summary(fitted))
-    else:
-        console.print(
-            f"{name} v{fitted.version}: {fitted.n_positive}+{fitted.n_negative} examples, "
-            f"cv F1 {fitted.metrics.get('f1', float('nan')):.2f}"
-        )
+# The commands on stored traffic live in their own module; registered here, in this order.
+signals_app.command("backfill")(backfill)
+signals_app.command("suggest")(suggest)
+signals_app.command("label")(label)

@@ -234,8 +234,8 @@ def test_rates_usage_prints_tokens_and_cost(
 def test_dashboard_panels_price_tokens_as_the_cli_does(ch: Any) -> None:
     from dashboards import QueryContext, dashboard_document, render
     from dashboards.definitions import build_dashboards
-    from dashboards.usage_queries import TOKENS_PER_EVENT, cost_per_minute
-    from dashboards.usage_queries import usage_by_version as usage_panel
+    from dashboards.queries.usage import TOKENS_PER_EVENT, cost_per_minute
+    from dashboards.queries.usage import usage_by_version as usage_panel
 
     _write(ch, [
         ("a1", T0, "chat", "v1", 1000, 200),
