@@ -4,7 +4,7 @@ the faust worker, dead-letter handling and the OpenTelemetry export of scores.""
 from __future__ import annotations
 
 from streams._json import MAX_JSON_DEPTH, check_depth, parse_json
-from streams.batch_handler import WorkerHealth
+from streams.batch_io import WorkerHealth
 from streams.dead_letter import DeadLetter
 from streams.emitter import Emitter
 from streams.errors import (

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from storage import ClickHouseWriter
-from streams.batch_handler import Carrying, Decoder
+from streams.batch_io import Carrying, Decoder
 from streams.errors import PartlyInvalid
 from streams.events import GenerationEvent
 
