@@ -19,11 +19,11 @@ from alerts.detectors.calendar import WEEKEND_DAYS
 __all__ = [
     "LEGACY_PREFIXES",
     "PAGERDUTY_EVENTS_URL",
-    "DegradationSettings",
-    "MonitorSettings",
-    "NotifySettings",
-    "PromptDriftSettings",
-    "ReleaseSpikeSettings",
+    "DegradationConfig",
+    "MonitorConfig",
+    "NotifyConfig",
+    "PromptDriftConfig",
+    "ReleaseSpikeConfig",
 ]
 
 _DAY = 1_440
@@ -36,8 +36,8 @@ LEGACY_PREFIXES: dict[str, str] = {
 """Field prefix -> the prefix it had before the detectors were named alike (still accepted)."""
 
 
-class ReleaseSpikeSettings(BaseModel):
-    """The release-spike track's settings (``MonitorSettings.release_spike_*``)."""
+class ReleaseSpikeConfig(BaseModel):
+    """The release-spike track's settings (``MonitorConfig.release_spike_*``)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -53,8 +53,8 @@ class ReleaseSpikeSettings(BaseModel):
     day_cv_floor: float
 
 
-class DegradationSettings(BaseModel):
-    """The degradation track's settings (``MonitorSettings.degradation_*``)."""
+class DegradationConfig(BaseModel):
+    """The degradation track's settings (``MonitorConfig.degradation_*``)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -67,8 +67,8 @@ class DegradationSettings(BaseModel):
     seed: int
 
 
-class PromptDriftSettings(BaseModel):
-    """The prompt-drift track's settings (``MonitorSettings.prompt_drift_*``)."""
+class PromptDriftConfig(BaseModel):
+    """The prompt-drift track's settings (``MonitorConfig.prompt_drift_*``)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -93,7 +93,7 @@ class PromptDriftSettings(BaseModel):
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 
 
-class MonitorSettings(BaseModel):
+class MonitorConfig(BaseModel):
     """How the monitor schedules its work and tunes its three detectors.
 
     The fields are flat so that each is one environment variable, prefixed with the detector's
@@ -227,8 +227,8 @@ class MonitorSettings(BaseModel):
     )
 
     @property
-    def release_spike(self) -> ReleaseSpikeSettings:
-        return ReleaseSpikeSettings(
+    def release_spike(self) -> ReleaseSpikeConfig:
+        return ReleaseSpikeConfig(
             alpha=self.release_spike_alpha, mixture_tau=self.release_spike_mixture_tau,
             horizon_minutes=self.release_spike_horizon_minutes,
             baseline_lags_minutes=tuple(self.release_spike_baseline_lags_minutes),
@@ -240,8 +240,8 @@ class MonitorSettings(BaseModel):
         )  # fmt: skip
 
     @property
-    def degradation(self) -> DegradationSettings:
-        return DegradationSettings(
+    def degradation(self) -> DegradationConfig:
+        return DegradationConfig(
             delta=self.degradation_delta, arl0_minutes=self.degradation_arl0_minutes,
             min_history_minutes=self.degradation_min_history_minutes,
             min_failures=self.degradation_min_failures,
@@ -250,8 +250,8 @@ class MonitorSettings(BaseModel):
         )  # fmt: skip
 
     @property
-    def prompt_drift(self) -> PromptDriftSettings:
-        return PromptDriftSettings(
+    def prompt_drift(self) -> PromptDriftConfig:
+        return PromptDriftConfig(
             field=self.prompt_drift_field, every_minutes=self.prompt_drift_every_minutes,
             recent_minutes=self.prompt_drift_recent_minutes,
             longest_window_minutes=self.prompt_drift_longest_window_minutes,
@@ -267,7 +267,7 @@ class MonitorSettings(BaseModel):
         )  # fmt: skip
 
     @model_validator(mode="after")
-    def _history_holds_minimum(self) -> MonitorSettings:
+    def _history_holds_minimum(self) -> MonitorConfig:
         if self.degradation_history_minutes < self.degradation_min_history_minutes:
             raise ValueError(
                 "degradation_history_minutes must be >= degradation_min_history_minutes"
@@ -289,7 +289,7 @@ class MonitorSettings(BaseModel):
         return value
 
 
-class NotifySettings(BaseModel):
+class NotifyConfig(BaseModel):
     """The notifiers: a generic webhook, PagerDuty (Events API v2) and Slack (incoming webhook).
 
     Each is on when its secret is set, and several can be on at once (every page goes to each).

@@ -65,7 +65,7 @@ from alerts.detectors import (  # noqa: E402
     estimate_dispersion,
     like_with_like_lags,
 )
-from alerts.settings import MonitorSettings  # noqa: E402
+from alerts.settings import MonitorConfig  # noqa: E402
 
 Ints = NDArray[np.int64]
 SUNDAY = datetime(2026, 11, 8, tzinfo=UTC)
@@ -112,7 +112,7 @@ def first_alarm(
     stream: Stream, alpha: float, view: tuple[Ints, Ints, Ints, Ints] | None = None
 ) -> int | None:
     """Minute (1-based) of the first alarm, driving the detector as the release track does."""
-    s = MonitorSettings().release_spike
+    s = MonitorConfig().release_spike
     d = estimate_dispersion(stream.history, icc_prior=s.icc_prior, day_cv_floor=s.day_cv_floor)
     det = ReleaseSpikeDetector(
         alpha=alpha, mixture_tau=s.mixture_tau, dispersion=d.phi, day_variance=d.day_variance,
@@ -229,7 +229,7 @@ def cutover(
 ) -> Stream:  # fmt: skip
     """A full cut-over at ``release``; the baseline is the previous version's history, paired by
     the like-with-like lags of the monitor's settings (first lag with traffic in that hour)."""
-    s = MonitorSettings().release_spike
+    s = MonitorConfig().release_spike
     weekday = cfg.base_rate if weekday_rate is None else weekday_rate
     weekend = cfg.base_rate if weekend_rate is None else weekend_rate
     h_start = release - timedelta(days=history_days)

@@ -26,7 +26,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
 from alerts import PagerDutyNotifier, SlackNotifier  # noqa: E402
-from alerts.settings import NotifySettings  # noqa: E402
+from alerts.settings import NotifyConfig  # noqa: E402
 
 ROOT = _HERE.parent
 ROUTING_KEY = "0123456789abcdef0123456789abcdef"  # an example key: 32 characters
@@ -50,7 +50,7 @@ def main() -> dict[str, Any]:
     firing, resolved = services.incident("firing"), services.incident("resolved")
     out: dict[str, Any] = {}
     with services.service("pagerduty") as pd, services.service("slack") as slack:
-        settings = NotifySettings(
+        settings = NotifyConfig(
             pagerduty_routing_key=SecretStr(ROUTING_KEY), pagerduty_url=pd.url("/v2/enqueue"),
             slack_webhook_url=SecretStr(slack.url(SLACK_PATH)), dashboard_url=DASHBOARD,
         )  # fmt: skip

@@ -30,7 +30,7 @@ from dashboards.queries import (
     open_detections_for,
 )
 from dashboards.report import build_report
-from dashboards.settings import GrafanaSettings
+from dashboards.settings import GrafanaConfig
 from dashboards.view import DashboardView, PanelView, view
 
 __all__ = [
@@ -44,7 +44,7 @@ __all__ = [
     "ClickHouseQueryBuilder",
     "DashboardView",
     "DashboardsError",
-    "GrafanaSettings",
+    "GrafanaConfig",
     "MacroError",
     "NamedQuery",
     "PanelView",

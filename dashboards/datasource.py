@@ -2,7 +2,7 @@
 
 :func:`datasource_payload` is the body of ``POST /api/datasources`` (and of
 ``PUT /api/datasources/uid/:uid``); :func:`datasource_file` is the provisioning file that
-docker-compose mounts. Both come from :class:`~dashboards.settings.GrafanaSettings`; the file
+docker-compose mounts. Both come from :class:`~dashboards.settings.GrafanaConfig`; the file
 leaves the password to Grafana's ``$__env{CLICKHOUSE_PASSWORD}`` expansion so no secret is
 ever written to disk.
 """
@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from dashboards.clickhouse import DATASOURCE_NAME, DATASOURCE_TYPE, DATASOURCE_UID
-from dashboards.settings import GrafanaSettings
+from dashboards.settings import GrafanaConfig
 
 __all__ = ["datasource_file", "datasource_payload"]
 
@@ -28,7 +28,7 @@ _FILE_HEADER = """\
 """
 
 
-def _json_data(settings: GrafanaSettings) -> dict[str, Any]:
+def _json_data(settings: GrafanaConfig) -> dict[str, Any]:
     parts = urlsplit(settings.clickhouse_url)
     secure = parts.scheme == "https"
     return {
@@ -41,7 +41,7 @@ def _json_data(settings: GrafanaSettings) -> dict[str, Any]:
     }
 
 
-def datasource_payload(settings: GrafanaSettings, *, redact: bool = False) -> dict[str, Any]:
+def datasource_payload(settings: GrafanaConfig, *, redact: bool = False) -> dict[str, Any]:
     """The API body. The password is included only when set, as ``***`` when ``redact``."""
     payload: dict[str, Any] = {
         "name": DATASOURCE_NAME,
@@ -57,7 +57,7 @@ def datasource_payload(settings: GrafanaSettings, *, redact: bool = False) -> di
     return payload
 
 
-def datasource_file(settings: GrafanaSettings) -> str:
+def datasource_file(settings: GrafanaConfig) -> str:
     """The provisioning YAML (apiVersion 1) for ``/etc/grafana/provisioning/datasources``."""
     entry = {
         "name": DATASOURCE_NAME,

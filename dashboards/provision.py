@@ -21,7 +21,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from dashboards.errors import ProvisioningError
-from dashboards.settings import GrafanaSettings
+from dashboards.settings import GrafanaConfig
 
 __all__ = [
     "Outcome",
@@ -60,7 +60,7 @@ class Outcome:
         return {"kind": self.kind, "uid": self.uid, "action": self.action}
 
 
-def folder_upsert(settings: GrafanaSettings) -> Upsert:
+def folder_upsert(settings: GrafanaConfig) -> Upsert:
     body = {"uid": settings.folder_uid, "title": settings.folder_title}
     return Upsert("folder", settings.folder_uid, body)
 
@@ -77,7 +77,7 @@ def dashboard_upsert(dashboard: Mapping[str, Any], folder_uid: str) -> Upsert:
     return Upsert("dashboard", uid, body)
 
 
-def connect_grafana(settings: GrafanaSettings) -> Any:
+def connect_grafana(settings: GrafanaConfig) -> Any:
     """A grafana-client ``GrafanaApi`` for ``settings``: the token as a bearer credential (or,
     without one, basic auth from the URL's ``user:password@``), the org header, the timeout."""
     from grafana_client.api import GrafanaApi

@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
-__all__ = ["GrafanaSettings"]
+__all__ = ["GrafanaConfig"]
 
 
-class GrafanaSettings(BaseModel):
+class GrafanaConfig(BaseModel):
     """``TELLTALE_GRAFANA_URL``, ``_TOKEN`` (a service-account token), ``_ORG_ID``, ``_FOLDER_UID``
     and ``_FOLDER_TITLE`` address Grafana. ``_CLICKHOUSE_*`` describe the ClickHouse server *as
     Grafana sees it* (``http://clickhouse:8123`` inside docker-compose), which can differ from

@@ -31,7 +31,7 @@ from streams.otel_export import (
     build_exporter,
     check_export,
 )
-from streams.otlp import OtlpMapping
+from streams.otlp import OtlpConfig
 from streams.pipeline import BatchResult, Pipeline
 from streams.privacy import ContentPolicy
 from streams.pseudonyms import Pseudonyms
@@ -74,7 +74,7 @@ __all__ = [
     "KafkaSecurity",
     "MeteredWriter",
     "OtelExportConfig",
-    "OtlpMapping",
+    "OtlpConfig",
     "Output",
     "Pipeline",
     "Prompt",

@@ -42,7 +42,7 @@ from streams.errors import InvalidEvent, PartlyInvalid
 from streams.events import GenerationEvent
 from streams.feedback import Feedback
 from streams.metrics import WorkerMetrics, consumer_lag, counting_decoder
-from streams.otlp import OtlpMapping, decode_otlp, otlp_kind_of_topic
+from streams.otlp import OtlpConfig, decode_otlp, otlp_kind_of_topic
 from streams.pipeline import Pipeline
 from streams.retry import RetryPolicy
 from streams.settings import KafkaConfig, WorkerConfig
@@ -56,7 +56,7 @@ _A = TypeVar("_A")
 
 
 def otlp_decoders(
-    topics: Sequence[str], mapping: OtlpMapping, max_payload_bytes: int
+    topics: Sequence[str], mapping: OtlpConfig, max_payload_bytes: int
 ) -> dict[str, Decoder]:
     """A decoder per OTLP topic: the generations of one export record (``streams.otlp``).
 
@@ -248,7 +248,7 @@ def build_app(
     health: WorkerHealth | None = None,
     maintenance: Callable[[], None] | None = None,
     accept_feedback: Callable[[list[Feedback]], int] | None = None,
-    otlp_mapping: OtlpMapping | None = None,
+    otlp_mapping: OtlpConfig | None = None,
     redact_payload: Callable[[str], str] | None = None,
     metrics: WorkerMetrics | None = None,
     refresh_metrics: Callable[[], None] | None = None,
@@ -304,7 +304,7 @@ def build_app(
     async def send_dead_letter(key: bytes | None, value: bytes) -> None:
         await (await dead_letters.send(key=key, value=value))  # delivered before the ack
 
-    otlp = otlp_decoders(kafka.otlp_topics, otlp_mapping or OtlpMapping(), config.max_payload_bytes)
+    otlp = otlp_decoders(kafka.otlp_topics, otlp_mapping or OtlpConfig(), config.max_payload_bytes)
     decoders = {**otlp, **(decoders or {})}
     health = health if health is not None else WorkerHealth()
     runtime = _Runtime(config, pipeline_factory, send_dead_letter, record_dead_letters,

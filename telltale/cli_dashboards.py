@@ -1,7 +1,7 @@
 """``telltale dashboards build|push``, ``telltale alerts push`` and ``telltale report``.
 
 Wiring only: the dashboards, the alert rules and the report live in ``dashboards`` and
-``alerts.delivery.rules``; this module takes :class:`~dashboards.settings.GrafanaSettings` from the
+``alerts.delivery.rules``; this module takes :class:`~dashboards.settings.GrafanaConfig` from the
 invocation's settings (``TELLTALE_GRAFANA_*``), applies ``--grafana-url``/``--folder``, turns
 it into plans and files, and prints results (one JSON document with ``--format json``).
 Grafana's token is never printed or logged; ``--dry-run`` redacts the other secrets too.
@@ -22,7 +22,7 @@ from alerts import api_payloads, prometheus_rules_file, provisioning_file
 from dashboards import (
     DATASOURCE_UID,
     DashboardsError,
-    GrafanaSettings,
+    GrafanaConfig,
     Provisioner,
     QueryContext,
     Upsert,
@@ -79,15 +79,15 @@ RootOpt = Annotated[
 ]
 
 
-def _file_options(settings: GrafanaSettings) -> GrafanaSettings:
+def _file_options(settings: GrafanaConfig) -> GrafanaConfig:
     """The settings for files: folder, org and runbooks from settings, never a secret (the
     example webhook URL stays; the real one is sent by ``alerts push`` only)."""
-    return settings.model_copy(update={"webhook_url": GrafanaSettings().webhook_url})
+    return settings.model_copy(update={"webhook_url": GrafanaConfig().webhook_url})
 
 
 def generated_files(
     root: Path,
-    settings: GrafanaSettings,
+    settings: GrafanaConfig,
     min_slice_users: int = 0,
     prices: PriceTable | None = None,
 ) -> dict[Path, str]:
@@ -146,7 +146,7 @@ def _report_files(what: str, paths: list[Path], fmt: str) -> None:
         console.print("provisioning files are up to date")
 
 
-def _settings(grafana_url: str | None = None, folder: str | None = None) -> GrafanaSettings:
+def _settings(grafana_url: str | None = None, folder: str | None = None) -> GrafanaConfig:
     """The invocation's Grafana settings with the command line's overrides; a bad value is a
     one-line error, not a traceback."""
     settings = cli_settings().grafana
@@ -158,13 +158,13 @@ def _settings(grafana_url: str | None = None, folder: str | None = None) -> Graf
     if not overrides:
         return settings
     try:
-        return GrafanaSettings.model_validate({**settings.model_dump(), **overrides})
+        return GrafanaConfig.model_validate({**settings.model_dump(), **overrides})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise fail(ValueError(f"invalid Grafana settings: {problems}")) from exc
 
 
-def _apply(plan: list[Upsert], settings: GrafanaSettings, dry_run: bool, fmt: str) -> None:
+def _apply(plan: list[Upsert], settings: GrafanaConfig, dry_run: bool, fmt: str) -> None:
     if dry_run:
         if fmt == "json":
             items = [item.as_dict() for item in plan]

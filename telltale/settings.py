@@ -1,10 +1,10 @@
 """All settings of telltale: one nested pydantic :class:`Settings`, read from the environment.
 
 Each package declares its own typed configuration as a plain pydantic model and reads no
-environment: ``streams.settings.KafkaConfig`` and ``WorkerConfig``, ``streams.otlp.OtlpMapping``,
+environment: ``streams.settings.KafkaConfig`` and ``WorkerConfig``, ``streams.otlp.OtlpConfig``,
 ``streams.slices.SliceConfig``, ``signals.open_clip_embedder.EmbedderConfig``,
-``signals.text_embedder.TextEmbedderConfig``, ``alerts.settings.MonitorSettings`` and
-``NotifySettings``, ``dashboards.settings.GrafanaSettings``. This module binds each to its
+``signals.text_embedder.TextEmbedderConfig``, ``alerts.settings.MonitorConfig`` and
+``NotifyConfig``, ``dashboards.settings.GrafanaConfig``. This module binds each to its
 environment variables by subclassing it together with pydantic-settings' ``BaseSettings``
 (``KafkaSettings(BaseSettings, KafkaConfig)`` reads ``TELLTALE_KAFKA_*``), so every field is
 declared once; sections only the composition root uses (ClickHouse, cache, signal quality,
@@ -31,8 +31,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from alerts import LEGACY_PREFIXES, MonitorSettings, NotifySettings
-from dashboards import GrafanaSettings
+from alerts import LEGACY_PREFIXES, MonitorConfig, NotifyConfig
+from dashboards import GrafanaConfig
 from signals import (
     EmbedderConfig,
     TextEmbedderConfig,
@@ -40,7 +40,7 @@ from signals import (
 from streams import (
     KafkaConfig,
     OtelExportConfig,
-    OtlpMapping,
+    OtlpConfig,
     SliceConfig,
     WorkerConfig,
 )
@@ -63,13 +63,13 @@ __all__ = [
     "ClickHouseSettings",
     "EmbedderSettings",
     "EmbeddingCacheSettings",
-    "GrafanaEnv",
+    "GrafanaSettings",
     "GroupSettings",
     "ImagesSettings",
     "JudgeSettings",
     "KafkaSettings",
-    "MonitorEnv",
-    "NotifyEnv",
+    "MonitorSettings",
+    "NotifySettings",
     "OtelExportSettings",
     "OtlpSettings",
     "RetentionSettings",
@@ -119,7 +119,7 @@ class TextEmbedderSettings(BaseSettings, TextEmbedderConfig):
     model_config = SettingsConfigDict(env_prefix="TELLTALE_TEXT_EMBEDDER_", extra="ignore")
 
 
-class OtlpSettings(BaseSettings, OtlpMapping):
+class OtlpSettings(BaseSettings, OtlpConfig):
     """``TELLTALE_OTLP_*``: how OpenTelemetry GenAI spans map onto events where the
     conventions leave a choice."""
 
@@ -159,7 +159,7 @@ class _LegacyDetectorEnv(EnvSettingsSource):
         return None, field_name, False
 
 
-class MonitorEnv(BaseSettings, MonitorSettings):
+class MonitorSettings(BaseSettings, MonitorConfig):
     """``TELLTALE_MONITOR_*``: the monitor's schedule and its detectors."""
 
     model_config = SettingsConfigDict(env_prefix="TELLTALE_MONITOR_", extra="ignore")
@@ -177,13 +177,13 @@ class MonitorEnv(BaseSettings, MonitorSettings):
         return init_settings, env_settings, legacy, dotenv_settings, file_secret_settings
 
 
-class NotifyEnv(BaseSettings, NotifySettings):
+class NotifySettings(BaseSettings, NotifyConfig):
     """``TELLTALE_NOTIFY_*``: the webhook notifier."""
 
     model_config = SettingsConfigDict(env_prefix="TELLTALE_NOTIFY_", extra="ignore")
 
 
-class GrafanaEnv(BaseSettings, GrafanaSettings):
+class GrafanaSettings(BaseSettings, GrafanaConfig):
     """``TELLTALE_GRAFANA_*``: where dashboards and alert rules are pushed."""
 
     model_config = SettingsConfigDict(env_prefix="TELLTALE_GRAFANA_", extra="ignore")
@@ -211,11 +211,11 @@ class Settings(BaseModel):
     judge: JudgeSettings = Field(default_factory=JudgeSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
-    otlp: OtlpMapping = Field(default_factory=OtlpSettings)
+    otlp: OtlpConfig = Field(default_factory=OtlpSettings)
     otel_export: OtelExportConfig = Field(default_factory=OtelExportSettings)
-    monitor: MonitorSettings = Field(default_factory=MonitorEnv)
-    notify: NotifySettings = Field(default_factory=NotifyEnv)
-    grafana: GrafanaSettings = Field(default_factory=GrafanaEnv)
+    monitor: MonitorConfig = Field(default_factory=MonitorSettings)
+    notify: NotifyConfig = Field(default_factory=NotifySettings)
+    grafana: GrafanaConfig = Field(default_factory=GrafanaSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     usage: UsageSettings = Field(default_factory=UsageSettings)
 
@@ -248,9 +248,9 @@ _SECTIONS: dict[str, type[BaseSettings]] = {
     "serve": ServeSettings,
     "otlp": OtlpSettings,
     "otel_export": OtelExportSettings,
-    "monitor": MonitorEnv,
-    "notify": NotifyEnv,
-    "grafana": GrafanaEnv,
+    "monitor": MonitorSettings,
+    "notify": NotifySettings,
+    "grafana": GrafanaSettings,
     "privacy": PrivacySettings,
     "usage": UsageSettings,
 }

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from alerts.settings import MonitorSettings
+from alerts.settings import MonitorConfig
 from alerts.tracks import (
     DEGRADATION,
     RELEASE_SPIKE,
@@ -102,7 +102,7 @@ def _describe(d: DetectionRow) -> dict[str, Any]:
 
 def backtest(
     client: Client,
-    settings: MonitorSettings,
+    settings: MonitorConfig,
     since: datetime | None = None,
     until: datetime | None = None,
     *,

@@ -29,7 +29,7 @@ from alerts.delivery.notify import Notifier, WebhookNotifier
 from alerts.delivery.pagerduty import PagerDutyNotifier
 from alerts.delivery.slack import SlackNotifier
 from alerts.errors import NotifyError
-from alerts.settings import NotifySettings
+from alerts.settings import NotifyConfig
 from storage import DetectionRow
 
 __all__ = ["FanOutNotifier", "OwesMessages", "build_notifier"]
@@ -126,7 +126,7 @@ class FanOutNotifier:
 
 
 def build_notifier(
-    settings: NotifySettings,
+    settings: NotifyConfig,
     *,
     sleep: Callable[[float], object] = time.sleep,
     severities: Mapping[str, str] | None = None,

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from alerts.errors import NotifyError
-from alerts.settings import NotifySettings
+from alerts.settings import NotifyConfig
 
 __all__ = ["JsonPoster", "check_http_url", "retry_after"]
 
@@ -71,7 +71,7 @@ class JsonPoster:
         self,
         service: str,
         url: Callable[[], str],
-        settings: NotifySettings,
+        settings: NotifyConfig,
         *,
         sleep: Callable[[float], object] = time.sleep,
         secrets: Iterable[str] = (),

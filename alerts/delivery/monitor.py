@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from alerts.delivery.fanout import OwesMessages
 from alerts.delivery.notify import Notifier
 from alerts.errors import NotifyError
-from alerts.settings import MonitorSettings, NotifySettings
+from alerts.settings import MonitorConfig, NotifyConfig
 from alerts.tracks import (
     DEGRADATION,
     ClickHouseStore,
@@ -115,9 +115,9 @@ class Monitor:
     def __init__(
         self,
         client: Client,
-        settings: MonitorSettings,
+        settings: MonitorConfig,
         notifier: Notifier | None = None,
-        notify_settings: NotifySettings | None = None,
+        notify_settings: NotifyConfig | None = None,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         instrument: InstrumentCheck | None = None,
@@ -126,7 +126,7 @@ class Monitor:
         self._instrument = instrument
         self._settings = settings
         self._notifier = notifier
-        self._stale = timedelta(minutes=(notify_settings or NotifySettings()).stale_after_minutes)
+        self._stale = timedelta(minutes=(notify_settings or NotifyConfig()).stale_after_minutes)
         self._clock = clock
         self._store = ClickHouseStore(client)
         self._book: DetectionBook | None = None
@@ -270,7 +270,7 @@ class Monitor:
 
 
 def _replay_start(
-    until: datetime, s: MonitorSettings, open_rows: list[DetectionRow], releases: list[Release]
+    until: datetime, s: MonitorConfig, open_rows: list[DetectionRow], releases: list[Release]
 ) -> datetime:
     """Where a starting monitor's replay begins: ``lookback_minutes`` (at least a CUSUM's warm-up)
     before ``until``, and earlier when a release test or an open slow-degradation incident needs

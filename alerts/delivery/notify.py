@@ -29,7 +29,7 @@ from alerts.delivery.http import JsonPoster, check_http_url
 from alerts.delivery.incident import Action, paging_severity, summarize
 from alerts.delivery.pagerduty import pagerduty_event
 from alerts.delivery.slack import slack_message
-from alerts.settings import NotifySettings
+from alerts.settings import NotifyConfig
 from storage import DetectionRow
 
 __all__ = ["Action", "Notifier", "WebhookNotifier", "build_payload", "summarize"]
@@ -81,7 +81,7 @@ class WebhookNotifier:
 
     def __init__(
         self,
-        settings: NotifySettings,
+        settings: NotifyConfig,
         *,
         sleep: Callable[[float], object] = time.sleep,
         severities: Mapping[str, str] | None = None,

@@ -37,7 +37,7 @@ from alerts.delivery.incident import (
     runbook_url,
     summarize,
 )
-from alerts.settings import NotifySettings
+from alerts.settings import NotifyConfig
 from storage import DetectionRow
 
 __all__ = ["SUMMARY_LIMIT", "PagerDutyNotifier", "dedup_key", "pagerduty_event"]
@@ -118,7 +118,7 @@ class PagerDutyNotifier:
 
     def __init__(
         self,
-        settings: NotifySettings,
+        settings: NotifyConfig,
         *,
         sleep: Callable[[float], object] = time.sleep,
         severities: Mapping[str, str] | None = None,

@@ -22,7 +22,7 @@ label and in their summary.
 
 The same objects come out two ways: :func:`api_payloads` for the alerting provisioning HTTP
 API and :func:`provisioning_file` for Grafana's file provisioning (apiVersion 1). Where they go
-(folder, organisation, webhook, runbook base URL) is :class:`dashboards.settings.GrafanaSettings`,
+(folder, organisation, webhook, runbook base URL) is :class:`dashboards.settings.GrafanaConfig`,
 the settings ``dashboards push`` uses too.
 """
 
@@ -44,7 +44,7 @@ from dashboards import (
     INGEST_LAG_RECENT,
     SECONDS_SINCE_LAST_EVENT,
     ClickHouseQueryBuilder,
-    GrafanaSettings,
+    GrafanaConfig,
     NamedQuery,
     open_detections_for,
     plain,
@@ -249,7 +249,7 @@ def notification_policy() -> Route:
     )
 
 
-def _rule(spec: RuleSpec, options: GrafanaSettings) -> alerting.Rule:
+def _rule(spec: RuleSpec, options: GrafanaConfig) -> alerting.Rule:
     query = (
         alerting.Query("A")
         .datasource_uid(DATASOURCE_UID)
@@ -301,7 +301,7 @@ def _rule(spec: RuleSpec, options: GrafanaSettings) -> alerting.Rule:
     )
 
 
-def _contact_point(options: GrafanaSettings) -> alerting.ContactPoint:
+def _contact_point(options: GrafanaConfig) -> alerting.ContactPoint:
     return (
         alerting.ContactPoint()
         .uid(CONTACT_POINT_UID)
@@ -312,9 +312,9 @@ def _contact_point(options: GrafanaSettings) -> alerting.ContactPoint:
     )
 
 
-def api_payloads(options: GrafanaSettings | None = None) -> AlertingPayloads:
+def api_payloads(options: GrafanaConfig | None = None) -> AlertingPayloads:
     """Bodies for ``/api/v1/provisioning/alert-rules``, ``/contact-points`` and ``/policies``."""
-    options = options or GrafanaSettings()
+    options = options or GrafanaConfig()
     return AlertingPayloads(
         rules=tuple(plain(_rule(spec, options).build()) for spec in RULES),
         contact_point=plain(_contact_point(options).build()),
@@ -356,9 +356,9 @@ def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _LiteralDumper.add_representer(str, _str_representer)
 
 
-def provisioning_file(options: GrafanaSettings | None = None) -> str:
+def provisioning_file(options: GrafanaConfig | None = None) -> str:
     """The alerting provisioning file: rule group, contact point and policy tree."""
-    options = options or GrafanaSettings()
+    options = options or GrafanaConfig()
     payloads = api_payloads(options)
     contact = payloads.contact_point
     document = {

@@ -36,7 +36,7 @@ from alerts.delivery.incident import (
     top_slice_text,
     versions_text,
 )
-from alerts.settings import NotifySettings
+from alerts.settings import NotifyConfig
 from storage import DetectionRow
 
 __all__ = ["SlackNotifier", "slack_message"]
@@ -124,7 +124,7 @@ class SlackNotifier:
 
     def __init__(
         self,
-        settings: NotifySettings,
+        settings: NotifyConfig,
         *,
         sleep: Callable[[float], object] = time.sleep,
         runbook_base_url: str | None = None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from alerts.settings import MonitorSettings
+from alerts.settings import MonitorConfig
 from alerts.tracks.instrument import InstrumentCheck
 from alerts.tracks.store import DetectionStore
 
@@ -34,7 +34,7 @@ class TrackSetup:
     in a backtest: every window)."""
 
     client: Client
-    settings: MonitorSettings
+    settings: MonitorConfig
     store: DetectionStore
     instrument: InstrumentCheck | None = None
     drift_catchup_looks: int | None = None

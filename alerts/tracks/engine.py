@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from alerts.settings import MonitorSettings
+from alerts.settings import MonitorConfig
 from alerts.tracks.base import Track, TrackFactory, TrackSetup
 from alerts.tracks.book import DetectionBook
 from alerts.tracks.instrument import InstrumentCheck
@@ -37,7 +37,7 @@ class DetectionEngine:
     def __init__(
         self,
         client: Client,
-        settings: MonitorSettings,
+        settings: MonitorConfig,
         book: DetectionBook,
         store: DetectionStore,
         *,

@@ -35,15 +35,15 @@ from streams.settings import comma_list
 __all__ = [
     "DEFAULT_MODEL_VERSION_KEYS",
     "GENERATION_OPERATIONS",
+    "OtlpConfig",
     "OtlpDecoded",
     "OtlpKind",
-    "OtlpMapping",
     "decode_otlp",
     "otlp_kind_of_topic",
 ]
 
 
-class OtlpMapping(BaseModel):
+class OtlpConfig(BaseModel):
     """How OTLP attributes map onto the event contract where a choice is needed.
 
     ``model_version_from``: attribute names tried in order for ``model_version`` (span or log
@@ -86,7 +86,7 @@ def otlp_kind_of_topic(topic: str) -> OtlpKind:
 
 
 def decode_otlp(
-    raw: bytes, kind: OtlpKind = "spans", mapping: OtlpMapping | None = None
+    raw: bytes, kind: OtlpKind = "spans", mapping: OtlpConfig | None = None
 ) -> OtlpDecoded:
     """Decode one Collector export record into generation events.
 
@@ -96,7 +96,7 @@ def decode_otlp(
     validation, whatever is wrong with it, is reported in ``invalid`` with its trace and span
     id; the record's other spans are decoded all the same.
     """
-    mapping = mapping or OtlpMapping()
+    mapping = mapping or OtlpConfig()
     encoding, items = read_records(raw, kind)
     decoded = OtlpDecoded(encoding=encoding)
     for item in items:
@@ -107,7 +107,7 @@ def decode_otlp(
     return decoded
 
 
-def _add(decoded: OtlpDecoded, item: SpanRecord, kind: OtlpKind, mapping: OtlpMapping) -> None:
+def _add(decoded: OtlpDecoded, item: SpanRecord, kind: OtlpKind, mapping: OtlpConfig) -> None:
     """Decode one span or log record into ``decoded``: an event, a skip, or an invalid item."""
     try:
         check_record_depth(item)

@@ -7,7 +7,7 @@ from typing import Any
 
 import grimp
 
-from alerts import MonitorSettings
+from alerts import MonitorConfig
 from alerts.detectors import PromptDriftDetector, ReleaseSpikeDetector, SeasonalCusum
 from alerts.tracks import (
     DEGRADATION,
@@ -30,7 +30,7 @@ WITHOUT_CIRCLES = ("streams", "storage", "alerts", "dashboards", "telltale")
 def test_each_detector_has_one_name_from_math_to_track_to_settings() -> None:
     """The stored detector name is the detector's, its track's, its settings section's and the
     prefix of its settings fields."""
-    settings = MonitorSettings()
+    settings = MonitorConfig()
     setup = TrackSetup(client=None, settings=settings, store=MemoryStore())  # type: ignore[arg-type]
     tracks = [build(setup) for build in TRACKS]
     names = [t.name for t in tracks]
@@ -43,7 +43,7 @@ def test_each_detector_has_one_name_from_math_to_track_to_settings() -> None:
         assert type(track).__module__ == f"alerts.tracks.{track.name}"
         section = getattr(settings, track.name)
         assert type(section).__name__.lower() == track.name.replace("_", "") + "settings"
-        assert any(field.startswith(track.name + "_") for field in MonitorSettings.model_fields)
+        assert any(field.startswith(track.name + "_") for field in MonitorConfig.model_fields)
     for detector in detectors:
         assert type(detector).__module__ == f"alerts.detectors.{detector.name}"
 
@@ -69,7 +69,7 @@ def test_a_new_track_runs_from_the_table_alone(ch: Any) -> None:
     store = MemoryStore()
     start = datetime(2026, 11, 2, tzinfo=UTC)
     engine = DetectionEngine(
-        ch, MonitorSettings(), DetectionBook(store), store, start=start,
+        ch, MonitorConfig(), DetectionBook(store), store, start=start,
         tracks=(*TRACKS, _Counting),
     )  # fmt: skip
     report = engine.advance(start.replace(hour=1), [])

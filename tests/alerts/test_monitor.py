@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from alerts.delivery.monitor import Monitor, register_new_releases
 from alerts.delivery.notify import WebhookNotifier
-from alerts.settings import MonitorSettings, NotifySettings
+from alerts.settings import MonitorConfig, NotifyConfig
 from bench.baselines import BernoulliCusum
 from storage.client import connect
 from storage.detections import list_detections
@@ -31,10 +31,10 @@ MIN = timedelta(minutes=1)
 def _monitor(client: Any, url: str | None = None, **overrides: Any) -> Monitor:
     values: dict[str, Any] = {"lookback_minutes": 600, "resolve_after_minutes": 30}
     values.update(overrides)
-    settings = MonitorSettings.model_validate(values)
+    settings = MonitorConfig.model_validate(values)
     if url is None:
         return Monitor(client, settings)
-    notify = NotifySettings(
+    notify = NotifyConfig(
         webhook_url=SecretStr(url), format="pagerduty", routing_key=SecretStr(ROUTING_KEY),
         backoff_s=0.01, backoff_max_s=0.02,
     )  # fmt: skip

@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from alerts.delivery.monitor import Monitor
 from alerts.delivery.notify import WebhookNotifier, build_payload
 from alerts.errors import NotifyError
-from alerts.settings import MonitorSettings, NotifySettings
+from alerts.settings import MonitorConfig, NotifyConfig
 from storage.detections import DetectionRow, list_detections
 
 SECRET = "T000-s3cr3t-B111"
@@ -43,12 +43,12 @@ ROW = DetectionRow(
 )
 
 
-def _settings(url: str, **overrides: object) -> NotifySettings:
+def _settings(url: str, **overrides: object) -> NotifyConfig:
     values: dict[str, object] = {
         "webhook_url": SecretStr(url), "backoff_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5.0,
     }  # fmt: skip
     values.update(overrides)
-    return NotifySettings.model_validate(values)
+    return NotifyConfig.model_validate(values)
 
 
 def test_payload_formats() -> None:
@@ -149,7 +149,7 @@ def test_monitor_keeps_unsent_pages_until_the_receiver_is_back(
     traffic(ch, model="chat", version="v1", start=T0, minutes=90, per_minute=30, rate=0.02, seed=1)
     traffic(ch, model="chat", version="v2", start=T0 + timedelta(minutes=30), minutes=60,
             per_minute=30, rate=0.15, seed=2)  # fmt: skip
-    settings = MonitorSettings(lookback_minutes=300, settle_s=0)
+    settings = MonitorConfig(lookback_minutes=300, settle_s=0)
     with webhook_server() as hook:
         hook.statuses = [500] * 3  # the whole first cycle's budget
         notify = _settings(hook.url(f"/hooks/{SECRET}"), max_attempts=3)

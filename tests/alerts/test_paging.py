@@ -32,7 +32,7 @@ from alerts.delivery.monitor import Monitor
 from alerts.delivery.pagerduty import PagerDutyNotifier, pagerduty_event
 from alerts.delivery.slack import SlackNotifier, slack_message
 from alerts.errors import NotifyError
-from alerts.settings import MonitorSettings, NotifySettings
+from alerts.settings import MonitorConfig, NotifyConfig
 from storage import DetectionRow
 from storage.client import connect
 from storage.detections import list_detections
@@ -47,10 +47,10 @@ GROUPS = {"stock_advice": "critical"}
 MIN = timedelta(minutes=1)
 
 
-def _settings(**values: object) -> NotifySettings:
+def _settings(**values: object) -> NotifyConfig:
     base: dict[str, object] = {"backoff_s": 0.01, "backoff_max_s": 0.05, "timeout_s": 5.0,
                                "max_attempts": 3, "dashboard_url": DASHBOARD}  # fmt: skip
-    return NotifySettings.model_validate({**base, **values})
+    return NotifyConfig.model_validate({**base, **values})
 
 
 def _pagerduty(url: str, **values: object) -> tuple[PagerDutyNotifier, list[float]]:
@@ -348,19 +348,19 @@ def test_one_notifier_is_not_wrapped_and_none_is_none() -> None:
 
 
 def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from telltale.settings import NotifyEnv
+    from telltale.settings import NotifySettings
 
     monkeypatch.setenv("TELLTALE_NOTIFY_PAGERDUTY_ROUTING_KEY", ROUTING_KEY)
     monkeypatch.setenv("TELLTALE_NOTIFY_SLACK_WEBHOOK_URL", f"https://hooks.slack.com{SLACK_PATH}")
     monkeypatch.setenv("TELLTALE_NOTIFY_DASHBOARD_URL", DASHBOARD)
-    env = NotifyEnv()
+    env = NotifySettings()
     assert env.any_enabled and not env.enabled  # the generic webhook stays off
     assert env.pagerduty_url == "https://events.pagerduty.com/v2/enqueue"
     assert ROUTING_KEY not in repr(env) and SLACK_PATH not in repr(env)
     assert isinstance(build_notifier(env), FanOutNotifier)
     monkeypatch.setenv("TELLTALE_NOTIFY_DASHBOARD_URL", "grafana")
     with pytest.raises(ValueError, match="http"):
-        NotifyEnv()
+        NotifySettings()
 
 
 # --- through the monitor and the CLI ----------------------------------------------------------
@@ -373,7 +373,7 @@ def test_the_monitor_pages_pagerduty_and_slack_for_one_incident(ch: Any) -> None
             seed=1)  # fmt: skip
     traffic(ch, model="chat", version="v2", start=T0 + 60 * MIN, minutes=45, per_minute=30,
             rate=0.12, seed=2)  # fmt: skip
-    settings = MonitorSettings(lookback_minutes=600, resolve_after_minutes=30, settle_s=0)
+    settings = MonitorConfig(lookback_minutes=600, resolve_after_minutes=30, settle_s=0)
     with service("pagerduty") as pd, service("slack") as slack:
         notify = _settings(
             pagerduty_routing_key=SecretStr(ROUTING_KEY), pagerduty_url=pd.url(),

@@ -14,7 +14,7 @@ from alerts_seed import EMBEDDER
 
 from alerts.delivery.backtest import backtest
 from alerts.delivery.monitor import Monitor
-from alerts.settings import MonitorSettings
+from alerts.settings import MonitorConfig
 from storage.detections import list_detections
 from storage.rows import EmbeddingRow, EventRow, WriteBatch
 from storage.writer import ClickHouseWriter
@@ -64,7 +64,7 @@ def _monitor(client: Any, **overrides: Any) -> Monitor:
         "prompt_drift_reference_sample": 400, "prompt_drift_clusters": 4,
     }  # fmt: skip
     values.update(overrides)
-    return Monitor(client, MonitorSettings.model_validate(values))
+    return Monitor(client, MonitorConfig.model_validate(values))
 
 
 def _windows(client: Any, model: str) -> list[tuple[Any, ...]]:
@@ -199,7 +199,7 @@ def test_backtest_of_a_three_day_low_traffic_log_finds_the_drift_and_nothing_bef
 
     _write(ch, model="b2b", start=DAY0, minutes=72 * 60, every_s=360, topics=topics, mix=mix,
            seed=40)  # fmt: skip
-    result = backtest(ch, MonitorSettings(settle_s=0, resolve_after_minutes=180))
+    result = backtest(ch, MonitorConfig(settle_s=0, resolve_after_minutes=180))
     drift = [d for d in result.detections if d.detector == "prompt_drift"]
     assert len(drift) == 1, [(d.opened_at, d.resolved_at) for d in drift]
     assert change < drift[0].opened_at <= change + 16 * H

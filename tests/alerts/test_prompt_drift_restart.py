@@ -21,7 +21,7 @@ from test_prompt_drift_monitor import BASE, DAY0, H, _topics, _windows, _write
 
 from alerts.delivery.monitor import Monitor
 from alerts.delivery.notify import WebhookNotifier
-from alerts.settings import MonitorSettings, NotifySettings
+from alerts.settings import MonitorConfig, NotifyConfig
 from alerts.tracks import ClickHouseStore, DetectionBook
 from alerts.tracks.engine import DetectionEngine
 from storage import DetectionRow, DriftWindowRow, StorageUnavailable, list_detections
@@ -47,10 +47,10 @@ def _traffic(client: Any) -> None:
 
 
 def _monitor(client: Any, url: str | None = None) -> Monitor:
-    settings = MonitorSettings.model_validate(SETTINGS)
+    settings = MonitorConfig.model_validate(SETTINGS)
     if url is None:
         return Monitor(client, settings)
-    notify = NotifySettings(webhook_url=SecretStr(url), backoff_s=0.01, backoff_max_s=0.02)
+    notify = NotifyConfig(webhook_url=SecretStr(url), backoff_s=0.01, backoff_max_s=0.02)
     return Monitor(client, settings, WebhookNotifier(notify), notify)
 
 
@@ -89,7 +89,7 @@ def test_restarts_mid_incident_page_once_and_keep_the_clean_streak(ch: Any) -> N
 
 def test_a_monitor_that_dies_before_recording_its_looks_loses_no_alarm(ch: Any) -> None:
     _traffic(ch)
-    settings = MonitorSettings.model_validate(SETTINGS)
+    settings = MonitorConfig.model_validate(SETTINGS)
     store = ClickHouseStore(ch)
     book = DetectionBook(store)
     engine = DetectionEngine(ch, settings, book, store, start=TUESDAY + 8 * H)
@@ -119,7 +119,7 @@ class _WindowsUnwritable(ClickHouseStore):
 
 def test_looks_lost_after_their_detection_was_written_are_tested_again(ch: Any) -> None:
     _traffic(ch)
-    settings = MonitorSettings.model_validate(SETTINGS)
+    settings = MonitorConfig.model_validate(SETTINGS)
     store = _WindowsUnwritable(ch)
     book = DetectionBook(store)
     DetectionEngine(ch, settings, book, store, start=TUESDAY + 8 * H).advance(TUESDAY + 12 * H, [])
@@ -152,7 +152,7 @@ class _DetectionsLost(ClickHouseStore):
 def test_a_resolution_stored_only_as_looks_is_recorded_at_its_look(ch: Any) -> None:
     _traffic(ch)
     _monitor(ch).run_once(now=TUESDAY + 17 * H)  # open since 11:00, clean at 16 and 17 h
-    settings = MonitorSettings.model_validate(SETTINGS)
+    settings = MonitorConfig.model_validate(SETTINGS)
     store = _DetectionsLost(ch)
     book = DetectionBook(store)
     engine = DetectionEngine(ch, settings, book, store, start=TUESDAY + 17 * H)

@@ -23,7 +23,7 @@ from alerts.delivery.rules import (
     api_payloads,
     provisioning_file,
 )
-from dashboards import DATASOURCE_UID, GrafanaSettings, QueryContext
+from dashboards import DATASOURCE_UID, GrafanaConfig, QueryContext
 from dashboards.run import Frame, run_query
 from storage.client import connect
 from storage.migrate import migrate
@@ -147,7 +147,7 @@ REQUIRED_RULE_FIELDS = {
 @pytest.fixture(scope="module")
 def payloads() -> Any:
     return api_payloads(
-        GrafanaSettings(folder_uid="team-folder", webhook_url=SecretStr("https://hook/x"))
+        GrafanaConfig(folder_uid="team-folder", webhook_url=SecretStr("https://hook/x"))
     )
 
 
@@ -251,5 +251,5 @@ def test_file_rules_equal_the_api_rules() -> None:
 
 
 def test_no_secret_reaches_the_file() -> None:
-    text = provisioning_file(GrafanaSettings())
+    text = provisioning_file(GrafanaConfig())
     assert "alert-receiver" in text  # the example contact point, not a configured secret

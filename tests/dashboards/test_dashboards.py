@@ -330,12 +330,12 @@ def test_required_panels_are_present(documents: list[dict[str, Any]]) -> None:
 
 @pytest.fixture
 def default_settings(monkeypatch: pytest.MonkeyPatch) -> Any:
-    from dashboards.settings import GrafanaSettings
+    from dashboards.settings import GrafanaConfig
 
     for key in list(os.environ):
         if key.startswith("TELLTALE_GRAFANA_"):
             monkeypatch.delenv(key)
-    return GrafanaSettings()
+    return GrafanaConfig()
 
 
 def test_committed_provisioning_files_match_the_code(default_settings: Any) -> None:

@@ -32,7 +32,7 @@ from dashboards.clickhouse import GRAFANA_VERSION, PLUGIN_MIN_GRAFANA, PLUGIN_VE
 from dashboards.definitions import build_dashboards
 from dashboards.files import dashboard_document
 from dashboards.macros import interval_for, parse_interval_s, round_interval_ms
-from dashboards.settings import GrafanaSettings
+from dashboards.settings import GrafanaConfig
 from telltale.settings import SettingsError, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -168,7 +168,7 @@ def test_runbook_urls_are_absolute_and_configurable(monkeypatch: pytest.MonkeyPa
     urls = [r["annotations"]["runbook_url"] for r in api_payloads(settings).rules]
     assert all(u.startswith("https://wiki.example/telltale#telltale-") for u in urls)
     with pytest.raises(ValueError, match="not an http"):
-        GrafanaSettings(runbook_base_url="alerts/provisioning/runbooks.md")
+        GrafanaConfig(runbook_base_url="alerts/provisioning/runbooks.md")
     monkeypatch.setenv("TELLTALE_GRAFANA_RUNBOOK_BASE_URL", "runbooks.md")
     with pytest.raises(SettingsError, match="TELLTALE_GRAFANA_RUNBOOK_BASE_URL"):
         load_settings()

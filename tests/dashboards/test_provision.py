@@ -32,7 +32,7 @@ from dashboards.errors import ProvisioningError
 from dashboards.files import dashboard_document
 from dashboards.provision import Provisioner, Upsert, connect_grafana
 from telltale.cli_dashboards import alerts_push, dashboards_app
-from telltale.settings import GrafanaEnv
+from telltale.settings import GrafanaSettings
 
 TOKEN = "glsa_test-token-SECRET-0123456789"
 CH_PASSWORD = "ch-password-SECRET"
@@ -599,12 +599,12 @@ def test_token_is_never_logged(grafana: FakeGrafana, caplog: pytest.LogCaptureFi
         assert invoke("alerts", "push").exit_code == 0
     assert caplog.records, "the provisioner logs what it did"
     assert TOKEN not in caplog.text
-    assert TOKEN not in repr(GrafanaEnv())
+    assert TOKEN not in repr(GrafanaSettings())
 
 
 def test_the_stand_in_rejects_undocumented_shapes(grafana: FakeGrafana) -> None:
     """The checks have teeth: a payload Grafana would refuse is refused here too."""
-    provisioner = Provisioner(connect_grafana(GrafanaEnv()))
+    provisioner = Provisioner(connect_grafana(GrafanaSettings()))
     provisioner.apply([Upsert("folder", "telltale", {"uid": "telltale", "title": "T"})])
     bad_rule = {"uid": "x", "title": "x", "condition": "A", "data": [], "folderUID": "telltale"}
     with pytest.raises(ProvisioningError, match="400"):

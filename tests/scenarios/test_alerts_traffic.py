@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from alerts.delivery.backtest import backtest
 from alerts.delivery.monitor import Monitor
-from alerts.settings import MonitorSettings
+from alerts.settings import MonitorConfig
 from storage.client import connect
 from storage.detections import list_detections
 from storage.migrate import migrate
@@ -110,7 +110,7 @@ def test_a_sticky_retry_storm_does_not_page_on_a_canary(ch: Any) -> None:
         at = t0 + minute * MIN
         _storm(ch, model="chat", version="v2", start=at, copies=35, user=f"s{i}")
         _storm(ch, model="anon", version="v2", start=at, copies=35, user="")
-    report = backtest(ch, MonitorSettings(lookback_minutes=600, resolve_after_minutes=30))
+    report = backtest(ch, MonitorConfig(lookback_minutes=600, resolve_after_minutes=30))
     assert [(d.detector, d.model) for d in report.detections] == [("release_spike", "anon")]
 
 
@@ -126,7 +126,7 @@ def test_after_a_cutover_a_monday_is_compared_with_a_weekday_not_the_weekend(ch:
     monday = FRIDAY + timedelta(days=3, hours=8)
     _write(ch, model="chat", version="v2", start=monday, minutes=240, per_minute=10,
            rates={"stock_advice": 0.04}, seed=20)  # fmt: skip
-    settings = MonitorSettings(lookback_minutes=10_000)
+    settings = MonitorConfig(lookback_minutes=10_000)
     assert backtest(ch, settings).detections == []
 
     # The same data with the old rule (a day earlier, whatever day that is) pages: Sunday.
@@ -179,7 +179,7 @@ def test_late_rows_are_counted_where_they_belong(ch: Any) -> None:
     _write(ch, model="chat", version="v2", start=start + 60 * MIN, minutes=90, per_minute=20,
            rates={"stock_advice": 0.0}, seed=32)  # fmt: skip
     now = datetime.now(UTC)  # after the writes: their rows are ingested by now
-    monitor = Monitor(ch, MonitorSettings(lookback_minutes=600, settle_max_s=600))
+    monitor = Monitor(ch, MonitorConfig(lookback_minutes=600, settle_max_s=600))
     first = monitor.run_once(now=now)
     assert first.engine.opened == [] and not first.recomputed
     assert first.ingest_lag is not None and first.ingest_lag.p99_s is not None
@@ -215,7 +215,7 @@ def test_a_release_regressing_several_signals_opens_one_incident(ch: Any) -> Non
     worse = {**signals, "sig1": 0.12, "sig3": 0.10, "sig4": 0.15}
     _write(ch, model="chat", version="v2", start=t0 + 60 * MIN, minutes=90, per_minute=30,
            rates=worse, seed=42)  # fmt: skip
-    report = backtest(ch, MonitorSettings(lookback_minutes=600, resolve_after_minutes=30))
+    report = backtest(ch, MonitorConfig(lookback_minutes=600, resolve_after_minutes=30))
     (incident,) = report.detections
     assert incident.key == "model=chat/v2"
     named = incident.signal.split(",")
@@ -255,7 +255,7 @@ def test_degenerate_signals_are_skipped_and_listed(tmp_path: Path) -> None:
              "cross-validated F1 0.67 at threshold 0.005: flags every event"],
             ["stock_advice", 1, "few_shot", "e", "{}", "{}", "", 0, ""],
         ], column_names=columns)  # fmt: skip
-        settings = MonitorSettings(lookback_minutes=600, resolve_after_minutes=30)
+        settings = MonitorConfig(lookback_minutes=600, resolve_after_minutes=30)
         report = backtest(client, settings)
         assert report.detections == []
         assert set(report.engine.skipped_signals) == {"flags_everything"}

@@ -13,7 +13,7 @@ from otlp_spans import Expected, details_logs, genai_batch, to_json, to_proto
 from streams._json import MAX_JSON_DEPTH
 from streams.errors import InvalidEvent
 from streams.events import GenerationEvent
-from streams.otlp import OtlpMapping, decode_otlp, otlp_kind_of_topic
+from streams.otlp import OtlpConfig, decode_otlp, otlp_kind_of_topic
 from streams.otlp.extract import INPUT_TOKEN_KEYS, OUTPUT_TOKEN_KEYS
 
 
@@ -91,10 +91,10 @@ def test_inference_details_log_records(which: int) -> None:
 
 def test_model_version_rule_is_configurable() -> None:
     batch = genai_batch()
-    mapping = OtlpMapping(model_version_from=("deployment.sha", "service.version"))
+    mapping = OtlpConfig(model_version_from=("deployment.sha", "service.version"))
     events = by_span(decode_otlp(to_proto(batch.spans), mapping=mapping).events, batch.spans)
     assert events["chat gpt-4o"].model_version == "2.3.0"  # service.version, from the resource
-    nothing = OtlpMapping(model_version_from=("deployment.sha",), default_model_version="n/a")
+    nothing = OtlpConfig(model_version_from=("deployment.sha",), default_model_version="n/a")
     events = by_span(decode_otlp(to_proto(batch.spans), mapping=nothing).events, batch.spans)
     assert {e.model_version for e in events.values()} == {"n/a"}
 
@@ -268,7 +268,7 @@ def test_the_worker_stores_the_good_spans_and_dead_letters_the_bad_one() -> None
     from streams.errors import PartlyInvalid
     from streams.worker import otlp_decoders
 
-    decode = otlp_decoders(["otlp_spans"], OtlpMapping(), 1_000_000)["otlp_spans"]
+    decode = otlp_decoders(["otlp_spans"], OtlpConfig(), 1_000_000)["otlp_spans"]
     bad = otlp_span(1, startTimeUnixNano=10**30)
     with pytest.raises(PartlyInvalid) as info:
         decode(export(otlp_span(0), bad, otlp_span(2)))

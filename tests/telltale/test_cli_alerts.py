@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from alerts.delivery.backtest import backtest
 from alerts.delivery.monitor import Monitor
-from alerts.settings import MonitorSettings
+from alerts.settings import MonitorConfig
 from storage.client import connect
 from storage.detections import list_detections
 from storage.migrate import migrate
@@ -101,7 +101,7 @@ def test_backtest_matches_what_the_monitor_records(ch: Any) -> None:
             seed=1)  # fmt: skip
     traffic(ch, model="chat", version="v2", start=T0 + 60 * MIN, minutes=45, per_minute=30,
             rate=0.12, seed=2)  # fmt: skip
-    settings = MonitorSettings(lookback_minutes=600, resolve_after_minutes=30, settle_s=0)
+    settings = MonitorConfig(lookback_minutes=600, resolve_after_minutes=30, settle_s=0)
     result = backtest(ch, settings)
     live = Monitor(ch, settings)
     for minute in range(70, 200, 13):  # irregular cycles

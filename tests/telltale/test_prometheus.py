@@ -235,9 +235,9 @@ def test_rules_use_only_exposed_metrics_and_link_runbooks() -> None:
 
 
 def test_the_committed_rule_file_matches_the_code() -> None:
-    from dashboards import GrafanaSettings
+    from dashboards import GrafanaConfig
 
-    assert RULES_FILE.read_text() == prometheus_rules_file(GrafanaSettings().runbook_base_url), (
+    assert RULES_FILE.read_text() == prometheus_rules_file(GrafanaConfig().runbook_base_url), (
         "run `telltale dashboards build`"
     )
 
@@ -297,9 +297,9 @@ def unit_tests() -> str:
     """``promtool test rules`` input: the series above and the alerts they must fire."""
     import yaml
 
-    from dashboards import GrafanaSettings
+    from dashboards import GrafanaConfig
 
-    base = GrafanaSettings().runbook_base_url
+    base = GrafanaConfig().runbook_base_url
     document = yaml.safe_load(UNIT_TESTS)
     by_name = {a.name: a for a in PROMETHEUS_ALERTS}
     cases = []

@@ -20,7 +20,7 @@ from alerts_seed import T0, traffic
 from testenv import TINY_ENV, free_port
 
 from alerts.delivery.monitor import Monitor
-from alerts.settings import MonitorSettings
+from alerts.settings import MonitorConfig
 from storage.client import connect
 from streams.emitter import Emitter
 from streams.events import GenerationEvent, encode_event
@@ -161,7 +161,7 @@ def test_late_events_rebuild_the_detectors(ch: Any) -> None:
     """Late events are recomputed either way: the monitor finds them itself through the
     ``ingested_at`` watermark (issue 10), and ``request_rewind`` (what ``serve --all`` calls)
     forces a rebuild; the detection book keeps a rebuild from opening the same thing twice."""
-    settings = MonitorSettings.model_validate({"lookback_minutes": 600})
+    settings = MonitorConfig.model_validate({"lookback_minutes": 600})
     monitor = Monitor(ch, settings)
     traffic(ch, model="chat", version="v1", start=T0, minutes=120, per_minute=30, rate=0.02,
             seed=1)  # fmt: skip
@@ -188,7 +188,7 @@ def test_late_events_rebuild_the_detectors(ch: Any) -> None:
 def test_the_all_in_one_writer_asks_for_a_rewind_only_for_processed_minutes(ch: Any) -> None:
     from telltale.serving.server import _Monitored
 
-    monitor = Monitor(ch, MonitorSettings.model_validate({"lookback_minutes": 600}))
+    monitor = Monitor(ch, MonitorConfig.model_validate({"lookback_minutes": 600}))
     watched = _Monitored(monitor=monitor)
     watched.saw_events_at(T0)  # before the first cycle: nothing to rebuild
     assert not monitor._rewind.is_set()

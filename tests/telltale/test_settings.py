@@ -72,8 +72,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 
 
 def test_every_section_reads_its_documented_variables(clean_env: pytest.MonkeyPatch) -> None:
-    from alerts.settings import MonitorSettings, NotifySettings
-    from dashboards.settings import GrafanaSettings
+    from alerts.settings import MonitorConfig, NotifyConfig
+    from dashboards.settings import GrafanaConfig
     from signals.open_clip_embedder import EmbedderConfig
     from signals.text_embedder import TextEmbedderConfig
     from streams.settings import KafkaConfig, WorkerConfig
@@ -119,9 +119,9 @@ def test_every_section_reads_its_documented_variables(clean_env: pytest.MonkeyPa
     assert isinstance(settings.kafka, KafkaConfig) and isinstance(settings.worker, WorkerConfig)
     assert isinstance(settings.embedder, EmbedderConfig)
     assert isinstance(settings.text_embedder, TextEmbedderConfig)
-    assert isinstance(settings.monitor, MonitorSettings)
-    assert isinstance(settings.notify, NotifySettings)
-    assert isinstance(settings.grafana, GrafanaSettings)
+    assert isinstance(settings.monitor, MonitorConfig)
+    assert isinstance(settings.notify, NotifyConfig)
+    assert isinstance(settings.grafana, GrafanaConfig)
 
     assert settings.kafka.bootstrap == "kafka-1:9093"
     assert settings.kafka.otlp_topics == ("spans", "logs_prod")
@@ -156,7 +156,7 @@ def test_every_variable_the_readme_names_is_a_setting() -> None:
     """The TELLTALE_* names of the README and the docs pages each map onto a field of a section
     (prefix + field), or onto the older name of a detector setting that is still accepted."""
     from alerts import LEGACY_PREFIXES
-    from telltale.settings import _SECTIONS, MonitorEnv
+    from telltale.settings import _SECTIONS, MonitorSettings
 
     pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
     text = "\n".join(page.read_text() for page in pages)
@@ -170,7 +170,7 @@ def test_every_variable_the_readme_names_is_a_setting() -> None:
     }
     known |= {
         f"TELLTALE_MONITOR_{legacy}{field[len(prefix) :]}".upper()
-        for field in MonitorEnv.model_fields
+        for field in MonitorSettings.model_fields
         for prefix, legacy in LEGACY_PREFIXES.items()
         if field.startswith(prefix)
     }
@@ -203,18 +203,18 @@ def test_env_bindings_declare_no_field_of_their_own() -> None:
     """Each package's model is the one declaration: the binding adds only the prefix."""
     from telltale.settings import (
         EmbedderSettings,
-        GrafanaEnv,
+        GrafanaSettings,
         KafkaSettings,
-        MonitorEnv,
-        NotifyEnv,
+        MonitorSettings,
+        NotifySettings,
         OtlpSettings,
         SliceSettings,
         TextEmbedderSettings,
         WorkerSettings,
     )
 
-    for binding in (EmbedderSettings, GrafanaEnv, KafkaSettings, MonitorEnv, NotifyEnv,
-                    OtlpSettings, SliceSettings, TextEmbedderSettings,
+    for binding in (EmbedderSettings, GrafanaSettings, KafkaSettings, MonitorSettings,
+                    NotifySettings, OtlpSettings, SliceSettings, TextEmbedderSettings,
                     WorkerSettings):  # fmt: skip
         [package_model] = [b for b in binding.__bases__ if b.__module__ != "pydantic_settings.main"]
         assert not package_model.__module__.startswith("telltale")

@@ -253,10 +253,10 @@ def test_pipeline_writes_slices_and_group_rows(ch: Any, tiny_embedder: Any) -> N
 def test_release_detection_lists_the_regressed_slice_first(ch: Any) -> None:
     """The engine's hook: the backtest's release detection carries the localisation."""
     from alerts.delivery.backtest import backtest
-    from alerts.settings import MonitorSettings
+    from alerts.settings import MonitorConfig
 
     _seed(ch, per_minute=20)  # the volume of tests/support/log_generators.py's default scenario
-    report = backtest(ch, MonitorSettings())
+    report = backtest(ch, MonitorConfig())
     spikes = [d for d in report.detections if d.detector == "release_spike"]
     assert [(d.model_version, d.signal) for d in spikes] == [(NEW, "stock_advice")]
     localization = spikes[0].details["localization"]
@@ -273,7 +273,7 @@ def test_a_group_pages_at_its_own_severity() -> None:
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from alerts.delivery.notify import WebhookNotifier
-    from alerts.settings import NotifySettings
+    from alerts.settings import NotifyConfig
 
     bodies: list[dict[str, Any]] = []
 
@@ -289,7 +289,7 @@ def test_a_group_pages_at_its_own_severity() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        settings = NotifySettings(
+        settings = NotifyConfig(
             webhook_url=f"http://127.0.0.1:{server.server_address[1]}/hook",
             format="pagerduty", routing_key="rk", severity="warning",
         )  # fmt: skip

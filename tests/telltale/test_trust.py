@@ -287,10 +287,10 @@ def _audit_from_truth(ch: Any, truth: dict[str, bool], labels: int) -> None:
 
 def _release_incident(ch: Any) -> dict[str, Any]:
     from alerts.delivery.backtest import backtest
-    from alerts.settings import MonitorSettings
+    from alerts.settings import MonitorConfig
     from telltale.trust import release_instrument
 
-    report = backtest(ch, MonitorSettings(), instrument=release_instrument(ch))
+    report = backtest(ch, MonitorConfig(), instrument=release_instrument(ch))
     spikes = [d for d in report.detections if d.detector == "release_spike"]
     assert [(d.model_version, d.signal) for d in spikes] == [(NEW, "stock_advice")]
     found: dict[str, Any] = spikes[0].details["signals"][0]["instrument"]
