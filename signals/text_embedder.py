@@ -270,7 +270,8 @@ def _pool(
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
     norms = np.maximum(np.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
-    return (pooled / norms).astype(np.float32)
+    unit: NDArray[np.float32] = (pooled / norms).astype(np.float32)
+    return unit
 
 
 def _weights_file(folder: Path) -> Path | None:
