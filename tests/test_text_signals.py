@@ -101,7 +101,8 @@ def test_windows_container_validates_and_reduces() -> None:
 
 def test_bundled_minilm_loads_offline_and_windows_long_texts(minilm: SentenceEmbedder) -> None:
     assert bundled_model_path() is not None
-    assert minilm.id.startswith("st/all-MiniLM-L6-v2/") and minilm.id.endswith("/sent8w256s192")
+    assert minilm.id.startswith("st/all-MiniLM-L6-v2/")
+    assert minilm.id.endswith("/sent8w256s192/onnx-fp32")  # the default backend: ONNX fp32
     assert minilm.dim == 384
     long = " ".join(r["text"] for r in eval_rows("refusal") if r["long"])[:6000]
     windows = minilm.embed_windows(["Hello there.", long, ""])
