@@ -129,7 +129,7 @@ def test_real_weights_separate_meaning_not_words(minilm: SentenceEmbedder) -> No
 
 def test_truncation_is_recorded_in_the_id_and_keeps_one_window() -> None:
     truncated = SentenceEmbedder(window_tokens=64, truncate=True)
-    assert truncated.id.endswith("/trunc64")
+    assert truncated.id.endswith("/trunc64/onnx-fp32")
     assert truncated.embed_windows(["word " * 500]).counts().tolist() == [1]
 
 
@@ -137,9 +137,9 @@ def test_sentence_windows_are_the_sentences_and_long_texts_are_capped(
     minilm: SentenceEmbedder,
 ) -> None:
     tokens = SentenceEmbedder(units="tokens", window_tokens=64, stride_tokens=48, max_windows=3)
-    assert tokens.id.endswith("/w64s48")
+    assert tokens.id.endswith("/w64s48/onnx-fp32")
     capped = SentenceEmbedder(window_tokens=64, stride_tokens=48, max_windows=3)
-    assert capped.id.endswith("/sent8w64s48")
+    assert capped.id.endswith("/sent8w64s48/onnx-fp32")
     sentences = ["Here is the plan for the week ahead.", "Sure.",
                  "Take two tablets of ibuprofen every four hours."]  # fmt: skip
     windows = minilm.embed_windows([" ".join(sentences)])
