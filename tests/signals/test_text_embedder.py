@@ -101,7 +101,8 @@ def test_windows_container_validates_and_reduces() -> None:
 
 def test_bundled_minilm_loads_offline_and_windows_long_texts(minilm: SentenceEmbedder) -> None:
     assert bundled_model_path() is not None
-    assert minilm.id.startswith("st/all-MiniLM-L6-v2/") and minilm.id.endswith("/sent8w256s192")
+    assert minilm.id.startswith("st/all-MiniLM-L6-v2/")
+    assert minilm.id.endswith("/sent8w256s192/onnx-fp32")  # the default backend: ONNX fp32
     assert minilm.dim == 384
     long = " ".join(r["text"] for r in eval_rows("refusal") if r["long"])[:6000]
     windows = minilm.embed_windows(["Hello there.", long, ""])
@@ -128,7 +129,7 @@ def test_real_weights_separate_meaning_not_words(minilm: SentenceEmbedder) -> No
 
 def test_truncation_is_recorded_in_the_id_and_keeps_one_window() -> None:
     truncated = SentenceEmbedder(window_tokens=64, truncate=True)
-    assert truncated.id.endswith("/trunc64")
+    assert truncated.id.endswith("/trunc64/onnx-fp32")
     assert truncated.embed_windows(["word " * 500]).counts().tolist() == [1]
 
 
@@ -136,9 +137,9 @@ def test_sentence_windows_are_the_sentences_and_long_texts_are_capped(
     minilm: SentenceEmbedder,
 ) -> None:
     tokens = SentenceEmbedder(units="tokens", window_tokens=64, stride_tokens=48, max_windows=3)
-    assert tokens.id.endswith("/w64s48")
+    assert tokens.id.endswith("/w64s48/onnx-fp32")
     capped = SentenceEmbedder(window_tokens=64, stride_tokens=48, max_windows=3)
-    assert capped.id.endswith("/sent8w64s48")
+    assert capped.id.endswith("/sent8w64s48/onnx-fp32")
     sentences = ["Here is the plan for the week ahead.", "Sure.",
                  "Take two tablets of ibuprofen every four hours."]  # fmt: skip
     windows = minilm.embed_windows([" ".join(sentences)])
