@@ -42,7 +42,7 @@ def test_each_detector_has_one_name_from_math_to_track_to_settings() -> None:
         assert isinstance(track, Track)
         assert type(track).__module__ == f"alerts.tracks.{track.name}"
         section = getattr(settings, track.name)
-        assert type(section).__name__.lower() == track.name.replace("_", "") + "settings"
+        assert type(section).__name__.lower() == track.name.replace("_", "") + "config"
         assert any(field.startswith(track.name + "_") for field in MonitorConfig.model_fields)
     for detector in detectors:
         assert type(detector).__module__ == f"alerts.detectors.{detector.name}"
