@@ -26,7 +26,8 @@ import numpy as np
 from signals.embedders import ids_by_field
 from signals.errors import EmbedderMismatch
 from signals.fitted import FittedSignal
-from signals.matchers import Match, TextMatcher, matcher_for, score_of
+from signals.matchers import Match, TextMatcher, score_of
+from signals.text_kinds import matcher_for
 from signals.windows import Windows
 
 if TYPE_CHECKING:

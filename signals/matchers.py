@@ -29,12 +29,9 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import regex
-
-if TYPE_CHECKING:
-    from signals.spec import SignalSpec
 
 __all__ = [
     "MATCH_TIMEOUT_S",
@@ -48,8 +45,6 @@ __all__ = [
     "PiiMatcher",
     "TextMatcher",
     "check_pattern",
-    "matcher_for",
-    "matcher_id",
     "score_of",
 ]
 
@@ -210,25 +205,6 @@ class PiiMatcher:
             found += [Match(m.start(), m.end(), m.group(1), 1.0)
                       for m in placeholders if m.group(1) in self._entities]  # fmt: skip
         return sorted(found, key=lambda m: (m.start, m.end, m.label))
-
-
-def matcher_for(spec: SignalSpec) -> TextMatcher:
-    """The matcher of a ``pattern`` or ``pii`` spec."""
-    if spec.kind == "pattern":
-        return PatternMatcher(spec.patterns, spec.keywords, case_sensitive=spec.case_sensitive,
-                              whole_word=spec.whole_word)  # fmt: skip
-    if spec.kind == "pii":
-        return PiiMatcher(spec.entities, spec.min_score, spec.phone_numbers)
-    raise ValueError(f"signal {spec.name!r} of kind {spec.kind!r} does not read text")
-
-
-def matcher_id(spec: SignalSpec) -> str:
-    """What scores a text-kind signal, with its version: stored as the fitted signal's
-    ``embedder_id`` (``regex-2026.12.2``, ``presidio-2.2.366``)."""
-    from importlib.metadata import version
-
-    return f"regex-{version('regex')}" if spec.kind == "pattern" else \
-        f"presidio-{version('presidio-analyzer')}"  # fmt: skip
 
 
 @lru_cache(maxsize=2)

@@ -30,8 +30,9 @@ from signals.fitting import (
     fit_zero_shot,
 )
 from signals.images import ImagePolicy, load_image
-from signals.matchers import matcher_for, matcher_id, score_of
+from signals.matchers import score_of
 from signals.spec import EventRef, Example, SignalSpec
+from signals.text_kinds import matcher_for, matcher_id
 from signals.weak import WeakExamples
 from signals.windows import Windows
 
