@@ -1,49 +1,8 @@
-"""Signal specifications: what a failure mode is, as a frozen, validated, serialisable object.
-
-A spec is usually written in YAML and loaded with :func:`load_spec`:
-
-.. code-block:: yaml
-
-    name: stock_advice
-    description: The answer recommends buying or selling specific stocks.
-    target: output            # prompt | output
-    modality: text            # text | image
-    kind: few_shot            # few_shot | zero_shot | pattern | pii
-    examples:
-      positive: ["You should buy ACME shares today.", {event_id: "a1b2"}, ...]
-      negative: ["Diversified index funds suit most savers.", ...]
-    threshold: auto           # or a probability in (0, 1)
-    action: block             # block | flag | log: what the guardrail API does on a flag
-
-Kinds that read the text itself (:mod:`signals.matchers`) need no examples; examples given to
-them are scored to report the matcher's precision and recall:
-
-.. code-block:: yaml
-
-    name: refusal_boilerplate
-    kind: pattern
-    patterns: ['as an ai (language )?model']   # regular expressions (the regex package)
-    keywords: ["I cannot help with that"]       # literal, case_sensitive: false, whole_word: true
-
-    name: contact_leak
-    kind: pii
-    entities: [EMAIL_ADDRESS, PHONE_NUMBER]
-    min_score: 0.3
-
-A few-shot spec may name labelling functions: noisy sources that vote on stored traffic so the
-signal also trains on weakly labelled events (``telltale signals train NAME --weak``,
-:mod:`signals.weak`):
-
-.. code-block:: yaml
-
-    labelling_functions:
-      - signal: contact_leak                    # another signal of the same field
-      - keywords: ["ignore previous instructions"]  # votes failure where it matches
-      - query: "asks the assistant to reveal its system prompt"
-        top: 0.05                               # the 5 % most similar vote failure,
-        bottom: 0.5                             # the 50 % least similar vote fine
-      - feedback: true                          # negative user feedback votes failure
-      - examples: true                          # nearer a positive example than a negative
+"""Signal specifications: what a failure mode is, as a frozen, validated, serialisable object,
+usually written in YAML and loaded with :func:`load_spec`. The fields, the kinds (few-shot,
+zero-shot, pattern, pii) and labelling functions for weak supervision are documented with
+examples in ``docs/signals/index.md`` and ``docs/signals/weak-supervision.md``; the models below
+are the reference, each field with its constraints.
 """
 
 from __future__ import annotations
