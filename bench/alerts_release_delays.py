@@ -135,7 +135,9 @@ def _quantile_h(delays: list[float], q: float) -> float | None:
     return round(value / 60.0, 2) if math.isfinite(value) else None
 
 
-def delay_row(cfg: DelayConfig, p0: float, p1: float, label: str, rate: float, tag: int) -> DelayRow:
+def delay_row(
+    cfg: DelayConfig, p0: float, p1: float, label: str, rate: float, tag: int
+) -> DelayRow:
     ours: list[float] = []
     theirs: list[float] = []
     for run in range(cfg.runs):

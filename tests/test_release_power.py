@@ -24,9 +24,7 @@ def _history(
     n = rng.poisson(per_minute, days * DAY)
     levels = np.repeat(1.0 + rng.normal(0.0, day_cv, days), DAY)
     k = rng.binomial(n, np.clip(rate * levels, 0.0, 1.0))
-    return {
-        START + timedelta(minutes=i): (int(n[i]), int(k[i])) for i in range(len(n)) if n[i] > 0
-    }
+    return {START + timedelta(minutes=i): (int(n[i]), int(k[i])) for i in range(len(n)) if n[i] > 0}
 
 
 def _first_alarm(seed: int, day_cv_confidence: float) -> float:
@@ -64,7 +62,9 @@ def test_low_traffic_large_jump_is_found_sooner_than_with_the_raw_day_variance()
     effect and tempered the e-process by it; the shrunk reading does not."""
     seeds = range(12)
     before = [_first_alarm(seed, day_cv_confidence=0.5) for seed in seeds]
-    after = [_first_alarm(seed, MonitorSettings().release_spike.day_cv_confidence) for seed in seeds]
+    after = [
+        _first_alarm(seed, MonitorSettings().release_spike.day_cv_confidence) for seed in seeds
+    ]
     assert all(math.isfinite(a) for a in after)
     # Where the history's days happened to scatter, the alarm comes hours sooner; elsewhere
     # both readings give the floor and the same alarm.

@@ -61,8 +61,9 @@ class Dispersion:
     """Variance components of a baseline's history (see :func:`estimate_dispersion`).
 
     ``icc`` is the intraclass correlation of the units of one minute to temper with (the estimate
-    shrunk towards the prior); ``icc_estimate`` the point estimate (``None`` where the history cannot identify it:
-    too few degrees of freedom, or minutes of about one unit, where it does not matter either);
+    shrunk towards the prior); ``icc_estimate`` the point estimate (``None`` where the history
+    cannot identify it: too few degrees of freedom, or minutes of about one unit, where it does
+    not matter either);
     ``phi_estimate`` the history's Pearson dispersion; ``unit_size`` its minutes' size-weighted
     mean number of units; ``day_cv`` the coefficient of variation of the day-level rate used (at
     least the floor) and ``day_cv_estimate`` its estimate (``None`` with fewer than two full
