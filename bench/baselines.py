@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from statistics import NormalDist
 
+import numpy as np
+from numpy.typing import NDArray
+from scipy.special import log_ndtr
+
 from alerts import Detection
 from alerts.detectors.counts import check_counts
 from bench.cusum_calibration import calibrate_cusum_threshold, crossover_rate
@@ -29,6 +33,8 @@ __all__ = [
     "MsprtState",
     "NormalMixtureMsprt",
     "ZTestState",
+    "msprt_log_e",
+    "msprt_log_e_path",
     "two_proportion_z_test",
 ]
 
@@ -163,6 +169,30 @@ def msprt_log_e(n_new: int, k_new: int, n_base: int, k_base: int, tau: float) ->
     x = d * tau / math.sqrt(v * (v + t2))
     log_phi = math.log(max(0.5 * math.erfc(-x / math.sqrt(2.0)), 1e-300))
     return math.log(2.0) + 0.5 * math.log(v / (v + t2)) + d * d * t2 / (2 * v * (v + t2)) + log_phi
+
+
+def msprt_log_e_path(
+    n_new: NDArray[np.int64],
+    k_new: NDArray[np.int64],
+    n_base: NDArray[np.int64],
+    k_base: NDArray[np.int64],
+    tau: float,
+) -> NDArray[np.float64]:
+    """:func:`msprt_log_e` on the running totals after every minute of per-minute counts, at once
+    (what :class:`NormalMixtureMsprt` computes one update at a time)."""
+    n1, k1, n2, k2 = (
+        np.cumsum(np.asarray(a, dtype=np.float64)) for a in (n_new, k_new, n_base, k_base)
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pooled = (k1 + k2) / (n1 + n2)
+        v = pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2)
+        d = k1 / n1 - k2 / n2
+        t2 = tau * tau
+        x = d * tau / np.sqrt(v * (v + t2))
+        log_phi = np.maximum(log_ndtr(x), math.log(1e-300))
+        log_e = math.log(2.0) + 0.5 * np.log(v / (v + t2)) + d * d * t2 / (2 * v * (v + t2))
+    result: NDArray[np.float64] = np.where((n1 > 0) & (n2 > 0) & (v > 0), log_e + log_phi, 0.0)
+    return result
 
 
 class NormalMixtureMsprt:

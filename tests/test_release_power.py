@@ -12,7 +12,7 @@ import pytest
 
 from alerts.detectors import AdaptiveBuckets, ReleaseSpikeDetector, estimate_dispersion
 from alerts.settings import MonitorSettings
-from bench.baselines import NormalMixtureMsprt, msprt_log_e
+from bench.baselines import NormalMixtureMsprt, msprt_log_e, msprt_log_e_path
 
 START = datetime(2026, 11, 3, tzinfo=UTC)
 DAY = 1_440
@@ -124,3 +124,16 @@ def test_textbook_msprt_null_rate_on_plentiful_counts() -> None:
         k_new, k_base = rng.binomial(200, 0.05, 120), rng.binomial(200, 0.05, 120)
         alarms += any(det.update(200, int(a), 200, int(b)).fired for a, b in zip(k_new, k_base))
     assert alarms / 200 <= 0.05
+
+
+def test_textbook_msprt_path_equals_its_updates() -> None:
+    rng = np.random.default_rng(2)
+    n_new, n_base = rng.poisson(0.5, 600), rng.poisson(0.5, 600)
+    k_new, k_base = rng.binomial(n_new, 0.2), rng.binomial(n_base, 0.05)
+    path = msprt_log_e_path(n_new, k_new, n_base, k_base, 0.05)
+    det = NormalMixtureMsprt(alpha=0.01, tau=0.05)
+    one_by_one = [
+        det.update(int(a), int(b), int(c), int(d)).log_e_value
+        for a, b, c, d in zip(n_new, k_new, n_base, k_base, strict=True)
+    ]
+    assert path == pytest.approx(one_by_one, abs=1e-9)
