@@ -48,9 +48,8 @@ class ReleaseSpikeSettings(BaseModel):
     bucket_min_events: int
     history_days: int
     icc_prior: float
-    icc_prior_df: float
     day_cv_floor: float
-    day_cv_confidence: float
+    variance_confidence: float
 
 
 class DegradationSettings(BaseModel):
@@ -168,21 +167,16 @@ class MonitorSettings(BaseModel):
         description="intraclass correlation within a minute assumed when the baseline's history "
         "cannot estimate it",
     )
-    release_spike_icc_prior_df: float = Field(
-        default=30.0,
-        ge=0.0,
-        description="weight of release_spike_icc_prior in degrees of freedom of the baseline's "
-        "history: the estimated intraclass correlation is shrunk towards the prior by this much",
-    )
     release_spike_day_cv_floor: float = Field(
         default=0.05, ge=0.0, description="least day-to-day coefficient of variation assumed"
     )
-    release_spike_day_cv_confidence: float = Field(
+    release_spike_variance_confidence: float = Field(
         default=0.95,
         gt=0.0,
         lt=1.0,
-        description="the day-to-day variance counts only beyond this upper quantile of the "
-        "within-day noise (sparse days scatter by chance; busy days are barely affected)",
+        description="one-sided confidence of the variance components: the intraclass correlation "
+        "used is its upper bound at this level, and the day-to-day variance counts only beyond "
+        "this upper quantile of the within-day noise (sparse days scatter by chance)",
     )
 
     # slow degradation: quasi-likelihood CUSUM against a seasonal profile, within one version
@@ -249,9 +243,8 @@ class MonitorSettings(BaseModel):
             concurrent_window_minutes=self.release_spike_concurrent_window_minutes,
             bucket_min_events=self.release_spike_bucket_min_events,
             history_days=self.release_spike_history_days,
-            icc_prior=self.release_spike_icc_prior, icc_prior_df=self.release_spike_icc_prior_df,
-            day_cv_floor=self.release_spike_day_cv_floor,
-            day_cv_confidence=self.release_spike_day_cv_confidence,
+            icc_prior=self.release_spike_icc_prior, day_cv_floor=self.release_spike_day_cv_floor,
+            variance_confidence=self.release_spike_variance_confidence,
         )  # fmt: skip
 
     @property

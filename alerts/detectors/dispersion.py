@@ -60,10 +60,9 @@ def block_dispersion(
 class Dispersion:
     """Variance components of a baseline's history (see :func:`estimate_dispersion`).
 
-    ``icc`` is the intraclass correlation of the units of one minute to temper with (the estimate
-    shrunk towards the prior); ``icc_estimate`` the point estimate (``None`` where the history
-    cannot identify it: too few degrees of freedom, or minutes of about one unit, where it does
-    not matter either);
+    ``icc`` is the intraclass correlation of the units of one minute to temper with (an upper
+    bound); ``icc_estimate`` the point estimate (``None`` where the history cannot identify it:
+    too few degrees of freedom, or minutes of about one unit, where it does not matter either);
     ``phi_estimate`` the history's Pearson dispersion; ``unit_size`` its minutes' size-weighted
     mean number of units; ``day_cv`` the coefficient of variation of the day-level rate used (at
     least the floor) and ``day_cv_estimate`` its estimate (``None`` with fewer than two full
@@ -112,7 +111,6 @@ def estimate_dispersion(
     minutes: Mapping[datetime, tuple[int, int]],
     *,
     icc_prior: float = 0.01,
-    icc_prior_df: float = 30.0,
     min_df: int = 30,
     day_cv_floor: float = 0.05,
     full_day_hours: int = 20,
@@ -123,19 +121,18 @@ def estimate_dispersion(
     ``minutes`` maps minute starts (UTC) to ``(units, failures)``. The Pearson statistic of the
     per-minute failure counts around their hour's pooled rate, divided by its degrees of freedom
     (a daily cycle therefore does not count as overdispersion), estimates the dispersion
-    ``phi = 1 + icc (m - 1)`` of minutes of size-weighted mean size ``m``. The ``icc`` used is
-    that estimate shrunk towards ``icc_prior``: the prior counts as ``icc_prior_df`` degrees of
-    freedom of a history at ``icc_prior`` (empirical Bayes on the Pearson sum), so a long history
-    showing no overdispersion gives ``phi`` close to 1 and a short one stays near the prior. With
-    fewer than ``min_df`` degrees of freedom, or minutes of fewer than two units on average,
-    ``icc_prior`` is used. The day-level coefficient of variation comes from days with traffic in
-    at least ``full_day_hours`` hours: the variance of their rates beyond what the within-day
-    variance explains, relative to the mean rate, shrunk to zero James-Stein style (the
-    within-day part is subtracted at its one-sided ``confidence`` upper quantile, a chi-square on
-    the days' degrees of freedom), so that a few days of sparse traffic, whose rates scatter by
-    chance, do not read as a day effect; where the days hold many units that quantile is
-    negligible. It is never below ``day_cv_floor``, since a handful of days cannot rule out a day
-    effect.
+    ``phi = 1 + icc (m - 1)`` of minutes of size-weighted mean size ``m``; its one-sided
+    ``confidence`` upper bound (Wilson-Hilferty quantile of the chi-square) gives the ``icc``
+    used (with thousands of minutes of history, as the monitor reads, the bound is within a few
+    percent of the estimate). With fewer than ``min_df`` degrees of freedom, or minutes of fewer
+    than two units on average, ``icc_prior`` is used. The day-level coefficient of variation
+    comes from days with traffic in at least ``full_day_hours`` hours: the variance of their
+    rates beyond what the within-day variance explains, relative to the mean rate, shrunk to
+    zero James-Stein style (the within-day part is subtracted at its one-sided ``confidence``
+    upper quantile, a chi-square on the days' degrees of freedom), so that a few days of sparse
+    traffic, whose rates scatter by chance, do not read as a day effect; where the days hold many
+    units that quantile is negligible. It is never below ``day_cv_floor``, since a handful of
+    days cannot rule out a day effect.
 
     >>> d = estimate_dispersion({})
     >>> d.icc, d.day_cv, d.phi_for(200, 200 * 200)
@@ -163,9 +160,9 @@ def estimate_dispersion(
     z = NormalDist().inv_cdf(confidence)
     if df >= min_df and size >= 2.0 and phi_estimate is not None:
         icc_estimate = min(1.0, max(0.0, (phi_estimate - 1.0) / (size - 1.0)))
-        phi_prior = 1.0 + icc_prior * (size - 1.0)
-        shrunk = (icc_prior_df * phi_prior + chi2) / (icc_prior_df + df)
-        icc = min(1.0, max(0.0, (shrunk - 1.0) / (size - 1.0)))
+        # Lower chi-square quantile: chi2/quantile is the upper bound of the dispersion.
+        q = df * (1.0 - 2.0 / (9.0 * df) - z * math.sqrt(2.0 / (9.0 * df))) ** 3
+        icc = min(1.0, max(0.0, (chi2 / q - 1.0) / (size - 1.0)))
     phi_history = 1.0 + icc * max(0.0, size - 1.0)
     days: dict[date, list[int]] = {}
     day_hours: dict[date, set[int]] = {}

@@ -151,8 +151,8 @@ class ReleaseSpikeTrack:
             s = self._s
             dispersion = _estimate(
                 test.history.get(signal, {}), icc_prior=s.icc_prior,
-                icc_prior_df=s.icc_prior_df, day_cv_floor=s.day_cv_floor,
-                confidence=s.day_cv_confidence,
+                day_cv_floor=s.day_cv_floor,
+                confidence=s.variance_confidence,
             )  # fmt: skip
             test.family = max(test.family, len(test.tests) + 1)
             detector = ReleaseSpikeDetector(
