@@ -1,7 +1,8 @@
 """Release-test delays at low traffic: telltale vs a textbook mSPRT vs an oracle fixed horizon.
 
 Run ``python bench/alerts_release_delays.py`` (``--quick`` for a small smoke run, ``--json`` for
-one JSON document). Every figure comes from a seeded simulation in this run; nothing is
+one JSON document; the full run took about 11 minutes on two shared, loaded cores, ``--quick``
+under one). Every figure comes from a seeded simulation in this run; nothing is
 hard-coded.
 
 Each change row is a full cut-over on a Wednesday, monitored for ``--horizon-days`` against the
