@@ -51,6 +51,7 @@ class ReleaseSpikeConfig(BaseModel):
     history_days: int
     icc_prior: float
     day_cv_floor: float
+    variance_confidence: float
 
 
 class DegradationConfig(BaseModel):
@@ -171,6 +172,14 @@ class MonitorConfig(BaseModel):
     release_spike_day_cv_floor: float = Field(
         default=0.05, ge=0.0, description="least day-to-day coefficient of variation assumed"
     )
+    release_spike_variance_confidence: float = Field(
+        default=0.95,
+        gt=0.0,
+        lt=1.0,
+        description="one-sided confidence of the variance components: the intraclass correlation "
+        "used is its upper bound at this level, and the day-to-day variance counts only beyond "
+        "this upper quantile of the within-day noise (sparse days scatter by chance)",
+    )
 
     # slow degradation: quasi-likelihood CUSUM against a seasonal profile, within one version
     degradation_delta: float = Field(
@@ -237,6 +246,7 @@ class MonitorConfig(BaseModel):
             bucket_min_events=self.release_spike_bucket_min_events,
             history_days=self.release_spike_history_days,
             icc_prior=self.release_spike_icc_prior, day_cv_floor=self.release_spike_day_cv_floor,
+            variance_confidence=self.release_spike_variance_confidence,
         )  # fmt: skip
 
     @property

@@ -113,7 +113,8 @@ def first_alarm(
 ) -> int | None:
     """Minute (1-based) of the first alarm, driving the detector as the release track does."""
     s = MonitorConfig().release_spike
-    d = estimate_dispersion(stream.history, icc_prior=s.icc_prior, day_cv_floor=s.day_cv_floor)
+    d = estimate_dispersion(stream.history, icc_prior=s.icc_prior, day_cv_floor=s.day_cv_floor,
+                            confidence=s.variance_confidence)  # fmt: skip
     det = ReleaseSpikeDetector(
         alpha=alpha, mixture_tau=s.mixture_tau, dispersion=d.phi, day_variance=d.day_variance,
         interval_every_update=False,

@@ -123,11 +123,16 @@ def estimate_dispersion(
     (a daily cycle therefore does not count as overdispersion), estimates the dispersion
     ``phi = 1 + icc (m - 1)`` of minutes of size-weighted mean size ``m``; its one-sided
     ``confidence`` upper bound (Wilson-Hilferty quantile of the chi-square) gives the ``icc``
-    used. With fewer than ``min_df`` degrees of freedom, or minutes of fewer than two units on
-    average, ``icc_prior`` is used. The day-level coefficient of variation comes from days with
-    traffic in at least ``full_day_hours`` hours: the variance of their rates beyond what the
-    within-day variance explains, relative to the mean rate; it is never below
-    ``day_cv_floor``, since a handful of days cannot rule out a day effect.
+    used (with thousands of minutes of history, as the monitor reads, the bound is within a few
+    percent of the estimate). With fewer than ``min_df`` degrees of freedom, or minutes of fewer
+    than two units on average, ``icc_prior`` is used. The day-level coefficient of variation
+    comes from days with traffic in at least ``full_day_hours`` hours: the variance of their
+    rates beyond what the within-day variance explains, relative to the mean rate, shrunk to
+    zero James-Stein style (the within-day part is subtracted at its one-sided ``confidence``
+    upper quantile, a chi-square on the days' degrees of freedom), so that a few days of sparse
+    traffic, whose rates scatter by chance, do not read as a day effect; where the days hold many
+    units that quantile is negligible. It is never below ``day_cv_floor``, since a handful of
+    days cannot rule out a day effect.
 
     >>> d = estimate_dispersion({})
     >>> d.icc, d.day_cv, d.phi_for(200, 200 * 200)
@@ -152,11 +157,11 @@ def estimate_dispersion(
     size = sum_n2 / sum_n if sum_n else 1.0
     phi_estimate = chi2 / df if df else None
     icc, icc_estimate = icc_prior, None
+    z = NormalDist().inv_cdf(confidence)
     if df >= min_df and size >= 2.0 and phi_estimate is not None:
-        z = NormalDist().inv_cdf(confidence)
+        icc_estimate = min(1.0, max(0.0, (phi_estimate - 1.0) / (size - 1.0)))
         # Lower chi-square quantile: chi2/quantile is the upper bound of the dispersion.
         q = df * (1.0 - 2.0 / (9.0 * df) - z * math.sqrt(2.0 / (9.0 * df))) ** 3
-        icc_estimate = min(1.0, max(0.0, (phi_estimate - 1.0) / (size - 1.0)))
         icc = min(1.0, max(0.0, (chi2 / q - 1.0) / (size - 1.0)))
     phi_history = 1.0 + icc * max(0.0, size - 1.0)
     days: dict[date, list[int]] = {}
@@ -174,9 +179,15 @@ def estimate_dispersion(
         if 0.0 < mean < 1.0:
             spread = sum((r - mean) ** 2 for r in rates) / (len(rates) - 1)
             noise = sum(phi_history * mean * (1.0 - mean) / n for n, _ in full) / len(full)
-            cv_estimate = math.sqrt(max(0.0, spread - noise)) / mean
+            cv_estimate = math.sqrt(max(0.0, spread - noise * _upper_quantile(len(full) - 1, z)))
+            cv_estimate /= mean
     return Dispersion(
         icc=icc, icc_estimate=icc_estimate, phi_estimate=phi_estimate, unit_size=size,
         day_cv=max(day_cv_floor, cv_estimate or 0.0), day_cv_estimate=cv_estimate,
         minutes=sum(len(c) for c in by_hour.values()), days=len(full),
     )  # fmt: skip
+
+
+def _upper_quantile(df: int, z: float) -> float:
+    """Upper quantile of chi-square / df at standard-normal ``z`` (Wilson-Hilferty)."""
+    return max(1.0, (1.0 - 2.0 / (9.0 * df) + z * math.sqrt(2.0 / (9.0 * df))) ** 3)

@@ -7,7 +7,9 @@ often it is looked at. The log-likelihood ratio is tempered by a within-bucket d
 and, per block of lagged buckets (one day against one baseline day), by a day-level variance
 (:mod:`alerts.detectors.dispersion`). Alarms keep their ``alpha`` when units are independent
 apart from ``phi``, day effects are independent across days, ``phi`` and the day variance are not
-underestimated, and both versions see the same mix of prompts within a bucket. The effect gets a
+underestimated by much (the track's day variance counts only what the history's days show beyond
+chance: precise where traffic is busy; where it is sparse the within-day noise dominates, so it
+matters little), and both versions see the same mix of prompts within a bucket. The effect gets a
 conservative always-valid confidence sequence (:mod:`alerts.detectors.confidence`); the decision
 is the e-process's.
 """

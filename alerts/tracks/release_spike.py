@@ -152,6 +152,7 @@ class ReleaseSpikeTrack:
             dispersion = _estimate(
                 test.history.get(signal, {}), icc_prior=s.icc_prior,
                 day_cv_floor=s.day_cv_floor,
+                confidence=s.variance_confidence,
             )  # fmt: skip
             test.family = max(test.family, len(test.tests) + 1)
             detector = ReleaseSpikeDetector(

@@ -80,3 +80,31 @@ def test_quick_cusum_drift_benchmark_reports_every_row() -> None:
     assert old_drift["days_with_alarm"] == old_drift["runs"]
     drift = next(r for r in result["drift_change"] if "600/h" in r["scenario"])
     assert drift["detected"] == drift["runs"] and drift["median_delay_h"] <= 3
+
+
+def test_release_delay_bench_reports_every_row(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 22's delay table: telltale vs the textbook mSPRT vs the oracle on the same streams."""
+    spec = importlib.util.spec_from_file_location(
+        "bench_alerts_release_delays", ROOT / "bench" / "alerts_release_delays.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    argv = ["--json", "--runs", "3", "--null-runs", "2", "--horizon-days", "1"]
+    assert bench.main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    rows = {row["scenario"]: row for row in result["changes"]}
+    assert len(rows) == 15 and "1% -> 9%, 0.33/min" in rows and "+1 pp, 2/min" in rows
+    for row in rows.values():
+        assert 0.0 <= row["telltale_found"] <= 1.0 and 0.0 <= row["msprt_found"] <= 1.0
+        if row["p80_ratio"] and row["msprt_p80_h"]:
+            assert row["p80_ratio"] == pytest.approx(
+                row["telltale_p80_h"] / row["msprt_p80_h"], abs=0.01
+            )
+    # The oracle needs about 6.5 h for 2% -> 12% at 0.33 units a minute; both tests find it
+    # within the day in every run.
+    big = rows["2% -> 12%, 0.33/min"]
+    assert big["oracle_h"] == pytest.approx(6.5, abs=0.2)
+    assert big["telltale_found"] == 1.0 and big["msprt_found"] == 1.0
+    assert len(result["null"]) == 6
