@@ -1,6 +1,6 @@
 """Example pages: one incident's trigger and resolve as PagerDuty and Slack receive them.
 
-Runs the stand-ins of ``tests/paging_services.py`` on 127.0.0.1 (each checks every body against
+Runs the stand-ins of ``tests/support/paging_services.py`` on 127.0.0.1 (each checks every body against
 the service's documented schema and answers as the service does), sends one release-spike
 incident (firing, then resolved) through :class:`PagerDutyNotifier` and :class:`SlackNotifier`,
 and prints what each service received with the number of schema problems found (0 expected).
@@ -36,7 +36,7 @@ DASHBOARD = "http://localhost:3000/d/telltale-overview"
 
 
 def _services() -> ModuleType:
-    path = ROOT / "tests" / "paging_services.py"
+    path = ROOT / "tests" / "support" / "paging_services.py"
     spec = importlib.util.spec_from_file_location("paging_services", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
