@@ -5,31 +5,35 @@ the worker dead-letters the payload and keeps going.
 * property-based fuzzing of :func:`decode_event` over more than 10,000 generated payloads,
   500 of them nested up to 3,000 deep somewhere in an otherwise valid event;
 * named cases for every kind of bad input the contract names, and for bad images;
-* end to end: a real worker on the real broker dead-letters a mix of poison, including images
-  that only the pipeline can reject, and still stores every good event exactly once.
+* end to end (``tests/integration/test_poison_payloads.py``): a real worker on the real broker
+  dead-letters a mix of poison, including images that only the pipeline can reject, and still
+  stores every good event exactly once.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import struct
-import zlib
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from poison_payloads import (
+    BAD_IMAGES,
+    DROP,
+    NAMED_REJECTS,
+    b64,
+    now,
+    raw,
+    real_png,
+    valid_payload,
+)
 
 from signals.errors import ImageError
 from signals.images import ImagePolicy, load_image
-from signals.open_clip_embedder import OpenClipEmbedder
 from streams.dead_letter import MAX_RECORD_BYTES, DeadLetter
-from streams.emitter import Emitter
 from streams.errors import InvalidEvent
 from streams.events import (
     MAX_PAYLOAD_BYTES,
@@ -66,25 +70,6 @@ def outcome(raw: bytes | str, max_bytes: int = MAX_PAYLOAD_BYTES) -> str:
     assert decode_event(encode_event(event), max_bytes=2**40) == event
     return "accepted"
 
-
-def now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-def valid_payload(**overrides: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "event_id": "e-1",
-        "timestamp": (now() - timedelta(minutes=5)).isoformat(),
-        "model": "chat",
-        "model_version": "v1",
-        "prompt": {"text": "hello"},
-        "output": {"text": "hi there"},
-    }
-    base.update(overrides)
-    return {k: v for k, v in base.items() if v is not DROP}
-
-
-DROP = object()
 
 # --------------------------------------------------------------------------- strategies
 
@@ -258,63 +243,6 @@ def test_fuzz_mutated_bytes_of_a_valid_event() -> None:
 # --------------------------------------------------------------------------- named cases
 
 
-def raw(**overrides: Any) -> bytes:
-    return json.dumps(valid_payload(**overrides)).encode()
-
-
-NAMED_REJECTS: list[tuple[str, bytes, str]] = [
-    ("invalid JSON", b'{"event_id": "e-1", ', "not valid JSON"),
-    ("empty payload", b"", "not valid JSON"),
-    ("invalid UTF-8", b'{"event_id": "\xff\xfe"}', "not valid UTF-8"),
-    ("UTF-8 BOM", b"\xef\xbb\xbf" + raw(), "not valid JSON"),
-    ("JSON array", b"[1, 2]", "must be a JSON object"),
-    ("JSON string", b'"event"', "must be a JSON object"),
-    ("JSON null", b"null", "must be a JSON object"),
-    ("missing event_id", raw(event_id=DROP), "event_id: Field required"),
-    ("missing timestamp", raw(timestamp=DROP), "timestamp: Field required"),
-    ("Unix seconds timestamp", raw(timestamp=1_790_000_000), "RFC 3339"),
-    ("Unix milliseconds timestamp", raw(timestamp=1_790_000_000_000.0), "RFC 3339"),
-    ("missing model", raw(model=DROP), "model: Field required"),
-    ("missing model_version", raw(model_version=DROP), "model_version: Field required"),
-    ("no content", raw(prompt=DROP, output=DROP), "at least one of"),
-    ("empty content", raw(prompt={"text": ""}, output={}), "at least one of"),
-    ("event_id a number", raw(event_id=42), "event_id"),
-    ("empty event_id", raw(event_id=""), "event_id"),
-    ("event_id too long", raw(event_id="e" * 257), "event_id"),
-    ("model a list", raw(model=["chat"]), "model"),
-    ("prompt a string", raw(prompt="hello"), "prompt"),
-    ("prompt.text a number", raw(prompt={"text": 3}), "prompt.text"),
-    ("unknown field in output", raw(output={"text": "t", "audio": "x"}), "output.audio"),
-    ("attributes a list", raw(attributes=["a"]), "attributes"),
-    ("attribute value a number", raw(attributes={"a": 1}), "attributes.a"),
-    ("feedback out of range", raw(feedback=9), "feedback"),
-    ("latency a string", raw(latency_ms="slow"), "latency_ms"),
-    ("negative latency", raw(latency_ms=-1), "latency_ms"),
-    ("NaN", raw().replace(b'"model": "chat"', b'"model": "chat", "latency_ms": NaN'), "NaN"),
-    ("Infinity", raw()[:-1] + b', "latency_ms": Infinity}', "Infinity"),
-    ("-Infinity", raw()[:-1] + b', "latency_ms": -Infinity}', "-Infinity"),
-    ("1e400 overflows to infinity", raw()[:-1] + b', "latency_ms": 1e400}', "latency_ms"),
-    ("integer of 5,000 digits", raw()[:-1] + b', "latency_ms": ' + b"9" * 5000 + b"}", "JSON"),
-    ("nested 100,000 deep", b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, "deeper than 64"),
-    ("timestamp not a time", raw(timestamp="yesterday"), "timestamp"),
-    ("timestamp without offset", raw(timestamp="2026-11-01T10:00:00"), "timestamp"),
-    ("timestamp 1970", raw(timestamp="1970-01-01T00:00:00Z"), "before 2000-01-01"),
-    ("timestamp year 1", raw(timestamp="0001-01-01T00:00:00Z"), "before 2000-01-01"),
-    ("timestamp year 9999", raw(timestamp="9999-12-31T23:59:59Z"), "in the future"),
-    (
-        "timestamp two days ahead",
-        raw(timestamp=(now() + timedelta(days=2)).isoformat()),
-        "in the future",
-    ),
-    ("timestamp a boolean", raw(timestamp=True), "timestamp"),
-    ("huge text", raw(output={"text": "x" * (MAX_TEXT_CHARS + 1)}), "200000 characters"),
-    ("huge attribute key", raw(attributes={"k" * (MAX_TEXT_CHARS + 1): "v"}), "200000"),
-    ("lone surrogate in a value", raw(output={"text": "a\ud800b"}), "output.text"),
-    ("lone surrogate in a key", raw(attributes={"k\udfff": "v"}), "attributes"),
-    ("lone surrogate in an unknown field", raw(**{"x\ud800": 1}), "attributes"),
-]
-
-
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [pytest.param(p, r, id=name) for name, p, r in NAMED_REJECTS],
@@ -371,72 +299,6 @@ def test_dead_letters_fit_one_kafka_request_and_old_records_still_read() -> None
 # --------------------------------------------------------------------------- bad images
 
 
-def png(width: int, height: int, idat: bytes | None = None, pad: int = 0) -> bytes:
-    """A PNG that *declares* ``width`` x ``height`` (8-bit RGB) with little or no pixel data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    body = chunk(b"IHDR", header)
-    if pad:
-        body += chunk(b"tEXt", b"comment\x00" + b"p" * pad)
-    body += chunk(b"IDAT", zlib.compress(b"\x00" * 64) if idat is None else idat)
-    return b"\x89PNG\r\n\x1a\n" + body + chunk(b"IEND", b"")
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def real_png(size: int = 8) -> bytes:
-    import io
-
-    from PIL import Image
-
-    out = io.BytesIO()
-    noise = bytes((i * 7919) % 251 for i in range(size * size * 3))  # incompressible enough
-    Image.frombytes("RGB", (size, size), noise).save(out, format="PNG")
-    return out.getvalue()
-
-
-BAD_IMAGES: list[tuple[str, str, str]] = [
-    ("invalid base64 in a data URI", "data:image/png;base64,%%%not-base64%%%", "invalid base64"),
-    ("data URI not base64", "data:image/png,rawbytes", "must be base64"),
-    ("invalid base64, bare", "QUJD" * 100 + "=A=B", "cannot read image file"),
-    ("base64 of random bytes", b64(bytes(range(256)) * 4), "not a readable image"),
-    (
-        "base64 of text",
-        b64(b"<svg xmlns='http://www.w3.org/2000/svg'/>" * 10),
-        "not a readable image",
-    ),
-    (
-        "decompression bomb, data URI",
-        "data:image/png;base64," + b64(png(100_000, 100_000)),
-        "decompression bomb",
-    ),
-    ("decompression bomb, bare base64", b64(png(100_000, 100_000, pad=300)), "decompression bomb"),
-    (
-        "more pixels than the policy",
-        "data:image/png;base64," + b64(png(8_000, 6_000)),
-        "exceeds 40000000",
-    ),
-    ("truncated pixel data", "data:image/png;base64," + b64(png(64, 64)), "not a readable image"),
-    (
-        "corrupt zlib stream",
-        "data:image/png;base64," + b64(png(8, 8, idat=b"\x78\x9c garbage")),
-        "not a readable image",
-    ),
-    (
-        "larger than max_bytes",
-        "data:image/png;base64," + b64(real_png() + b"\0" * 2_000_000),
-        "exceeds",
-    ),
-]
-
-
 @pytest.mark.parametrize(
     ("ref", "reason"), [pytest.param(ref, r, id=name) for name, ref, r in BAD_IMAGES]
 )
@@ -453,110 +315,3 @@ def test_a_good_image_still_loads() -> None:
 
 
 # --------------------------------------------------------------------------- end to end
-
-N_GOOD = 40
-
-
-def image_event(i: int, image: str) -> bytes:
-    return json.dumps(
-        valid_payload(event_id=f"img-{i}", prompt=DROP, output={"image": image})
-    ).encode()
-
-
-MAX_PAYLOAD_E2E = 1_200_000  # above the DLQ producer's 1,000,000-byte request limit
-
-
-def poison_mix() -> list[tuple[bytes, str]]:
-    """(payload, what its dead letter's reason must contain), all small enough for Kafka."""
-
-    def expect(payload: bytes, reason: str) -> tuple[bytes, str]:
-        if len(payload) > MAX_PAYLOAD_E2E:
-            return payload, f"exceeds the limit of {MAX_PAYLOAD_E2E} bytes"
-        return payload, reason
-
-    mix = [expect(p, r) for _, p, r in NAMED_REJECTS if len(p) < 1_000_000]
-    # The worker refuses local paths before opening them (TELLTALE_IMAGES_WORKER_LOCAL_FILES).
-    local = {"cannot read image file", "not a regular file"}
-    mix += [
-        expect(image_event(i, ref), "local image files are not allowed" if r in local else r)
-        for i, (_, ref, r) in enumerate(BAD_IMAGES)
-        if len(ref) < 900_000
-    ]
-    mix += [  # dead letters that would not fit into one Kafka request as they are
-        (raw(output={"text": "x" * 1_300_000}), "exceeds the limit of 1200000 bytes"),
-        (raw(model=DROP, output={"text": "y" * 1_100_000}), "model: Field required"),
-        (b'{"event_id": "' + b"\x00" * 300_000 + b'"}', "not valid JSON"),
-    ]
-    mix += [
-        (image_event(100, "https://169.254.169.254/latest/meta-data/"), "not on the allow-list"),
-        (image_event(103, "http://169.254.169.254/latest/meta-data/"), "scheme 'http' is not"),
-        (image_event(104, "file:///dev/zero"), "local image files are not allowed"),
-        (image_event(101, "https://localhost/secret.png"), "not on the allow-list"),
-        (image_event(102, "ftp://example.com/a.png"), "scheme 'ftp' is not allowed"),
-    ]
-    return mix
-
-
-@pytest.fixture
-def poison_stack(
-    kafka_bootstrap: str, tmp_path: Path, tiny_embedder: OpenClipEmbedder
-) -> Iterator[Any]:
-    from test_reliability import new_stack
-
-    with new_stack(kafka_bootstrap, tmp_path, tiny_embedder) as stack:
-        yield stack
-
-
-@pytest.mark.integration
-def test_worker_dead_letters_every_poison_payload_and_keeps_running(poison_stack: Any) -> None:
-    from test_reliability import load_events, read_topic, stored, wait_for
-
-    stack = poison_stack
-    poison = poison_mix()
-    good = load_events(N_GOOD, prefix="good")
-    # Content stored raw, so each letter's payload can be compared with what was sent; the
-    # redacted letters are checked in test_privacy_end_to_end and test_dead_letter_redaction.
-    raw = {f"TELLTALE_PRIVACY_{k}": "raw" for k in ("PROMPT_TEXT", "OUTPUT_TEXT", "ATTRIBUTES")}
-    worker = stack.start(TELLTALE_WORKER_MAX_PAYLOAD_BYTES=str(MAX_PAYLOAD_E2E), **raw)
-    try:
-        messages = [p for p, _ in poison]
-        for i, event in enumerate(good):  # interleaved, so poison and good share batches
-            messages.insert(2 * i, json.dumps(event).encode())
-        with Emitter(stack.bootstrap, stack.topic, max_request_size=4_000_000) as emitter:
-            for i, payload in enumerate(messages):
-                emitter.emit_raw(payload, key=f"m-{i}")
-        total = len(poison) + N_GOOD
-        wait_for(
-            f"{total} committed offsets", lambda: stack.committed() >= total, 180, worker.alive
-        )
-        worker.alive()  # still running after all of it
-    except BaseException:
-        worker.stop_quietly()
-        raise
-    code, _ = worker.terminate()
-    assert code == 0, worker.text()[-3000:]
-
-    dead = [DeadLetter.from_json(v) for v in read_topic(stack.bootstrap, stack.dlq)]
-    assert len(dead) == len(poison), f"{len(dead)} dead letters for {len(poison)} poison payloads"
-    by_offset = {(d.partition, d.offset): d for d in dead}
-    assert len(by_offset) == len(poison)  # each poison payload once, none twice
-    truncated = 0
-    for payload, reason in poison:
-        [letter] = [
-            d for d in dead if d.payload_bytes == len(payload) and payload.startswith(d.original())
-        ]
-        assert reason in letter.reason, (letter.reason, payload[:120])
-        assert letter.topic == stack.topic and letter.offset >= 0
-        assert len(letter.to_json()) <= MAX_RECORD_BYTES
-        assert letter.truncated == (letter.original() != payload)
-        truncated += letter.truncated
-    # Cut: the payloads whose base64 alone exceeds 900 kB (the 300 kB of NULs fits as base64).
-    assert truncated == sum(len(p) * 4 / 3 > MAX_RECORD_BYTES for p, _ in poison) == 3
-    image_letters = [d for d in dead if d.reason.startswith("output.image: ")]
-    assert len(image_letters) == len([p for p, _ in poison if p.startswith(b'{"event_id": "img-')])
-    s = stored(stack.db)
-    assert (s.events_final, s.events_physical, s.scores) == (N_GOOD, N_GOOD, N_GOOD)
-    print(
-        f"{len(poison)} poison payloads dead-lettered ({truncated} cut to fit,"
-        f" {len(image_letters)} by the pipeline's image check), {N_GOOD} good events stored once"
-    )
