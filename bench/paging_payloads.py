@@ -1,7 +1,7 @@
 """Example pages: one incident's trigger and resolve as PagerDuty and Slack receive them.
 
-Runs the stand-ins of ``tests/support/paging_services.py`` on 127.0.0.1 (each checks every body against
-the service's documented schema and answers as the service does), sends one release-spike
+Runs the stand-ins of ``tests/support/paging_services.py`` on 127.0.0.1 (each checks every body
+against the service's documented schema and answers as the service does), sends one release-spike
 incident (firing, then resolved) through :class:`PagerDutyNotifier` and :class:`SlackNotifier`,
 and prints what each service received with the number of schema problems found (0 expected).
 
