@@ -68,11 +68,14 @@ class ContentPolicy:
             return reference
         if self.output_text == "drop":
             return ""
+        assert self.redact is not None
         parts = urlsplit(reference)
         host = parts.netloc.rpartition("@")[2]  # user:password@ is a credential, not a place
-        kept = parts._replace(netloc=host, query="", fragment="").geturl()
-        assert self.redact is not None
-        return self.redact(kept)
+        # The scheme stays out of what is redacted: its ':' would send every URL through
+        # Presidio (the redactor's cheap pre-check reads a ':' as a possible IPv6 address).
+        place = self.redact(f"{host}{parts.path}" if host else parts.path)
+        return f"{parts.scheme}://{place}" if host else parts._replace(
+            path=place, query="", fragment="").geturl()  # fmt: skip
 
     def free_text(self, text: str) -> str:
         """Text that may hold anything (a dead letter, a rejected line, a feedback comment):
