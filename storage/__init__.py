@@ -90,6 +90,12 @@ from storage.retention import (
     current_retention,
 )
 from storage.rows import CacheStatsRow, EmbeddingRow, EventRow, ScoreRow, WriteBatch
+from storage.sampled import (
+    WeightedSums,
+    inclusion_probabilities,
+    unsampled_events,
+    weighted_rate_sums,
+)
 from storage.serialized import SerializedClient
 from storage.series import (
     IngestLag,
@@ -161,6 +167,7 @@ __all__ = [
     "TableCounts",
     "UnitSample",
     "UsageRow",
+    "WeightedSums",
     "WriteBatch",
     "add_release",
     "apply_retention",
@@ -187,6 +194,7 @@ __all__ = [
     "event_slice_sources",
     "failure_rates",
     "feedback_summary",
+    "inclusion_probabilities",
     "ingest_lag",
     "ingest_watermark",
     "insert_detections",
@@ -231,6 +239,8 @@ __all__ = [
     "top_slice_values",
     "unit_counts",
     "unreleased_versions",
+    "unsampled_events",
     "usage_by_version",
+    "weighted_rate_sums",
     "windows_by_event",
 ]

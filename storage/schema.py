@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from storage.schema_sampling import SAMPLING_COLUMNS
 from storage.schema_usage import USAGE_1M, USAGE_1M_MV, USAGE_COLUMNS
 
 __all__ = ["MIGRATIONS", "Migration"]
@@ -439,10 +440,8 @@ ORDER BY (signal, model_version, estimated_at)
 """
 """Each signal's measured errors, one row per estimate (``model_version`` '' = all audited
 versions), kept as history: the dashboards chart corrected rates from the newest row and the
-audited precision over time from all of them."""
-
-"""Audits (``storage.audits``): each drawn event with its stratum, and the answers, one row per
-(signal, version, event, labeller): re-imported answers replace themselves."""
+audited precision over time from all of them. Audits (``storage.audits``): each drawn event
+with its stratum, and the answers, one row per (signal, version, event, labeller)."""
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -497,4 +496,5 @@ MIGRATIONS: tuple[Migration, ...] = (
         "tokens of each event; tokens per minute per app, model and version",
         (*USAGE_COLUMNS, USAGE_1M, USAGE_1M_MV),
     ),
+    Migration(18, "inclusion probability of sampled events and their scores", SAMPLING_COLUMNS),
 )

@@ -3,7 +3,8 @@
 A ``pattern`` or ``pii`` signal scores ``prompt_text`` / ``output_text`` of ``events``, not an
 embedding; its back-fill pages through them here as an embedding signal's pages through
 :mod:`storage.embeddings`. It sees what was stored: a text that was not stored (empty) is not
-scored.
+scored, and neither is an event the worker's sampler left out (``inclusion_probability`` below
+1 and no embedding): scoring it would count it as drawn, and weight it as if it stood for others.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def _conditions(
     if until is not None:
         where.append("timestamp < {until:DateTime64(3, 'UTC')}")
         params["until"] = until.astimezone(UTC)
+    drawn = " AND ".join(where[1:]) or "1"  # the same span, on the embeddings
+    where.append(  # only fixed fragments are formatted; values are bound parameters
+        f"(inclusion_probability >= 1 OR event_id IN (SELECT event_id FROM embeddings "  # noqa: S608
+        f"WHERE {drawn}))"
+    )
     return column, where, params
 
 

@@ -45,6 +45,7 @@ from streams.replay import (
     parse_mapping,
     read_records,
 )
+from streams.sampling import Sampler, SamplingConfig
 from streams.scoring import (
     Rejected,
     Scored,
@@ -84,6 +85,8 @@ __all__ = [
     "Rejected",
     "ReplayStats",
     "Replayer",
+    "Sampler",
+    "SamplingConfig",
     "ScoreRequest",
     "Scored",
     "Scorer",

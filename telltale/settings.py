@@ -2,8 +2,9 @@
 
 Each package declares its own typed configuration as a plain pydantic model and reads no
 environment: ``streams.settings.KafkaConfig`` and ``WorkerConfig``, ``streams.otlp.OtlpConfig``,
-``streams.slices.SliceConfig``, ``signals.open_clip_embedder.EmbedderConfig``,
-``signals.text_embedder.TextEmbedderConfig``, ``alerts.settings.MonitorConfig`` and
+``streams.slices.SliceConfig``, ``streams.sampling.SamplingConfig``,
+``signals.open_clip_embedder.EmbedderConfig``, ``signals.text_embedder.TextEmbedderConfig``,
+``alerts.settings.MonitorConfig`` and
 ``NotifyConfig``, ``dashboards.settings.GrafanaConfig``. This module binds each to its
 environment variables by subclassing it together with pydantic-settings' ``BaseSettings``
 (``KafkaSettings(BaseSettings, KafkaConfig)`` reads ``TELLTALE_KAFKA_*``), so every field is
@@ -41,6 +42,7 @@ from streams import (
     KafkaConfig,
     OtelExportConfig,
     OtlpConfig,
+    SamplingConfig,
     SliceConfig,
     WorkerConfig,
 )
@@ -73,6 +75,7 @@ __all__ = [
     "OtelExportSettings",
     "OtlpSettings",
     "RetentionSettings",
+    "SamplingSettings",
     "ServeSettings",
     "Settings",
     "SettingsError",
@@ -146,6 +149,14 @@ class SliceSettings(BaseSettings, SliceConfig):
     )
 
 
+class SamplingSettings(BaseSettings, SamplingConfig):
+    """``TELLTALE_SAMPLE_*``: the share of events the worker embeds and scores
+    (``TELLTALE_SAMPLE_RATE``, ``TELLTALE_SAMPLE_MAX_EVENTS_PER_S``); every event is still
+    counted. Replay and ``telltale serve``'s API never sample."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_SAMPLE_", extra="ignore")
+
+
 class _LegacyDetectorEnv(EnvSettingsSource):
     """The detector settings' older names, ``TELLTALE_MONITOR_SPIKE_*``, ``_CUSUM_*`` and
     ``_DRIFT_*`` (``alerts.LEGACY_PREFIXES``): read after, and overridden by, the current ones."""
@@ -205,6 +216,7 @@ class Settings(BaseModel):
     signal_quality: SignalQualitySettings = Field(default_factory=SignalQualitySettings)
     images: ImagesSettings = Field(default_factory=ImagesSettings)
     worker: WorkerConfig = Field(default_factory=WorkerSettings)
+    sampling: SamplingConfig = Field(default_factory=SamplingSettings)
     slices: SliceConfig = Field(default_factory=SliceSettings)
     groups: GroupSettings = Field(default_factory=GroupSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
@@ -240,6 +252,7 @@ _SECTIONS: dict[str, type[BaseSettings]] = {
     "signal_quality": SignalQualitySettings,
     "images": ImagesSettings,
     "worker": WorkerSettings,
+    "sampling": SamplingSettings,
     "slices": SliceSettings,
     "groups": GroupSettings,
     "audit": AuditSettings,

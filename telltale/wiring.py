@@ -48,6 +48,8 @@ from streams import (
     MeteredWriter,
     Pipeline,
     Pseudonyms,
+    Sampler,
+    SamplingConfig,
     SliceConfig,
     Slicer,
     VersionCap,
@@ -258,14 +260,22 @@ def make_parts(
         retrain_cooldown_s=settings.worker.retrain_cooldown_s,
     )  # fmt: skip
     exporter = make_exporter(settings)
+    sampler = make_sampler(settings.sampling) if worker else None
     pipeline = Pipeline(
         embedders, signals, writer or ClickHouseWriter(client),
         image_policy(settings.images, worker=worker), cache=make_cache(settings.cache, client),
         slicer=make_slicer(settings.slices, client), groups=make_groups(settings.groups, client),
         pseudonyms=pseudonyms(settings), content=content_policy(settings),
-        export=exporter.offer if exporter is not None else None,
+        export=exporter.offer if exporter is not None else None, sampler=sampler,
     )  # fmt: skip
     return Parts(client, embedders, signals, pipeline, exporter)
+
+
+def make_sampler(settings: SamplingConfig) -> Sampler:
+    """The worker's sampler (``TELLTALE_SAMPLE_*``; at the defaults it draws every event, and
+    the overload control can still lower its load factor). Only the Kafka worker samples:
+    replay and the guardrail API score every event."""
+    return Sampler(settings)
 
 
 def make_exporter(settings: Settings) -> EvaluationExporter | None:
