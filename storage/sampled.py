@@ -136,7 +136,10 @@ def unsampled_events(
     bucket: Bucket = "total",
 ) -> dict[tuple[str, str, datetime | None], int]:
     """Per (model, version, bucket): stored events with ``field`` that the sampler left out of
-    ``signal``'s scores (probability below 1, no score of ``signal``): seen, not scored."""
+    ``signal``'s scores (probability below 1, no score of ``signal``): seen, not scored.
+
+    An event has the field when its content is stored; where a row stores none of it (a
+    content policy drops the field), every event left out counts."""
     column = FIELD_COLUMNS[field]  # a fixed column name, never user input
     where = ["1"]
     params: dict[str, Any] = {"signal": signal}
@@ -144,16 +147,18 @@ def unsampled_events(
     _filters(where, params, since, until)
     rows = client.query(
         f"""
-        SELECT model, model_version, bucket, count()
+        SELECT model, model_version, bucket,
+               if(countIf(content != '') = 0, countIf(left_out),
+                  countIf(left_out AND content != ''))
         FROM (
             SELECT event_id, any(model) AS model, any(model_version) AS model_version,
-                   any({_bucket(bucket)}) AS bucket,
-                   min(inclusion_probability) AS p, any({column}) AS content
+                   any({_bucket(bucket)}) AS bucket, any({column}) AS content,
+                   min(inclusion_probability) < 1 AND event_id NOT IN (
+                       SELECT event_id FROM signal_scores WHERE signal = {{signal:String}}
+                   ) AS left_out
             FROM events WHERE {" AND ".join(where)}
             GROUP BY event_id
         )
-        WHERE p < 1 AND content != '' AND event_id NOT IN (
-            SELECT event_id FROM signal_scores WHERE signal = {{signal:String}})
         GROUP BY model, model_version, bucket
         """,  # noqa: S608 - only fixed fragments are formatted; values are bound parameters
         parameters=params,
