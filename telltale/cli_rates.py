@@ -245,6 +245,7 @@ def _slice_rows(found: list[tuple[list[str], Any]], *, merged: bool) -> list[dic
                 "by": grouping, "values": list(c.values),
                 "slice": slice_label(tuple(grouping), c.values), "signal": c.signal,
                 "model": c.model, "model_version": c.model_version, "events": c.events,
+                "scored": c.events,  # slice rows count the scored events (unweighted)
                 "failures": c.failures, "rate": c.failures / c.events if c.events else 0.0,
                 "rate_low": low, "rate_high": high,
                 "merged": merged and all(v == OTHER_SLICE for v in c.values),
