@@ -32,7 +32,7 @@ class StoredText:
 
 
 def _conditions(
-    field: str, since: datetime | None, until: datetime | None
+    client: Client, field: str, since: datetime | None, until: datetime | None
 ) -> tuple[str, list[str], dict[str, Any]]:
     column = TEXT_COLUMNS.get(field)
     if column is None:
@@ -45,11 +45,19 @@ def _conditions(
     if until is not None:
         where.append("timestamp < {until:DateTime64(3, 'UTC')}")
         params["until"] = until.astimezone(UTC)
-    drawn = " AND ".join(where[1:]) or "1"  # the same span, on the embeddings
-    where.append(  # only fixed fragments are formatted; values are bound parameters
-        f"(inclusion_probability >= 1 OR event_id IN (SELECT event_id FROM embeddings "  # noqa: S608
-        f"WHERE {drawn}))"
-    )
+    # Only fixed fragments are formatted; values are bound parameters. The embeddings are
+    # looked up only when the span holds events a sampler left out (none without sampling).
+    span = " AND ".join(where[1:]) or "1"
+    sampled = client.query(
+        f"SELECT count() FROM (SELECT 1 FROM events WHERE inclusion_probability < 1 "  # noqa: S608
+        f"AND {span} LIMIT 1)",
+        parameters=params,
+    ).result_rows[0][0]
+    if sampled:
+        where.append(
+            f"(inclusion_probability >= 1 OR event_id IN (SELECT event_id FROM embeddings "  # noqa: S608
+            f"WHERE {span}))"
+        )
     return column, where, params
 
 
@@ -57,7 +65,7 @@ def count_texts(
     client: Client, field: str, since: datetime | None = None, until: datetime | None = None
 ) -> int:
     """How many stored events have a non-empty ``field`` text (for progress bars)."""
-    _, where, params = _conditions(field, since, until)
+    _, where, params = _conditions(client, field, since, until)
     sql = f"SELECT uniqExact(event_id) FROM events FINAL WHERE {' AND '.join(where)}"  # noqa: S608
     return int(client.query(sql, parameters=params).result_rows[0][0])
 
@@ -75,7 +83,7 @@ def iter_texts(
 
     ``skip_scored=(signal, version)`` leaves out events that already have that score.
     """
-    column, where, params = _conditions(field, since, until)
+    column, where, params = _conditions(client, field, since, until)
     where.append("event_id > {after:String}")
     params["chunk"] = chunk
     if skip_scored is not None:
