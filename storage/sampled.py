@@ -101,6 +101,14 @@ def weighted_rate_sums(
     params: dict[str, Any] = {}
     add_equal_filters(where, params, signal=signal, model=model)
     _filters(where, params, since, until)
+    cond = " AND ".join(where)
+    sampled = client.query(  # one column, and constant without sampling: cheap to rule out
+        f"SELECT count() FROM (SELECT 1 FROM signal_scores WHERE {cond} "  # noqa: S608
+        "AND inclusion_probability < 1 LIMIT 1)",
+        parameters=params,
+    ).result_rows[0][0]
+    if not sampled:
+        return {}
     rows = client.query(
         f"""
         SELECT signal, model, model_version, bucket, count(), sum(1 / p), sum(f / p),
@@ -110,7 +118,7 @@ def weighted_rate_sums(
                    toFloat64(greatest(min(inclusion_probability), 1e-9)) AS p,
                    max(flagged) AS f
             FROM signal_scores FINAL
-            WHERE {" AND ".join(where)}
+            WHERE {cond}
             GROUP BY signal, model, model_version, bucket, event_id
         )
         GROUP BY signal, model, model_version, bucket
