@@ -1,13 +1,14 @@
 """Traffic for the sampling tests: users who retry, a planted failure rate, a small version.
 
-Every answer is one of a few texts; the ``tickers`` pattern signal flags exactly the advice
-texts (they name a ticker), so the planted failure rate is known exactly. A user's later
-events repeat their previous answer (a retry) with probability ``retry``.
+Every fresh answer is one of a few texts made unique; the ``tickers`` pattern signal flags
+exactly the advice texts (they name a ticker), so the planted failure rate is known exactly.
+A user's later events repeat their previous answer (a retry) with probability ``retry``.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,9 +38,9 @@ def traffic(
     for u in range(users):
         text = ""
         for _ in range(per_user):
-            if not text or rng.random() >= retry:
+            if not text or rng.random() >= retry:  # a fresh answer: its own text
                 pool = ADVICE if rng.random() < failure_rate else NEUTRAL
-                text = pool[rng.randrange(len(pool))]
+                text = f"{pool[rng.randrange(len(pool))]} (answer {first_id + len(events)})"
             i = first_id + len(events)
             events.append(validate_event({
                 "event_id": f"{version}-e{i}", "timestamp": (T0 + timedelta(seconds=i)).isoformat(),
@@ -52,7 +53,7 @@ def traffic(
 
 def flagged_share(events: list[GenerationEvent]) -> float:
     """The planted failure rate: the share of events whose answer names a ticker."""
-    return sum(e.output.text in ADVICE for e in events) / len(events)
+    return sum(re.search(TICKERS, e.output.text or "") is not None for e in events) / len(events)
 
 
 def sampling_pipeline(
