@@ -66,7 +66,7 @@ def test_sampled_rates_are_weighted_estimates_whose_interval_holds_the_planted_r
         assert row["failures"] == pytest.approx(row["rate"] * row["events"])
         # the interval is at least as wide as the scored events allow (retries share a flag)
         low, high = wilson_interval(round(row["rate"] * row["scored"]), row["scored"])
-        assert row["rate_high"] - row["rate_low"] >= 0.99 * (high - low)
+        assert 0.99 * (high - low) <= row["rate_high"] - row["rate_low"] < 0.15
         sampling = row["sampling"]
         assert sampling["effective_events"] < sampling["kish_events"] == row["scored"]
         assert sampling["weighted_events"] == pytest.approx(4 * row["scored"])
