@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from storage.owed import OWED_NOTIFICATIONS
+from storage.schema_audits import AUDIT_LABELS, AUDIT_SAMPLES, ERASURES, SIGNAL_ERRORS
 from storage.schema_sampling import SAMPLING_COLUMNS
 from storage.schema_usage import USAGE_1M, USAGE_1M_MV, USAGE_COLUMNS
 
@@ -375,73 +376,6 @@ ORDER BY (event_id, feedback_id)
 """Delayed user feedback, keyed by event then feedback id: a re-sent record replaces itself,
 and feedback that arrives before its event waits here until ``storage.feedback`` joins it."""
 
-_AUDIT_SAMPLES = """
-CREATE TABLE IF NOT EXISTS audit_samples (
-    audit_id       String,
-    signal         LowCardinality(String),
-    signal_version UInt32,
-    event_id       String,
-    model_version  LowCardinality(String),
-    band           LowCardinality(String),
-    stratum_size   UInt64,
-    stratum_drawn  UInt32,
-    score          Float32,
-    flagged        UInt8,
-    drawn_at       DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
-) ENGINE = ReplacingMergeTree(drawn_at)
-ORDER BY (signal, signal_version, audit_id, event_id)
-"""
-
-_AUDIT_LABELS = """
-CREATE TABLE IF NOT EXISTS audit_labels (
-    signal         LowCardinality(String),
-    signal_version UInt32,
-    event_id       String,
-    label          UInt8,
-    labeller       String,
-    source         LowCardinality(String),
-    labelled_at    DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
-) ENGINE = ReplacingMergeTree(labelled_at)
-ORDER BY (signal, signal_version, event_id, labeller)
-"""
-
-_ERASURES = """
-CREATE TABLE IF NOT EXISTS erasures (
-    request       String,
-    subject_kind  LowCardinality(String),
-    requested_by  String,
-    erased_at     DateTime64(3, 'UTC'),
-    tables        Array(String),
-    rows          Array(UInt64)
-) ENGINE = MergeTree
-ORDER BY erased_at
-"""
-"""One row per erasure (``telltale forget``): rows deleted per table and the request's
-reference, never the id that was erased."""
-
-_SIGNAL_ERRORS = """
-CREATE TABLE IF NOT EXISTS signal_errors (
-    signal           LowCardinality(String),
-    signal_version   UInt32,
-    model_version    LowCardinality(String),
-    labelled         UInt32,
-    sensitivity      Float64,
-    sensitivity_low  Float64,
-    sensitivity_high Float64,
-    specificity      Float64,
-    specificity_low  Float64,
-    specificity_high Float64,
-    precision        Float64,
-    precision_low    Float64,
-    precision_high   Float64,
-    estimated_at     DateTime64(3, 'UTC') DEFAULT now64(3, 'UTC')
-) ENGINE = MergeTree
-ORDER BY (signal, model_version, estimated_at)
-"""
-"""Each signal's measured errors, one row per estimate (``model_version`` '' = all audited
-versions), kept as history: the dashboards chart corrected rates from the newest row and the
-audited precision over time from all of them."""
-
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -487,9 +421,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         15,
         "audits: drawn samples with their strata, audit labels, each signal's measured errors",
-        (_AUDIT_SAMPLES, _AUDIT_LABELS, _SIGNAL_ERRORS),
+        (AUDIT_SAMPLES, AUDIT_LABELS, SIGNAL_ERRORS),
     ),
-    Migration(16, "erasure log: what telltale forget deleted, per table", (_ERASURES,)),
+    Migration(16, "erasure log: what telltale forget deleted, per table", (ERASURES,)),
     Migration(
         17,
         "tokens of each event; tokens per minute per app, model and version",
