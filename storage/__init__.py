@@ -55,6 +55,13 @@ from storage.errors import (
     StorageOverloaded,
     StorageUnavailable,
 )
+from storage.exceedance import (
+    QUANTITIES,
+    Exceedance,
+    Quantity,
+    exceedance_counts,
+    quantity_quantile,
+)
 from storage.feedback import (
     FeedbackRow,
     feedback_summary,
@@ -121,6 +128,7 @@ __all__ = [
     "MAX_RETENTION_DAYS",
     "OTHER_SLICE",
     "PER_TOKENS",
+    "QUANTITIES",
     "RETENTION_COLUMNS",
     "AuditLabel",
     "AuditSample",
@@ -136,6 +144,7 @@ __all__ = [
     "Erasure",
     "ErrorEstimateRow",
     "EventRow",
+    "Exceedance",
     "FeedbackRow",
     "GroupRow",
     "IngestLag",
@@ -143,6 +152,7 @@ __all__ = [
     "MinuteCounts",
     "Price",
     "PriceTable",
+    "Quantity",
     "RateRow",
     "Release",
     "RowsRejected",
@@ -185,6 +195,7 @@ __all__ = [
     "erase_subject",
     "event_contents",
     "event_slice_sources",
+    "exceedance_counts",
     "failure_rates",
     "feedback_summary",
     "ingest_lag",
@@ -212,6 +223,7 @@ __all__ = [
     "prompt_models",
     "prompt_sample",
     "prompt_unit_sample",
+    "quantity_quantile",
     "record_dead_letters",
     "record_error_estimates",
     "record_feedback",

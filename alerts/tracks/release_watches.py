@@ -1,0 +1,152 @@
+"""What a release test watches beside the failure signals: latency and usage per event.
+
+Each watched quantity becomes a failure-like indicator per unit: did the unit have an event above
+a threshold fixed from the previous version before the release? ``latency.p95``: slower than the
+baseline's 95th-percentile latency; ``usage.cost_per_event``: costlier than the baseline's median
+cost per event (at each version's price, ``TELLTALE_USAGE_PRICES``), or, where either version is
+unpriced, ``usage.output_tokens``: more output tokens than the baseline's median (the quantiles
+are settings). When the new version's events are distributed as the baseline's within a bucket
+(the null), both versions exceed one fixed threshold equally often, so the release test's
+two-proportion e-process, its units, buckets, variance components and lagged baselines apply
+unchanged, and its ``alpha`` holds as it does for a failure signal. A release that doubles the
+tokens of an answer moves most of its units above the baseline's median; one whose latency
+doubles moves 40 % of them above the baseline's p95 instead of 5 % (log-normal latency, log-sd
+0.5).
+
+**Frozen at the release.** A threshold is the quantile of the previous version's events of the
+``history_days`` before the release, as stored at the release instant (back-fills count: see
+:func:`storage.unit_counts`), computed once when the test starts; a restarted monitor re-derives
+the same one. A watch whose baseline holds fewer than ``watch_min_events`` events with the
+quantity is not run. Events without the quantity are left out of its counts. Each watch counts
+in the release's Bonferroni family (``alpha / S``) like a signal. The threshold enters the
+baseline's own data too (a lagged baseline may lie in the history it came from), which biases
+the baseline's exceedance share by about one event in the history's count: negligible above the
+minimum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from storage import (
+    Exceedance,
+    MinuteCounts,
+    Price,
+    Quantity,
+    exceedance_counts,
+    quantity_quantile,
+)
+
+if TYPE_CHECKING:
+    from alerts.tracks.base import TrackSetup
+    from alerts.tracks.span import ReleaseLink
+
+__all__ = ["UNITS", "Watch", "Watches", "watch_name"]
+
+UNITS: dict[Quantity, str] = {
+    "latency_ms": "ms",
+    "output_tokens": "output tokens per event",
+    "cost": "cost per event (price-table currency)",
+}
+"""What a watched quantity is measured in, as pages and incident details say it."""
+
+_NAMES: dict[Quantity, str] = {
+    "latency_ms": "latency",
+    "output_tokens": "usage.output_tokens",
+    "cost": "usage.cost_per_event",
+}
+
+
+def watch_name(quantity: Quantity, level: float) -> str:
+    """The signal name of a watch: ``latency.p95`` (latency names its quantile), else the
+    quantity's name (``usage.cost_per_event``, ``usage.output_tokens``)."""
+    if quantity == "latency_ms":
+        return f"latency.p{level * 100:g}"
+    return _NAMES[quantity]
+
+
+@dataclass(frozen=True)
+class Watch:
+    """One watched quantity of one release, its threshold frozen at the release."""
+
+    name: str
+    quantity: Quantity
+    level: float
+    threshold: float
+    baseline_version: str
+    baseline_events: int
+
+    @property
+    def unit(self) -> str:
+        return UNITS[self.quantity]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``watch`` entry of the signal's figures in the incident's details."""
+        return {
+            "quantity": self.quantity,
+            "unit": self.unit,
+            "level": self.level,
+            "threshold": self.threshold,
+            "baseline_events": self.baseline_events,
+            "indicator": f"units with an event above {self.threshold:.4g} {self.unit} "
+            f"({self.baseline_version}'s p{self.level * 100:g} before the release)",
+        }
+
+
+class Watches:
+    """Freezes a release's watches and reads their per-minute counts (module docstring)."""
+
+    def __init__(self, setup: TrackSetup) -> None:
+        self._setup = setup
+        self._s = setup.settings.release_spike
+
+    def freeze(self, link: ReleaseLink, since: datetime, until: datetime) -> tuple[Watch, ...]:
+        """The watches of ``link``'s release, thresholds from the previous version's events in
+        ``[since, until)`` as stored at the release."""
+        s, previous = self._s, link.previous
+        assert previous is not None
+        wanted: list[tuple[Quantity, float]] = []
+        if s.watch_latency:
+            wanted.append(("latency_ms", s.latency_quantile))
+        if s.watch_usage:
+            priced = all(self._price(link.model, v) for v in (previous, link.version))
+            wanted.append(("cost" if priced else "output_tokens", s.usage_quantile))
+        watches = []
+        for quantity, level in wanted:
+            threshold, events = quantity_quantile(
+                self._setup.client, since, until, model=link.model, model_version=previous,
+                quantity=quantity, level=level, price=self._price(link.model, previous),
+                as_of=link.released_at, backfill_after_s=self._setup.backfill_after_s,
+            )  # fmt: skip
+            if threshold is not None and events >= s.watch_min_events:
+                name = watch_name(quantity, level)
+                watches.append(Watch(name, quantity, level, threshold, previous, events))
+        return tuple(watches)
+
+    def counts(
+        self,
+        link: ReleaseLink,
+        watches: tuple[Watch, ...],
+        version: str,
+        since: datetime,
+        until: datetime,
+        as_of: datetime | None = None,
+    ) -> dict[str, MinuteCounts]:
+        """Per watch name: units holding the quantity and those above its threshold, per minute
+        of ``[since, until)``, for ``version`` of the release's model."""
+        if not watches:
+            return {}
+        found = exceedance_counts(
+            self._setup.client, since, until, model=link.model, model_version=version,
+            watches=[Exceedance(w.name, w.quantity, w.threshold) for w in watches],
+            price=self._price(link.model, version),
+            repeat_window_minutes=self._setup.repeat_window_minutes, as_of=as_of,
+            backfill_after_s=self._setup.backfill_after_s,
+        )  # fmt: skip
+        return {name: minutes for (_, _, name), minutes in found.items()}
+
+    def _price(self, model: str, version: str) -> Price | None:
+        prices = self._setup.prices
+        return prices.lookup(model, version) if prices is not None else None
