@@ -197,7 +197,7 @@ class MonitorConfig(BaseModel):
     )  # fmt: skip
     release_spike_usage_quantile: float = Field(default=0.5, gt=0, lt=1)
     release_spike_watch_min_events: int = Field(
-        default=200, ge=1, description="a watch needs this many of the previous version's events "
+        default=200, ge=1, description="a watch needs this many of the previous version's units "
         "with the quantity in the history before the release (its threshold comes from them)",
     )  # fmt: skip
 

@@ -5,10 +5,11 @@ A quantity is one number per event, computed from stored columns: ``latency_ms``
 ``output_tokens``, or ``cost`` (the event's input and output tokens at a version's price per
 :data:`~storage.usage.PER_TOKENS`; a token count that was not reported counts as 0, as in
 ``usage_1m``, but an event that reported neither has no cost). Events without the quantity are
-left out. :func:`quantity_quantile` fixes a threshold from one version's events;
-:func:`exceedance_counts` then counts, per minute, the units (the rule of
-:func:`storage.series.unit_counts`) that hold the quantity and those of them with at least one
-event above the threshold: the ``(n, k)`` a failure rate has, under a name of the caller's.
+left out. Units follow the rule of :func:`storage.series.unit_counts` (one user's retries of
+one request are one unit) and a unit's value is the largest of its events'.
+:func:`quantity_quantile` fixes a threshold from one version's units; :func:`exceedance_counts`
+then counts, per minute, the units that hold the quantity and those of them above the threshold:
+the ``(n, k)`` a failure rate has, under a name of the caller's.
 
 >>> Exceedance("latency.p95", "latency_ms", 812.0).quantity
 'latency_ms'
@@ -93,27 +94,44 @@ def quantity_quantile(
     quantity: Quantity,
     level: float,
     price: Price | None = None,
+    repeat_window_minutes: int = 10,
     as_of: datetime | None = None,
     backfill_after_s: float = 86_400.0,
 ) -> tuple[float | None, int]:
-    """The ``level`` quantile of ``quantity`` over the version's events in ``[since, until)``
-    that hold it (visible ``as_of``, as in :func:`storage.series.unit_counts`), and how many
-    events that was; ``(None, 0)`` without any.
+    """The ``level`` quantile over units of the largest ``quantity`` of each unit's events, for
+    the version's units that start in ``[since, until)`` and hold it (units and ``as_of`` as in
+    :func:`storage.series.unit_counts`), and how many units that was; ``(None, 0)`` without any.
 
-    ``quantileDeterministic`` keyed by the event id: exact up to 8,192 events, above that a
-    sample chosen by the ids' hashes, so every read of the same rows gives the same threshold.
+    Over units, not events: the exceedance counts are per unit (a unit is above when any of its
+    events is), so the baseline's share above the ``level`` quantile is ``1 - level`` however
+    many copies a retry storm sends (over events, slow retried copies would fill the tail).
+    ``quantileDeterministic`` keyed by the unit's first event id: exact up to 8,192 units, above
+    that a sample chosen by the ids' hashes, so every read of the same rows gives the same value.
     """
     if not 0.0 < level < 1.0:
         raise ValueError("level must be in (0, 1)")
+    if repeat_window_minutes < 1:
+        raise ValueError("repeat_window_minutes must be at least 1")
     params, scope = _params(model, model_version, price, [quantity])
-    params.update(read_from=require_utc(since), until=require_utc(until), level=level)
+    since, until = require_utc(since), require_utc(until)
+    params.update(
+        since=since, until=until, level=level, window=repeat_window_minutes,
+        read_from=since - timedelta(minutes=repeat_window_minutes),
+    )  # fmt: skip
     visible = visible_as_of(params, as_of, backfill_after_s)
     events = _events_sql(f"{_VALUE_SQL[quantity]} AS value").replace("{scope}", scope)
+    unit = unit_group_by(event_id="e.event_id", prompt="e.prompt", session="e.sid",
+                         user="e.uid", ts="e.ts")  # fmt: skip
     row = client.query(
         f"""
-        SELECT quantileDeterministic({{level:Float64}})(value, cityHash64(event_id)), count()
-        FROM ({events}) AS e
-        WHERE value IS NOT NULL AND {visible}
+        SELECT quantileDeterministic({{level:Float64}})(top, cityHash64(first_id)), count()
+        FROM (
+            SELECT max(value) AS top, min(e.event_id) AS first_id, min(e.ts) AS first_ts
+            FROM ({events}) AS e
+            WHERE value IS NOT NULL AND {visible}
+            GROUP BY {unit}
+        )
+        WHERE first_ts >= {{since:DateTime64(3, 'UTC')}}
         """,  # noqa: S608 - only fixed fragments are formatted; values are bound parameters
         parameters=params,
     ).result_rows[0]

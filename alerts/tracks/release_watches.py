@@ -1,27 +1,28 @@
 """What a release test watches beside the failure signals: latency and usage per event.
 
-Each watched quantity becomes a failure-like indicator per unit: did the unit have an event above
-a threshold fixed from the previous version before the release? ``latency.p95``: slower than the
-baseline's 95th-percentile latency; ``usage.cost_per_event``: costlier than the baseline's median
-cost per event (at each version's price, ``TELLTALE_USAGE_PRICES``), or, where either version is
-unpriced, ``usage.output_tokens``: more output tokens than the baseline's median (the quantiles
-are settings). When the new version's events are distributed as the baseline's within a bucket
-(the null), both versions exceed one fixed threshold equally often, so the release test's
-two-proportion e-process, its units, buckets, variance components and lagged baselines apply
-unchanged, and its ``alpha`` holds as it does for a failure signal. A release that doubles the
-tokens of an answer moves most of its units above the baseline's median; one whose latency
-doubles moves 40 % of them above the baseline's p95 instead of 5 % (log-normal latency, log-sd
-0.5).
+Each watched quantity becomes a failure-like indicator per unit (one user's retries of one
+request are one unit, :func:`storage.unit_counts`): did one of the unit's events exceed a
+threshold fixed from the previous version before the release? ``latency.p95``: slower than the
+baseline units' 95th percentile; ``usage.cost_per_event``: costlier than the baseline's median
+(at each version's price, ``TELLTALE_USAGE_PRICES``), or, where either version is unpriced,
+``usage.output_tokens``: more output tokens than the baseline's median (the quantiles are
+settings). When the new version's units are distributed as the baseline's within a bucket (the
+null), both versions exceed one fixed threshold equally often, so the release test's
+two-proportion e-process, its buckets, variance components and lagged baselines apply unchanged,
+and its ``alpha`` holds as it does for a failure signal. A release that doubles the tokens of an
+answer moves most of its units above the baseline's median; one whose latency doubles moves 40 %
+of them above the baseline's p95 instead of 5 % (log-normal latency, log-sd 0.5).
 
-**Frozen at the release.** A threshold is the quantile of the previous version's events of the
-``history_days`` before the release, as stored at the release instant (back-fills count: see
-:func:`storage.unit_counts`), computed once when the test starts; a restarted monitor re-derives
-the same one. A watch whose baseline holds fewer than ``watch_min_events`` events with the
-quantity is not run. Events without the quantity are left out of its counts. Each watch counts
-in the release's Bonferroni family (``alpha / S``) like a signal. The threshold enters the
-baseline's own data too (a lagged baseline may lie in the history it came from), which biases
-the baseline's exceedance share by about one event in the history's count: negligible above the
-minimum.
+**Frozen at the release.** A threshold is the quantile, over the previous version's units of
+the ``history_days`` before the release, of each unit's largest value, as stored at the release
+instant (back-fills count, as in :func:`storage.unit_counts`), computed once when the test
+starts; a restarted monitor re-derives the same one. Per unit and not per event, so that a retry
+storm's slow copies do not fill the tail and lift the threshold out of reach. A watch whose
+baseline holds fewer than ``watch_min_events`` units with the quantity is not run; events without
+the quantity are left out of its counts. Each watch counts in the release's Bonferroni family
+(``alpha / S``) like a signal. The threshold comes from data that a lagged baseline may reuse,
+which biases the baseline's share above it by about one unit in the history's count: negligible
+above the minimum.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class Watch:
     level: float
     threshold: float
     baseline_version: str
-    baseline_events: int
+    baseline_units: int
 
     @property
     def unit(self) -> str:
@@ -89,7 +90,7 @@ class Watch:
             "unit": self.unit,
             "level": self.level,
             "threshold": self.threshold,
-            "baseline_events": self.baseline_events,
+            "baseline_units": self.baseline_units,
             "indicator": f"units with an event above {self.threshold:.4g} {self.unit} "
             f"({self.baseline_version}'s p{self.level * 100:g} before the release)",
         }
@@ -103,7 +104,7 @@ class Watches:
         self._s = setup.settings.release_spike
 
     def freeze(self, link: ReleaseLink, since: datetime, until: datetime) -> tuple[Watch, ...]:
-        """The watches of ``link``'s release, thresholds from the previous version's events in
+        """The watches of ``link``'s release, thresholds from the previous version's units in
         ``[since, until)`` as stored at the release."""
         s, previous = self._s, link.previous
         assert previous is not None
@@ -115,14 +116,15 @@ class Watches:
             wanted.append(("cost" if priced else "output_tokens", s.usage_quantile))
         watches = []
         for quantity, level in wanted:
-            threshold, events = quantity_quantile(
+            threshold, units = quantity_quantile(
                 self._setup.client, since, until, model=link.model, model_version=previous,
                 quantity=quantity, level=level, price=self._price(link.model, previous),
-                as_of=link.released_at, backfill_after_s=self._setup.backfill_after_s,
+                repeat_window_minutes=self._setup.repeat_window_minutes, as_of=link.released_at,
+                backfill_after_s=self._setup.backfill_after_s,
             )  # fmt: skip
-            if threshold is not None and events >= s.watch_min_events:
+            if threshold is not None and units >= s.watch_min_events:
                 name = watch_name(quantity, level)
-                watches.append(Watch(name, quantity, level, threshold, previous, events))
+                watches.append(Watch(name, quantity, level, threshold, previous, units))
         return tuple(watches)
 
     def counts(

@@ -102,7 +102,7 @@ def test_doubled_output_tokens_page_on_usage_with_the_threshold_and_unit(ch: Any
     assert "latency.p95" not in page.signal and "stock_advice" not in page.signal
     usage = _figures(page)["usage.cost_per_event"]
     assert usage["watch"]["unit"] == "cost per event (price-table currency)"
-    assert usage["watch"]["level"] == 0.5 and usage["watch"]["baseline_events"] >= 1_500
+    assert usage["watch"]["level"] == 0.5 and usage["watch"]["baseline_units"] >= 1_500
     # (Later hours of the cycle cost more than the history's hours: v1 too is above its median
     # more than half of the time; the test compares the two shares, not either with 50 %.)
     assert usage["k_new"] / usage["n_new"] > usage["k_base"] / usage["n_base"] + 0.2
@@ -139,7 +139,7 @@ def test_doubled_latency_pages_on_latency_p95(ch: Any) -> None:
         ch, T0 - timedelta(days=7), T0 + 120 * MIN, model="chat", model_version="v1",
         quantity="latency_ms", level=0.95,
     )  # fmt: skip
-    assert watch["threshold"] == pytest.approx(threshold) and watch["baseline_events"] == events
+    assert watch["threshold"] == pytest.approx(threshold) and watch["baseline_units"] == events
     assert page.opened_at <= T0 + 150 * MIN
     assert "chat v2: latency.p95 share of units above " in summarize("trigger", page)
     assert " ms +" in summarize("trigger", page)

@@ -66,14 +66,19 @@ def test_units_above_the_threshold_per_minute_leave_out_events_without_the_quant
     assert unit_counts(ch, T0, T0 + HOUR)[("chat", "v1", "sig")][first][0] == 10
 
 
-def test_thresholds_are_quantiles_of_the_events_holding_the_quantity(ch: Any) -> None:
+def test_thresholds_are_quantiles_over_units_of_their_largest_value(ch: Any) -> None:
     _seed(ch)
-    median, events = quantity_quantile(ch, T0, T0 + HOUR, model="chat", model_version="v1",
-                                       quantity="latency_ms", level=0.5)  # fmt: skip
-    assert (median, events) == (500.0, 90)
-    cost, events = quantity_quantile(ch, T0, T0 + HOUR, model="chat", model_version="v1",
-                                     quantity="cost", level=0.5, price=PRICE)  # fmt: skip
-    assert (cost, events) == (66.0, 80)  # between 60 (i = 5) and 72 (i = 6)
+    # 81 units hold a latency: ten each of 100 ... 800 ms, and the retried request once (900).
+    median, units = quantity_quantile(ch, T0, T0 + HOUR, model="chat", model_version="v1",
+                                      quantity="latency_ms", level=0.5)  # fmt: skip
+    assert (median, units) == (500.0, 81)
+    top, _ = quantity_quantile(ch, T0, T0 + HOUR, model="chat", model_version="v1",
+                               quantity="latency_ms", level=0.99)  # fmt: skip
+    assert 800.0 <= top < 900.0  # over events (ten copies of 900 ms) it would be 900
+    # 71 units hold a cost: 12 i for i = 3 ... 8 (ten each), 20 for i = 2, 108 for the retries.
+    cost, units = quantity_quantile(ch, T0, T0 + HOUR, model="chat", model_version="v1",
+                                    quantity="cost", level=0.5, price=PRICE)  # fmt: skip
+    assert (cost, units) == (60.0, 71)
     assert quantity_quantile(ch, T0, T0 + HOUR, model="chat", model_version="v2",
                              quantity="latency_ms", level=0.5) == (None, 0)  # fmt: skip
     with pytest.raises(ValueError, match="price"):
