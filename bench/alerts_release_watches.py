@@ -198,7 +198,8 @@ def _quantile_h(delays: list[float], q: float) -> float | None:
 
 def null_row(cfg: WatchConfig, q: Quantity, rate: float, tag: int) -> NullRow:
     alarms = sum(
-        first_alarm(simulate(cfg, _rng(cfg, tag, run), q, rate, 1.0), cfg.alpha) is not None
+        first_alarm(simulate(cfg, _rng(cfg, tag, run), q, rate, 1.0), cfg.alpha, watch=True)
+        is not None
         for run in range(cfg.null_runs)
     )
     high = wilson(alarms, cfg.null_runs)[1]
@@ -210,7 +211,7 @@ def change_row(cfg: WatchConfig, q: Quantity, scale: float, rate: float, tag: in
     delays = []
     for run in range(cfg.change_runs):
         stream = simulate(cfg, _rng(cfg, tag, run), q, rate, scale)
-        first = first_alarm(stream, cfg.alpha / cfg.family)
+        first = first_alarm(stream, cfg.alpha / cfg.family, watch=True)
         delays.append(math.inf if first is None else float(first))
     found = sum(map(math.isfinite, delays)) / cfg.change_runs
     return ChangeRow(f"{q.name}: x{scale:g}, {rate:g}/min", cfg.change_runs, found,

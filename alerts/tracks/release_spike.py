@@ -132,9 +132,14 @@ class ReleaseSpikeTrack:
                 confidence=s.variance_confidence,
             )  # fmt: skip
             test.family = max(test.family, len(test.tests) + 1)
+            day_variance = dispersion.day_variance
+            if any(w.name == signal for w in test.watches):  # shares far from 0: log-odds scale
+                counts = test.history.get(signal, {}).values()
+                n, k = sum(c[0] for c in counts), sum(c[1] for c in counts)
+                day_variance = dispersion.log_odds_day_variance(min(0.99, k / max(1, n)))
             detector = ReleaseSpikeDetector(
                 alpha=s.alpha / test.family, mixture_tau=s.mixture_tau,
-                dispersion=dispersion.phi, day_variance=dispersion.day_variance,
+                dispersion=dispersion.phi, day_variance=day_variance,
             )  # fmt: skip
             found = SignalTest(detector, AdaptiveBuckets(s.bucket_min_events), dispersion)
             test.tests[signal] = found
