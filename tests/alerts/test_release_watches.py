@@ -15,6 +15,7 @@ import pytest
 from alerts.delivery.backtest import backtest
 from alerts.delivery.incident import rate_lines, summarize
 from alerts.delivery.slack import slack_message
+from alerts.detectors import estimate_dispersion
 from alerts.settings import MonitorConfig
 from storage import DetectionRow, Exceedance, PriceTable, exceedance_counts, quantity_quantile
 from storage.rows import EventRow, ScoreRow, WriteBatch
@@ -177,3 +178,16 @@ def _counted(client: Any, version: str, since: datetime, until: datetime) -> tup
         sum(n for n, _ in found.get(("chat", version, w), {}).values()) for w in ("lat", "tok")
     ]
     return totals[0], totals[1], int(units)
+
+
+def test_the_day_variance_of_a_watch_is_read_on_the_log_odds_scale() -> None:
+    """A watch's share sits near 1/2 (usage) where a relative day shift ``c`` moves the log odds
+    by ``c / (1 - p)``, twice ``c``: the plain day variance would be 4 times too small."""
+    history = {T0 + i * MIN: (20, 10) for i in range(3 * 1_440)}
+    d = estimate_dispersion(history, day_cv_floor=0.05)
+    assert d.day_variance == pytest.approx(2 * 0.05**2)
+    assert d.log_odds_day_variance(0.5) == pytest.approx(4 * d.day_variance)
+    assert d.log_odds_day_variance(0.02) == pytest.approx(d.day_variance / 0.98**2)
+    c, p = 0.01, 0.5
+    shift = math.log(p * (1 + c) / (1 - p * (1 + c))) - math.log(p / (1 - p))
+    assert shift == pytest.approx(c / (1 - p), rel=0.02)
