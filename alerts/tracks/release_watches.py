@@ -1,17 +1,18 @@
 """What a release test watches beside the failure signals: latency and usage per event.
 
-Each watched quantity becomes a failure-like indicator per unit (one user's retries of one
-request are one unit, :func:`storage.unit_counts`): did one of the unit's events exceed a
-threshold fixed from the previous version before the release? ``latency.p95``: slower than the
-baseline units' 95th percentile; ``usage.cost_per_event``: costlier than the baseline's median
-(at each version's price, ``TELLTALE_USAGE_PRICES``), or, where either version is unpriced,
-``usage.output_tokens``: more output tokens than the baseline's median (the quantiles are
-settings). When the new version's units are distributed as the baseline's within a bucket (the
-null), both versions exceed one fixed threshold equally often, so the release test's
-two-proportion e-process, its buckets, variance components and lagged baselines apply unchanged,
-and its ``alpha`` holds as it does for a failure signal. A release that doubles the tokens of an
-answer moves most of its units above the baseline's median; one whose latency doubles moves 40 %
-of them above the baseline's p95 instead of 5 % (log-normal latency, log-sd 0.5).
+Each watched quantity becomes a failure-like indicator per unit (one user's retries of one request
+are one unit, :func:`storage.unit_counts`): did one of the unit's events exceed a threshold fixed
+from the previous version before the release? ``latency.p95``: slower than the baseline units' 95th
+percentile; ``usage.cost_per_event``: costlier than the baseline's median (at each version's price,
+``TELLTALE_USAGE_PRICES``), or, where either version is unpriced, ``usage.output_tokens``: more
+output tokens than the baseline's median (the quantiles are settings). When the new version's units
+are distributed as the baseline's within a bucket (the null), both versions exceed one fixed
+threshold equally often, so the release test's two-proportion e-process, its buckets, variance
+components and lagged baselines apply, and its ``alpha`` holds as it does for a failure signal (the
+day-level variance read on the log-odds scale at the baseline's share:
+:meth:`~alerts.detectors.dispersion.Dispersion.log_odds_day_variance`). A release that doubles the
+tokens of an answer moves most of its units above the baseline's median; one whose latency doubles
+moves 40 % of them above the baseline's p95 instead of 5 % (log-normal latency, log-sd 0.5).
 
 **Frozen at the release.** A threshold is the quantile, over the previous version's units of
 the ``history_days`` before the release, of each unit's largest value, as stored at the release
