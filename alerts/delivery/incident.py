@@ -155,7 +155,7 @@ def rate_lines(d: DetectionRow) -> list[str]:
             _, old = _rate(r["baseline_failures"], r["baseline_units"])
             low, high = r["difference_interval"]
             watch = r.get("watch")
-            what = f" ({watch.get('indicator')})" if watch else ""
+            what = f" — {watch.get('indicator')}" if watch else ""
             lines.append(
                 f"{r['signal']}{what}: {r['version']} {_pct(r['rate'])}{new} vs "
                 f"{r['baseline_version'] or 'baseline'} {_pct(r['baseline_rate'])}{old}; "

@@ -49,8 +49,8 @@ __all__ = ["UNITS", "Watch", "Watches", "watch_name"]
 
 UNITS: dict[Quantity, str] = {
     "latency_ms": "ms",
-    "output_tokens": "output tokens per event",
-    "cost": "cost per event (price-table currency)",
+    "output_tokens": "output tokens",
+    "cost": "in price-table currency",
 }
 """What a watched quantity is measured in, as pages and incident details say it."""
 
@@ -92,8 +92,8 @@ class Watch:
             "level": self.level,
             "threshold": self.threshold,
             "baseline_units": self.baseline_units,
-            "indicator": f"units with an event above {self.threshold:.4g} {self.unit} "
-            f"({self.baseline_version}'s p{self.level * 100:g} before the release)",
+            "indicator": f"units above {self.threshold:.4g} {self.unit}, "
+            f"{self.baseline_version}'s p{self.level * 100:g} before the release",
         }
 
 

@@ -102,7 +102,7 @@ def test_doubled_output_tokens_page_on_usage_with_the_threshold_and_unit(ch: Any
     assert (page.model_version, page.signal.split(",")[0]) == ("v2", "usage.cost_per_event")
     assert "latency.p95" not in page.signal and "stock_advice" not in page.signal
     usage = _figures(page)["usage.cost_per_event"]
-    assert usage["watch"]["unit"] == "cost per event (price-table currency)"
+    assert usage["watch"]["unit"] == "in price-table currency"
     assert usage["watch"]["level"] == 0.5 and usage["watch"]["baseline_units"] >= 1_500
     # (Later hours of the cycle cost more than the history's hours: v1 too is above its median
     # more than half of the time; the test compares the two shares, not either with 50 %.)
@@ -116,17 +116,17 @@ def test_doubled_output_tokens_page_on_usage_with_the_threshold_and_unit(ch: Any
 
     summary = summarize("trigger", page)
     assert "chat v2: usage.cost_per_event share of units above 0.00" in summary
-    assert "cost per event (price-table currency) +" in summary
+    assert " in price-table currency +" in summary
     (line,) = rate_lines(page)
-    assert line.startswith("usage.cost_per_event (units with an event above ")
-    assert "v1's p50 before the release)" in line
+    assert line.startswith("usage.cost_per_event — units above ")
+    assert "in price-table currency, v1's p50 before the release: v2 " in line
     blocks = str(slack_message("trigger", page)["blocks"])
     assert "usage.cost_per_event" in blocks and "price-table currency" in blocks
 
     # Unpriced, the same release pages on output tokens.
     (unpriced,) = _release_pages(ch)
     assert unpriced.signal.split(",")[0] == "usage.output_tokens"
-    assert _figures(unpriced)["usage.output_tokens"]["watch"]["unit"] == "output tokens per event"
+    assert _figures(unpriced)["usage.output_tokens"]["watch"]["unit"] == "output tokens"
 
 
 def test_doubled_latency_pages_on_latency_p95(ch: Any) -> None:
