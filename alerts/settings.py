@@ -56,7 +56,7 @@ class ReleaseSpikeConfig(BaseModel):
     latency_quantile: float
     watch_usage: bool
     usage_quantile: float
-    watch_min_events: int
+    watch_min_units: int
 
 
 class DegradationConfig(BaseModel):
@@ -196,7 +196,7 @@ class MonitorConfig(BaseModel):
         "models) or of output tokens per event ('usage.output_tokens')",
     )  # fmt: skip
     release_spike_usage_quantile: float = Field(default=0.5, gt=0, lt=1)
-    release_spike_watch_min_events: int = Field(
+    release_spike_watch_min_units: int = Field(
         default=200, ge=1, description="a watch needs this many of the previous version's units "
         "with the quantity in the history before the release (its threshold comes from them)",
     )  # fmt: skip
@@ -271,7 +271,7 @@ class MonitorConfig(BaseModel):
             latency_quantile=self.release_spike_latency_quantile,
             watch_usage=self.release_spike_watch_usage,
             usage_quantile=self.release_spike_usage_quantile,
-            watch_min_events=self.release_spike_watch_min_events,
+            watch_min_units=self.release_spike_watch_min_units,
         )  # fmt: skip
 
     @property

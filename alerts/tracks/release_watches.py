@@ -19,7 +19,7 @@ the ``history_days`` before the release, of each unit's largest value, as stored
 instant (back-fills count, as in :func:`storage.unit_counts`), computed once when the test
 starts; a restarted monitor re-derives the same one. Per unit and not per event, so that a retry
 storm's slow copies do not fill the tail and lift the threshold out of reach. A watch whose
-baseline holds fewer than ``watch_min_events`` units with the quantity is not run; events without
+baseline holds fewer than ``watch_min_units`` units with the quantity is not run; events without
 the quantity are left out of its counts. Each watch counts in the release's Bonferroni family
 (``alpha / S``) like a signal. The threshold comes from data that a lagged baseline may reuse,
 which biases the baseline's share above it by about one unit in the history's count: negligible
@@ -123,7 +123,7 @@ class Watches:
                 repeat_window_minutes=self._setup.repeat_window_minutes, as_of=link.released_at,
                 backfill_after_s=self._setup.backfill_after_s,
             )  # fmt: skip
-            if threshold is not None and units >= s.watch_min_events:
+            if threshold is not None and units >= s.watch_min_units:
                 name = watch_name(quantity, level)
                 watches.append(Watch(name, quantity, level, threshold, previous, units))
         return tuple(watches)
