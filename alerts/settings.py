@@ -52,6 +52,11 @@ class ReleaseSpikeConfig(BaseModel):
     icc_prior: float
     day_cv_floor: float
     variance_confidence: float
+    watch_latency: bool
+    latency_quantile: float
+    watch_usage: bool
+    usage_quantile: float
+    watch_min_units: int
 
 
 class DegradationConfig(BaseModel):
@@ -180,6 +185,21 @@ class MonitorConfig(BaseModel):
         "used is its upper bound at this level, and the day-to-day variance counts only beyond "
         "this upper quantile of the within-day noise (sparse days scatter by chance)",
     )
+    release_spike_watch_latency: bool = Field(
+        default=True, description="also test each release's latency (signal 'latency.p95'): the "
+        "share of units slower than the previous version's latency quantile below",
+    )  # fmt: skip
+    release_spike_latency_quantile: float = Field(default=0.95, gt=0, lt=1)
+    release_spike_watch_usage: bool = Field(
+        default=True, description="also test each release's usage: the share of units above the "
+        "previous version's quantile below of cost per event ('usage.cost_per_event', priced "
+        "models) or of output tokens per event ('usage.output_tokens')",
+    )  # fmt: skip
+    release_spike_usage_quantile: float = Field(default=0.5, gt=0, lt=1)
+    release_spike_watch_min_units: int = Field(
+        default=200, ge=1, description="a watch needs this many of the previous version's units "
+        "with the quantity in the history before the release (its threshold comes from them)",
+    )  # fmt: skip
 
     # slow degradation: quasi-likelihood CUSUM against a seasonal profile, within one version
     degradation_delta: float = Field(
@@ -247,6 +267,11 @@ class MonitorConfig(BaseModel):
             history_days=self.release_spike_history_days,
             icc_prior=self.release_spike_icc_prior, day_cv_floor=self.release_spike_day_cv_floor,
             variance_confidence=self.release_spike_variance_confidence,
+            watch_latency=self.release_spike_watch_latency,
+            latency_quantile=self.release_spike_latency_quantile,
+            watch_usage=self.release_spike_watch_usage,
+            usage_quantile=self.release_spike_usage_quantile,
+            watch_min_units=self.release_spike_watch_min_units,
         )  # fmt: skip
 
     @property

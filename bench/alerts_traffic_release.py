@@ -109,14 +109,24 @@ def _history_dict(start: datetime, n: Ints, k: Ints) -> dict[datetime, tuple[int
 
 
 def first_alarm(
-    stream: Stream, alpha: float, view: tuple[Ints, Ints, Ints, Ints] | None = None
+    stream: Stream,
+    alpha: float,
+    view: tuple[Ints, Ints, Ints, Ints] | None = None,
+    *,
+    watch: bool = False,
 ) -> int | None:
-    """Minute (1-based) of the first alarm, driving the detector as the release track does."""
+    """Minute (1-based) of the first alarm, driving the detector as the release track does
+    (``watch``: as it drives a latency or usage watch, the day variance on the log-odds scale at
+    the history's share)."""
     s = MonitorConfig().release_spike
     d = estimate_dispersion(stream.history, icc_prior=s.icc_prior, day_cv_floor=s.day_cv_floor,
                             confidence=s.variance_confidence)  # fmt: skip
+    day_variance = d.day_variance
+    if watch:
+        n, k = (sum(c[i] for c in stream.history.values()) for i in (0, 1))
+        day_variance = d.log_odds_day_variance(min(0.99, k / max(1, n)))
     det = ReleaseSpikeDetector(
-        alpha=alpha, mixture_tau=s.mixture_tau, dispersion=d.phi, day_variance=d.day_variance,
+        alpha=alpha, mixture_tau=s.mixture_tau, dispersion=d.phi, day_variance=day_variance,
         interval_every_update=False,
     )  # fmt: skip
     buckets = AdaptiveBuckets(s.bucket_min_events)

@@ -56,6 +56,13 @@ from storage.errors import (
     StorageOverloaded,
     StorageUnavailable,
 )
+from storage.exceedance import (
+    QUANTITIES,
+    Exceedance,
+    Quantity,
+    exceedance_counts,
+    quantity_quantile,
+)
 from storage.feedback import (
     FeedbackRow,
     feedback_summary,
@@ -129,6 +136,7 @@ __all__ = [
     "MAX_RETENTION_DAYS",
     "OTHER_SLICE",
     "PER_TOKENS",
+    "QUANTITIES",
     "RETENTION_COLUMNS",
     "AuditLabel",
     "AuditSample",
@@ -144,6 +152,7 @@ __all__ = [
     "Erasure",
     "ErrorEstimateRow",
     "EventRow",
+    "Exceedance",
     "FeedbackRow",
     "GroupRow",
     "IngestLag",
@@ -152,6 +161,7 @@ __all__ = [
     "OwedNotification",
     "Price",
     "PriceTable",
+    "Quantity",
     "RateRow",
     "Release",
     "RowsRejected",
@@ -196,6 +206,7 @@ __all__ = [
     "erase_subject",
     "event_contents",
     "event_slice_sources",
+    "exceedance_counts",
     "failure_rates",
     "feedback_summary",
     "inclusion_probabilities",
@@ -225,6 +236,7 @@ __all__ = [
     "prompt_models",
     "prompt_sample",
     "prompt_unit_sample",
+    "quantity_quantile",
     "record_dead_letters",
     "record_error_estimates",
     "record_feedback",

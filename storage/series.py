@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from storage._sql import add_equal_filters
 from storage._time import require_utc
+from storage._units import unit_group_by, visible_as_of
 
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
@@ -107,16 +108,10 @@ def unit_counts(
         "timestamp < {until:DateTime64(3, 'UTC')}",
     ]
     add_equal_filters(where, params, model=model, model_version=model_version)
-    visible = "1"
-    if as_of is not None:
-        params["as_of"] = require_utc(as_of)
-        params["backfill_ms"] = int(backfill_after_s * 1000)
-        visible = (
-            "(e.ingested <= {as_of:DateTime64(3, 'UTC')} OR "
-            "toUnixTimestamp64Milli(e.ingested) - toUnixTimestamp64Milli(e.ts)"
-            " > {backfill_ms:Int64})"
-        )
+    visible = visible_as_of(params, as_of, backfill_after_s)
     scope = " AND ".join(where)
+    unit = unit_group_by(event_id="s.event_id", prompt="e.prompt", session="e.sid", user="e.uid",
+                         ts="s.ts")  # fmt: skip
     sql = f"""
         SELECT model, model_version, signal, minute, count() AS n, sum(failed) AS k
         FROM (
@@ -136,12 +131,7 @@ def unit_counts(
                 GROUP BY event_id
             ) AS e ON e.event_id = s.event_id
             WHERE {visible}
-            GROUP BY model, model_version, signal,
-                if(e.prompt = '', concat('e:', s.event_id),
-                   if(e.sid != '', concat('s:', e.sid),
-                      if(e.uid != '', concat('u:', e.uid), concat('e:', s.event_id)))),
-                cityHash64(e.prompt),
-                toStartOfInterval(s.ts, toIntervalMinute({{window:UInt32}}))
+            GROUP BY model, model_version, signal, {unit}
         )
         WHERE minute >= {{since:DateTime64(3, 'UTC')}} AND minute < {{until:DateTime64(3, 'UTC')}}
         GROUP BY model, model_version, signal, minute

@@ -70,9 +70,10 @@ def monitor(
             except ValueError as exc:
                 raise fail(exc) from exc
             audit = cli_settings().audit
-            runner = Monitor(client, settings, notifier, notify, instrument=release_instrument(
-                client, min_version_labels=audit.min_version_labels,
-                include_judge=audit.use_judge_labels))  # fmt: skip
+            instrument = release_instrument(client, min_version_labels=audit.min_version_labels,
+                                            include_judge=audit.use_judge_labels)  # fmt: skip
+            runner = Monitor(client, settings, notifier, notify, instrument=instrument,
+                             prices=cli_settings().usage.prices)  # fmt: skip
             if once:
                 report = runner.run_once()
                 if fmt == "json":
@@ -154,7 +155,8 @@ def alerts_backtest(
             instrument = release_instrument(client, min_version_labels=audit.min_version_labels,
                                             include_judge=audit.use_judge_labels)  # fmt: skip
             report = backtest(client, cli_settings().monitor, parse_time(since), parse_time(until),
-                              instrument=instrument)  # fmt: skip
+                              instrument=instrument,
+                              prices=cli_settings().usage.prices)  # fmt: skip
     except _ERRORS as exc:
         raise fail(exc) from exc
     document = report.as_dict()

@@ -32,6 +32,7 @@ from alerts.tracks import (
 from storage import (
     DetectionRow,
     DriftWindowRow,
+    PriceTable,
     Release,
     data_bounds,
     list_releases,
@@ -107,10 +108,12 @@ def backtest(
     until: datetime | None = None,
     *,
     instrument: InstrumentCheck | None = None,
+    prices: PriceTable | None = None,
 ) -> BacktestReport:
     """Run the detectors over ``[since, until)`` (default: all stored minutes); write nothing.
 
-    ``instrument``: as for the monitor, corrected levels in fired release incidents."""
+    ``instrument``: as for the monitor, corrected levels in fired release incidents; ``prices``:
+    as for the monitor, the release test's cost watch."""
     started = time.perf_counter()
     bounds = data_bounds(client)
     if bounds is None and (since is None or until is None):
@@ -124,7 +127,7 @@ def backtest(
     store = MemoryStore()
     book = DetectionBook(store)
     engine = DetectionEngine(client, settings, book, store, start=since, drift_catchup_looks=None,
-                             instrument=instrument)  # fmt: skip
+                             instrument=instrument, prices=prices)  # fmt: skip
     report = engine.advance(until, releases)
     book.flush()
     return BacktestReport(

@@ -7,7 +7,9 @@ the detector and its runbook. They are read here, once, from a stored
 formats cannot disagree.
 
 Release-spike rates are the counts the release test fired with (``k/n`` failed units of the new
-version and of the baseline) and the always-valid confidence sequence on their difference;
+version and of the baseline) and the always-valid confidence sequence on their difference; for
+a watched quantity (``latency.p95``, ``usage.*``: :mod:`alerts.tracks.release_watches`) the
+"failures" are the units above the threshold frozen from the baseline, said with its unit;
 slow degradation gives the expected rate and the rate since the change; a slice's rate carries
 its interval from :mod:`alerts.tracks.localize`.
 """
@@ -110,6 +112,21 @@ def _rate(k: object, n: object) -> tuple[float | None, str]:
     return failures / events, f" ({failures}/{events})"
 
 
+def _watch(fig: Mapping[str, Any]) -> dict[str, Any] | None:
+    watch = fig.get("watch")
+    return watch if isinstance(watch, dict) else None
+
+
+def _measure(fig: Mapping[str, Any] | None) -> str:
+    """What a release signal's rate counts: failures, or units above a watch's threshold."""
+    watch = _watch(fig) if fig is not None else None
+    if watch is None:
+        return "failure rate"
+    threshold = _num(watch.get("threshold"))
+    above = "n/a" if threshold is None else f"{threshold:.4g}"
+    return f"share of units above {above} {watch.get('unit', '')}".rstrip()
+
+
 def _release_rates(d: DetectionRow) -> list[dict[str, Any]]:
     out = []
     for fig in _signal_figures(d):
@@ -124,6 +141,7 @@ def _release_rates(d: DetectionRow) -> list[dict[str, Any]]:
             "difference": _num(fig.get("effect")),
             "difference_interval": [_num(fig.get("effect_low")), _num(fig.get("effect_high"))],
             "interval": "always-valid confidence sequence",
+            **({"watch": _watch(fig)} if _watch(fig) else {}),
         })  # fmt: skip
     return out
 
@@ -136,8 +154,10 @@ def rate_lines(d: DetectionRow) -> list[str]:
             _, new = _rate(r["failures"], r["units"])
             _, old = _rate(r["baseline_failures"], r["baseline_units"])
             low, high = r["difference_interval"]
+            watch = r.get("watch")
+            what = f" — {watch.get('indicator')}" if watch else ""
             lines.append(
-                f"{r['signal']}: {r['version']} {_pct(r['rate'])}{new} vs "
+                f"{r['signal']}{what}: {r['version']} {_pct(r['rate'])}{new} vs "
                 f"{r['baseline_version'] or 'baseline'} {_pct(r['baseline_rate'])}{old}; "
                 f"{_pp(r['difference'])}, always-valid CS [{_pp(low)}, {_pp(high)}]"
             )
@@ -248,8 +268,13 @@ def summarize(action: Action, d: DetectionRow) -> str:
     details = d.details
     where = " ".join(part for part in (d.model, d.model_version) if part)
     if d.detector == "release_spike":
+        name, *others = signals_of(d) or [d.signal]
+        lead = next((f for f in _signal_figures(d) if f["signal"] == name), None)
+        what = d.signal  # a watch first: its name and unit, then the others
+        if lead is not None and _watch(lead):
+            what = name + (f" (and {', '.join(others)})" if others else "")
         text = (
-            f"{where}: {d.signal} failure rate {_amount(d.effect)} vs "
+            f"{where}: {what} {_measure(lead)} {_amount(d.effect)} vs "
             f"{details.get('baseline_version', 'the previous version')} since release "
             f"(always-valid CS [{_amount(d.effect_low)}, {_amount(d.effect_high)}]; "
             f"e-value {d.statistic:.3g} >= {d.threshold:.3g})"

@@ -39,6 +39,7 @@ from alerts.tracks import (
 from storage import (
     DetectionRow,
     IngestLag,
+    PriceTable,
     Release,
     add_release,
     ingest_lag,
@@ -110,7 +111,8 @@ class Monitor:
     """The monitor loop over one ClickHouse database (see the module docstring).
 
     ``notifier`` is optional: without one, detections are stored (for Grafana's alert rules and
-    ``telltale alerts list``) and ``notified`` is left alone.
+    ``telltale alerts list``) and ``notified`` is left alone. ``prices`` price the release
+    test's cost watch (without them it watches output tokens).
     """
 
     def __init__(
@@ -122,9 +124,11 @@ class Monitor:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         instrument: InstrumentCheck | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self._client = client
         self._instrument = instrument
+        self._prices = prices
         self._settings = settings
         self._notifier = notifier
         self._stale = timedelta(minutes=(notify_settings or NotifyConfig()).stale_after_minutes)
@@ -195,6 +199,7 @@ class Monitor:
                 self._engine = DetectionEngine(
                     self._client, s, self._book, self._store, start=start,
                     drift_catchup_looks=s.prompt_drift_catchup_looks, instrument=self._instrument,
+                    prices=self._prices,
                 )  # fmt: skip
             report.engine = self._engine.advance(until, releases, read_at=now)
             seen = self._seen_until

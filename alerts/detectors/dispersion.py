@@ -95,6 +95,15 @@ class Dispersion:
         """``sigma^2 = 2 c^2``: the variance of the difference of two days' relative levels."""
         return 2.0 * self.day_cv**2
 
+    def log_odds_day_variance(self, rate: float) -> float:
+        """:attr:`day_variance` on the log-odds scale the detector's effect lives on, at a base
+        ``rate``: a relative change ``c`` of ``p`` moves its log odds by ``c / (1 - p)``, so
+        ``2 (c / (1 - p))^2``. The plain reading is exact only for small ``p`` (failure rates);
+        at ``p = 0.5`` (a release watch at its baseline's median) it is 4 times too small."""
+        if not 0.0 <= rate < 1.0:
+            raise ValueError("rate must be in [0, 1)")
+        return self.day_variance / (1.0 - rate) ** 2
+
     def as_dict(self) -> dict[str, float | int | None]:
         def r(value: float | None) -> float | None:
             return None if value is None else round(value, 5)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
     from alerts.tracks.span import Span
+    from storage import PriceTable
 
 __all__ = ["Track", "TrackFactory", "TrackSetup"]
 
@@ -31,13 +32,15 @@ class TrackSetup:
     and looks are stored, the monitor's settings (each track takes its own section) and hooks.
 
     ``drift_catchup_looks`` caps the looks a starting monitor computes for old windows (``None``
-    in a backtest: every window)."""
+    in a backtest: every window). ``prices`` (``TELLTALE_USAGE_PRICES``) price the release
+    test's cost watch; without them it watches output tokens."""
 
     client: Client
     settings: MonitorConfig
     store: DetectionStore
     instrument: InstrumentCheck | None = None
     drift_catchup_looks: int | None = None
+    prices: PriceTable | None = None
 
     @property
     def repeat_window_minutes(self) -> int:

@@ -26,13 +26,16 @@ from storage import Release, degenerate_signals, unit_counts
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
+    from storage import PriceTable
+
 __all__ = ["DetectionEngine"]
 
 
 class DetectionEngine:
     """Runs every registered track over stored data from a start time onwards.
 
-    ``tracks`` replaces the registered table (:data:`~alerts.tracks.registry.TRACKS`)."""
+    ``tracks`` replaces the registered table (:data:`~alerts.tracks.registry.TRACKS`);
+    ``prices`` price the release test's cost watch (:mod:`alerts.tracks.release_watches`)."""
 
     def __init__(
         self,
@@ -45,12 +48,13 @@ class DetectionEngine:
         drift_catchup_looks: int | None = None,
         instrument: InstrumentCheck | None = None,
         tracks: Sequence[TrackFactory] = TRACKS,
+        prices: PriceTable | None = None,
     ) -> None:
         self._client = client
         self._s = settings
         self._book = book
         self.position = floor_minute(start)
-        setup = TrackSetup(client, settings, store, instrument, drift_catchup_looks)
+        setup = TrackSetup(client, settings, store, instrument, drift_catchup_looks, prices)
         self.tracks: tuple[Track, ...] = tuple(build(setup) for build in tracks)
 
     def advance(

@@ -10,24 +10,26 @@ as of the same lateness; one new-version day against one baseline day forms a bl
 are summed into adaptive buckets; the variance components come from the previous version's last
 ``history_days``. The detection clears when the version is superseded, or after
 ``resolve_after`` without traffic. The e-processes are not stored: a restarted monitor replays
-from the release's first minute, so the rebuilt test is the one the first monitor ran.
+from the release's first minute, so the rebuilt test is the one the first monitor ran. Beside
+the signals, each release's latency and usage per event are tested the same way, as the share
+of units above a threshold frozen from the baseline (:mod:`alerts.tracks.release_watches`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from alerts.detectors.base import Detection
 from alerts.detectors.buckets import AdaptiveBuckets
 from alerts.detectors.calendar import like_with_like_lags
-from alerts.detectors.dispersion import Dispersion
 from alerts.detectors.dispersion import estimate_dispersion as _estimate
 from alerts.detectors.release_spike import ReleaseSpikeDetector
 from alerts.tracks.base import TrackSetup
 from alerts.tracks.instrument import InstrumentDetails
 from alerts.tracks.localize import ReleaseLocalizer
+from alerts.tracks.release_state import ReleaseTest, SignalTest, release_key
+from alerts.tracks.release_watches import Watches
 from alerts.tracks.span import MINUTE, ReleaseLink, Span, floor_minute
 from storage import MinuteCounts, SeriesKey, latest_signals, unit_counts
 
@@ -40,36 +42,6 @@ _CONCURRENT: tuple[str, ...] = ("concurrent",)
 Lagged = dict[tuple[str, str, int], dict[SeriesKey, MinuteCounts]]
 
 
-def release_key(model: str, version: str) -> str:
-    return f"model={model}/{version}"
-
-
-@dataclass
-class _SignalTest:
-    detector: ReleaseSpikeDetector
-    buckets: AdaptiveBuckets
-    dispersion: Dispersion
-    fired_at: datetime | None = None
-
-
-@dataclass
-class _ReleaseTest:
-    link: ReleaseLink
-    next_minute: datetime
-    test_end: datetime  # tests are fed before this minute only
-    last_traffic: datetime
-    family: int
-    history: dict[str, MinuteCounts]
-    previous_traffic: datetime | None = None
-    tests: dict[str, _SignalTest] = field(default_factory=dict)
-    baselines: dict[str, int] = field(default_factory=dict)  # kind -> minutes
-    hour_lags: dict[datetime, int | None] = field(default_factory=dict)
-
-    @property
-    def key(self) -> str:
-        return release_key(self.link.model, self.link.version)
-
-
 class ReleaseSpikeTrack:
     """Tests each release against its baseline (module docstring)."""
 
@@ -78,8 +50,9 @@ class ReleaseSpikeTrack:
     def __init__(self, setup: TrackSetup) -> None:
         self._s = setup.settings.release_spike
         self._setup = setup
-        self._releases: dict[str, _ReleaseTest] = {}
+        self._releases: dict[str, ReleaseTest] = {}
         self._localizer = ReleaseLocalizer(setup.client)
+        self._watches = Watches(setup)
         self._instrument = (
             InstrumentDetails(setup.instrument) if setup.instrument is not None else None
         )
@@ -130,7 +103,7 @@ class ReleaseSpikeTrack:
 
     def _new(
         self, link: ReleaseLink, first: datetime, test_end: datetime, span: Span
-    ) -> _ReleaseTest:
+    ) -> ReleaseTest:
         assert link.previous is not None
         since = link.released_at - timedelta(days=self._s.history_days)
         history = unit_counts(
@@ -141,11 +114,15 @@ class ReleaseSpikeTrack:
         seen = {sig for m, v, sig in span.counts if m == link.model and v == link.version}
         active = {r.name for r in latest_signals(self._setup.client)} - set(span.skipped)
         family = max(1, len(active), len((seen | set(by_signal)) - set(span.skipped)))
-        return _ReleaseTest(
-            link, first, test_end, last_traffic=first - MINUTE, family=family, history=by_signal
-        )
+        released = floor_minute(link.released_at)
+        watches = self._watches.freeze(link, since, released)
+        by_signal.update(self._watches.counts(link, watches, link.previous, since, released))
+        return ReleaseTest(
+            link, first, test_end, last_traffic=first - MINUTE, family=family + len(watches),
+            history=by_signal, watches=watches,
+        )  # fmt: skip
 
-    def _signal_test(self, test: _ReleaseTest, signal: str) -> _SignalTest:
+    def _signal_test(self, test: ReleaseTest, signal: str) -> SignalTest:
         found = test.tests.get(signal)
         if found is None:
             s = self._s
@@ -155,18 +132,23 @@ class ReleaseSpikeTrack:
                 confidence=s.variance_confidence,
             )  # fmt: skip
             test.family = max(test.family, len(test.tests) + 1)
+            day_variance = dispersion.day_variance
+            if any(w.name == signal for w in test.watches):  # shares far from 0: log-odds scale
+                counts = test.history.get(signal, {}).values()
+                n, k = sum(c[0] for c in counts), sum(c[1] for c in counts)
+                day_variance = dispersion.log_odds_day_variance(min(0.99, k / max(1, n)))
             detector = ReleaseSpikeDetector(
                 alpha=s.alpha / test.family, mixture_tau=s.mixture_tau,
-                dispersion=dispersion.phi, day_variance=dispersion.day_variance,
+                dispersion=dispersion.phi, day_variance=day_variance,
             )  # fmt: skip
-            found = _SignalTest(detector, AdaptiveBuckets(s.bucket_min_events), dispersion)
+            found = SignalTest(detector, AdaptiveBuckets(s.bucket_min_events), dispersion)
             test.tests[signal] = found
         return found
 
     # -- baselines ------------------------------------------------------------------------------
 
     def _lag_for(
-        self, test: _ReleaseTest, minute: datetime, span: Span, lagged: Lagged
+        self, test: ReleaseTest, minute: datetime, span: Span, lagged: Lagged
     ) -> int | None:
         """The like-with-like lag for ``minute``'s hour (cached per hour)."""
         hour = minute.replace(minute=0)
@@ -188,7 +170,7 @@ class ReleaseSpikeTrack:
         return chosen
 
     def _lagged(
-        self, test: _ReleaseTest, lag: int, span: Span, lagged: Lagged
+        self, test: ReleaseTest, lag: int, span: Span, lagged: Lagged
     ) -> dict[SeriesKey, MinuteCounts]:
         model, previous = test.link.model, test.link.previous
         assert previous is not None
@@ -204,11 +186,16 @@ class ReleaseSpikeTrack:
                 as_of=span.read_at - shift if span.read_at is not None else None,
                 backfill_after_s=self._setup.backfill_after_s,
             )  # fmt: skip
+            watched = self._watches.counts(
+                test.link, test.watches, previous, start - shift, until - shift,
+                as_of=span.read_at - shift if span.read_at is not None else None,
+            )  # fmt: skip
+            lagged[cache_key].update({(model, previous, w): c for w, c in watched.items()})
         return lagged[cache_key]
 
     # -- feeding --------------------------------------------------------------------------------
 
-    def _feed(self, test: _ReleaseTest, span: Span, lagged: Lagged) -> None:
+    def _feed(self, test: ReleaseTest, span: Span, lagged: Lagged) -> None:
         link = test.link
         previous = link.previous
         assert previous is not None
@@ -222,6 +209,8 @@ class ReleaseSpikeTrack:
             for (m, v, sig), minutes in span.counts.items()
             if m == link.model and v == previous
         }
+        own.update(self._watches.counts(link, test.watches, link.version, span.start, span.until))
+        same.update(self._watches.counts(link, test.watches, previous, span.start, span.until))
         window = timedelta(minutes=self._s.concurrent_window_minutes)
         minute = test.next_minute
         updated = False
@@ -241,7 +230,7 @@ class ReleaseSpikeTrack:
 
     def _feed_minute(
         self,
-        test: _ReleaseTest,
+        test: ReleaseTest,
         minute: datetime,
         own: dict[str, MinuteCounts],
         same: dict[str, MinuteCounts],
@@ -285,7 +274,7 @@ class ReleaseSpikeTrack:
                     self._alarm(test, signal, detection, span)
         return updated
 
-    def _alarm(self, test: _ReleaseTest, signal: str, detection: Detection, span: Span) -> None:
+    def _alarm(self, test: ReleaseTest, signal: str, detection: Detection, span: Span) -> None:
         outcome = span.book.alarm(
             detection, model=test.link.model, model_version=test.link.version,
             signal=signal, details=self._details(test),
@@ -293,11 +282,11 @@ class ReleaseSpikeTrack:
         if outcome == "opened":
             span.report.opened.append(f"{RELEASE_SPIKE} {test.key} at {detection.opened_at}")
 
-    def _fired(self, test: _ReleaseTest) -> list[str]:
+    def _fired(self, test: ReleaseTest) -> list[str]:
         fired = [(t.fired_at, sig) for sig, t in test.tests.items() if t.fired_at is not None]
         return [sig for _, sig in sorted(fired)]
 
-    def _refresh(self, test: _ReleaseTest, span: Span) -> None:
+    def _refresh(self, test: ReleaseTest, span: Span) -> None:
         """Bring an open detection's figures (and its list of signals) up to date."""
         episode = span.book.episode(RELEASE_SPIKE, test.key)
         fired = self._fired(test)
@@ -321,21 +310,26 @@ class ReleaseSpikeTrack:
             signal=",".join(signals),
         )  # fmt: skip
 
-    def _details(self, test: _ReleaseTest) -> dict[str, Any]:
+    def _details(self, test: ReleaseTest) -> dict[str, Any]:
         signals = []
         fired = self._fired(test)
+        watches = {w.name: w for w in test.watches}
         for sig in fired:
             t = test.tests[sig]
             s = t.detector.state
+            counts = (s.n_new, s.k_new, s.n_base, s.k_base)
             signals.append({
                 "signal": sig, "fired_at": t.fired_at.isoformat() if t.fired_at else None,
                 "e_value": s.e_value, "threshold": 1.0 / t.detector.alpha, "effect": s.effect,
                 "effect_low": s.cs_low, "effect_high": s.cs_high, "n_new": s.n_new,
                 "k_new": s.k_new, "n_base": s.n_base, "k_base": s.k_base,
                 "dispersion": t.dispersion.as_dict(),
-                **self._localize(test, sig),
-                **self._instrument_details(test, sig, (s.n_new, s.k_new, s.n_base, s.k_base)),
+                **({"watch": watches[sig].as_dict()} if sig in watches
+                   else self._localize(test, sig) | self._instrument_details(test, sig, counts)),
             })  # fmt: skip
+        # Where the first failure signal to regress concentrates (alerts.tracks.localize): the
+        # notifier's message and Grafana's ``top_slice`` read this one (watches have none).
+        first = next((sig for sig in fired if sig not in watches), None)
         return {
             "released_at": test.link.released_at.isoformat(),
             "release_source": test.link.source,
@@ -344,12 +338,10 @@ class ReleaseSpikeTrack:
             "family_size": test.family,
             "alpha_per_signal": self._s.alpha / test.family,
             "signals": signals,
-            # Where the first signal to regress concentrates (alerts.tracks.localize): the
-            # notifier's message and Grafana's ``top_slice`` read this one.
-            **(self._localize(test, fired[0]) if fired else {}),
+            **(self._localize(test, first) if first else {}),
         }
 
-    def _localize(self, test: _ReleaseTest, signal: str) -> dict[str, Any]:
+    def _localize(self, test: ReleaseTest, signal: str) -> dict[str, Any]:
         """The slices a fired signal's excess failures concentrate in, computed once."""
         sig_test = test.tests[signal]
         if sig_test.fired_at is None:
@@ -361,7 +353,7 @@ class ReleaseSpikeTrack:
         )  # fmt: skip
 
     def _instrument_details(
-        self, test: _ReleaseTest, signal: str, counts: tuple[int, int, int, int]
+        self, test: ReleaseTest, signal: str, counts: tuple[int, int, int, int]
     ) -> dict[str, Any]:
         """Corrected levels before and after, once the signal fired (alerts.tracks.instrument)."""
         if self._instrument is None or test.tests[signal].fired_at is None:
@@ -371,7 +363,7 @@ class ReleaseSpikeTrack:
             baseline_version=test.link.previous, counts=counts,
         )  # fmt: skip
 
-    def _maybe_resolve(self, test: _ReleaseTest, minute: datetime, span: Span) -> None:
+    def _maybe_resolve(self, test: ReleaseTest, minute: datetime, span: Span) -> None:
         episode = span.book.episode(RELEASE_SPIKE, test.key)
         if episode is None:
             return

@@ -222,7 +222,8 @@ class _WorkerAndMonitor:
         instrument = release_instrument(client, min_version_labels=audit.min_version_labels,
                                         include_judge=audit.use_judge_labels)  # fmt: skip
         monitored.monitor = Monitor(client, monitor_settings, notifier, notify,
-                                    instrument=instrument)  # fmt: skip
+                                    instrument=instrument,
+                                    prices=settings.usage.prices)  # fmt: skip
         monitored.stop = stop
         monitored.thread = threading.Thread(
             target=monitored.monitor.run, args=(stop,), name="telltale-monitor", daemon=True
