@@ -64,7 +64,7 @@ from streams.pipeline import Pipeline  # noqa: E402
 from telltale.sample_data import advice_text, neutral_text  # noqa: E402
 from telltale.settings import Settings  # noqa: E402
 from telltale.signal_store import ClickHouseSignalStore  # noqa: E402
-from telltale.wiring import make_parts  # noqa: E402
+from telltale.wiring import make_embedders, make_parts  # noqa: E402
 
 
 def make_events(n: int, prefix: str, rng: random.Random) -> list[GenerationEvent]:
@@ -222,20 +222,22 @@ def main() -> None:
     runs: dict[str, list[float]] = {name: [] for name in NAMES}
 
     with tempfile.TemporaryDirectory() as tmp:
-        # the bench process's database (chDB: one process per path); the worker's below
-        client = connect(f"chdb://{tmp}/inproc")
+        # the worker's own database first (chDB: one database per process); the bench
+        # process's below, with its pipeline
+        fitted = [train_signal(s, make_embedders(settings.embedder, settings.text_embedder))
+                  for s in specs]  # fmt: skip
+        db = f"{tmp}/e2e"
+        client = connect(f"chdb://{db}")
         migrate(client)
-        parts = make_parts(settings, client)
-        embedders, pipeline = parts.embedders, parts.pipeline
-        fitted = [train_signal(s, embedders) for s in specs]
         for f in fitted:
             ClickHouseSignalStore(client).save(f)
-        db = f"{tmp}/e2e"
-        worker_client = connect(f"chdb://{db}")
-        migrate(worker_client)
+        client.close()
+        client = connect(f"chdb://{tmp}/inproc")
+        migrate(client)
         for f in fitted:
-            ClickHouseSignalStore(worker_client).save(f)
-        worker_client.close()
+            ClickHouseSignalStore(client).save(f)
+        parts = make_parts(settings, client)
+        embedders, pipeline = parts.embedders, parts.pipeline
         results: dict[str, Any] = {"events_per_run": n, "rounds": args.rounds,
                                    "embedder": embedders.id, "batch_size": bs}  # fmt: skip
         broker, bootstrap = start_broker()
