@@ -3,9 +3,15 @@
     .venv/bin/python bench/pipeline.py [--events 3000] [--rounds 3] [--model telltale-tiny] [--json]
 
 On the same kind of generated events (prompt text + output text each) and the same model:
+``--model minilm`` is the production text embedder as the worker builds it by default
+(``TextEmbedderConfig()``: the bundled all-MiniLM-L6-v2, its default backend, sentence
+windows; open_clip ``telltale-tiny`` stays the unused image tower); any other name is an
+open_clip model (``--pretrained``) embedding text with its text tower (``ViT-B-32``).
 
-* raw embedder:  the model alone embedding prompts and outputs in batches of the worker's size;
-* in-process:    ``Pipeline.process`` (dedup lookup, embed, score every signal, write to chDB);
+* raw embedder:  the model alone embedding prompts and outputs in batches of the worker's size
+                 (``embed_windows`` per field, as the pipeline calls it);
+* in-process:    ``Pipeline.process`` (dedup lookup, embed, score every signal, write to chDB),
+                 built by the worker's own wiring from the same settings (privacy included);
 * end to end:    Emitter → Kafka (Tansu, 3 partitions) → faust worker → chDB, timed from the
                  first send until the worker has committed the last offset (commits follow the
                  ClickHouse write, so this counts only stored events).
@@ -45,19 +51,20 @@ from typing import Any  # noqa: E402
 from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
 
-from signals.live import LiveSignals  # noqa: E402
-from signals.open_clip_embedder import OpenClipEmbedder  # noqa: E402
+from signals.embedders import FieldEmbedders  # noqa: E402
 from signals.spec import Examples, SignalSpec  # noqa: E402
+from signals.text_embedder import BUNDLED_MINILM  # noqa: E402
 from signals.training import train_signal  # noqa: E402
 from storage.client import connect  # noqa: E402
 from storage.migrate import migrate  # noqa: E402
 from storage.queries import table_counts  # noqa: E402
-from storage.writer import ClickHouseWriter  # noqa: E402
 from streams.emitter import Emitter  # noqa: E402
 from streams.events import GenerationEvent, validate_event  # noqa: E402
 from streams.pipeline import Pipeline  # noqa: E402
 from telltale.sample_data import advice_text, neutral_text  # noqa: E402
+from telltale.settings import Settings  # noqa: E402
 from telltale.signal_store import ClickHouseSignalStore  # noqa: E402
+from telltale.wiring import make_embedders, make_parts  # noqa: E402
 
 
 def make_events(n: int, prefix: str, rng: random.Random) -> list[GenerationEvent]:
@@ -91,31 +98,43 @@ def start_broker() -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"127.0.0.1:{port}"
 
 
-def committed(bootstrap: str, group: str, topic: str) -> int:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        return sum(consumer.committed(TopicPartition(topic, p)) or 0 for p in parts)
-    finally:
-        consumer.close(autocommit=False)
+class Committed:
+    """The group's committed offsets on ``topic``, read by one consumer kept open (a consumer
+    made per poll costs the bench process CPU that the worker on the same cores would miss)."""
 
+    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        )
+        self._topic = topic
+        self._parts: list[TopicPartition] = []
 
-def wait_for(bootstrap: str, group: str, topic: str, expected: int, timeout: float) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if committed(bootstrap, group, topic) >= expected:
-            return time.perf_counter()
-        time.sleep(0.2)
-    raise TimeoutError(f"worker did not commit {expected} offsets in {timeout}s")
+    def __call__(self) -> int:
+        if not self._parts:
+            found = self._consumer.partitions_for_topic(self._topic) or set()
+            self._parts = [TopicPartition(self._topic, p) for p in sorted(found)]
+        return sum(self._consumer.committed(tp) or 0 for tp in self._parts)
+
+    def wait_for(self, expected: int, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self() >= expected:
+                return time.perf_counter()
+            time.sleep(0.2)
+        raise TimeoutError(f"worker did not commit {expected} offsets in {timeout}s")
+
+    def close(self) -> None:
+        self._consumer.close(autocommit=False)
 
 
 class Paths:
     """The three measured paths, each timing ``n`` fresh events per call (events/s)."""
 
-    def __init__(self, embedder: OpenClipEmbedder, pipeline: Pipeline, bootstrap: str,
-                 topic: str, group: str, n: int, bs: int, rng: random.Random) -> None:  # fmt: skip
-        self.embedder, self.pipeline = embedder, pipeline
-        self.bootstrap, self.topic, self.group = bootstrap, topic, group
+    def __init__(self, embedders: FieldEmbedders, pipeline: Pipeline, bootstrap: str,
+                 topic: str, committed: Committed, n: int, bs: int,
+                 rng: random.Random) -> None:  # fmt: skip
+        self.text, self.pipeline = embedders.text, pipeline
+        self.bootstrap, self.topic, self.committed = bootstrap, topic, committed
         self.n, self.bs, self.rng = n, bs, rng
         self.sent = 1  # the warm-up event
         self.round = 0
@@ -125,8 +144,8 @@ class Paths:
         t0 = time.perf_counter()
         for i in range(0, self.n, self.bs):
             chunk = events[i : i + self.bs]
-            self.embedder.embed_texts([e.prompt.text or "" for e in chunk])
-            self.embedder.embed_texts([e.output.text or "" for e in chunk])
+            self.text.embed_windows([e.prompt.text or "" for e in chunk])
+            self.text.embed_windows([e.output.text or "" for e in chunk])
         return self.n / (time.perf_counter() - t0)
 
     def in_process(self) -> float:
@@ -143,8 +162,21 @@ class Paths:
             for e in events:
                 emitter.emit(e)
         self.sent += self.n
-        done = wait_for(self.bootstrap, self.group, self.topic, self.sent, timeout=1800)
+        done = self.committed.wait_for(self.sent, timeout=1800)
         return self.n / (done - t0)
+
+
+def bench_env(model: str, pretrained: str) -> dict[str, str]:
+    """``TELLTALE_*`` for the embedders measured: ``minilm``, the text embedder the worker
+    builds when nothing is set (the bundled all-MiniLM-L6-v2 on its default backend; open_clip
+    ``telltale-tiny`` as the image tower no event uses), or an open_clip model for every field."""
+    if model.lower() == "minilm":
+        return {"TELLTALE_EMBEDDER_MODEL_NAME": "telltale-tiny",
+                "TELLTALE_EMBEDDER_PRETRAINED": "none",
+                "TELLTALE_TEXT_EMBEDDER_MODEL": BUNDLED_MINILM}  # fmt: skip
+    return {"TELLTALE_EMBEDDER_MODEL_NAME": model, "TELLTALE_EMBEDDER_PRETRAINED": pretrained,
+            # open_clip's text tower for text too
+            "TELLTALE_TEXT_EMBEDDER_MODEL": "open_clip"}  # fmt: skip
 
 
 NAMES = {"raw": "raw embedder (model only)", "in_process": "in-process pipeline → chDB",
@@ -159,16 +191,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=3000, help="events per path per round")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--model", default="telltale-tiny")
-    parser.add_argument("--pretrained", default="none")
+    parser.add_argument(
+        "--model",
+        default="telltale-tiny",
+        help="'minilm' (the production text embedder) or an open_clip model",
+    )
+    parser.add_argument("--pretrained", default="none", help="open_clip weights (not minilm)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.rounds < 3:
         parser.error("--rounds must be at least 3: a median and a spread need them")
-    pretrained = None if args.pretrained.lower() == "none" else args.pretrained
     rng = random.Random(7)
-    embedder = OpenClipEmbedder(model_name=args.model, pretrained=pretrained, seed=0)
+    # The raw and in-process paths use what the worker builds from the same settings (the
+    # production defaults, privacy included, but for the model chosen here and no embedding
+    # cache): the same work on all three paths.
+    worker_env = {**bench_env(args.model, args.pretrained),
+                  "TELLTALE_EMBEDDING_CACHE_ENABLED": "false"}  # fmt: skip
+    os.environ.update(worker_env)
+    settings = Settings()
     specs = [
         SignalSpec(name="stock_advice", examples=Examples(
             positive=tuple(advice_text(rng) for _ in range(8)),
@@ -177,14 +218,14 @@ def main() -> None:
             positive=("What should I do with my savings?", "Where do I put my money?"),
             negative=("Write a poem.", "What is the capital of France?"))),
     ]  # fmt: skip
-    fitted = [train_signal(s, embedder) for s in specs]
     n, bs = args.events, args.batch_size
-    results: dict[str, Any] = {"events_per_run": n, "rounds": args.rounds,
-                               "embedder": embedder.id, "batch_size": bs}  # fmt: skip
     runs: dict[str, list[float]] = {name: [] for name in NAMES}
 
     with tempfile.TemporaryDirectory() as tmp:
-        # the worker's own database (chDB: one process per path); the bench process's below
+        # the worker's own database first (chDB: one database per process); the bench
+        # process's below, with its pipeline
+        fitted = [train_signal(s, make_embedders(settings.embedder, settings.text_embedder))
+                  for s in specs]  # fmt: skip
         db = f"{tmp}/e2e"
         client = connect(f"chdb://{db}")
         migrate(client)
@@ -195,45 +236,43 @@ def main() -> None:
         migrate(client)
         for f in fitted:
             ClickHouseSignalStore(client).save(f)
-        pipeline = Pipeline(
-            embedder,
-            LiveSignals(ClickHouseSignalStore(client), embedder.id, 60),
-            ClickHouseWriter(client),
-        )
+        parts = make_parts(settings, client)
+        embedders, pipeline = parts.embedders, parts.pipeline
+        results: dict[str, Any] = {"events_per_run": n, "rounds": args.rounds,
+                                   "embedder": embedders.id, "batch_size": bs}  # fmt: skip
         broker, bootstrap = start_broker()
         topic, group = f"bench-{uuid.uuid4().hex[:6]}", f"bench-{uuid.uuid4().hex[:6]}"
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
         admin.create_topics([NewTopic(topic, 3, 1), NewTopic(f"{topic}.dlq", 3, 1)])
         admin.close()
-        env = {**os.environ, "TELLTALE_EMBEDDER_MODEL_NAME": args.model,
-               "TELLTALE_EMBEDDER_PRETRAINED": args.pretrained, "TELLTALE_KAFKA_TOPIC": topic,
+        env = {**os.environ, **worker_env, "TELLTALE_KAFKA_TOPIC": topic,
                "TELLTALE_KAFKA_DLQ_TOPIC": f"{topic}.dlq", "TELLTALE_KAFKA_GROUP_ID": group,
                "TELLTALE_KAFKA_SESSION_TIMEOUT_S": "6", "TELLTALE_WORKER_BATCH_SIZE": str(bs),
-               "TELLTALE_WORKER_LOG_LEVEL": "warning",
-               # the same model and the same work as the raw and in-process paths: the
-               # open_clip model for text too, and no embedding cache
-               "TELLTALE_TEXT_EMBEDDER_MODEL": "open_clip",
-               "TELLTALE_EMBEDDING_CACHE_ENABLED": "false"}  # fmt: skip
+               "TELLTALE_WORKER_LOG_LEVEL": "warning"}  # fmt: skip
         worker = subprocess.Popen(
             [sys.executable, "-m", "telltale.cli", "worker", "--clickhouse", f"chdb://{db}",
              "--kafka", bootstrap],
             cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
+        committed: Committed | None = None
         try:
             # warm-up: model, pipeline (signals loaded, tables touched), worker (group joined)
             warm = make_events(bs, "warm", rng)
-            embedder.embed_texts([e.output.text or "" for e in warm])
+            embedders.text.embed_windows([e.output.text or "" for e in warm])
             pipeline.process(warm)
+            committed = Committed(bootstrap, group, topic)
             with Emitter(bootstrap, topic) as emitter:
                 emitter.emit(warm[0])
-            wait_for(bootstrap, group, topic, 1, timeout=120)
-            paths = Paths(embedder, pipeline, bootstrap, topic, group, n, bs, rng)
+            committed.wait_for(1, timeout=300)
+            paths = Paths(embedders, pipeline, bootstrap, topic, committed, n, bs, rng)
             order = list(NAMES)
             for r in range(args.rounds):
                 paths.round = r
                 for name in order[r % 3 :] + order[: r % 3]:  # rotate the order every round
                     runs[name].append(getattr(paths, name)())
         finally:
+            if committed is not None:
+                committed.close()
             worker.send_signal(signal.SIGTERM)
             worker.wait(timeout=60)
             broker.kill()
@@ -256,7 +295,7 @@ def main() -> None:
         return
     print(
         f"events: {n} per run (prompt + output text each), {args.rounds} interleaved rounds "
-        f"after warm-up, embedder {embedder.id}, batch {bs}, {os.cpu_count()} CPUs"
+        f"after warm-up, embedder {embedders.id}, batch {bs}, {os.cpu_count()} CPUs"
     )
     print(f"{'path':<30}{'median ev/s':>12}{'min–max':>17}{'÷ raw median':>14}{'min–max':>13}")
     for name, label in NAMES.items():

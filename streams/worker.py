@@ -6,6 +6,11 @@ The agent consumes ``generations`` (and the OpenTelemetry Collector's export top
 dead-letter what was refused) and acknowledges it only when the handler says so, so faust
 commits offsets only of events that are stored or dead-lettered. The pipeline runs on one
 executor thread, off the event loop, so heartbeats keep flowing while torch and ClickHouse work.
+The next batch is taken while one is stored: faust fills batch k+1's buffer (fetching, its
+per-message work) during batch k's model and writes, and k+1 is handed to the handler as soon
+as k is acknowledged. Batches are still decoded, stored and acknowledged one at a time and in
+the order taken (at most two are held); one taken ahead but not started when the shutdown
+begins, or when consumption stops, is left unacknowledged and delivered again.
 
 When storage is unavailable the batch is retried with bounded exponential back-off and nothing
 is acknowledged: on restart the uncommitted events are delivered again and, because writes are
@@ -14,8 +19,9 @@ authentication) the worker stops consuming and :class:`~streams.batch_handler.Wo
 reports the failure.
 
 On SIGTERM the worker stops fetching, lets the batch in flight finish (write, ack, commit) for
-up to ``shutdown_timeout_s`` and then exits. If storage is failing at that moment it stops
-retrying instead and leaves the batch unacknowledged, to be delivered again after a restart.
+up to ``shutdown_timeout_s`` and then exits (a batch taken ahead is not started). If storage
+is failing at that moment it stops retrying instead and leaves the batch unacknowledged, to be
+delivered again after a restart.
 """
 
 from __future__ import annotations
@@ -144,17 +150,31 @@ class _Runtime:
 
     async def consume(self, stream: Any) -> None:
         config = self.config
+        previous: asyncio.Future[Outcome] | None = None
         async for batch in stream.noack_take(config.batch_size, within=config.batch_timeout_s):
             if self.stopping.is_set():
                 continue  # taken after the shutdown began: unacked, delivered again later
-            task = asyncio.ensure_future(self._handle_and_ack(stream, batch))
+            task = asyncio.ensure_future(self._handle_and_ack(stream, batch, previous))
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)
+            # Batch k+1 is taken (faust fills its buffer) while batch k is stored; it starts
+            # once k is acknowledged (`_handle_and_ack`), so at most two are held at a time.
             # Shielded: stopping the agent cancels this await, not the batch; `drain` awaits it.
-            if await asyncio.shield(task) is Outcome.HALT:
+            if previous is not None and await asyncio.shield(previous) is Outcome.HALT:
                 await self.stopping.wait()  # consumption stopped for good: take nothing more
+            previous = task
 
-    async def _handle_and_ack(self, stream: Any, batch: Sequence[Any]) -> Outcome:
+    async def _handle_and_ack(
+        self, stream: Any, batch: Sequence[Any], previous: asyncio.Future[Outcome] | None = None
+    ) -> Outcome:
+        if previous is not None:  # batches are stored and acknowledged in the order taken
+            outcome = await asyncio.shield(previous)
+            if outcome is Outcome.HALT:
+                return outcome  # consumption stopped for good: unacknowledged
+            if self.stopping.is_set():  # not started before the shutdown: not in flight
+                log.info("stopping before a batch of %d taken ahead was started; its events "
+                         "are delivered again after a restart", len(batch))  # fmt: skip
+                return Outcome.HOLD
         outcome = await self.handler.handle([_record(event) for event in batch])
         if outcome is Outcome.ACKNOWLEDGE:
             for event in batch:  # only now may faust commit these offsets
