@@ -146,10 +146,7 @@ class OverloadControl:
         if now - start < window:
             return Step(self._factor, False, lag, None, None)
         throughput = max(consumed - first, 0) / (now - start)
-        if throughput > 0:
-            lag_s = lag / throughput
-        else:
-            lag_s = math.inf if lag > 0 else 0.0
+        lag_s = lag / throughput if throughput > 0 else (math.inf if lag > 0 else 0.0)
         changed = self._decide(now, lag_s)
         return Step(self._factor, changed, lag, throughput, lag_s)
 
