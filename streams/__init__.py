@@ -32,6 +32,7 @@ from streams.otel_export import (
     check_export,
 )
 from streams.otlp import OtlpConfig
+from streams.overload import OverloadConfig
 from streams.pipeline import BatchResult, Pipeline
 from streams.privacy import ContentPolicy
 from streams.pseudonyms import Pseudonyms
@@ -45,6 +46,7 @@ from streams.replay import (
     parse_mapping,
     read_records,
 )
+from streams.sampling import Sampler, SamplingConfig
 from streams.scoring import (
     Rejected,
     Scored,
@@ -76,6 +78,7 @@ __all__ = [
     "OtelExportConfig",
     "OtlpConfig",
     "Output",
+    "OverloadConfig",
     "Pipeline",
     "Prompt",
     "Pseudonyms",
@@ -84,6 +87,8 @@ __all__ = [
     "Rejected",
     "ReplayStats",
     "Replayer",
+    "Sampler",
+    "SamplingConfig",
     "ScoreRequest",
     "Scored",
     "Scorer",

@@ -35,7 +35,14 @@ from pydantic import BaseModel, Field
 
 from streams.sampling import Sampler
 
-__all__ = ["CommitProgress", "LoadShedding", "OverloadConfig", "OverloadControl", "Step"]
+__all__ = [
+    "CommitProgress",
+    "LoadShedding",
+    "OverloadConfig",
+    "OverloadControl",
+    "Step",
+    "load_shedding",
+]
 
 log = logging.getLogger(__name__)
 
@@ -249,3 +256,20 @@ class LoadShedding:
             self._rate = rate
         if self._report is not None:
             self._report(rate)
+
+
+def load_shedding(
+    sampler: Sampler | None,
+    config: OverloadConfig | None,
+    report: Callable[[float], None] | None = None,
+) -> LoadShedding | None:
+    """The overload control of ``sampler`` when ``config`` enables it, else None; ``report``
+    (the gauge) is given the sampling rate in effect now either way."""
+    if sampler is not None and report is not None:
+        report(sampler.rate)
+    if sampler is None or config is None or not config.enabled:
+        return None
+    log.info("overload control on: the sampling rate halves past %.0fs of consumer lag (down "
+             "to %.4g of the configured rate)", config.max_lag_s,
+             config.min_load_factor)  # fmt: skip
+    return LoadShedding(OverloadControl(config), sampler, report)

@@ -48,6 +48,8 @@ from streams import (
     MeteredWriter,
     Pipeline,
     Pseudonyms,
+    Sampler,
+    SamplingConfig,
     SliceConfig,
     Slicer,
     VersionCap,
@@ -75,6 +77,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Parts",
+    "build_sampler",
     "feedback_rows",
     "image_policy",
     "kafka_security",
@@ -304,6 +307,16 @@ def pseudonyms(settings: Settings) -> Pseudonyms | None:
     return Pseudonyms(key) if key is not None else None
 
 
+def build_sampler(settings: Settings) -> Sampler:
+    """The worker's sampler: what share of events is embedded and scored; the overload control
+    (``TELLTALE_SAMPLE_MAX_LAG_S``) lowers its rate while the worker falls behind.
+
+    Every event for now (``SamplingConfig()``): the ``TELLTALE_SAMPLE_*`` sampling section
+    replaces the default config here when it lands."""
+    del settings
+    return Sampler(SamplingConfig())
+
+
 class _WorkerParts:
     """What one worker process builds once, on its pipeline thread: client, model, signals.
 
@@ -384,6 +397,7 @@ def make_worker_app(
     build: Callable[[], Parts] | None = None,
     health: WorkerHealth | None = None,
     metrics: WorkerMetrics | None = None,
+    sampler: Sampler | None = None,
 ) -> Any:
     """The faust worker app.
 
@@ -392,6 +406,8 @@ def make_worker_app(
     storage is misconfigured (for a health endpoint). Without ``metrics`` and with a health
     port, the worker has its own registry, with the storage gauges
     (:mod:`telltale.storage_gauges`), on ``/metrics`` there; without either, no metrics.
+    ``sampler`` (:func:`build_sampler` by default) is on the health pages and the overload
+    control (``TELLTALE_SAMPLE_MAX_LAG_S``) sets its rate.
     """
     kafka = settings.kafka
     # A wrong password stops the worker here, before it joins the group: nothing is consumed.
@@ -424,4 +440,6 @@ def make_worker_app(
         redact_payload=free_text_policy(settings),
         metrics=metrics,
         refresh_metrics=refresh,
+        sampler=sampler if sampler is not None else build_sampler(settings),
+        overload=settings.overload,
     )
