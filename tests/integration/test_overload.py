@@ -87,7 +87,7 @@ def test_a_backlog_lowers_the_sampling_rate_on_health_and_metrics(
                 time.sleep(0.5)
             rate = health["sampling_rate"]
             assert rate in {2.0**-k for k in range(1, 7)}  # halvings, at most down to 1/64
-            ready_status, ready = probe(port, "/readyz")
+            _, ready = probe(port, "/readyz")
             assert ready["sampling_rate"] <= rate  # only ever lower while the backlog lasts
             gauge = total(scrape(port), "telltale_worker_sampling_rate")
             assert gauge <= rate
