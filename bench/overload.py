@@ -126,21 +126,25 @@ class Lag:
 
     def __init__(self, bootstrap: str, topic: str, group: str, health_port: int) -> None:
         self.topic, self.group, self.port = topic, group, health_port
-        self.admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        # the group's committed offsets, read without joining it (never subscribes)
+        self.group_reader = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                          enable_auto_commit=False)  # fmt: skip
         self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         self.parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         self.samples: list[dict[str, float]] = []
         self.sent: list[tuple[float, int]] = [(time.monotonic(), 0)]  # the producer's timeline
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.t0 = time.monotonic()
 
     def committed(self) -> int:
-        offsets = self.admin.list_consumer_group_offsets(self.group, partitions=self.parts)
-        return sum(max(o.offset, 0) for o in offsets.values() if o is not None)
+        with self._lock:  # the clients are not thread-safe; the sampler thread shares them
+            return sum(self.group_reader.committed(tp) or 0 for tp in self.parts)
 
     def ends(self) -> int:
-        return int(sum(self.consumer.end_offsets(self.parts).values()))
+        with self._lock:
+            return int(sum(self.consumer.end_offsets(self.parts).values()))
 
     def rate(self) -> float | None:
         try:
@@ -178,7 +182,7 @@ class Lag:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        self.admin.close()
+        self.group_reader.close(autocommit=False)
         self.consumer.close()
 
 
@@ -280,8 +284,8 @@ def run_mode(mode: str, bootstrap: str, args: argparse.Namespace, embedder: Open
                 deadline = time.monotonic() + args.drain_s
                 while time.monotonic() < deadline and lag.committed() < events.n:
                     time.sleep(1.0)
-            lag.stop()
             result["drained"] = lag.committed() >= events.n
+            lag.stop()
         finally:
             worker.send_signal(signal.SIGTERM)
             try:

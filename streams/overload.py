@@ -2,9 +2,14 @@
 
 The worker measures its consumer lag (records not yet committed by its group) every
 ``lag_interval_s``. :class:`OverloadControl` turns each measurement into a lag in seconds, the
-records behind divided by the records the group committed per second over the last
-``window_s`` (how long the worker needs, at its recent pace, to reach what is already there),
-and sets the sampler's load factor (:meth:`streams.sampling.Sampler.set_load_factor`):
+records behind divided by the records the group commits per second at full speed (how long the
+worker needs to reach what is already there), and sets the sampler's load factor
+(:meth:`streams.sampling.Sampler.set_load_factor`). Full speed is measured over the last
+``window_s``, in the intervals between two measurements in which the worker consumed no more
+than was already waiting at the first (so it never ran dry: an idle worker that a burst just
+reached is not slow). A worker saturated for less than a third of the window is keeping up and
+is never slowed down; its lag is read against all it consumed (the traffic), which only makes
+calm harder to reach:
 
 * past the bound (``max_lag_s``), it halves the factor, down to ``min_load_factor``; again at
   most once per ``window_s``, so each step is seen in the throughput before the next one;
@@ -24,6 +29,7 @@ change of the rate in effect and reports it (the ``telltale_worker_sampling_rate
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -99,7 +105,8 @@ class Step:
     lag: int
     """Records behind."""
     throughput: float | None
-    """Records committed per second over the window; None until the window is covered."""
+    """Records committed per second: at full speed when the worker was saturated for a third of
+    the window or more, else over the whole window; None until the window is covered."""
     lag_s: float | None
     """``lag / throughput`` (inf when nothing was committed with records waiting); None until
     the window is covered."""
@@ -119,7 +126,8 @@ class OverloadControl:
         self.config = config
         self._clock = clock
         self._factor = factor
-        self._history: deque[tuple[float, int]] = deque()  # (time, records committed so far)
+        # (time, records committed so far, records behind)
+        self._history: deque[tuple[float, int, int]] = deque()
         self._last_change = -math.inf
         self._last_was_rise = False
         self._calm_since: float | None = None
@@ -146,24 +154,31 @@ class OverloadControl:
         now = self._clock()
         window = self.config.window_s
         history = self._history
-        history.append((now, consumed))
+        history.append((now, consumed, lag))
         while len(history) > 2 and history[1][0] <= now - window:
             history.popleft()  # keep one point at or before the window's start
-        start, first = history[0]
+        start, first, _ = history[0]
         if now - start < window:
             return Step(self._factor, False, lag, None, None)
-        throughput = max(consumed - first, 0) / (now - start)
+        busy_s, busy_n = 0.0, 0
+        for (t0, c0, lag0), (t1, c1, _) in itertools.pairwise(history):
+            if lag0 > 0 and lag0 >= c1 - c0:  # records waited throughout: full speed
+                busy_s, busy_n = busy_s + t1 - t0, busy_n + max(c1 - c0, 0)
+        saturated = busy_s >= window / 3
+        # mostly keeping up: what it consumed is what arrived, not what it can do
+        overall = max(consumed - first, 0) / (now - start)
+        throughput = busy_n / busy_s if saturated else overall
         lag_s = lag / throughput if throughput > 0 else (math.inf if lag > 0 else 0.0)
-        changed = self._decide(now, lag_s)
+        changed = self._decide(now, lag_s, saturated)
         return Step(self._factor, changed, lag, throughput, lag_s)
 
-    def _decide(self, now: float, lag_s: float) -> bool:
+    def _decide(self, now: float, lag_s: float, saturated: bool) -> bool:
         config = self.config
         bound = config.max_lag_s
         settled = now - self._last_change >= config.window_s
         if lag_s > bound:
             self._calm_since = None
-            if not settled or self._factor <= config.min_load_factor:
+            if not saturated or not settled or self._factor <= config.min_load_factor:
                 return False
             if (
                 self._last_was_rise

@@ -151,6 +151,34 @@ def test_no_flapping_under_an_oscillating_lag() -> None:
     assert all(f < 1.0 for _, f in worker.factors)  # never calm long enough to rise
 
 
+def test_a_burst_after_an_idle_spell_is_read_against_full_speed() -> None:
+    """An idle worker that a burst just reached has consumed little: not because it is slow."""
+    worker = _setup()
+    worker.run(60, lag=0, per_s=0)  # idle
+    worker.run(5, lag=2_000, per_s=0)  # a burst arrives: nothing known about its speed yet
+    worker.run(10, lag=2_000, per_s=200)  # 10 s at full speed: 2,000 records are 10 s
+    assert worker.control.factor == 1.0
+    worker.clock.now += 5
+    step = worker.control.observe(1_500, worker.consumed + 1_000)  # 5 s more at full speed
+    assert step.throughput == pytest.approx(3_000 / 15)
+    assert worker.control.factor == 1.0
+
+
+def test_a_worker_that_keeps_up_is_never_slowed_down() -> None:
+    """Consuming what arrives, with a few records in flight: not saturated, whatever the ratio
+    of those records to the traffic."""
+    worker = _setup()
+    worker.run(600, lag=50, per_s=1)  # 50 waiting at a trickle of 1 a second, drained each time
+    assert worker.factors == []
+
+
+def test_a_saturated_worker_past_the_bound_is_slowed_down() -> None:
+    worker = _setup()
+    worker.run(30, lag=0, per_s=0)
+    worker.run(30, lag=20_000, per_s=100)  # 200 s behind at full speed, saturated 25 s of 30
+    assert worker.control.factor == 0.5
+
+
 def test_nothing_committed_with_records_waiting_is_infinitely_behind() -> None:
     worker = _setup()
     worker.run(30, lag=10, per_s=0)
