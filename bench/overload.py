@@ -298,6 +298,10 @@ def run_mode(mode: str, bootstrap: str, args: argparse.Namespace, embedder: Open
     result["max_lag_records"] = max((s["lag"] for s in samples), default=0)
     result["max_lag_s"] = max((s["lag_s"] for s in samples), default=0)
     result["lag_at_end_of_sending"] = during[-1] if during else None
+    if len(during) >= 2:  # what the worker committed per second while the producer sent
+        first, last = during[0], during[-1]
+        span = max(last["t"] - first["t"], 1e-9)
+        result["worker_events_per_s_under_load"] = (last["committed"] - first["committed"]) / span
     result["min_sampling_rate"] = min((s["rate"] for s in samples if s["rate"] >= 0), default=None)
     result["timeline"] = [
         {k: round(v, 4) for k, v in s.items() if k != "committed"} for s in samples[::5]
@@ -334,7 +338,7 @@ def main() -> None:
     parser.add_argument("--max-lag-s", type=float, default=60.0, help="TELLTALE_SAMPLE_MAX_LAG_S")
     parser.add_argument("--modes", default="auto,off", help="auto (overload control), off")
     parser.add_argument("--capacity", type=float, default=None, help="events/s; skip measuring")
-    parser.add_argument("--capacity-events", type=int, default=2000)
+    parser.add_argument("--capacity-events", type=int, default=1000)
     parser.add_argument("--drain-s", type=float, default=120.0)
     parser.add_argument("--planted-share", type=float, default=0.1)
     parser.add_argument("--users", type=int, default=20_000)
@@ -374,7 +378,9 @@ def main() -> None:
         print(
             f"{mode:<5} capacity {out['capacity_events_per_s']:.1f} ev/s, sent "
             f"{out['send_events_per_s']:.1f} ev/s ({out['sent']} events); max lag "
-            f"{out['max_lag_records']:.0f} records / {out['max_lag_s']:.0f}s; lowest rate "
+            f"{out['max_lag_records']:.0f} records / {out['max_lag_s']:.0f}s; worker "
+            f"{out.get('worker_events_per_s_under_load', float('nan')):.1f} ev/s under load; "
+            f"lowest rate "
             f"{out['min_sampling_rate']}; stored {out['stored_events']}; planted true "
             f"{out['planted_true_share_of_stored']:.4f}, rates {r.get('rate', float('nan')):.4f} "
             f"[{r.get('rate_low', float('nan')):.4f}, {r.get('rate_high', float('nan')):.4f}] "
