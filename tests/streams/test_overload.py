@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import math
+from types import SimpleNamespace
+from typing import NamedTuple
 
 import pytest
 
@@ -234,3 +237,74 @@ def test_load_shedding_sets_the_sampler_reports_and_logs_each_change(
     assert len(changes) == 1 and "0.25 (was 0.5)" in changes[0] and "10000 records" in changes[0]
     shedding.hold()
     assert reported[-1] == 0.25
+
+
+class _TP(NamedTuple):
+    topic: str
+    partition: int
+
+
+class _Consumer:
+    def __init__(self) -> None:
+        self.ends = {_TP("t", 0): 0, _TP("t", 1): 0}
+        self._committed_offset = {_TP("t", 0): 0, _TP("t", 1): 0}
+
+    def assignment(self) -> set[_TP]:
+        return set(self.ends)
+
+    async def highwaters(self, *tps: _TP) -> dict[_TP, int]:
+        return {tp: self.ends[tp] for tp in tps}
+
+    async def earliest_offsets(self, *tps: _TP) -> dict[_TP, int]:
+        return dict.fromkeys(tps, 0)
+
+
+class _App:
+    def __init__(self) -> None:
+        self.consumer = _Consumer()
+        self.monitor = SimpleNamespace(tp_committed_offsets={})
+
+
+def test_the_worker_feeds_the_lag_to_the_control_and_holds_while_it_waits() -> None:
+    """The worker's lag timer: offsets to the gauge and the control; the sampler's rate to the
+    gauge; nothing decided while storage is away."""
+    from streams.batch_io import WorkerHealth
+    from streams.metrics import WorkerMetrics
+    from streams.settings import WorkerConfig
+    from streams.worker import _Runtime
+
+    async def no_dead_letters(key: bytes | None, value: bytes) -> None:
+        return None
+
+    health = WorkerHealth()
+    runtime = _Runtime(WorkerConfig(), lambda: None, no_dead_letters, None, None,  # type: ignore[arg-type,return-value]
+                       health)  # fmt: skip
+    clock, app, metrics = Clock(), _App(), WorkerMetrics()
+    sampler = Sampler(SamplingConfig())
+    shedding = LoadShedding(OverloadControl(CONFIG, clock), sampler, metrics.set_sampling_rate)
+    consumer = app.consumer
+
+    def tick(seconds: float, behind: int, per_s: int) -> None:
+        clock.now += seconds
+        for tp in consumer.ends:  # each partition: per_s a second consumed, `behind` waiting
+            consumer._committed_offset[tp] += per_s * int(seconds)
+            consumer.ends[tp] = consumer._committed_offset[tp] + behind
+        asyncio.run(runtime.measure_lag(app, ["t"], metrics, shedding))
+
+    try:
+        tick(0, 0, 0)
+        health.wait("storage unavailable: boom")
+        for _ in range(12):
+            tick(5, 50_000, 10)
+        assert sampler.load_factor == 1.0  # held: the worker waits, it is not slow
+        health.wait(None)
+        for _ in range(7):
+            tick(5, 50_000, 10)
+        assert sampler.load_factor == 0.5
+        gauge = metrics.registry.get_sample_value("telltale_worker_sampling_rate")
+        lag = metrics.registry.get_sample_value(
+            "telltale_worker_consumer_lag", {"topic": "t", "partition": "0"}
+        )
+        assert gauge == 0.5 and lag == 50_000
+    finally:
+        runtime._executor.shutdown()
