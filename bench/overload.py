@@ -108,7 +108,8 @@ class Events:
         rng, i = self.rng, self.n
         self.n += 1
         event_id = f"{self.prefix}-{i:08d}"
-        output = rng.choice(self.advice if rng.random() < 0.05 else self.neutral)
+        # distinct answers: copies of one answer would share one flag (the rates' content groups)
+        output = f"{rng.choice(self.advice if rng.random() < 0.05 else self.neutral)} (#{i})"
         if rng.random() < self.share:
             output = f"{output} {MARKER}"
             self.planted.add(event_id)
