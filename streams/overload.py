@@ -230,12 +230,13 @@ class LoadShedding:
     """What the worker calls after each lag measurement: the control, applied to the sampler.
 
     ``report`` is given the sampling rate in effect after each measurement (the gauge); each
-    change of that rate is logged with the lag behind it.
+    change of that rate is logged with the lag behind it. Without ``control`` (overload control
+    off) only the rate is reported: the sampler's cap still moves it.
     """
 
     def __init__(
         self,
-        control: OverloadControl,
+        control: OverloadControl | None,
         sampler: Sampler,
         report: Callable[[float], None] | None = None,
     ) -> None:
@@ -245,8 +246,11 @@ class LoadShedding:
         self._progress = CommitProgress()
         self._rate = sampler.rate
 
-    def update(self, offsets: Offsets) -> Step:
+    def update(self, offsets: Offsets) -> Step | None:
         """Feed one measurement of ``(end, committed)`` offsets per partition."""
+        if self.control is None:
+            self._publish(None)
+            return None
         lag = sum(max(end - committed, 0) for end, committed in offsets.values())
         consumed = self._progress.update({key: c for key, (_, c) in offsets.items()})
         step = self.control.observe(lag, consumed)
@@ -256,7 +260,8 @@ class LoadShedding:
         return step
 
     def hold(self) -> None:
-        self.control.hold()
+        if self.control is not None:
+            self.control.hold()
         self._publish(None)
 
     def _publish(self, step: Step | None) -> None:
@@ -278,12 +283,15 @@ def load_shedding(
     config: OverloadConfig | None,
     report: Callable[[float], None] | None = None,
 ) -> LoadShedding | None:
-    """The overload control of ``sampler`` when ``config`` enables it, else None; ``report``
-    (the gauge) is given the sampling rate in effect now either way."""
-    if sampler is not None and report is not None:
-        report(sampler.rate)
-    if sampler is None or config is None or not config.enabled:
+    """The overload control of ``sampler`` when ``config`` enables it; with it off, only the
+    reporting of the sampler's rate to ``report`` (the gauge); None without a sampler, or with
+    neither."""
+    if sampler is None:
         return None
+    if report is not None:
+        report(sampler.rate)
+    if config is None or not config.enabled:
+        return None if report is None else LoadShedding(None, sampler, report)
     log.info("overload control on: the sampling rate halves past %.0fs of consumer lag (down "
              "to %.4g of the configured rate)", config.max_lag_s,
              config.min_load_factor)  # fmt: skip

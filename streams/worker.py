@@ -381,8 +381,10 @@ def _lag_timer(
     """Measure the consumer lag: for ``/metrics`` and the overload control, at the shorter of
     their intervals."""
     intervals = [runtime.config.metrics_lag_interval_s] if metrics is not None else []
-    if shedding is not None:
+    if shedding is not None and shedding.control is not None:
         intervals.append(shedding.control.config.lag_interval_s)
+    if not intervals:
+        return
 
     async def lag() -> None:
         await runtime.measure_lag(app, topics, metrics, shedding)

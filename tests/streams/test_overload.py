@@ -16,6 +16,7 @@ from streams.overload import (
     LoadShedding,
     OverloadConfig,
     OverloadControl,
+    load_shedding,
 )
 from streams.sampling import Sampler, SamplingConfig
 
@@ -308,3 +309,16 @@ def test_the_worker_feeds_the_lag_to_the_control_and_holds_while_it_waits() -> N
         assert gauge == 0.5 and lag == 50_000
     finally:
         runtime._executor.shutdown()
+
+
+def test_without_the_control_only_the_rate_is_reported() -> None:
+    sampler = Sampler(SamplingConfig(rate=0.5))
+    reported: list[float] = []
+    assert load_shedding(None, CONFIG, reported.append) is None
+    assert load_shedding(sampler, OverloadConfig(), None) is None  # nothing to do
+    shedding = load_shedding(sampler, OverloadConfig(), reported.append)
+    assert shedding is not None and shedding.control is None and reported == [0.5]
+    assert shedding.update({("t", 0): (10_000, 0)}) is None
+    assert sampler.load_factor == 1.0 and reported == [0.5, 0.5]
+    on = load_shedding(sampler, CONFIG, reported.append)
+    assert on is not None and on.control is not None
