@@ -45,6 +45,7 @@ from alerts.detectors import (
     mmd_permutation_test,
     rate_confidence_sequence,
     wilson_interval,
+    wilson_interval_of_rate,
 )
 from alerts.errors import AlertError
 from alerts.settings import (
@@ -98,4 +99,5 @@ __all__ = [
     "rate_confidence_sequence",
     "slice_label",
     "wilson_interval",
+    "wilson_interval_of_rate",
 ]

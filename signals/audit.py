@@ -241,9 +241,10 @@ class ErrorModel:
         )
 
     def correct(
-        self, events: int, flagged: int, *, effective_events: float | None = None
+        self, events: int, flagged: float, *, effective_events: float | None = None
     ) -> CorrectedRate:
-        """The failure rate of a row with ``flagged`` of ``events`` flagged, corrected.
+        """The failure rate of a row with ``flagged`` of ``events`` flagged, corrected
+        (``flagged`` need not be whole: a sampled row's weighted estimate).
 
         ``effective_events``: what the row's events are worth as independent draws. Retries
         repeat one content, and a classifier gives every copy the same flag, so ``m`` copies

@@ -25,6 +25,7 @@ from storage.detections import (
     DetectionRow,
     DriftWindowRow,
     detection_watermarks,
+    detections_by_id,
     drift_windows_after,
     insert_detections,
     insert_drift_windows,
@@ -64,6 +65,7 @@ from storage.feedback import (
 )
 from storage.groups import GroupRow, backfill_group, load_group_rows, save_group_rows
 from storage.migrate import migrate
+from storage.owed import OwedNotification, list_owed, record_owed, settle_owed
 from storage.prompts import UnitSample, prompt_unit_sample
 from storage.queries import (
     RateRow,
@@ -90,6 +92,12 @@ from storage.retention import (
     current_retention,
 )
 from storage.rows import CacheStatsRow, EmbeddingRow, EventRow, ScoreRow, WriteBatch
+from storage.sampled import (
+    WeightedSums,
+    inclusion_probabilities,
+    unsampled_events,
+    weighted_rate_sums,
+)
 from storage.serialized import SerializedClient
 from storage.series import (
     IngestLag,
@@ -141,6 +149,7 @@ __all__ = [
     "IngestLag",
     "MigrationError",
     "MinuteCounts",
+    "OwedNotification",
     "Price",
     "PriceTable",
     "RateRow",
@@ -161,6 +170,7 @@ __all__ = [
     "TableCounts",
     "UnitSample",
     "UsageRow",
+    "WeightedSums",
     "WriteBatch",
     "add_release",
     "apply_retention",
@@ -177,6 +187,7 @@ __all__ = [
     "degenerate_signals",
     "delete_signal",
     "detection_watermarks",
+    "detections_by_id",
     "draw_audit",
     "drawn_versions",
     "drift_windows_after",
@@ -187,6 +198,7 @@ __all__ = [
     "event_slice_sources",
     "failure_rates",
     "feedback_summary",
+    "inclusion_probabilities",
     "ingest_lag",
     "ingest_watermark",
     "insert_detections",
@@ -200,6 +212,7 @@ __all__ = [
     "late_rows",
     "latest_signals",
     "list_detections",
+    "list_owed",
     "list_releases",
     "load_cluster",
     "load_group_rows",
@@ -215,12 +228,14 @@ __all__ = [
     "record_dead_letters",
     "record_error_estimates",
     "record_feedback",
+    "record_owed",
     "redact_dsn",
     "sample_embeddings",
     "save_clusters",
     "save_group_rows",
     "save_signal",
     "score_quantiles",
+    "settle_owed",
     "signal_version",
     "slice_counts",
     "slice_people",
@@ -231,6 +246,8 @@ __all__ = [
     "top_slice_values",
     "unit_counts",
     "unreleased_versions",
+    "unsampled_events",
     "usage_by_version",
+    "weighted_rate_sums",
     "windows_by_event",
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "DriftWindowRow",
     "StateFilter",
     "detection_watermarks",
+    "detections_by_id",
     "drift_windows_after",
     "insert_detections",
     "insert_drift_windows",
@@ -214,6 +215,18 @@ def list_detections(
         ORDER BY opened_at DESC, detector, key LIMIT {{limit:UInt32}}
     """  # noqa: S608 - only fixed fragments are formatted; values are bound parameters
     return [_from_row(r) for r in client.query(sql, parameters=params).result_rows]
+
+
+def detections_by_id(client: Client, ids: Sequence[str]) -> dict[str, DetectionRow]:
+    """The newest row of each detection in ``ids`` that is stored."""
+    if not ids:
+        return {}
+    sql = f"""
+        SELECT {", ".join(_COLUMNS)} FROM detections FINAL
+        WHERE detection_id IN {{ids:Array(String)}}
+    """  # noqa: S608 - fixed column list; the ids are a bound parameter
+    rows = client.query(sql, parameters={"ids": list(ids)}).result_rows
+    return {row.detection_id: row for row in map(_from_row, rows)}
 
 
 def open_detection_counts(client: Client) -> dict[str, int]:

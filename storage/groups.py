@@ -43,18 +43,19 @@ def backfill_group(client: Client, name: str, members: Sequence[str], version: i
     """Write the group's score rows for stored events from its members' stored scores.
 
     One row per event that any member scored: the largest member score, flagged if any member
-    flagged, with the slice values of the member rows. Idempotent (``ReplacingMergeTree`` on
-    ``(signal, signal_version, event_id)``; the rate views count distinct events). Returns the
-    number of events written.
+    flagged, with the slice values and inclusion probability of the member rows. Idempotent
+    (``ReplacingMergeTree`` on ``(signal, signal_version, event_id)``; the rate views count
+    distinct events). Returns the number of events written.
     """
     params = {"name": name, "members": list(members), "version": version}
     client.command(
         """
         INSERT INTO signal_scores
             (event_id, signal, signal_version, timestamp, model, model_version, score, flagged,
-             slices)
+             slices, inclusion_probability)
         SELECT event_id, {name:String}, {version:UInt32}, any(timestamp), any(model),
-               any(model_version), max(score), max(flagged), any(slices)
+               any(model_version), max(score), max(flagged), any(slices),
+               min(inclusion_probability)
         FROM signal_scores FINAL
         WHERE signal IN {members:Array(String)}
         GROUP BY event_id

@@ -43,11 +43,13 @@ class EventRow:
     session_id: str = ""
     input_tokens: int | None = None
     output_tokens: int | None = None
+    inclusion_probability: float = 1.0
+    """The probability with which the event was drawn to be scored (1: every event is)."""
 
     COLUMNS = (
         "event_id", "timestamp", "model", "model_version", "app", "release", "prompt_text",
         "output_text", "output_image", "latency_ms", "feedback", "attributes", "embedder_id",
-        "user_id", "session_id", "input_tokens", "output_tokens",
+        "user_id", "session_id", "input_tokens", "output_tokens", "inclusion_probability",
     )  # fmt: skip
 
     def values(self) -> list[object]:
@@ -86,10 +88,12 @@ class ScoreRow:
     flagged: bool
     slices: dict[str, str] = field(default_factory=dict)
     """The event's slice values (key -> value, already capped); one rate row per key."""
+    inclusion_probability: float = 1.0
+    """The event's (``EventRow.inclusion_probability``): its weight in a rate is its inverse."""
 
     COLUMNS = (
         "event_id", "signal", "signal_version", "timestamp", "model", "model_version", "score",
-        "flagged", "slices",
+        "flagged", "slices", "inclusion_probability",
     )  # fmt: skip
 
     def values(self) -> list[object]:
@@ -126,12 +130,15 @@ class WriteBatch:
     embeddings: list[EmbeddingRow] = field(default_factory=list)
     scores: list[ScoreRow] = field(default_factory=list)
     cache_stats: list[CacheStatsRow] = field(default_factory=list)
+    unsampled: set[str] = field(default_factory=set)
+    """Ids of ``events`` stored but not drawn by the sampler: no embeddings, no scores."""
 
     def extend(self, other: WriteBatch) -> None:
         self.events.extend(other.events)
         self.embeddings.extend(other.embeddings)
         self.scores.extend(other.scores)
         self.cache_stats.extend(other.cache_stats)
+        self.unsampled |= other.unsampled
 
     def __len__(self) -> int:
         return len(self.events) + len(self.embeddings) + len(self.scores)

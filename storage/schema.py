@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from storage.owed import OWED_NOTIFICATIONS
+from storage.schema_sampling import SAMPLING_COLUMNS
 from storage.schema_usage import USAGE_1M, USAGE_1M_MV, USAGE_COLUMNS
 
 __all__ = ["MIGRATIONS", "Migration"]
@@ -227,8 +229,7 @@ _CONTRACT_UNITS = (
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS user_id String DEFAULT ''",
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS session_id String DEFAULT ''",
 )
-
-_SIGNAL_VERDICT = (
+_SIGNAL_VERDICT = (  # migration 4 as well
     "ALTER TABLE signals ADD COLUMN IF NOT EXISTS degenerate UInt8 DEFAULT 0",
     "ALTER TABLE signals ADD COLUMN IF NOT EXISTS degenerate_reason String DEFAULT ''",
 )
@@ -441,9 +442,6 @@ ORDER BY (signal, model_version, estimated_at)
 versions), kept as history: the dashboards chart corrected rates from the newest row and the
 audited precision over time from all of them."""
 
-"""Audits (``storage.audits``): each drawn event with its stratum, and the answers, one row per
-(signal, version, event, labeller): re-imported answers replace themselves."""
-
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -497,4 +495,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         "tokens of each event; tokens per minute per app, model and version",
         (*USAGE_COLUMNS, USAGE_1M, USAGE_1M_MV),
     ),
+    Migration(18, "inclusion probability of sampled events and their scores", SAMPLING_COLUMNS),
+    Migration(19, "messages a notifier still owes, kept across restarts", (OWED_NOTIFICATIONS,)),
 )

@@ -3,7 +3,8 @@
 A ``pattern`` or ``pii`` signal scores ``prompt_text`` / ``output_text`` of ``events``, not an
 embedding; its back-fill pages through them here as an embedding signal's pages through
 :mod:`storage.embeddings`. It sees what was stored: a text that was not stored (empty) is not
-scored.
+scored, and neither is an event the worker's sampler left out (``inclusion_probability`` below
+1 and no embedding): scoring it would count it as drawn, and weight it as if it stood for others.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class StoredText:
 
 
 def _conditions(
-    field: str, since: datetime | None, until: datetime | None
+    client: Client, field: str, since: datetime | None, until: datetime | None
 ) -> tuple[str, list[str], dict[str, Any]]:
     column = TEXT_COLUMNS.get(field)
     if column is None:
@@ -44,6 +45,19 @@ def _conditions(
     if until is not None:
         where.append("timestamp < {until:DateTime64(3, 'UTC')}")
         params["until"] = until.astimezone(UTC)
+    # Only fixed fragments are formatted; values are bound parameters. The embeddings are
+    # looked up only when the span holds events a sampler left out (none without sampling).
+    span = " AND ".join(where[1:]) or "1"
+    sampled = client.query(
+        f"SELECT count() FROM (SELECT 1 FROM events WHERE inclusion_probability < 1 "  # noqa: S608
+        f"AND {span} LIMIT 1)",
+        parameters=params,
+    ).result_rows[0][0]
+    if sampled:
+        where.append(
+            f"(inclusion_probability >= 1 OR event_id IN (SELECT event_id FROM embeddings "  # noqa: S608
+            f"WHERE {span}))"
+        )
     return column, where, params
 
 
@@ -51,7 +65,7 @@ def count_texts(
     client: Client, field: str, since: datetime | None = None, until: datetime | None = None
 ) -> int:
     """How many stored events have a non-empty ``field`` text (for progress bars)."""
-    _, where, params = _conditions(field, since, until)
+    _, where, params = _conditions(client, field, since, until)
     sql = f"SELECT uniqExact(event_id) FROM events FINAL WHERE {' AND '.join(where)}"  # noqa: S608
     return int(client.query(sql, parameters=params).result_rows[0][0])
 
@@ -69,7 +83,7 @@ def iter_texts(
 
     ``skip_scored=(signal, version)`` leaves out events that already have that score.
     """
-    column, where, params = _conditions(field, since, until)
+    column, where, params = _conditions(client, field, since, until)
     where.append("event_id > {after:String}")
     params["chunk"] = chunk
     if skip_scored is not None:

@@ -107,6 +107,7 @@ class _Stored:
         self.result.skipped_existing += other.result.skipped_existing
         self.result.duplicates_in_batch += other.result.duplicates_in_batch
         self.result.scores += other.result.scores
+        self.result.unsampled += other.result.unsampled
         self.result.rejected.extend(other.result.rejected)
         self.result.cache.add(other.result.cache)
         self.refused.extend(other.refused)

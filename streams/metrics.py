@@ -129,8 +129,11 @@ class SignalCounters:
             self.events_seen.labels(*self._version(model, version)).inc(n)
 
     def written(self, batch: WriteBatch) -> None:
-        """Count the events and score rows of a batch the database has stored."""
-        for (model, version), n in _tally((e.model, e.model_version) for e in batch.events).items():
+        """Count the events and score rows of a batch the database has stored (events the
+        sampler left out are stored but not scored: they were counted as seen)."""
+        scored = ((e.model, e.model_version) for e in batch.events
+                  if e.event_id not in batch.unsampled)  # fmt: skip
+        for (model, version), n in _tally(scored).items():
             self.events_scored.labels(*self._version(model, version)).inc(n)
         self._signals((s.signal, s.model, s.model_version, s.flagged) for s in batch.scores)
 

@@ -35,6 +35,7 @@ from storage import CacheStatsRow, EmbeddingRow, EventRow, ScoreRow, WriteBatch
 from streams.events import GenerationEvent
 from streams.privacy import ContentPolicy
 from streams.pseudonyms import Pseudonyms
+from streams.sampling import Sampler
 from streams.scoring import load_event_image, score_fields
 from streams.slices import SliceConfig, Slicer
 
@@ -61,6 +62,7 @@ class BatchResult:
     duplicates_in_batch: int = 0
     rejected: list[tuple[GenerationEvent, str]] = field(default_factory=list)
     scores: int = 0
+    unsampled: int = 0  # stored, not embedded or scored: the sampler left them out
     cache: CacheCounts = field(default_factory=CacheCounts)  # texts and images of this batch
 
 
@@ -79,6 +81,9 @@ class Pipeline:
     content. ``export`` (optional) is handed the events and score rows of each batch once they
     are stored (:meth:`streams.otel_export.EvaluationExporter.offer`); it must not block. The
     column-wise path (:meth:`process_columns`) exports nothing.
+    ``sampler`` (optional; the worker's, see :mod:`streams.sampling`): every new event is
+    stored, but only those it draws are embedded and scored; each event and score row carries
+    its inclusion probability. Without one every event is scored (replay, the guardrail API).
     """
 
     def __init__(
@@ -94,6 +99,7 @@ class Pipeline:
         pseudonyms: Pseudonyms | None = None,
         content: ContentPolicy | None = None,
         export: ExportScores | None = None,
+        sampler: Sampler | None = None,
     ) -> None:
         self._embedders = as_field_embedders(embedder)
         self._bank = bank
@@ -106,6 +112,7 @@ class Pipeline:
         self._content = content if content is not None and not content.is_raw else None
         self._store_windows = content is None or content.store_windows
         self._export = export
+        self._sampler = sampler
 
     @property
     def embedder_id(self) -> str:
@@ -120,6 +127,11 @@ class Pipeline:
     @property
     def embedders(self) -> FieldEmbedders:
         return self._embedders
+
+    @property
+    def sampler(self) -> Sampler | None:
+        """The sampler deciding which events are scored (None: every event)."""
+        return self._sampler
 
     @property
     def cache(self) -> EmbeddingCache | None:
@@ -208,7 +220,9 @@ class Pipeline:
 
         ``precomputed`` maps an event id to vectors already computed by this pipeline's
         embedders (``{"output.text": [...]}``): those fields skip the model (the replay fast
-        path for logs that carry embeddings) and count as one window. Raises
+        path for logs that carry embeddings) and count as one window. With a sampler, events
+        it does not draw are stored without embeddings or scores (their images are not
+        loaded, so an unreadable image of such an event is not rejected). Raises
         :class:`storage.errors.StorageUnavailable` when nothing could be written; the caller
         retries the whole batch (which is safe: stored events are skipped).
         """
@@ -224,12 +238,13 @@ class Pipeline:
         stored = self._writer.existing_event_ids(unique)
         result.skipped_existing = len(stored)
         given = precomputed or {}
+        fresh = [e for e in unique.values() if e.event_id not in stored]
+        probability, unsampled = self._sample(fresh)
         images: dict[str, Image.Image] = {}
         accepted: list[GenerationEvent] = []
-        for event in unique.values():
-            if event.event_id in stored:
-                continue
-            needs_image = event.output.image and "output.image" not in given.get(event.event_id, {})
+        for event in fresh:
+            needs_image = (event.event_id not in unsampled and event.output.image
+                           and "output.image" not in given.get(event.event_id, {}))  # fmt: skip
             if needs_image:
                 loaded = load_event_image(event, self._image_policy)
                 if isinstance(loaded, str):
@@ -239,8 +254,15 @@ class Pipeline:
             accepted.append(event)
         if not accepted:
             return result
-        batch = self._build(accepted, images, given, result)
+        drawn = [e for e in accepted if e.event_id not in unsampled]
+        batch = self._build(drawn, images, given, result, probability) if drawn else WriteBatch()
+        batch.events.extend(
+            _event_row(e, self._embedders.id, self._content, probability.get(e.event_id, 1.0))
+            for e in accepted
+        )
+        batch.unsampled = {e.event_id for e in accepted if e.event_id in unsampled}
         result.scores = len(batch.scores)
+        result.unsampled = len(batch.unsampled)
         result.written = self._writer.write(batch)
         if self._export is not None:  # only once stored: a batch that is retried exports once
             try:
@@ -249,13 +271,26 @@ class Pipeline:
                 log.exception("exporting the scores of a stored batch failed")
         return result
 
+    def _sample(self, events: list[GenerationEvent]) -> tuple[dict[str, float], set[str]]:
+        """Each event's inclusion probability (where below 1), and the ids not drawn."""
+        if self._sampler is None or not events:
+            return {}, set()
+        sampler = self._sampler
+        probability = {e.event_id: p for e, p in zip(events, sampler.probabilities(events),
+                                                       strict=True) if p < 1.0}  # fmt: skip
+        unsampled = {e.event_id for e in events if e.event_id in probability
+                     and not sampler.in_sample(e, probability[e.event_id])}  # fmt: skip
+        return probability, unsampled
+
     def _build(
         self,
         events: list[GenerationEvent],
         images: dict[str, Image.Image],
         given: Mapping[str, Mapping[str, Sequence[Any]]],
         result: BatchResult,
+        probability: Mapping[str, float],
     ) -> WriteBatch:
+        """Embeddings and score rows of ``events`` (the events' own rows are the caller's)."""
         bank = self._bank()
         batch = WriteBatch()
         slices = {e.event_id: self._slice_values(e) for e in events}
@@ -292,7 +327,7 @@ class Pipeline:
                         batch.scores.append(ScoreRow(
                             event.event_id, signal.name, signal.version, event.timestamp,
                             event.model, event.model_version, score, flagged,
-                            slices[event.event_id],
+                            slices[event.event_id], probability.get(event.event_id, 1.0),
                         ))  # fmt: skip
                         if self._groups:
                             per_event.setdefault(event.event_id, {})[signal.name] = (score, flagged)
@@ -305,9 +340,8 @@ class Pipeline:
                         batch.scores.append(ScoreRow(
                             event.event_id, sg.name, sg.version, event.timestamp,
                             event.model, event.model_version, score, flagged,
-                            slices[event.event_id],
+                            slices[event.event_id], probability.get(event.event_id, 1.0),
                         ))  # fmt: skip
-        batch.events.extend(_event_row(e, self._embedders.id, self._content) for e in events)
         return batch
 
     def _slice_values(self, event: GenerationEvent) -> dict[str, str]:
@@ -379,7 +413,10 @@ def _policy_texts(table: pa.Table, content: ContentPolicy) -> pa.Table:
 
 
 def _event_row(
-    event: GenerationEvent, embedder_id: str, content: ContentPolicy | None = None
+    event: GenerationEvent,
+    embedder_id: str,
+    content: ContentPolicy | None = None,
+    inclusion_probability: float = 1.0,
 ) -> EventRow:
     prompt, output = event.prompt.text or "", event.output.text or ""
     attributes = dict(event.attributes)
@@ -409,4 +446,5 @@ def _event_row(
         session_id=event.session_id or "",
         input_tokens=event.usage.input_tokens,
         output_tokens=event.usage.output_tokens,
+        inclusion_probability=inclusion_probability,
     )

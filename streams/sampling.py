@@ -23,7 +23,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streams.events import GenerationEvent
 
@@ -48,23 +49,37 @@ def unit_draw(key: str, salt: str = "") -> float:
     return int.from_bytes(digest, "big") / _DRAW_SCALE
 
 
-@dataclass(frozen=True)
-class SamplingConfig:
-    """What share of events is scored. ``rate`` 1 with no cap: every event (the default)."""
+class SamplingConfig(BaseModel):
+    """What share of events is scored. ``rate`` 1 with no cap: every event (the default).
 
-    rate: float = 1.0
-    max_events_per_s: float = 0.0
-    """Cap on the events scored per second by this worker (0: none)."""
-    version_floor_per_min: float = 30.0
-    """A model version is scored at least this often a minute, up to all of its events."""
-    salt: str = ""
-    """Changes which units are drawn (the same salt on every worker keeps them consistent)."""
+    :mod:`telltale.settings` binds it to ``TELLTALE_SAMPLE_*``."""
 
-    def __post_init__(self) -> None:
+    model_config = ConfigDict(frozen=True)
+
+    rate: float = Field(
+        default=1.0, description="inclusion probability of an event's unit, in (0, 1]"
+    )
+    max_events_per_s: float = Field(
+        default=0.0, description="cap on the events scored per second by one worker (0: none)"
+    )
+    version_floor_per_min: float = Field(
+        default=30.0,
+        description="a model version is scored at least this often a minute, up to all of its "
+        "events",
+    )
+    salt: str = Field(
+        default="",
+        description="changes which units are drawn (the same salt on every worker keeps them "
+        "consistent)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SamplingConfig:
         if not 0.0 < self.rate <= 1.0:
             raise ValueError(f"sampling rate {self.rate} is not within (0, 1]")
         if self.max_events_per_s < 0 or self.version_floor_per_min < 0:
             raise ValueError("max_events_per_s and version_floor_per_min must not be negative")
+        return self
 
     @property
     def samples(self) -> bool:

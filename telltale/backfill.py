@@ -28,6 +28,7 @@ from storage import (
     count_embeddings,
     count_texts,
     event_slice_sources,
+    inclusion_probabilities,
     iter_texts,
 )
 from streams import SliceConfig, Slicer
@@ -80,18 +81,23 @@ def backfill(
     """Score every stored event of ``signal``'s field not yet scored by this version.
 
     Score rows carry the events' slice values (``slicer``; default ``app`` only), made from the
-    stored events' ``app`` and ``attributes`` as the pipeline makes them.
+    stored events' ``app`` and ``attributes`` as the pipeline makes them, and their inclusion
+    probability (a sampling worker stored it with each event), so back-filled rates are
+    weighted as the worker's are.
     """
     slicer = slicer or Slicer(SliceConfig())
     writer = ClickHouseWriter(client)
     scored = flagged = 0
     for rows, result in _scored_chunks(client, signal, since, until, chunk):
-        sources = event_slice_sources(client, [r.event_id for r in rows])
+        ids = [r.event_id for r in rows]
+        sources = event_slice_sources(client, ids)
+        probability = inclusion_probabilities(client, ids)
         batch = WriteBatch(scores=[
             ScoreRow(r.event_id, signal.name, signal.version, r.timestamp, r.model,
                      r.model_version, float(result.probabilities[i, 0]),
                      bool(result.flagged[i, 0]),
-                     slicer.values_of(*sources.get(r.event_id, ("", {}))))
+                     slicer.values_of(*sources.get(r.event_id, ("", {}))),
+                     probability.get(r.event_id, 1.0))
             for i, r in enumerate(rows)
         ])  # fmt: skip
         writer.write(batch)

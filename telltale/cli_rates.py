@@ -22,6 +22,7 @@ from telltale.cli_common import (
     print_json,
 )
 from telltale.cli_usage import usage_rates
+from telltale.sampled_rates import effective_for_correction, weigh_rates
 
 __all__ = ["rates"]
 
@@ -91,6 +92,8 @@ def rates(
                 until=parse_time(until), bucket=bucket,
             )  # fmt: skip
             docs = [{**r.as_dict(), **_wilson(r.failures, r.events)} for r in rows]
+            weigh_rates(client, docs, signal=signal, model=model, since=parse_time(since),
+                        until=parse_time(until), bucket=bucket)  # fmt: skip
             if corrected:
                 _add_corrected(client, docs, Span(bucket, model, parse_time(since),
                                                   parse_time(until)))  # fmt: skip
@@ -104,10 +107,15 @@ def rates(
     for d in docs:
         table.add_row(
             d["signal"], d["model"], d["model_version"], d["bucket"] or "all", str(d["events"]),
-            str(d["failures"]), f"{d['rate']:.2%}",
+            _count(d["failures"]), f"{d['rate']:.2%}",
             *([_corrected_cell(d)] if corrected else []),
         )  # fmt: skip
     Console(width=200).print(table)
+
+
+def _count(value: float) -> str:
+    """A count as printed: whole, or an estimate to one decimal (a sampled row's failures)."""
+    return str(value) if isinstance(value, int) else f"{value:.1f}"
 
 
 def _wilson(failures: int, events: int) -> dict[str, float]:
@@ -159,10 +167,10 @@ def _add_corrected(client: Any, docs: list[dict[str, Any]], span: Span) -> None:
         found = errors[d["signal"]]
         key = (d["signal"], d["model"], d["model_version"], _row_values(d, span.by))
         effective = None if d.get("merged") else worth.get(key)  # merged cells: not grouped
+        events, failures, effective = effective_for_correction(d, effective)
         d.update(
             no_audit_fields() if found is None
-            else found.correct(d["model_version"], d["events"], d["failures"],
-                               effective_events=effective)
+            else found.correct(d["model_version"], events, failures, effective_events=effective)
         )  # fmt: skip
 
 
@@ -237,6 +245,7 @@ def _slice_rows(found: list[tuple[list[str], Any]], *, merged: bool) -> list[dic
                 "by": grouping, "values": list(c.values),
                 "slice": slice_label(tuple(grouping), c.values), "signal": c.signal,
                 "model": c.model, "model_version": c.model_version, "events": c.events,
+                "scored": c.events,  # slice rows count the scored events (unweighted)
                 "failures": c.failures, "rate": c.failures / c.events if c.events else 0.0,
                 "rate_low": low, "rate_high": high,
                 "merged": merged and all(v == OTHER_SLICE for v in c.values),

@@ -2,8 +2,8 @@
 
 Each package declares its own typed configuration as a plain pydantic model and reads no
 environment: ``streams.settings.KafkaConfig`` and ``WorkerConfig``, ``streams.otlp.OtlpConfig``,
-``streams.overload.OverloadConfig``,
-``streams.slices.SliceConfig``, ``signals.open_clip_embedder.EmbedderConfig``,
+``streams.overload.OverloadConfig``, ``streams.slices.SliceConfig``,
+``streams.sampling.SamplingConfig``, ``signals.open_clip_embedder.EmbedderConfig``,
 ``signals.text_embedder.TextEmbedderConfig``, ``alerts.settings.MonitorConfig`` and
 ``NotifyConfig``, ``dashboards.settings.GrafanaConfig``. This module binds each to its
 environment variables by subclassing it together with pydantic-settings' ``BaseSettings``
@@ -43,6 +43,7 @@ from streams import (
     OtelExportConfig,
     OtlpConfig,
     OverloadConfig,
+    SamplingConfig,
     SliceConfig,
     WorkerConfig,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "OtlpSettings",
     "OverloadSettings",
     "RetentionSettings",
+    "SamplingSettings",
     "ServeSettings",
     "Settings",
     "SettingsError",
@@ -156,6 +158,14 @@ class SliceSettings(BaseSettings, SliceConfig):
     )
 
 
+class SamplingSettings(BaseSettings, SamplingConfig):
+    """``TELLTALE_SAMPLE_*``: the share of events the worker embeds and scores
+    (``TELLTALE_SAMPLE_RATE``, ``TELLTALE_SAMPLE_MAX_EVENTS_PER_S``); every event is still
+    counted. Replay and ``telltale serve``'s API never sample."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_SAMPLE_", extra="ignore")
+
+
 class _LegacyDetectorEnv(EnvSettingsSource):
     """The detector settings' older names, ``TELLTALE_MONITOR_SPIKE_*``, ``_CUSUM_*`` and
     ``_DRIFT_*`` (``alerts.LEGACY_PREFIXES``): read after, and overridden by, the current ones."""
@@ -216,6 +226,7 @@ class Settings(BaseModel):
     images: ImagesSettings = Field(default_factory=ImagesSettings)
     worker: WorkerConfig = Field(default_factory=WorkerSettings)
     overload: OverloadConfig = Field(default_factory=OverloadSettings)
+    sampling: SamplingConfig = Field(default_factory=SamplingSettings)
     slices: SliceConfig = Field(default_factory=SliceSettings)
     groups: GroupSettings = Field(default_factory=GroupSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
@@ -252,6 +263,7 @@ _SECTIONS: dict[str, type[BaseSettings]] = {
     "images": ImagesSettings,
     "worker": WorkerSettings,
     "overload": OverloadSettings,
+    "sampling": SamplingSettings,
     "slices": SliceSettings,
     "groups": GroupSettings,
     "audit": AuditSettings,

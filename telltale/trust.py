@@ -118,7 +118,7 @@ class SignalErrors:
         return self.pooled, "all audited versions"
 
     def correct(
-        self, model_version: str | None, events: int, failures: int,
+        self, model_version: str | None, events: int, failures: float,
         effective_events: float | None = None,
     ) -> dict[str, Any]:  # fmt: skip
         """The ``corrected_*`` fields of one rate row (``effective_events``: see

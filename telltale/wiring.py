@@ -77,7 +77,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Parts",
-    "build_sampler",
     "feedback_rows",
     "image_policy",
     "kafka_security",
@@ -252,7 +251,10 @@ def make_parts(
     writer: ClickHouseWriter | None = None,
     *,
     worker: bool = False,
+    sampler: Sampler | None = None,
 ) -> Parts:
+    """The parts over ``client``. ``worker``: the Kafka worker's image policy and sampler
+    (``sampler`` if given: the one its overload control and health pages read)."""
     embedders = make_embedders(settings.embedder, settings.text_embedder)
     store = ClickHouseSignalStore(client)
     signals = LiveSignals(
@@ -261,14 +263,23 @@ def make_parts(
         retrain_cooldown_s=settings.worker.retrain_cooldown_s,
     )  # fmt: skip
     exporter = make_exporter(settings)
+    if sampler is None and worker:
+        sampler = make_sampler(settings.sampling)
     pipeline = Pipeline(
         embedders, signals, writer or ClickHouseWriter(client),
         image_policy(settings.images, worker=worker), cache=make_cache(settings.cache, client),
         slicer=make_slicer(settings.slices, client), groups=make_groups(settings.groups, client),
         pseudonyms=pseudonyms(settings), content=content_policy(settings),
-        export=exporter.offer if exporter is not None else None,
+        export=exporter.offer if exporter is not None else None, sampler=sampler,
     )  # fmt: skip
     return Parts(client, embedders, signals, pipeline, exporter)
+
+
+def make_sampler(settings: SamplingConfig) -> Sampler:
+    """The worker's sampler (``TELLTALE_SAMPLE_*``; at the defaults it draws every event, and
+    the overload control can still lower its load factor). Only the Kafka worker samples:
+    replay and the guardrail API score every event."""
+    return Sampler(settings)
 
 
 def make_exporter(settings: Settings) -> EvaluationExporter | None:
@@ -307,16 +318,6 @@ def pseudonyms(settings: Settings) -> Pseudonyms | None:
     return Pseudonyms(key) if key is not None else None
 
 
-def build_sampler(settings: Settings) -> Sampler:
-    """The worker's sampler: what share of events is embedded and scored; the overload control
-    (``TELLTALE_SAMPLE_MAX_LAG_S``) lowers its rate while the worker falls behind.
-
-    Every event for now (``SamplingConfig()``): the ``TELLTALE_SAMPLE_*`` sampling section
-    replaces the default config here when it lands."""
-    del settings
-    return Sampler(SamplingConfig())
-
-
 class _WorkerParts:
     """What one worker process builds once, on its pipeline thread: client, model, signals.
 
@@ -328,8 +329,10 @@ class _WorkerParts:
         settings: Settings,
         build: Callable[[], Parts] | None = None,
         metrics: WorkerMetrics | None = None,
+        sampler: Sampler | None = None,
     ) -> None:
         self._settings = settings
+        self._sampler = sampler
         self._build = build
         self._metrics = metrics
         self._pipeline: Pipeline | None = None
@@ -352,7 +355,8 @@ class _WorkerParts:
     def _own_parts(self) -> Parts:
         client = make_client(self._settings.clickhouse)
         counters = None if self._metrics is None else self._metrics.counters
-        return make_parts(self._settings, client, MeteredWriter(client, counters), worker=True)
+        return make_parts(self._settings, client, MeteredWriter(client, counters), worker=True,
+                          sampler=self._sampler)  # fmt: skip
 
     def refresh_gauges(self, gauges: StorageGauges) -> None:
         """Read the storage gauges of ``/metrics`` (on the pipeline thread, between batches)."""
@@ -406,18 +410,21 @@ def make_worker_app(
     storage is misconfigured (for a health endpoint). Without ``metrics`` and with a health
     port, the worker has its own registry, with the storage gauges
     (:mod:`telltale.storage_gauges`), on ``/metrics`` there; without either, no metrics.
-    ``sampler`` (:func:`build_sampler` by default) is on the health pages and the overload
-    control (``TELLTALE_SAMPLE_MAX_LAG_S``) sets its rate.
+    ``sampler`` (:func:`make_sampler` by default, the one the worker's own pipeline draws
+    with; none with ``build``: shared parts never sample) is on the health pages, and the
+    overload control (``TELLTALE_SAMPLE_MAX_LAG_S``) sets its load factor.
     """
     kafka = settings.kafka
     # A wrong password stops the worker here, before it joins the group: nothing is consumed.
     check_credentials(kafka.bootstrap, kafka.security)
     check_export(settings.otel_export, kafka)  # so does an export onto the worker's own topics
     worker = settings.worker
+    if sampler is None and build is None:
+        sampler = make_sampler(settings.sampling)
     refresh: Callable[[], None] | None = None
     if metrics is None and worker.health_port:
         metrics = WorkerMetrics(cap=VersionCap(worker.metrics_max_versions))
-        parts = _WorkerParts(settings, build, metrics)
+        parts = _WorkerParts(settings, build, metrics, sampler)
         gauges = StorageGauges(metrics.registry, metrics.counters.cap, settings.audit,
                                worker.metrics_rate_window_s)  # fmt: skip
 
@@ -426,7 +433,7 @@ def make_worker_app(
 
         refresh = refresh_gauges
     else:
-        parts = _WorkerParts(settings, build, metrics)
+        parts = _WorkerParts(settings, build, metrics, sampler)
     return build_app(
         kafka,
         worker,
@@ -440,6 +447,6 @@ def make_worker_app(
         redact_payload=free_text_policy(settings),
         metrics=metrics,
         refresh_metrics=refresh,
-        sampler=sampler if sampler is not None else build_sampler(settings),
+        sampler=sampler,
         overload=settings.overload,
     )

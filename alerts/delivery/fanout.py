@@ -12,8 +12,10 @@ One failing notifier never stops the others, and never costs them a duplicate:
   is logged as an error and not resent: sending it again cannot succeed.
 
 Owed messages are held in memory (at most ``owed_limit`` per notifier; the oldest is dropped,
-with an error logged, beyond that): a monitor that restarts while one service is down does not
-resend to it what the others delivered.
+with an error logged, beyond that) and, with a :class:`OwedLedger` (:meth:`FanOutNotifier.keep_in`;
+the monitor gives it one over ClickHouse, :mod:`storage.owed`), written down as they are owed
+and settled, so a monitor that restarts while one service is down still resends to it what the
+others delivered.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
 from alerts.delivery.incident import Action
@@ -32,7 +34,7 @@ from alerts.errors import NotifyError
 from alerts.settings import NotifyConfig
 from storage import DetectionRow
 
-__all__ = ["FanOutNotifier", "OwesMessages", "build_notifier"]
+__all__ = ["FanOutNotifier", "OwedLedger", "OwesMessages", "build_notifier"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,18 @@ class OwesMessages(Protocol):
     def retry_owed(self) -> int: ...
 
 
+class OwedLedger(Protocol):
+    """Where owed messages are written down, to outlive the process."""
+
+    def owe(self, notifier: str, action: Action, detection: DetectionRow) -> None: ...
+
+    def settle(self, notifier: str, action: Action, detection: DetectionRow) -> None: ...
+
+    def owed(self) -> Iterable[tuple[str, Action, DetectionRow]]:
+        """What is still owed, oldest first."""
+        ...
+
+
 class FanOutNotifier:
     """Deliver each message to every named notifier (see the module docstring)."""
 
@@ -55,6 +69,21 @@ class FanOutNotifier:
         self._notifiers = dict(notifiers)
         self._owed: dict[str, deque[tuple[Action, DetectionRow]]] = {n: deque() for n in notifiers}
         self._limit = owed_limit
+        self._ledger: OwedLedger | None = None
+
+    def keep_in(self, ledger: OwedLedger) -> int:
+        """Write owed messages down in ``ledger`` from now on, and take back what it holds
+        (owed before a restart) for the notifiers this fan-out still has; returns how many."""
+        self._ledger = ledger
+        taken = 0
+        for name, action, detection in ledger.owed():
+            if name not in self._owed:  # a notifier no longer configured: nothing to send with
+                ledger.settle(name, action, detection)
+                continue
+            if (action, detection) not in self._owed[name]:
+                self._owed[name].append((action, detection))
+                taken += 1
+        return taken
 
     def __repr__(self) -> str:
         return f"FanOutNotifier({', '.join(self._notifiers)})"
@@ -115,6 +144,8 @@ class FanOutNotifier:
                 log.error("%s rejected owed %s of %s: %s; not resent",
                           name, action, row.detection_id, exc)  # fmt: skip
             owed.popleft()
+            if self._ledger is not None:
+                self._ledger.settle(name, action, row)
 
     def _owe(self, name: str, action: Action, detection: DetectionRow) -> None:
         owed = self._owed[name]
@@ -122,7 +153,11 @@ class FanOutNotifier:
             action_lost, lost = owed.popleft()
             log.error("%s owes more than %d messages: dropped %s of %s",
                       name, self._limit, action_lost, lost.detection_id)  # fmt: skip
+            if self._ledger is not None:
+                self._ledger.settle(name, action_lost, lost)
         owed.append((action, detection))
+        if self._ledger is not None:
+            self._ledger.owe(name, action, detection)
 
 
 def build_notifier(

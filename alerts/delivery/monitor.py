@@ -22,8 +22,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from alerts.delivery.fanout import OwesMessages
+from alerts.delivery.fanout import FanOutNotifier, OwesMessages
 from alerts.delivery.notify import Notifier
+from alerts.delivery.owed_ledger import ClickHouseOwedLedger
 from alerts.errors import NotifyError
 from alerts.settings import MonitorConfig, NotifyConfig
 from alerts.tracks import (
@@ -134,6 +135,7 @@ class Monitor:
         self._watermark: datetime | None = None
         self._rewind = threading.Event()
         self._seen_until: datetime | None = None
+        self._ledger_kept = False
 
     @property
     def position(self) -> datetime | None:
@@ -241,6 +243,12 @@ class Monitor:
     def _notify(
         self, book: DetectionBook, notifier: Notifier, now: datetime, report: CycleReport
     ) -> None:
+        if isinstance(notifier, FanOutNotifier) and not self._ledger_kept:
+            # Owed messages outlive a restart: take back what the last run still owed.
+            taken = notifier.keep_in(ClickHouseOwedLedger(self._client))
+            self._ledger_kept = True
+            if taken:
+                log.warning("resending %d message(s) owed before the restart", taken)
         if isinstance(notifier, OwesMessages):
             # What one of several notifiers could not deliver earlier (alerts.delivery.fanout).
             notifier.retry_owed()

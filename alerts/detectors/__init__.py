@@ -15,6 +15,7 @@ from alerts.detectors.confidence import (
     newcombe_interval,
     rate_confidence_sequence,
     wilson_interval,
+    wilson_interval_of_rate,
 )
 from alerts.detectors.counts import check_counts
 from alerts.detectors.degradation import (
@@ -76,6 +77,7 @@ __all__ = [
     "rate_confidence_sequence",
     "seasonal_reference_spans",
     "wilson_interval",
+    "wilson_interval_of_rate",
 ]
 
 if TYPE_CHECKING:  # each detector against the protocol, with what one observation is (mypy)

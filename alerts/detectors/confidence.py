@@ -7,7 +7,12 @@ import math
 
 from alerts.detectors.counts import check_counts
 
-__all__ = ["newcombe_interval", "rate_confidence_sequence", "wilson_interval"]
+__all__ = [
+    "newcombe_interval",
+    "rate_confidence_sequence",
+    "wilson_interval",
+    "wilson_interval_of_rate",
+]
 
 
 def rate_confidence_sequence(
@@ -92,6 +97,24 @@ def wilson_interval(k: int, n: int, z: float = _Z95) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def wilson_interval_of_rate(rate: float, n: float, z: float = _Z95) -> tuple[float, float]:
+    """The Wilson interval of an estimated ``rate`` worth ``n`` independent events (``n`` need
+    not be whole: a weighted sample's effective size); ``(0, 1)`` when ``n`` is 0.
+
+    >>> low, high = wilson_interval_of_rate(0.1, 100.0)
+    >>> (round(low, 4), round(high, 4)) == tuple(round(b, 4) for b in wilson_interval(10, 100))
+    True
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate {rate} is not within [0, 1]")
+    denom = 1 + z * z / n
+    centre = (rate + z * z / (2 * n)) / denom
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
 
 

@@ -56,6 +56,7 @@ from telltale.wiring import (
     make_client,
     make_notifier,
     make_parts,
+    make_sampler,
     make_worker_app,
     pseudonyms,
 )
@@ -207,7 +208,7 @@ class _WorkerAndMonitor:
             Pipeline(parts.embedders, parts.signals,
                      _WatchedWriter(client, monitored.saw_events_at, self._metrics.counters),
                      pseudonyms=pseudonyms(settings), content=content_policy(settings),
-                     export=export),
+                     export=export, sampler=make_sampler(settings.sampling)),
             parts.exporter,
         )  # fmt: skip
         app = make_worker_app(settings, build=lambda: shared, metrics=self._metrics)

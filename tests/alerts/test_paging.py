@@ -29,14 +29,16 @@ from typer.testing import CliRunner
 
 from alerts.delivery.fanout import FanOutNotifier, build_notifier
 from alerts.delivery.monitor import Monitor
+from alerts.delivery.owed_ledger import ClickHouseOwedLedger
 from alerts.delivery.pagerduty import PagerDutyNotifier, pagerduty_event
 from alerts.delivery.slack import SlackNotifier, slack_message
 from alerts.errors import NotifyError
 from alerts.settings import MonitorConfig, NotifyConfig
 from storage import DetectionRow
 from storage.client import connect
-from storage.detections import list_detections
+from storage.detections import insert_detections, list_detections
 from storage.migrate import migrate
+from storage.owed import list_owed
 from telltale.cli_alerts import monitor
 
 ROUTING_KEY = "R0UT1NGk3y0000000000000000009999"  # 32 characters, as PagerDuty's keys
@@ -339,6 +341,44 @@ def test_retry_owed_resends_without_a_new_message() -> None:
         assert fanout.retry_owed() == 0  # back: delivered
     assert [r["text"].split()[1] for r in slack.requests] == ["FIRING"] * 3
     assert slack.invalid == []
+
+
+def test_owed_messages_outlive_a_restart(ch: Any) -> None:
+    """Slack is down when PagerDuty delivers: the owed message is written down, a new fan-out
+    (a restarted monitor) takes it back and sends it once Slack is up, and then owes nothing."""
+    firing = incident()
+    insert_detections(ch, [firing])
+    with service("slack") as slack, service("pagerduty") as pd:
+        to_slack, _ = _slack(slack.url(SLACK_PATH), max_attempts=1)
+        pagerduty, _ = _pagerduty(pd.url())
+        before = FanOutNotifier({"pagerduty": pagerduty, "slack": to_slack})
+        assert before.keep_in(ClickHouseOwedLedger(ch)) == 0
+        slack.answers = [(503, "", {})]
+        before.send("trigger", firing)
+        assert before.owed() == {"pagerduty": 0, "slack": 1}
+        assert [(o.notifier, o.action, o.detection_id) for o in list_owed(ch)] == [
+            ("slack", "trigger", firing.detection_id)]  # fmt: skip
+
+        after = FanOutNotifier({"pagerduty": pagerduty, "slack": to_slack})  # the restart
+        assert after.keep_in(ClickHouseOwedLedger(ch)) == 1
+        assert after.retry_owed() == 0
+        assert list_owed(ch) == []
+        assert FanOutNotifier({"slack": to_slack}).keep_in(ClickHouseOwedLedger(ch)) == 0
+    assert [r["text"].split()[1] for r in slack.requests] == ["FIRING", "FIRING"]
+    assert [r["event_action"] for r in pd.requests] == ["trigger"]  # PagerDuty: once
+    assert slack.invalid == []
+
+
+def test_an_owed_message_for_a_gone_detection_or_notifier_is_settled(ch: Any) -> None:
+    ledger = ClickHouseOwedLedger(ch)
+    kept, gone = incident(), replace(incident(), detection_id="erased")
+    insert_detections(ch, [kept])
+    ledger.owe("slack", "trigger", gone)  # its detection is not stored (erased, expired)
+    ledger.owe("webhook", "trigger", kept)  # a notifier no longer configured
+    with service("slack") as slack:
+        to_slack, _ = _slack(slack.url(SLACK_PATH), max_attempts=1)
+        assert FanOutNotifier({"slack": to_slack}).keep_in(ledger) == 0
+    assert list_owed(ch) == [] and slack.requests == []
 
 
 def test_one_notifier_is_not_wrapped_and_none_is_none() -> None:

@@ -4,6 +4,8 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from signals.live import LiveSignals
 from signals.open_clip_embedder import OpenClipEmbedder
 from signals.spec import Examples, SignalSpec
@@ -137,3 +139,64 @@ def test_signals_of_another_embedder_are_not_applied(
         ClickHouseWriter(ch),
     )
     assert pipeline.process([event(1, text="x")]).scores == 0
+
+
+def test_a_sampling_pipeline_stores_every_event_and_scores_whole_users(
+    ch: Any, tiny_embedder: OpenClipEmbedder
+) -> None:
+    from prometheus_client import CollectorRegistry
+    from sampled_traffic import run, sampling_pipeline, traffic
+
+    from streams.metrics import MeteredWriter, SignalCounters, VersionCap
+    from streams.sampling import Sampler, SamplingConfig
+
+    counters = SignalCounters(CollectorRegistry(), "t", VersionCap(), "the test")
+    sampler = Sampler(SamplingConfig(rate=0.25, version_floor_per_min=30), clock=lambda: 0.0)
+    pipeline = sampling_pipeline(ch, tiny_embedder, sampler, MeteredWriter(ch, counters))
+    big = traffic(200, 5, 0.2)
+    small = traffic(6, 2, 0.2, version="v2", seed=4)  # 12 events a minute, under the floor
+    results = run(pipeline, big[:300] + small + big[300:])
+    assert sum(r.written for r in results) == len(big) + len(small)
+
+    p = dict(ch.query("SELECT event_id, inclusion_probability FROM events FINAL").result_rows)
+    scored = {r[0] for r in ch.query("SELECT DISTINCT event_id FROM signal_scores").result_rows}
+    embedded = {r[0] for r in ch.query("SELECT DISTINCT event_id FROM embeddings").result_rows}
+    assert len(p) == len(big) + len(small) and embedded == scored
+    assert sum(r.unsampled for r in results) == len(p) - len(scored)
+    # the same user is in or out together
+    drawn = {e.user_id: e.event_id in scored for e in big}
+    assert all(drawn[e.user_id] == (e.event_id in scored) for e in big)
+    assert 0.15 < sum(drawn.values()) / len(drawn) < 0.35
+    assert all(p[e.event_id] == pytest.approx(0.25) for e in big)
+    # the small version is scored whole, at probability 1
+    assert all(e.event_id in scored and p[e.event_id] == 1.0 for e in small)
+    # every score row carries its event's probability
+    rows = ch.query("SELECT event_id, inclusion_probability FROM signal_scores FINAL").result_rows
+    assert all(q == p[e] for e, q in rows)
+    # the worker's counters: every event seen once, scored only when drawn
+    registry = counters.events_scored
+    total = sum(s.value for m in registry.collect() for s in m.samples
+                if s.name.endswith("_total"))  # fmt: skip
+    assert total == len(scored)
+
+
+def test_a_sampler_at_its_defaults_changes_nothing(
+    ch: Any, tiny_embedder: OpenClipEmbedder
+) -> None:
+    from sampled_traffic import run, sampling_pipeline, traffic
+
+    from streams.sampling import Sampler, SamplingConfig
+
+    pipeline = sampling_pipeline(ch, tiny_embedder, Sampler(SamplingConfig()))
+    events = traffic(40, 3, 0.2)
+    results = run(pipeline, events, batch=64)
+    assert sum(r.unsampled for r in results) == 0
+    counts = table_counts(ch)
+    assert counts.events == len(events) and counts.scores == 2 * len(events)
+    probabilities = ch.query(
+        "SELECT DISTINCT inclusion_probability FROM signal_scores FINAL UNION DISTINCT "
+        "SELECT DISTINCT inclusion_probability FROM events FINAL"
+    ).result_rows
+    assert probabilities == [(1.0,)]
+    rates = {r.signal: r for r in failure_rates(ch)}
+    assert rates["tickers"].events == len(events)

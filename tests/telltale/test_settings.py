@@ -288,3 +288,24 @@ def test_nothing_below_telltale_reads_the_environment() -> None:
                     ):  # fmt: skip
                         offenders.append(f"{path.relative_to(REPO)}:{node.lineno}: {name}")
     assert offenders == []
+
+
+def test_sample_settings_reach_the_worker_pipeline_only(
+    monkeypatch: pytest.MonkeyPatch, tiny_env: dict[str, str], ch: object
+) -> None:
+    from telltale.settings import load_settings
+    from telltale.wiring import make_parts
+
+    monkeypatch.setenv("TELLTALE_SAMPLE_RATE", "0.25")
+    monkeypatch.setenv("TELLTALE_SAMPLE_MAX_EVENTS_PER_S", "50")
+    monkeypatch.setenv("TELLTALE_SAMPLE_SALT", "s1")
+    settings = load_settings()
+    assert (settings.sampling.rate, settings.sampling.max_events_per_s) == (0.25, 50.0)
+    assert settings.sampling.version_floor_per_min == 30.0 and settings.sampling.salt == "s1"
+    worker = make_parts(settings, ch, worker=True).pipeline.sampler  # type: ignore[arg-type]
+    assert worker is not None and worker.config == settings.sampling
+    # replay and the guardrail API build their pipeline without worker=True: no sampler
+    assert make_parts(settings, ch).pipeline.sampler is None  # type: ignore[arg-type]
+    monkeypatch.setenv("TELLTALE_SAMPLE_RATE", "1.5")
+    with pytest.raises(ValueError, match="sampling"):
+        load_settings()
