@@ -410,9 +410,10 @@ def make_worker_app(
     storage is misconfigured (for a health endpoint). Without ``metrics`` and with a health
     port, the worker has its own registry, with the storage gauges
     (:mod:`telltale.storage_gauges`), on ``/metrics`` there; without either, no metrics.
-    ``sampler`` (:func:`make_sampler` by default, the one the worker's own pipeline draws
-    with; none with ``build``: shared parts never sample) is on the health pages, and the
-    overload control (``TELLTALE_SAMPLE_MAX_LAG_S``) sets its load factor.
+    ``sampler`` is the one the worker's pipeline draws with (by default :func:`make_sampler`'s,
+    given to the pipeline this function builds; with ``build``, the caller's, or none): its rate
+    is on the health pages and the overload control (``TELLTALE_SAMPLE_MAX_LAG_S``) sets its
+    load factor.
     """
     kafka = settings.kafka
     # A wrong password stops the worker here, before it joins the group: nothing is consumed.
