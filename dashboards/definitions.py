@@ -6,9 +6,9 @@
   model's last release, open detections.
 * **Signal drill-down** — rate, score distribution, threshold, recent flagged events.
 * **Prompt drift** — drift statistic against threshold per window, prompt-cluster shares.
-* **Pipeline health** — events/s, dead letters per minute, write latency (ingest lag),
-  generation latency, time since the last event, drift-detector delay. Consumer lag lives in
-  Kafka, not ClickHouse, and a panel says so.
+* **Pipeline health** — events/s, the share of events scored (sampling), dead letters per
+  minute, write latency (ingest lag), generation latency, time since the last event,
+  drift-detector delay. Consumer lag lives in Kafka, not ClickHouse, and a panel says so.
 
 Every dashboard shares the template variables ``app``, ``model``, ``version``, ``signal`` and
 ``slice_key`` (multi-value, with "All"), the release annotations and links to its siblings. The
@@ -43,9 +43,11 @@ VARIABLES: dict[str, tuple[str, q.NamedQuery]] = {
 
 _NOT_IN_CLICKHOUSE = """\
 **Consumer lag is not in ClickHouse.** Consumer-group lag is a Kafka metric; read it from your
-Kafka monitoring. Here, *write latency* (event time to stored row) rises when the worker falls
-behind, and *time since the last event* shows a stalled pipeline: both have alert rules. Dead
-letters are counted here; their payloads are in the Kafka topic `generations.dlq`."""
+Kafka monitoring or the worker's `/metrics` (`telltale_worker_consumer_lag`, and
+`telltale_worker_sampling_rate`: the rate the overload control set). Here, *write latency*
+(event time to stored row) rises when the worker falls behind, and *time since the last event*
+shows a stalled pipeline: both have alert rules. Dead letters are counted here; their payloads
+are in the Kafka topic `generations.dlq`."""
 
 
 def _variable(name: str) -> sdk.QueryVariable:
@@ -327,6 +329,18 @@ def pipeline_health() -> sdk.Dashboard:
                 q.EVENTS_PER_SECOND,
                 description="Events stored per second, by model.",
                 unit="reqps",
+            )
+        )
+        .with_panel(
+            timeseries_panel(
+                "Share of events scored (sampling)",
+                q.SHARE_SCORED,
+                description="Stored events the signals scored, by model and event minute: 1 "
+                "unless the worker samples (TELLTALE_SAMPLE_RATE, or the overload control "
+                "lowering the rate while the worker falls behind, TELLTALE_SAMPLE_MAX_LAG_S). "
+                "The worker's rate in effect is also on /healthz and "
+                "telltale_worker_sampling_rate.",
+                unit="percentunit",
             )
         )
         .with_panel(

@@ -32,6 +32,7 @@ from streams.otel_export import (
     check_export,
 )
 from streams.otlp import OtlpConfig
+from streams.overload import OverloadConfig
 from streams.pipeline import BatchResult, Pipeline
 from streams.privacy import ContentPolicy
 from streams.pseudonyms import Pseudonyms
@@ -77,6 +78,7 @@ __all__ = [
     "OtelExportConfig",
     "OtlpConfig",
     "Output",
+    "OverloadConfig",
     "Pipeline",
     "Prompt",
     "Pseudonyms",

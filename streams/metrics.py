@@ -40,6 +40,7 @@ __all__ = [
     "VersionCap",
     "WorkerMetrics",
     "consumer_lag",
+    "consumer_offsets",
     "counting_decoder",
     "dead_letter_class",
 ]
@@ -227,6 +228,15 @@ class MeteredWriter(ClickHouseWriter):
 async def consumer_lag(app: Any, topics: Iterable[str]) -> dict[tuple[str, int], int]:
     """Per assigned partition of ``topics``: end offset minus the group's committed offset
     (the first offset not yet committed; the earliest offset before any commit)."""
+    return {key: end - committed for key, (end, committed) in
+            (await consumer_offsets(app, topics)).items()}  # fmt: skip
+
+
+async def consumer_offsets(
+    app: Any, topics: Iterable[str]
+) -> dict[tuple[str, int], tuple[int, int]]:
+    """Per assigned partition of ``topics``: its end offset and the group's committed offset
+    (the earliest offset before any commit)."""
     consumer = app.consumer
     wanted = set(topics)
     assigned = [tp for tp in consumer.assignment() if tp.topic in wanted]
@@ -239,7 +249,7 @@ async def consumer_lag(app: Any, topics: Iterable[str]) -> dict[tuple[str, int],
     if missing:
         committed.update(await consumer.earliest_offsets(*missing))
     return {
-        (tp.topic, tp.partition): int(ends[tp]) - int(committed.get(tp) or 0)
+        (tp.topic, tp.partition): (int(ends[tp]), int(committed.get(tp) or 0))
         for tp in assigned
         if ends.get(tp) is not None
     }

@@ -47,10 +47,12 @@ from streams.dead_letter import DeadLetter
 from streams.errors import InvalidEvent, PartlyInvalid
 from streams.events import GenerationEvent
 from streams.feedback import Feedback
-from streams.metrics import WorkerMetrics, consumer_lag, counting_decoder
+from streams.metrics import WorkerMetrics, consumer_offsets, counting_decoder
 from streams.otlp import OtlpConfig, decode_otlp, otlp_kind_of_topic
+from streams.overload import LoadShedding, OverloadConfig, load_shedding
 from streams.pipeline import Pipeline
 from streams.retry import RetryPolicy
+from streams.sampling import Sampler
 from streams.settings import KafkaConfig, WorkerConfig
 
 __all__ = ["build_app"]
@@ -232,11 +234,28 @@ class _Runtime:
             log.warning("signal maintenance failed, tried again in %.0fs: %s",
                         self.config.maintenance_interval_s, exc)  # fmt: skip
 
-    async def measure_lag(self, app: Any, topics: Sequence[str], metrics: WorkerMetrics) -> None:
+    async def measure_lag(
+        self,
+        app: Any,
+        topics: Sequence[str],
+        metrics: WorkerMetrics | None,
+        shedding: LoadShedding | None = None,
+    ) -> None:
+        """The consumer lag, for ``/metrics`` and for the overload control (``shedding``),
+        which holds while the worker waits out storage or the broker."""
         try:
-            metrics.set_lag(await consumer_lag(app, topics))
+            offsets = await consumer_offsets(app, topics)
         except Exception as exc:  # not assigned yet, or the broker is away: measured next time
             log.debug("consumer lag not measured: %s", exc)
+            offsets = None
+        if metrics is not None and offsets is not None:
+            metrics.set_lag({key: end - done for key, (end, done) in offsets.items()})
+        if shedding is not None:
+            health = self.handler.health
+            if offsets is None or self.stopping.is_set() or not health.ok or health.waiting:
+                shedding.hold()
+            else:
+                shedding.update(offsets)
 
     async def refresh_metrics(self, refresh: Callable[[], None]) -> None:
         """Read the gauges that come from storage, on the pipeline thread between batches."""
@@ -272,6 +291,8 @@ def build_app(
     redact_payload: Callable[[str], str] | None = None,
     metrics: WorkerMetrics | None = None,
     refresh_metrics: Callable[[], None] | None = None,
+    sampler: Sampler | None = None,
+    overload: OverloadConfig | None = None,
 ) -> Any:
     """Create the faust app with its agents. The pipeline is built when the worker starts.
 
@@ -292,7 +313,10 @@ def build_app(
     (:mod:`streams.metrics`) the worker counts events and dead letters, measures its consumer
     lag every ``metrics_lag_interval_s`` and serves ``/metrics`` beside the health pages;
     ``refresh_metrics`` (gauges read from storage) runs on the pipeline thread every
-    ``metrics_refresh_s``.
+    ``metrics_refresh_s``. ``sampler`` is the pipeline's (:mod:`streams.sampling`): its rate is
+    on the health pages and the ``telltale_worker_sampling_rate`` gauge; with ``overload``
+    enabled (:mod:`streams.overload`) the lag is measured every ``overload.lag_interval_s`` (or
+    ``metrics_lag_interval_s`` if shorter) and the sampler's load factor follows it.
     """
     import faust
 
@@ -330,10 +354,14 @@ def build_app(
     runtime = _Runtime(config, pipeline_factory, send_dead_letter, record_dead_letters,
                        decoders, health, redact_payload, metrics)  # fmt: skip
     if config.health_port:
-        _health_pages(app, health)
+        _health_pages(app, health, sampler)
     source = app.topic(kafka.topic, *kafka.otlp_topics, partitions=kafka.partitions)
+    report = None if metrics is None else metrics.set_sampling_rate
+    shedding = load_shedding(sampler, overload, report)
+    if metrics is not None or shedding is not None:
+        _lag_timer(app, runtime, [kafka.topic, *kafka.otlp_topics], metrics, shedding)
     if metrics is not None:
-        _metrics(app, runtime, metrics, [kafka.topic, *kafka.otlp_topics], refresh_metrics)
+        _metrics(app, runtime, metrics, refresh_metrics)
     app.agent(source, name="consume")(runtime.consume)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode's stubs reject async defs
@@ -363,7 +391,28 @@ def build_app(
     return app
 
 
-def _health_pages(app: Any, health: WorkerHealth) -> None:
+def _lag_timer(
+    app: Any,
+    runtime: _Runtime,
+    topics: Sequence[str],
+    metrics: WorkerMetrics | None,
+    shedding: LoadShedding | None,
+) -> None:
+    """Measure the consumer lag: for ``/metrics`` and the overload control, at the shorter of
+    their intervals."""
+    intervals = [runtime.config.metrics_lag_interval_s] if metrics is not None else []
+    if shedding is not None and shedding.control is not None:
+        intervals.append(shedding.control.config.lag_interval_s)
+    if not intervals:
+        return
+
+    async def lag() -> None:
+        await runtime.measure_lag(app, topics, metrics, shedding)
+
+    app.timer(min(intervals))(lag)
+
+
+def _health_pages(app: Any, health: WorkerHealth, sampler: Sampler | None = None) -> None:
     """``/healthz`` (liveness) and ``/readyz`` (readiness) on faust's web server.
 
     Liveness fails (503) once consumption stopped for good: a misconfigured database, which
@@ -371,16 +420,21 @@ def _health_pages(app: Any, health: WorkerHealth) -> None:
     storage or the broker (offsets held, nothing lost), with what it waits on; a probe that
     restarts on readiness would only lose the waiting, so point liveness probes at
     ``/healthz``. The reasons are storage or broker errors; the endpoint binds to
-    ``health_host`` (127.0.0.1 unless set).
+    ``health_host`` (127.0.0.1 unless set). Both report ``sampling_rate``, the share of events
+    scored now (1.0 without a sampler).
     """
 
+    def rate() -> float:
+        return 1.0 if sampler is None else sampler.rate
+
     async def healthz(web: Any, request: Any) -> Any:
-        body = {"ok": health.ok, "failure": health.failure}
+        body = {"ok": health.ok, "failure": health.failure, "sampling_rate": rate()}
         return web.json(body, status=200 if health.ok else 503)
 
     async def readyz(web: Any, request: Any) -> Any:
         ready = health.ok and health.waiting is None
-        body = {"ready": ready, "failure": health.failure, "waiting": health.waiting}
+        body = {"ready": ready, "failure": health.failure, "waiting": health.waiting,
+                "sampling_rate": rate()}  # fmt: skip
         return web.json(body, status=200 if ready else 503)
 
     app.page("/healthz")(healthz)
@@ -391,16 +445,11 @@ def _metrics(
     app: Any,
     runtime: _Runtime,
     metrics: WorkerMetrics,
-    topics: Sequence[str],
     refresh: Callable[[], None] | None,
 ) -> None:
-    """``/metrics`` on faust's web server (with ``health_port``) and the timers behind it."""
+    """``/metrics`` on faust's web server (with ``health_port``) and the storage gauges' timer
+    (the lag's is :func:`_lag_timer`)."""
     config = runtime.config
-
-    async def lag() -> None:
-        await runtime.measure_lag(app, topics, metrics)
-
-    app.timer(config.metrics_lag_interval_s)(lag)
     if refresh is not None:
 
         async def storage_gauges() -> None:

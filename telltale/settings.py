@@ -2,9 +2,9 @@
 
 Each package declares its own typed configuration as a plain pydantic model and reads no
 environment: ``streams.settings.KafkaConfig`` and ``WorkerConfig``, ``streams.otlp.OtlpConfig``,
-``streams.slices.SliceConfig``, ``streams.sampling.SamplingConfig``,
-``signals.open_clip_embedder.EmbedderConfig``, ``signals.text_embedder.TextEmbedderConfig``,
-``alerts.settings.MonitorConfig`` and
+``streams.overload.OverloadConfig``, ``streams.slices.SliceConfig``,
+``streams.sampling.SamplingConfig``, ``signals.open_clip_embedder.EmbedderConfig``,
+``signals.text_embedder.TextEmbedderConfig``, ``alerts.settings.MonitorConfig`` and
 ``NotifyConfig``, ``dashboards.settings.GrafanaConfig``. This module binds each to its
 environment variables by subclassing it together with pydantic-settings' ``BaseSettings``
 (``KafkaSettings(BaseSettings, KafkaConfig)`` reads ``TELLTALE_KAFKA_*``), so every field is
@@ -42,6 +42,7 @@ from streams import (
     KafkaConfig,
     OtelExportConfig,
     OtlpConfig,
+    OverloadConfig,
     SamplingConfig,
     SliceConfig,
     WorkerConfig,
@@ -74,6 +75,7 @@ __all__ = [
     "NotifySettings",
     "OtelExportSettings",
     "OtlpSettings",
+    "OverloadSettings",
     "RetentionSettings",
     "SamplingSettings",
     "ServeSettings",
@@ -108,6 +110,13 @@ class WorkerSettings(BaseSettings, WorkerConfig):
     """``TELLTALE_WORKER_*``: batching, back-off and shutdown of the stream worker."""
 
     model_config = SettingsConfigDict(env_prefix="TELLTALE_WORKER_", extra="ignore")
+
+
+class OverloadSettings(BaseSettings, OverloadConfig):
+    """``TELLTALE_SAMPLE_MAX_LAG_S`` and the other overload-control fields (``TELLTALE_SAMPLE_*``,
+    the sampling settings' prefix): the worker samples less while it falls behind."""
+
+    model_config = SettingsConfigDict(env_prefix="TELLTALE_SAMPLE_", extra="ignore")
 
 
 class EmbedderSettings(BaseSettings, EmbedderConfig):
@@ -216,6 +225,7 @@ class Settings(BaseModel):
     signal_quality: SignalQualitySettings = Field(default_factory=SignalQualitySettings)
     images: ImagesSettings = Field(default_factory=ImagesSettings)
     worker: WorkerConfig = Field(default_factory=WorkerSettings)
+    overload: OverloadConfig = Field(default_factory=OverloadSettings)
     sampling: SamplingConfig = Field(default_factory=SamplingSettings)
     slices: SliceConfig = Field(default_factory=SliceSettings)
     groups: GroupSettings = Field(default_factory=GroupSettings)
@@ -252,6 +262,7 @@ _SECTIONS: dict[str, type[BaseSettings]] = {
     "signal_quality": SignalQualitySettings,
     "images": ImagesSettings,
     "worker": WorkerSettings,
+    "overload": OverloadSettings,
     "sampling": SamplingSettings,
     "slices": SliceSettings,
     "groups": GroupSettings,

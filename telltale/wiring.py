@@ -251,7 +251,10 @@ def make_parts(
     writer: ClickHouseWriter | None = None,
     *,
     worker: bool = False,
+    sampler: Sampler | None = None,
 ) -> Parts:
+    """The parts over ``client``. ``worker``: the Kafka worker's image policy and sampler
+    (``sampler`` if given: the one its overload control and health pages read)."""
     embedders = make_embedders(settings.embedder, settings.text_embedder)
     store = ClickHouseSignalStore(client)
     signals = LiveSignals(
@@ -260,7 +263,8 @@ def make_parts(
         retrain_cooldown_s=settings.worker.retrain_cooldown_s,
     )  # fmt: skip
     exporter = make_exporter(settings)
-    sampler = make_sampler(settings.sampling) if worker else None
+    if sampler is None and worker:
+        sampler = make_sampler(settings.sampling)
     pipeline = Pipeline(
         embedders, signals, writer or ClickHouseWriter(client),
         image_policy(settings.images, worker=worker), cache=make_cache(settings.cache, client),
@@ -325,8 +329,10 @@ class _WorkerParts:
         settings: Settings,
         build: Callable[[], Parts] | None = None,
         metrics: WorkerMetrics | None = None,
+        sampler: Sampler | None = None,
     ) -> None:
         self._settings = settings
+        self._sampler = sampler
         self._build = build
         self._metrics = metrics
         self._pipeline: Pipeline | None = None
@@ -349,7 +355,8 @@ class _WorkerParts:
     def _own_parts(self) -> Parts:
         client = make_client(self._settings.clickhouse)
         counters = None if self._metrics is None else self._metrics.counters
-        return make_parts(self._settings, client, MeteredWriter(client, counters), worker=True)
+        return make_parts(self._settings, client, MeteredWriter(client, counters), worker=True,
+                          sampler=self._sampler)  # fmt: skip
 
     def refresh_gauges(self, gauges: StorageGauges) -> None:
         """Read the storage gauges of ``/metrics`` (on the pipeline thread, between batches)."""
@@ -394,6 +401,7 @@ def make_worker_app(
     build: Callable[[], Parts] | None = None,
     health: WorkerHealth | None = None,
     metrics: WorkerMetrics | None = None,
+    sampler: Sampler | None = None,
 ) -> Any:
     """The faust worker app.
 
@@ -402,16 +410,22 @@ def make_worker_app(
     storage is misconfigured (for a health endpoint). Without ``metrics`` and with a health
     port, the worker has its own registry, with the storage gauges
     (:mod:`telltale.storage_gauges`), on ``/metrics`` there; without either, no metrics.
+    ``sampler`` is the one the worker's pipeline draws with (by default :func:`make_sampler`'s,
+    given to the pipeline this function builds; with ``build``, the caller's, or none): its rate
+    is on the health pages and the overload control (``TELLTALE_SAMPLE_MAX_LAG_S``) sets its
+    load factor.
     """
     kafka = settings.kafka
     # A wrong password stops the worker here, before it joins the group: nothing is consumed.
     check_credentials(kafka.bootstrap, kafka.security)
     check_export(settings.otel_export, kafka)  # so does an export onto the worker's own topics
     worker = settings.worker
+    if sampler is None and build is None:
+        sampler = make_sampler(settings.sampling)
     refresh: Callable[[], None] | None = None
     if metrics is None and worker.health_port:
         metrics = WorkerMetrics(cap=VersionCap(worker.metrics_max_versions))
-        parts = _WorkerParts(settings, build, metrics)
+        parts = _WorkerParts(settings, build, metrics, sampler)
         gauges = StorageGauges(metrics.registry, metrics.counters.cap, settings.audit,
                                worker.metrics_rate_window_s)  # fmt: skip
 
@@ -420,7 +434,7 @@ def make_worker_app(
 
         refresh = refresh_gauges
     else:
-        parts = _WorkerParts(settings, build, metrics)
+        parts = _WorkerParts(settings, build, metrics, sampler)
     return build_app(
         kafka,
         worker,
@@ -434,4 +448,6 @@ def make_worker_app(
         redact_payload=free_text_policy(settings),
         metrics=metrics,
         refresh_metrics=refresh,
+        sampler=sampler,
+        overload=settings.overload,
     )

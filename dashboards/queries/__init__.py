@@ -34,6 +34,7 @@ from dashboards.queries.health import (
     INGEST_LAG_RECENT,
     REPORT_BUCKET_WIDTHS_S,
     SECONDS_SINCE_LAST_EVENT,
+    SHARE_SCORED,
 )
 from dashboards.queries.overview import (
     ANNOTATION_RELEASES,
@@ -90,6 +91,7 @@ __all__ = [
     "REPORT_BUCKET_WIDTHS_S",
     "SCORE_DISTRIBUTION",
     "SECONDS_SINCE_LAST_EVENT",
+    "SHARE_SCORED",
     "SIGNAL_CORRECTED_RATE",
     "SIGNAL_FAILURE_RATE",
     "SIGNAL_THRESHOLD",

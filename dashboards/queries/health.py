@@ -25,6 +25,7 @@ __all__ = [
     "INGEST_LAG_RECENT",
     "REPORT_BUCKET_WIDTHS_S",
     "SECONDS_SINCE_LAST_EVENT",
+    "SHARE_SCORED",
 ]
 
 
@@ -74,6 +75,41 @@ EVENTS_PER_SECOND = NamedQuery(
     "GROUP BY time, model\n"
     "ORDER BY time, model",
     ("time", "model", "events_per_s"),
+)
+
+# The share of stored events the signals scored, per model: below 1 while the worker samples
+# (TELLTALE_SAMPLE_*, and the overload control lowering the rate while it falls behind).
+# Scored events are those of the most widely applied signal (a signal of one field scores only
+# the events that have it); events are bucketed by their own minute, so the share of a minute
+# is the rate its events were processed at. With an app selected, the scored events are those
+# of the app's models (failure_rates_1m has no app column).
+SHARE_SCORED = NamedQuery(
+    "share_scored",
+    """SELECT e.time AS time, e.model AS model,
+       toFloat64(least(s.scored / greatest(e.events, 1), 1)) AS share_scored
+FROM (
+    SELECT $__timeInterval(minute) AS time, model, uniqExactMerge(events) AS events
+    FROM events_1m
+    WHERE $__timeFilter(minute) AND """
+    + event_filters()
+    + """
+    GROUP BY time, model
+) AS e
+LEFT JOIN (
+    SELECT time, model, max(n) AS scored
+    FROM (
+        SELECT $__timeInterval(minute) AS time, model, signal, uniqExactMerge(events) AS n
+        FROM failure_rates_1m
+        WHERE $__timeFilter(minute) AND """
+    + f"{any_selected('model', 'model')} AND {any_selected('model_version', 'version')}\n"
+    + f"          AND {app_models('model')}"
+    + """
+        GROUP BY time, model, signal
+    )
+    GROUP BY time, model
+) AS s ON e.time = s.time AND e.model = s.model
+ORDER BY time, model""",
+    ("time", "model", "share_scored"),
 )
 
 # The static report's bucket rule (dashboards.report): for each candidate bucket width (epoch-

@@ -203,15 +203,17 @@ class _WorkerAndMonitor:
         settings, client, parts, monitored = (self._settings, self._client, self._parts,
                                               self._monitored)  # fmt: skip
         export = parts.exporter.offer if parts.exporter is not None else None
+        sampler = make_sampler(settings.sampling)  # the worker's pipeline's, and its control's
         shared = Parts(
             client, parts.embedders, parts.signals,
             Pipeline(parts.embedders, parts.signals,
                      _WatchedWriter(client, monitored.saw_events_at, self._metrics.counters),
                      pseudonyms=pseudonyms(settings), content=content_policy(settings),
-                     export=export, sampler=make_sampler(settings.sampling)),
+                     export=export, sampler=sampler),
             parts.exporter,
         )  # fmt: skip
-        app = make_worker_app(settings, build=lambda: shared, metrics=self._metrics)
+        app = make_worker_app(settings, build=lambda: shared, metrics=self._metrics,
+                              sampler=sampler)  # fmt: skip
         await app.start()
         await self._gauges.start()
         self._worker = app

@@ -255,6 +255,32 @@ def test_a_quote_in_a_variable_value_is_data_not_sql(seeded: tuple[Any, datetime
     assert frame.rows == ()
 
 
+def test_share_scored_is_one_when_every_event_is_scored_and_falls_with_sampling(
+    seeded: tuple[Any, datetime],
+) -> None:
+    from dashboards.queries import SHARE_SCORED
+    from storage.rows import EventRow, ScoreRow, WriteBatch
+    from storage.writer import ClickHouseWriter
+
+    client, now = seeded
+    window = QueryContext(now - timedelta(hours=6), now + timedelta(minutes=1), 300, ALL)
+    assert set(run_query(client, SHARE_SCORED, window).column("share_scored")) == {1.0}
+    # a sampled minute a month back: 40 events, 10 scored by one signal, 4 of them by another
+    # too (the last test on the seeded database: the release query reads every minute)
+    at = now - timedelta(days=30)
+    batch = WriteBatch()
+    for i in range(40):
+        batch.events.append(EventRow(f"sampled-{i}", at, "sampled", "v1", app="a"))
+        if i % 4 == 0:
+            batch.scores.append(ScoreRow(f"sampled-{i}", "s1", 1, at, "sampled", "v1", 0.1, False))
+        if i % 10 == 0:
+            batch.scores.append(ScoreRow(f"sampled-{i}", "s2", 1, at, "sampled", "v1", 0.9, True))
+    ClickHouseWriter(client).write(batch)
+    month = QueryContext(at - timedelta(minutes=5), at + timedelta(minutes=5), 300, ALL)
+    frame = run_query(client, SHARE_SCORED, month)
+    assert frame.column("model") == ["sampled"] and frame.column("share_scored") == [0.25]
+
+
 # --- the built dashboards -------------------------------------------------------------------
 
 

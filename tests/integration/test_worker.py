@@ -303,10 +303,13 @@ def test_worker_halts_on_a_misconfigured_database_without_committing_or_dead_let
                                 stderr=subprocess.STDOUT)  # fmt: skip
         try:
             wait_committed(kafka_bootstrap, group, topic, 51, proc)
-            assert probe(port, "/healthz") == (200, {"ok": True, "failure": None})
+            assert probe(port, "/healthz") == (
+                200,
+                {"ok": True, "failure": None, "sampling_rate": 1.0},
+            )
             assert probe(port, "/readyz") == (
                 200,
-                {"ready": True, "failure": None, "waiting": None},
+                {"ready": True, "failure": None, "waiting": None, "sampling_rate": 1.0},
             )
         finally:
             proc.send_signal(signal.SIGTERM)
