@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["add_equal_filters"]
+__all__ = ["add_equal_filters", "bucket_start"]
+
+_BUCKET_START = {"minute": "toStartOfMinute", "hour": "toStartOfHour", "day": "toStartOfDay"}
 
 
 def add_equal_filters(where: list[str], params: dict[str, Any], **columns: str | None) -> None:
@@ -14,3 +16,10 @@ def add_equal_filters(where: list[str], params: dict[str, Any], **columns: str |
         if value is not None:
             where.append(f"{column} = {{{column}:String}}")
             params[column] = value
+
+
+def bucket_start(bucket: str, column: str) -> str:
+    """The start of ``column``'s time bucket (``minute``, ``hour``, ``day``) as a UTC
+    ``DateTime``; one constant for ``total``. ``column`` comes from code, never from users."""
+    start = _BUCKET_START.get(bucket)
+    return f"toDateTime({start}({column}), 'UTC')" if start else "toDateTime(0, 'UTC')"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from storage._sql import add_equal_filters
+from storage._sql import add_equal_filters, bucket_start
 from storage._time import as_utc
 
 if TYPE_CHECKING:
@@ -23,12 +23,6 @@ __all__ = [
 ]
 
 Bucket = Literal["total", "minute", "hour", "day"]
-
-_BUCKET_EXPR: dict[str, str] = {
-    "minute": "minute",
-    "hour": "toStartOfHour(minute)",
-    "day": "toStartOfDay(minute)",
-}
 
 
 @dataclass(frozen=True)
@@ -78,7 +72,7 @@ def failure_rates(
     if until is not None:
         where.append("minute < {until:DateTime64(3, 'UTC')}")
         params["until"] = as_utc(until)
-    bucket_sql = _BUCKET_EXPR.get(bucket, "toDateTime(0, 'UTC')")
+    bucket_sql = bucket_start(bucket, "minute")
     sql = f"""
         SELECT signal, model, model_version, {bucket_sql} AS bucket,
                uniqExactMerge(events) AS n, uniqExactIfMerge(failures) AS k

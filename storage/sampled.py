@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from storage._sql import add_equal_filters
+from storage._sql import add_equal_filters, bucket_start
 from storage._time import as_utc
+from storage.queries import Bucket
 from storage.rows import FIELD_COLUMNS
 
 if TYPE_CHECKING:
@@ -26,11 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = ["WeightedSums", "inclusion_probabilities", "unsampled_events", "weighted_rate_sums"]
 
-Bucket = Literal["total", "minute", "hour", "day"]
 SampledKey = tuple[str, str, str, datetime | None]
 """(signal, model, model version, bucket start or None in total)."""
 
-_BUCKETS = {"minute": "toStartOfMinute", "hour": "toStartOfHour", "day": "toStartOfDay"}
 _CHUNK = 5_000
 
 
@@ -81,11 +80,6 @@ def _filters(
         params["until"] = as_utc(until)
 
 
-def _bucket(bucket: Bucket) -> str:
-    start = _BUCKETS.get(bucket)
-    return f"toDateTime({start}(timestamp), 'UTC')" if start else "toDateTime(0, 'UTC')"
-
-
 def weighted_rate_sums(
     client: Client,
     *,
@@ -109,12 +103,13 @@ def weighted_rate_sums(
     ).result_rows[0][0]
     if not sampled:
         return {}
+    bucket_sql = bucket_start(bucket, "timestamp")
     rows = client.query(
         f"""
         SELECT signal, model, model_version, bucket, count(), sum(1 / p), sum(f / p),
                sum(1 / (p * p))
         FROM (
-            SELECT signal, model, model_version, {_bucket(bucket)} AS bucket, event_id,
+            SELECT signal, model, model_version, {bucket_sql} AS bucket, event_id,
                    toFloat64(greatest(min(inclusion_probability), 1e-9)) AS p,
                    max(flagged) AS f
             FROM signal_scores FINAL
@@ -153,6 +148,7 @@ def unsampled_events(
     params: dict[str, Any] = {"signal": signal}
     add_equal_filters(where, params, model=model)
     _filters(where, params, since, until)
+    bucket_sql = bucket_start(bucket, "timestamp")
     rows = client.query(
         f"""
         SELECT model, model_version, bucket,
@@ -160,7 +156,7 @@ def unsampled_events(
                   countIf(left_out AND content != ''))
         FROM (
             SELECT event_id, any(model) AS model, any(model_version) AS model_version,
-                   any({_bucket(bucket)}) AS bucket, any({column}) AS content,
+                   any({bucket_sql}) AS bucket, any({column}) AS content,
                    min(inclusion_probability) < 1 AND event_id NOT IN (
                        SELECT event_id FROM signal_scores WHERE signal = {{signal:String}}
                    ) AS left_out

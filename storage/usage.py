@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from storage._sql import add_equal_filters
+from storage._sql import add_equal_filters, bucket_start
 from storage._time import as_utc
 from storage.queries import Bucket
 
@@ -186,9 +186,6 @@ class UsageRow:
         }
 
 
-_BUCKET_EXPR = {"minute": "minute", "hour": "toStartOfHour(minute)", "day": "toStartOfDay(minute)"}
-
-
 def usage_by_version(
     client: Client,
     *,
@@ -216,7 +213,7 @@ def usage_by_version(
     if until is not None:
         where.append("minute < {until:DateTime64(3, 'UTC')}")
         params["until"] = as_utc(until)
-    bucket_sql = _BUCKET_EXPR.get(bucket, "toDateTime(0, 'UTC')")
+    bucket_sql = bucket_start(bucket, "minute")
     sql = f"""
         SELECT v.model, v.model_version, v.bucket, v.n,
                u.n, u.event_rows, u.input_rows, u.output_rows, u.input_sum, u.output_sum
