@@ -18,14 +18,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
-from kafka_io import wait_committed
+from kafka_io import fresh_topics, wait_committed
 from prometheus_client.parser import text_string_to_metric_families
 from test_worker import (
     ADVICE,
@@ -85,12 +82,7 @@ def run_cli(env: dict[str, str], cwd: Path, *args: str) -> str:
 def test_scraped_metrics_match_telltale_rates(
     kafka_bootstrap: str, tmp_path: Path, tiny_embedder: OpenClipEmbedder
 ) -> None:
-    topic = f"generations-{uuid.uuid4().hex[:8]}"
-    dlq = f"{topic}.dlq"
-    group = f"telltale-test-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    admin.create_topics([NewTopic(topic, 3, 1), NewTopic(dlq, 3, 1)])
-    admin.close()
+    topic, dlq, group = fresh_topics(kafka_bootstrap)
     db = tmp_path / "db"
     client = connect(f"chdb://{db}")
     migrate(client)

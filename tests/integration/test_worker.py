@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
-from kafka_io import committed, read_topic, wait_committed
+from kafka_io import committed, fresh_topics, read_topic, wait_committed
 from testenv import TINY_ENV
 
 from signals.open_clip_embedder import OpenClipEmbedder
@@ -128,12 +128,7 @@ def probe(port: int, path: str) -> tuple[int, dict[str, Any]]:
 def test_worker_end_to_end_exactly_once_with_dead_letters(
     kafka_bootstrap: str, tmp_path: Path, tiny_embedder: OpenClipEmbedder
 ) -> None:
-    topic = f"generations-{uuid.uuid4().hex[:8]}"
-    dlq = f"{topic}.dlq"
-    group = f"telltale-test-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    admin.create_topics([NewTopic(topic, 3, 1), NewTopic(dlq, 3, 1)])
-    admin.close()
+    topic, dlq, group = fresh_topics(kafka_bootstrap)
 
     db = tmp_path / "db"
     client = connect(f"chdb://{db}")

@@ -13,13 +13,11 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
+from kafka_io import fresh_topics
 from test_metrics import scrape, total
 from test_worker import probe
 from testenv import TINY_ENV, free_port
@@ -38,12 +36,7 @@ N_EVENTS = 3000
 def test_a_backlog_lowers_the_sampling_rate_on_health_and_metrics(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    topic = f"generations-{uuid.uuid4().hex[:8]}"
-    dlq = f"{topic}.dlq"
-    group = f"telltale-test-{uuid.uuid4().hex[:8]}"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    admin.create_topics([NewTopic(topic, 3, 1), NewTopic(dlq, 3, 1)])
-    admin.close()
+    topic, dlq, group = fresh_topics(kafka_bootstrap)
     db = tmp_path / "db"
     client = connect(f"chdb://{db}")
     migrate(client)

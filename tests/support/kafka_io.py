@@ -1,11 +1,24 @@
-"""Reading what a worker did on the real broker: committed offsets, a topic's records."""
+"""A worker's topics on the real broker, and what it did there: committed offsets, a topic's
+records."""
 
 from __future__ import annotations
 
 import subprocess
 import time
+import uuid
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+
+def fresh_topics(bootstrap: str, partitions: int = 3) -> tuple[str, str, str]:
+    """A new generations topic and its dead-letter topic, created; and a new group id."""
+    topic = f"generations-{uuid.uuid4().hex[:8]}"
+    dlq = f"{topic}.dlq"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, partitions, 1), NewTopic(dlq, partitions, 1)])
+    admin.close()
+    return topic, dlq, f"telltale-test-{uuid.uuid4().hex[:8]}"
 
 
 def committed(bootstrap: str, group: str, topic: str) -> int:
