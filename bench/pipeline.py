@@ -14,7 +14,13 @@ open_clip model (``--pretrained``) embedding text with its text tower (``ViT-B-3
                  built by the worker's own wiring from the same settings (privacy included);
 * end to end:    Emitter → Kafka (Tansu, 3 partitions) → faust worker → chDB, timed from the
                  first send until the worker has committed the last offset (commits follow the
-                 ClickHouse write, so this counts only stored events).
+                 ClickHouse write, so this counts only stored events). The producer and the
+                 broker share the two cores with the worker here, as they would not in
+                 production.
+* backlog:       the same worker draining a backlog: it is paused (SIGSTOP) while the events
+                 are produced, then resumed (SIGCONT) and timed from the resume until the last
+                 offset is committed. The worker's capacity, what the overload control works
+                 with, without the producer's CPU (the broker still serves the fetches).
 
 Before any clock starts, the model has embedded a warm-up batch, the pipeline has stored one,
 and the worker has loaded its model, joined its group and stored a warm-up event. Then
@@ -132,8 +138,8 @@ class Paths:
 
     def __init__(self, embedders: FieldEmbedders, pipeline: Pipeline, bootstrap: str,
                  topic: str, committed: Committed, n: int, bs: int,
-                 rng: random.Random) -> None:  # fmt: skip
-        self.text, self.pipeline = embedders.text, pipeline
+                 rng: random.Random, worker: subprocess.Popen[bytes]) -> None:  # fmt: skip
+        self.text, self.pipeline, self.worker = embedders.text, pipeline, worker
         self.bootstrap, self.topic, self.committed = bootstrap, topic, committed
         self.n, self.bs, self.rng = n, bs, rng
         self.sent = 1  # the warm-up event
@@ -165,6 +171,20 @@ class Paths:
         done = self.committed.wait_for(self.sent, timeout=1800)
         return self.n / (done - t0)
 
+    def backlog(self) -> float:
+        events = make_events(self.n, f"backlog{self.round}", self.rng)
+        self.worker.send_signal(signal.SIGSTOP)  # a heartbeat or two late: well inside 6 s
+        try:
+            with Emitter(self.bootstrap, self.topic) as emitter:
+                for e in events:
+                    emitter.emit(e)
+        finally:
+            self.worker.send_signal(signal.SIGCONT)
+        t0 = time.perf_counter()
+        self.sent += self.n
+        done = self.committed.wait_for(self.sent, timeout=1800)
+        return self.n / (done - t0)
+
 
 def bench_env(model: str, pretrained: str) -> dict[str, str]:
     """``TELLTALE_*`` for the embedders measured: ``minilm``, the text embedder the worker
@@ -180,7 +200,8 @@ def bench_env(model: str, pretrained: str) -> dict[str, str]:
 
 
 NAMES = {"raw": "raw embedder (model only)", "in_process": "in-process pipeline → chDB",
-         "end_to_end": "Kafka → faust worker → chDB"}  # fmt: skip
+         "end_to_end": "Kafka → faust worker → chDB",
+         "backlog": "worker draining a backlog"}  # fmt: skip
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -264,11 +285,12 @@ def main() -> None:
             with Emitter(bootstrap, topic) as emitter:
                 emitter.emit(warm[0])
             committed.wait_for(1, timeout=300)
-            paths = Paths(embedders, pipeline, bootstrap, topic, committed, n, bs, rng)
+            paths = Paths(embedders, pipeline, bootstrap, topic, committed, n, bs, rng, worker)
             order = list(NAMES)
             for r in range(args.rounds):
                 paths.round = r
-                for name in order[r % 3 :] + order[: r % 3]:  # rotate the order every round
+                turn = r % len(order)
+                for name in order[turn:] + order[:turn]:  # rotate the order every round
                     runs[name].append(getattr(paths, name)())
         finally:
             if committed is not None:
@@ -282,13 +304,13 @@ def main() -> None:
         client = connect(f"chdb://{db}")
         results["worker_stored_events"] = table_counts(client).events
         client.close()
-    assert results["worker_stored_events"] == 1 + n * args.rounds
+    assert results["worker_stored_events"] == 1 + 2 * n * args.rounds
 
     results["runs_events_per_s"] = runs
     results["events_per_s"] = {name: summary(v) for name, v in runs.items()}
     results["over_raw"] = {
         name: summary([p / r for p, r in zip(runs[name], runs["raw"], strict=True)])
-        for name in ("in_process", "end_to_end")
+        for name in ("in_process", "end_to_end", "backlog")
     }
     if args.json:
         print(json.dumps(results, indent=2))

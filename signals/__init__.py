@@ -6,6 +6,7 @@ Heavy dependencies (torch, open_clip, scikit-learn) are imported where they are 
 from __future__ import annotations
 
 from signals.actions import Action, FlaggedAction, GuardrailDecision, guardrail_decision
+from signals.ahead import EmbedAhead
 from signals.audit import (
     NEAR_QUANTILE,
     CorrectedRate,
@@ -74,6 +75,7 @@ __all__ = [
     "CacheCounts",
     "CorrectedRate",
     "DuplicateSignal",
+    "EmbedAhead",
     "Embedder",
     "EmbedderConfig",
     "EmbedderError",

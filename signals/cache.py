@@ -102,6 +102,10 @@ class LruVectorCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` is held (without making it recently used)."""
+        return key in self._items
+
     def get(self, key: str) -> NDArray[np.float32] | None:
         value = self._items.get(key)
         if value is not None:
@@ -153,6 +157,11 @@ class EmbeddingCache:
         self.memory = memory if memory is not None else LruVectorCache()
         self.shared = shared
         self.totals = CacheCounts()
+
+    def remembers(self, embedder_id: str, field: str, text: str) -> bool:
+        """Whether memory holds the windows of ``text`` (a peek: counts nothing, moves
+        nothing; what the worker leaves out of the texts it embeds ahead)."""
+        return content_key(embedder_id, field, text) in self.memory
 
     def embed_windows(
         self, embedder: TextEmbedder, field: str, texts: Sequence[str]

@@ -23,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from signals import (
+    TEXT_FIELDS,
     CacheCounts,
+    EmbedAhead,
     FieldEmbedders,
     GroupScore,
     ImagePolicy,
@@ -141,6 +143,29 @@ class Pipeline:
     def dim(self) -> int:
         """The vector size of the text fields (the columnar replay carries text vectors only)."""
         return self._embedders.text.dim
+
+    def embed_ahead(self, events: Sequence[GenerationEvent]) -> int:
+        """Queue the texts of ``events`` for the model before :meth:`process` is called with
+        them (the worker does so as it takes a batch; see :mod:`signals.ahead`); return the
+        number of texts queued. Only events the sampler would draw now, and texts the
+        embedding cache does not remember. Does nothing unless the text embedder is an
+        :class:`~signals.EmbedAhead`."""
+        ahead = self._embedders.text
+        if not isinstance(ahead, EmbedAhead) or not events:
+            return 0
+        if self._pseudonyms is not None:  # the draw reads the ids as process() sees them
+            events = [self._pseudonyms.event(e) for e in events]
+        if self._sampler is not None:
+            drawn = self._sampler.likely_drawn(events)
+            events = [e for e, d in zip(events, drawn, strict=True) if d]
+        texts = [
+            text
+            for name, content in zip(TEXT_FIELDS, ("prompt", "output"), strict=True)
+            for text in (getattr(e, content).text for e in events)
+            if text and (self._cache is None or not self._cache.remembers(ahead.id, name, text))
+        ]
+        ahead.submit(texts)
+        return len(texts)
 
     def process_columns(self, batch: ColumnarBatch) -> tuple[int, int]:
         """Store validated, pre-embedded events given as columns; return (written, skipped).

@@ -127,17 +127,28 @@ class Sampler:
         """The inclusion probability of each event (1.0 when nothing is sampled)."""
         with self._lock:
             self._count(events)
-            if not self.config.samples and self._load_factor >= 1.0:
-                return [1.0] * len(events)
-            base = self.rate
-            floor = self.config.version_floor_per_min
-            out: list[float] = []
-            for event in events:
-                key = (event.model, event.model_version)
-                volume = max(self._last[key], self._seen[key])
-                p = base if volume * base >= floor else min(1.0, floor / max(volume, 1))
-                out.append(max(p, base))
-            return out
+            return self._probabilities(events)
+
+    def likely_drawn(self, events: Sequence[GenerationEvent]) -> list[bool]:
+        """Whether each event would be drawn now, without counting it (read-only): what the
+        worker embeds ahead (:mod:`signals.ahead`). A guess, not the draw: the volumes it
+        reads may change before the batch is processed."""
+        with self._lock:
+            probabilities = self._probabilities(events)
+        return [self.in_sample(e, p) for e, p in zip(events, probabilities, strict=True)]
+
+    def _probabilities(self, events: Sequence[GenerationEvent]) -> list[float]:
+        if not self.config.samples and self._load_factor >= 1.0:
+            return [1.0] * len(events)
+        base = self.rate
+        floor = self.config.version_floor_per_min
+        out: list[float] = []
+        for event in events:
+            key = (event.model, event.model_version)
+            volume = max(self._last[key], self._seen[key])
+            p = base if volume * base >= floor else min(1.0, floor / max(volume, 1))
+            out.append(max(p, base))
+        return out
 
     def in_sample(self, event: GenerationEvent, probability: float) -> bool:
         """Whether ``event`` is scored at ``probability`` (deterministic per unit)."""

@@ -104,6 +104,11 @@ class WorkerConfig(BaseModel):
         default=30.0, gt=0, description="how long SIGTERM waits for the in-flight batch"
     )
     commit_interval_s: float = Field(default=1.0, gt=0, description="Kafka offset commits")
+    embed_ahead: bool = Field(
+        default=True,
+        description="embed the texts of the batch taken ahead while the current one is "
+        "scored and written (signals.ahead)",
+    )
     maintenance_interval_s: float = Field(
         default=10.0, gt=0, description="retraining of stale signals, between batches"
     )

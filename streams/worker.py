@@ -123,6 +123,8 @@ class _Runtime:
         self.in_flight: set[asyncio.Future[Outcome]] = set()
         self.retry = RetryPolicy(config.retry_initial_s, config.retry_max_s)
         default_decoder = json_decoder(config.max_payload_bytes)
+        # the decoders as given, for embedding ahead: the counting ones count each event once
+        self._ahead_decoders = (dict(decoders or {}), default_decoder)
         if metrics is not None:  # events seen are counted as they are decoded
             counters = metrics.counters
             decoders = {t: counting_decoder(d, counters) for t, d in (decoders or {}).items()}
@@ -156,6 +158,7 @@ class _Runtime:
         async for batch in stream.noack_take(config.batch_size, within=config.batch_timeout_s):
             if self.stopping.is_set():
                 continue  # taken after the shutdown began: unacked, delivered again later
+            self.embed_ahead(batch)
             task = asyncio.ensure_future(self._handle_and_ack(stream, batch, previous))
             self.in_flight.add(task)
             task.add_done_callback(self.in_flight.discard)
@@ -165,6 +168,27 @@ class _Runtime:
             if previous is not None and await asyncio.shield(previous) is Outcome.HALT:
                 await self.stopping.wait()  # consumption stopped for good: take nothing more
             previous = task
+
+    def embed_ahead(self, batch: Sequence[Any]) -> None:
+        """Queue the texts of a batch just taken for the model, so they are embedded while
+        the batch before is scored and written (:mod:`signals.ahead`). Best effort: records
+        that do not decode, or carry vectors, are left to the batch's own handling."""
+        pipeline = self._pipeline
+        if pipeline is None or not self.config.embed_ahead:
+            return
+        by_topic, default = self._ahead_decoders
+        events: list[GenerationEvent] = []
+        for event in batch:
+            message = event.message
+            try:
+                decoded = by_topic.get(message.topic, default)(message.value or b"")
+            except Exception:  # the handler dead-letters it with the reason
+                decoded = ()
+            events.extend(e for e in decoded if isinstance(e, GenerationEvent))
+        try:
+            pipeline.embed_ahead(events)
+        except Exception:  # the batch embeds its texts itself
+            log.warning("embedding ahead failed; the batch embeds its own texts", exc_info=True)
 
     async def _handle_and_ack(
         self, stream: Any, batch: Sequence[Any], previous: asyncio.Future[Outcome] | None = None

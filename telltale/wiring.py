@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from signals import (
+    EmbedAhead,
     Embedder,
     EmbedderConfig,
     EmbeddingCache,
@@ -256,6 +257,8 @@ def make_parts(
     """The parts over ``client``. ``worker``: the Kafka worker's image policy and sampler
     (``sampler`` if given: the one its overload control and health pages read)."""
     embedders = make_embedders(settings.embedder, settings.text_embedder)
+    if worker and settings.worker.embed_ahead:  # the worker embeds the next batch's texts ahead
+        embedders = FieldEmbedders(embedders.image, EmbedAhead(embedders.text))
     store = ClickHouseSignalStore(client)
     signals = LiveSignals(
         store, embedders.ids, settings.worker.signal_refresh_s,
