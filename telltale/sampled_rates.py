@@ -18,6 +18,12 @@ see :mod:`storage.sampled`), its figures are replaced:
 * with ``--corrected``, the correction takes the scored events at the estimated rate, worth
   the same effective count.
 
+Slice rows (``rates --by``, :func:`weigh_slice_rates`) are weighed cell by cell the same way;
+a slice's ``events`` are counted from ``events`` where its values are named ones (slice values
+are made of what every stored event keeps), and estimated as ``Σ w`` over its scored events in
+an ``other`` row (the cap's, or merged small cells). Each sampled row's ``sampling`` object
+says which (``events_basis``).
+
 Rows without sampled events are left exactly as they were.
 """
 
