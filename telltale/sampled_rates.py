@@ -86,7 +86,7 @@ def weigh_rates(
         weighted = sums.get(key)
         if weighted is not None:
             content = worth.get((*key[:3], _values(key[3])))
-            basis = "counted" if key[0] in fields else "scored"
+            basis: EventsBasis = "counted" if key[0] in fields else "scored"
             estimate(d, weighted, d["scored"] + left_out.get(key, 0), content, basis)
 
 
