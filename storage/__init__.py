@@ -105,6 +105,7 @@ from storage.sampled import (
     unsampled_events,
     weighted_rate_sums,
 )
+from storage.sampled_slices import unsampled_slice_events, weighted_slice_sums
 from storage.serialized import SerializedClient
 from storage.series import (
     IngestLag,
@@ -121,7 +122,9 @@ from storage.series import (
 )
 from storage.slices import (
     OTHER_SLICE,
+    SLICE_VALUE_CHARS,
     event_slice_sources,
+    slice_cell_people,
     slice_counts,
     slice_people,
     small_cells_merged,
@@ -138,6 +141,7 @@ __all__ = [
     "PER_TOKENS",
     "QUANTITIES",
     "RETENTION_COLUMNS",
+    "SLICE_VALUE_CHARS",
     "AuditLabel",
     "AuditSample",
     "BackPressure",
@@ -249,6 +253,7 @@ __all__ = [
     "score_quantiles",
     "settle_owed",
     "signal_version",
+    "slice_cell_people",
     "slice_counts",
     "slice_people",
     "small_cells_merged",
@@ -259,7 +264,9 @@ __all__ = [
     "unit_counts",
     "unreleased_versions",
     "unsampled_events",
+    "unsampled_slice_events",
     "usage_by_version",
     "weighted_rate_sums",
+    "weighted_slice_sums",
     "windows_by_event",
 ]

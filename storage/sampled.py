@@ -25,12 +25,29 @@ from storage.rows import FIELD_COLUMNS
 if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
-__all__ = ["WeightedSums", "inclusion_probabilities", "unsampled_events", "weighted_rate_sums"]
+__all__ = [
+    "EVENT_WEIGHT",
+    "WEIGHT_SUMS",
+    "WeightedSums",
+    "has_sampled_scores",
+    "inclusion_probabilities",
+    "left_out_counts",
+    "minute_filters",
+    "unsampled_events",
+    "weighted_rate_sums",
+]
 
 SampledKey = tuple[str, str, str, datetime | None]
 """(signal, model, model version, bucket start or None in total)."""
 
 _CHUNK = 5_000
+
+EVENT_WEIGHT = "toFloat64(greatest(min(inclusion_probability), 1e-9)) AS p, max(flagged) AS f"
+"""Per event (grouped by ``event_id`` over ``signal_scores FINAL``): its probability ``p`` and
+flag ``f`` (flagged if any of its rows is)."""
+
+WEIGHT_SUMS = "count() AS n, sum(1 / p) AS w, sum(f / p) AS fw, sum(1 / (p * p)) AS w2"
+"""Over such events: the columns of :class:`WeightedSums`, in order."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +85,7 @@ def inclusion_probabilities(client: Client, event_ids: list[str]) -> dict[str, f
     return found
 
 
-def _filters(
+def minute_filters(
     where: list[str], params: dict[str, Any], since: datetime | None, until: datetime | None
 ) -> None:
     """The rates' time filter on raw rows: whole minutes, as ``failure_rates_1m`` is read."""
@@ -78,6 +95,17 @@ def _filters(
     if until is not None:
         where.append("toStartOfMinute(timestamp) < {until:DateTime64(3, 'UTC')}")
         params["until"] = as_utc(until)
+
+
+def has_sampled_scores(client: Client, cond: str, params: dict[str, Any]) -> bool:
+    """Whether a score row that ``cond`` selects has a probability below 1 (one column, and
+    constant without sampling: cheap to rule out)."""
+    found = client.query(
+        f"SELECT count() FROM (SELECT 1 FROM signal_scores WHERE {cond} "  # noqa: S608
+        "AND inclusion_probability < 1 LIMIT 1)",
+        parameters=params,
+    ).result_rows[0][0]
+    return bool(found)
 
 
 def weighted_rate_sums(
@@ -94,24 +122,16 @@ def weighted_rate_sums(
     where = ["1"]
     params: dict[str, Any] = {}
     add_equal_filters(where, params, signal=signal, model=model)
-    _filters(where, params, since, until)
+    minute_filters(where, params, since, until)
     cond = " AND ".join(where)
-    sampled = client.query(  # one column, and constant without sampling: cheap to rule out
-        f"SELECT count() FROM (SELECT 1 FROM signal_scores WHERE {cond} "  # noqa: S608
-        "AND inclusion_probability < 1 LIMIT 1)",
-        parameters=params,
-    ).result_rows[0][0]
-    if not sampled:
+    if not has_sampled_scores(client, cond, params):
         return {}
     bucket_sql = bucket_start(bucket, "timestamp")
     rows = client.query(
         f"""
-        SELECT signal, model, model_version, bucket, count(), sum(1 / p), sum(f / p),
-               sum(1 / (p * p))
+        SELECT signal, model, model_version, bucket, {WEIGHT_SUMS}
         FROM (
-            SELECT signal, model, model_version, {bucket_sql} AS bucket, event_id,
-                   toFloat64(greatest(min(inclusion_probability), 1e-9)) AS p,
-                   max(flagged) AS f
+            SELECT signal, model, model_version, {bucket_sql} AS bucket, event_id, {EVENT_WEIGHT}
             FROM signal_scores FINAL
             WHERE {cond}
             GROUP BY signal, model, model_version, bucket, event_id
@@ -143,30 +163,38 @@ def unsampled_events(
 
     An event has the field when its content is stored; where a row stores none of it (a
     content policy drops the field), every event left out counts."""
-    column = FIELD_COLUMNS[field]  # a fixed column name, never user input
     where = ["1"]
-    params: dict[str, Any] = {"signal": signal}
+    params: dict[str, Any] = {}
     add_equal_filters(where, params, model=model)
-    _filters(where, params, since, until)
-    bucket_sql = bucket_start(bucket, "timestamp")
+    minute_filters(where, params, since, until)
+    rows = left_out_counts(client, signal, field, bucket_start(bucket, "timestamp"), where, params)
+    return {
+        (str(r[0]), str(r[1]), None if bucket == "total" else as_utc(r[2])): int(r[3]) for r in rows
+    }
+
+
+def left_out_counts(
+    client: Client, signal: str, field: str, group: str, where: list[str], params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    """Rows (model, version, group, events left out) of :func:`unsampled_events`, grouped by
+    ``group`` (fixed SQL over an ``events`` row) among the events ``where`` selects."""
+    column = FIELD_COLUMNS[field]  # a fixed column name, never user input
     rows = client.query(
         f"""
-        SELECT model, model_version, bucket,
+        SELECT model, model_version, grp,
                if(countIf(content != '') = 0, countIf(left_out),
                   countIf(left_out AND content != ''))
         FROM (
             SELECT event_id, any(model) AS model, any(model_version) AS model_version,
-                   any({bucket_sql}) AS bucket, any({column}) AS content,
+                   any({group}) AS grp, any({column}) AS content,
                    min(inclusion_probability) < 1 AND event_id NOT IN (
-                       SELECT event_id FROM signal_scores WHERE signal = {{signal:String}}
+                       SELECT event_id FROM signal_scores WHERE signal = {{left_out_signal:String}}
                    ) AS left_out
             FROM events WHERE {" AND ".join(where)}
             GROUP BY event_id
         )
-        GROUP BY model, model_version, bucket
+        GROUP BY model, model_version, grp
         """,  # noqa: S608 - only fixed fragments are formatted; values are bound parameters
-        parameters=params,
+        parameters={**params, "left_out_signal": signal},
     ).result_rows
-    return {
-        (str(r[0]), str(r[1]), None if bucket == "total" else as_utc(r[2])): int(r[3]) for r in rows
-    }
+    return [tuple(r) for r in rows]

@@ -18,9 +18,13 @@ if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
 __all__ = [
+    "COMBINATION",
     "OTHER_SLICE",
+    "SLICE_VALUE_CHARS",
     "SliceCount",
+    "cell_values",
     "event_slice_sources",
+    "slice_cell_people",
     "slice_counts",
     "slice_people",
     "small_cells_merged",
@@ -85,18 +89,12 @@ def slice_counts(
     where = ["1"]
     params: dict[str, Any] = {}
     add_equal_filters(where, params, signal=signal, model=model)
-    scope = ["1"]  # the score rows whose people count (time only: a cell is a model's slice)
     if len(keys) == 1:
         if since is not None:
             where.append("minute >= toStartOfMinute({since:DateTime64(3, 'UTC')})")
-            scope.append("timestamp >= toStartOfMinute({since:DateTime64(3, 'UTC')})")
-            params["since"] = as_utc(since)
         if until is not None:
             where.append("minute < {until:DateTime64(3, 'UTC')}")
-            scope.append("timestamp < {until:DateTime64(3, 'UTC')}")
-            params["until"] = as_utc(until)
         where.append("slice_key = {key0:String}")
-        params["key0"] = keys[0]
         counts = f"""
             SELECT signal, model, model_version, slice_key, slice_value,
                    uniqExactMerge(events) AS n, uniqExactIfMerge(failures) AS k
@@ -104,31 +102,24 @@ def slice_counts(
             WHERE {" AND ".join(where)}
             GROUP BY signal, model, model_version, slice_key, slice_value
         """  # noqa: S608 - only fixed fragments are formatted; values are bound parameters
-        people = slice_people(" AND ".join(scope), "slice_key = {key0:String}")
     else:
         for bound, op in (("since", ">="), ("until", "<")):
-            value = since if bound == "since" else until
-            if value is not None:
+            if (since if bound == "since" else until) is not None:
                 where.append(f"timestamp {op} {{{bound}:DateTime64(3, 'UTC')}}")
-                params[bound] = as_utc(value)
-        params["keys"], params["joined"] = list(keys), _KEY_SEP.join(keys)
-        combination = "arrayStringConcat(arrayMap(x -> slices[x], {keys:Array(String)}), '\\x1f')"
         counts = f"""
             SELECT signal, model, model_version, {{joined:String}} AS slice_key,
-                   {combination} AS slice_value,
+                   {COMBINATION} AS slice_value,
                    uniqExact(event_id) AS n, uniqExactIf(event_id, flagged) AS k
             FROM signal_scores FINAL
             WHERE {" AND ".join(where)}
             GROUP BY signal, model, model_version, slice_key, slice_value
         """  # noqa: S608 - only fixed fragments are formatted; values are bound parameters
-        scope = [w for w in where if w.startswith("timestamp")] or ["1"]
-        people = slice_people(" AND ".join(scope), "1", combination=combination,
-                              combination_key="{joined:String}")  # fmt: skip
+    people = slice_cell_people(keys, since, until, params)
     sql = small_cells_merged(counts, people, min_users) if min_users > 0 else counts
     sql = f"SELECT * FROM ({sql}) ORDER BY signal, model, model_version, n DESC, slice_value"  # noqa: S608
     rows = client.query(sql, parameters=params).result_rows
     return [
-        SliceCount(str(r[0]), str(r[1]), str(r[2]), _values(str(r[4]), len(keys)), int(r[5]),
+        SliceCount(str(r[0]), str(r[1]), str(r[2]), cell_values(str(r[4]), len(keys)), int(r[5]),
                    int(r[6]))
         for r in rows
     ]  # fmt: skip
@@ -140,6 +131,11 @@ OTHER_SLICE = "other"
 
 # A combination of several keys' values travels as one string, joined by the unit separator.
 _KEY_SEP = "\x1f"
+COMBINATION = "arrayStringConcat(arrayMap(x -> slices[x], {keys:Array(String)}), '\\x1f')"
+"""SQL of a score row's values of the bound ``keys``, joined as one slice value."""
+
+# A slice value is a label, not a payload: the slicer keeps this many characters of it.
+SLICE_VALUE_CHARS = 200
 
 # Who an event is for the small-cell rule: its user, else its session, else itself (an event
 # without either cannot be tied to anyone else's, so it counts as one person).
@@ -149,7 +145,31 @@ _PERSON = (
 )
 
 
-def _values(joined: str, n_keys: int) -> tuple[str, ...]:
+def slice_cell_people(
+    keys: list[str], since: datetime | None, until: datetime | None, params: dict[str, Any]
+) -> str:
+    """SQL of the people of the cells :func:`slice_counts` reads for ``keys`` (see
+    :func:`slice_people`), binding what it needs (the keys, the time bounds) in ``params``."""
+    scope = ["1"]  # the score rows whose people count (time only: a cell is a model's slice)
+    start = "{since:DateTime64(3, 'UTC')}"
+    if len(keys) == 1:  # one key reads the per-minute table: from the start of the minute
+        start = f"toStartOfMinute({start})"
+    if since is not None:
+        scope.append(f"timestamp >= {start}")
+        params["since"] = as_utc(since)
+    if until is not None:
+        scope.append("timestamp < {until:DateTime64(3, 'UTC')}")
+        params["until"] = as_utc(until)
+    if len(keys) == 1:
+        params["key0"] = keys[0]
+        return slice_people(" AND ".join(scope), "slice_key = {key0:String}")
+    params["keys"], params["joined"] = list(keys), _KEY_SEP.join(keys)
+    return slice_people(" AND ".join(scope), "1", combination=COMBINATION,
+                        combination_key="{joined:String}")  # fmt: skip
+
+
+def cell_values(joined: str, n_keys: int) -> tuple[str, ...]:
+    """A cell's values, one per key, from its ``slice_value`` (several keys' values joined)."""
     if n_keys == 1:
         return (joined,)
     if joined == OTHER_SLICE:
@@ -185,18 +205,24 @@ def slice_people(
     """  # noqa: S608 - only fixed fragments are formatted; values are bound parameters
 
 
-def small_cells_merged(counts: str, people: str, min_users: int, *, carry: str = "") -> str:
+def small_cells_merged(
+    counts: str, people: str, min_users: int, *, carry: str = "", sums: tuple[str, ...] = ()
+) -> str:
     """``counts`` (SQL of signal, model, model_version, slice_key, slice_value, n, k) with every
     cell of fewer than ``min_users`` distinct people (``people``: :func:`slice_people`) merged
     into ``other`` per (model, version, key), so a rate cannot single out a person; a merged
     ``other`` still under ``min_users`` is left out, and so are cells whose events are gone
     (their people cannot be counted). Counts add up exactly: an event has one value per key.
     ``carry`` names one more column of ``counts`` kept as it is (a series' ``time``); cells
-    are judged over all of ``people``, not per value of it."""
+    are judged over all of ``people``, not per value of it. ``sums`` names more columns of
+    ``counts`` that are added up over merged cells, as ``n`` and ``k`` are."""
     if min_users < 1:
         raise ValueError("min_users must be at least 1")
     if carry and not carry.isidentifier():
         raise ValueError(f"carry must be a column name, not {carry!r}")
+    if not all(column.isidentifier() for column in sums):
+        raise ValueError(f"sums must be column names, not {sums!r}")
+    summed = "".join(f", sum(c.{column}) AS {column}" for column in sums)
     cell_of = f"""
         SELECT model, model_version, slice_key, slice_value,
                if(uniqExact(person) < {int(min_users)}, '{OTHER_SLICE}', slice_value) AS cell
@@ -207,7 +233,7 @@ def small_cells_merged(counts: str, people: str, min_users: int, *, carry: str =
         SELECT {f"c.{carry} AS {carry}, " if carry else ""}c.signal AS signal, c.model AS model,
                c.model_version AS model_version,
                c.slice_key AS slice_key, m.cell AS slice_value,
-               toUInt64(sum(c.n)) AS n, toUInt64(sum(c.k)) AS k
+               toUInt64(sum(c.n)) AS n, toUInt64(sum(c.k)) AS k{summed}
         FROM ({counts}) AS c
         INNER JOIN cells AS m
             ON m.model = c.model AND m.model_version = c.model_version

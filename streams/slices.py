@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from storage import OTHER_SLICE
+from storage import OTHER_SLICE, SLICE_VALUE_CHARS
 from streams.events import GenerationEvent
 from streams.settings import comma_list
 
@@ -28,7 +28,7 @@ __all__ = ["OTHER", "UNSET", "SliceConfig", "Slicer"]
 OTHER = OTHER_SLICE
 UNSET = ""
 ALWAYS = ("app",)
-MAX_VALUE_CHARS = 200  # a slice value is a label, not a payload
+MAX_VALUE_CHARS = SLICE_VALUE_CHARS  # a slice value is a label, not a payload
 
 
 class SliceConfig(BaseModel):

@@ -22,7 +22,7 @@ from telltale.cli_common import (
     print_json,
 )
 from telltale.cli_usage import usage_rates
-from telltale.sampled_rates import effective_for_correction, weigh_rates
+from telltale.sampled_rates import effective_for_correction, weigh_rates, weigh_slice_rates
 
 __all__ = ["rates"]
 
@@ -204,6 +204,10 @@ def _slice_rates(
                 for grouping in groupings
             ]  # fmt: skip
             rows = _slice_rows(found, merged=min_users > 0)
+            for grouping in groupings:
+                weigh_slice_rates(client, [r for r in rows if r["by"] == grouping], grouping,
+                                  signal=signal, model=model, since=since, until=until,
+                                  min_users=min_users)  # fmt: skip
             if corrected:
                 for grouping in groupings:
                     _add_corrected(client, [r for r in rows if r["by"] == grouping],
@@ -219,8 +223,8 @@ def _slice_rates(
     for r in rows:
         table.add_row(
             str(r["signal"]), str(r["model"]), str(r["model_version"]), str(r["slice"]),
-            str(r["events"]),
-            str(r["failures"]), f"{r['rate']:.2%}", f"{r['rate_low']:.2%} – {r['rate_high']:.2%}",
+            _count(r["events"]), _count(r["failures"]), f"{r['rate']:.2%}",
+            f"{r['rate_low']:.2%} – {r['rate_high']:.2%}",
             *([_corrected_cell(r)] if corrected else []),
         )  # fmt: skip
     Console(width=220).print(table)
@@ -232,7 +236,8 @@ def _slice_rates(
 
 
 def _slice_rows(found: list[tuple[list[str], Any]], *, merged: bool) -> list[dict[str, Any]]:
-    """Rate rows of slice counts; with ``merged``, an ``other`` row may hold small cells, so
+    """Rate rows of slice counts (the scored events; :func:`weigh_slice_rates` then weighs the
+    rows that hold sampled events); with ``merged``, an ``other`` row may hold small cells, so
     it is marked and its events count once each (:func:`_add_corrected`)."""
     from alerts import slice_label, wilson_interval
     from storage import OTHER_SLICE
@@ -245,7 +250,7 @@ def _slice_rows(found: list[tuple[list[str], Any]], *, merged: bool) -> list[dic
                 "by": grouping, "values": list(c.values),
                 "slice": slice_label(tuple(grouping), c.values), "signal": c.signal,
                 "model": c.model, "model_version": c.model_version, "events": c.events,
-                "scored": c.events,  # slice rows count the scored events (unweighted)
+                "scored": c.events,  # a sampled row's estimates: weigh_slice_rates
                 "failures": c.failures, "rate": c.failures / c.events if c.events else 0.0,
                 "rate_low": low, "rate_high": high,
                 "merged": merged and all(v == OTHER_SLICE for v in c.values),

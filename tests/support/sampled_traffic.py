@@ -19,6 +19,7 @@ from storage.writer import ClickHouseWriter
 from streams.events import GenerationEvent, validate_event
 from streams.pipeline import Pipeline
 from streams.sampling import Sampler
+from streams.slices import Slicer
 from telltale.signal_store import ClickHouseSignalStore
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -30,9 +31,10 @@ TICKERS = r"\b(ACME|TSLA|NVDA)\b"
 
 def traffic(
     users: int, per_user: int, failure_rate: float, *, version: str = "v1", retry: float = 0.4,
-    seed: int = 3, first_id: int = 0,
+    seed: int = 3, first_id: int = 0, unit: str = "u", attributes: dict[str, str] | None = None,
 ) -> list[GenerationEvent]:  # fmt: skip
-    """``users × per_user`` events, shuffled, answers flagged at about ``failure_rate``."""
+    """``users × per_user`` events, shuffled, answers flagged at about ``failure_rate``; users
+    are named ``{version}-{unit}{n}``, and every event carries ``attributes``."""
     rng = random.Random(seed)
     events = []
     for u in range(users):
@@ -44,8 +46,9 @@ def traffic(
             i = first_id + len(events)
             events.append(validate_event({
                 "event_id": f"{version}-e{i}", "timestamp": (T0 + timedelta(seconds=i)).isoformat(),
-                "model": "m", "model_version": version, "user_id": f"{version}-u{u}",
+                "model": "m", "model_version": version, "user_id": f"{version}-{unit}{u}",
                 "prompt": {"text": "what now?"}, "output": {"text": text},
+                "attributes": attributes or {},
             }))  # fmt: skip
     rng.shuffle(events)
     return events
@@ -57,8 +60,9 @@ def flagged_share(events: list[GenerationEvent]) -> float:
 
 
 def sampling_pipeline(
-    ch: Any, embedder: Any, sampler: Sampler | None, writer: Any = None
-) -> Pipeline:
+    ch: Any, embedder: Any, sampler: Sampler | None, writer: Any = None,
+    slicer: Slicer | None = None,
+) -> Pipeline:  # fmt: skip
     """A pipeline with a few-shot ``advice`` signal and the ``tickers`` pattern signal."""
     store = ClickHouseSignalStore(ch)
     advice = SignalSpec(name="advice", threshold=0.5,
@@ -67,7 +71,7 @@ def sampling_pipeline(
     for spec in (advice, tickers):
         store.save(train_signal(spec, embedder))
     return Pipeline(embedder, LiveSignals(store, embedder.id, refresh_s=0),
-                    writer or ClickHouseWriter(ch), sampler=sampler)  # fmt: skip
+                    writer or ClickHouseWriter(ch), sampler=sampler, slicer=slicer)  # fmt: skip
 
 
 def run(pipeline: Pipeline, events: list[GenerationEvent], batch: int = 256) -> list[Any]:
