@@ -6,9 +6,10 @@ the worker's health."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from streams.errors import PartlyInvalid
 from streams.events import MAX_PAYLOAD_BYTES, Carried, GenerationEvent, decode_record
 from streams.feedback import Feedback
 from streams.pipeline import BatchResult, Pipeline
@@ -71,6 +72,22 @@ def pipeline_process(pipeline: Callable[[], Pipeline]) -> Process:
         return current.process(events, given)
 
     return process
+
+
+def plain_events(values: Iterable[tuple[str, bytes]], decoders: Mapping[str, Decoder],
+                 default: Decoder) -> list[GenerationEvent]:  # fmt: skip
+    """The events of ``(topic, value)`` records that decode, without vectors (what the worker
+    embeds ahead); records that do not decode are left out (the batch dead-letters them)."""
+    events: list[GenerationEvent] = []
+    for topic, value in values:
+        try:
+            decoded: Sequence[GenerationEvent | Carrying] = decoders.get(topic, default)(value)
+        except PartlyInvalid as exc:  # its valid events are stored
+            decoded = exc.events
+        except Exception:  # the batch's own decoding reports it
+            decoded = ()
+        events.extend(e for e in decoded if isinstance(e, GenerationEvent))
+    return events
 
 
 def json_decoder(max_bytes: int = MAX_PAYLOAD_BYTES) -> Decoder:

@@ -192,6 +192,17 @@ class WorkerMetrics:
                                    "worker embeds and scores (1: every event)",
                                    registry=self.registry)  # fmt: skip
         self.sampling_rate.set(1.0)
+        self.ahead_texts = Counter(f"{prefix}_ahead_texts", "texts embedded ahead of their "
+                                   "batch (queued) and those a batch then took from them "
+                                   "(used); queued - used is model time spent for nothing",
+                                   ["outcome"], registry=self.registry)  # fmt: skip
+        self._ahead_used = 0
+
+    def ahead(self, queued: int, used_total: int) -> None:
+        """Count texts queued ahead, and the texts used from them so far (a running total)."""
+        self.ahead_texts.labels("queued").inc(queued)
+        self.ahead_texts.labels("used").inc(max(0, used_total - self._ahead_used))
+        self._ahead_used = max(self._ahead_used, used_total)
 
     def dead_letter(self, reason: str) -> None:
         self.dead_letters.labels(dead_letter_class(reason)).inc()

@@ -115,6 +115,7 @@ class Pipeline:
         self._store_windows = content is None or content.store_windows
         self._export = export
         self._sampler = sampler
+        self._stored_share = 0.0  # of the last batch's events, the share already stored
 
     @property
     def embedder_id(self) -> str:
@@ -144,14 +145,21 @@ class Pipeline:
         """The vector size of the text fields (the columnar replay carries text vectors only)."""
         return self._embedders.text.dim
 
+    @property
+    def ahead(self) -> EmbedAhead | None:
+        """The text embedder when it embeds ahead (:meth:`embed_ahead`), else None."""
+        text = self._embedders.text
+        return text if isinstance(text, EmbedAhead) else None
+
     def embed_ahead(self, events: Sequence[GenerationEvent]) -> int:
         """Queue the texts of ``events`` for the model before :meth:`process` is called with
         them (the worker does so as it takes a batch; see :mod:`signals.ahead`); return the
         number of texts queued. Only events the sampler would draw now, and texts the
-        embedding cache does not remember. Does nothing unless the text embedder is an
-        :class:`~signals.EmbedAhead`."""
-        ahead = self._embedders.text
-        if not isinstance(ahead, EmbedAhead) or not events:
+        embedding cache does not remember; nothing while most events of the last batch were
+        stored already (a redelivery or an offset reset: those cost a lookup, not the model).
+        Does nothing unless the text embedder is an :class:`~signals.EmbedAhead`."""
+        ahead = self.ahead
+        if ahead is None or not events or self._stored_share > 0.5:
             return 0
         if self._pseudonyms is not None:  # the draw reads the ids as process() sees them
             events = [self._pseudonyms.event(e) for e in events]
@@ -164,8 +172,7 @@ class Pipeline:
             for text in (getattr(e, content).text for e in events)
             if text and (self._cache is None or not self._cache.remembers(ahead.id, name, text))
         ]
-        ahead.submit(texts)
-        return len(texts)
+        return ahead.submit(texts)
 
     def process_columns(self, batch: ColumnarBatch) -> tuple[int, int]:
         """Store validated, pre-embedded events given as columns; return (written, skipped).
@@ -262,6 +269,7 @@ class Pipeline:
                 unique[event.event_id] = event
         stored = self._writer.existing_event_ids(unique)
         result.skipped_existing = len(stored)
+        self._stored_share = len(stored) / len(unique) if unique else 0.0
         given = precomputed or {}
         fresh = [e for e in unique.values() if e.event_id not in stored]
         probability, unsampled = self._sample(fresh)

@@ -43,6 +43,7 @@ from streams.batch_handler import (
     json_decoder,
     pipeline_process,
 )
+from streams.batch_io import plain_events
 from streams.dead_letter import DeadLetter
 from streams.errors import InvalidEvent, PartlyInvalid
 from streams.events import GenerationEvent
@@ -117,6 +118,7 @@ class _Runtime:
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self.config = config
+        self._metrics = metrics
         self._factory = pipeline_factory
         self._pipeline: Pipeline | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telltale-pipeline")
@@ -174,21 +176,17 @@ class _Runtime:
         the batch before is scored and written (:mod:`signals.ahead`). Best effort: records
         that do not decode, or carry vectors, are left to the batch's own handling."""
         pipeline = self._pipeline
-        if pipeline is None or not self.config.embed_ahead:
-            return
+        if pipeline is None or pipeline.ahead is None or not self.config.embed_ahead:
+            return  # not built yet, or built without it (serve --all): no second decode
         by_topic, default = self._ahead_decoders
-        events: list[GenerationEvent] = []
-        for event in batch:
-            message = event.message
-            try:
-                decoded = by_topic.get(message.topic, default)(message.value or b"")
-            except Exception:  # the handler dead-letters it with the reason
-                decoded = ()
-            events.extend(e for e in decoded if isinstance(e, GenerationEvent))
+        values = ((e.message.topic, e.message.value or b"") for e in batch)
         try:
-            pipeline.embed_ahead(events)
+            queued = pipeline.embed_ahead(plain_events(values, by_topic, default))
         except Exception:  # the batch embeds its texts itself
             log.warning("embedding ahead failed; the batch embeds its own texts", exc_info=True)
+            return
+        if self._metrics is not None:
+            self._metrics.ahead(queued, pipeline.ahead.answered)
 
     async def _handle_and_ack(
         self, stream: Any, batch: Sequence[Any], previous: asyncio.Future[Outcome] | None = None
@@ -211,6 +209,8 @@ class _Runtime:
         """Once faust has stopped fetching, before the agents are cancelled and before the
         consumer commits acked offsets for the last time: let the batch in flight finish."""
         self.stopping.set()
+        if self._pipeline is not None and self._pipeline.ahead is not None:
+            self._pipeline.ahead.close()  # the batch taken ahead is not started: drop its job
         if not self.in_flight:
             return
         log.info("finishing the batch in flight before stopping")

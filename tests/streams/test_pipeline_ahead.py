@@ -4,7 +4,6 @@ comes from the job ahead, and what is stored is what the model returns for those
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,12 +24,14 @@ class _Threads:
     def __init__(self, inner: TextEmbedder) -> None:
         self.inner, self.id, self.dim = inner, inner.id, inner.dim
         self.threads: list[str] = []
+        self.texts: set[str] = set()
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self.embed_windows(texts).documents()
 
     def embed_windows(self, texts: Sequence[str]) -> Windows:
         self.threads.append(threading.current_thread().name)
+        self.texts.update(texts)
         return self.inner.embed_windows(texts)
 
 
@@ -45,6 +46,7 @@ def test_the_pipeline_embeds_ahead_only_what_it_will_score(
     sampler = Sampler(SamplingConfig(rate=0.25, version_floor_per_min=0), clock=lambda: 0.0)
     pipeline = sampling_pipeline(ch, embedders, sampler)
     model.threads.clear()  # training the signals embedded their examples
+    model.texts.clear()
     events = traffic(120, 4, 0.2)
     queued = 0
     for start in range(0, len(events), 128):
@@ -54,10 +56,12 @@ def test_the_pipeline_embeds_ahead_only_what_it_will_score(
     scored = {r[0] for r in ch.query("SELECT DISTINCT event_id FROM signal_scores").result_rows}
     assert 0 < len(scored) < len(events)
     drawn = [e for e in events if e.event_id in scored]
-    assert queued == sum(bool(e.prompt.text) + bool(e.output.text) for e in drawn)
+    # the model saw exactly the texts of the drawn events, each queued once per kept job
+    assert model.texts == {t for e in drawn for t in (e.prompt.text, e.output.text) if t}
+    assert len(model.texts) <= queued == ahead.queued
     # every model call was a job ahead: the pipeline itself embedded nothing
     assert model.threads and all(t.startswith("telltale-ahead") for t in model.threads)
-    assert ahead.answered == queued
+    assert ahead.answered == 2 * len(drawn)  # every text the pipeline asked for
     stored = dict(ch.query(
         "SELECT event_id, vector FROM embeddings FINAL WHERE field = 'output.text'"
     ).result_rows)  # fmt: skip
@@ -79,31 +83,80 @@ class _Taken:
     message: _Message
 
 
-def test_the_worker_queues_a_taken_batch_and_skips_what_does_not_decode(
+def _send() -> Any:
+    async def send(key: bytes | None, value: bytes) -> None:
+        raise AssertionError("nothing is dead-lettered here")
+
+    return send
+
+
+def test_the_worker_queues_a_taken_batch_and_counts_each_event_seen_once(
     ch: Any, tiny_embedder: OpenClipEmbedder
 ) -> None:
     from sampled_traffic import sampling_pipeline, traffic
 
+    from streams.metrics import WorkerMetrics
+
     ahead = EmbedAhead(FieldEmbedders(tiny_embedder).text)
     pipeline = sampling_pipeline(ch, FieldEmbedders(tiny_embedder, ahead), None)
-
-    async def send(key: bytes | None, value: bytes) -> None:
-        raise AssertionError("nothing is dead-lettered here")
-
-    runtime = _Runtime(WorkerConfig(), lambda: pipeline, send, None, None, None)
+    metrics = WorkerMetrics()
+    runtime = _Runtime(WorkerConfig(), lambda: pipeline, _send(), None, None, None, None, metrics)
     events = traffic(3, 2, 0.0)
     batch = [_Taken(_Message("generations", e.model_dump_json().encode())) for e in events]
     batch.insert(1, _Taken(_Message("generations", b"{not json")))
     runtime.embed_ahead(batch)
-    assert ahead.answered == 0  # nothing queued before the pipeline is built
+    assert ahead.queued == 0  # nothing queued before the pipeline is built
     runtime.pipeline()
     runtime.embed_ahead(batch)
-    texts = [t for e in events for t in (e.prompt.text, e.output.text) if t]
-    ahead.embed_texts(texts)
-    assert ahead.answered == len(texts)
-    off = _Runtime(WorkerConfig(embed_ahead=False), lambda: pipeline, send, None, None, None)
+    texts = {t for e in events for t in (e.prompt.text, e.output.text) if t}
+    assert ahead.queued == len(texts)
+    ahead.embed_texts(sorted(texts))
+    runtime.embed_ahead(batch[:1])  # reports what the batch used
+    samples = {(s.name, tuple(s.labels.values())): s.value
+               for m in metrics.registry.collect() for s in m.samples}  # fmt: skip
+    assert samples[("telltale_worker_ahead_texts_total", ("queued",))] == len(texts)
+    assert samples[("telltale_worker_ahead_texts_total", ("used",))] == len(texts)
+    seen = sum(v for (name, _), v in samples.items()
+               if name == "telltale_worker_events_seen_total")  # fmt: skip
+    assert seen == 0  # the ahead decode counts nothing: the batch's own decode does
+    off = _Runtime(WorkerConfig(embed_ahead=False), lambda: pipeline, _send(), None, None, None)
     off.pipeline()
-    before = ahead.answered
-    off.embed_ahead([_Taken(_Message("generations", json.dumps({"x": 1}).encode()))])
-    assert ahead.answered == before
+    fresh = traffic(2, 2, 0.0, first_id=50)
+    off.embed_ahead([_Taken(_Message("generations", e.model_dump_json().encode()))
+                     for e in fresh])  # fmt: skip
+    assert ahead.queued == len(texts)
     ahead.close()
+
+
+def test_nothing_is_queued_for_texts_the_cache_remembers_or_a_batch_stored_already(
+    ch: Any, tiny_embedder: OpenClipEmbedder
+) -> None:
+    from sampled_traffic import sampling_pipeline, traffic
+
+    from signals import EmbeddingCache
+
+    ahead = EmbedAhead(FieldEmbedders(tiny_embedder).text)
+    pipeline = sampling_pipeline(ch, FieldEmbedders(tiny_embedder, ahead), None)
+    pipeline._cache = EmbeddingCache()  # the worker's default: an LRU
+    events = traffic(4, 2, 0.0)
+    assert pipeline.embed_ahead(events) > 0
+    pipeline.process(events)
+    pipeline.process(events)  # redelivered: every event is stored already
+    assert pipeline.embed_ahead(traffic(4, 2, 0.0, first_id=100)) == 0
+    pipeline.process(traffic(4, 2, 0.0, first_id=200))  # a fresh batch: embedding resumes
+    assert pipeline.embed_ahead(traffic(4, 2, 0.0, first_id=300)) > 0
+    repeats = [e.model_copy(update={"event_id": f"again-{e.event_id}"}) for e in events]
+    assert pipeline.embed_ahead(repeats) == 0  # the LRU remembers every text
+    ahead.close()
+
+
+def test_the_worker_wiring_embeds_ahead_unless_turned_off(
+    ch: Any, tiny_env: dict[str, str], monkeypatch: Any
+) -> None:
+    from telltale.settings import Settings
+    from telltale.wiring import make_parts
+
+    assert isinstance(make_parts(Settings(), ch, worker=True).embedders.text, EmbedAhead)
+    assert not isinstance(make_parts(Settings(), ch).embedders.text, EmbedAhead)
+    monkeypatch.setenv("TELLTALE_WORKER_EMBED_AHEAD", "false")
+    assert not isinstance(make_parts(Settings(), ch, worker=True).embedders.text, EmbedAhead)
