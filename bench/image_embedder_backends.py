@@ -1,12 +1,13 @@
 """open_clip image tower backends side by side: images/s and cosine to torch fp32.
 
     .venv/bin/python bench/image_embedder_backends.py [--models ViT-B-32 telltale-tiny] \
-        [--variants torch onnx-fp32 onnx-int8] [--batch-sizes 8 32] [--images 64] \
+        [--variants torch torch-int8 onnx-fp32 onnx-int8] [--batch-sizes 8 32] [--images 64] \
         [--rounds 3] [--threads 2]
 
 Every variant is the same open_clip model with seeded random weights (no pretrained weights
 are reachable here; the speed of a tower does not depend on its weights' values) whose image
-tower runs on one backend: ``torch`` (fp32, the reference and the default) or ONNX Runtime
+tower runs on one backend: ``torch`` (fp32, the reference and the default), ``torch-int8``
+(``quantize``: torch's dynamic int8 Linear layers, in the text tower too) or ONNX Runtime
 (``onnx-<weights>``, see :mod:`signals.onnx_image`; the export is made and cached before any
 timing). Each variant embeds the same ``--images`` rendered landscapes (half with a watermark,
 ``telltale.sample_data.render_image``), through ``embed_images`` (preprocessing included, as
@@ -40,12 +41,13 @@ from telltale.sample_data import render_image  # noqa: E402
 if TYPE_CHECKING:
     from PIL import Image
 
-VARIANTS = ("torch", "onnx-fp32", "onnx-int8")
+VARIANTS = ("torch", "torch-int8", "onnx-fp32", "onnx-int8")
 
 
 def make(model: str, variant: str, threads: int, cache: Path) -> OpenClipEmbedder:
-    if variant == "torch":
-        return OpenClipEmbedder(model_name=model, pretrained=None, seed=0, threads=threads)
+    if variant.startswith("torch"):
+        return OpenClipEmbedder(model_name=model, pretrained=None, seed=0, threads=threads,
+                                quantize=variant == "torch-int8")  # fmt: skip
     return OpenClipEmbedder(model_name=model, pretrained=None, seed=0, threads=threads,
                             image_backend="onnx", image_onnx_weights=variant[5:],
                             image_onnx_cache_dir=cache)  # fmt: skip

@@ -64,9 +64,7 @@ def import_onnx(what: str = "text", backend_env: str = "TELLTALE_TEXT_EMBEDDER_B
     return onnxruntime
 
 
-def cached_export(
-    path: Path, build: Callable[[Path], Path], *, what: str, cache_env: str
-) -> bool:
+def cached_export(path: Path, build: Callable[[Path], Path], *, what: str, cache_env: str) -> bool:
     """Make ``path`` with ``build`` unless it exists; True when this call made it.
 
     ``build`` gets a temporary folder on the cache's file system and returns the finished graph

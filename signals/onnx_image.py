@@ -84,8 +84,7 @@ class OnnxImageModel:
         cache = (cache_dir or default_cache_dir()).expanduser()
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         self.path = cache / (
-            f"open_clip-{safe}-visual-{digest}-{weights}-f{EXPORT_FORMAT}"
-            f"-ort{ort.__version__}.onnx"
+            f"open_clip-{safe}-visual-{digest}-{weights}-f{EXPORT_FORMAT}-ort{ort.__version__}.onnx"
         )
 
         def build(work: Path) -> Path:

@@ -96,6 +96,7 @@ class OpenClipEmbedder:
         if overrides:
             cfg = EmbedderConfig.model_validate({**cfg.model_dump(), **overrides})
         self.config = cfg
+        _check_onnx(cfg)
         torch, open_clip = _import_backends()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -217,7 +218,9 @@ class LazyOpenClipEmbedder:
             return self._embedder
 
 
-def _onnx_tower(cfg: EmbedderConfig, model: Any, open_clip: Any) -> OnnxImageModel:
+def _check_onnx(cfg: EmbedderConfig) -> None:
+    if cfg.image_backend != "onnx":
+        return
     if cfg.device != "cpu":
         raise EmbedderError(f"image_backend=onnx runs on the cpu, not {cfg.device!r}")
     if cfg.quantize:
@@ -225,6 +228,9 @@ def _onnx_tower(cfg: EmbedderConfig, model: Any, open_clip: Any) -> OnnxImageMod
             "quantize is torch's int8 and image_backend=onnx has its own: set "
             "image_onnx_weights=int8 instead of quantize"
         )
+
+
+def _onnx_tower(cfg: EmbedderConfig, model: Any, open_clip: Any) -> OnnxImageModel:
     side = model.visual.image_size
     side = int(side[0] if isinstance(side, (tuple, list)) else side)
     digest = tower_digest(model.visual, open_clip.get_model_config(cfg.model_name))
