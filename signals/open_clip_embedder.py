@@ -4,6 +4,12 @@ Weights come from open_clip's pretrained tag (downloaded on first use), from a l
 file, or, for tests and offline use, from a seeded random initialisation. The id records which,
 so signals trained on one set of weights are never applied to another.
 
+``image_backend="onnx"`` runs the image tower with ONNX Runtime (:mod:`signals.onnx_image`:
+exported from the loaded tower on first use, cached in ``image_onnx_cache_dir`` by a digest of
+its weights and config, fp32 or int8 weights per ``image_onnx_weights``); preprocessing is the
+same torch/PIL code, and the text tower stays on torch. The id records the backend, so signals
+fitted on one backend's vectors are retrained on a switch.
+
 >>> embedder = OpenClipEmbedder(model_name="telltale-tiny", seed=0)  # doctest: +SKIP
 >>> embedder.embed_texts(["hello"]).shape  # doctest: +SKIP
 (1, 128)
@@ -15,7 +21,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -23,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from signals._digest import file_digest
 from signals._torchvision_fix import import_torchvision
 from signals.errors import EmbedderError
+from signals.onnx_image import ImageOnnxWeights, OnnxImageModel, tower_digest
 from signals.windows import Windows
 
 if TYPE_CHECKING:
@@ -42,7 +49,10 @@ BUNDLED_CONFIGS = Path(__file__).parent / "model_configs"
 class EmbedderConfig(BaseModel):
     """Which open_clip model and weights, where it runs, and in what batches.
 
-    A plain model (no environment): :mod:`telltale.settings` binds it to ``TELLTALE_EMBEDDER_*``.
+    The ``image_*`` fields choose how the image tower runs: torch (the default: ONNX Runtime
+    measured too small a gain to pay for a retrain, docs/signals/embedders.md, "Backends") or
+    ONNX Runtime. A plain model (no environment): :mod:`telltale.settings` binds it to
+    ``TELLTALE_EMBEDDER_*``, and the ``image_*`` fields to ``TELLTALE_IMAGE_EMBEDDER_*``.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -58,6 +68,17 @@ class EmbedderConfig(BaseModel):
     batch_size: int = Field(default=64, ge=1)
     seed: int = 0
     quantize: bool = False
+    image_backend: Literal["torch", "onnx"] = Field(
+        default="torch",
+        description="how the image tower runs: torch or ONNX Runtime over a local export of "
+        "the tower (cpu only; docs/signals/embedders.md, Backends)",
+    )
+    image_onnx_weights: ImageOnnxWeights = Field(
+        default="fp32", description="with image_backend=onnx: fp32 or int8 (per channel)"
+    )
+    image_onnx_cache_dir: Path | None = Field(
+        default=None, description="exported ONNX models (default ~/.cache/telltale/onnx)"
+    )
 
     @field_validator("pretrained", "checkpoint_path", mode="before")
     @classmethod
@@ -75,6 +96,7 @@ class OpenClipEmbedder:
         if overrides:
             cfg = EmbedderConfig.model_validate({**cfg.model_dump(), **overrides})
         self.config = cfg
+        _check_onnx(cfg)
         torch, open_clip = _import_backends()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -96,6 +118,7 @@ class OpenClipEmbedder:
                 f"cannot load open_clip {cfg.model_name} with weights {weights!r}: {exc}"
             ) from exc
         model.eval()
+        self._onnx = _onnx_tower(cfg, model, open_clip) if cfg.image_backend == "onnx" else None
         if cfg.quantize:
             model = torch.ao.quantization.quantize_dynamic(
                 model, {torch.nn.Linear}, dtype=torch.qint8
@@ -148,6 +171,8 @@ class OpenClipEmbedder:
 
     def _encode_images(self, images: list[Image.Image]) -> Any:
         batch = self._torch.stack([self._preprocess(img) for img in images])
+        if self._onnx is not None:
+            return self._torch.from_numpy(self._onnx.features(batch.numpy()))
         return self._model.encode_image(batch.to(self.config.device))
 
 
@@ -193,6 +218,27 @@ class LazyOpenClipEmbedder:
             return self._embedder
 
 
+def _check_onnx(cfg: EmbedderConfig) -> None:
+    if cfg.image_backend != "onnx":
+        return
+    if cfg.device != "cpu":
+        raise EmbedderError(f"image_backend=onnx runs on the cpu, not {cfg.device!r}")
+    if cfg.quantize:
+        raise EmbedderError(
+            "quantize is torch's int8 and image_backend=onnx has its own: set "
+            "image_onnx_weights=int8 instead of quantize"
+        )
+
+
+def _onnx_tower(cfg: EmbedderConfig, model: Any, open_clip: Any) -> OnnxImageModel:
+    side = model.visual.image_size
+    side = int(side[0] if isinstance(side, (tuple, list)) else side)
+    digest = tower_digest(model.visual, open_clip.get_model_config(cfg.model_name))
+    return OnnxImageModel(model.visual, cfg.model_name, digest, side,
+                          weights=cfg.image_onnx_weights, cache_dir=cfg.image_onnx_cache_dir,
+                          threads=cfg.threads)  # fmt: skip
+
+
 def _embedder_id(cfg: EmbedderConfig) -> str:
     if cfg.checkpoint_path:
         digest = file_digest(Path(cfg.checkpoint_path))
@@ -202,7 +248,9 @@ def _embedder_id(cfg: EmbedderConfig) -> str:
     else:
         weights = f"random-seed{cfg.seed}"
     suffix = "+int8" if cfg.quantize else ""
-    return f"open_clip/{cfg.model_name}/{weights}{suffix}"
+    # torch: as before, so stored signals stay valid; onnx vectors are another embedder's.
+    backend = f"/onnx-{cfg.image_onnx_weights}" if cfg.image_backend == "onnx" else ""
+    return f"open_clip/{cfg.model_name}/{weights}{suffix}{backend}"
 
 
 def _import_backends() -> tuple[Any, Any]:

@@ -119,10 +119,41 @@ class OverloadSettings(BaseSettings, OverloadConfig):
     model_config = SettingsConfigDict(env_prefix="TELLTALE_SAMPLE_", extra="ignore")
 
 
+IMAGE_FIELDS_PREFIX = "image_"
+IMAGE_ENV_PREFIX = "TELLTALE_IMAGE_EMBEDDER_"
+
+
+class _ImageTowerEnv(EnvSettingsSource):
+    """The open_clip settings' ``image_*`` fields (how the image tower runs) as
+    ``TELLTALE_IMAGE_EMBEDDER_*``, beside ``TELLTALE_TEXT_EMBEDDER_*``: ``image_backend`` is
+    ``TELLTALE_IMAGE_EMBEDDER_BACKEND``. Read before, and overriding, the section's own names
+    (``TELLTALE_EMBEDDER_IMAGE_BACKEND``)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if not field_name.startswith(IMAGE_FIELDS_PREFIX):
+            return None, field_name, False
+        name = f"{IMAGE_ENV_PREFIX}{field_name[len(IMAGE_FIELDS_PREFIX) :]}"
+        value = self.env_vars.get(name if self.case_sensitive else name.lower())
+        return value, field_name, self.field_is_complex(field)
+
+
 class EmbedderSettings(BaseSettings, EmbedderConfig):
-    """``TELLTALE_EMBEDDER_*``: the open_clip model, its weights and device."""
+    """``TELLTALE_EMBEDDER_*``: the open_clip model, its weights and device; its image tower's
+    backend is ``TELLTALE_IMAGE_EMBEDDER_*`` (:class:`_ImageTowerEnv`)."""
 
     model_config = SettingsConfigDict(env_prefix="TELLTALE_EMBEDDER_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        image = _ImageTowerEnv(settings_cls)
+        return init_settings, image, env_settings, dotenv_settings, file_secret_settings
 
 
 class TextEmbedderSettings(BaseSettings, TextEmbedderConfig):
@@ -292,6 +323,9 @@ def load_settings() -> Settings:
             prefix = str(section.model_config.get("env_prefix", ""))
             for error in exc.errors():
                 where = f"{prefix}{str(error['loc'][0]).upper()}" if error["loc"] else name
+                field = str(error["loc"][0]) if error["loc"] else ""
+                if section is EmbedderSettings and field.startswith(IMAGE_FIELDS_PREFIX):
+                    where = f"{IMAGE_ENV_PREFIX}{field[len(IMAGE_FIELDS_PREFIX) :].upper()}"
                 problems.append(f"{where}: {error['msg']}")
     if problems:
         raise SettingsError("invalid settings: " + "; ".join(problems))
