@@ -10,7 +10,9 @@ The next batch is taken while one is stored: faust fills batch k+1's buffer (fet
 per-message work) during batch k's model and writes, and k+1 is handed to the handler as soon
 as k is acknowledged. Batches are still decoded, stored and acknowledged one at a time and in
 the order taken (at most two are held); one taken ahead but not started when the shutdown
-begins, or when consumption stops, is left unacknowledged and delivered again.
+begins, or when consumption stops, is left unacknowledged and delivered again. The texts of
+the batch taken ahead go to the model at once (``TELLTALE_WORKER_EMBED_AHEAD``,
+:mod:`signals.ahead`), so the model embeds k+1 while k is scored and written.
 
 When storage is unavailable the batch is retried with bounded exponential back-off and nothing
 is acknowledged: on restart the uncommitted events are delivered again and, because writes are
