@@ -173,13 +173,17 @@ class Paths:
 
     def backlog(self) -> float:
         events = make_events(self.n, f"backlog{self.round}", self.rng)
-        self.worker.send_signal(signal.SIGSTOP)  # a heartbeat or two late: well inside 6 s
+        self.worker.send_signal(signal.SIGSTOP)  # a heartbeat or two late: inside 6 s
+        paused = time.perf_counter()
         try:
             with Emitter(self.bootstrap, self.topic) as emitter:
                 for e in events:
                     emitter.emit(e)
         finally:
             self.worker.send_signal(signal.SIGCONT)
+        if time.perf_counter() - paused > 3.0:  # the group may rebalance: say so
+            print(f"backlog round {self.round}: the worker was paused "
+                  f"{time.perf_counter() - paused:.1f}s (session timeout 6 s)", file=sys.stderr)
         t0 = time.perf_counter()
         self.sent += self.n
         done = self.committed.wait_for(self.sent, timeout=1800)
@@ -260,7 +264,8 @@ def main() -> None:
         parts = make_parts(settings, client)
         embedders, pipeline = parts.embedders, parts.pipeline
         results: dict[str, Any] = {"events_per_run": n, "rounds": args.rounds,
-                                   "embedder": embedders.id, "batch_size": bs}  # fmt: skip
+                                   "embedder": embedders.id, "batch_size": bs,
+                                   "embed_ahead": settings.worker.embed_ahead}  # fmt: skip
         broker, bootstrap = start_broker()
         topic, group = f"bench-{uuid.uuid4().hex[:6]}", f"bench-{uuid.uuid4().hex[:6]}"
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -317,7 +322,8 @@ def main() -> None:
         return
     print(
         f"events: {n} per run (prompt + output text each), {args.rounds} interleaved rounds "
-        f"after warm-up, embedder {embedders.id}, batch {bs}, {os.cpu_count()} CPUs"
+        f"after warm-up, embedder {embedders.id}, batch {bs}, {os.cpu_count()} CPUs, "
+        f"worker embeds ahead: {settings.worker.embed_ahead}"
     )
     print(f"{'path':<30}{'median ev/s':>12}{'min–max':>17}{'÷ raw median':>14}{'min–max':>13}")
     for name, label in NAMES.items():
