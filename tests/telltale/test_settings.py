@@ -154,9 +154,16 @@ def test_every_section_reads_its_documented_variables(clean_env: pytest.MonkeyPa
 
 def test_every_variable_the_readme_names_is_a_setting() -> None:
     """The TELLTALE_* names of the README and the docs pages each map onto a field of a section
-    (prefix + field), or onto the older name of a detector setting that is still accepted."""
+    (prefix + field), onto the image tower's own name of an open_clip field, or onto the older
+    name of a detector setting that is still accepted."""
     from alerts import LEGACY_PREFIXES
-    from telltale.settings import _SECTIONS, MonitorSettings
+    from telltale.settings import (
+        _SECTIONS,
+        IMAGE_ENV_PREFIX,
+        IMAGE_FIELDS_PREFIX,
+        EmbedderSettings,
+        MonitorSettings,
+    )
 
     pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
     text = "\n".join(page.read_text() for page in pages)
@@ -173,6 +180,11 @@ def test_every_variable_the_readme_names_is_a_setting() -> None:
         for field in MonitorSettings.model_fields
         for prefix, legacy in LEGACY_PREFIXES.items()
         if field.startswith(prefix)
+    }
+    known |= {  # the image tower's own names (telltale.settings._ImageTowerEnv)
+        f"{IMAGE_ENV_PREFIX}{field[len(IMAGE_FIELDS_PREFIX) :]}".upper()
+        for field in EmbedderSettings.model_fields
+        if field.startswith(IMAGE_FIELDS_PREFIX)
     }
     assert sorted(documented - known) == []
 
