@@ -305,27 +305,30 @@ class SeasonalCusum:
         p0 = np.clip(p0, 1e-6, 0.5)
         return p0, np.minimum(p0 + self.delta, 0.999)
 
-    def _profile_inflation(self, profile: SeasonalProfile, dispersion: float) -> NDArray[np.float64]:
-        """Per (hour, day type): ``1 + E_w mse / phi``, the variance the profile's own error adds
+    def _profile_inflation(
+        self, profile: SeasonalProfile, dispersion: float
+    ) -> NDArray[np.float64]:
+        """Per (hour, day type): ``1 + E_w v / phi``, the variance the profile's own error adds
         to the chart's evidence, relative to the counts' (``phi`` times the binomial).
 
         The chart scores each minute against ``p0`` as if it were known, but ``p0`` is learned
-        from ``K`` failures of that hour; its log is off by ``e`` with mean square ``mse``
-        (:meth:`~alerts.detectors.seasonal.SeasonalProfile.log_rate_mse`, about ``phi / K``),
-        and ``e`` is the same for every minute of that hour. Over a window of ``w`` minutes of
-        the hour holding ``E_w`` expected failures, the failures minus their expectation then
-        have variance ``phi E_w + E_w^2 mse`` instead of ``phi E_w``. The quasi-likelihood
-        argument behind the Shiryaev-Roberts bound (``E[exp(llr / phi)] <= 1`` over a block
-        whose counts have ``phi`` times the binomial variance) holds over the window with
-        ``phi (1 + E_w mse / phi)`` in place of ``phi``, which is what this widens by. The
-        window is the chart's own horizon: the minutes its design shift ``delta`` takes to
-        reach the bound ``log(arl0)`` (``log(arl0) phi / (n KL(p0 + delta, p0))``, the minutes
-        an alarm's evidence spans), at most the hour, since the next hour's error is another,
-        independent one. ``E_w / K`` is about the window's share of the history's minutes of
-        that hour: small where failures are many a minute (the evidence comes in minutes) and
-        the history long, up to ``1 / days`` where a sample's few failures make the chart
-        gather its evidence over the whole hour; the shrinkage bias of a busy hour with few
-        failures adds to it. Without traffic in an hour (``n = 0``) there is nothing to widen.
+        from the ``K`` failures of that hour in the history; its log is off by an error of
+        variance ``v`` (:meth:`~alerts.detectors.seasonal.SeasonalProfile.log_rate_variance`,
+        about ``phi / K``), the same for every minute of the hour. Over a window of ``w``
+        minutes of the hour holding ``E_w`` expected failures, the failures minus their
+        expectation then have variance ``phi E_w + E_w^2 v`` instead of ``phi E_w``. The
+        quasi-likelihood argument behind the Shiryaev-Roberts bound (``E[exp(llr / phi)] <= 1``
+        over a block whose counts have ``phi`` times the binomial variance) holds over such a
+        window with ``phi (1 + E_w v / phi)`` in place of ``phi``, which is what this widens
+        by. The window is the chart's own horizon: an in-control excursion that reaches the
+        bound ``log(arl0)`` climbs, conditionally on reaching it, like the chart under
+        ``p0 + delta`` (the exponential tilt of a likelihood ratio), so it spans about
+        ``log(arl0) phi / (n KL(p0 + delta, p0))`` minutes at ``n`` events a minute; at most
+        the hour, since the next hour's error is another, independent one. ``E_w / K`` is then
+        about the window's share of the history's minutes of that hour: small where failures
+        are many a minute (an alarm's evidence comes in minutes) and the history long, up to
+        ``1 / days`` of history where a sample's few failures make the chart gather its
+        evidence over the whole hour. An hour without traffic has nothing to widen.
         """
         p0, p1 = self._rates(profile)
         kl = p1 * np.log(p1 / p0) + (1.0 - p1) * np.log((1.0 - p1) / (1.0 - p0))
@@ -334,7 +337,7 @@ class SeasonalCusum:
         window = np.clip(self.bound_threshold / drift, 1.0, _PROFILE_WINDOW)
         expected_failures = per_minute * p0 * window
         inflation: NDArray[np.float64] = (
-            1.0 + expected_failures * profile.log_rate_mse() / dispersion
+            1.0 + expected_failures * profile.log_rate_variance() / dispersion
         )
         return inflation
 

@@ -6,7 +6,7 @@ towards the pooled value by ``prior_failures`` pseudo-failures (an hour or day t
 stays near the overall rate). The history's burst-aware dispersion
 (:func:`~alerts.detectors.dispersion.block_dispersion`) comes with the fit, and so does what the
 fit rests on (failures and events a minute per hour, failures per day type), from which
-:meth:`SeasonalProfile.log_rate_mse` says how far each expected rate may be off.
+:meth:`SeasonalProfile.log_rate_variance` says how far each expected rate may be off.
 """
 
 from __future__ import annotations
@@ -28,11 +28,10 @@ class SeasonalProfile:
     ``expected(hour, day_type)`` is ``hour_rate[hour] * day_level[day_type]``, capped to
     ``(0, 0.5]``. ``dispersion`` (``>= 1``) is the variance of failure counts relative to the
     binomial; ``failures`` and ``events`` say how much history the fit saw, ``day_types_seen``
-    which day types it contained. ``hour_failures``, ``hour_exposure`` and
-    ``hour_events_per_minute`` are each hour's failures, events weighted by their day type's
-    level, and mean events a minute (minutes with traffic) in the history, ``day_failures``
-    each day type's failures, ``prior_failures`` the shrinkage prior in effective failures
-    (see :func:`fit_seasonal_profile`).
+    which day types it contained. ``hour_failures`` and ``hour_events_per_minute`` are each
+    hour's failures and mean events a minute (minutes with traffic) in the history,
+    ``day_failures`` each day type's failures, ``prior_failures`` the shrinkage prior in
+    effective failures (see :func:`fit_seasonal_profile`).
     """
 
     hour_rate: tuple[float, ...]
@@ -42,7 +41,6 @@ class SeasonalProfile:
     failures: int
     day_types_seen: tuple[bool, bool]
     hour_failures: tuple[float, ...] = (0.0,) * 24
-    hour_exposure: tuple[float, ...] = (0.0,) * 24
     hour_events_per_minute: tuple[float, ...] = (0.0,) * 24
     day_failures: tuple[float, float] = (0.0, 0.0)
     prior_failures: float = 20.0
@@ -57,34 +55,23 @@ class SeasonalProfile:
         clipped: NDArray[np.float64] = np.clip(rates, 1e-6, 0.5)
         return clipped
 
-    def log_rate_mse(self) -> NDArray[np.float64]:
-        """Mean squared error of ``log expected(hour, day_type)``, a ``(24, 2)`` table.
+    def log_rate_variance(self) -> NDArray[np.float64]:
+        """Variance of ``log expected(hour, day_type)`` from the fit's own error, ``(24, 2)``.
 
-        Each factor is a shrunk ratio ``(K + a phi) / (E + a phi / base)`` of ``K`` failures
-        (``K' = K / phi`` effective ones) and ``a`` prior pseudo-failures, so its log has
-        variance ``K' / (K' + a)^2`` (the sampling error of ``K'`` failures, ``1 / K'`` when
-        ``a`` is small) and a bias ``a / (K' + a)`` times the log ratio ``L`` of the hour's rate
-        to the pooled one, which the raw ratio ``(K + 1/2) / (E base)`` estimates (half a
-        failure, so that an hour without failures has a log); an hour's error is
-        ``(K' + a^2 L^2) / (K' + a)^2``. Only a busy hour's bias counts (``L > 0``): it pulls
-        the hour's rate down, and an under-estimate is what makes a chart page on nothing,
-        while a quiet hour pulled up only makes it slower. The day type's level adds its
-        variance. Dense history (hundreds of failures an hour) makes the error small; a
-        sampled or short history makes it large.
+        Each factor is a ratio ``(K + a phi) / (E + a phi / base)`` of the history's ``K``
+        failures (``K' = K / phi`` effective ones, counts being ``phi`` times as variable as the
+        binomial) and ``a`` prior pseudo-failures at the pooled rate: the mean of a Gamma
+        posterior of shape ``K' + a``, whose log has variance about ``1 / (K' + a)``. That is the
+        sampling error ``1 / K'`` of an hour with many failures, and at most ``1 / a`` for one
+        with none, where the prior, not the hour, sets the rate. Hour and day-type level add;
+        a day type the history has not seen adds nothing (its level is the weekday's, and a
+        different weekend is a change of pattern, paged as one). Dense history (hundreds of
+        failures an hour) makes the variance small, a sampled or short history large.
         """
         phi, a = self.dispersion, self.prior_failures
-        failures = np.asarray(self.hour_failures)
-        exposure = np.asarray(self.hour_exposure)
-        base = self.failures / self.events if self.events else 0.0
-        ratio = np.zeros(24)
-        seen = exposure > 0
-        if base > 0:
-            ratio[seen] = np.log((failures[seen] + 0.5) / (exposure[seen] * base))
-        ratio = np.maximum(ratio, 0.0)  # a quiet hour is pulled up: an over-estimate
-        k_hour = failures / phi
-        hour = (k_hour + (a * ratio) ** 2) / (k_hour + a) ** 2
+        hour = 1.0 / (np.asarray(self.hour_failures) / phi + a)
         k_day = np.asarray(self.day_failures) / phi
-        day = k_day / (k_day + a) ** 2
+        day = np.where(np.asarray(self.day_types_seen), 1.0 / (k_day + a), 0.0)
         table: NDArray[np.float64] = hour[:, None] + day[None, :]
         return table
 
@@ -147,7 +134,6 @@ def fit_seasonal_profile(
         failures=int(total_k),
         day_types_seen=(bool(seen[0]), bool(seen[1])),
         hour_failures=tuple(float(x) for x in k_hour),
-        hour_exposure=tuple(float(x) for x in exposure_hour),
         hour_events_per_minute=tuple(float(x) for x in per_minute),
         day_failures=(float(k_day[0]), float(k_day[1])),
         prior_failures=prior_failures,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 
 from alerts import SeasonalCusum, fit_seasonal_profile
 from alerts.detectors.calendar import hour_and_day_type
@@ -37,51 +38,54 @@ def _thin(rows: Rows, rate: float, rng: np.random.Generator) -> Rows:
 
 
 def _widening(rows: Rows) -> tuple[float, float]:
-    """At the peak hour: what the chart divides by over the history's dispersion, and the mean
-    square error of the profile's log rate."""
+    """At the peak hour: what the chart divides by over the history's dispersion, and the
+    variance of the profile's log rate."""
     det = SeasonalCusum()
     det.learn(rows)
     profile = det.profile
     assert profile is not None
     state = det.update(0, 0, rows[-1][0].replace(hour=PEAK) + timedelta(days=1))
     assert state.dispersion is not None
-    return state.dispersion / profile.dispersion, float(profile.log_rate_mse()[PEAK, 0])
+    return state.dispersion / profile.dispersion, float(profile.log_rate_variance()[PEAK, 0])
 
 
 def test_widening_grows_as_the_history_holds_fewer_failures() -> None:
     rng = np.random.default_rng(11)
     dense = _cycle_day(rng, 2)
     widening, errors = [], []
-    for rate in (1.0, 0.5, 0.25):
+    for rate in (1.0, 0.5, 0.25, 0.05):
         w, e = _widening(_thin(dense, rate, rng))
         widening.append(w)
         errors.append(e)
-    # The log rate's error is about 1 / failures of the hour: some 4 times more at a 25 % sample.
-    assert errors[0] < errors[1] < errors[2]
-    assert errors[2] / errors[0] > 3
-    assert 1.0 < widening[0] < min(widening[1:])
-    # Sampled, the chart gathers its evidence over the whole hour: E_w / K tends to 1 / days
-    # (plus a busy hour's shrinkage bias), the most a 2-day history's error can add.
-    assert 1.4 < widening[2] < 1.5 + 0.3
+    # The log rate's variance is about 1 / failures of the hour (the prior's 20 pseudo-failures
+    # bound it at a 5 % sample, where the hour holds some 30 failures).
+    assert errors == sorted(errors) and errors[2] / errors[0] > 3
+    # Sampled, the chart gathers its evidence over the whole hour and E_w / K' tends to
+    # 1 / days of history; dense, an alarm's evidence spans half an hour: less widening.
+    assert 1.15 < widening[0] < widening[1] and 1.4 < widening[2] < 1.6
+    # At a 5 % sample the prior, not the hour, sets the rate and bounds its error (1 / a): the
+    # widening stops growing.
+    assert 1.15 < widening[3] < widening[2]
     # A week of dense history rests on 3.5 times the failures: hardly any widening.
     week = _widening(_cycle_day(rng, 7))[0]
     assert week < 1.15 and week < widening[0]
 
 
-def test_a_busy_hours_shrinkage_counts_a_quiet_hours_does_not() -> None:
-    """The prior pulls a busy hour with few failures down (an under-estimate, which would page
-    on nothing): that bias adds to its error. A quiet hour is pulled up, which only slows the
-    chart, so its error is the sampling variance alone."""
+def test_the_profiles_error_is_one_over_its_effective_failures() -> None:
+    """An hour's log rate is known to about ``1 / (K' + a)``: its effective failures plus the
+    prior's pseudo-failures; a day type not in the history adds nothing."""
     rows = _cycle_day(np.random.default_rng(12), 2, per_minute=4.0)
     at = np.array([int(a.timestamp() // 60) for a, _, _ in rows])
     hour_day = np.array([hour_and_day_type(a) for a, _, _ in rows])
     n = np.array([r[1] for r in rows])
     k = np.array([r[2] for r in rows])
     profile = fit_seasonal_profile(at, hour_day[:, 0], hour_day[:, 1], n, k)
-    a = profile.prior_failures
-    k_hour = np.asarray(profile.hour_failures) / profile.dispersion
-    k_day = profile.day_failures[0] / profile.dispersion
-    variance = k_hour / (k_hour + a) ** 2
-    hour_error = profile.log_rate_mse()[:, 0] - k_day / (k_day + a) ** 2
-    assert hour_error[PEAK] > 1.2 * variance[PEAK]  # the 3 % hour's pull towards 2 % counts
-    assert abs(hour_error[TROUGH] - variance[TROUGH]) < 1e-12  # the 1 % hour: variance only
+    assert profile.day_types_seen == (True, False)
+    phi, a = profile.dispersion, profile.prior_failures
+    variance = profile.log_rate_variance()
+    for hour in (TROUGH, PEAK):
+        effective = profile.hour_failures[hour] / phi
+        assert variance[hour, 1] == pytest.approx(1.0 / (effective + a))  # no weekend: nothing
+        day = 1.0 / (profile.failures / phi + a)
+        assert variance[hour, 0] == pytest.approx(1.0 / (effective + a) + day)
+    assert variance[PEAK, 0] < variance[TROUGH, 0]  # three times the failures at 3 % than at 1 %
