@@ -40,11 +40,13 @@ Why unweighted counts of a unit-keyed sample are the right input:
   ``p`` follow the daily traffic cycle). The Shiryaev-Roberts bound holds for binomial counts at
   the profile's rates at any ``n``, and the bootstrap threshold is fitted on the history's own
   sampled increments. What sampling costs is evidence: about ``1 / p`` times the delay. And
-  one second-order effect: the profile's hour rates rest on ``p`` times fewer failures, and the
-  chart treats them as known, so an hour the short history under-estimated reads as a small
-  shift every day. With two days of history and a strong daily cycle (the ``daily cycle`` row)
-  this lifts the false-alarm rate towards the promise; a week of history (the ``weekend`` row,
-  and what the track keeps) makes the profile's error small again.
+  one second-order effect: the profile's hour rates rest on ``p`` times fewer failures, so an
+  hour the short history under-estimated reads as a small shift for the whole hour. The chart
+  widens its dispersion by that error (``SeasonalCusum._profile_inflation``: about ``E_w / K``,
+  the failures expected over the chart's horizon within the hour over the history's of that
+  hour), which sampling raises because the chart then gathers its evidence over more of the
+  hour; without it, two days of history and a strong daily cycle (the ``daily cycle`` row)
+  lifted the false-alarm rate above the promise at a 5 % sample.
 
 ``--only NAME`` runs the null rows whose name contains NAME (no change rows), e.g. with
 another ``--seed`` for more runs of one row; the JSON lists the runs that alarmed.

@@ -31,7 +31,8 @@ class SeasonalCusumState:
 
     ``expected`` is this minute's in-control failure rate from the seasonal profile (``None``
     while warming up), ``dispersion`` the variance inflation the log-likelihood ratio is divided
-    by, ``statistic`` the CUSUM sum and ``threshold`` its alarm level ``h``. During an
+    by this minute (the history's dispersion times the inflation for the error of this hour's
+    learned rate), ``statistic`` the CUSUM sum and ``threshold`` its alarm level ``h``. During an
     excursion (``statistic > 0``) ``change_minute`` (update number) and ``change_at`` say where
     it began; on an alarm they are the most likely start of a step within it, and
     ``rate_since_change`` / ``expected_since_change`` compare what was observed since then with
@@ -78,8 +79,14 @@ class SeasonalCusum:
       share of days. It takes over where failures come in bursts heavier-tailed than
       a variance factor describes (retry storms).
 
-    Both assume the profile is right: a rate that is higher than learned (history too short to
-    see a weekly pattern, a change of the daily shape) is a change, and is paged as one.
+    Both take the profile's pattern as right: a rate that is higher than learned (history too
+    short to see a weekly pattern, a change of the daily shape) is a change, and is paged as
+    one. What they do account for is the profile's estimation error: each hour's rate rests on
+    that hour's failures in the history (few of them when the history is sampled or short),
+    and an hour under-estimated by chance reads as a small shift for the whole hour, every day.
+    ``phi`` is therefore widened per hour and day type by the variance that error adds over
+    the chart's horizon (:meth:`_profile_inflation`); with dense history (hundreds of failures
+    an hour) the widening is small.
 
     Learning: the detector keeps ``history_minutes`` of its own counts. It starts testing once
     the history spans ``min_history_minutes`` (a day: every hour seen once) and holds at least
@@ -140,6 +147,7 @@ class SeasonalCusum:
         self._minute = 0
         self._profile: SeasonalProfile | None = None
         self._coef: NDArray[np.float64] = np.zeros((24, 2, 2))  # (hour, day) -> (c_fail, c_n)
+        self._scale: NDArray[np.float64] = np.ones((24, 2))  # (hour, day) -> what llr / by
         self._fitted_at = 0
         self._fits = 0
         self.threshold = self.bound_threshold
@@ -171,13 +179,15 @@ class SeasonalCusum:
         if self._first_index is None:
             self._first_index = index
         expected: float | None = None
+        scale: float | None = None
         if self._profile is None or self._minute - self._fitted_at >= self.refit_minutes:
             self._maybe_fit(index)
         if self._profile is not None:
             expected = self._profile.expected(hour, day)
+            scale = float(self._scale[hour, day])
             self._step(n, k, at, index, hour, day, expected)
         self._remember(index, hour, day, n, k)
-        self._state = self._snapshot(at, expected)
+        self._state = self._snapshot(at, expected, scale)
         if self._fired:
             self._s = 0.0
             self._excursion = None
@@ -249,6 +259,7 @@ class SeasonalCusum:
             prior_failures=self.prior_failures,
         )  # fmt: skip
         self._coef = self._coefficients(profile, profile.dispersion)
+        self._scale = profile.dispersion * self._profile_inflation(profile, profile.dispersion)
         self._profile = profile
         self._fitted_at = self._minute
         self._fits += 1
@@ -280,14 +291,55 @@ class SeasonalCusum:
 
     def _coefficients(self, profile: SeasonalProfile, dispersion: float) -> NDArray[np.float64]:
         """Per (hour, day type): the log-likelihood ratio per failure beyond a success, and per
-        event, of ``p0 + delta`` against ``p0``, divided by ``dispersion``."""
-        p0 = np.asarray(profile.hour_rate)[:, None] * np.asarray(profile.day_level)[None, :]
-        p0 = np.clip(p0, 1e-6, 0.5)
-        p1 = np.minimum(p0 + self.delta, 0.999)
+        event, of ``p0 + delta`` against ``p0``, divided by ``dispersion`` times the profile's
+        error inflation (:meth:`_profile_inflation`)."""
+        p0, p1 = self._rates(profile)
         log_fail = np.log(p1 / p0)
         log_pass = np.log((1.0 - p1) / (1.0 - p0))
         table: NDArray[np.float64] = np.stack([log_fail - log_pass, log_pass], axis=-1)
-        return table / dispersion
+        scale = dispersion * self._profile_inflation(profile, dispersion)
+        return table / scale[:, :, None]
+
+    def _rates(self, profile: SeasonalProfile) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        p0 = np.asarray(profile.hour_rate)[:, None] * np.asarray(profile.day_level)[None, :]
+        p0 = np.clip(p0, 1e-6, 0.5)
+        return p0, np.minimum(p0 + self.delta, 0.999)
+
+    def _profile_inflation(
+        self, profile: SeasonalProfile, dispersion: float
+    ) -> NDArray[np.float64]:
+        """Per (hour, day type): ``1 + E_w v / phi``, the variance the profile's own error adds
+        to the chart's evidence, relative to the counts' (``phi`` times the binomial).
+
+        The chart scores each minute against ``p0`` as if it were known, but ``p0`` is learned
+        from the ``K`` failures of that hour in the history; its log is off by an error of
+        variance ``v`` (:meth:`~alerts.detectors.seasonal.SeasonalProfile.log_rate_variance`,
+        about ``phi / K``), the same for every minute of the hour. Over a window of ``w``
+        minutes of the hour holding ``E_w`` expected failures, the failures minus their
+        expectation then have variance ``phi E_w + E_w^2 v`` instead of ``phi E_w``. The
+        quasi-likelihood argument behind the Shiryaev-Roberts bound (``E[exp(llr / phi)] <= 1``
+        over a block whose counts have ``phi`` times the binomial variance) holds over such a
+        window with ``phi (1 + E_w v / phi)`` in place of ``phi``, which is what this widens
+        by. The window is the chart's own horizon: an in-control excursion that reaches the
+        bound ``log(arl0)`` climbs, conditionally on reaching it, like the chart under
+        ``p0 + delta`` (the exponential tilt of a likelihood ratio), so it spans about
+        ``log(arl0) phi / (n KL(p0 + delta, p0))`` minutes at ``n`` events a minute; at most
+        the hour, since the next hour's error is another, independent one. ``E_w / K`` is then
+        about the window's share of the history's minutes of that hour: small where failures
+        are many a minute (an alarm's evidence comes in minutes) and the history long, up to
+        ``1 / days`` of history where a sample's few failures make the chart gather its
+        evidence over the whole hour. An hour without traffic has nothing to widen.
+        """
+        p0, p1 = self._rates(profile)
+        kl = p1 * np.log(p1 / p0) + (1.0 - p1) * np.log((1.0 - p1) / (1.0 - p0))
+        per_minute = np.asarray(profile.hour_events_per_minute)[:, None]
+        drift = np.maximum(per_minute * kl / dispersion, 1e-12)
+        window = np.clip(self.bound_threshold / drift, 1.0, _PROFILE_WINDOW)
+        expected_failures = per_minute * p0 * window
+        inflation: NDArray[np.float64] = (
+            1.0 + expected_failures * profile.log_rate_variance() / dispersion
+        )
+        return inflation
 
     def _step(
         self, n: int, k: int, at: datetime, index: int, hour: int, day: int, expected: float
@@ -310,7 +362,9 @@ class SeasonalCusum:
         elif self._s == 0.0:
             self._excursion = None
 
-    def _snapshot(self, at: datetime, expected: float | None) -> SeasonalCusumState:
+    def _snapshot(
+        self, at: datetime, expected: float | None, scale: float | None
+    ) -> SeasonalCusumState:
         excursion = self._excursion if (self._s > 0.0 or self._fired) else None
         change_minute = change_at = rate = base = None
         if excursion is not None:
@@ -326,7 +380,7 @@ class SeasonalCusum:
             at=at,
             warming_up=self._profile is None,
             expected=expected,
-            dispersion=self._profile.dispersion if self._profile else None,
+            dispersion=scale,
             statistic=self._s,
             threshold=self.threshold,
             fired=self._fired,
@@ -340,6 +394,7 @@ class SeasonalCusum:
 
 
 MINUTES_PER_DAY = 1440
+_PROFILE_WINDOW = 60.0  # minutes: a profile cell (an hour) shares one estimation error
 _BOOTSTRAP_BLOCK = 60
 _BOOTSTRAP_DAYS = 800
 

@@ -4,7 +4,9 @@ The expected rate of a minute is ``hour_rate[h] * day_level[d]`` (UTC hour, day 
 :mod:`alerts.detectors.calendar`), fitted by raking on the history's counts, each factor shrunk
 towards the pooled value by ``prior_failures`` pseudo-failures (an hour or day type seen little
 stays near the overall rate). The history's burst-aware dispersion
-(:func:`~alerts.detectors.dispersion.block_dispersion`) comes with the fit.
+(:func:`~alerts.detectors.dispersion.block_dispersion`) comes with the fit, and so does what the
+fit rests on (failures and events a minute per hour, failures per day type), from which
+:meth:`SeasonalProfile.log_rate_variance` says how far each expected rate may be off.
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ class SeasonalProfile:
     ``expected(hour, day_type)`` is ``hour_rate[hour] * day_level[day_type]``, capped to
     ``(0, 0.5]``. ``dispersion`` (``>= 1``) is the variance of failure counts relative to the
     binomial; ``failures`` and ``events`` say how much history the fit saw, ``day_types_seen``
-    which day types it contained.
+    which day types it contained. ``hour_failures`` and ``hour_events_per_minute`` are each
+    hour's failures and mean events a minute (minutes with traffic) in the history,
+    ``day_failures`` each day type's failures, ``prior_failures`` the shrinkage prior in
+    effective failures (see :func:`fit_seasonal_profile`).
     """
 
     hour_rate: tuple[float, ...]
@@ -35,6 +40,10 @@ class SeasonalProfile:
     events: int
     failures: int
     day_types_seen: tuple[bool, bool]
+    hour_failures: tuple[float, ...] = (0.0,) * 24
+    hour_events_per_minute: tuple[float, ...] = (0.0,) * 24
+    day_failures: tuple[float, float] = (0.0, 0.0)
+    prior_failures: float = 20.0
 
     def expected(self, hour: int, day_type: int) -> float:
         return float(min(0.5, max(1e-6, self.hour_rate[hour] * self.day_level[day_type])))
@@ -45,6 +54,26 @@ class SeasonalProfile:
         rates = np.asarray(self.hour_rate)[hours] * np.asarray(self.day_level)[days]
         clipped: NDArray[np.float64] = np.clip(rates, 1e-6, 0.5)
         return clipped
+
+    def log_rate_variance(self) -> NDArray[np.float64]:
+        """Variance of ``log expected(hour, day_type)`` from the fit's own error, ``(24, 2)``.
+
+        Each factor is a ratio ``(K + a phi) / (E + a phi / base)`` of the history's ``K``
+        failures (``K' = K / phi`` effective ones, counts being ``phi`` times as variable as the
+        binomial) and ``a`` prior pseudo-failures at the pooled rate: the mean of a Gamma
+        posterior of shape ``K' + a``, whose log has variance about ``1 / (K' + a)``. That is the
+        sampling error ``1 / K'`` of an hour with many failures, and at most ``1 / a`` for one
+        with none, where the prior, not the hour, sets the rate. Hour and day-type level add;
+        a day type the history has not seen adds nothing (its level is the weekday's, and a
+        different weekend is a change of pattern, paged as one). Dense history (hundreds of
+        failures an hour) makes the variance small, a sampled or short history large.
+        """
+        phi, a = self.dispersion, self.prior_failures
+        hour = 1.0 / (np.asarray(self.hour_failures) / phi + a)
+        k_day = np.asarray(self.day_failures) / phi
+        day = np.where(np.asarray(self.day_types_seen), 1.0 / (k_day + a), 0.0)
+        table: NDArray[np.float64] = hour[:, None] + day[None, :]
+        return table
 
 
 def fit_seasonal_profile(
@@ -95,6 +124,8 @@ def fit_seasonal_profile(
             np.asarray(minute_index, dtype=np.int64), events, fails, expected
         )
     seen = np.bincount(days, weights=events, minlength=2) > 0
+    minutes = np.bincount(hours[events > 0], minlength=24)
+    per_minute = np.bincount(hours, weights=events, minlength=24) / np.maximum(minutes, 1)
     return SeasonalProfile(
         hour_rate=tuple(float(r) for r in hour_rate),
         day_level=(float(level[0]), float(level[1])),
@@ -102,4 +133,8 @@ def fit_seasonal_profile(
         events=int(total_n),
         failures=int(total_k),
         day_types_seen=(bool(seen[0]), bool(seen[1])),
+        hour_failures=tuple(float(x) for x in k_hour),
+        hour_events_per_minute=tuple(float(x) for x in per_minute),
+        day_failures=(float(k_day[0]), float(k_day[1])),
+        prior_failures=prior_failures,
     )

@@ -164,7 +164,8 @@ def test_bursty_history_raises_the_bootstrap_threshold() -> None:
     """Retry storms (15-40 failures in one minute, two an hour) are heavier-tailed than a
     variance factor says; the block bootstrap of the history's own increments sees them and
     lifts the threshold above the Shiryaev-Roberts bound, which alone suffices for binomial
-    traffic."""
+    traffic. (A bursty history's hour rates are as bursty, so the chart also widens its
+    dispersion by their error; in units of ``llr / phi`` the alarm level is both together.)"""
     bursty = []
     for seed in range(5):
         rng = np.random.default_rng([9, seed])
@@ -178,7 +179,10 @@ def test_bursty_history_raises_the_bootstrap_threshold() -> None:
         stormy.learn(rows)
         assert calm.threshold == calm.bound_threshold == pytest.approx(math.log(43_200))
         assert stormy.bootstrap_threshold > calm.bootstrap_threshold
-        bursty.append(stormy.threshold)
+        assert stormy.profile is not None
+        state = stormy.update(0, 0, MONDAY + 2 * 1440 * MIN)
+        assert state.dispersion is not None
+        bursty.append(stormy.threshold * state.dispersion / stormy.profile.dispersion)
     assert float(np.mean(bursty)) > math.log(43_200) + 1.0
 
 
