@@ -38,6 +38,7 @@ from streams.privacy import ContentPolicy
 from streams.pseudonyms import Pseudonyms
 from streams.recording import Recorder, kafka_recorder, storage_recorder
 from streams.replay import (
+    Ahead,
     Checkpoint,
     RejectWriter,
     Replayer,
@@ -60,6 +61,7 @@ from streams.worker import build_app
 
 __all__ = [
     "MAX_JSON_DEPTH",
+    "Ahead",
     "BatchResult",
     "Checkpoint",
     "ContentPolicy",

@@ -151,13 +151,20 @@ class Pipeline:
         text = self._embedders.text
         return text if isinstance(text, EmbedAhead) else None
 
-    def embed_ahead(self, events: Sequence[GenerationEvent]) -> int:
+    def embed_ahead(
+        self,
+        events: Sequence[GenerationEvent],
+        given: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> int:
         """Queue the texts of ``events`` for the model before :meth:`process` is called with
-        them (the worker does so as it takes a batch; see :mod:`signals.ahead`); return the
-        number of texts queued. Only events the sampler would draw now, and texts the
-        embedding cache does not remember; nothing while most events of the last batch were
-        stored already (a redelivery or an offset reset: those cost a lookup, not the model).
-        Does nothing unless the text embedder is an :class:`~signals.EmbedAhead`."""
+        them (the worker does so as it takes a batch, replay as it reads one; see
+        :mod:`signals.ahead`); return the number of texts queued. Only events the sampler
+        would draw now, texts the embedding cache does not remember, and fields ``given``
+        (the ``precomputed`` vectors :meth:`process` will be called with, by event id, then
+        field) carries no vector for; nothing while most events of the last batch were
+        stored already (a redelivery, an offset reset or a replay run again: those cost a
+        lookup, not the model). Does nothing unless the text embedder is an
+        :class:`~signals.EmbedAhead`."""
         ahead = self.ahead
         if ahead is None or not events or self._stored_share > 0.5:
             return 0
@@ -166,11 +173,14 @@ class Pipeline:
         if self._sampler is not None:
             drawn = self._sampler.likely_drawn(events)
             events = [e for e, d in zip(events, drawn, strict=True) if d]
+        carried = given or {}
         texts = [
             text
             for name, content in zip(TEXT_FIELDS, ("prompt", "output"), strict=True)
-            for text in (getattr(e, content).text for e in events)
-            if text and (self._cache is None or not self._cache.remembers(ahead.id, name, text))
+            for e in events
+            if (text := getattr(e, content).text)
+            and name not in carried.get(e.event_id, {})
+            and (self._cache is None or not self._cache.remembers(ahead.id, name, text))
         ]
         return ahead.submit(texts)
 

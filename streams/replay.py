@@ -14,13 +14,19 @@ Emitter. Each event keeps its own timestamp.
   (``{"embeddings": {"embedder_id": "...", "output.text": [...], ...}}``);
 * with a ``columnar`` sink, Parquet logs take the fast path of :mod:`streams.columnar`:
   rows proven valid and fully pre-embedded are converted and stored column-wise, one Arrow
-  record batch (``batch_size`` rows) at a time; every other row takes the per-event path.
+  record batch (``batch_size`` rows) at a time; every other row takes the per-event path;
+* with an ``ahead`` hook (and no pacing), each batch read is handed to the hook first (the
+  in-process replay queues its texts for the model, :mod:`signals.ahead`) and stored once
+  the next batch has been read and handed over, so the model embeds batch k+1 while batch k
+  is scored and written. The last batch of a file is stored before the next file is opened;
+  the checkpoint and progress only ever name batches the sink has stored.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,6 +41,7 @@ from streams.errors import InvalidEvent, JsonTooDeep
 from streams.events import GenerationEvent, validate_event
 
 __all__ = [
+    "Ahead",
     "Checkpoint",
     "LogRecord",
     "RejectWriter",
@@ -50,6 +57,10 @@ Vector = dict[str, list[float]]  # embedding field -> vector
 Vectors = dict[str, Vector]  # event id -> its carried vectors
 Sink = Callable[[list[GenerationEvent], Vectors], tuple[int, int, list[tuple[str, str]]]]
 """Stores a batch; returns (written, skipped as already stored, [(event_id, reason)] rejected)."""
+Ahead = Callable[[list[GenerationEvent], Vectors], object]
+"""Told of a batch before the sink is called with it (best effort: what it raises is logged)."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -252,6 +263,9 @@ class _Pending:
     last_position: int = 0
 
 
+_Held = tuple[_Pending, float]  # a batch read and handed ahead, not yet stored; its progress
+
+
 class Replayer:
     """Drives records from files into a sink in batches, with rejects and a checkpoint."""
 
@@ -271,8 +285,10 @@ class Replayer:
         on_progress: Callable[[str, float, ReplayStats], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         columnar: ColumnarSink | None = None,
+        ahead: Ahead | None = None,
     ) -> None:
         self._sink = sink
+        self._ahead = None if speed else ahead  # pacing stores each batch as soon as it is read
         self._columnar = columnar
         self._rejects = rejects
         self._embedder_id = embedder_id
@@ -305,6 +321,7 @@ class Replayer:
             self._replay_parquet_columns(path, skip, columnar)
             return
         pending = _Pending()
+        held: _Held | None = None
         progress = 0.0
         for record in read_records(path):
             progress = record.progress
@@ -312,9 +329,30 @@ class Replayer:
                 continue
             self._take(record, pending)
             if len(pending.events) >= self._batch_size:
-                self._flush(path, pending, progress)
+                held = self._hand_over(path, pending, progress, held)
                 pending = _Pending()
-        self._flush(path, pending, 1.0)
+        held = self._hand_over(path, pending, 1.0, held)
+        if held is not None:  # the file's last batch, stored before the next file is read
+            self._flush(path, *held)
+
+    def _hand_over(
+        self, path: Path, pending: _Pending, progress: float, held: _Held | None
+    ) -> _Held | None:
+        """Store ``pending``, or with an ``ahead`` hook: hand it to the hook, store the batch
+        ``held`` back before it (the model embeds this one meanwhile) and return this one,
+        still to be stored."""
+        if self._ahead is None:
+            self._flush(path, pending, progress)
+            return None
+        if pending.events:
+            try:
+                self._ahead(pending.events, pending.vectors)
+            except Exception:  # the sink embeds the batch's texts itself
+                log.warning("embedding a batch ahead failed; it is embedded when stored",
+                            exc_info=True)  # fmt: skip
+        if held is not None:
+            self._flush(path, *held)
+        return pending, progress
 
     def _take(self, record: LogRecord, pending: _Pending) -> None:
         """Parse one record into ``pending``: an event (with carried vectors) or a reject."""

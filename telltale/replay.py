@@ -11,7 +11,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from signals import EmbedAhead
 from streams import (
+    Ahead,
     Checkpoint,
     Emitter,
     GenerationEvent,
@@ -85,10 +87,15 @@ def replay_files(
                                  batch_size, settings, on_progress, files)  # fmt: skip
             else:
                 client = make_client(settings.clickhouse)
-                parts = make_parts(settings, client)
+                # the next batch's texts are embedded while this one is stored (not paced)
+                parts = make_parts(
+                    settings, client, embed_ahead=settings.worker.embed_ahead and not pace
+                )
                 parts.signals.retrain_stale()  # as make_pipeline; the exporter is kept to close
                 pipeline, exporter = parts.pipeline, parts.exporter
                 embedder_id = pipeline.embedder_id
+                text = parts.embedders.text
+                ahead = text if isinstance(text, EmbedAhead) else None
 
                 def store(
                     batch: list[GenerationEvent], vectors: Vectors
@@ -100,8 +107,11 @@ def replay_files(
                 try:
                     stats = _run(store, embedder_id, rejects, checkpoint, mapping, since, until,
                                  pace, batch_size, settings, on_progress, files,
-                                 columnar=pipeline)  # fmt: skip
+                                 columnar=pipeline,
+                                 ahead=pipeline.embed_ahead if ahead else None)  # fmt: skip
                 finally:
+                    if ahead is not None:  # its thread ends once what is queued is embedded
+                        ahead.close()
                     if exporter is not None:  # what is queued is sent before the summary
                         exporter.close()
                         exported = {"exported": exporter.sent, "export_dropped": exporter.dropped}
@@ -124,13 +134,13 @@ def _run(
     sink: Any, embedder_id: str | None, rejects: RejectWriter, checkpoint: Checkpoint | None,
     mapping: dict[str, str] | None, since: datetime | None, until: datetime | None,
     pace: float | None, batch_size: int, settings: Settings, on_progress: Any,
-    files: Sequence[Path], columnar: Pipeline | None = None,
+    files: Sequence[Path], columnar: Pipeline | None = None, ahead: Ahead | None = None,
 ) -> ReplayStats:  # fmt: skip
     replayer = Replayer(
         sink, rejects, embedder_id=embedder_id, checkpoint=checkpoint, mapping=mapping,
         since=since, until=until, speed=pace, batch_size=batch_size,
         max_payload_bytes=settings.worker.max_payload_bytes, on_progress=on_progress,
-        columnar=columnar,
+        columnar=columnar, ahead=ahead,
     )  # fmt: skip
     return replayer.replay(files)
 

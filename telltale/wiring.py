@@ -229,7 +229,8 @@ def make_pipeline(
 
     ``worker``: the Kafka worker's image policy (local paths refused unless configured).
     """
-    parts = make_parts(settings, client or make_client(settings.clickhouse), worker=worker)
+    parts = make_parts(settings, client or make_client(settings.clickhouse), worker=worker,
+                       embed_ahead=worker and settings.worker.embed_ahead)  # fmt: skip
     parts.signals.retrain_stale()
     return parts.pipeline
 
@@ -253,11 +254,15 @@ def make_parts(
     *,
     worker: bool = False,
     sampler: Sampler | None = None,
+    embed_ahead: bool = False,
 ) -> Parts:
     """The parts over ``client``. ``worker``: the Kafka worker's image policy and sampler
-    (``sampler`` if given: the one its overload control and health pages read)."""
+    (``sampler`` if given: the one its overload control and health pages read).
+    ``embed_ahead``: the text embedder is an :class:`~signals.EmbedAhead`, so the caller can
+    have the next batch's texts embedded while it stores this one (the worker and ``telltale
+    replay`` pass ``TELLTALE_WORKER_EMBED_AHEAD``)."""
     embedders = make_embedders(settings.embedder, settings.text_embedder)
-    if worker and settings.worker.embed_ahead:  # the worker embeds the next batch's texts ahead
+    if embed_ahead:
         embedders = FieldEmbedders(embedders.image, EmbedAhead(embedders.text))
     store = ClickHouseSignalStore(client)
     signals = LiveSignals(
@@ -359,7 +364,8 @@ class _WorkerParts:
         client = make_client(self._settings.clickhouse)
         counters = None if self._metrics is None else self._metrics.counters
         return make_parts(self._settings, client, MeteredWriter(client, counters), worker=True,
-                          sampler=self._sampler)  # fmt: skip
+                          sampler=self._sampler,
+                          embed_ahead=self._settings.worker.embed_ahead)  # fmt: skip
 
     def refresh_gauges(self, gauges: StorageGauges) -> None:
         """Read the storage gauges of ``/metrics`` (on the pipeline thread, between batches)."""
