@@ -11,7 +11,6 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from signals import EmbedAhead
 from streams import (
     Ahead,
     Checkpoint,
@@ -94,8 +93,7 @@ def replay_files(
                 parts.signals.retrain_stale()  # as make_pipeline; the exporter is kept to close
                 pipeline, exporter = parts.pipeline, parts.exporter
                 embedder_id = pipeline.embedder_id
-                text = parts.embedders.text
-                ahead = text if isinstance(text, EmbedAhead) else None
+                ahead = pipeline.ahead
 
                 def store(
                     batch: list[GenerationEvent], vectors: Vectors
@@ -110,7 +108,7 @@ def replay_files(
                                  columnar=pipeline,
                                  ahead=pipeline.embed_ahead if ahead else None)  # fmt: skip
                 finally:
-                    if ahead is not None:  # its thread ends once what is queued is embedded
+                    if ahead is not None:  # jobs not started are dropped (an interrupted replay)
                         ahead.close()
                     if exporter is not None:  # what is queued is sent before the summary
                         exporter.close()

@@ -36,12 +36,14 @@ class _Threads:
     def __init__(self, inner: TextEmbedder) -> None:
         self.inner, self.id, self.dim = inner, inner.id, inner.dim
         self.threads: list[str] = []
+        self.texts: list[str] = []
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self.embed_windows(texts).documents()
 
     def embed_windows(self, texts: Sequence[str]) -> Windows:
         self.threads.append(threading.current_thread().name)
+        self.texts.extend(texts)
         return self.inner.embed_windows(texts)
 
 
@@ -142,10 +144,13 @@ def test_replay_ahead_stores_what_replay_stored_with_the_model_on_the_ahead_thre
     for before, after in itertools.pairwise(firsts):
         expected += [f"ahead {after}", f"store {before}"]
     assert ahead.calls == [*expected, "store a0043"]
-    # every text was queued once, carried vectors were not, and the model ran ahead only
-    events = range(2, 45)
-    texts = sum(1 for i in events if i != 7) + sum(1 for i in events if i != 7 and i % 6)
-    assert ahead.queued == texts == embed_ahead.answered
+    # every text was embedded ahead, the carried ones never; the model ran ahead only
+    events = [i for i in range(2, 45) if i != 7]
+    asked = [f"question {i % 5}" for i in events] + [f"answer {i} of the log" for i in events
+                                                      if i % 6]  # fmt: skip
+    assert embed_ahead.answered == len(asked) == 77
+    assert set(ahead_model.texts) == set(asked)
+    assert ahead.queued == embed_ahead.queued == len(ahead_model.texts)
     assert ahead_model.threads and all(t.startswith("telltale-ahead") for t in ahead_model.threads)
     assert plain_model.threads and not any(
         t.startswith("telltale-ahead") for t in plain_model.threads
@@ -223,12 +228,12 @@ def test_pacing_and_the_columnar_path_do_not_embed_ahead(tmp_path: Path) -> None
 def test_embed_ahead_leaves_out_fields_given_as_vectors(
     ch: Any, tiny_embedder: OpenClipEmbedder
 ) -> None:
-    embed_ahead = EmbedAhead(FieldEmbedders(tiny_embedder).text)
-    pipeline = _Store(ch, embed_ahead, tiny_embedder).pipeline
     events = [
         GenerationEvent.model_validate(json.loads(_line("g", i, None, "x"))) for i in range(3)
     ]
-    assert pipeline.embed_ahead(events) == 6
     given = {"g0000": {"output.text": [0.0]}, "g0001": {"prompt.text": [0.0], "output.text": [0.0]}}
-    assert pipeline.embed_ahead(events, given) == 3
-    embed_ahead.close()
+    for carried, queued in ((None, 6), (given, 3)):
+        embed_ahead = EmbedAhead(FieldEmbedders(tiny_embedder).text)
+        pipeline = _Store(ch, embed_ahead, tiny_embedder).pipeline
+        assert pipeline.embed_ahead(events, carried) == queued
+        embed_ahead.close()
