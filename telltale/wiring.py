@@ -229,8 +229,7 @@ def make_pipeline(
 
     ``worker``: the Kafka worker's image policy (local paths refused unless configured).
     """
-    parts = make_parts(settings, client or make_client(settings.clickhouse), worker=worker,
-                       embed_ahead=worker and settings.worker.embed_ahead)  # fmt: skip
+    parts = make_parts(settings, client or make_client(settings.clickhouse), worker=worker)
     parts.signals.retrain_stale()
     return parts.pipeline
 
@@ -254,15 +253,18 @@ def make_parts(
     *,
     worker: bool = False,
     sampler: Sampler | None = None,
-    embed_ahead: bool = False,
+    embed_ahead: bool | None = None,
 ) -> Parts:
     """The parts over ``client``. ``worker``: the Kafka worker's image policy and sampler
     (``sampler`` if given: the one its overload control and health pages read).
     ``embed_ahead``: the text embedder is an :class:`~signals.EmbedAhead`, so the caller can
-    have the next batch's texts embedded while it stores this one (the worker and ``telltale
-    replay`` pass ``TELLTALE_WORKER_EMBED_AHEAD``)."""
+    have the next batch's texts embedded while it stores this one; None: the worker's
+    ``TELLTALE_WORKER_EMBED_AHEAD`` for the worker, off otherwise (``telltale replay`` passes
+    that setting itself)."""
     embedders = make_embedders(settings.embedder, settings.text_embedder)
-    if embed_ahead:
+    if embed_ahead is None:
+        embed_ahead = worker and settings.worker.embed_ahead
+    if embed_ahead:  # the caller embeds the next batch's texts ahead
         embedders = FieldEmbedders(embedders.image, EmbedAhead(embedders.text))
     store = ClickHouseSignalStore(client)
     signals = LiveSignals(
@@ -364,8 +366,7 @@ class _WorkerParts:
         client = make_client(self._settings.clickhouse)
         counters = None if self._metrics is None else self._metrics.counters
         return make_parts(self._settings, client, MeteredWriter(client, counters), worker=True,
-                          sampler=self._sampler,
-                          embed_ahead=self._settings.worker.embed_ahead)  # fmt: skip
+                          sampler=self._sampler)  # fmt: skip
 
     def refresh_gauges(self, gauges: StorageGauges) -> None:
         """Read the storage gauges of ``/metrics`` (on the pipeline thread, between batches)."""

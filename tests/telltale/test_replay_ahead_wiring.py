@@ -1,5 +1,5 @@
 """``telltale replay`` into storage embeds the next batch ahead (TELLTALE_WORKER_EMBED_AHEAD),
-not when paced or turned off; the worker's parts follow the same setting."""
+not when paced or turned off; the worker's parts follow the same setting by default."""
 
 from __future__ import annotations
 
@@ -66,5 +66,8 @@ def test_make_parts_wraps_the_text_embedder_only_when_asked(
 
     settings = load_settings()
     assert isinstance(make_parts(settings, ch, embed_ahead=True).embedders.text, EmbedAhead)
-    assert not isinstance(make_parts(settings, ch, worker=True).embedders.text, EmbedAhead)
     assert not isinstance(make_parts(settings, ch).embedders.text, EmbedAhead)
+    # the worker follows TELLTALE_WORKER_EMBED_AHEAD unless told otherwise
+    assert isinstance(make_parts(settings, ch, worker=True).embedders.text, EmbedAhead)
+    off = make_parts(settings, ch, worker=True, embed_ahead=False)
+    assert not isinstance(off.embedders.text, EmbedAhead)
