@@ -11,7 +11,9 @@ open_clip model (``--pretrained``) embedding text with its text tower (``ViT-B-3
 * raw embedder:  the model alone embedding prompts and outputs in batches of the worker's size
                  (``embed_windows`` per field, as the pipeline calls it);
 * in-process:    ``Pipeline.process`` (dedup lookup, embed, score every signal, write to chDB),
-                 built by the worker's own wiring from the same settings (privacy included);
+                 built by the worker's own wiring from the same settings (privacy included),
+                 batch k+1 queued ahead before batch k is processed, as ``telltale replay``
+                 does (``TELLTALE_WORKER_EMBED_AHEAD``);
 * end to end:    Emitter → Kafka (Tansu, 3 partitions) → faust worker → chDB, timed from the
                  first send until the worker has committed the last offset (commits follow the
                  ClickHouse write, so this counts only stored events). The producer and the
@@ -155,10 +157,16 @@ class Paths:
         return self.n / (time.perf_counter() - t0)
 
     def in_process(self) -> float:
+        """As ``telltale replay`` runs it: with embedding ahead, batch k+1 is queued for the
+        model before batch k is processed."""
         events = make_events(self.n, f"inproc{self.round}", self.rng)
+        batches = [events[i : i + self.bs] for i in range(0, self.n, self.bs)]
         t0 = time.perf_counter()
-        for i in range(0, self.n, self.bs):
-            self.pipeline.process(events[i : i + self.bs])
+        self.pipeline.embed_ahead(batches[0])
+        for k, batch in enumerate(batches):
+            if k + 1 < len(batches):
+                self.pipeline.embed_ahead(batches[k + 1])
+            self.pipeline.process(batch)
         return self.n / (time.perf_counter() - t0)
 
     def end_to_end(self) -> float:
@@ -261,7 +269,7 @@ def main() -> None:
         migrate(client)
         for f in fitted:
             ClickHouseSignalStore(client).save(f)
-        parts = make_parts(settings, client)
+        parts = make_parts(settings, client, embed_ahead=settings.worker.embed_ahead)
         embedders, pipeline = parts.embedders, parts.pipeline
         results: dict[str, Any] = {"events_per_run": n, "rounds": args.rounds,
                                    "embedder": embedders.id, "batch_size": bs,
