@@ -59,6 +59,7 @@ from typing import Any  # noqa: E402
 from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
 
+from signals.ahead import EmbedAhead  # noqa: E402
 from signals.embedders import FieldEmbedders  # noqa: E402
 from signals.spec import Examples, SignalSpec  # noqa: E402
 from signals.text_embedder import BUNDLED_MINILM  # noqa: E402
@@ -82,8 +83,11 @@ def make_events(n: int, prefix: str, rng: random.Random) -> list[GenerationEvent
             "event_id": f"{prefix}-{i:07d}",
             "timestamp": (start + timedelta(milliseconds=i * 100)).isoformat(),
             "model": "bench", "model_version": "v1",
-            "prompt": {"text": f"Question {i}: what should I do with my savings?"},
-            "output": {"text": advice_text(rng) if i % 20 == 0 else neutral_text(rng)},
+            "prompt": {"text": f"Question {prefix}-{i}: what should I do with my savings?"},
+            # every text unique (the sample answers repeat, and repeats would be embedded once
+            # by the embedding ahead, which the raw path does not do)
+            "output": {"text": f"{advice_text(rng) if i % 20 == 0 else neutral_text(rng)} "
+                               f"(answer {prefix}-{i})"},
         })
         for i in range(n)
     ]  # fmt: skip
@@ -141,7 +145,10 @@ class Paths:
     def __init__(self, embedders: FieldEmbedders, pipeline: Pipeline, bootstrap: str,
                  topic: str, committed: Committed, n: int, bs: int,
                  rng: random.Random, worker: subprocess.Popen[bytes]) -> None:  # fmt: skip
-        self.text, self.pipeline, self.worker = embedders.text, pipeline, worker
+        # the model itself, not the wrapper that embeds ahead (signals.ahead)
+        text = embedders.text
+        self.text = text.inner if isinstance(text, EmbedAhead) else text
+        self.pipeline, self.worker = pipeline, worker
         self.bootstrap, self.topic, self.committed = bootstrap, topic, committed
         self.n, self.bs, self.rng = n, bs, rng
         self.sent = 1  # the warm-up event
