@@ -61,6 +61,7 @@ from kafka.admin import KafkaAdminClient, NewTopic  # noqa: E402
 
 from signals.ahead import EmbedAhead  # noqa: E402
 from signals.embedders import FieldEmbedders  # noqa: E402
+from signals.redaction import Redactor  # noqa: E402
 from signals.spec import Examples, SignalSpec  # noqa: E402
 from signals.text_embedder import BUNDLED_MINILM  # noqa: E402
 from signals.training import train_signal  # noqa: E402
@@ -299,6 +300,9 @@ def main() -> None:
         try:
             # warm-up: model, pipeline (signals loaded, tables touched), worker (group joined)
             warm = make_events(bs, "warm", rng)
+            # ... and the redactor's recognizers, which the worker loads in its warm-up
+            assert pipeline.content is not None and isinstance(pipeline.content.redact, Redactor)
+            pipeline.content.redact.load()
             embedders.text.embed_windows([e.output.text or "" for e in warm])
             pipeline.process(warm)
             committed = Committed(bootstrap, group, topic)

@@ -62,10 +62,9 @@ class Redactor:
             return text
         if self._numeric:
             text = _mask_dense_numbers(text)
-        if self._matcher is None:
-            self._matcher = PiiMatcher(self.entities, self._min_score, "any")
+        matcher = self.load()
         spans: list[tuple[int, int, str]] = []
-        for match in self._matcher.find(text):
+        for match in matcher.find(text):
             if spans and match.start < spans[-1][1]:  # overlaps the previous finding: merge
                 start, end, label = spans[-1]
                 wider = match.end - match.start > end - start
@@ -92,6 +91,18 @@ class Redactor:
             cursor = end
         parts.append(text[cursor:])
         return "".join(parts)
+
+    @property
+    def loaded(self) -> bool:
+        return self._matcher is not None
+
+    def load(self) -> PiiMatcher:
+        """The recognizers, loaded now if they are not yet. A worker calls this before its
+        first batch: loading Presidio takes 1–7 s on a busy machine, which the first text
+        that may hold personal data would otherwise wait for (once per process)."""
+        if self._matcher is None:
+            self._matcher = PiiMatcher(self.entities, self._min_score, "any")
+        return self._matcher
 
     def _may_hold_entities(self, text: str) -> bool:
         """A cheap necessary condition, for the entities whose shape is known: an e-mail

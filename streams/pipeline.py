@@ -123,6 +123,11 @@ class Pipeline:
         return self._embedders.id
 
     @property
+    def content(self) -> ContentPolicy | None:
+        """What of the content is stored; None: everything as sent."""
+        return self._content
+
+    @property
     def embedder_ids(self) -> dict[str, str]:
         """The embedder id of each field."""
         return self._embedders.ids

@@ -279,7 +279,7 @@ def make_parts(
         embedders, signals, writer or ClickHouseWriter(client),
         image_policy(settings.images, worker=worker), cache=make_cache(settings.cache, client),
         slicer=make_slicer(settings.slices, client), groups=make_groups(settings.groups, client),
-        pseudonyms=pseudonyms(settings), content=content_policy(settings),
+        pseudonyms=pseudonyms(settings), content=content_policy(settings, load=worker),
         export=exporter.offer if exporter is not None else None, sampler=sampler,
     )  # fmt: skip
     return Parts(client, embedders, signals, pipeline, exporter)
@@ -305,14 +305,20 @@ def make_exporter(settings: Settings) -> EvaluationExporter | None:
     return exporter
 
 
-def content_policy(settings: Settings) -> ContentPolicy:
-    """What of prompts, answers and attribute values is stored (``TELLTALE_PRIVACY_*``)."""
+def content_policy(settings: Settings, *, load: bool = False) -> ContentPolicy:
+    """What of prompts, answers and attribute values is stored (``TELLTALE_PRIVACY_*``).
+    ``load``: a policy that redacts loads its recognizers now (the worker, before its first
+    batch) instead of on the first text that may hold personal data."""
     privacy = settings.privacy
-    return ContentPolicy(
+    redactor = Redactor(privacy.entities)
+    policy = ContentPolicy(
         prompt_text=privacy.prompt_text, output_text=privacy.output_text,
         attributes=privacy.attributes, raw_attribute_keys=frozenset(privacy.raw_attributes),
-        redact=Redactor(privacy.entities), store_windows=privacy.store_windows,
+        redact=redactor, store_windows=privacy.store_windows,
     )  # fmt: skip
+    if load and not policy.is_raw:
+        redactor.load()
+    return policy
 
 
 def free_text_policy(settings: Settings) -> Callable[[str], str] | None:

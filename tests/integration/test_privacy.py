@@ -104,6 +104,29 @@ def test_the_policy_redacts_what_it_must_and_nothing_else() -> None:
         ContentPolicy(prompt_text="redacted")
 
 
+def test_the_workers_policy_loads_its_recognizers_before_the_first_batch(
+    tiny_env: dict[str, str], ch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loading Presidio took 4–7 s inside the first measured batch of ``bench/pipeline.py``:
+    the worker's parts load it when built (its warm-up), other callers on first use, and a
+    policy that stores everything raw never."""
+    from telltale.settings import load_settings
+    from telltale.wiring import content_policy, make_parts
+
+    settings = load_settings()
+    assert not settings.privacy.prompt_text == "raw"  # the default redacts
+    worker = make_parts(settings, ch, worker=True).pipeline.content
+    assert worker is not None and isinstance(worker.redact, Redactor) and worker.redact.loaded
+    lazy = content_policy(settings)
+    assert isinstance(lazy.redact, Redactor) and not lazy.redact.loaded
+    assert lazy.prompt("write to ann@corp.io") == "write to <EMAIL_ADDRESS>"
+    assert lazy.redact.loaded
+    for key in ("PROMPT_TEXT", "OUTPUT_TEXT", "ATTRIBUTES"):
+        monkeypatch.setenv(f"TELLTALE_PRIVACY_{key}", "raw")
+    raw = content_policy(load_settings(), load=True)
+    assert isinstance(raw.redact, Redactor) and not raw.redact.loaded
+
+
 def test_numbers_in_a_row_are_all_redacted_and_a_dense_text_stays_cheap() -> None:
     """Phones listed one after another (the leak signal's rule would take them for the tail
     of a longer number) are each redacted; a text holding thousands of numbers has every one
