@@ -114,7 +114,7 @@ def test_the_workers_policy_loads_its_recognizers_before_the_first_batch(
     from telltale.wiring import content_policy, make_parts
 
     settings = load_settings()
-    assert not settings.privacy.prompt_text == "raw"  # the default redacts
+    assert settings.privacy.prompt_text != "raw"  # the default redacts
     worker = make_parts(settings, ch, worker=True).pipeline.content
     assert worker is not None and isinstance(worker.redact, Redactor) and worker.redact.loaded
     lazy = content_policy(settings)
