@@ -21,6 +21,10 @@ Two things keep a write from half-succeeding or failing for good:
   ``max_partitions_per_insert_block`` partitions (code 252, which is transient for a busy
   table): the rows of each table are inserted in groups of at most that many months, so a
   replay of years of history is stored instead of retried forever.
+
+No schema is read per batch: the column types of each table are read at its first insert (the
+driver would ``DESCRIBE`` it before every insert) and again once the table's definition has
+changed (seen by the check above) or an insert into it failed.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from storage.rows import CacheStatsRow, EmbeddingRow, EventRow, ScoreRow, WriteB
 
 if TYPE_CHECKING:
     import pyarrow as pa
+    from clickhouse_connect.datatypes.base import ClickHouseType
     from clickhouse_connect.driver.client import Client
 
 __all__ = ["ClickHouseWriter"]
@@ -80,6 +85,9 @@ class ClickHouseWriter:
         self._limit: int | None = None
         self._probe_suffix = uuid.uuid4().hex[:12]
         self._probed: dict[str, str | None] = {}  # table -> definition its check copy was made of
+        # column types per (table, columns), read once (the driver would DESCRIBE the table
+        # before every insert); forgotten when the table's definition changes or an insert fails
+        self._types: dict[tuple[str, tuple[str, ...]], Sequence[ClickHouseType]] = {}
 
     @property
     def pending(self) -> int:
@@ -244,7 +252,7 @@ class ClickHouseWriter:
         append ``table`` to ``written`` once a block of it went in."""
         limit = self._partition_limit()
         for block in _by_month(rows, columns.index(_MONTH_COLUMN[table]), limit):
-            self._client.insert(table, block, column_names=list(columns), settings=self._settings)
+            self._insert_block(table, columns, block)
             written.append(table)
             log.debug("inserted %d rows into %s", len(block), table)
 
@@ -265,21 +273,37 @@ class ClickHouseWriter:
             if table not in self._probed or self._probed[table] != current.get(table):
                 self._copy(table, probe, current.get(table))
             try:
-                self._client.insert(probe, rows, column_names=list(columns),
-                                    settings=self._settings)  # fmt: skip
+                self._insert_block(probe, columns, rows)
             except Exception as exc:
                 if getattr(exc, "code", None) != _UNKNOWN_TABLE:
                     raise
                 # A temporary table lives as long as its session, and an HTTP session ends
                 # after a while idle: make the copy again (a missing table itself still fails).
                 self._copy(table, probe, current.get(table))
-                self._client.insert(probe, rows, column_names=list(columns),
-                                    settings=self._settings)  # fmt: skip
+                self._insert_block(probe, columns, rows)
 
     def _copy(self, table: str, probe: str, definition: str | None) -> None:
         self._client.command(f"DROP TEMPORARY TABLE IF EXISTS {probe}")
         self._client.command(f"CREATE TEMPORARY TABLE {probe} AS {table} ENGINE = Null")
         self._probed[table] = definition
+        # the table changed (or is new to this writer): its types and its copy's are read again
+        self._types = {key: t for key, t in self._types.items() if key[0] not in (table, probe)}
+
+    def _insert_block(self, table: str, columns: tuple[str, ...], rows: list[list[object]]) -> None:
+        """One INSERT of ``rows``, with the column types read at the first insert into
+        ``table`` (read again after a failure: the table may have changed under us)."""
+        key = (table, columns)
+        types = self._types.get(key)
+        if types is None:
+            context = self._client.create_insert_context(table, list(columns),
+                                                         settings=self._settings)  # fmt: skip
+            types = self._types[key] = tuple(context.column_types)
+        try:
+            self._client.insert(table, rows, column_names=list(columns), column_types=types,
+                                settings=self._settings)  # fmt: skip
+        except Exception:
+            self._types.pop(key, None)
+            raise
 
     def _partition_limit(self) -> int:
         """The server's ``max_partitions_per_insert_block`` (0: no limit), read once."""

@@ -353,3 +353,37 @@ def test_a_failed_column_wise_events_insert_leaves_no_scores_of_its_events(ch: A
     assert (_rows(ch, "events"), _rows(ch, "signal_scores")) == (0, 0)
     assert writer.write_arrow(pa.table({}), scores, pa.table(base)) == 2
     assert (_rows(ch, "events"), _rows(ch, "signal_scores")) == (2, 2)
+
+
+def test_column_types_are_read_once_and_again_after_the_table_changed(
+    ch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No schema read per batch (the driver DESCRIBEs a table before every insert it is
+    given no types for); a changed column type is seen before the next insert."""
+    reads: list[str] = []
+    create = ch.create_insert_context
+
+    def counted(table: str, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("column_types") is None and (len(args) < 3 or args[2] is None):
+            reads.append(table)
+        return create(table, *args, **kwargs)
+
+    monkeypatch.setattr(ch, "create_insert_context", counted)
+    writer = ClickHouseWriter(ch)
+
+    def batch(event_id: str, latency_ms: float | None = None) -> WriteBatch:
+        return WriteBatch(
+            events=[EventRow(event_id, NOW, "m", "v1", latency_ms=latency_ms)],
+            embeddings=[EmbeddingRow(event_id, "output.text", "emb", NOW, "m", "v1", [1.0])],
+            scores=[ScoreRow(event_id, "sig", 1, NOW, "m", "v1", 0.5, False)],
+        )
+
+    assert writer.write(batch("e0")) == 1
+    first = len(reads)
+    assert first and "events" in reads  # the tables and their check copies, once each
+    assert writer.write(batch("e1", 1e6)) == 1
+    assert len(reads) == first  # the second batch read no types
+    ch.command("ALTER TABLE events MODIFY COLUMN latency_ms Nullable(UInt16)")
+    error = failure(lambda: writer.write(batch("e2", 1e9)))  # 1e9 no longer fits
+    assert type(error) is RowsRejected
+    assert _rows(ch, "events") == 2
