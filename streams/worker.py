@@ -12,7 +12,8 @@ as k is acknowledged. Batches are still decoded, stored and acknowledged one at 
 the order taken (at most two are held); one taken ahead but not started when the shutdown
 begins, or when consumption stops, is left unacknowledged and delivered again. The texts of
 the batch taken ahead go to the model at once (``TELLTALE_WORKER_EMBED_AHEAD``,
-:mod:`signals.ahead`), so the model embeds k+1 while k is scored and written.
+:mod:`signals.ahead`), so the model embeds k+1 while k is scored and written; the handler
+reuses that decode of k+1 (:mod:`streams.decoded_once`).
 
 When storage is unavailable the batch is retried with bounded exponential back-off and nothing
 is acknowledged: on restart the uncommitted events are delivered again and, because writes are
@@ -47,6 +48,7 @@ from streams.batch_handler import (
 )
 from streams.batch_io import plain_events
 from streams.dead_letter import DeadLetter
+from streams.decoded_once import DecodedOnce
 from streams.errors import InvalidEvent, PartlyInvalid
 from streams.events import GenerationEvent
 from streams.feedback import Feedback
@@ -126,12 +128,13 @@ class _Runtime:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="telltale-pipeline")
         self.in_flight: set[asyncio.Future[Outcome]] = set()
         self.retry = RetryPolicy(config.retry_initial_s, config.retry_max_s)
-        default_decoder = json_decoder(config.max_payload_bytes)
-        # the decoders as given, for embedding ahead: the counting ones count each event once
-        self._ahead_decoders = (dict(decoders or {}), default_decoder)
-        if metrics is not None:  # events seen are counted as they are decoded
+        # a batch is decoded as it is taken (to embed it ahead) and its handler reuses that
+        self.decoded = DecodedOnce()
+        self._ahead_decoders, (decoders, default_decoder) = self.decoded.split(
+            decoders or {}, json_decoder(config.max_payload_bytes))  # fmt: skip
+        if metrics is not None:  # events seen are counted once, as the handler decodes them
             counters = metrics.counters
-            decoders = {t: counting_decoder(d, counters) for t, d in (decoders or {}).items()}
+            decoders = {t: counting_decoder(d, counters) for t, d in decoders.items()}
             default_decoder = counting_decoder(default_decoder, counters)
         self.handler = BatchHandler(
             process=pipeline_process(self.pipeline),
@@ -179,7 +182,7 @@ class _Runtime:
         that do not decode, or carry vectors, are left to the batch's own handling."""
         pipeline = self._pipeline
         if pipeline is None or pipeline.ahead is None or not self.config.embed_ahead:
-            return  # not built yet, or built without it (serve --all): no second decode
+            return  # not built yet, or built without it (serve --all): nothing decoded ahead
         by_topic, default = self._ahead_decoders
         values = ((e.message.topic, e.message.value or b"") for e in batch)
         try:
@@ -213,6 +216,7 @@ class _Runtime:
         self.stopping.set()
         if self._pipeline is not None and self._pipeline.ahead is not None:
             self._pipeline.ahead.close()  # the batch taken ahead is not started: drop its job
+        self.decoded.clear()
         if not self.in_flight:
             return
         log.info("finishing the batch in flight before stopping")

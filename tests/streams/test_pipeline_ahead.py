@@ -4,6 +4,7 @@ comes from the job ahead, and what is stored is what the model returns for those
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ import numpy as np
 
 from signals import EmbedAhead, FieldEmbedders, TextEmbedder, Windows
 from signals.open_clip_embedder import OpenClipEmbedder
+from streams.batch_io import Outcome
 from streams.sampling import Sampler, SamplingConfig
 from streams.settings import WorkerConfig
 from streams.worker import _Runtime
@@ -76,6 +78,9 @@ def test_the_pipeline_embeds_ahead_only_what_it_will_score(
 class _Message:
     topic: str
     value: bytes
+    partition: int = 0
+    offset: int = 0
+    key: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,13 @@ def test_the_worker_queues_a_taken_batch_and_counts_each_event_seen_once(
     ahead = EmbedAhead(FieldEmbedders(tiny_embedder).text)
     pipeline = sampling_pipeline(ch, FieldEmbedders(tiny_embedder, ahead), None)
     metrics = WorkerMetrics()
-    runtime = _Runtime(WorkerConfig(), lambda: pipeline, _send(), None, None, None, None, metrics)
+    letters: list[bytes] = []
+
+    async def dead_letter(key: bytes | None, value: bytes) -> None:
+        letters.append(value)
+
+    runtime = _Runtime(WorkerConfig(), lambda: pipeline, dead_letter, None, None, None, None,
+                       metrics)  # fmt: skip
     events = traffic(3, 2, 0.0)
     batch = [_Taken(_Message("generations", e.model_dump_json().encode())) for e in events]
     batch.insert(1, _Taken(_Message("generations", b"{not json")))
@@ -119,6 +130,21 @@ def test_the_worker_queues_a_taken_batch_and_counts_each_event_seen_once(
     seen = sum(v for (name, _), v in samples.items()
                if name == "telltale_worker_events_seen_total")  # fmt: skip
     assert seen == 0  # the ahead decode counts nothing: the batch's own decode does
+    # ... which takes what the ahead decode kept (the invalid record's error too) instead of
+    # parsing and validating every record again, and counts each event once
+    assert len(runtime.decoded) == len(batch)
+    from streams.worker import _record
+
+    outcome = asyncio.run(runtime.handler.handle([_record(t) for t in batch]))
+    assert outcome is Outcome.ACKNOWLEDGE and len(runtime.decoded) == 0
+    samples = {(s.name, tuple(s.labels.values())): s.value
+               for m in metrics.registry.collect() for s in m.samples}  # fmt: skip
+    seen = sum(v for (name, _), v in samples.items()
+               if name == "telltale_worker_events_seen_total")  # fmt: skip
+    assert seen == len(events)
+    stored = ch.query("SELECT count() FROM events FINAL").result_rows[0][0]
+    assert stored == len(events)
+    assert len(letters) == 1 and b"{not json" in letters[0]  # the kept error, dead-lettered
     off = _Runtime(WorkerConfig(embed_ahead=False), lambda: pipeline, _send(), None, None, None)
     off.pipeline()
     fresh = traffic(2, 2, 0.0, first_id=50)
