@@ -23,6 +23,8 @@ open_clip model (``--pretrained``) embedding text with its text tower (``ViT-B-3
                  are produced, then resumed (SIGCONT) and timed from the resume until the last
                  offset is committed. The worker's capacity, what the overload control works
                  with, without the producer's CPU (the broker still serves the fetches).
+                 Its CPU is accounted per round: the worker's threads (from /proc), the
+                 broker's, the bench process's, and what stayed idle or went elsewhere.
 
 Before any clock starts, the model has embedded a warm-up batch, the pipeline has stored one,
 and the worker has loaded its model, joined its group and stored a warm-up event. Then
@@ -140,16 +142,32 @@ class Committed:
         self._consumer.close(autocommit=False)
 
 
+def cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) each thread of ``pid`` has used so far, by thread id."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        used[tid] = (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
 class Paths:
     """The three measured paths, each timing ``n`` fresh events per call (events/s)."""
 
     def __init__(self, embedders: FieldEmbedders, pipeline: Pipeline, bootstrap: str,
                  topic: str, committed: Committed, n: int, bs: int,
-                 rng: random.Random, worker: subprocess.Popen[bytes]) -> None:  # fmt: skip
+                 rng: random.Random, worker: subprocess.Popen[bytes],
+                 broker: subprocess.Popen[bytes]) -> None:  # fmt: skip
         # the model itself, not the wrapper that embeds ahead (signals.ahead)
         text = embedders.text
         self.text = text.inner if isinstance(text, EmbedAhead) else text
-        self.pipeline, self.worker = pipeline, worker
+        self.pipeline, self.worker, self.broker = pipeline, worker, broker
+        self.cpu: list[dict[str, float]] = []  # per backlog round: where the CPU went
         self.bootstrap, self.topic, self.committed = bootstrap, topic, committed
         self.n, self.bs, self.rng = n, bs, rng
         self.sent = 1  # the warm-up event
@@ -198,11 +216,24 @@ class Paths:
         finally:
             self.worker.send_signal(signal.SIGCONT)
         if time.perf_counter() - paused > 3.0:  # the group may rebalance: say so
-            print(f"backlog round {self.round}: the worker was paused "
-                  f"{time.perf_counter() - paused:.1f}s (session timeout 6 s)", file=sys.stderr)
+            print(
+                f"backlog round {self.round}: the worker was paused "
+                f"{time.perf_counter() - paused:.1f}s (session timeout 6 s)",
+                file=sys.stderr,
+            )
+        worker0, broker0 = cpu_seconds(self.worker.pid), cpu_seconds(self.broker.pid)
+        own0 = time.process_time()
         t0 = time.perf_counter()
         self.sent += self.n
         done = self.committed.wait_for(self.sent, timeout=1800)
+        worker1, broker1 = cpu_seconds(self.worker.pid), cpu_seconds(self.broker.pid)
+        threads = sorted((v - worker0.get(t, 0.0) for t, v in worker1.items()), reverse=True)
+        self.cpu.append({
+            "wall_s": done - t0, "cores_s": (done - t0) * (os.cpu_count() or 1),
+            "worker_s": sum(threads), "worker_top2_threads_s": sum(threads[:2]),
+            "broker_s": sum(v - broker0.get(t, 0.0) for t, v in broker1.items()),
+            "bench_process_s": time.process_time() - own0,
+        })  # fmt: skip
         return self.n / (done - t0)
 
 
@@ -309,7 +340,8 @@ def main() -> None:
             with Emitter(bootstrap, topic) as emitter:
                 emitter.emit(warm[0])
             committed.wait_for(1, timeout=300)
-            paths = Paths(embedders, pipeline, bootstrap, topic, committed, n, bs, rng, worker)
+            paths = Paths(embedders, pipeline, bootstrap, topic, committed, n, bs, rng, worker,
+                          broker)  # fmt: skip
             order = list(NAMES)
             for r in range(args.rounds):
                 paths.round = r
@@ -331,6 +363,7 @@ def main() -> None:
     assert results["worker_stored_events"] == 1 + 2 * n * args.rounds
 
     results["runs_events_per_s"] = runs
+    results["backlog_cpu_s"] = paths.cpu
     results["events_per_s"] = {name: summary(v) for name, v in runs.items()}
     results["over_raw"] = {
         name: summary([p / r for p, r in zip(runs[name], runs["raw"], strict=True)])
@@ -356,6 +389,15 @@ def main() -> None:
         f"{name} " + ", ".join(f"{v:.0f}" for v in values) for name, values in runs.items()
     ))  # fmt: skip
     print("(÷ raw: each round's pipeline rate over the same round's raw rate)")
+    for r, cpu in enumerate(paths.cpu):
+        idle = cpu["cores_s"] - cpu["worker_s"] - cpu["broker_s"] - cpu["bench_process_s"]
+        print(
+            f"backlog round {r}, CPU seconds of {cpu['cores_s']:.1f} available: worker "
+            f"{cpu['worker_s']:.1f} (its two busiest threads {cpu['worker_top2_threads_s']:.1f},"
+            f" the rest {cpu['worker_s'] - cpu['worker_top2_threads_s']:.1f}), broker "
+            f"{cpu['broker_s']:.1f}, bench process {cpu['bench_process_s']:.1f}, "
+            f"idle or elsewhere {idle:.1f}"
+        )
 
 
 if __name__ == "__main__":
