@@ -131,12 +131,21 @@ class Committed:
         return sum(self._consumer.committed(tp) or 0 for tp in self._parts)
 
     def wait_for(self, expected: int, timeout: float) -> float:
+        return self.crossings([expected], timeout)[-1][0]
+
+    def crossings(self, marks: list[int], timeout: float) -> list[tuple[float, int]]:
+        """When the committed offsets first reached each of the ascending ``marks``, and how
+        many were committed then (commits move by whole batches)."""
         deadline = time.monotonic() + timeout
+        seen: list[tuple[float, int]] = []
         while time.monotonic() < deadline:
-            if self() >= expected:
-                return time.perf_counter()
+            committed, now = self(), time.perf_counter()
+            while len(seen) < len(marks) and committed >= marks[len(seen)]:
+                seen.append((now, committed))
+            if len(seen) == len(marks):
+                return seen
             time.sleep(0.2)
-        raise TimeoutError(f"worker did not commit {expected} offsets in {timeout}s")
+        raise TimeoutError(f"worker did not commit {marks[-1]} offsets in {timeout}s")
 
     def close(self) -> None:
         self._consumer.close(autocommit=False)
@@ -168,6 +177,8 @@ class Paths:
         self.text = text.inner if isinstance(text, EmbedAhead) else text
         self.pipeline, self.worker, self.broker = pipeline, worker, broker
         self.cpu: list[dict[str, float]] = []  # per backlog round: where the CPU went
+        # per round, the worker's rate between the commits past 10 % and 90 % of the round
+        self.steady: dict[str, list[float | None]] = {"end_to_end": [], "backlog": []}
         self.bootstrap, self.topic, self.committed = bootstrap, topic, committed
         self.n, self.bs, self.rng = n, bs, rng
         self.sent = 1  # the warm-up event
@@ -201,9 +212,20 @@ class Paths:
         with Emitter(self.bootstrap, self.topic) as emitter:
             for e in events:
                 emitter.emit(e)
-        self.sent += self.n
-        done = self.committed.wait_for(self.sent, timeout=1800)
+        done = self._drained("end_to_end")
         return self.n / (done - t0)
+
+    def _drained(self, path: str) -> float:
+        """Waits for the round's last commit; records the steady rate between the commits
+        that passed 10 % and 90 % of the round (no resume, first fetch, last batch or last
+        commit interval in it): the events committed between those two, over the time
+        between them. Returns when the last commit came."""
+        marks = [self.sent + self.n // 10, self.sent + self.n * 9 // 10, self.sent + self.n]
+        (t10, c10), (t90, c90), (done, _) = self.committed.crossings(marks, timeout=1800)
+        self.sent += self.n
+        # a round too short for two commits between the marks tells nothing steady
+        self.steady[path].append((c90 - c10) / (t90 - t10) if c90 > c10 else None)
+        return done
 
     def backlog(self) -> float:
         events = make_events(self.n, f"backlog{self.round}", self.rng)
@@ -224,8 +246,7 @@ class Paths:
         worker0, broker0 = cpu_seconds(self.worker.pid), cpu_seconds(self.broker.pid)
         own0 = time.process_time()
         t0 = time.perf_counter()
-        self.sent += self.n
-        done = self.committed.wait_for(self.sent, timeout=1800)
+        done = self._drained("backlog")
         worker1, broker1 = cpu_seconds(self.worker.pid), cpu_seconds(self.broker.pid)
         threads = sorted((v - worker0.get(t, 0.0) for t, v in worker1.items()), reverse=True)
         self.cpu.append({
@@ -253,6 +274,7 @@ def bench_env(model: str, pretrained: str) -> dict[str, str]:
 NAMES = {"raw": "raw embedder (model only)", "in_process": "in-process pipeline → chDB",
          "end_to_end": "Kafka → faust worker → chDB",
          "backlog": "worker draining a backlog"}  # fmt: skip
+STEADY = {"end_to_end": "  Kafka worker, steady", "backlog": "  backlog, steady"}
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -369,6 +391,15 @@ def main() -> None:
         name: summary([p / r for p, r in zip(runs[name], runs["raw"], strict=True)])
         for name in ("in_process", "end_to_end", "backlog")
     }
+    # the same paths' rates between the commits past 10 % and 90 % of each round
+    steady_pairs = {path: [(v, r) for v, r in zip(values, runs["raw"], strict=True) if v]
+                    for path, values in paths.steady.items()}  # fmt: skip
+    results["steady_events_per_s"] = {
+        path: summary([v for v, _ in pairs]) for path, pairs in steady_pairs.items() if pairs
+    }
+    results["steady_over_raw"] = {
+        path: summary([v / r for v, r in pairs]) for path, pairs in steady_pairs.items() if pairs
+    }
     if args.json:
         print(json.dumps(results, indent=2))
         return
@@ -385,6 +416,17 @@ def main() -> None:
             f"{label:<30}{eps['median']:>12.1f}{eps['min']:>9.1f}–{eps['max']:<7.1f}"
             f"{ratio['median']:>14.2f}{ratio['min']:>8.2f}–{ratio['max']:<4.2f}"
         )
+    for path, label in STEADY.items():
+        if path not in results["steady_over_raw"]:
+            print(f"{label}: rounds too short for two commits between 10 % and 90 %")
+            continue
+        eps, ratio = results["steady_events_per_s"][path], results["steady_over_raw"][path]
+        print(
+            f"{label:<30}{eps['median']:>12.1f}{eps['min']:>9.1f}–{eps['max']:<7.1f}"
+            f"{ratio['median']:>14.2f}{ratio['min']:>8.2f}–{ratio['max']:<4.2f}"
+        )
+    print("(steady: between the commits that passed 10 % and 90 % of each round: without the "
+          "resume, the first fetch, the last batch and the last commit interval)")  # fmt: skip
     print("per round (events/s): " + "; ".join(
         f"{name} " + ", ".join(f"{v:.0f}" for v in values) for name, values in runs.items()
     ))  # fmt: skip
