@@ -25,6 +25,10 @@ open_clip model (``--pretrained``) embedding text with its text tower (``ViT-B-3
                  with, without the producer's CPU (the broker still serves the fetches).
                  Its CPU is accounted per round: the worker's threads (from /proc), the
                  broker's, the bench process's, and what stayed idle or went elsewhere.
+* steady:        for the two worker paths, also the rate between the commits that passed 10 %
+                 and 90 % of the round: what a worker that runs for hours sustains, without the
+                 costs a round pays once (the resume or first fetch, the last batch's wait for
+                 the model, the last commit interval of up to a second).
 
 Before any clock starts, the model has embedded a warm-up batch, the pipeline has stored one,
 and the worker has loaded its model, joined its group and stored a warm-up event. Then
