@@ -281,6 +281,18 @@ NAMES = {"raw": "raw embedder (model only)", "in_process": "in-process pipeline 
 STEADY = {"end_to_end": "  Kafka worker, steady", "backlog": "  backlog, steady"}
 
 
+def bench_specs(rng: random.Random) -> list[SignalSpec]:
+    """The two signals every path scores: one on the output, one on the prompt."""
+    return [
+        SignalSpec(name="stock_advice", examples=Examples(
+            positive=tuple(advice_text(rng) for _ in range(8)),
+            negative=tuple(neutral_text(rng) for _ in range(8)))),
+        SignalSpec(name="savings_question", target="prompt", examples=Examples(
+            positive=("What should I do with my savings?", "Where do I put my money?"),
+            negative=("Write a poem.", "What is the capital of France?"))),
+    ]  # fmt: skip
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -308,14 +320,7 @@ def main() -> None:
                   "TELLTALE_EMBEDDING_CACHE_ENABLED": "false"}  # fmt: skip
     os.environ.update(worker_env)
     settings = Settings()
-    specs = [
-        SignalSpec(name="stock_advice", examples=Examples(
-            positive=tuple(advice_text(rng) for _ in range(8)),
-            negative=tuple(neutral_text(rng) for _ in range(8)))),
-        SignalSpec(name="savings_question", target="prompt", examples=Examples(
-            positive=("What should I do with my savings?", "Where do I put my money?"),
-            negative=("Write a poem.", "What is the capital of France?"))),
-    ]  # fmt: skip
+    specs = bench_specs(rng)
     n, bs = args.events, args.batch_size
     runs: dict[str, list[float]] = {name: [] for name in NAMES}
 

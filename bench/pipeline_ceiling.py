@@ -39,15 +39,13 @@ import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from bench.pipeline import bench_env, make_events  # noqa: E402
+from bench.pipeline import bench_env, bench_specs, make_events  # noqa: E402
 from signals.redaction import Redactor  # noqa: E402
-from signals.spec import Examples, SignalSpec  # noqa: E402
 from signals.training import train_signal  # noqa: E402
 from storage.client import connect  # noqa: E402
 from storage.migrate import migrate  # noqa: E402
 from streams.batch_io import json_decoder  # noqa: E402
 from streams.events import encode_event  # noqa: E402
-from telltale.sample_data import advice_text, neutral_text  # noqa: E402
 from telltale.settings import Settings  # noqa: E402
 from telltale.signal_store import ClickHouseSignalStore  # noqa: E402
 from telltale.wiring import make_embedders, make_parts  # noqa: E402
@@ -82,14 +80,7 @@ def main() -> None:
                        "TELLTALE_EMBEDDING_CACHE_ENABLED": "false"})  # fmt: skip
     settings = Settings()
     rng = random.Random(7)
-    specs = [
-        SignalSpec(name="stock_advice", examples=Examples(
-            positive=tuple(advice_text(rng) for _ in range(8)),
-            negative=tuple(neutral_text(rng) for _ in range(8)))),
-        SignalSpec(name="savings_question", target="prompt", examples=Examples(
-            positive=("What should I do with my savings?", "Where do I put my money?"),
-            negative=("Write a poem.", "What is the capital of France?"))),
-    ]  # fmt: skip
+    specs = bench_specs(rng)
     decode = json_decoder(settings.worker.max_payload_bytes)
     bs = args.batch_size
     per_round: list[dict[str, Clock]] = []
